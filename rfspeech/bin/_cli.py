@@ -1,0 +1,78 @@
+"""Shared plumbing of the console scripts: Hydra entry, one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rfspeech.config import recipes_dir
+from rfspeech.errors import RFSpeechError
+
+log = logging.getLogger("rfspeech")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` on one line to stderr and exit with ``code``."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn :class:`RFSpeechError` (and a few OS errors) into one-line errors, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RFSpeechError as e:
+            fail(str(e))
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+            fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
+        except OSError as e:  # disk full and friends
+            fail(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+
+    return wrapper
+
+
+def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callable[[Any], Any]], Callable[[], Any]]:
+    """Decorate a ``task(cfg)`` function as a Hydra console script over ``recipes/``.
+
+    Hydra's own output directory is pinned (``hydra.run.dir``) so that runs, and every rank of a
+    torchrun job, never create timestamped duplicates; scripts that write nothing of Hydra's own
+    set ``hydra.output_subdir=null``.
+
+    Args:
+        config_name: primary config file name in ``recipes/`` (without ``.yaml``).
+        run_dir: default for ``hydra.run.dir`` when the config does not set it.
+    """
+    import hydra
+
+    def decorate(task: Callable[[Any], Any]) -> Callable[[], Any]:
+        guarded_task = guarded(task)
+
+        @hydra.main(config_path=str(recipes_dir()), config_name=config_name, version_base="1.3")
+        def _main(cfg: Any) -> Any:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+            return guarded_task(cfg)
+
+        def entry() -> Any:
+            # Hydra writes ./outputs/<date>/<time> unless told otherwise; keep runs where the user says.
+            argv = sys.argv[1:]
+            extra = []
+            if not any(a.startswith("hydra.run.dir=") for a in argv):
+                extra.append(f"hydra.run.dir={run_dir or '.'}")
+            if not any(a.startswith("hydra.output_subdir=") for a in argv) and run_dir is None:
+                extra.append("hydra.output_subdir=null")
+            extra.append("hydra/job_logging=none")
+            extra.append("hydra/hydra_logging=none")
+            sys.argv = [sys.argv[0], *argv, *extra]
+            return _main()
+
+        return entry
+
+    return decorate

@@ -1,0 +1,1 @@
+"""Corpus preparation (LJSpeech, VCTK, folder), features and datasets."""
