@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Kaldi-style option parsing for rfspeech recipes.  Source it after declaring the defaults:
+#
+#   stage=0; stop_stage=100; n_gpus=1
+#   . utils/parse_options.sh
+#
+# `--foo-bar VALUE` (or `--foo-bar=VALUE`) sets the shell variable `foo_bar`, which must already
+# exist: an unknown option is an error.  A variable whose default is true/false only takes
+# true/false.  `--help` prints $help_message (when set) and exits.  Positional arguments stay in "$@".
+# (Kaldi reserves --config; rfspeech recipes use --conf.)
+
+__rf_positional=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --help|-h)
+      printf '%s\n' "${help_message:-no help available}"
+      exit 0
+      ;;
+    --)
+      shift
+      __rf_positional+=("$@")
+      break
+      ;;
+    --*=*)
+      __rf_opt="${1%%=*}"
+      __rf_val="${1#*=}"
+      shift
+      ;;
+    --*)
+      __rf_opt="$1"
+      if [ $# -lt 2 ]; then
+        echo "$0: option $__rf_opt needs a value" >&2
+        exit 1
+      fi
+      __rf_val="$2"
+      shift 2
+      ;;
+    *)
+      __rf_positional+=("$1")
+      shift
+      continue
+      ;;
+  esac
+  __rf_name="${__rf_opt#--}"
+  __rf_name="${__rf_name//-/_}"
+  if ! [[ "$__rf_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || ! declare -p "$__rf_name" >/dev/null 2>&1; then
+    echo "$0: invalid option $__rf_opt (no variable ${__rf_name} in this script; see --help)" >&2
+    exit 1
+  fi
+  __rf_old="${!__rf_name}"
+  if { [ "$__rf_old" = true ] || [ "$__rf_old" = false ]; } && [ "$__rf_val" != true ] && [ "$__rf_val" != false ]; then
+    echo "$0: option $__rf_opt takes true or false, got '$__rf_val'" >&2
+    exit 1
+  fi
+  printf -v "$__rf_name" '%s' "$__rf_val"
+done
+set -- "${__rf_positional[@]+"${__rf_positional[@]}"}"
+unset __rf_positional __rf_opt __rf_val __rf_name __rf_old

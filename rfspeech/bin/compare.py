@@ -1,0 +1,35 @@
+"""``rfspeech-compare exps=[dirA,dirB,...] out_dir=DIR``: searched-vs-hand-designed report (Markdown + HTML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rfspeech.bin._cli import hydra_main
+from rfspeech.bin.evaluate import require
+from rfspeech.errors import ConfigError
+
+
+def task(cfg: Any) -> None:
+    from omegaconf import OmegaConf
+
+    from rfspeech.evaluate.report import write_report
+
+    require(cfg, "exps", "out_dir")
+    exps = cfg.exps
+    exps = [exps] if isinstance(exps, str) else [str(p) for p in OmegaConf.to_container(exps)]
+    if not exps:
+        raise ConfigError("exps: give at least one experiment folder (exps=[exp/a,exp/b])")
+    data = write_report(exps, cfg.out_dir, title=str(cfg.title), reference_arm=cfg.get("reference_arm"),
+                        max_audio=int(cfg.max_audio), max_spectrograms=int(cfg.max_spectrograms),
+                        max_audio_seconds=cfg.get("max_audio_seconds"))
+    out = Path(cfg.out_dir)
+    arms = ", ".join(f"{a} ({len(r)} run{'s' if len(r) > 1 else ''})" for a, r in data.arms.items())
+    print(f"compared {len(data.experiments)} experiments, arms: {arms}")
+    print(f"report: {out / 'report.html'} (and {out / 'report.md'})")
+
+
+main = hydra_main("compare")(task)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""``rfspeech-evaluate ref_dir=DIR syn_dir=DIR out_dir=DIR [metrics=[mcd,pesq]]``: objective metrics of a folder."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rfspeech.bin._cli import hydra_main
+from rfspeech.errors import ConfigError
+
+log = logging.getLogger("rfspeech.evaluate")
+
+
+def require(cfg: Any, *keys: str) -> None:
+    """Raise :class:`ConfigError` naming the first mandatory key (``???``) the user did not set."""
+    from omegaconf import OmegaConf
+
+    for key in keys:
+        if key not in cfg or OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
+            raise ConfigError(f"{key} is required (pass {key}=...)")
+
+
+def task(cfg: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from rfspeech.evaluate.runner import evaluate_dirs
+
+    require(cfg, "ref_dir", "syn_dir", "out_dir")
+    metrics = cfg.metrics
+    metrics = [metrics] if isinstance(metrics, str) else list(OmegaConf.to_container(metrics))
+    feature_params = None
+    if cfg.get("feats_yaml"):
+        from rfspeech.data.manifest import FeatureParams
+
+        feature_params = FeatureParams.load(cfg.feats_yaml).to_dict()
+    summary = evaluate_dirs(
+        cfg.ref_dir, cfg.syn_dir, cfg.out_dir, metrics=metrics, include_c0=bool(cfg.mcd_include_c0),
+        pesq_mode=str(cfg.pesq_mode), f0_method=str(cfg.f0_method), f0_min=float(cfg.f0_min),
+        f0_max=float(cfg.f0_max), feature_params=feature_params, min_duration=float(cfg.min_duration),
+        silence_db=float(cfg.silence_db), peak_normalize=bool(cfg.peak_normalize), jobs=int(cfg.jobs),
+        progress=bool(cfg.progress),
+    )
+    print(format_summary(summary))
+    print(f"wrote {cfg.out_dir}/metrics.csv and {cfg.out_dir}/summary.json")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A short console table: one line per metric (mean ± 95 % CI, n, failures) and the bad-file counts."""
+    lines = [f"evaluated {summary['n_evaluated']} of {summary['n_utterances']} utterances"
+             + (f"; bad: {summary['bad']}" if summary["n_bad"] else "")
+             + (f"; warnings: {summary['warnings']}" if summary.get("warnings") else "")]
+    for name, s in summary["metrics"].items():
+        if s["mean"] is None:
+            value = "n/a"
+        elif s["ci95"] is None:
+            value = f"{s['mean']:.4f}"
+        else:
+            value = f"{s['mean']:.4f} ± {s['ci95']:.4f}"
+        fails = f"  failed {s['n_failed']} {s['failures']}" if s["n_failed"] else ""
+        lines.append(f"  {name:<14} {value:<22} n={s['n']}{fails}")
+    return "\n".join(lines)
+
+
+main = hydra_main("evaluate")(task)
+
+if __name__ == "__main__":
+    main()

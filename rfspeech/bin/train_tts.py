@@ -1,0 +1,149 @@
+"""``rfspeech-train-tts data_dir=DIR out_dir=DIR [model=acoustic] [tts=default] [key=value ...]``.
+
+Trains the conv acoustic model (text → mel). Config: ``recipes/train_tts.yaml``. Hydra's run directory
+is pinned to ``out_dir`` (no timestamped folders; one folder for every torchrun rank). With
+``search.enabled=true`` every dilated conv is wrapped for the RF-Next local search and the searched
+structure is written to ``out_dir/structure.yaml`` at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rfspeech.bin._cli import hydra_main
+from rfspeech.errors import ConfigError
+
+log = logging.getLogger("rfspeech.train_tts")
+
+STRUCTURE = "structure.yaml"
+
+
+def _require(cfg: Any, *keys: str) -> None:
+    from omegaconf import OmegaConf
+
+    for key in keys:
+        if key not in cfg or OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
+            raise ConfigError(f"{key} is required (pass {key}=...)")
+
+
+def _container(cfg: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def search_args(cfg: Any) -> dict[str, Any]:
+    """``make_searchable`` keyword arguments of the ``search`` node."""
+    s = cfg.search
+    args: dict[str, Any] = {"include": _container(s.get("include")), "exclude": _container(s.get("exclude"))}
+    for key in ("num_branches", "expand_rate", "min_dilation", "max_dilation"):
+        if s.get(key) is not None:
+            args[key] = s[key]
+    return args
+
+
+def build_trainer(cfg: Any, **overrides: Any) -> Any:
+    """Model (structure / searchable applied), optimiser, scheduler and :class:`AcousticTrainer` from a config."""
+    from hydra.utils import instantiate
+
+    from rfspeech.data.manifest import FeatureParams
+    from rfspeech.train.acoustic import AcousticTrainer, build_acoustic
+
+    _require(cfg, "data_dir", "out_dir")
+    if "model" not in cfg or "acoustic" not in cfg.model:
+        raise ConfigError("model.acoustic missing from the config (choose model=acoustic or model=acoustic_debug)")
+    _seed(int(cfg.seed))
+    model = build_acoustic(cfg.model.acoustic)
+    structure = None
+    mode = str(cfg.get("structure_mode") or "single")
+    search, searchable = None, None
+    if cfg.get("structure"):
+        if cfg.search.get("enabled"):
+            raise ConfigError("structure= and search.enabled=true exclude each other (fine-tune OR search)")
+        if mode not in ("single", "multiple", "merge"):
+            raise ConfigError(f"structure_mode must be single, multiple or merge, got {mode!r}")
+        from rfspeech.search import apply_structure, load_structure
+
+        structure = dict(load_structure(cfg.structure))
+        apply_structure(model, structure, mode=mode)
+        log.info("acoustic model built from %s (mode %s)", cfg.structure, mode)
+    elif cfg.search.get("enabled"):
+        from rfspeech.search import LocalSearch, make_searchable
+
+        searchable = search_args(cfg)
+        wrapped = make_searchable(model, **searchable)
+        if not wrapped:
+            raise ConfigError("search.enabled=true but no dilated conv matched search.include/exclude")
+        search = LocalSearch(model, search_interval=int(cfg.search.search_interval),
+                             max_search_steps=int(cfg.search.max_search_steps), out_dir=cfg.out_dir)
+        log.info("searching %d dilated convs", len(wrapped))
+    t = cfg.tts
+    features = FeatureParams.from_dict(_container(cfg.features), where="features") if cfg.get("features") else None
+    kwargs: dict[str, Any] = dict(
+        model=model, optimizer=instantiate(t.optimizer, _convert_="all"),
+        scheduler=instantiate(t.scheduler, _convert_="all") if t.get("scheduler") else None,
+        data_dir=cfg.data_dir, out_dir=cfg.out_dir, feature_params=features,
+        batch_size=int(t.batch_size), max_steps=int(t.max_steps), seed=int(cfg.seed), num_workers=int(t.num_workers),
+        grad_clip=t.get("grad_clip"), max_bad_steps=int(t.max_bad_steps), log_interval=int(t.log_interval),
+        checkpoint_interval=int(t.checkpoint_interval), keep_last=int(t.keep_last),
+        validation_interval=int(t.validation_interval), val_max_utts=int(t.val_max_utts),
+        n_mel_images=int(t.n_mel_images), max_frames=t.get("max_frames"), bucket_batches=int(t.bucket_batches),
+        skip_bad=bool(t.get("skip_bad", False)), device=str(cfg.device), amp=cfg.get("amp"),
+        resume=bool(cfg.get("resume", False)), init_from=cfg.get("init_from"), structure=structure,
+        structure_mode=mode, search=search, searchable=searchable, config=_container(cfg),
+        tensorboard=bool(cfg.get("tensorboard", True)), progress=bool(cfg.get("progress", True)),
+    )
+    kwargs.update(overrides)
+    return AcousticTrainer(**kwargs)
+
+
+def _save_structure(trainer: Any, cfg: Any) -> Path | None:
+    """Write the searched dilations to ``out_dir/structure.yaml`` (rank 0, search runs only)."""
+    if trainer.search is None or int(os.environ.get("RANK", "0")) != 0:
+        return None
+    from rfspeech.search import export_structure, save_structure
+
+    path = Path(cfg.out_dir) / STRUCTURE
+    save_structure(path, export_structure(trainer.model), settings=_container(cfg.search), rf=None)
+    return path
+
+
+def task(cfg: Any) -> dict[str, Any]:
+    from rfspeech.io import atomic_write_yaml
+    from rfspeech.train import distributed
+
+    _require(cfg, "data_dir", "out_dir")
+    try:
+        trainer = build_trainer(cfg)
+        if int(os.environ.get("RANK", "0")) == 0:
+            atomic_write_yaml(Path(cfg.out_dir) / "config.yaml", _container(cfg))
+        result = trainer.fit()
+        structure = _save_structure(trainer, cfg)
+    finally:
+        distributed.cleanup()
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = f"{result.best_val:.4f}" if np.isfinite(result.best_val) else "n/a"
+        print(f"trained {result.step} steps (skipped {result.bad_steps}); best validation mel L1 {best}; "
+              f"last checkpoint {result.checkpoint}" + (f"; structure {structure}" if structure else ""))
+    return {"step": result.step, "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
+
+
+main = hydra_main("train_tts", run_dir="${out_dir}")(task)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Log-mel features: the official HiFi-GAN computation (numpy and differentiable torch) and statistics.
+
+Framing follows the official HiFi-GAN ``mel_spectrogram``: the waveform is reflect-padded by
+``(n_fft - hop_length) // 2`` on both sides and framed without centring, so a clip of ``L`` samples
+gives ``1 + (L + 2·pad − n_fft) // hop_length`` frames (``L // 256`` for the defaults) and frame ``t``
+is centred on sample ``t·hop + hop/2``: the vocoder's output ``frames × hop`` aligns with the first
+``frames × hop`` samples of the audio. Magnitudes are ``sqrt(re² + im² + 1e-9)`` (as official), the
+filterbank is librosa's Slaney mel filterbank, and the log is natural (``log_base="e"``) or base 10,
+after flooring at ``clamp``.
+
+The ParallelWaveGAN variant (``recipes/mel/pwg.yaml``) changes ``fmin/fmax`` to 80/7600, the log to
+base 10 and z-normalises every bin with train-set statistics (``stats.npz``, :class:`FeatureStats`).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rfspeech.data.manifest import FEATS_YAML, STATS, FeatureParams
+from rfspeech.errors import DataError
+from rfspeech.io import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+
+_MAG_EPS = 1e-9  # added under the square root of the power, as the official HiFi-GAN code does
+PEAK = 0.95  # HiFi-GAN scales training audio to this peak before the mel
+
+
+def _pad(params: FeatureParams) -> int:
+    return (params.n_fft - params.hop_length) // 2
+
+
+def num_frames(num_samples: int, params: FeatureParams) -> int:
+    """Frames :func:`log_mel` returns for ``num_samples`` samples (0 when the clip is too short)."""
+    padded = num_samples + 2 * _pad(params)
+    return max(0, 1 + (padded - params.n_fft) // params.hop_length) if padded >= params.n_fft else 0
+
+
+def min_samples(params: FeatureParams) -> int:
+    """Shortest clip :func:`log_mel` accepts: reflect padding needs more samples than the pad."""
+    return max(params.n_fft - 2 * _pad(params), _pad(params) + 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+    import librosa
+
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    fb.setflags(write=False)
+    return fb
+
+
+def mel_filterbank(params: FeatureParams) -> np.ndarray:
+    """Slaney-normalised mel filterbank, ``(n_mels, n_fft // 2 + 1)`` float32 (read-only, cached)."""
+    return _filterbank(params.sample_rate, params.n_fft, params.n_mels, float(params.fmin), _fmax(params))
+
+
+def _fmax(params: FeatureParams) -> float | None:
+    return None if params.fmax is None else float(params.fmax)
+
+
+@functools.lru_cache(maxsize=16)
+def _window(n_fft: int, win_length: int) -> np.ndarray:
+    # periodic Hann (torch.hann_window's default), centred in n_fft as torch.stft does
+    n = np.arange(win_length)
+    win = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
+    left = (n_fft - win_length) // 2
+    out = np.zeros(n_fft, dtype=np.float64)
+    out[left : left + win_length] = win
+    out.setflags(write=False)
+    return out
+
+
+def _log(x: np.ndarray, params: FeatureParams) -> np.ndarray:
+    x = np.maximum(x, params.clamp)
+    return np.log(x) if params.log_base == "e" else np.log10(x)
+
+
+def log_mel(wav: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """Log-mel spectrogram of one waveform (no peak or z-normalisation: see :class:`FeatureExtractor`).
+
+    Args:
+        wav: ``(samples,)`` float waveform in [-1, 1] at ``params.sample_rate``.
+        params: feature parameters.
+
+    Returns:
+        ``(n_mels, num_frames(samples))`` float32.
+
+    Raises:
+        DataError: the clip is shorter than :func:`min_samples`.
+    """
+    wav = np.asarray(wav, dtype=np.float64)
+    if wav.ndim != 1:
+        raise DataError(f"log_mel expects a mono (samples,) waveform, got shape {wav.shape}")
+    if wav.shape[0] < min_samples(params):
+        raise DataError(f"audio too short for features: {wav.shape[0]} samples < {min_samples(params)}")
+    pad = _pad(params)
+    y = np.pad(wav, (pad, pad), mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(y, params.n_fft)[:: params.hop_length]
+    spec = np.fft.rfft(frames * _window(params.n_fft, params.win_length), axis=-1)
+    mag = np.sqrt(spec.real**2 + spec.imag**2 + _MAG_EPS)
+    mel = mel_filterbank(params).astype(np.float64) @ mag.T
+    return _log(mel, params).astype(np.float32)
+
+
+def peak_normalize(wav: np.ndarray, peak: float = PEAK) -> np.ndarray:
+    """Scale to the given peak (HiFi-GAN's ``normalize(audio) * 0.95``); silent input is returned as is."""
+    m = float(np.max(np.abs(wav))) if wav.size else 0.0
+    return wav if m == 0.0 else (wav * (peak / m)).astype(wav.dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Per-bin mean and scale of the train log-mels (ParallelWaveGAN-style z-normalisation).
+
+    Attributes:
+        mean: ``(n_mels,)`` float32.
+        scale: ``(n_mels,)`` float32 standard deviation (1 where a bin is constant).
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def from_sums(cls, total: np.ndarray, total_sq: np.ndarray, count: int) -> FeatureStats:
+        """Population statistics from running sums over frames (``total``, ``total_sq`` per bin)."""
+        if count <= 0:
+            raise DataError("no train frames to compute feature statistics from")
+        mean = total / count
+        var = np.maximum(total_sq / count - mean**2, 0.0)
+        scale = np.sqrt(var)
+        scale[scale < 1e-8] = 1.0  # as sklearn's StandardScaler: a constant bin is left unscaled
+        return cls(mean.astype(np.float32), scale.astype(np.float32))
+
+    def normalize(self, mel: np.ndarray) -> np.ndarray:
+        """``(n_mels, T)`` log-mel → z-normalised, float32."""
+        return ((mel - self.mean[:, None]) / self.scale[:, None]).astype(np.float32)
+
+    def denormalize(self, mel: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`normalize`."""
+        return (mel * self.scale[:, None] + self.mean[:, None]).astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, mean=self.mean, scale=self.scale)
+
+    @classmethod
+    def load(cls, path: str | Path, n_mels: int | None = None) -> FeatureStats:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: feature statistics not found (normalised features need stats.npz)")
+        try:
+            with np.load(path) as z:
+                mean, scale = z["mean"].astype(np.float32), z["scale"].astype(np.float32)
+        except (OSError, ValueError, KeyError) as e:
+            raise DataError(f"{path}: unreadable statistics ({e.__class__.__name__}: {e})") from None
+        if mean.shape != scale.shape or mean.ndim != 1 or (n_mels is not None and mean.shape[0] != n_mels):
+            raise DataError(f"{path}: statistics of shape {mean.shape}/{scale.shape} do not fit {n_mels} mel bins")
+        return cls(mean, scale)
+
+
+class FeatureExtractor:
+    """Waveform → model-ready log-mel, exactly as ``rfspeech-prepare`` computes it.
+
+    Applies the peak normalisation (``params.peak_normalize``), :func:`log_mel` and, when
+    ``params.normalize``, the z-normalisation with ``stats``. Use it for copy-synthesis so the
+    vocoder sees the features it was trained on.
+
+    Args:
+        params: feature parameters.
+        stats: train statistics; required when ``params.normalize``.
+    """
+
+    def __init__(self, params: FeatureParams, stats: FeatureStats | None = None) -> None:
+        if params.normalize and stats is None:
+            raise DataError("normalised features (features.normalize=true) need the train statistics (stats.npz)")
+        self.params = params
+        self.stats = stats if params.normalize else None
+
+    def waveform(self, wav: np.ndarray) -> np.ndarray:
+        """The waveform the features describe (peak-normalised when configured): the vocoder's target."""
+        wav = np.asarray(wav, dtype=np.float32)
+        return peak_normalize(wav) if self.params.peak_normalize else wav
+
+    def __call__(self, wav: np.ndarray) -> np.ndarray:
+        """``(samples,)`` waveform → ``(n_mels, frames)`` float32."""
+        mel = log_mel(self.waveform(wav), self.params)
+        return self.stats.normalize(mel) if self.stats is not None else mel
+
+    @classmethod
+    def from_dir(cls, data_dir: str | Path) -> FeatureExtractor:
+        """The extractor of a prepared directory (``feats.yaml`` and, if normalised, ``stats.npz``)."""
+        params, stats = load_feature_params(data_dir)
+        return cls(params, stats)
+
+
+def load_feature_params(data_dir: str | Path) -> tuple[FeatureParams, FeatureStats | None]:
+    """Read ``feats.yaml`` (and ``stats.npz`` when normalised) of a prepared directory.
+
+    Raises:
+        DataError: missing or malformed files, naming them.
+    """
+    data_dir = Path(data_dir)
+    params = FeatureParams.load(data_dir / FEATS_YAML)
+    stats = FeatureStats.load(data_dir / STATS, n_mels=params.n_mels) if params.normalize else None
+    return params, stats
+
+
+def load_mel(path: str | Path, n_mels: int | None = None) -> np.ndarray:
+    """Load one cached ``.npy`` feature, ``(n_mels, frames)`` float32, checking its shape."""
+    path = Path(path)
+    try:
+        mel = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: feature file not found") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable feature file ({e.__class__.__name__})") from None
+    if mel.ndim != 2 or (n_mels is not None and mel.shape[0] != n_mels):
+        raise DataError(f"{path}: feature of shape {mel.shape}, expected ({n_mels}, frames)")
+    return mel.astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- torch (differentiable)
+
+_TORCH_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def log_mel_torch(wav: torch.Tensor, params: FeatureParams, fmax: float | None | str = "params") -> torch.Tensor:
+    """Differentiable :func:`log_mel` on a batch (the generator's mel loss, validation mel L1).
+
+    Args:
+        wav: ``(B, samples)`` or ``(B, 1, samples)`` waveform.
+        params: feature parameters.
+        fmax: override of ``params.fmax`` (HiFi-GAN's loss uses ``None``, i.e. Nyquist);
+            the default ``"params"`` keeps it.
+
+    Returns:
+        ``(B, n_mels, frames)`` log-mel in ``wav``'s dtype and device (not z-normalised).
+    """
+    import torch
+
+    if wav.dim() == 3:
+        wav = wav.squeeze(1)
+    if wav.dim() != 2:
+        raise ValueError(f"log_mel_torch expects (B, samples) or (B, 1, samples), got {tuple(wav.shape)}")
+    f_max = _fmax(params) if fmax == "params" else (None if fmax is None else float(fmax))
+    key = (params.sample_rate, params.n_fft, params.win_length, params.n_mels, float(params.fmin), f_max,
+           wav.device, wav.dtype)
+    if key not in _TORCH_CACHE:
+        fb = _filterbank(params.sample_rate, params.n_fft, params.n_mels, float(params.fmin), f_max)
+        _TORCH_CACHE[key] = (
+            torch.tensor(np.array(fb), dtype=wav.dtype, device=wav.device),
+            torch.hann_window(params.win_length, dtype=wav.dtype, device=wav.device),
+        )
+    basis, window = _TORCH_CACHE[key]
+    pad = _pad(params)
+    y = torch.nn.functional.pad(wav.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+    spec = torch.stft(y, params.n_fft, hop_length=params.hop_length, win_length=params.win_length, window=window,
+                      center=False, return_complex=True)
+    mag = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + _MAG_EPS)
+    mel = torch.clamp(torch.matmul(basis, mag), min=params.clamp)
+    return torch.log(mel) if params.log_base == "e" else torch.log10(mel)

@@ -1,0 +1,50 @@
+"""Evaluation: objective metrics on numpy waveforms, folder evaluation, synthesis speed, comparison report.
+
+Metric functions take ``(ref, syn, sr)`` (1-D waveforms in [-1, 1] at rate ``sr``) and return a
+float; they resample as their metric needs and raise :class:`MetricError` (with a ``reason``) when
+the metric cannot be computed for that pair::
+
+    from rfspeech.evaluate import mcd, pesq, stoi
+    mcd(ref, syn, 22050)          # dB, c0 excluded, DTW aligned
+    pesq(ref, syn, 22050)         # wide band, resampled to 16 kHz
+"""
+
+from rfspeech.evaluate.metrics import (
+    MCEP_PARAMS,
+    STFT_RESOLUTIONS,
+    F0Metrics,
+    MetricError,
+    f0_contour,
+    f0_metrics,
+    f0_rmse,
+    mcd,
+    mcd_settings,
+    mcep_params,
+    mel_cepstrum,
+    mel_l1,
+    pesq,
+    resample,
+    stft_distance,
+    stoi,
+    vuv_error,
+)
+
+__all__ = [
+    "MCEP_PARAMS",
+    "STFT_RESOLUTIONS",
+    "F0Metrics",
+    "MetricError",
+    "f0_contour",
+    "f0_metrics",
+    "f0_rmse",
+    "mcd",
+    "mcd_settings",
+    "mcep_params",
+    "mel_cepstrum",
+    "mel_l1",
+    "pesq",
+    "resample",
+    "stft_distance",
+    "stoi",
+    "vuv_error",
+]

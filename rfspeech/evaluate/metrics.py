@@ -1,0 +1,491 @@
+"""Objective metrics between a reference and a synthesized waveform (numpy, mono, float).
+
+Every function takes ``(ref, syn, sr)`` with 1-D arrays at the same rate ``sr`` and resamples
+internally when its metric is defined at another rate (PESQ at 16 kHz, STOI at 10 kHz inside
+pystoi). A metric that cannot be computed for an utterance raises :class:`MetricError` with a short
+``reason``; the folder evaluator records it for that utterance and carries on.
+
+Conventions (the parameters of each are written into the evaluation summary):
+
+* MCD follows ESPnet's evaluator (also used for ParallelWaveGAN numbers): SPTK mel-cepstra
+  (``pysptk.mcep``, Hamming window 1024, shift 256, ``etype=1``, ``eps=1e-6``) of audio in the
+  16-bit integer range, order / all-pass constant by rate, DTW on the full mel-cepstra, then
+  ``10/ln10 · sqrt(2 Σ_d (c_d − c'_d)²)`` averaged over the aligned frames. ESPnet sums over c0
+  too; c0 is the frame log-gain, so here it is excluded by default (``include_c0=True`` for numbers
+  comparable with ESPnet/ParallelWaveGAN). The window and shift stay at 1024/256 samples at every
+  rate, as in ESPnet, so numbers stay comparable with published ones (pass ``frame_length`` /
+  ``frame_shift`` to scale them).
+* Sample-aligned metrics (PESQ, STOI, F0, STFT distance, mel L1) trim both signals to the shorter
+  length: a vocoder's output has ``frames · hop`` samples, up to one hop more or less than its
+  reference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from rfspeech.errors import DataError
+
+#: (order, all-pass constant α) of the mel-cepstrum by sample rate, as ESPnet's evaluator.
+MCEP_PARAMS: dict[int, tuple[int, float]] = {
+    16000: (23, 0.42),
+    22050: (34, 0.45),
+    24000: (34, 0.46),
+    44100: (39, 0.53),
+    48000: (39, 0.55),
+}
+
+#: Multi-resolution STFT settings (FFT size, hop, window) of ParallelWaveGAN's auxiliary loss.
+STFT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
+
+_INT16_SCALE = 32768.0
+
+
+class MetricError(DataError):
+    """A metric that cannot be computed for this pair of signals.
+
+    Attributes:
+        reason: short machine-friendly cause (e.g. ``"NoUtterancesError"``, ``"no voiced frames"``),
+            used to count failures by reason in the evaluation summary.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_wave(x: Any, name: str) -> np.ndarray:
+    """1-D float64 copy of ``x``; raises MetricError on empty or non-finite input."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 2 and 1 in a.shape:
+        a = a.reshape(-1)
+    if a.ndim != 1:
+        raise MetricError(f"{name}: expected a mono 1-D waveform, got shape {a.shape}", "not mono")
+    if a.size == 0:
+        raise MetricError(f"{name}: empty waveform", "empty")
+    if not np.all(np.isfinite(a)):
+        raise MetricError(f"{name}: waveform contains NaN or Inf samples", "non-finite samples")
+    return a
+
+
+def _pair(ref: Any, syn: Any, trim: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    r, s = _as_wave(ref, "reference"), _as_wave(syn, "synthesized")
+    if trim:
+        n = min(r.size, s.size)
+        r, s = r[:n], s[:n]
+    return r, s
+
+
+def _check_rate(sr: int) -> int:
+    sr_i = int(sr)
+    if sr_i <= 0 or sr_i != sr:
+        raise MetricError(f"sample rate must be a positive integer, got {sr!r}", "bad sample rate")
+    return sr_i
+
+
+def resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """Band-limited rational resampling (``scipy.signal.resample_poly``), e.g. 22 050 → 16 000 by 320/441.
+
+    Args:
+        x: waveform ``(samples,)``.
+        sr: its rate.
+        target_sr: wanted rate.
+
+    Returns:
+        ``(round(samples · target_sr / sr),)`` float64 waveform (``x`` itself when the rates agree).
+    """
+    if int(sr) == int(target_sr):
+        return x
+    from scipy.signal import resample_poly
+
+    f = Fraction(int(target_sr), int(sr))
+    return resample_poly(x, f.numerator, f.denominator)
+
+
+def mcep_params(sr: int) -> tuple[int, float]:
+    """Mel-cepstrum order and all-pass constant for ``sr`` (ESPnet's table).
+
+    Rates outside the table use ``pysptk.util.mcepalpha(sr)`` and the order of the nearest rate in
+    the table (ESPnet refuses them; the choice is recorded in the summary).
+    """
+    sr = _check_rate(sr)
+    if sr in MCEP_PARAMS:
+        return MCEP_PARAMS[sr]
+    import pysptk
+
+    nearest = min(MCEP_PARAMS, key=lambda r: abs(r - sr))
+    return MCEP_PARAMS[nearest][0], round(float(pysptk.util.mcepalpha(sr)), 3)
+
+
+def mel_cepstrum(
+    x: np.ndarray,
+    sr: int,
+    order: int | None = None,
+    alpha: float | None = None,
+    frame_length: int = 1024,
+    frame_shift: int = 256,
+    etype: int = 1,
+    eps: float = 1e-6,
+) -> np.ndarray:
+    """SPTK mel-cepstra of Hamming-windowed frames (no padding), audio taken in the 16-bit range.
+
+    Args:
+        x: waveform in [-1, 1] ``(samples,)``.
+        sr: sample rate (chooses ``order``/``alpha`` when not given).
+        order: mel-cepstrum order (``order + 1`` coefficients, c0 first).
+        alpha: all-pass constant.
+        frame_length: analysis window in samples.
+        frame_shift: frame shift in samples.
+        etype: SPTK's eps type (1: add ``eps`` to the periodogram).
+        eps: the periodogram floor.
+
+    Returns:
+        ``(frames, order + 1)`` with ``frames = (samples − frame_length) // frame_shift + 1``.
+
+    Raises:
+        MetricError: the signal is shorter than one frame.
+    """
+    import pysptk
+
+    if order is None or alpha is None:
+        o, a = mcep_params(sr)
+        order = o if order is None else order
+        alpha = a if alpha is None else alpha
+    x = np.asarray(x, dtype=np.float64) * _INT16_SCALE  # ESPnet reads wavs as int16
+    if x.size < frame_length:
+        raise MetricError(f"audio shorter than one MCD frame ({x.size} < {frame_length} samples)", "too short")
+    n_frames = (x.size - frame_length) // frame_shift + 1
+    win = pysptk.hamming(frame_length)
+    frames = np.lib.stride_tricks.sliding_window_view(x, frame_length)[::frame_shift][:n_frames] * win
+    return np.stack([pysptk.mcep(f, order, alpha, etype=etype, eps=eps) for f in frames])
+
+
+def dtw_path(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact DTW (Euclidean frame distance, steps (1,1), (1,0), (0,1) of equal weight).
+
+    Args:
+        a: ``(Ta, D)`` sequence.
+        b: ``(Tb, D)`` sequence.
+
+    Returns:
+        Index arrays ``(ia, ib)`` of the optimal path from ``(0, 0)`` to ``(Ta-1, Tb-1)``, in order.
+    """
+    import librosa
+
+    _, wp = librosa.sequence.dtw(X=a.T, Y=b.T, metric="euclidean", backtrack=True)
+    wp = wp[::-1]
+    return wp[:, 0], wp[:, 1]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def mcd(
+    ref: np.ndarray,
+    syn: np.ndarray,
+    sr: int,
+    *,
+    order: int | None = None,
+    alpha: float | None = None,
+    include_c0: bool = False,
+    frame_length: int = 1024,
+    frame_shift: int = 256,
+    use_dtw: bool = True,
+) -> float:
+    """Mel-cepstral distortion in dB (ESPnet convention, c0 excluded by default).
+
+    Args:
+        ref: reference waveform ``(samples,)`` in [-1, 1].
+        syn: synthesized waveform ``(samples',)`` at the same rate.
+        sr: sample rate in Hz (chooses order/α, see :data:`MCEP_PARAMS`).
+        order: override of the mel-cepstrum order.
+        alpha: override of the all-pass constant.
+        include_c0: include the energy coefficient in the distance (ESPnet/ParallelWaveGAN do).
+        frame_length: analysis window (samples).
+        frame_shift: frame shift (samples).
+        use_dtw: align the frames by DTW (else: frame by frame, trimmed to the shorter).
+
+    Returns:
+        ``mean_t 10/ln10 · sqrt(2 Σ_d (c_d − c'_d)²)`` over the aligned frames.
+
+    Raises:
+        MetricError: empty, non-finite or too-short input.
+    """
+    sr = _check_rate(sr)
+    r, s = _pair(ref, syn, trim=not use_dtw)
+    if order is None or alpha is None:
+        o, a = mcep_params(sr)
+        order = o if order is None else order
+        alpha = a if alpha is None else alpha
+    kw = dict(order=order, alpha=alpha, frame_length=frame_length, frame_shift=frame_shift)
+    cr = mel_cepstrum(r, sr, **kw)
+    cs = mel_cepstrum(s, sr, **kw)
+    if use_dtw:
+        # The path is found on the full mel-cepstra (with c0), as ESPnet does.
+        ir, is_ = dtw_path(cr, cs)
+        cr, cs = cr[ir], cs[is_]
+    else:
+        n = min(len(cr), len(cs))
+        cr, cs = cr[:n], cs[:n]
+    first = 0 if include_c0 else 1
+    diff2 = np.sum((cr[:, first:] - cs[:, first:]) ** 2, axis=1)
+    return float(np.mean(10.0 / np.log(10.0) * np.sqrt(2.0 * diff2)))
+
+
+def mcd_settings(sr: int, *, order: int | None = None, alpha: float | None = None, include_c0: bool = False,
+                 frame_length: int = 1024, frame_shift: int = 256, use_dtw: bool = True) -> dict[str, Any]:
+    """The parameters :func:`mcd` uses at ``sr`` (for the evaluation summary)."""
+    o, a = mcep_params(sr)
+    return {
+        "sample_rate": int(sr), "order": int(order if order is not None else o),
+        "alpha": float(alpha if alpha is not None else a), "window": "hamming", "frame_length": frame_length,
+        "frame_shift": frame_shift, "etype": 1, "eps": 1e-6, "amplitude": "int16 range",
+        "include_c0": include_c0, "dtw": use_dtw,
+        "formula": "mean_t 10/ln10 * sqrt(2 * sum_d (c_d - c'_d)^2)",
+    }
+
+
+def pesq(ref: np.ndarray, syn: np.ndarray, sr: int, mode: str = "wb") -> float:
+    """PESQ (ITU-T P.862.2 wide band by default) with the ``pesq`` package.
+
+    Both signals are resampled to 16 kHz (8 kHz for ``mode="nb"`` when ``sr`` is 8 kHz) and trimmed
+    to the shorter length.
+
+    Args:
+        ref: reference waveform ``(samples,)``.
+        syn: synthesized waveform.
+        sr: their sample rate.
+        mode: ``"wb"`` (wide band, 16 kHz) or ``"nb"`` (narrow band, 8 or 16 kHz).
+
+    Returns:
+        MOS-LQO score (about 1.0–4.64 for wide band).
+
+    Raises:
+        MetricError: with reason ``NoUtterancesError`` (silent audio), ``BufferTooShortError``
+            (under 1/4 s) or the pesq library's other error names.
+    """
+    import pesq as pesq_lib
+
+    sr = _check_rate(sr)
+    if mode not in ("wb", "nb"):
+        raise MetricError(f"pesq mode must be 'wb' or 'nb', got {mode!r}", "bad mode")
+    target = 8000 if (mode == "nb" and sr == 8000) else 16000
+    r, s = _pair(ref, syn)
+    r, s = resample(r, sr, target), resample(s, sr, target)
+    if not np.any(r) or not np.any(s):
+        # pesq divides by the peak and would hand NaNs to the C code: fail as it does for silence.
+        raise MetricError("pesq: No utterances detected (silent signal)", "NoUtterancesError")
+    try:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return float(pesq_lib.pesq(target, r, s, mode))
+    except pesq_lib.PesqError as e:
+        msg = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise MetricError(f"pesq: {msg}", type(e).__name__) from None
+
+
+def stoi(ref: np.ndarray, syn: np.ndarray, sr: int, extended: bool = False) -> float:
+    """Short-time objective intelligibility (``pystoi``; it resamples to 10 kHz internally).
+
+    Args:
+        ref: reference waveform ``(samples,)``.
+        syn: synthesized waveform (trimmed with ``ref`` to the shorter length).
+        sr: their sample rate.
+        extended: ESTOI instead of STOI.
+
+    Raises:
+        MetricError: silent reference (pystoi then returns a meaningless constant).
+    """
+    from pystoi import stoi as stoi_lib
+
+    sr = _check_rate(sr)
+    r, s = _pair(ref, syn)
+    if np.max(np.abs(r)) == 0.0:
+        raise MetricError("stoi: the reference is silent", "silent reference")
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(stoi_lib(r, s, sr, extended=extended))
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
+        raise MetricError("stoi: not enough speech frames (silent or too short reference)", "too short")
+    return value
+
+
+@dataclass(frozen=True)
+class F0Metrics:
+    """Pitch accuracy of ``syn`` against ``ref``.
+
+    Attributes:
+        rmse_hz: F0 RMSE (Hz) over frames voiced in both (NaN when there are none).
+        rmse_cents: the same in cents (log-F0 RMSE × 1200).
+        vuv_error: fraction of frames whose voiced/unvoiced decision differs.
+        n_frames: frames compared.
+        n_voiced_both: frames voiced in both.
+    """
+
+    rmse_hz: float
+    rmse_cents: float
+    vuv_error: float
+    n_frames: int
+    n_voiced_both: int
+
+
+def f0_contour(x: np.ndarray, sr: int, *, method: str = "rapt", f0_min: float = 60.0, f0_max: float = 500.0,
+               frame_period_ms: float = 5.0) -> np.ndarray:
+    """F0 track in Hz, 0 for unvoiced frames.
+
+    Args:
+        x: waveform ``(samples,)`` in [-1, 1].
+        sr: sample rate.
+        method: ``"rapt"`` or ``"swipe"`` (SPTK through pysptk, fast) or ``"pyin"`` (librosa, slow).
+        f0_min: lowest F0 searched (Hz).
+        f0_max: highest F0 searched (Hz).
+        frame_period_ms: frame shift in milliseconds.
+
+    Returns:
+        ``(frames,)`` F0 in Hz.
+    """
+    hop = max(1, int(round(sr * frame_period_ms / 1000.0)))
+    if method in ("rapt", "swipe"):
+        import pysptk
+
+        xs = np.asarray(x, dtype=np.float64) * _INT16_SCALE
+        if method == "rapt":
+            return np.asarray(pysptk.rapt(xs.astype(np.float32), sr, hop, min=f0_min, max=f0_max, otype="f0"),
+                              dtype=np.float64)
+        return np.asarray(pysptk.swipe(xs, sr, hop, min=f0_min, max=f0_max, otype="f0"), dtype=np.float64)
+    if method == "pyin":
+        import librosa
+
+        f0, voiced, _ = librosa.pyin(np.asarray(x, dtype=np.float64), fmin=f0_min, fmax=f0_max, sr=sr,
+                                     hop_length=hop, frame_length=max(2048, 4 * hop))
+        return np.where(voiced, np.nan_to_num(f0), 0.0)
+    raise MetricError(f"unknown F0 method {method!r} (rapt, swipe or pyin)", "bad method")
+
+
+def f0_metrics(ref: np.ndarray, syn: np.ndarray, sr: int, *, method: str = "rapt", f0_min: float = 60.0,
+               f0_max: float = 500.0, frame_period_ms: float = 5.0) -> F0Metrics:
+    """F0 RMSE and voiced/unvoiced error from one pitch extraction of each signal.
+
+    Frames are compared in time order (copy synthesis is time aligned), trimmed to the shorter track.
+    Arguments as :func:`f0_contour`.
+
+    Raises:
+        MetricError: no frame at all (audio too short).
+    """
+    sr = _check_rate(sr)
+    r, s = _pair(ref, syn)
+    kw = dict(method=method, f0_min=f0_min, f0_max=f0_max, frame_period_ms=frame_period_ms)
+    fr, fs = f0_contour(r, sr, **kw), f0_contour(s, sr, **kw)
+    n = min(len(fr), len(fs))
+    if n == 0:
+        raise MetricError("f0: audio too short for one pitch frame", "too short")
+    fr, fs = fr[:n], fs[:n]
+    vr, vs = fr > 0, fs > 0
+    both = vr & vs
+    vuv = float(np.mean(vr != vs))
+    if not np.any(both):
+        return F0Metrics(math.nan, math.nan, vuv, n, 0)
+    d = fr[both] - fs[both]
+    cents = 1200.0 * np.log2(fs[both] / fr[both])
+    return F0Metrics(float(np.sqrt(np.mean(d**2))), float(np.sqrt(np.mean(cents**2))), vuv, n, int(both.sum()))
+
+
+def f0_rmse(ref: np.ndarray, syn: np.ndarray, sr: int, *, unit: str = "hz", **kwargs: Any) -> float:
+    """F0 RMSE over frames voiced in both signals, in Hz (``unit="hz"``) or cents (``unit="cents"``).
+
+    Keyword arguments as :func:`f0_contour`.
+
+    Raises:
+        MetricError: no frame is voiced in both (reason ``"no voiced frames"``).
+    """
+    m = f0_metrics(ref, syn, sr, **kwargs)
+    if m.n_voiced_both == 0:
+        raise MetricError("f0: no frame is voiced in both signals", "no voiced frames")
+    if unit == "hz":
+        return m.rmse_hz
+    if unit == "cents":
+        return m.rmse_cents
+    raise MetricError(f"f0 unit must be 'hz' or 'cents', got {unit!r}", "bad unit")
+
+
+def vuv_error(ref: np.ndarray, syn: np.ndarray, sr: int, **kwargs: Any) -> float:
+    """Fraction of frames whose voiced/unvoiced decision differs (keyword arguments as :func:`f0_contour`)."""
+    return f0_metrics(ref, syn, sr, **kwargs).vuv_error
+
+
+def _stft_mag(x: np.ndarray, n_fft: int, hop: int, win: int) -> np.ndarray:
+    import librosa
+
+    return np.maximum(np.abs(librosa.stft(x, n_fft=n_fft, hop_length=hop, win_length=win, window="hann",
+                                          center=True, pad_mode="reflect")), 1e-7)
+
+
+def stft_distance(
+    ref: np.ndarray,
+    syn: np.ndarray,
+    sr: int,
+    *,
+    resolutions: tuple[tuple[int, int, int], ...] = STFT_RESOLUTIONS,
+) -> float:
+    """Multi-resolution STFT distance (ParallelWaveGAN's auxiliary loss as a metric).
+
+    For each (FFT size, hop, Hann window) resolution: spectral convergence
+    ``‖|S| − |Ŝ|‖_F / ‖|S|‖_F`` plus log-magnitude L1 ``mean |log|S| − log|Ŝ||`` (magnitudes floored
+    at 1e-7); the result is the mean over resolutions of their sum. 0 for identical signals.
+
+    Args:
+        ref: reference waveform ``(samples,)``.
+        syn: synthesized waveform (trimmed with ``ref`` to the shorter length).
+        sr: sample rate (the resolutions are in samples at this rate; checked only for validity).
+        resolutions: ``(n_fft, hop, win_length)`` triples.
+    """
+    _check_rate(sr)
+    r, s = _pair(ref, syn)
+    total = 0.0
+    for n_fft, hop, win in resolutions:
+        mr, ms = _stft_mag(r, n_fft, hop, win), _stft_mag(s, n_fft, hop, win)
+        sc = float(np.linalg.norm(mr - ms) / np.linalg.norm(mr))
+        mag = float(np.mean(np.abs(np.log(mr) - np.log(ms))))
+        total += sc + mag
+    return total / len(resolutions)
+
+
+def mel_l1(ref: np.ndarray, syn: np.ndarray, sr: int, *, params: Any = None) -> float:
+    """Mean absolute difference of log-mel spectrograms (the training validation metric).
+
+    The log-mel is rfspeech's feature computation (:func:`rfspeech.data.features.log_mel`) with
+    ``params`` (a :class:`~rfspeech.data.manifest.FeatureParams`; HiFi-GAN defaults at ``sr`` when
+    ``None``), without peak or z normalisation, so gain errors count.
+
+    Args:
+        ref: reference waveform ``(samples,)``.
+        syn: synthesized waveform (trimmed with ``ref`` to the shorter length).
+        sr: sample rate (must equal ``params.sample_rate``).
+        params: feature parameters.
+
+    Raises:
+        MetricError: rate mismatch with ``params`` or audio too short for one frame.
+    """
+    from rfspeech.data.features import log_mel
+    from rfspeech.data.manifest import FeatureParams
+
+    sr = _check_rate(sr)
+    p = FeatureParams(sample_rate=sr) if params is None else params
+    if int(p.sample_rate) != sr:
+        raise MetricError(f"mel_l1: audio at {sr} Hz but feature parameters at {p.sample_rate} Hz", "rate mismatch")
+    r, s = _pair(ref, syn)
+    try:
+        mr = np.asarray(log_mel(r, p), dtype=np.float64)
+        ms = np.asarray(log_mel(s, p), dtype=np.float64)
+    except DataError as e:
+        raise MetricError(f"mel_l1: {e}", "too short") from None
+    return float(np.mean(np.abs(mr - ms)))

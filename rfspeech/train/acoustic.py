@@ -1,0 +1,587 @@
+"""Trainer of the conv acoustic model (text → mel) behind ``rfspeech-train-tts``.
+
+One training step: the model's own forward (MAS alignment, teacher-forced decoding) returns
+``loss/mel`` (L1), ``loss/duration`` (log-duration MSE) and ``loss/prior`` (Gaussian prior of the
+alignment) and their weighted sum; one optimiser step on the sum; the scheduler steps every step.
+
+Shares the vocoder trainer's machinery: atomic checkpoints with keep-last-K and fallback past a
+corrupted newest file (:mod:`rfspeech.train.checkpoint`), TensorBoard helpers
+(:mod:`rfspeech.train.logging`), torchrun / DDP plumbing (:mod:`rfspeech.train.distributed`), a
+batch sampler that is a pure function of ``(seed, step)`` so ``resume=true`` continues exactly,
+``batch_size`` as the global batch, and the receptive-field search hooks (``make_searchable`` +
+``LocalSearch``) of :mod:`rfspeech.search`.
+
+Checkpoint dict (``<out_dir>/checkpoints/ckpt_<step:08d>.pt``, ``best.pt``)::
+
+    kind="acoustic", acoustic (state dict), optim, sched, step, epoch, rng, search, searchable,
+    config (resolved, with model.acoustic), feature_params, structure, structure_mode, best_val, bad_steps
+
+:func:`load_acoustic` rebuilds a ready-to-synthesise model from such a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rfspeech.data.manifest import FEATS_YAML, MANIFEST, FeatureParams
+from rfspeech.data.text_dataset import TextMelBatchSampler, TextMelDataset, collate_text_mel
+from rfspeech.errors import ConfigError, DataError, RFSpeechError
+from rfspeech.train import checkpoint as ckpt
+from rfspeech.train import distributed as D
+from rfspeech.train.logging import create_writer, log_dilations, log_mel, log_scalars
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+KIND = "acoustic"
+LOSS_KEYS = ("loss/mel", "loss/duration", "loss/prior")
+
+
+class TrainingDiverged(RFSpeechError):
+    """Too many consecutive non-finite losses."""
+
+
+class WarmupLambda:
+    """Learning-rate factor: linear warm-up over ``warmup_steps``, then constant or ``1/sqrt`` decay.
+
+    A callable object (not a lambda) so ``LambdaLR.state_dict`` carries it into checkpoints.
+    """
+
+    def __init__(self, warmup_steps: int = 4000, decay: str = "inv_sqrt") -> None:
+        if decay not in ("none", "inv_sqrt"):
+            raise ConfigError(f"scheduler decay must be 'none' or 'inv_sqrt', got {decay!r}")
+        self.warmup_steps = max(0, int(warmup_steps))
+        self.decay = decay
+
+    def __call__(self, step: int) -> float:
+        s = step + 1
+        w = self.warmup_steps
+        if w and s < w:
+            return s / w
+        if self.decay == "inv_sqrt" and w:
+            return math.sqrt(w / s)
+        return 1.0
+
+
+def warmup_lr(optimizer: torch.optim.Optimizer, warmup_steps: int = 4000,
+              decay: str = "inv_sqrt") -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then ``1/sqrt(step)`` decay (``decay="none"``: constant), stepped every step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupLambda(warmup_steps, decay))
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`AcousticTrainer.fit` reports.
+
+    Attributes:
+        step: completed optimiser steps.
+        best_val: best validation (teacher-forced) mel L1 (``inf`` when never validated).
+        last_val: last validation mel L1 (``nan`` when never validated).
+        bad_steps: steps skipped for non-finite values.
+        checkpoint: last step checkpoint written.
+    """
+
+    step: int
+    best_val: float
+    last_val: float
+    bad_steps: int
+    checkpoint: Path | None
+
+
+class AcousticTrainer:
+    """Train an :class:`rfspeech.models.acoustic.AcousticModel` on a prepared corpus.
+
+    Args:
+        model: the acoustic model (already wrapped by ``make_searchable`` or built from a structure if wanted).
+        optimizer: ``params -> Optimizer``.
+        scheduler: ``optimizer -> LRScheduler`` (stepped every step) or None.
+        data_dir: prepared corpus (``feats.yaml``, ``train/``, optional ``dev/``).
+        out_dir: run directory (``checkpoints/``, ``tensorboard/``).
+        feature_params: expected feature parameters, checked against ``feats.yaml`` (None: take them).
+        batch_size: global batch (all ranks together).
+        max_steps: stop after this many optimiser steps.
+        seed: sampling seed.
+        num_workers: DataLoader workers per rank.
+        grad_clip: clip the gradient norm (None: no clipping; the norm is logged).
+        max_bad_steps: consecutive non-finite steps that stop training.
+        log_interval: steps between scalar writes.
+        checkpoint_interval: steps between checkpoints (0: only at the end).
+        keep_last: step checkpoints kept.
+        validation_interval: steps between validations (0: never).
+        val_max_utts: dev utterances used by validation.
+        n_mel_images: validation utterances whose predicted mels go to TensorBoard.
+        max_frames: drop training utterances longer than this (None: keep all).
+        bucket_batches: batches per length bucket of the sampler.
+        skip_bad: skip unusable utterances (logged) instead of failing.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        amp: None or ``"bf16"`` (autocast on CUDA).
+        resume: continue from the newest readable checkpoint of ``out_dir`` (fresh start when none).
+        init_from: checkpoint whose model weights to start from (fine-tuning).
+        structure: fixed structure the model was built with (recorded).
+        structure_mode: ``single`` / ``multiple`` / ``merge`` (recorded).
+        search: local search object (``after_step``, ``state_dict``, ``load_state_dict``) or None.
+        searchable: ``make_searchable`` arguments used on the model (recorded for :func:`load_acoustic`).
+        config: resolved run config stored in checkpoints (must hold ``model.acoustic`` for loading).
+        tensorboard: write TensorBoard events (rank 0).
+        progress: tqdm progress bar (rank 0).
+        dist_info: the process's place in a torchrun job (None: from the environment).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None,
+        data_dir: str | Path,
+        out_dir: str | Path,
+        feature_params: FeatureParams | None = None,
+        batch_size: int = 16,
+        max_steps: int = 200_000,
+        seed: int = 1234,
+        num_workers: int = 2,
+        grad_clip: float | None = 1.0,
+        max_bad_steps: int = 10,
+        log_interval: int = 100,
+        checkpoint_interval: int = 5000,
+        keep_last: int = 5,
+        validation_interval: int = 1000,
+        val_max_utts: int = 16,
+        n_mel_images: int = 2,
+        max_frames: int | None = None,
+        bucket_batches: int = 8,
+        skip_bad: bool = False,
+        device: str = "auto",
+        amp: str | None = None,
+        resume: bool = False,
+        init_from: str | Path | None = None,
+        structure: dict[str, int] | None = None,
+        structure_mode: str = "single",
+        search: Any | None = None,
+        searchable: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+        tensorboard: bool = True,
+        progress: bool = True,
+        dist_info: D.DistInfo | None = None,
+    ) -> None:
+        if amp not in (None, "bf16"):
+            raise ConfigError(f"amp must be null or 'bf16' for the acoustic model, got {amp!r}")
+        if max_steps < 0:
+            raise ConfigError(f"tts.max_steps must be >= 0, got {max_steps}")
+        if max_bad_steps < 1:
+            raise ConfigError(f"tts.max_bad_steps must be >= 1, got {max_bad_steps}")
+        self.dist = dist_info or D.init_distributed(device)
+        self.device = self.dist.device
+        self.data_dir = Path(data_dir)
+        self.out_dir = Path(out_dir)
+        self.batch_size = int(batch_size)
+        self.max_steps = int(max_steps)
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+        self.grad_clip = grad_clip
+        self.max_bad_steps = int(max_bad_steps)
+        self.log_interval = max(1, int(log_interval))
+        self.checkpoint_interval = int(checkpoint_interval)
+        self.keep_last = int(keep_last)
+        self.validation_interval = int(validation_interval)
+        self.val_max_utts = int(val_max_utts)
+        self.n_mel_images = int(n_mel_images)
+        self.bucket_batches = int(bucket_batches)
+        self.amp = amp if self.device.type == "cuda" else None
+        self.structure = dict(structure) if structure else None
+        self.structure_mode = structure_mode
+        self.search = search
+        self.searchable = dict(searchable) if searchable is not None else None
+        self.config = config or {}
+        self.tensorboard = tensorboard
+        self.progress = progress
+
+        # ---- data and its checks, all before the first step ----
+        symbol_set = str(getattr(model, "symbol_set", "chars"))
+        self.train_data = TextMelDataset(self.data_dir, "train", feature_params, symbol_set=symbol_set,
+                                         max_frames=max_frames, skip_bad=skip_bad)
+        self.feature_params = self.train_data.params
+        self.dev_data: TextMelDataset | None = None
+        if (self.data_dir / "dev" / MANIFEST).is_file():
+            try:
+                self.dev_data = TextMelDataset(self.data_dir, "dev", self.feature_params, symbol_set=symbol_set,
+                                               skip_bad=skip_bad)
+            except ConfigError as e:  # an empty dev split only disables validation
+                log.warning("validation disabled: %s", e)
+        self._check_model_fits(model)
+
+        self.model = model.to(self.device)
+        self.optim = optimizer(self.model.parameters())
+        self.sched = scheduler(self.optim) if scheduler is not None else None
+        self.step = 0
+        self.best_val = math.inf
+        self.last_val = math.nan
+        self.bad_steps = 0
+        self._consecutive_bad = 0
+        self._last_ckpt: Path | None = None
+        if resume:
+            self._resume()
+        elif init_from:
+            self._init_from(init_from)
+
+        self.model_train: nn.Module = self.model
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model_train = DDP(self.model, device_ids=ids)
+
+    # ------------------------------------------------------------------------------------------ checks
+    def _check_model_fits(self, model: nn.Module) -> None:
+        feats = self.data_dir / FEATS_YAML
+        n_mels = getattr(model, "n_mels", None)
+        if n_mels is not None and int(n_mels) != self.feature_params.n_mels:
+            raise ConfigError(f"acoustic model n_mels={n_mels} differs from n_mels={self.feature_params.n_mels} "
+                              f"of the features in {feats}")
+        n_symbols = getattr(model, "n_symbols", None)
+        top = max(int(t.max()) for t in self.train_data.tokens)
+        if n_symbols is not None and top >= int(n_symbols):
+            raise ConfigError(f"acoustic model n_symbols={n_symbols} is too small for symbol id {top} of the text")
+
+    # ------------------------------------------------------------------------------------------ state
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.train_data) // self.batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs."""
+        return {
+            "kind": KIND,
+            "acoustic": self.model.state_dict(),
+            "optim": self.optim.state_dict(),
+            "sched": self.sched.state_dict() if self.sched is not None else None,
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "rng": ckpt.rng_state(),
+            "search": self.search.state_dict() if self.search is not None else None,
+            "searchable": self.searchable,
+            "config": self.config,
+            "feature_params": self.feature_params.to_dict(),
+            "structure": self.structure,
+            "structure_mode": self.structure_mode if self.structure else None,
+            "best_val": self.best_val,
+            "bad_steps": self.bad_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
+        try:
+            self.model.load_state_dict(state["acoustic"])
+        except RuntimeError as e:
+            raise ConfigError(f"{where}: weights do not fit the configured acoustic model ({ckpt._short(e)})") from None
+        self.optim.load_state_dict(state["optim"])
+        if self.sched is not None and state.get("sched") is not None:
+            self.sched.load_state_dict(state["sched"])
+        if self.search is not None and state.get("search") is not None:
+            self.search.load_state_dict(state["search"])
+        self.step = int(state["step"])
+        self.best_val = float(state.get("best_val", math.inf))
+        self.bad_steps = int(state.get("bad_steps", 0))
+        if self.dist.rank == 0:
+            ckpt.set_rng_state(state["rng"])
+        else:
+            torch.manual_seed((self.seed * 1000 + self.dist.rank) * 1_000_003 + self.step)
+
+    def _check_features(self, state: dict[str, Any], path: str | Path) -> None:
+        if state.get("feature_params"):
+            fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
+            fp.check_matches(self.feature_params, f"checkpoint {path}", str(self.data_dir / FEATS_YAML))
+
+    def _resume(self) -> None:
+        found = load_latest_acoustic(self.out_dir)
+        if found is None:
+            log.info("resume: no checkpoint in %s, starting from scratch", ckpt.checkpoint_dir(self.out_dir))
+            return
+        path, state = found
+        ckpt.check_keys(state, ("acoustic", "optim", "step", "rng"), path)
+        self._check_features(state, path)
+        self.load_state_dict(state, where=str(path))
+        self._last_ckpt = path
+        log.info("resumed from %s (step %d)", path, self.step)
+
+    def _init_from(self, path: str | Path) -> None:
+        state = ckpt.load_checkpoint(path, map_location="cpu")
+        sd = state.get("acoustic")
+        if not isinstance(sd, dict) or not sd:
+            raise DataError(f"{path}: no acoustic model weights (expected an 'acoustic' entry)")
+        self._check_features(state, path)
+        try:
+            self.model.load_state_dict(sd)
+        except RuntimeError as e:
+            raise ConfigError(f"{path}: weights do not fit the configured acoustic model ({ckpt._short(e)})") from None
+        log.info("init_from %s: acoustic model weights loaded", path)
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write a checkpoint (rank 0; call on every rank)."""
+        path = path or ckpt.checkpoint_path(self.out_dir, self.step)
+        if self.dist.is_main:
+            ckpt.save_checkpoint(path, self.state_dict())
+            if path.name != ckpt.BEST:
+                ckpt.prune_checkpoints(self.out_dir, self.keep_last)
+                self._last_ckpt = path
+        D.barrier()
+        return path
+
+    # ------------------------------------------------------------------------------------------ step
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        return tuple(batch[k].to(self.device, non_blocking=True)
+                     for k in ("tokens", "token_lengths", "mels", "mel_lengths"))
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float] | None:
+        """One optimiser step on a collated batch; None when skipped for a non-finite loss or gradient."""
+        tokens, token_lengths, mels, mel_lengths = self._to_device(batch)
+        self.optim.zero_grad(set_to_none=True)
+        with self._autocast():
+            out = self.model_train(tokens, token_lengths, mels, mel_lengths)
+        loss = out["loss"].float()
+        if not D.all_true(bool(torch.isfinite(loss)), self.device):
+            return None
+        loss.backward()
+        gn = _grad_norm(self.model.parameters(), self.grad_clip)
+        if not D.all_true(math.isfinite(gn), self.device):
+            self.optim.zero_grad(set_to_none=True)
+            return None
+        self.optim.step()
+        stats = {k: float(out[k]) for k in LOSS_KEYS}
+        stats["loss/total"] = float(loss)
+        stats["grad_norm/acoustic"] = gn
+        return stats
+
+    # ------------------------------------------------------------------------------------------ loop
+    def _loader(self) -> torch.utils.data.DataLoader:
+        sampler = TextMelBatchSampler(self.train_data.frames, self.batch_size, self.seed, start_step=self.step,
+                                      max_steps=self.max_steps, rank=self.dist.rank,
+                                      world_size=self.dist.world_size, bucket_batches=self.bucket_batches)
+        return torch.utils.data.DataLoader(
+            self.train_data, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate_text_mel,
+            pin_memory=self.device.type == "cuda",
+            # A private generator: creating the iterator must not draw from the global RNG (exact resume).
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def fit(self) -> TrainResult:
+        """Train until ``max_steps``."""
+        from tqdm import tqdm
+
+        main = self.dist.is_main
+        writer = create_writer(self.out_dir / "tensorboard", enabled=main and self.tensorboard)
+        bar = tqdm(total=self.max_steps, initial=self.step, desc="train-tts", dynamic_ncols=True,
+                   disable=not (main and self.progress))
+        self.model.train()
+        sums: dict[str, float] = {}
+        count, t0, s0 = 0, time.perf_counter(), self.step
+        try:
+            for batch in self._loader():
+                stats = self.train_step(batch)
+                self.step += 1
+                bar.update(1)
+                if stats is None:
+                    self.bad_steps += 1
+                    self._consecutive_bad += 1
+                    log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)",
+                                self.step, self._consecutive_bad)
+                    if self._consecutive_bad >= self.max_bad_steps:
+                        last = self._last_ckpt or "none written"
+                        raise TrainingDiverged(
+                            f"training stopped at step {self.step}: {self._consecutive_bad} consecutive non-finite "
+                            f"losses (tts.max_bad_steps={self.max_bad_steps}); last good checkpoint: {last}")
+                else:
+                    self._consecutive_bad = 0
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    count += 1
+                if self.sched is not None:
+                    self.sched.step()
+                if self.search is not None and self.search.after_step(self.step, writer if main else None):
+                    self._log_structure(writer)
+                if self.step % self.log_interval == 0 or self.step == self.max_steps:
+                    dt = time.perf_counter() - t0
+                    vals = {k: v / count for k, v in sums.items()} if count else {}
+                    vals["lr/acoustic"] = self.optim.param_groups[0]["lr"]
+                    vals["perf/steps_per_s"] = (self.step - s0) / dt if dt > 0 else 0.0
+                    vals["train/bad_steps"] = self.bad_steps
+                    log_scalars(writer, vals, self.step)
+                    if "loss/mel" in vals:
+                        bar.set_postfix(mel=f"{vals['loss/mel']:.3f}", dur=f"{vals['loss/duration']:.3f}",
+                                        prior=f"{vals['loss/prior']:.3f}")
+                    sums, count, t0, s0 = {}, 0, time.perf_counter(), self.step
+                if self.validation_interval > 0 and self.step % self.validation_interval == 0:
+                    self._validate_and_track(writer)
+                if self.checkpoint_interval > 0 and self.step % self.checkpoint_interval == 0:
+                    self.save()
+            if self.step == self.max_steps and (self._last_ckpt is None
+                                                or self._last_ckpt != ckpt.checkpoint_path(self.out_dir, self.step)):
+                if self.validation_interval > 0 and self.step % self.validation_interval and self.step > 0:
+                    self._validate_and_track(writer)
+                self.save()
+        finally:
+            bar.close()
+            writer.flush()
+            writer.close()
+        return TrainResult(self.step, self.best_val, self.last_val, self.bad_steps, self._last_ckpt)
+
+    def _log_structure(self, writer: Any) -> None:
+        if not self.dist.is_main:
+            return
+        try:
+            from rfspeech.search import export_structure
+        except ImportError:
+            return
+        structure = export_structure(self.model)
+        log_dilations(writer, structure, self.step)
+        log.info("step %d: searched dilations %s", self.step, structure)
+
+    def _validate_and_track(self, writer: Any) -> None:
+        val = self.validate(writer).get("val/mel_l1", math.nan) if self.dist.is_main else math.nan
+        val = D.broadcast_object(val)
+        self.last_val = val
+        if math.isfinite(val) and val < self.best_val:
+            self.best_val = val
+            self.save(ckpt.checkpoint_dir(self.out_dir) / ckpt.BEST)
+
+    @torch.no_grad()
+    def validate(self, writer: Any = None) -> dict[str, float]:
+        """Teacher-forced losses and duration error on the first ``val_max_utts`` dev utterances.
+
+        Returns ``val/mel_l1`` (teacher-forced decoder L1), ``val/duration``, ``val/prior``,
+        ``val/duration_mae_frames`` (predicted vs MAS durations, frames per token) and
+        ``val/length_ratio`` (predicted / true utterance length); empty without a dev split.
+        """
+        data = self.dev_data
+        n = min(len(data), self.val_max_utts) if data is not None else 0
+        if data is None or n == 0:
+            return {}
+        self.model.eval()
+        sums = {"val/mel_l1": 0.0, "val/duration": 0.0, "val/prior": 0.0, "val/duration_mae_frames": 0.0,
+                "val/length_ratio": 0.0}
+        try:
+            for i in range(n):
+                batch = collate_text_mel([data[i]])
+                tokens, token_lengths, mels, mel_lengths = self._to_device(batch)
+                out = self.model(tokens, token_lengths, mels, mel_lengths)
+                true_d = out["durations"][0].float()
+                _, _, log_dur, x_mask = self.model.encode(tokens, token_lengths)
+                pred_d = self.model.predict_durations(log_dur, x_mask)[0].float()
+                sums["val/mel_l1"] += float(out["loss/mel"])
+                sums["val/duration"] += float(out["loss/duration"])
+                sums["val/prior"] += float(out["loss/prior"])
+                sums["val/duration_mae_frames"] += float((pred_d - true_d).abs().mean())
+                sums["val/length_ratio"] += float(pred_d.sum() / true_d.sum())
+                if writer is not None and i < self.n_mel_images:
+                    utt = batch["utt_ids"][0]
+                    pred = self.model.inference(tokens)
+                    log_mel(writer, f"val/mel/{utt}", pred[0], self.step, title=f"{utt} predicted")
+                    log_mel(writer, f"val/mel_teacher_forced/{utt}", out["mel_pred"][0], self.step,
+                            title=f"{utt} teacher-forced")
+                    if self.step <= max(self.validation_interval, 1):
+                        log_mel(writer, f"val/mel_ref/{utt}", mels[0], self.step, title=f"{utt} reference")
+        finally:
+            self.model.train()
+        vals = {k: v / n for k, v in sums.items()}
+        if writer is not None:
+            log_scalars(writer, vals, self.step)
+        log.info("step %d: validation mel L1 %.4f, duration MAE %.2f frames", self.step, vals["val/mel_l1"],
+                 vals["val/duration_mae_frames"])
+        return vals
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_latest_acoustic(out_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """Newest readable acoustic checkpoint of a run; unreadable newer ones are skipped with a warning."""
+    for path in reversed(ckpt.list_checkpoints(out_dir)):
+        try:
+            state = ckpt.load_checkpoint(path, map_location="cpu")
+        except DataError as e:
+            log.warning("%s; falling back to the previous checkpoint", e)
+            continue
+        if "acoustic" not in state or "step" not in state:
+            log.warning("%s: not an acoustic-model checkpoint; falling back to the previous one", path)
+            continue
+        return path, state
+    return None
+
+
+def build_acoustic(node: Any) -> nn.Module:
+    """Instantiate a ``model.acoustic`` config node (``_target_`` + arguments), config errors made clear."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, RFSpeechError):
+            raise cause from None
+        raise ConfigError(f"model.acoustic: {str(e).splitlines()[0]}") from None
+
+
+def load_acoustic(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, FeatureParams]:
+    """Rebuild a ready-to-synthesise acoustic model from a training checkpoint.
+
+    The model comes from the checkpoint's ``config.model.acoustic`` node; the structure it was trained
+    with is applied (or the search wrappers folded into plain convs at their searched dilations); eval mode.
+
+    Returns:
+        ``(model, feature_params)``: compare ``feature_params`` with the vocoder's before synthesis.
+
+    Raises:
+        DataError: unreadable file, or a checkpoint without model config / weights / feature parameters.
+    """
+    state = ckpt.load_checkpoint(path, map_location="cpu")
+    node = ((state.get("config") or {}).get("model") or {}).get("acoustic")
+    if not node or not isinstance(state.get("acoustic"), dict):
+        raise DataError(f"{path}: not an acoustic-model checkpoint "
+                        "(needs config.model.acoustic and acoustic weights)")
+    if not state.get("feature_params"):
+        raise DataError(f"{path}: checkpoint carries no feature_params")
+    fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
+    model = build_acoustic(node)
+    if state.get("structure"):
+        from rfspeech.search import apply_structure
+
+        apply_structure(model, state["structure"], mode=state.get("structure_mode") or "single")
+    elif state.get("searchable") is not None:
+        from rfspeech.search import make_searchable
+
+        make_searchable(model, **state["searchable"])
+    try:
+        model.load_state_dict(state["acoustic"])
+    except RuntimeError as e:
+        raise DataError(f"{path}: weights do not fit config.model.acoustic ({ckpt._short(e)})") from None
+    try:
+        from rfspeech import search
+    except ImportError:
+        search = None
+    fold = getattr(search, "finalize", None) if search is not None else None
+    if fold is not None:
+        fold(model)
+    model.to(device).eval()
+    return model, fp
+
+
+def _grad_norm(params: Iterable[nn.Parameter], clip: float | None) -> float:
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return 0.0
+    if clip:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm=float(clip)))
+    return float(torch.nn.utils.get_total_norm([p.grad for p in params]))

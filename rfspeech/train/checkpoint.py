@@ -1,0 +1,243 @@
+"""Training checkpoints: atomic writes, keep-last-K, corrupted-file fallback, generator loading.
+
+A checkpoint is one ``torch.save`` dict (see ``docs/architecture.md``)::
+
+    generator, discriminator          state dicts (module paths without a DDP prefix)
+    optim_g, optim_d, sched_g, sched_d
+    step, epoch                       completed optimiser steps, epochs (step // steps_per_epoch)
+    rng                               torch / CUDA / numpy / python RNG states (plain types only)
+    search                            LocalSearch.state_dict() or None
+    searchable                        make_searchable keyword arguments when the generator was wrapped, else None
+    config                            the resolved run config (plain dict, with model.generator)
+    feature_params                    FeatureParams.to_dict() of the training features
+    structure, structure_mode         the fixed structure the generator was built with, or None
+    best_val, bad_steps               best validation mel L1 so far, non-finite steps skipped so far
+
+Every value is a tensor or a plain Python container, so ``torch.load(weights_only=True)`` reads it.
+Files are ``<out_dir>/checkpoints/ckpt_<step:08d>.pt`` plus ``<out_dir>/checkpoints/best.pt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rfspeech.data.manifest import FeatureParams
+from rfspeech.errors import ConfigError, DataError
+from rfspeech.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+CKPT_DIR = "checkpoints"
+BEST = "best.pt"
+_CKPT_RE = re.compile(r"^ckpt_(\d+)\.pt$")
+
+
+# ---------------------------------------------------------------------------------------------- RNG
+def rng_state() -> dict[str, Any]:
+    """Capture every RNG a training step may draw from, as plain types (weights_only-safe)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states captured by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    np_s = state["numpy"]
+    np.random.set_state(("MT19937", np_s["key"].numpy().astype(np.uint32), np_s["pos"], np_s["has_gauss"],
+                         np_s["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([c.cpu() for c in cuda])
+
+
+# ---------------------------------------------------------------------------------------------- files
+def checkpoint_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / CKPT_DIR
+
+
+def checkpoint_path(out_dir: str | Path, step: int) -> Path:
+    return checkpoint_dir(out_dir) / f"ckpt_{int(step):08d}.pt"
+
+
+def list_checkpoints(out_dir: str | Path) -> list[Path]:
+    """Step checkpoints of a run, oldest first (``best.pt`` excluded)."""
+    d = checkpoint_dir(out_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CKPT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """``torch.save`` to a temporary sibling, fsync, rename: a reader never sees half a file."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (or any weights-only torch file).
+
+    Raises:
+        DataError: missing, truncated or otherwise unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / zipfile errors
+        first = (str(e).splitlines() or [""])[0][:120]
+        raise DataError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {first})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    return obj
+
+
+def load_latest(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable step checkpoint of a run; unreadable newer ones are skipped with a warning.
+
+    Returns:
+        ``(path, state)`` or ``None`` when the run has no readable checkpoint.
+    """
+    for path in reversed(list_checkpoints(out_dir)):
+        try:
+            state = load_checkpoint(path, map_location)
+        except DataError as e:
+            log.warning("%s; falling back to the previous checkpoint", e)
+            continue
+        if "generator" not in state or "step" not in state:
+            log.warning("%s: not a training checkpoint (no generator/step); falling back to the previous one", path)
+            continue
+        return path, state
+    return None
+
+
+def prune_checkpoints(out_dir: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the ``keep_last`` newest step checkpoints; return the deleted paths."""
+    if keep_last <= 0:
+        return []
+    ckpts = list_checkpoints(out_dir)
+    doomed = ckpts[:-keep_last]
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed
+
+
+# ---------------------------------------------------------------------------------------------- weights
+def extract_generator_state(obj: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """The generator state dict of a checkpoint: rfspeech's, an official HiFi-GAN ``g_*`` file, or a bare one."""
+    sd = obj.get("generator", obj)
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise DataError(f"{path}: no generator state dict found (expected a 'generator' entry of tensors)")
+    return sd
+
+
+def load_generator_weights(generator: nn.Module, sd: dict[str, torch.Tensor], where: str) -> None:
+    """Load a generator state dict, accepting the official HiFi-GAN key layout through the models' mapping.
+
+    Raises:
+        ConfigError: keys or shapes do not fit the generator (names the first few offenders).
+    """
+    try:
+        generator.load_state_dict(sd, strict=True)
+        return
+    except RuntimeError as first:
+        # Generators that know a published key layout (HiFi-GAN's official g_* files) map it themselves.
+        converter = getattr(generator, "load_official_state_dict", None)
+        if converter is not None:
+            try:
+                converter(sd)
+                log.info("%s: loaded through the official HiFi-GAN key mapping", where)
+                return
+            except Exception:  # the mapping did not fit either: report the plain mismatch below
+                pass
+        raise ConfigError(f"{where}: generator weights do not fit the model config ({_short(first)})") from None
+
+
+def _short(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = " ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else e.__class__.__name__)
+    return text[:300]
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, FeatureParams]:
+    """Rebuild a ready-to-synthesise generator from a training or search checkpoint.
+
+    The generator is built from the checkpoint's ``config.model.generator`` node, the structure it was
+    trained with is applied (or, for a search checkpoint, the searched dilations are exported and the
+    search wrappers replaced by plain convs), weight norm is removed and the module is put in eval mode.
+
+    Args:
+        path: checkpoint file.
+        device: where to put the generator.
+
+    Returns:
+        ``(generator, feature_params)``.
+    """
+    from hydra.utils import instantiate
+
+    state = load_checkpoint(path, map_location="cpu")
+    cfg = state.get("config") or {}
+    gen_cfg = (cfg.get("model") or {}).get("generator")
+    if not gen_cfg:
+        raise DataError(f"{path}: checkpoint carries no config.model.generator; cannot rebuild the generator")
+    if not state.get("feature_params"):
+        raise DataError(f"{path}: checkpoint carries no feature_params")
+    fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
+    generator = instantiate(gen_cfg)
+    structure, mode = state.get("structure"), state.get("structure_mode") or "single"
+    searchable = state.get("searchable")
+    if structure:
+        from rfspeech.search import apply_structure
+        apply_structure(generator, structure, mode=mode)
+    elif searchable is not None:
+        from rfspeech.search import make_searchable
+        make_searchable(generator, **searchable)
+    load_generator_weights(generator, extract_generator_state(state, path), str(path))
+    finalize_for_inference(generator)
+    generator.to(device).eval()
+    return generator, fp
+
+
+def finalize_for_inference(generator: nn.Module) -> nn.Module:
+    """Fold search wrappers into plain convs (searched dilation, or merged branches) and drop weight norm."""
+    try:
+        from rfspeech import search
+    except ImportError:
+        search = None
+    fold = getattr(search, "finalize", None) if search is not None else None
+    if fold is not None:
+        fold(generator)
+    rwn = getattr(generator, "remove_weight_norm", None)
+    if callable(rwn):
+        rwn()
+    else:
+        from rfspeech.layers.weight_norm import remove_weight_norm
+        remove_weight_norm(generator)
+    return generator
+
+
+def check_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | Path) -> None:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ConfigError(f"{path}: checkpoint lacks {missing}; cannot resume from it")

@@ -1,0 +1,673 @@
+"""The GAN vocoder trainer behind ``rfspeech-train`` and ``rfspeech-search``.
+
+One training step, identical for every vocoder (no per-model branches):
+
+1. generator forward on a mel segment → fake audio;
+2. discriminator step: LSGAN loss on ``D([real; fake.detach()])`` (one forward on the concatenated
+   batch, so DDP sees one forward per backward);
+3. generator step: ``λ_adv · LSGAN + λ_fm · feature matching + λ_mel · L1(log-mel(fake), log-mel(real))``
+   (official HiFi-GAN weights 1 / 2 / 45). The loss mel uses the training features' parameters with
+   the overrides of ``loss_mel`` (HiFi-GAN computes it with ``fmax=None``, i.e. up to Nyquist).
+
+Learning-rate decay: ``lr_decay_unit="epoch"`` (default, as the official HiFi-GAN) steps the schedulers
+once every ``len(train) // batch_size`` steps; ``"step"`` steps them after every step.
+
+Batches: ``batch_size`` is the global batch over all DDP ranks (see :mod:`rfspeech.data.dataset`).
+
+Non-finite losses: a step whose discriminator or generator loss (or gradient norm) is NaN/Inf on any
+rank is skipped on every rank and counted; ``max_bad_steps`` consecutive ones stop training with
+:class:`TrainingDiverged` and the last checkpoint written before them is left as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rfspeech.data.dataset import PreparedSplit, SegmentBatchSampler, SegmentDataset, collate_segments
+from rfspeech.data.manifest import FeatureParams
+from rfspeech.errors import ConfigError, RFSpeechError
+from rfspeech.train import checkpoint as ckpt
+from rfspeech.train import distributed as D
+from rfspeech.train.logging import create_writer, log_audio, log_dilations, log_mel, log_scalars
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class TrainingDiverged(RFSpeechError):
+    """Too many consecutive non-finite losses."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished :meth:`Trainer.fit` reports.
+
+    Attributes:
+        step: completed optimiser steps.
+        best_val: best validation mel L1 (``inf`` when never validated).
+        last_val: last validation mel L1 (``nan`` when never validated).
+        bad_steps: steps skipped for non-finite values.
+        checkpoint: last checkpoint written (None when checkpointing was off).
+    """
+
+    step: int
+    best_val: float
+    last_val: float
+    bad_steps: int
+    checkpoint: Path | None
+
+
+class Trainer:
+    """Train a generator and its discriminator on a prepared corpus.
+
+    Args:
+        generator: mel → waveform module (``hop_length`` / ``in_channels`` attributes are checked
+            when present); already wrapped by ``make_searchable`` or built from a structure if wanted.
+        discriminator: waveform → ``(logits, fmaps)`` module.
+        optimizer_g: ``params -> Optimizer`` (e.g. ``functools.partial(torch.optim.AdamW, lr=2e-4, ...)``).
+        optimizer_d: the same for the discriminator.
+        scheduler_g: ``optimizer -> LRScheduler`` or None (constant learning rate).
+        scheduler_d: the same for the discriminator.
+        data_dir: prepared corpus (``rfspeech-prepare`` output) with ``train`` and ``dev`` splits.
+        out_dir: run directory (``checkpoints/``, ``tensorboard/``).
+        feature_params: expected feature parameters; checked against ``data_dir/feats.yaml``
+            (None: take them from there).
+        segment_size: training segment in samples (multiple of the hop).
+        batch_size: global batch size (all ranks together).
+        max_steps: stop after this many optimiser steps.
+        seed: seed of segment sampling and validation noise.
+        num_workers: DataLoader worker processes per rank.
+        lr_decay_unit: ``"epoch"`` or ``"step"`` (when the schedulers step).
+        lambda_adv: weight of the generator's adversarial loss.
+        lambda_fm: weight of feature matching.
+        lambda_mel: weight of the mel L1.
+        loss_mel: overrides of the feature parameters for the loss mel (default ``{"fmax": None}``).
+        grad_clip: clip gradient norms to this value (None: no clipping; the norm is still logged).
+        max_bad_steps: consecutive non-finite steps that stop training.
+        log_interval: steps between TensorBoard scalar writes.
+        checkpoint_interval: steps between checkpoints (0: only at the end).
+        keep_last: step checkpoints kept (``best.pt`` is kept apart).
+        validation_interval: steps between validations (0: never).
+        val_max_utts: dev utterances used by validation.
+        n_audio_samples: validation utterances whose audio and mel images go to TensorBoard.
+        min_segment_frames: smallest accepted segment (in frames).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        amp: None, ``"bf16"`` or ``"fp16"`` (autocast of the forward passes; fp16 with loss scaling).
+        compile: wrap the generator and discriminator forwards in ``torch.compile``.
+        resume: continue from the newest readable checkpoint in ``out_dir`` (fresh start when none).
+        init_from: checkpoint to fine-tune from (weights only; discriminator optional).
+        structure: the fixed structure the generator was built with (recorded in checkpoints).
+        structure_mode: ``single`` / ``multiple`` / ``merge`` (recorded with the structure).
+        search: a local search object (``after_step(step, writer) -> bool``, ``state_dict()``,
+            ``load_state_dict()``), or None.
+        searchable: ``make_searchable`` keyword arguments used on the generator (recorded so
+            :func:`rfspeech.train.checkpoint.load_generator` can rebuild it).
+        config: resolved run config (plain dict) stored in checkpoints.
+        tensorboard: write TensorBoard events (rank 0).
+        progress: show a tqdm progress bar (rank 0).
+        dist_info: the process's place in a torchrun job (None: read from the environment).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory,
+        scheduler_g: SchedulerFactory | None,
+        scheduler_d: SchedulerFactory | None,
+        data_dir: str | Path,
+        out_dir: str | Path,
+        feature_params: FeatureParams | None = None,
+        segment_size: int = 8192,
+        batch_size: int = 16,
+        max_steps: int = 2_500_000,
+        seed: int = 1234,
+        num_workers: int = 2,
+        lr_decay_unit: str = "epoch",
+        lambda_adv: float = 1.0,
+        lambda_fm: float = 2.0,
+        lambda_mel: float = 45.0,
+        loss_mel: dict[str, Any] | None = None,
+        grad_clip: float | None = None,
+        max_bad_steps: int = 10,
+        log_interval: int = 100,
+        checkpoint_interval: int = 5000,
+        keep_last: int = 5,
+        validation_interval: int = 1000,
+        val_max_utts: int = 16,
+        n_audio_samples: int = 4,
+        min_segment_frames: int = 4,
+        device: str = "auto",
+        amp: str | None = None,
+        compile: bool = False,
+        resume: bool = False,
+        init_from: str | Path | None = None,
+        structure: dict[str, int] | None = None,
+        structure_mode: str = "single",
+        search: Any | None = None,
+        searchable: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+        tensorboard: bool = True,
+        progress: bool = True,
+        dist_info: D.DistInfo | None = None,
+    ) -> None:
+        if lr_decay_unit not in ("epoch", "step"):
+            raise ConfigError(f"train.lr_decay_unit must be 'epoch' or 'step', got {lr_decay_unit!r}")
+        if amp not in (None, "bf16", "fp16"):
+            raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {amp!r}")
+        if max_steps < 0:
+            raise ConfigError(f"train.max_steps must be >= 0, got {max_steps}")
+        if max_bad_steps < 1:
+            raise ConfigError(f"train.max_bad_steps must be >= 1, got {max_bad_steps}")
+        self.dist = dist_info or D.init_distributed(device)
+        self.device = self.dist.device
+        self.out_dir = Path(out_dir)
+        self.data_dir = Path(data_dir)
+        self.segment_size = int(segment_size)
+        self.batch_size = int(batch_size)
+        self.max_steps = int(max_steps)
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+        self.lr_decay_unit = lr_decay_unit
+        self.lambda_adv, self.lambda_fm, self.lambda_mel = float(lambda_adv), float(lambda_fm), float(lambda_mel)
+        self.grad_clip = grad_clip
+        self.max_bad_steps = int(max_bad_steps)
+        self.log_interval = max(1, int(log_interval))
+        self.checkpoint_interval = int(checkpoint_interval)
+        self.keep_last = int(keep_last)
+        self.validation_interval = int(validation_interval)
+        self.val_max_utts = int(val_max_utts)
+        self.n_audio_samples = int(n_audio_samples)
+        self.min_segment_frames = int(min_segment_frames)
+        self.amp = amp
+        self.structure = dict(structure) if structure else None
+        self.structure_mode = structure_mode
+        self.search = search
+        self.searchable = dict(searchable) if searchable is not None else None
+        self.config = config or {}
+        self.progress = progress
+        self.tensorboard = tensorboard
+        self.init_from = init_from
+
+        # ---- data and its checks (all before any step) ----
+        self.train_split = PreparedSplit(self.data_dir, "train", feature_params)
+        self.feature_params = self.train_split.params
+        if len(self.train_split) == 0:
+            raise ConfigError(f"{self.data_dir / 'train' / 'utts.tsv'}: the train split is empty or missing")
+        self.dev_split = PreparedSplit(self.data_dir, "dev", self.feature_params)
+        self.train_data = SegmentDataset(self.train_split, self.segment_size)
+        self._check_model_fits(generator)
+
+        # ---- model, optimisers, schedulers ----
+        self.generator = generator.to(self.device)
+        self.discriminator = discriminator.to(self.device)
+        self.optim_g = optimizer_g(self.generator.parameters())
+        self.optim_d = optimizer_d(self.discriminator.parameters())
+        self.sched_g = scheduler_g(self.optim_g) if scheduler_g is not None else None
+        self.sched_d = scheduler_d(self.optim_d) if scheduler_d is not None else None
+        self.loss_mel_params = _loss_mel_params(self.feature_params, loss_mel)
+
+        self.step = 0
+        self.best_val = math.inf
+        self.last_val = math.nan
+        self.bad_steps = 0
+        self._consecutive_bad = 0
+        self._last_ckpt: Path | None = None
+
+        self._dry_run()
+        if resume:
+            self._resume()
+        elif init_from:
+            self._init_from(init_from)
+        if self.step == 0 and self.dist.rank:
+            # Different ranks draw different generator noise (WaveNet); rank 0 keeps the seeded stream.
+            torch.manual_seed(self.seed * 1000 + self.dist.rank)
+
+        # ---- wrappers (DDP, compile) used for training only; the raw modules are what is saved ----
+        self.g_train: nn.Module = self.generator
+        self.d_train: nn.Module = self.discriminator
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_train = DDP(self.generator, device_ids=ids)
+            self.d_train = DDP(self.discriminator, device_ids=ids)
+        self._g_fwd: nn.Module | Callable[..., Any] = self.g_train
+        self._d_fwd: nn.Module | Callable[..., Any] = self.d_train
+        if compile:
+            self._g_fwd = torch.compile(self.g_train)
+            self._d_fwd = torch.compile(self.d_train)
+        use_scaler = amp == "fp16" and self.device.type == "cuda"
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+
+    # ------------------------------------------------------------------------------------------ checks
+    @property
+    def segment_frames(self) -> int:
+        return self.train_data.segment_frames
+
+    def _check_model_fits(self, generator: nn.Module) -> None:
+        fp = self.feature_params
+        hop = getattr(generator, "hop_length", None)
+        if hop is not None and int(hop) != fp.hop_length:
+            raise ConfigError(f"generator hop_length {hop} (product of its upsampling) differs from the features' "
+                              f"hop_length {fp.hop_length} in {self.data_dir / 'feats.yaml'}")
+        n_in = getattr(generator, "in_channels", None)
+        if n_in is not None and int(n_in) != fp.n_mels:
+            raise ConfigError(f"generator in_channels {n_in} differs from n_mels {fp.n_mels} in "
+                              f"{self.data_dir / 'feats.yaml'}")
+        if self.segment_frames < self.min_segment_frames:
+            raise ConfigError(f"train.segment_size={self.segment_size} gives {self.segment_frames} frames, fewer than "
+                              f"train.min_segment_frames={self.min_segment_frames}")
+        r_min, r_max = _receptive_field(generator)
+        if r_min is not None and self.segment_frames < r_min:
+            raise ConfigError(
+                f"train.segment_size={self.segment_size} ({self.segment_frames} frames) is shorter than the "
+                f"generator's smallest receptive field ({r_min:.1f} frames): every output sample would see padding")
+        if r_max is not None and self.segment_frames < r_max:
+            log.warning("segment of %d frames is shorter than the generator's largest receptive field (%.1f frames)",
+                        self.segment_frames, r_max)
+
+    def _dry_run(self) -> None:
+        """One no-grad forward of both models on a segment-sized batch: shape errors surface before step 1."""
+        mel = torch.zeros(1, self.feature_params.n_mels, self.segment_frames, device=self.device)
+        # Eval mode and a forked RNG: no side effects (spectral norm's power iteration, noise draws).
+        modes = self.generator.training, self.discriminator.training
+        self.generator.eval()
+        self.discriminator.eval()
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=_rng_devices(self.device)):
+                wav = self.generator(mel)
+                if wav.shape[-1] != self.segment_size:
+                    raise ConfigError(f"generator output of {wav.shape[-1]} samples for {self.segment_frames} frames; "
+                                      f"expected segment_size={self.segment_size}")
+                self.discriminator(wav)
+        except RuntimeError as e:
+            raise ConfigError(f"train.segment_size={self.segment_size}: the models cannot process a segment of "
+                              f"this length ({(str(e).splitlines() or [''])[0][:160]})") from None
+        finally:
+            self.generator.train(modes[0])
+            self.discriminator.train(modes[1])
+
+    # ------------------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (see :mod:`rfspeech.train.checkpoint`)."""
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "optim_g": self.optim_g.state_dict(),
+            "optim_d": self.optim_d.state_dict(),
+            "sched_g": self.sched_g.state_dict() if self.sched_g is not None else None,
+            "sched_d": self.sched_d.state_dict() if self.sched_d is not None else None,
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "rng": ckpt.rng_state(),
+            "search": self.search.state_dict() if self.search is not None else None,
+            "searchable": self.searchable,
+            "config": self.config,
+            "feature_params": self.feature_params.to_dict(),
+            "structure": self.structure,
+            "structure_mode": self.structure_mode if self.structure else None,
+            "best_val": self.best_val,
+            "bad_steps": self.bad_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
+        try:
+            self.generator.load_state_dict(state["generator"])
+            self.discriminator.load_state_dict(state["discriminator"])
+        except RuntimeError as e:
+            raise ConfigError(f"{where}: weights do not fit the configured models ({ckpt._short(e)})") from None
+        self.optim_g.load_state_dict(state["optim_g"])
+        self.optim_d.load_state_dict(state["optim_d"])
+        for sched, key in ((self.sched_g, "sched_g"), (self.sched_d, "sched_d")):
+            if sched is not None and state.get(key) is not None:
+                sched.load_state_dict(state[key])
+        if self.search is not None and state.get("search") is not None:
+            self.search.load_state_dict(state["search"])
+        self.step = int(state["step"])
+        self.best_val = float(state.get("best_val", math.inf))
+        self.bad_steps = int(state.get("bad_steps", 0))
+        if self.dist.rank == 0:
+            ckpt.set_rng_state(state["rng"])
+        else:
+            torch.manual_seed((self.seed * 1000 + self.dist.rank) * 1_000_003 + self.step)
+
+    def _resume(self) -> None:
+        found = ckpt.load_latest(self.out_dir, map_location="cpu")
+        if found is None:
+            log.info("resume: no checkpoint in %s, starting from scratch", ckpt.checkpoint_dir(self.out_dir))
+            return
+        path, state = found
+        ckpt.check_keys(state, ("generator", "discriminator", "optim_g", "optim_d", "step", "rng"), path)
+        if state.get("feature_params"):
+            fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
+            fp.check_matches(self.feature_params, f"checkpoint {path}", str(self.data_dir / "feats.yaml"))
+        self.load_state_dict(state, where=str(path))
+        self._last_ckpt = path
+        log.info("resumed from %s (step %d)", path, self.step)
+
+    def _init_from(self, path: str | Path) -> None:
+        state = ckpt.load_checkpoint(path, map_location="cpu")
+        if state.get("feature_params"):
+            fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
+            fp.check_matches(self.feature_params, f"checkpoint {path}", str(self.data_dir / "feats.yaml"))
+        ckpt.load_generator_weights(self.generator, ckpt.extract_generator_state(state, path), str(path))
+        disc = state.get("discriminator")
+        if isinstance(disc, dict) and disc:
+            try:
+                self.discriminator.load_state_dict(disc)
+                log.info("init_from %s: generator and discriminator weights loaded", path)
+            except RuntimeError as e:
+                log.warning("init_from %s: discriminator weights do not fit (%s); it starts from scratch",
+                            path, ckpt._short(e))
+        else:
+            log.info("init_from %s: generator weights loaded; no discriminator in the file, it starts from scratch",
+                     path)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.train_split) // self.batch_size)
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write a checkpoint of the current state (rank 0 only; call on every rank)."""
+        path = path or ckpt.checkpoint_path(self.out_dir, self.step)
+        if self.dist.is_main:
+            ckpt.save_checkpoint(path, self.state_dict())
+            if path.name != ckpt.BEST:
+                ckpt.prune_checkpoints(self.out_dir, self.keep_last)
+                self._last_ckpt = path
+        D.barrier()
+        return path
+
+    # ------------------------------------------------------------------------------------------ step
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _mel(self, wav: torch.Tensor) -> torch.Tensor:
+        """Loss log-mel ``(B, n_mels, frames)`` of ``(B, 1, samples)`` audio, always in float32."""
+        from rfspeech.data.features import log_mel_torch
+
+        with torch.autocast(self.device.type, enabled=False):
+            return log_mel_torch(wav.float(), self.loss_mel_params)
+
+    def train_step(self, mel: torch.Tensor, wav: torch.Tensor) -> dict[str, float] | None:
+        """One discriminator + generator update on a batch.
+
+        Args:
+            mel: ``(B, n_mels, segment_frames)``.
+            wav: ``(B, 1, segment_size)``.
+
+        Returns:
+            Loss values, or None when the step was (partly) skipped for a non-finite value.
+        """
+        from rfspeech.train import losses
+
+        mel = mel.to(self.device, non_blocking=True)
+        wav = wav.to(self.device, non_blocking=True)
+        n = wav.size(0)
+        with self._autocast():
+            fake = self._g_fwd(mel)
+        fake = fake[..., : wav.size(-1)]
+
+        # ---- discriminator ----
+        self.optim_d.zero_grad(set_to_none=True)
+        with self._autocast():
+            logits, _ = self._d_fwd(torch.cat([wav, fake.detach()]))
+        real_l, fake_l = _halves(logits, n)
+        loss_d, _, _ = losses.discriminator_loss(_f32(real_l), _f32(fake_l))
+        if not D.all_true(bool(torch.isfinite(loss_d)), self.device):
+            return None
+        self.scaler_d.scale(loss_d).backward()
+        self.scaler_d.unscale_(self.optim_d)
+        gn_d = _grad_norm(self.discriminator.parameters(), self.grad_clip)
+        if not math.isfinite(gn_d) and not self.scaler_d.is_enabled():
+            self.optim_d.zero_grad(set_to_none=True)
+            return None
+        self.scaler_d.step(self.optim_d)
+        self.scaler_d.update()
+
+        # ---- generator ----
+        self.optim_g.zero_grad(set_to_none=True)
+        # The discriminator's gradients from this pass are thrown away (zeroed at the next D step),
+        # so DDP need not all-reduce them.
+        no_sync = self.d_train.no_sync() if isinstance(self.d_train, nn.parallel.DistributedDataParallel) \
+            else contextlib.nullcontext()
+        with no_sync:
+            with self._autocast():
+                logits, fmaps = self._d_fwd(torch.cat([wav, fake]))
+            real_f, fake_f = _halves(fmaps, n)
+            _, fake_l = _halves(logits, n)
+            loss_adv, _ = losses.generator_adversarial_loss(_f32(fake_l))
+            loss_fm = losses.feature_matching_loss(_f32(_detach(real_f)), _f32(fake_f))
+            loss_mel = F.l1_loss(self._mel(fake), self._mel(wav))
+            loss_g = self.lambda_adv * loss_adv + self.lambda_fm * loss_fm + self.lambda_mel * loss_mel
+            if not D.all_true(bool(torch.isfinite(loss_g)), self.device):
+                return None
+            self.scaler_g.scale(loss_g).backward()
+        self.scaler_g.unscale_(self.optim_g)
+        gn_g = _grad_norm(self.generator.parameters(), self.grad_clip)
+        if not math.isfinite(gn_g) and not self.scaler_g.is_enabled():
+            self.optim_g.zero_grad(set_to_none=True)
+            return None
+        self.scaler_g.step(self.optim_g)
+        self.scaler_g.update()
+        return {
+            "loss/mel": loss_mel.item(), "loss/gen_adv": loss_adv.item(), "loss/fm": loss_fm.item(),
+            "loss/disc": loss_d.item(), "loss/gen_total": loss_g.item(),
+            "grad_norm/generator": gn_g, "grad_norm/discriminator": gn_d,
+        }
+
+    # ------------------------------------------------------------------------------------------ loop
+    def _loader(self) -> torch.utils.data.DataLoader:
+        sampler = SegmentBatchSampler(self.train_split.frames, self.segment_frames, self.batch_size, self.seed,
+                                      start_step=self.step, max_steps=self.max_steps, rank=self.dist.rank,
+                                      world_size=self.dist.world_size)
+        return torch.utils.data.DataLoader(
+            self.train_data, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate_segments,
+            pin_memory=self.device.type == "cuda",
+            # A private generator: creating the iterator must not draw from the global RNG (exact resume).
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def fit(self) -> TrainResult:
+        """Train until ``max_steps``; returns a :class:`TrainResult`."""
+        from tqdm import tqdm
+
+        main = self.dist.is_main
+        writer = create_writer(self.out_dir / "tensorboard", enabled=main and self.tensorboard)
+        bar = tqdm(total=self.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not (main and self.progress))
+        self.generator.train()
+        self.discriminator.train()
+        sums: dict[str, float] = {}
+        count, t0, s0 = 0, time.perf_counter(), self.step
+        try:
+            for mel, wav in self._loader():
+                stats = self.train_step(mel, wav)
+                self.step += 1
+                bar.update(1)
+                if stats is None:
+                    self.bad_steps += 1
+                    self._consecutive_bad += 1
+                    log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)",
+                                self.step, self._consecutive_bad)
+                    if self._consecutive_bad >= self.max_bad_steps:
+                        last = self._last_ckpt or "none written"
+                        raise TrainingDiverged(
+                            f"training stopped at step {self.step}: {self._consecutive_bad} consecutive non-finite "
+                            f"losses (train.max_bad_steps={self.max_bad_steps}); last good checkpoint: {last}")
+                else:
+                    self._consecutive_bad = 0
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    count += 1
+                if self.lr_decay_unit == "step" or self.step % self.steps_per_epoch == 0:
+                    for sched in (self.sched_g, self.sched_d):
+                        if sched is not None:
+                            sched.step()
+                if self.search is not None and self.search.after_step(self.step, writer if main else None):
+                    self._log_structure(writer)
+                if self.step % self.log_interval == 0 or self.step == self.max_steps:
+                    dt = time.perf_counter() - t0
+                    vals = {k: v / count for k, v in sums.items()} if count else {}
+                    vals["lr/generator"] = self.optim_g.param_groups[0]["lr"]
+                    vals["lr/discriminator"] = self.optim_d.param_groups[0]["lr"]
+                    vals["perf/steps_per_s"] = (self.step - s0) / dt if dt > 0 else 0.0
+                    vals["train/bad_steps"] = self.bad_steps
+                    log_scalars(writer, vals, self.step)
+                    if "loss/mel" in vals:
+                        bar.set_postfix(mel=f"{vals['loss/mel']:.3f}", d=f"{vals.get('loss/disc', 0):.3f}")
+                    sums, count, t0, s0 = {}, 0, time.perf_counter(), self.step
+                if self.validation_interval > 0 and self.step % self.validation_interval == 0:
+                    self._validate_and_track(writer)
+                if self.checkpoint_interval > 0 and self.step % self.checkpoint_interval == 0:
+                    if self._consecutive_bad:
+                        # Never let a streak of skipped steps rotate the good checkpoints out (keep_last).
+                        log.warning("step %d: checkpoint deferred during a run of non-finite steps", self.step)
+                    else:
+                        self.save()
+            if self.step == self.max_steps and (self._last_ckpt is None
+                                                or self._last_ckpt != ckpt.checkpoint_path(self.out_dir, self.step)):
+                if self.validation_interval > 0 and self.step % self.validation_interval and self.step > 0:
+                    self._validate_and_track(writer)
+                self.save()
+        finally:
+            bar.close()
+            writer.flush()
+            writer.close()
+        return TrainResult(self.step, self.best_val, self.last_val, self.bad_steps, self._last_ckpt)
+
+    def _log_structure(self, writer: Any) -> None:
+        if not self.dist.is_main:
+            return
+        try:
+            from rfspeech.search import export_structure
+        except ImportError:
+            return
+        structure = export_structure(self.generator)
+        r_min, r_max = _receptive_field(self.generator)
+        log_dilations(writer, structure, self.step, rf_frames=r_max)
+        log.info("step %d: searched dilations %s", self.step, structure)
+
+    def _validate_and_track(self, writer: Any) -> None:
+        val = self.validate(writer) if self.dist.is_main else math.nan
+        val = D.broadcast_object(val)
+        self.last_val = val
+        if math.isfinite(val) and val < self.best_val:
+            self.best_val = val
+            self.save(ckpt.checkpoint_dir(self.out_dir) / ckpt.BEST)
+
+    @torch.no_grad()
+    def validate(self, writer: Any = None) -> float:
+        """Mean mel L1 over the first ``val_max_utts`` dev utterances (whole utterances, batch 1).
+
+        Noise-driven generators draw from a validation-only RNG seeded by ``seed``, so validation
+        neither depends on nor disturbs the training RNG. Returns ``nan`` without a dev split.
+        """
+        n = min(len(self.dev_split), self.val_max_utts)
+        if n == 0:
+            log.warning("no dev utterances in %s: validation skipped", self.data_dir / "dev")
+            return math.nan
+        self.generator.eval()
+        total = 0.0
+        try:
+            with torch.random.fork_rng(devices=_rng_devices(self.device)):
+                torch.manual_seed(self.seed)
+                for i in range(n):
+                    utt_id, mel, wav = self.dev_split[i]
+                    mel, wav = mel.unsqueeze(0).to(self.device), wav.unsqueeze(0).to(self.device)
+                    with self._autocast():
+                        fake = self.generator(mel)
+                    fake = fake.float()[..., : wav.size(-1)]
+                    m_fake, m_real = self._mel(fake), self._mel(wav)
+                    total += float(F.l1_loss(m_fake, m_real))
+                    if writer is not None and i < self.n_audio_samples:
+                        sr = self.feature_params.sample_rate
+                        log_audio(writer, f"val/audio/{utt_id}", fake[0], sr, self.step)
+                        log_mel(writer, f"val/mel/{utt_id}", m_fake[0], self.step, title=f"{utt_id} generated")
+                        if self.step <= self.validation_interval:  # references once
+                            log_audio(writer, f"val/audio_ref/{utt_id}", wav[0], sr, self.step)
+                            log_mel(writer, f"val/mel_ref/{utt_id}", m_real[0], self.step, title=f"{utt_id} reference")
+        finally:
+            self.generator.train()
+        val = total / n
+        if writer is not None:
+            writer.add_scalar("val/mel_l1", val, self.step)
+        log.info("step %d: validation mel L1 %.4f", self.step, val)
+        return val
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _loss_mel_params(features: FeatureParams, overrides: dict[str, Any] | None) -> FeatureParams:
+    """The feature parameters of the loss mel: the training features with ``overrides`` (never normalised)."""
+    over = {"fmax": None} if overrides is None else dict(overrides)
+    try:
+        return FeatureParams.from_dict({**features.to_dict(), **over, "normalize": False, "peak_normalize": False},
+                                       where="train.loss_mel")
+    except TypeError as e:
+        raise ConfigError(f"train.loss_mel: {e}") from None
+
+
+def _receptive_field(generator: nn.Module) -> tuple[float | None, float | None]:
+    """``(r_min, r_max)`` of the generator in mel frames from :mod:`rfspeech.rf`, or Nones when unavailable."""
+    try:
+        from rfspeech.rf import analyze
+    except ImportError:
+        return None, None
+    try:
+        report = analyze(generator)
+        return float(report.r_min), float(report.r_max)
+    except Exception as e:  # an analysis failure must not block training; the dry run still checks shapes
+        log.warning("receptive-field analysis unavailable for this generator (%s)", str(e).splitlines()[0][:120])
+        return None, None
+
+
+def _halves(x: Any, n: int) -> tuple[Any, Any]:
+    """Split every tensor of a nested list along the batch into ``[:n]`` and ``[n:]``."""
+    if isinstance(x, torch.Tensor):
+        return x[:n], x[n:]
+    pairs = [_halves(v, n) for v in x]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def _detach(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    return [_detach(v) for v in x]
+
+
+def _f32(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.float()
+    return [_f32(v) for v in x]
+
+
+def _grad_norm(params: Iterable[nn.Parameter], clip: float | None) -> float:
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return 0.0
+    if clip:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm=float(clip)))
+    return float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
