@@ -160,3 +160,38 @@ def test_vctk_split_per_speaker_and_unseen_speakers() -> None:
         split_by_speaker(entries, holdout_speakers=["p999"])
     with pytest.raises(DataError, match="empty"):
         split_by_speaker(_entries(2, "p1") + _entries(2, "p2"))
+
+
+def _load_make_corpus():
+    import importlib.util
+
+    path = MINI_CORPUS.parent / "local" / "make_corpus.py"
+    spec = importlib.util.spec_from_file_location("make_corpus", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_mini_corpus_metadata_matches_its_sentence_list() -> None:
+    mod = _load_make_corpus()
+    sentences = mod.read_sentences(MINI_CORPUS.parent / "local" / "sentences.txt")
+    rows = [line.split("|") for line in (MINI_CORPUS / "metadata.csv").read_text(encoding="utf-8").splitlines()]
+    assert [(r[1], r[2]) for r in rows] == sentences
+    assert [r[0] for r in rows] == [f"MN001-{i:04d}" for i in range(1, len(rows) + 1)]
+
+
+def test_mini_corpus_generator_runs_with_espeak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import sys
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (only needed to regenerate the shipped corpus)")
+    mod = _load_make_corpus()
+    (tmp_path / "s.txt").write_text("# comment\nHello there.\nIt costs 5 dollars.|It costs five dollars.\n")
+    monkeypatch.setattr(sys, "argv", ["make_corpus.py", "--out", str(tmp_path / "c"), "--sentences",
+                                      str(tmp_path / "s.txt")])
+    assert mod.main() == 0
+    entries, bad = scan_ljspeech(tmp_path / "c")
+    assert bad == [] and [e.text for e in entries] == ["Hello there.", "It costs five dollars."]
+    info = sf.info(str(entries[1].path))
+    assert (info.samplerate, info.channels, info.format) == (22050, 1, "FLAC") and info.duration > 0.5

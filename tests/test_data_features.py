@@ -149,3 +149,17 @@ def test_feature_parameter_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     pwg.save(tmp_path / "feats.yaml")
     with pytest.raises(DataError, match="stats.npz"):
         load_feature_params(tmp_path)
+
+
+@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [(22050, 1024, 80, 0.0, 8000.0), (24000, 2048, 80, 80.0, 7600.0),
+                                                       (22050, 1024, 80, 0.0, None), (16000, 512, 40, 20.0, None)])
+def test_filterbank_equals_librosa(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> None:
+    import librosa
+
+    from rfspeech.data.features import mel_filterbank
+
+    ours = mel_filterbank(FeatureParams(sample_rate=sr, n_fft=n_fft, win_length=n_fft, n_mels=n_mels, fmin=fmin,
+                                        fmax=fmax))
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    assert ours.shape == ref.shape == (n_mels, n_fft // 2 + 1)
+    np.testing.assert_allclose(ours, ref, atol=1e-7, rtol=0)

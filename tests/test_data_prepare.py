@@ -50,8 +50,9 @@ def _check_prepared(out: Path, params: FeatureParams, n_total: int) -> dict[str,
     return utts
 
 
-def test_prepare_real_ljspeech_mini_with_cli(ljspeech_mini: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_real_ljspeech_mini_with_cli(
+    ljspeech_mini: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "data"
     code, err = run_cli(monkeypatch, capsys, "corpus=ljspeech", f"db_root={ljspeech_mini}", f"out_dir={out}", "nj=2")
     assert code == 0, err
@@ -62,7 +63,8 @@ def test_prepare_real_ljspeech_mini_with_cli(ljspeech_mini: Path, tmp_path: Path
     assert not (out / "wavs").exists()  # nothing resampled or trimmed: the originals are referenced
     # the cached feature is exactly the extractor's output on the peak-normalised audio
     wav, _ = sf.read(utts["dev"][0].audio, dtype="float32")
-    np.testing.assert_array_equal(np.load(out / "dev" / "feats" / "LJ001-0031.npy"), FeatureExtractor(FeatureParams())(wav))
+    cached = np.load(out / "dev" / "feats" / "LJ001-0031.npy")
+    np.testing.assert_array_equal(cached, FeatureExtractor(FeatureParams())(wav))
     summary = yaml.safe_load((out / "prepare.yaml").read_text())
     assert summary["utterances"] == {"train": 30, "dev": 1, "eval": 1} and summary["workers"] == 2
     assert summary["x_realtime"] > 1.0

@@ -94,3 +94,15 @@ def test_feature_params_mismatch_names_keys(tmp_path: Path) -> None:
     a.check_matches(FeatureParams(fmin=0), "vocoder", "features")
     with pytest.raises(ConfigError, match="unknown feature parameter"):
         FeatureParams.from_dict({"hop": 256})
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "x").write_text("y")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

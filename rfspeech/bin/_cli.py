@@ -63,6 +63,7 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
         def entry() -> Any:
             # Hydra writes ./outputs/<date>/<time> unless told otherwise; keep runs where the user says.
             argv = sys.argv[1:]
+            check_overrides(config_name, argv)
             extra = []
             if not any(a.startswith("hydra.run.dir=") for a in argv):
                 extra.append(f"hydra.run.dir={run_dir or '.'}")
@@ -76,3 +77,27 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
         return entry
 
     return decorate
+
+
+def check_overrides(config_name: str, argv: list[str]) -> None:
+    """Compose the config once before Hydra runs, so a bad override is one line, not Hydra's report.
+
+    Hydra flags (``--help``, ``-m``, ``--cfg`` ...) and ``hydra.*`` overrides are left to Hydra itself.
+    """
+    if any(a.startswith("-") for a in argv):
+        return
+    overrides = [a for a in argv if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+            compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        msg = msg.split(" Config search path:")[0]
+        fail(f"bad override or config ({config_name}.yaml): {msg}")
+    finally:
+        GlobalHydra.instance().clear()

@@ -33,7 +33,9 @@ def run(cfg: Any) -> None:
 
     for key in ("db_root", "out_dir"):
         if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
-            raise ConfigError(f"{key} is required: rfspeech-prepare corpus=ljspeech|vctk|folder db_root=DIR out_dir=DIR")
+            raise ConfigError(
+                f"{key} is required: rfspeech-prepare corpus=ljspeech|vctk|folder db_root=DIR out_dir=DIR"
+            )
     corpus = OmegaConf.to_container(cfg.corpus, resolve=True)
     if not isinstance(corpus, dict) or "name" not in corpus:
         raise ConfigError("corpus must name a config in recipes/corpus/ (corpus=ljspeech|vctk|folder)")

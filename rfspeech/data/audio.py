@@ -93,7 +93,7 @@ def read_audio(path: str | os.PathLike[str], expected_sr: int | None = None) -> 
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Resample with soxr's high-quality filter (librosa's default), float32 out.
+    """Resample with soxr's high-quality filter (what librosa's default ``soxr_hq`` calls), float32 out.
 
     Args:
         wav: ``(samples,)`` waveform.
@@ -102,9 +102,9 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """
     if orig_sr == target_sr:
         return wav
-    import librosa
+    import soxr  # a librosa dependency; imported directly, librosa's import costs seconds per worker
 
-    return librosa.resample(wav, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq").astype(np.float32)
+    return np.asarray(soxr.resample(wav.astype(np.float32), orig_sr, target_sr, quality="HQ"), dtype=np.float32)
 
 
 def trim_silence(wav: np.ndarray, top_db: float = 30.0, frame_length: int = 1024, hop_length: int = 256) -> np.ndarray:

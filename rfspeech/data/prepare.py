@@ -12,6 +12,7 @@ progress bar. The cached ``.npy`` features are model-ready: z-normalised with th
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import os
 import time
@@ -90,12 +91,15 @@ def _process(job: _Job) -> _Done:
     e = job.entry
     wav, sr = read_audio(e.path, expected_sr=None if job.resample else job.target_sr)
     changed = False
-    if sr != job.target_sr:
-        wav, changed = resample(wav, sr, job.target_sr), True
-    if job.trim:
-        trimmed = trim_silence(wav, top_db=job.trim_top_db)
-        changed = changed or trimmed.shape[0] != wav.shape[0]
-        wav = trimmed
+    try:
+        if sr != job.target_sr:
+            wav, changed = resample(wav, sr, job.target_sr), True
+        if job.trim:
+            trimmed = trim_silence(wav, top_db=job.trim_top_db)
+            changed = changed or trimmed.shape[0] != wav.shape[0]
+            wav = trimmed
+    except (ValueError, RuntimeError) as err:  # name the file rather than dying with a traceback
+        raise DataError(f"{e.path}: cannot convert audio ({err.__class__.__name__}: {err})") from None
     shortest = min_samples(job.params) if job.params is not None else 1
     if wav.shape[0] < shortest:
         raise DataError(f"{e.path}: too short ({wav.shape[0]} samples at {job.target_sr} Hz"
@@ -119,6 +123,28 @@ def _process(job: _Job) -> _Done:
     return _Done(e.utt_id, audio, int(wav.shape[0]), frames, s, s2, dt)
 
 
+def _single_threaded_blas() -> contextlib.AbstractContextManager[object]:
+    """One BLAS thread: parallelism comes from the worker processes.
+
+    The mel projection is a small matrix product; OpenBLAS's threads on top of ``nj`` processes
+    oversubscribe the cores and made it ~70x slower on a loaded 2-core machine.
+    """
+    try:
+        from threadpoolctl import threadpool_limits  # ships with scikit-learn, a librosa dependency
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _init_worker() -> None:
+    global _WORKER_LIMIT
+    _WORKER_LIMIT = _single_threaded_blas()
+    _WORKER_LIMIT.__enter__()
+
+
+_WORKER_LIMIT: contextlib.AbstractContextManager[object] | None = None
+
+
 def _run_jobs(jobs: list[_Job], nj: int, skip_bad: bool, progress: bool) -> tuple[list[_Done], list[BadFile]]:
     from tqdm import tqdm
 
@@ -133,16 +159,17 @@ def _run_jobs(jobs: list[_Job], nj: int, skip_bad: bool, progress: bool) -> tupl
 
     try:
         if nj <= 1:
-            for job in jobs:
-                try:
-                    done.append(_process(job))
-                except DataError as err:
-                    if not skip_bad:
-                        raise
-                    record_bad(job, err)
-                bar.update()
+            with _single_threaded_blas():
+                for job in jobs:
+                    try:
+                        done.append(_process(job))
+                    except DataError as err:
+                        if not skip_bad:
+                            raise
+                        record_bad(job, err)
+                    bar.update()
         else:
-            with cf.ProcessPoolExecutor(max_workers=nj) as pool:
+            with cf.ProcessPoolExecutor(max_workers=nj, initializer=_init_worker) as pool:
                 futures = {pool.submit(_process, job): job for job in jobs}
                 try:
                     for fut in cf.as_completed(futures):

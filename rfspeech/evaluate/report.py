@@ -317,15 +317,23 @@ def _rf_text(rf: dict[str, Any] | None) -> str:
     lo, hi = rf.get("r_min"), rf.get("r_max")
     if lo is None and hi is None:
         return "–"
-    text = f"{_num(lo, 'rf')}–{_num(hi, 'rf')}" if lo != hi else _num(lo, "rf")
+    text = f"{_g(lo)}–{_g(hi)}" if lo != hi else _g(lo)
     unit = rf.get("unit") or "frames"
     return f"{text} {unit}"
+
+
+def _g(v: Any) -> str:
+    return "?" if v is None else f"{float(v):.6g}"
+
+
+def _xrt(v: Any) -> str:
+    return "–" if v is None else f"{float(v):.1f}×"
 
 
 def _speed_text(speed: dict[str, Any] | None) -> str:
     if not speed or speed.get("x_real_time") is None:
         return "–"
-    return f"{float(speed['x_real_time']):.1f}× (RTF {float(speed.get('rtf', 0)):.4f}, {speed.get('device', '?')})"
+    return f"{float(speed['x_real_time']):.1f}× on {speed.get('device', '?')}"
 
 
 def _best(values: dict[str, float | None], col: str) -> set[str]:
@@ -468,8 +476,20 @@ def _eval_notes(params: dict[str, Any]) -> list[str]:
     return notes
 
 
-def render_markdown(data: ReportData, figure_dir: str = "figures") -> str:
-    """The report as GitHub-flavoured Markdown (figures referenced as files in ``figure_dir``)."""
+def render_markdown(data: ReportData, figure_dir: str = "figures", base: str | Path | None = None) -> str:
+    """The report as GitHub-flavoured Markdown (figures referenced as files in ``figure_dir``).
+
+    Args:
+        data: the report.
+        figure_dir: folder of the PNGs, relative to the Markdown file.
+        base: folder of the Markdown file; audio paths are written relative to it.
+    """
+
+    def rel(p: Path) -> str:
+        import os
+
+        return os.path.relpath(p.resolve(), Path(base).resolve()) if base is not None else str(p)
+
     cols = data.columns
     out = [f"# {data.title}", "", f"Generated {data.created} from {len(data.experiments)} experiment(s).", ""]
     out += ["## Arms", "",
@@ -478,7 +498,7 @@ def render_markdown(data: ReportData, figure_dir: str = "figures") -> str:
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, st in data.arm_stats.items():
         best = {c: _best({a: s["metrics"][c]["mean"] for a, s in data.arm_stats.items()}, c) for c in cols}
-        cells = [arm, str(st["runs"]), _params(st["n_params"]), _num(st["x_real_time"]["mean"], "x")]
+        cells = [arm, str(st["runs"]), _params(st["n_params"]), _xrt(st["x_real_time"]["mean"])]
         for c in cols:
             text = _mean_ci(st["metrics"][c], c)
             cells.append(f"**{text}**" if arm in best[c] else text)
@@ -515,8 +535,8 @@ def render_markdown(data: ReportData, figure_dir: str = "figures") -> str:
     if data.utterances:
         out += ["", "## Audio", "", "Open report.html to listen; files:", ""]
         for u in data.utterances:
-            paths = [f"reference `{data.ref_audio[u]}`"] if u in data.ref_audio else []
-            paths += [f"{e.name} `{e.synth_audio[u]}`" for e in data.experiments if u in e.synth_audio]
+            paths = [f"reference `{rel(data.ref_audio[u])}`"] if u in data.ref_audio else []
+            paths += [f"{e.name} `{rel(e.synth_audio[u])}`" for e in data.experiments if u in e.synth_audio]
             out.append(f"- {u}: " + "; ".join(paths))
     notes = _eval_notes(data.eval_parameters)
     if notes:
@@ -547,11 +567,12 @@ def _dilation_table_md(columns: list[tuple[str, dict[str, Any]]]) -> list[str]:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1600px;color:#222;
 padding:0 1em}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.3em .55em;text-align:right;vertical-align:middle}
+th,td{border:1px solid #ccc;padding:.3em .55em;text-align:right;vertical-align:middle;white-space:nowrap}
+.scroll{overflow-x:auto}
 th{background:#f3f3f3}td.l,th.l{text-align:left}tr:nth-child(even) td{background:#fafafa}
 td.best{font-weight:bold;background:#e6f4ea!important}td.changed{font-weight:bold;background:#fff4d6!important}
 td.better{background:#e6f4ea!important}td.worse{background:#fde8e8!important}
@@ -576,22 +597,23 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
 
     h.append('<h2 id="arms">Arms</h2><p class="note">Mean ± 95 % confidence interval: over runs (seeds) when an arm '
              "has several, else over the utterances of its run. Best value per metric highlighted.</p>")
-    h.append('<table id="arm-table"><tr><th class="l">arm</th><th>runs</th><th>params</th><th>× real time</th>'
+    h.append('<div class="scroll"><table id="arm-table"><tr><th class="l">arm</th><th>runs</th><th>params</th>'
+             "<th>× real time</th>"
              + "".join(f"<th>{e(_header_label(c))}</th>" for c in cols) + "</tr>")
     best = {c: _best({a: s["metrics"][c]["mean"] for a, s in data.arm_stats.items()}, c) for c in cols}
     for arm, st in data.arm_stats.items():
         seeds = ", ".join(str(s) for s in st["seeds"] if s is not None)
         row = [_td(arm + (f" (seeds {seeds})" if seeds else ""), "l"), _td(str(st["runs"])),
-               _td(_params(st["n_params"])), _td(_num(st["x_real_time"]["mean"], "x"))]
+               _td(_params(st["n_params"])), _td(_xrt(st["x_real_time"]["mean"]))]
         row += [_td(_mean_ci(st["metrics"][c], c), "best" if arm in best[c] else "") for c in cols]
         h.append("<tr>" + "".join(row) + "</tr>")
-    h.append("</table>")
+    h.append("</table></div>")
 
     if data.paired:
         h.append(f'<h2 id="paired">Paired differences vs {e(str(data.reference_arm))}</h2><p class="note">Per '
                  "utterance: arm − reference (each arm averaged over its runs), mean ± 95 % CI; green: significantly "
                  "better, red: significantly worse.</p>")
-        h.append('<table id="paired-table"><tr><th class="l">arm</th>'
+        h.append('<div class="scroll"><table id="paired-table"><tr><th class="l">arm</th>'
                  + "".join(f"<th>Δ {e(LABELS.get(c, c))}</th>" for c in cols) + "</tr>")
         for arm, per in data.paired.items():
             row = [_td(arm, "l")]
@@ -600,11 +622,11 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
                 cls = {"better": "better", "worse": "worse"}.get(s["verdict"], "")
                 row.append(_td(f"{_mean_ci(s, c)} (n={s['n']})", cls))
             h.append("<tr>" + "".join(row) + "</tr>")
-        h.append("</table>")
+        h.append("</table></div>")
 
     h.append('<h2 id="experiments">Experiments</h2>')
-    h.append('<table id="exp-table"><tr><th class="l">experiment</th><th class="l">arm</th><th>seed</th>'
-             "<th>params</th><th>synthesis speed</th><th>receptive field</th><th>utterances</th>"
+    h.append('<div class="scroll"><table id="exp-table"><tr><th class="l">experiment</th><th class="l">arm</th>'
+             "<th>seed</th><th>params</th><th>synthesis speed</th><th>receptive field</th><th>utterances</th>"
              + "".join(f"<th>{e(LABELS.get(c, c))}</th>" for c in cols) + "<th class=\"l\">bad / failures</th></tr>")
     for x in data.experiments:
         s = x.summary
@@ -618,12 +640,12 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
         row += [_td(_mean_ci(x.metric(c), c)) for c in cols]
         row.append(_td(problems, "l"))
         h.append("<tr>" + "".join(row) + "</tr>")
-    h.append("</table>")
+    h.append("</table></div>")
 
     if data.dilation_columns:
         h.append('<h2 id="dilations">Dilations</h2><p class="note">Dilation of every searchable conv; values that '
                  "differ from the first column are highlighted.</p>")
-        h.append('<table id="dilation-table"><tr><th class="l">module</th>'
+        h.append('<div class="scroll"><table id="dilation-table"><tr><th class="l">module</th>'
                  + "".join(f"<th>{e(label)}</th>" for label, _ in data.dilation_columns) + "</tr>")
         base = data.dilation_columns[0][1]
         for r in _dilation_rows(data.dilation_columns):
@@ -633,7 +655,7 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
                 row.append(_td("–" if v is None else str(v),
                                "changed" if i > 0 and v is not None and v != base.get(r) else ""))
             h.append("<tr>" + "".join(row) + "</tr>")
-        h.append("</table>")
+        h.append("</table></div>")
         for x in data.experiments:
             if x.structure_settings:
                 h.append(f"<details><summary>search settings of {e(x.name)}</summary><pre>"
@@ -648,7 +670,8 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
     if data.utterances:
         h.append('<h2 id="audio">Audio</h2>')
         has_ref = any(u in data.ref_audio for u in data.utterances)
-        h.append('<table id="audio-table"><tr><th class="l">utterance</th>' + ("<th>reference</th>" if has_ref else "")
+        h.append('<div class="scroll"><table id="audio-table"><tr><th class="l">utterance</th>'
+                 + ("<th>reference</th>" if has_ref else "")
                  + "".join(f"<th>{e(x.name)}</th>" for x in data.experiments) + "</tr>")
         for u in data.utterances:
             row = [_td(u, "l")]
@@ -660,7 +683,7 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
                 else:
                     row.append("<td>–</td>")
             h.append("<tr>" + "".join(row) + "</tr>")
-        h.append("</table>")
+        h.append("</table></div>")
 
     notes = _eval_notes(data.eval_parameters)
     if notes:
@@ -705,7 +728,7 @@ def write_report(
     for _, name, png in data.figures:
         with atomic_path(out / "figures" / name) as tmp:
             tmp.write_bytes(png)
-    atomic_write_text(out / "report.md", render_markdown(data))
+    atomic_write_text(out / "report.md", render_markdown(data, base=out))
     atomic_write_text(out / "report.html", render_html(data, max_audio_seconds=max_audio_seconds))
     atomic_write_text(out / "report.json", json.dumps(report_json(data), indent=2, default=str) + "\n")
     return data

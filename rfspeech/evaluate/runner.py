@@ -387,8 +387,9 @@ def build_summary(rows: list[dict[str, Any]], columns: Sequence[str]) -> dict[st
 
 def _parameters(metrics: Sequence[str], sr: int, *, include_c0: bool, pesq_mode: str, f0_method: str,
                 f0_min: float, f0_max: float, feature_params: dict[str, Any] | None, min_duration: float,
-                silence_db: float) -> dict[str, Any]:
+                silence_db: float, peak_normalize: bool) -> dict[str, Any]:
     p: dict[str, Any] = {"min_duration": min_duration, "silence_db": silence_db,
+                         "peak_normalize": 0.95 if peak_normalize else None,
                          "length_alignment": "sample-aligned metrics trim both signals to the shorter"}
     if "mcd" in metrics:
         p["mcd"] = M.mcd_settings(sr, include_c0=include_c0)

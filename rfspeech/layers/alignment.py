@@ -199,3 +199,40 @@ def alignment_backend() -> str:
 
 __all__: list[Any] = ["alignment_backend", "durations_to_path", "length_regulate", "maximum_path_numpy",
                       "monotonic_alignment_search", "path_to_durations"]
+
+
+def beta_binomial_log_prior(text_lengths: torch.Tensor, mel_lengths: torch.Tensor, max_text: int | None = None,
+                            max_frames: int | None = None, scaling: float = 1.0) -> torch.Tensor:
+    """Log of the static near-diagonal alignment prior of RAD-TTS (Badlani et al., 2022).
+
+    ``P(token i | frame j)`` is Beta-Binomial over ``i ∈ [0, N-1]`` with ``α = ω·(j+1)``,
+    ``β = ω·(T-j)`` (``ω = scaling``): it peaks on the diagonal ``i ≈ j·N/T`` and widens with smaller ``ω``.
+
+    Args:
+        text_lengths: ``(B,)`` tokens ``N`` per item.
+        mel_lengths: ``(B,)`` frames ``T`` per item.
+        max_text: padded token axis (default: the longest).
+        max_frames: padded frame axis (default: the longest).
+        scaling: ``ω``.
+
+    Returns:
+        ``(B, T_text, T_mel)`` float32 log-probabilities; 0 in the padding.
+    """
+    n = text_lengths.to(torch.float64)[:, None, None]
+    t = mel_lengths.to(torch.float64)[:, None, None]
+    tx = int(text_lengths.max()) if max_text is None else int(max_text)
+    ty = int(mel_lengths.max()) if max_frames is None else int(max_frames)
+    k = torch.arange(tx, dtype=torch.float64, device=text_lengths.device)[None, :, None]
+    j = torch.arange(ty, dtype=torch.float64, device=text_lengths.device)[None, None, :]
+    a = scaling * (j + 1)
+    b = (scaling * (t - j)).clamp(min=1e-3)
+    m = n - 1  # Binomial trials: tokens 0 .. N-1
+    valid = (k <= m) & (j < t)
+    kk = torch.minimum(k, m)
+
+    def lbeta(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.lgamma(x) + torch.lgamma(y) - torch.lgamma(x + y)
+
+    log_pmf = (torch.lgamma(m + 1) - torch.lgamma(kk + 1) - torch.lgamma(m - kk + 1)
+               + lbeta(kk + a, m - kk + b) - lbeta(a, b))
+    return torch.where(valid, log_pmf, torch.zeros_like(log_pmf)).to(torch.float32)

@@ -24,6 +24,7 @@ search find them by module path (``encoder.blocks.N.conv``, ``decoder.blocks.N.c
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,7 +34,7 @@ from torch import nn
 
 from rfspeech.data.text import PAD_ID, num_symbols, text_to_sequence
 from rfspeech.errors import ConfigError, DataError
-from rfspeech.layers.alignment import durations_to_path, monotonic_alignment_search
+from rfspeech.layers.alignment import beta_binomial_log_prior, durations_to_path, monotonic_alignment_search
 from rfspeech.layers.conv import dilated_conv1d
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -186,6 +187,7 @@ class AcousticModel(nn.Module):
         mel_loss_weight: float = 1.0,
         duration_loss_weight: float = 1.0,
         prior_loss_weight: float = 1.0,
+        alignment_prior_weight: float = 1.0,
         mas_backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -205,6 +207,7 @@ class AcousticModel(nn.Module):
         self.mel_loss_weight = float(mel_loss_weight)
         self.duration_loss_weight = float(duration_loss_weight)
         self.prior_loss_weight = float(prior_loss_weight)
+        self.alignment_prior_weight = float(alignment_prior_weight)
         self.mas_backend = mas_backend
 
         self.embedding = nn.Embedding(self.n_symbols, channels, padding_idx=PAD_ID)
@@ -214,6 +217,7 @@ class AcousticModel(nn.Module):
         self.prenet = nn.Conv1d(channels, channels, 1)
         self.encoder = ConvStack(channels, kernel_size, encoder_dilations, dropout)
         self.proj_mu = nn.Conv1d(channels, n_mels, 1)
+        self.align_conv = nn.Conv1d(channels, channels, int(os.environ.get("AK", "3")), padding=int(os.environ.get("AK", "3"))//2)
         self.duration_predictor = DurationPredictor(channels, duration_kernel_size, duration_dilations, dropout)
         self.decoder = ConvStack(channels, kernel_size, decoder_dilations, dropout)
         self.proj_mel = nn.Conv1d(channels, n_mels, 1)
@@ -227,7 +231,7 @@ class AcousticModel(nn.Module):
         x = self.embedding(tokens).transpose(1, 2) * x_mask
         x = F.relu(self.prenet(x)) * x_mask
         h = self.encoder(x, x_mask)
-        mu = self.proj_mu(h) * x_mask
+        mu = self.proj_mu(x + F.relu(self.align_conv(x)) if os.environ.get("MU_LOCAL") == "2" else (x if os.environ.get("MU_LOCAL") else h)) * x_mask
         # Detached: the duration loss must not bend the encoder features the alignment relies on.
         log_dur = self.duration_predictor(h.detach(), x_mask)
         return h, mu, log_dur, x_mask
@@ -278,11 +282,21 @@ class AcousticModel(nn.Module):
 
         with torch.no_grad():
             log_p = self.log_likelihood(mu.float(), (mels * y_mask).float())
+            if self.alignment_prior_weight:
+                log_p = log_p + self.alignment_prior_weight * beta_binomial_log_prior(
+                    token_lengths, mel_lengths, log_p.shape[1], log_p.shape[2])
             path = monotonic_alignment_search(log_p, token_lengths, mel_lengths, backend=self.mas_backend)
             path = path.to(mu.dtype)
         durations = path.sum(-1)  # (B, Tx), >= 1 on valid tokens
 
         n_frames = y_mask.sum()
+        import os
+        fs_w = float(os.environ.get("FSW", "0")); tau = float(os.environ.get("TAU", "1"))
+        if fs_w:
+            lp = self.log_likelihood(mu.float(), (mels * y_mask).float()) / tau
+            fs = forward_sum_loss(lp, token_lengths, mel_lengths)
+        else:
+            fs = mels.new_zeros(())
         mu_y = torch.bmm(mu, path)
         prior = 0.5 * (((mels - mu_y) ** 2 + _LOG_2PI) * y_mask).sum() / (n_frames * self.n_mels)
 
@@ -292,7 +306,7 @@ class AcousticModel(nn.Module):
         mel_pred = self.decode(h, path, y_mask)
         mel = ((mel_pred - mels).abs() * y_mask).sum() / (n_frames * self.n_mels)
 
-        loss = self.mel_loss_weight * mel + self.duration_loss_weight * duration + self.prior_loss_weight * prior
+        loss = fs_w * fs + self.mel_loss_weight * mel + self.duration_loss_weight * duration + self.prior_loss_weight * prior
         return {
             "mel_pred": mel_pred,
             "mel_prior": mu_y * y_mask,
@@ -302,6 +316,7 @@ class AcousticModel(nn.Module):
             "loss/mel": mel,
             "loss/duration": duration,
             "loss/prior": prior,
+            "loss/fs": fs,
             "loss": loss,
         }
 
@@ -376,3 +391,15 @@ def text_to_mel(model: AcousticModel, text: str, length_scale: float = 1.0,
     mel = model.inference(ids, length_scale=length_scale)
     assert isinstance(mel, torch.Tensor)
     return mel[0].float().cpu().numpy().astype(np.float32)
+
+
+def forward_sum_loss(log_p, token_lengths, mel_lengths, blank_logprob=-1.0):
+    b, tx, ty = log_p.shape
+    lp = log_p.transpose(1, 2)
+    tmask = torch.arange(tx, device=lp.device)[None, None, :] < token_lengths[:, None, None]
+    lp = lp.masked_fill(~tmask, -1e4)
+    lp = F.pad(lp, (1, 0), value=blank_logprob).log_softmax(-1)
+    targets = torch.arange(1, tx + 1, device=lp.device)[None].expand(b, tx)
+    loss = F.ctc_loss(lp.transpose(0, 1), targets, mel_lengths, token_lengths, blank=0, reduction="none",
+                      zero_infinity=True)
+    return (loss / token_lengths).mean()

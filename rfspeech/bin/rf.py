@@ -1,0 +1,80 @@
+"""``rfspeech-rf``: receptive-field table, JSON and plot of a model config from ``recipes/model/``.
+
+Usage::
+
+    rfspeech-rf model=hifigan_v1 segment=32 out_dir=exp/rf/hifigan_v1 [probe=true]
+
+Prints the per-layer table and a summary, writes ``out_dir/rf.json`` (the full
+:class:`rfspeech.rf.RFReport`, plus the model config and the probe when asked) and
+``out_dir/rf.png`` (field growth through the layers, segment drawn in).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rfspeech.bin._cli import hydra_main
+from rfspeech.errors import ConfigError
+from rfspeech.io import atomic_write_text
+
+
+def _probe_shapes(model: Any, report: Any) -> dict[str, tuple[int, ...]]:
+    """Inputs long enough to hold the field with a margin; noise at the output rate when the model takes it."""
+    import inspect
+
+    from rfspeech.rf.analyze import infer_in_channels
+
+    params = list(inspect.signature(model.forward).parameters)
+    frames = 2 * math.ceil(max(f.span for f in report.inputs.values() if f.units == report.units)) + 8
+    shapes: dict[str, tuple[int, ...]] = {params[0]: (1, infer_in_channels(model), frames)}
+    hop = getattr(model, "hop_length", None)
+    if "noise" in params and hop:
+        shapes["noise"] = (1, 1, frames * int(hop))
+    return shapes
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    """The task behind the console script (``cfg``: the composed ``recipes/rf.yaml``)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rfspeech.rf import analyze, plot_report, probe
+
+    if "model" not in cfg or "generator" not in cfg.model:
+        raise ConfigError("rf config needs a model with a 'generator' node (model=<name> from recipes/model/)")
+    model_name = cfg.model.get("name", "model")
+    try:
+        model = instantiate(cfg.model.generator)
+    except Exception as e:  # noqa: BLE001 - instantiate wraps constructor errors
+        cause = e.__cause__ or e
+        raise ConfigError(f"model.generator of {model_name}: {cause}") from None
+    segment = cfg.get("segment")
+    report = analyze(model, segment=None if segment is None else float(segment), frames=int(cfg.get("frames", 8)),
+                     method=str(cfg.get("method", "auto")), hints=bool(cfg.get("hints", True)))
+    print(report.table())
+    print(report.summary())
+    result = report.to_dict()
+    result["config"] = {"name": model_name, "generator": OmegaConf.to_container(cfg.model.generator, resolve=True)}
+    if cfg.get("probe", False):
+        shapes = _probe_shapes(model, report)
+        p = probe(model, shapes)
+        result["probe"] = {name: {"span": f.span, "lo": f.lo, "hi": f.hi, "span_min": f.span_min,
+                                  "span_max": f.span_max} for name, f in p.inputs.items()}
+        for name, f in p.inputs.items():
+            a = report.inputs[name]
+            print(f"  probe {name}: span {f.span:.6g} (analytic {a.span:.6g}) {a.units}")
+    out_dir = Path(str(cfg.out_dir))
+    atomic_write_text(out_dir / "rf.json", json.dumps(result, indent=2) + "\n")
+    plot_report(report, out_dir / "rf.png", title=f"{model_name}: r_max {report.r_max:.4g} {report.units} "
+                f"({report.r_max_samples:.0f} samples), r_min {report.r_min:.4g}")
+    print(f"wrote {out_dir / 'rf.json'} and {out_dir / 'rf.png'}")
+    return result
+
+
+main = hydra_main("rf")(run)
+
+if __name__ == "__main__":
+    main()

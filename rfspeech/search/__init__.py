@@ -1,0 +1,75 @@
+"""RF-Next receptive-field (dilation) search for 1D speech models.
+
+* :class:`SearchableConv1d` — the multi-dilation operator (shared weight, ``ŵ = |α|/Σ|α|``),
+  with ``estimate``/``expand``; :func:`multi_dilation_conv1d` its fast functional form.
+* :func:`make_searchable`, :func:`export_structure`, :func:`save_structure`, :func:`load_structure`,
+  :func:`apply_structure` (``single`` / ``multiple`` / ``merge``), :func:`merge_searchable`,
+  :func:`unwrap_searchable`, :func:`finalize` — the model-level API.
+* :class:`LocalSearch` — the expectation-guided local search schedule the trainer drives.
+* :class:`GlobalSearch` — the evolutionary global search over coarse combinations.
+"""
+
+from rfspeech.search.global_search import (
+    Evaluation,
+    GlobalSearch,
+    GlobalSearchResult,
+    ReceptiveFieldPrune,
+    expand_groups,
+)
+from rfspeech.search.local import LocalSearch, receptive_field
+from rfspeech.search.model import (
+    MODES,
+    SEARCH_ARGS,
+    apply_structure,
+    export_structure,
+    finalize,
+    load_structure,
+    make_searchable,
+    merge_searchable,
+    merged_conv,
+    save_structure,
+    searchable_modules,
+    unwrap_searchable,
+    validate_structure,
+)
+from rfspeech.search.op import (
+    SearchableConv1d,
+    choose_impl,
+    expand_candidates,
+    merge_kernel,
+    multi_dilation_conv1d,
+    round_half_up,
+    round_toward,
+    unsearchable_reason,
+)
+
+__all__ = [
+    "MODES",
+    "SEARCH_ARGS",
+    "Evaluation",
+    "GlobalSearch",
+    "GlobalSearchResult",
+    "LocalSearch",
+    "ReceptiveFieldPrune",
+    "SearchableConv1d",
+    "apply_structure",
+    "choose_impl",
+    "expand_candidates",
+    "expand_groups",
+    "export_structure",
+    "finalize",
+    "load_structure",
+    "make_searchable",
+    "merge_kernel",
+    "merge_searchable",
+    "merged_conv",
+    "multi_dilation_conv1d",
+    "receptive_field",
+    "round_half_up",
+    "round_toward",
+    "save_structure",
+    "searchable_modules",
+    "unsearchable_reason",
+    "unwrap_searchable",
+    "validate_structure",
+]

@@ -1,0 +1,441 @@
+"""Model-level search API: wrap, export, save/load, apply (single / multiple / merge), merge, unwrap.
+
+Every function finds convolutions by type (:class:`rfspeech.layers.DilatedConv1d` from the conv
+factory, :class:`SearchableConv1d` once wrapped) and names them by module path with any DDP
+``module.`` prefix stripped, so no model needs search-specific code and a structure saved on one
+GPU applies on several, and the reverse.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.nn.utils import parametrize
+
+from rfspeech.errors import ConfigError, DataError
+from rfspeech.io import atomic_write_yaml
+from rfspeech.layers.conv import DilatedConv1d, strip_ddp_prefix
+from rfspeech.layers.weight_norm import apply_weight_norm
+from rfspeech.search.op import SearchableConv1d, unsearchable_reason
+
+log = logging.getLogger("rfspeech.search")
+
+MODES = ("single", "multiple", "merge")
+
+#: Keyword arguments :func:`make_searchable` / :func:`apply_structure` pass to SearchableConv1d.
+SEARCH_ARGS = ("num_branches", "expand_rate", "min_dilation", "max_dilation", "alpha_init", "impl", "naive")
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding the convs
+# ----------------------------------------------------------------------------------------------
+
+
+def _targets(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
+    """``{path: (full name, module)}`` of every wrapper and every factory conv not inside one.
+
+    ``path`` has the DDP prefix stripped; ``full name`` is what ``get_submodule`` needs.
+    """
+    out: dict[str, tuple[str, nn.Module]] = {}
+    wrappers: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(w + ".") for w in wrappers):
+            continue  # the conv inside a wrapper is named by its wrapper
+        if isinstance(module, SearchableConv1d):
+            wrappers.append(name)
+            out[strip_ddp_prefix(name)] = (name, module)
+        elif isinstance(module, DilatedConv1d):
+            out[strip_ddp_prefix(name)] = (name, module)
+    return out
+
+
+def searchable_modules(model: nn.Module) -> dict[str, SearchableConv1d]:
+    """``{path: wrapper}`` of every :class:`SearchableConv1d` in ``model`` (DDP prefix stripped)."""
+    return {path: m for path, (_, m) in _targets(model).items() if isinstance(m, SearchableConv1d)}
+
+
+def _replace(model: nn.Module, full_name: str, new: nn.Module) -> None:
+    parent_name, _, attr = full_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+
+
+def _as_patterns(patterns: str | Iterable[str] | None) -> list[str] | None:
+    if patterns is None:
+        return None
+    if isinstance(patterns, str):
+        return [patterns]
+    return [str(p) for p in patterns]
+
+
+def _matches(path: str, patterns: list[str]) -> bool:
+    """fnmatch (``resblocks.*.convs1.*``) or a full-match regular expression (``resblocks\\.\\d+\\..*``)."""
+    for pattern in patterns:
+        if fnmatch.fnmatchcase(path, pattern):
+            return True
+        try:
+            if re.fullmatch(pattern, path):
+                return True
+        except re.error:
+            continue
+    return False
+
+
+def _check_search_args(search_args: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(search_args) - set(SEARCH_ARGS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown search argument(s) {unknown}; known: {list(SEARCH_ARGS)}")
+    return dict(search_args)
+
+
+def _has_weight_norm(conv: nn.Module) -> bool:
+    if not parametrize.is_parametrized(conv, "weight"):
+        return False
+    return any(type(p).__name__ == "_WeightNorm" for p in conv.parametrizations["weight"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Wrapping
+# ----------------------------------------------------------------------------------------------
+
+
+def make_searchable(
+    model: nn.Module,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    **search_args: Any,
+) -> list[str]:
+    """Wrap the model's factory convs with :class:`SearchableConv1d`, in place.
+
+    Must run before the optimiser is built (wrapping adds the ``α`` parameters) and before
+    DistributedDataParallel wraps the model.
+
+    Args:
+        model: any module (a DDP wrapper is fine: paths are reported without ``module.``).
+        include: fnmatch patterns or regular expressions over module paths; only matching convs
+            are wrapped (default: all).
+        exclude: patterns of convs to leave alone.
+        **search_args: ``num_branches``, ``expand_rate``, ``min_dilation``, ``max_dilation``,
+            ``alpha_init``, ``impl``, ``naive`` for every wrapper.
+
+    Returns:
+        Paths of the convs wrapped by this call, in module order. Convs that cannot be searched
+        (even kernel, kernel 1, stride > 1, ...) are skipped with a logged reason.
+
+    Raises:
+        ConfigError: unknown search arguments.
+    """
+    args = _check_search_args(search_args, "make_searchable")
+    inc, exc = _as_patterns(include), _as_patterns(exclude)
+    wrapped: list[str] = []
+    for path, (full, module) in _targets(model).items():
+        if isinstance(module, SearchableConv1d):
+            continue
+        if inc is not None and not _matches(path, inc):
+            continue
+        if exc is not None and _matches(path, exc):
+            continue
+        reason = unsearchable_reason(module)
+        if reason is not None:
+            log.warning("not searching %s: %s", path, reason)
+            continue
+        try:
+            op = SearchableConv1d(module, **args)
+        except ValueError as e:
+            raise ConfigError(f"make_searchable: {path}: {e}") from None
+        _replace(model, full, op)
+        wrapped.append(path)
+    if not wrapped:
+        log.warning("make_searchable: no conv wrapped (include=%s, exclude=%s)", inc, exc)
+    else:
+        log.info("searching %d convs: %s", len(wrapped), ", ".join(wrapped))
+    return wrapped
+
+
+def unwrap_searchable(model: nn.Module) -> list[str]:
+    """Replace every wrapper by its own conv at the current dilation (weights kept), in place.
+
+    Fine-tuning the ``single`` structure can start from the searched weights this way.
+
+    Returns:
+        Paths unwrapped.
+    """
+    done = []
+    for path, (full, module) in _targets(model).items():
+        if isinstance(module, SearchableConv1d):
+            conv = module.conv
+            conv.set_dilation(module.dilation)
+            _replace(model, full, conv)
+            done.append(path)
+    return done
+
+
+def merged_conv(op: SearchableConv1d) -> DilatedConv1d:
+    """A dense dilation-1 :class:`DilatedConv1d` equal to ``op`` (kernel ``(k-1)·r_max + 1``).
+
+    The wrapped conv's weight norm, if any, is applied to the merged conv too (same output: the
+    parametrization starts from the merged weight), so ``remove_weight_norm`` treats both alike.
+    The searched dilation and the candidates are kept as attributes ``searched_dilation`` and
+    ``merged_rates`` (for :func:`export_structure`).
+    """
+    conv = op.conv
+    with torch.no_grad():
+        kernel = op.merged_kernel().detach()
+        bias = None if conv.bias is None else conv.bias.detach()
+    new = DilatedConv1d(conv.in_channels, conv.out_channels, kernel.shape[-1], dilation=1, causal=conv.causal,
+                        groups=conv.groups, bias=bias is not None)
+    new.to(device=kernel.device, dtype=kernel.dtype)
+    with torch.no_grad():
+        new.weight.copy_(kernel)
+        if bias is not None:
+            new.bias.copy_(bias)
+    if _has_weight_norm(conv):
+        apply_weight_norm(new)
+    new.searched_dilation = int(op.dilation)
+    new.merged_rates = tuple(op.candidates)
+    return new
+
+
+def merge_searchable(model: nn.Module) -> list[str]:
+    """Fold every wrapper's branches into one dense conv (inference costs one conv), in place.
+
+    For a model trained in ``multiple`` mode this is exact (within float rounding, ≤ 1e-5).
+
+    Returns:
+        Paths merged.
+    """
+    done = []
+    for path, (full, module) in _targets(model).items():
+        if isinstance(module, SearchableConv1d):
+            _replace(model, full, merged_conv(module))
+            done.append(path)
+    return done
+
+
+def finalize(model: nn.Module) -> nn.Module:
+    """Make a searched/trained model plain for inference, in place, and return it.
+
+    Wrappers with frozen candidates (``multiple`` mode) are merged (exactly the trained function);
+    wrappers still searching are unwrapped at their searched dilation (the searched structure).
+    """
+    for _path, (full, module) in _targets(model).items():
+        if isinstance(module, SearchableConv1d):
+            if module.is_frozen:
+                _replace(model, full, merged_conv(module))
+            else:
+                module.conv.set_dilation(module.dilation)
+                _replace(model, full, module.conv)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Structures
+# ----------------------------------------------------------------------------------------------
+
+
+def export_structure(model: nn.Module) -> dict[str, int]:
+    """``{module path: dilation}`` of the searched convs (all factory convs when none is wrapped).
+
+    Paths carry no DDP ``module.`` prefix and no ``.conv`` suffix (the wrapper's own path). A
+    merged conv reports the dilation it was searched at.
+    """
+    targets = _targets(model)
+    ops = {p: m for p, (_, m) in targets.items() if isinstance(m, SearchableConv1d)}
+    if ops:
+        return {p: int(m.dilation) for p, m in ops.items()}
+    out = {}
+    for p, (_, m) in targets.items():
+        out[p] = int(getattr(m, "searched_dilation", m.dilation[0]))
+    return out
+
+
+def _yaml_safe(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _yaml_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_yaml_safe(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _yaml_safe(obj.tolist())
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else str(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return _yaml_safe(obj.item())
+    return str(obj)
+
+
+def save_structure(
+    path: str | Path,
+    structure: Mapping[str, int],
+    settings: Mapping[str, Any] | None = None,
+    receptive_field: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a structure file (YAML, atomically).
+
+    Top-level keys: ``structure`` (``{module path: dilation}``), ``settings`` (the search
+    settings) and ``receptive_field`` (e.g. ``r_min``/``r_max`` from :mod:`rfspeech.rf`, or null).
+    """
+    clean = {strip_ddp_prefix(str(k)): int(v) for k, v in structure.items()}
+    doc = {
+        "structure": clean,
+        "settings": _yaml_safe(dict(settings or {})),
+        "receptive_field": None if receptive_field is None else _yaml_safe(dict(receptive_field)),
+    }
+    atomic_write_yaml(path, doc)
+
+
+def validate_structure(structure: Any, where: str, error: type[Exception] = DataError) -> dict[str, int]:
+    """Check a ``{name: dilation}`` mapping (non-empty names, integer dilations >= 1) and strip DDP prefixes.
+
+    Raises:
+        ``error`` (DataError by default) naming ``where`` and the offending entries.
+    """
+    if not isinstance(structure, Mapping):
+        raise error(f"{where}: structure must be a mapping of module path to dilation, got {type(structure).__name__}")
+    if not structure:
+        raise error(f"{where}: structure is empty")
+    out: dict[str, int] = {}
+    bad = []
+    for key, value in structure.items():
+        if not isinstance(key, str) or not key.strip():
+            bad.append(f"{key!r} (module path must be a non-empty string)")
+            continue
+        name = strip_ddp_prefix(key.strip())
+        if isinstance(value, bool) or not isinstance(value, int):
+            bad.append(f"{key}: {value!r} (dilation must be an integer)")
+            continue
+        if value < 1:
+            bad.append(f"{key}: {value} (dilation must be >= 1)")
+            continue
+        if name in out:
+            bad.append(f"{key} (duplicate of {name})")
+            continue
+        out[name] = int(value)
+    if bad:
+        raise error(f"{where}: bad structure entries: {'; '.join(bad[:10])}" + (" ..." if len(bad) > 10 else ""))
+    return out
+
+
+def load_structure(path: str | Path) -> dict[str, int]:
+    """Read ``{module path: dilation}`` from a structure file written by :func:`save_structure`.
+
+    A bare mapping of paths to dilations is accepted too.
+
+    Raises:
+        DataError: missing/unreadable file, invalid YAML, no ``structure`` mapping, non-integer or
+            non-positive dilations (the message names the file).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: structure file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read structure file ({e.__class__.__name__}: {e})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        raise DataError(f"{path}: invalid YAML ({first})") from None
+    except (RecursionError, ValueError, TypeError, OverflowError) as e:
+        raise DataError(f"{path}: invalid YAML ({e.__class__.__name__})") from None
+    if not isinstance(doc, Mapping):
+        raise DataError(f"{path}: expected a mapping with a 'structure' key, got {type(doc).__name__}")
+    if "structure" in doc:
+        structure = doc["structure"]
+    elif doc and all(isinstance(v, int) and not isinstance(v, bool) for v in doc.values()):
+        structure = doc
+    else:
+        raise DataError(f"{path}: no 'structure' mapping of module path to dilation")
+    return validate_structure(structure, str(path))
+
+
+def apply_structure(
+    model: nn.Module,
+    structure: Mapping[str, int] | str | Path,
+    mode: str = "single",
+    **search_args: Any,
+) -> list[str]:
+    """Build the fixed model of a searched structure, in place.
+
+    Modes (RF-Next's ``rfsingle`` / ``rfmultiple`` / ``rfmerge``):
+
+    * ``single``: plain convs at the searched dilations (wrappers are unwrapped first).
+    * ``multiple``: each named conv wrapped with candidates around its searched dilation, fixed
+      (frozen), ``α`` re-initialised and trainable.
+    * ``merge``: as ``multiple``, then folded into one dense dilation-1 conv of kernel
+      ``(k-1)·r_max + 1`` initialised from the shared weight (equal branch weights); all its taps train.
+
+    Convs not named in ``structure`` are left as they are.
+
+    Args:
+        model: the model (DDP wrapper fine).
+        structure: ``{module path: dilation}`` or a structure file path.
+        mode: ``single``, ``multiple`` or ``merge``.
+        **search_args: SearchableConv1d arguments for ``multiple``/``merge`` (``num_branches``,
+            ``expand_rate``, ...); ``min_dilation``/``max_dilation`` also bound the structure.
+
+    Returns:
+        The paths changed.
+
+    Raises:
+        ConfigError: unknown mode, names the model lacks (all listed), dilations out of bounds,
+            a named conv that cannot be searched (multiple/merge).
+    """
+    if mode not in MODES:
+        raise ConfigError(f"structure mode must be one of {list(MODES)}, got {mode!r}")
+    args = _check_search_args(search_args, "apply_structure")
+    if isinstance(structure, (str, Path)):
+        structure = load_structure(structure)
+    structure = validate_structure(structure, "structure", error=ConfigError)
+    targets = _targets(model)
+    missing = [name for name in structure if name not in targets]
+    if missing:
+        some = sorted(targets)[:5]
+        raise ConfigError(f"structure names {len(missing)} module(s) the model lacks: {', '.join(missing)}"
+                          f" (the model's searchable convs look like: {', '.join(some) or 'none'})")
+    lo = int(args.get("min_dilation", 1))
+    hi = args.get("max_dilation")
+    out_of_bounds = [f"{n}={d}" for n, d in structure.items() if d < lo or (hi is not None and d > int(hi))]
+    if out_of_bounds:
+        raise ConfigError(f"structure dilations outside [{lo}, {hi if hi is not None else 'inf'}]: "
+                          f"{', '.join(out_of_bounds)}")
+    if mode != "single":
+        bad = []
+        for name in structure:
+            module = targets[name][1]
+            conv = module.conv if isinstance(module, SearchableConv1d) else module
+            reason = unsearchable_reason(conv)
+            if reason is not None:
+                bad.append(f"{name} ({reason})")
+        if bad:
+            raise ConfigError(f"structure mode {mode!r} needs searchable convs: {', '.join(bad)}")
+
+    for name, d in structure.items():
+        full, module = targets[name]
+        conv = module.conv if isinstance(module, SearchableConv1d) else module
+        if mode == "single":
+            conv.set_dilation(d)
+            if conv is not module:
+                _replace(model, full, conv)
+            continue
+        conv.set_dilation(d)
+        try:
+            op = SearchableConv1d(conv, frozen=True, **args)
+        except ValueError as e:
+            raise ConfigError(f"apply_structure: {name}: {e}") from None
+        _replace(model, full, merged_conv(op) if mode == "merge" else op)
+    log.info("applied structure (%s) to %d convs", mode, len(structure))
+    return list(structure)

@@ -1,0 +1,599 @@
+"""RF-Next's searchable dilated convolution for 1D models, and a fast multi-dilation conv.
+
+:class:`SearchableConv1d` wraps a factory conv (:class:`rfspeech.layers.DilatedConv1d`) and runs
+it at several candidate dilations that all share the wrapped conv's weight and bias::
+
+    y = Σ_i ŵ_i · conv(x, W, b, dilation=r_i),   ŵ = |α| / Σ|α|
+
+:meth:`SearchableConv1d.estimate` moves the dilation to the weighted expectation of the
+candidates and :meth:`SearchableConv1d.expand` rebuilds the candidates around it (Gao et al.,
+"RF-Next", TPAMI 2022).
+
+Speed. The naive operator (one conv per branch, as mmcv does) costs about ``branches ×`` the conv.
+Because the branches share ``W``, the sum can be reordered: for every tap ``j`` the inputs the
+branches read are mixed first, ``z_j(t) = Σ_i ŵ_i x(t + r_i·o_j)``, and a single matrix product
+``y = W · z`` follows, the FLOPs of one plain conv plus a few memory passes over ``z``
+(:func:`multi_dilation_conv1d`, ``impl="mix"``). When the candidates are small (e.g. ``{1, 2}``)
+the branches are instead folded into one dense kernel of ``(k-1)·r_max + 1`` taps and run as one
+conv (``impl="dense"``); ``impl="auto"`` chooses by a fixed cost model (never by timing, so two
+runs take the same numerical path).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from rfspeech.layers.conv import DilatedConv1d
+
+log = logging.getLogger("rfspeech.search")
+
+#: Implementations of the multi-branch op (see :func:`multi_dilation_conv1d`).
+IMPLS = ("auto", "mix", "dense", "naive")
+
+#: Ties of the expectation closer than this to ``.5`` count as ties (float32 weights).
+_TIE_EPS = 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# Rounding and candidate arithmetic
+# ----------------------------------------------------------------------------------------------
+
+
+def round_half_up(value: float) -> int:
+    """``floor(value + 0.5)``: 0.5 → 1, 1.5 → 2, 2.5 → 3 (never Python's round-half-to-even)."""
+    return math.floor(value + 0.5)
+
+
+def round_toward(value: float, current: int) -> int:
+    """Round to the nearest integer, ties resolved toward ``current``.
+
+    This is the estimate rule: with no signal (equal weights) the expectation of the candidates
+    around ``d`` can sit exactly between two integers (``{1, 2}`` → 1.5; ``{2, 5}`` → 3.5); a tie
+    keeps the layer where it is instead of drifting upward (banker's rounding of 1.5 gives 2,
+    and so does half-up). Values within ``1e-6`` of a half count as ties, since the weights are
+    float32.
+    """
+    lo = math.floor(value)
+    frac = value - lo
+    if abs(frac - 0.5) <= _TIE_EPS:
+        return lo if current <= lo else lo + 1
+    return lo if frac < 0.5 else lo + 1
+
+
+def expand_candidates(
+    dilation: int,
+    num_branches: int = 3,
+    expand_rate: float = 0.5,
+    min_dilation: int = 1,
+    max_dilation: int | None = None,
+) -> tuple[int, ...]:
+    """Candidate dilations around ``dilation`` (RF-Next's expand), sorted and de-duplicated.
+
+    3 branches: ``round((1-e)·d), d, round((1+e)·d)``; 2 branches: ``round((1-e)·d),
+    round((1+e)·d)`` (the centre only for odd counts, as in RF-Next); more branches spread
+    linearly, ``round(d - e·d + i·2e·d/(n-1))``. Rounding is half-up; every candidate is clipped to
+    ``[min_dilation, max_dilation]``. Example: ``d=1, e=0.5`` → ``(1, 2)``; ``d=3`` → ``(2, 3, 5)``;
+    ``d=5`` → ``(3, 5, 8)``.
+
+    Args:
+        dilation: the centre dilation ``d``.
+        num_branches: number of branches ``n >= 1``.
+        expand_rate: ``e`` in ``[0, 1)``.
+        min_dilation: lower clip.
+        max_dilation: upper clip (None: unbounded).
+
+    Returns:
+        Between 1 and ``num_branches`` distinct dilations, ascending.
+    """
+    d = int(dilation)
+    e = float(expand_rate)
+    n = int(num_branches)
+    if n < 1:
+        raise ValueError(f"num_branches must be >= 1, got {n}")
+    if n == 1:
+        raw = [float(d)]
+    elif n == 2:
+        raw = [(1 - e) * d, (1 + e) * d]
+    elif n == 3:
+        raw = [(1 - e) * d, float(d), (1 + e) * d]
+    else:
+        raw = [d - e * d + i * 2 * e * d / (n - 1) for i in range(n)]
+    out = {_clip(round_half_up(v), min_dilation, max_dilation) for v in raw}
+    return tuple(sorted(out))
+
+
+def _clip(value: int, lo: int, hi: int | None) -> int:
+    value = max(int(lo), int(value))
+    return value if hi is None else min(int(hi), value)
+
+
+def unsearchable_reason(conv: nn.Module) -> str | None:
+    """Why ``conv`` cannot be wrapped by :class:`SearchableConv1d` (None when it can).
+
+    The branches of the searchable op share one weight over one zero-padded, length-preserving
+    input, so the conv must be a factory :class:`DilatedConv1d` with an odd kernel > 1, stride 1,
+    zero padding and channel counts its ``groups`` divide.
+    """
+    if not isinstance(conv, DilatedConv1d):
+        return f"not a factory DilatedConv1d ({type(conv).__name__})"
+    k = conv.kernel_size[0]
+    if k == 1:
+        return "kernel size 1 (dilation has no effect)"
+    if k % 2 == 0:
+        return f"even kernel size {k} (no centred 'same' padding at every dilation)"
+    if conv.stride[0] != 1:
+        return f"stride {conv.stride[0]} > 1"
+    if conv.padding_mode != "zeros":
+        return f"padding mode {conv.padding_mode!r} (branches share one zero-padded input)"
+    g = conv.groups
+    if g < 1 or conv.in_channels % g or conv.out_channels % g:
+        return f"groups={g} do not divide channels {conv.in_channels}/{conv.out_channels}"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# The multi-dilation conv (functional)
+# ----------------------------------------------------------------------------------------------
+
+
+def _anchor(k: int, causal: bool) -> int:
+    """Index of the tap at offset 0: the centre for symmetric convs, the last tap for causal ones."""
+    return k - 1 if causal else k // 2
+
+
+def merge_kernel(weight: torch.Tensor, branch_weights: torch.Tensor, rates: Sequence[int],
+                 causal: bool = False) -> torch.Tensor:
+    """Fold the branches into one dense kernel with dilation 1 (differentiable in both tensors).
+
+    Tap ``j`` of branch ``i`` reads ``x[t + r_i·(j - a)]`` (``a`` = centre, or ``k-1`` when causal),
+    so it lands at index ``a·r_max + r_i·(j - a)`` of a kernel of ``(k-1)·r_max + 1`` taps.
+
+    Args:
+        weight: ``(C_out, C_in/groups, k)``.
+        branch_weights: ``(n,)`` normalised weights ``ŵ``.
+        rates: ``n`` dilations.
+        causal: causal tap layout (input padded on the left by ``K - 1``).
+
+    Returns:
+        ``(C_out, C_in/groups, (k-1)·max(rates) + 1)``.
+    """
+    k = weight.shape[-1]
+    rates = [int(r) for r in rates]
+    r_max = max(rates)
+    a = _anchor(k, causal)
+    size = (k - 1) * r_max + 1
+    index = torch.tensor([a * (r_max - r) + r * j for r in rates for j in range(k)], device=weight.device)
+    src = (weight.unsqueeze(2) * branch_weights.to(weight.dtype).view(1, 1, -1, 1)).flatten(2)
+    merged = weight.new_zeros(*weight.shape[:-1], size)
+    return merged.index_add(2, index, src)
+
+
+def _pad(x: torch.Tensor, total: int, causal: bool) -> torch.Tensor:
+    if causal:
+        return F.pad(x, (total, 0))
+    return F.pad(x, (total // 2, total - total // 2))
+
+
+def _naive(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, w: torch.Tensor,
+           rates: Sequence[int], causal: bool, groups: int) -> torch.Tensor:
+    """One conv per branch, weighted sum: the reference (and mmcv's) operator."""
+    k = weight.shape[-1]
+    y = None
+    for i, r in enumerate(rates):
+        yi = F.conv1d(_pad(x, (k - 1) * r, causal), weight, bias, dilation=r, groups=groups) * w[i]
+        y = yi if y is None else y + yi
+    assert y is not None
+    return y
+
+
+def _dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, w: torch.Tensor,
+           rates: Sequence[int], causal: bool, groups: int) -> torch.Tensor:
+    """One conv with the merged dense kernel (cheap when ``r_max`` is small)."""
+    merged = merge_kernel(weight, w, rates, causal)
+    return F.conv1d(_pad(x, merged.shape[-1] - 1, causal), merged, bias, groups=groups)
+
+
+class _MixConv(torch.autograd.Function):
+    """Mix the branch inputs per tap, then one matrix product (see the module docstring).
+
+    Layouts: the mixed input ``z`` is ``(C_in, k, B, T)`` so that the product with
+    ``W (C_out, C_in·k)`` is one GEMM over ``B·T`` columns. Branch ``i`` reads the padded input
+    through a strided view (tap stride ``r_i``) without copying it. The backward of the mixing
+    reads the gradient of ``z`` through a "skewed" strided view (rows shifted by ``r_i``) over a
+    buffer with ``(k-1)·r_max`` zero columns per row, so the sum over taps is one reduction per
+    branch instead of ``k`` shifted additions.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
+                w: torch.Tensor, rates: tuple[int, ...], causal: bool, groups: int) -> torch.Tensor:
+        B, C, T = x.shape
+        C_out, C_g, k = weight.shape
+        r_max = max(rates)
+        a = _anchor(k, causal)
+        P = a * r_max
+        xp = _pad(x, (k - 1) * r_max, causal).contiguous()
+        Tp = xp.shape[-1]
+        w = w.to(x.dtype)
+        z = x.new_empty(C, k, B, T)
+        for i, r in enumerate(rates):
+            view = xp.as_strided((C, k, B, T), (Tp, r, C * Tp, 1), xp.storage_offset() + P - a * r)
+            if i == 0:
+                torch.mul(view, w[0], out=z)
+            else:
+                z.addcmul_(view, w[i])
+        w2 = weight.reshape(groups, C_out // groups, C_g * k)
+        if groups == 1:
+            y2 = torch.mm(w2[0], z.view(C * k, B * T))
+        else:
+            y2 = torch.bmm(w2, z.view(groups, C_g * k, B * T))
+        y2 = y2.view(C_out, B, T)
+        if B == 1:
+            y = y2.view(1, C_out, T)
+            if bias is not None:
+                y.add_(bias.view(1, -1, 1))
+        else:
+            y = x.new_empty(B, C_out, T)
+            if bias is not None:
+                torch.add(y2.permute(1, 0, 2), bias.view(1, -1, 1), out=y)
+            else:
+                y.copy_(y2.permute(1, 0, 2))
+        ctx.save_for_backward(xp, weight, w, z)
+        ctx.config = (rates, causal, groups, bias is not None, T)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        xp, weight, w, z = ctx.saved_tensors
+        rates, causal, groups, has_bias, T = ctx.config
+        B, C, Tp = xp.shape
+        C_out, C_g, k = weight.shape
+        r_max = max(rates)
+        a = _anchor(k, causal)
+        P = a * r_max
+        Tq = T + (k - 1) * r_max  # row length with (k-1)·r_max zero columns for the skewed view
+        grad_bias = grad_y.sum((0, 2)) if has_bias and ctx.needs_input_grad[2] else None
+
+        # grad_y as (C_out, B, Tq): zero tail columns make W^T·grad_y carry the zeros itself.
+        gy = grad_y.new_zeros(C_out, B, Tq)
+        gy[:, :, :T].copy_(grad_y.permute(1, 0, 2))
+        w2 = weight.reshape(groups, C_out // groups, C_g * k)
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            gy_t = gy[:, :, :T]
+            if groups == 1:
+                gw2 = torch.mm(gy_t.reshape(C_out, B * T), z.view(C * k, B * T).t())
+            else:
+                gw2 = torch.bmm(gy_t.reshape(groups, C_out // groups, B * T),
+                                z.view(groups, C_g * k, B * T).transpose(1, 2))
+            grad_weight = gw2.reshape(C_out, C_g, k)
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[3]):
+            return None, grad_weight, grad_bias, None, None, None, None
+        if groups == 1:
+            gz = torch.mm(w2[0].t(), gy.view(C_out, B * Tq))
+        else:
+            gz = torch.bmm(w2.transpose(1, 2), gy.view(groups, C_out // groups, B * Tq))
+        gz = gz.view(C, k, B, Tq)  # zero in columns T..Tq
+
+        grad_xp = torch.zeros_like(xp)
+        grad_w = torch.empty_like(w)
+        for i, r in enumerate(rates):
+            length = T + (k - 1) * r
+            start = P - a * r
+            # skew[c, j, b, v] = gz[c, j, b, v - r·j] (zero outside): the row stride shrinks by r.
+            skew = gz.as_strided((C, k, B, length), (k * B * Tq, B * Tq - r, Tq, 1), gz.storage_offset())
+            folded = skew.sum(1).permute(1, 0, 2)  # (B, C, length): Σ_j of the shifted rows
+            region = xp[:, :, start:start + length]
+            grad_w[i] = (folded * region).sum()
+            grad_xp[:, :, start:start + length].addcmul_(folded, w[i])
+        grad_x = grad_xp[:, :, P:P + T] if ctx.needs_input_grad[0] else None
+        return grad_x, grad_weight, grad_bias, grad_w, None, None, None
+
+
+def _mix(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, w: torch.Tensor,
+         rates: Sequence[int], causal: bool, groups: int) -> torch.Tensor:
+    return _MixConv.apply(x, weight, bias, w, tuple(int(r) for r in rates), bool(causal), int(groups))
+
+
+def choose_impl(in_channels: int, out_channels: int, kernel_size: int, groups: int, rates: Sequence[int]) -> str:
+    """The implementation ``impl="auto"`` runs, from a fixed cost model (multiply-adds per output step).
+
+    ``dense`` costs ``K·C_out·C_g`` with ``K = (k-1)·r_max + 1``; ``mix`` costs ``k·C_out·C_g`` for
+    the product plus about ``_MIX_PASS_COST`` multiply-add equivalents per mixed input element
+    and branch (its memory passes); ``naive`` costs ``n·k·C_out·C_g``. Deterministic, so runs
+    that resume each other take the same numerical path.
+    """
+    n = len(rates)
+    if n == 1:
+        return "dense"
+    k = kernel_size
+    c_g = in_channels // groups
+    per_tap = out_channels * c_g
+    dense = ((k - 1) * max(rates) + 1) * per_tap * _DENSE_FACTOR
+    mix = k * per_tap * _GEMM_FACTOR + _MIX_PASS_COST * n * k * in_channels
+    naive = n * k * per_tap
+    best = min(("dense", dense), ("mix", mix), ("naive", naive), key=lambda item: item[1])
+    return best[0]
+
+
+# Cost-model constants (relative to one multiply-add of a plain dilated conv), measured on CPU
+# with bench/search_overhead.py --ops; see choose_impl.
+_DENSE_FACTOR = 1.0
+_GEMM_FACTOR = 1.0
+_MIX_PASS_COST = 12.0
+
+
+def multi_dilation_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    branch_weights: torch.Tensor,
+    rates: Sequence[int],
+    causal: bool = False,
+    groups: int = 1,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """``Σ_i ŵ_i · conv(x, W, b, dilation=r_i)``, length preserving, differentiable in x, W, b, ŵ.
+
+    Args:
+        x: ``(B, C_in, T)``.
+        weight: ``(C_out, C_in/groups, k)``.
+        bias: ``(C_out,)`` or None.
+        branch_weights: ``(n,)`` normalised branch weights (sum 1; the bias is added once).
+        rates: ``n`` dilations.
+        causal: pad ``(k-1)·r`` on the left (else "same" padding split evenly, k odd).
+        groups: conv groups.
+        impl: ``"auto"``, ``"mix"``, ``"dense"`` or ``"naive"`` (all give the same result up to
+            float rounding).
+
+    Returns:
+        ``(B, C_out, T)``.
+    """
+    rates = [int(r) for r in rates]
+    if impl == "auto":
+        impl = choose_impl(x.shape[1], weight.shape[0], weight.shape[-1], groups, rates)
+    if impl == "mix":
+        return _mix(x, weight, bias, branch_weights, rates, causal, groups)
+    if impl == "dense":
+        return _dense(x, weight, bias, branch_weights, rates, causal, groups)
+    if impl == "naive":
+        return _naive(x, weight, bias, branch_weights, rates, causal, groups)
+    raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The module
+# ----------------------------------------------------------------------------------------------
+
+
+class SearchableConv1d(nn.Module):
+    """A factory conv run at several candidate dilations that share its weight (RF-Next operator).
+
+    The wrapped conv stays a submodule (``conv``) and is read at every forward pass, so a
+    ``torch.nn.utils.parametrizations.weight_norm`` on it applies; its own ``dilation`` follows the
+    current dilation (so ``unwrap`` gives the searched conv back).
+
+    Search state lives in ``state_dict`` (a fresh wrapper restores it exactly with
+    ``load_state_dict``): ``alpha`` (parameter), ``rates`` (candidate dilations, zero-padded to
+    ``num_branches``), ``current_dilation``, ``search_step`` (rounds of estimate/expand done) and
+    ``frozen`` (candidates fixed: the ``multiple`` mode after search).
+
+    Args:
+        conv: a :class:`rfspeech.layers.DilatedConv1d` (odd kernel > 1, stride 1).
+        num_branches: candidate count (RF-Next: 2 or 3).
+        expand_rate: ``e`` of the candidates ``round((1-e)·d), d, round((1+e)·d)``.
+        min_dilation: lower bound of every dilation.
+        max_dilation: upper bound (None: unbounded).
+        alpha_init: the constant ``α`` starts from after every expand (RF-Next: 0.01).
+        impl: ``"auto"`` / ``"mix"`` / ``"dense"`` / ``"naive"`` (see :func:`multi_dilation_conv1d`).
+        naive: shorthand for ``impl="naive"`` (one conv per branch, for benchmarks).
+        frozen: keep the candidates fixed (estimate/expand do nothing; ``α`` still trains).
+        rates: explicit initial candidates instead of expanding the conv's dilation.
+
+    Shapes:
+        ``(B, C_in, T)`` → ``(B, C_out, T)``.
+    """
+
+    def __init__(
+        self,
+        conv: DilatedConv1d,
+        num_branches: int = 3,
+        expand_rate: float = 0.5,
+        min_dilation: int = 1,
+        max_dilation: int | None = None,
+        alpha_init: float = 0.01,
+        impl: str = "auto",
+        naive: bool = False,
+        frozen: bool = False,
+        rates: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        reason = unsearchable_reason(conv)
+        if reason is not None:
+            raise ValueError(f"cannot search this conv: {reason}")
+        if int(num_branches) < 1:
+            raise ValueError(f"num_branches must be >= 1, got {num_branches}")
+        if not 0.0 <= float(expand_rate) < 1.0:
+            raise ValueError(f"expand_rate must be in [0, 1), got {expand_rate}")
+        if int(min_dilation) < 1 or (max_dilation is not None and int(max_dilation) < int(min_dilation)):
+            raise ValueError(f"bad dilation bounds [{min_dilation}, {max_dilation}]")
+        impl = "naive" if naive else impl
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        self.conv = conv
+        self.num_branches = int(num_branches)
+        self.expand_rate = float(expand_rate)
+        self.min_dilation = int(min_dilation)
+        self.max_dilation = None if max_dilation is None else int(max_dilation)
+        self.alpha_init = float(alpha_init)
+        self.impl = impl
+        factory = {"device": conv.weight.device}
+        start = _clip(conv.dilation[0], self.min_dilation, self.max_dilation)
+        self.alpha = nn.Parameter(torch.full((self.num_branches,), self.alpha_init, dtype=conv.weight.dtype,
+                                             **factory))
+        self.register_buffer("rates", torch.zeros(self.num_branches, dtype=torch.long, **factory))
+        self.register_buffer("current_dilation", torch.tensor(start, dtype=torch.long, **factory))
+        self.register_buffer("search_step", torch.tensor(0, dtype=torch.long, **factory))
+        self.register_buffer("frozen", torch.tensor(bool(frozen), **factory))
+        self._rates: tuple[int, ...] = ()
+        self._d = start
+        if rates is not None:
+            self._set_rates(rates)
+        else:
+            self._set_rates(self.candidates_for(start))
+        self._set_current(start)
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def dilation(self) -> int:
+        """The current (searched) dilation."""
+        return self._d
+
+    @property
+    def candidates(self) -> tuple[int, ...]:
+        """The active candidate dilations (ascending)."""
+        return self._rates
+
+    @property
+    def causal(self) -> bool:
+        return bool(self.conv.causal)
+
+    @property
+    def kernel_size(self) -> int:
+        return int(self.conv.kernel_size[0])
+
+    @property
+    def is_frozen(self) -> bool:
+        return bool(self.frozen.item())
+
+    def candidates_for(self, dilation: int) -> tuple[int, ...]:
+        """The candidates :meth:`expand` would build around ``dilation``."""
+        return expand_candidates(dilation, self.num_branches, self.expand_rate, self.min_dilation, self.max_dilation)
+
+    def branch_weights(self) -> torch.Tensor:
+        """``ŵ = |α| / Σ|α|`` over the active candidates, shape ``(n,)``."""
+        a = self.alpha[: len(self._rates)].abs()
+        return a / a.sum().clamp_min(torch.finfo(a.dtype).tiny)
+
+    def _set_rates(self, rates: Sequence[int]) -> None:
+        rates = tuple(sorted({int(r) for r in rates}))
+        if not rates or rates[0] < 1:
+            raise ValueError(f"candidate dilations must be >= 1, got {rates}")
+        if len(rates) > self.num_branches:
+            raise ValueError(f"{len(rates)} candidates for {self.num_branches} branches: {rates}")
+        with torch.no_grad():
+            self.rates.zero_()
+            self.rates[: len(rates)] = torch.tensor(rates, dtype=torch.long)
+        self._rates = rates
+
+    def _set_current(self, dilation: int) -> None:
+        d = int(dilation)
+        with torch.no_grad():
+            self.current_dilation.fill_(d)
+        self._d = d
+        self.conv.set_dilation(d)
+
+    def reset_alpha(self) -> None:
+        """Set every ``α`` back to ``alpha_init`` in place (the optimiser keeps its state, as in RF-Next)."""
+        with torch.no_grad():
+            self.alpha.fill_(self.alpha_init)
+
+    def set_dilation(self, dilation: int) -> None:
+        """Move to ``dilation``: candidates rebuilt around it, ``α`` reset (even when frozen)."""
+        d = _clip(int(dilation), self.min_dilation, self.max_dilation)
+        self._set_current(d)
+        self._set_rates(self.candidates_for(d))
+        self.reset_alpha()
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
+        # A checkpoint written with another branch count carries vectors of another length:
+        # resize ours first (in place, so an optimiser built later sees the loaded parameter).
+        incoming = state_dict.get(prefix + "rates")
+        if isinstance(incoming, torch.Tensor) and incoming.dim() == 1 and incoming.numel() != self.num_branches:
+            n = incoming.numel()
+            self.num_branches = n
+            self.rates = torch.zeros(n, dtype=torch.long, device=self.rates.device)
+            self.alpha.data = torch.full((n,), self.alpha_init, dtype=self.alpha.dtype, device=self.alpha.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        self._sync_from_buffers()
+
+    def _sync_from_buffers(self) -> None:
+        """Refresh the Python-side copies (candidates, dilation) from the buffers."""
+        rates = tuple(int(r) for r in self.rates.tolist() if r > 0)
+        if rates:
+            self._rates = tuple(sorted(rates))
+        d = int(self.current_dilation.item())
+        if d >= 1:
+            self._d = d
+            self.conv.set_dilation(d)
+
+    # -- search ------------------------------------------------------------------------------
+
+    def expectation(self) -> float:
+        """``Σ ŵ_i r_i`` in float64 (the estimate before rounding)."""
+        with torch.no_grad():
+            a = self.alpha[: len(self._rates)].detach().double().abs().cpu()
+            total = float(a.sum())
+            if total <= 0.0:
+                return float(self._d)
+            r = torch.tensor(self._rates, dtype=torch.float64)
+            return float((a * r).sum()) / total
+
+    def estimate(self) -> int:
+        """Set the dilation to ``round(Σ ŵ_i r_i)`` (ties toward the current one), clipped; return it."""
+        if self.is_frozen:
+            return self._d
+        d = _clip(round_toward(self.expectation(), self._d), self.min_dilation, self.max_dilation)
+        self._set_current(d)
+        return d
+
+    def expand(self) -> tuple[int, ...]:
+        """Rebuild the candidates around the current dilation and reset ``α``; return the candidates."""
+        if self.is_frozen:
+            return self._rates
+        self._set_rates(self.candidates_for(self._d))
+        self.reset_alpha()
+        with torch.no_grad():
+            self.search_step.add_(1)
+        return self._rates
+
+    def freeze(self, frozen: bool = True) -> None:
+        """Fix (or release) the candidates: the ``multiple`` mode keeps them and trains ``α`` only."""
+        with torch.no_grad():
+            self.frozen.fill_(bool(frozen))
+
+    # -- forward / export --------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        w = self.branch_weights()
+        if len(self._rates) == 1:
+            # One candidate: a plain conv; ŵ (= 1) still scales the weight so α stays in the graph
+            # (DistributedDataParallel expects every parameter to get a gradient).
+            weight = conv.weight * w[0]
+            return F.conv1d(_pad(x, (self.kernel_size - 1) * self._rates[0], self.causal), weight, conv.bias,
+                            dilation=self._rates[0], groups=conv.groups)
+        return multi_dilation_conv1d(x, conv.weight, conv.bias, w, self._rates, causal=self.causal,
+                                     groups=conv.groups, impl=self.impl)
+
+    def merged_kernel(self) -> torch.Tensor:
+        """The dense dilation-1 kernel equal to the current multi-branch op, ``(C_out, C_in/g, K)``."""
+        return merge_kernel(self.conv.weight, self.branch_weights(), self._rates, self.causal)
+
+    def extra_repr(self) -> str:
+        return (f"dilation={self._d}, candidates={self._rates}, num_branches={self.num_branches}, "
+                f"expand_rate={self.expand_rate}, bounds=[{self.min_dilation}, {self.max_dilation}], "
+                f"impl={self.impl!r}" + (", frozen=True" if self.is_frozen else ""))
