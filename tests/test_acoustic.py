@@ -82,8 +82,8 @@ def test_every_loss_decreases_and_alignment_is_learned() -> None:
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
-        first = first or {k: float(out[k]) for k in ("loss/mel", "loss/duration", "loss/prior")}
-    last = {k: float(out[k]) for k in first}
+        first = first or {k: out[k].item() for k in ("loss/mel", "loss/duration", "loss/prior")}
+    last = {k: out[k].item() for k in first}
     for k in first:
         assert last[k] < 0.5 * first[k], (k, first[k], last[k])
     # The planted durations are recovered by MAS for most tokens.

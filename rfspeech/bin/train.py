@@ -75,9 +75,34 @@ def apply_structure_from(cfg: Any, generator: torch.nn.Module) -> dict[str, int]
     if mode not in ("single", "multiple", "merge"):
         raise ConfigError(f"structure_mode must be single, multiple or merge, got {mode!r}")
     structure = load_structure(cfg.structure)
-    apply_structure(generator, structure, mode=mode)
+    apply_structure(generator, structure, mode=mode, **structure_args(cfg))
     log.info("generator built from %s (mode %s): %s", cfg.structure, mode, structure)
     return dict(structure)
+
+
+def structure_args(cfg: Any) -> dict[str, Any]:
+    """SearchableConv1d arguments for ``multiple``/``merge`` structures (``structure_args`` in the config)."""
+    args = cfg.get("structure_args")
+    return dict(to_container(args)) if args else {}
+
+
+def load_init_before_structure(cfg: Any, generator: torch.nn.Module) -> bool:
+    """With both ``init_from`` and ``structure``: load the weights in the form they were saved, then restructure.
+
+    A hand-designed, searched or structured checkpoint can thus seed any structure mode (e.g. the
+    ``single`` structure fine-tuned from the search run's weights). Returns True when it loaded.
+    """
+    if not (cfg.get("init_from") and cfg.get("structure")):
+        return False
+    from rfspeech.train import checkpoint as ckpt
+
+    state = ckpt.load_checkpoint(cfg.init_from)
+    if state.get("structure") and state.get("structure_mode") == "merge" and cfg.get("structure_mode") != "merge":
+        raise ConfigError(f"init_from={cfg.init_from}: merged weights (dense kernels) cannot seed a "
+                          f"{cfg.get('structure_mode')} structure")
+    ckpt.shape_generator_like(generator, state)
+    ckpt.load_generator_weights(generator, ckpt.extract_generator_state(state, cfg.init_from), str(cfg.init_from))
+    return True
 
 
 def make_trainer(
@@ -108,10 +133,12 @@ def make_trainer(
     from rfspeech.train.trainer import Trainer
 
     require(cfg, "data_dir", "out_dir")
+    init_generator = True
     if generator is None or discriminator is None:
         g, d = build_models(cfg)
         if generator is None:
             generator = g
+            init_generator = not load_init_before_structure(cfg, generator)
             structure = apply_structure_from(cfg, generator)
         discriminator = discriminator if discriminator is not None else d
     t = cfg.train
@@ -140,6 +167,7 @@ def make_trainer(
         device=str(cfg.device), amp=cfg.get("amp"), compile=bool(cfg.get("compile", False)),
         resume=bool(cfg.get("resume", False)), init_from=cfg.get("init_from"),
         structure=structure, structure_mode=str(cfg.get("structure_mode") or "single"),
+        structure_args=structure_args(cfg), init_generator=init_generator,
         search=search, searchable=searchable, config=to_container(cfg),
         tensorboard=bool(cfg.get("tensorboard", True)), progress=bool(cfg.get("progress", True)),
     )

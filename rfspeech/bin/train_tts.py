@@ -89,7 +89,8 @@ def build_trainer(cfg: Any, **overrides: Any) -> Any:
         if not wrapped:
             raise ConfigError("search.enabled=true but no dilated conv matched search.include/exclude")
         search = LocalSearch(model, search_interval=int(cfg.search.search_interval),
-                             max_search_steps=int(cfg.search.max_search_steps), out_dir=cfg.out_dir)
+                             max_search_steps=int(cfg.search.max_search_steps), out_dir=cfg.out_dir,
+                             settings={"model": "acoustic"})
         log.info("searching %d dilated convs", len(wrapped))
     t = cfg.tts
     features = FeatureParams.from_dict(_container(cfg.features), where="features") if cfg.get("features") else None
@@ -115,10 +116,8 @@ def _save_structure(trainer: Any, cfg: Any) -> Path | None:
     """Write the searched dilations to ``out_dir/structure.yaml`` (rank 0, search runs only)."""
     if trainer.search is None or int(os.environ.get("RANK", "0")) != 0:
         return None
-    from rfspeech.search import export_structure, save_structure
-
     path = Path(cfg.out_dir) / STRUCTURE
-    save_structure(path, export_structure(trainer.model), settings=_container(cfg.search), rf=None)
+    trainer.search.write_structure(path, rf=True)
     return path
 
 

@@ -242,7 +242,7 @@ def load_mel(path: str | Path, n_mels: int | None = None) -> np.ndarray:
         mel = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: feature file not found") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty (0-byte) file
         raise DataError(f"{path}: unreadable feature file ({e.__class__.__name__})") from None
     if mel.ndim != 2 or (n_mels is not None and mel.shape[0] != n_mels):
         raise DataError(f"{path}: feature of shape {mel.shape}, expected ({n_mels}, frames)")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,14 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: manifest not found (run rfspeech-prepare first)")
-    rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines(), delimiter="\t"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+    try:
+        rows = list(csv.reader(text.splitlines(), delimiter="\t"))
+    except csv.Error as e:  # e.g. a field over the csv module's size limit
+        raise DataError(f"{path}: malformed manifest ({e})") from None
     if not rows or tuple(rows[0]) != _COLUMNS:
         raise DataError(f"{path}: first line must be the header {_HEADER!r}")
     out = []
@@ -124,6 +133,19 @@ class FeatureParams:
     peak_normalize: bool = True
 
     def __post_init__(self) -> None:
+        # Types first: a value from YAML or a command line (``mel.n_fft=abc``) must fail with the key's name.
+        for key in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "clamp"):
+            v = getattr(self, key)
+            integral = key not in ("fmin", "fmax", "clamp")
+            if v is None and key == "fmax":
+                continue
+            if (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
+                    or (integral and v != int(v))):
+                kind = "an integer" if integral else "a finite number"
+                raise ConfigError(f"features.{key} must be {kind}, got {v!r}")
+        if any(v not in (True, False) for v in (self.normalize, self.peak_normalize)):
+            raise ConfigError(f"features.normalize/peak_normalize must be true or false, got "
+                              f"{self.normalize!r}/{self.peak_normalize!r}")
         if self.log_base not in ("e", "10"):
             raise ConfigError(f"features.log_base must be 'e' or '10', got {self.log_base!r}")
         for key in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels"):

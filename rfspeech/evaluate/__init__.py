@@ -7,6 +7,10 @@ the metric cannot be computed for that pair::
     from rfspeech.evaluate import mcd, pesq, stoi
     mcd(ref, syn, 22050)          # dB, c0 excluded, DTW aligned
     pesq(ref, syn, 22050)         # wide band, resampled to 16 kHz
+
+Folders: :func:`evaluate_dirs` (``rfspeech-evaluate``); reports: :func:`write_report`
+(``rfspeech-compare``); synthesis and its speed live in :mod:`rfspeech.evaluate.synthesis` and
+:mod:`rfspeech.evaluate.speed` (they import torch, so they are not imported here).
 """
 
 from rfspeech.evaluate.metrics import (
@@ -28,12 +32,15 @@ from rfspeech.evaluate.metrics import (
     stoi,
     vuv_error,
 )
+from rfspeech.evaluate.report import write_report
+from rfspeech.evaluate.runner import evaluate_dirs
 
 __all__ = [
     "MCEP_PARAMS",
     "STFT_RESOLUTIONS",
     "F0Metrics",
     "MetricError",
+    "evaluate_dirs",
     "f0_contour",
     "f0_metrics",
     "f0_rmse",
@@ -47,4 +54,5 @@ __all__ = [
     "stft_distance",
     "stoi",
     "vuv_error",
+    "write_report",
 ]

@@ -308,7 +308,7 @@ def _mean_ci(s: dict[str, Any] | None, col: str) -> str:
 def _params(n: int | None) -> str:
     if n is None:
         return "–"
-    return f"{n / 1e6:.2f} M" if n >= 100_000 else f"{n / 1e3:.1f} k"
+    return f"{n / 1e6:.2f} M" if n >= 500_000 else f"{n / 1e3:.1f} k"
 
 
 def _rf_text(rf: dict[str, Any] | None) -> str:
@@ -570,10 +570,10 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1600px;color:#222;
 padding:0 1em}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
 th,td{border:1px solid #ccc;padding:.3em .55em;text-align:right;vertical-align:middle;white-space:nowrap}
 .scroll{overflow-x:auto}
-th{background:#f3f3f3}td.l,th.l{text-align:left}tr:nth-child(even) td{background:#fafafa}
+th{background:#f3f3f3;white-space:normal}td.l,th.l{text-align:left}tr:nth-child(even) td{background:#fafafa}
 td.best{font-weight:bold;background:#e6f4ea!important}td.changed{font-weight:bold;background:#fff4d6!important}
 td.better{background:#e6f4ea!important}td.worse{background:#fde8e8!important}
 .note{color:#666;font-size:.85em}audio{width:220px;height:32px}img{max-width:100%;border:1px solid #ddd}
@@ -678,7 +678,7 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
             paths = ([data.ref_audio.get(u)] if has_ref else []) + [x.synth_audio.get(u) for x in data.experiments]
             for p in paths:
                 if p is not None and p.is_file():
-                    row.append(f'<td><audio controls preload="none" src="{audio_data_uri(p, max_audio_seconds)}">'
+                    row.append(f'<td><audio controls preload="metadata" src="{audio_data_uri(p, max_audio_seconds)}">'
                                "</audio></td>")
                 else:
                     row.append("<td>–</td>")

@@ -179,6 +179,7 @@ class RFReport:
     unproductive: list[str] = field(default_factory=list)
     hints: list[dict[str, Any]] = field(default_factory=list)
     _ops: list[Op] = field(default_factory=list, repr=False)
+    _out: int = field(default=-1, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of everything (program excluded)."""
@@ -399,7 +400,10 @@ def analyze(
     out_idx, _ = walker.output_node(out, output)
     _name_random_sources(walker, [n for n in names if n not in given and values[n] is None])
     ops = walker.ops
-    vals, layer_inputs = evaluate(ops)
+    poisoned: dict[int, str] = {}
+    vals, layer_inputs = evaluate(ops, poisoned=poisoned)
+    if out_idx in poisoned:
+        raise RFRuleError(poisoned[out_idx])
     out_fields = vals[out_idx]
     if not out_fields:
         raise RFRuleError("the model output does not depend on any model input")
@@ -418,7 +422,7 @@ def analyze(
         units=inputs_report[primary].units, r_min=float(pf.r_min), r_max=float(pf.r_max), span=float(pf.span),
         jump=float(pf.jump), r_min_samples=float(pf.r_min / pf.jump), r_max_samples=float(pf.r_max / pf.jump),
         period=period, inputs=inputs_report, layers=layers, segment=None if segment is None else float(segment),
-        i_min=None, i_max=None, _ops=ops,
+        i_min=None, i_max=None, _ops=ops, _out=out_idx,
     )
     bounds = _bounds(layer_inputs, primary)
     if bounds is not None:
@@ -592,11 +596,20 @@ def refinement_hints(report: RFReport, segment: Fraction, max_permutations: int 
            and op.step.kind in ("transposed", "upsample")]
     steps = [ops[i].step for i in ups]
     if 2 <= len(ups) and len(set(steps)) > 1 and math.factorial(len(ups)) <= max_permutations:
-        best_perm, best_val = tuple(steps), base
-        for perm in set(itertools.permutations(steps)):
-            v = _i_min(ops, primary, dict(zip(ups, perm)))
-            if v < best_val:
-                best_perm, best_val = perm, v
+        def score(perm: tuple[Step, ...]) -> tuple[Fraction, Fraction]:
+            # Lowest I_min first; among equals, the smallest output field (e.g. [8, 8, 2, 2] before [8, 2, 8, 2]).
+            vals, lin = evaluate(ops, dict(zip(ups, perm)), sources=(primary,))
+            b = _bounds(lin, primary)
+            out = vals[report._out].get(primary)
+            return (Fraction(0) if b is None else b[0], out.r_max if out is not None else Fraction(0))
+
+        current = score(tuple(steps))
+        best_perm, best = tuple(steps), current
+        for perm in sorted(set(itertools.permutations(steps)), key=lambda p: [(s.up, s.kernel_size) for s in p]):
+            sc = score(perm)
+            if sc < best:
+                best_perm, best = perm, sc
+        best_val = best[0]
         if best_val < base:
             def fmt(seq: Any) -> str:
                 return "rates [" + ", ".join(str(s.up) for s in seq) + "], kernels [" + ", ".join(

@@ -110,6 +110,7 @@ def probe(
     batch: int = 16,
     output: int = 0,
     scale: float = 1e-6,
+    jump: Any = None,
 ) -> ProbeReport:
     """Measure the receptive field by back-propagating from single output samples.
 
@@ -126,6 +127,10 @@ def probe(
         batch: output samples back-propagated together (one batch item each).
         output: which tensor of the flattened output to probe (time axis last).
         scale: magnitude of the inputs (small keeps saturating activations linear).
+        jump: input units per output sample of the first argument, for ``lo``/``hi`` (spans do
+            not depend on it). Default: from the lengths, rounded to an integer up- or
+            downsampling factor (valid convolutions shorten the output by a few samples). Other
+            arguments scale it by their length relative to the first one.
 
     Returns:
         The :class:`ProbeReport`.
@@ -163,6 +168,9 @@ def probe(
         _, y0 = run(1)
     out_len = y0.shape[-1]
     in_len = base[primary].shape[-1]
+    if jump is None:
+        jump = Fraction(1, max(1, round(out_len / in_len))) if out_len >= in_len else Fraction(round(in_len / out_len))
+    jump = Fraction(jump).limit_denominator(10**6)
     if positions is None:
         n = n_positions or Fraction(out_len, in_len).numerator
         start = max(0, out_len // 2 - n // 2)
@@ -178,7 +186,7 @@ def probe(
         grads = torch.autograd.grad(sel.sum(), list(xs.values()), allow_unused=True)
         for (name, x), g in zip(xs.items(), grads):
             length = x.shape[-1]
-            jump = Fraction(length, out_len)
+            jump_x = jump * Fraction(length, in_len)
             if g is None:
                 raise RFSpeechError(f"probe: input '{name}' does not influence output {output}")
             nz = g.reshape(len(chunk), -1, length).abs().sum(dim=1) > 0
@@ -193,14 +201,14 @@ def probe(
                         f"({length} steps): use a longer input"
                     )
                 spans[name].append(last_i - first_i + 1)
-                los[name].append(first_i - o * jump)
-                his[name].append(last_i - o * jump)
+                los[name].append(first_i - o * jump_x)
+                his[name].append(last_i - o * jump_x)
     report = {}
     for name in base:
         s = spans[name]
         report[name] = ProbeField(
             name=name, span=sum(s) / len(s), span_min=min(s), span_max=max(s),
             lo=float(sum(los[name]) / len(s)), hi=float(sum(his[name]) / len(s)),
-            jump=float(Fraction(base[name].shape[-1], out_len)), spans=s,
+            jump=float(jump * Fraction(base[name].shape[-1], in_len)), spans=s,
         )
     return ProbeReport(primary=primary, positions=list(positions), inputs=report)

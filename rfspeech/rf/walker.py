@@ -141,25 +141,38 @@ class Op:
     what: str
     source: str | None = None
     layer: LayerMeta | None = None
+    error: str | None = None
 
 
-def evaluate(ops: list[Op], overrides: dict[int, Step] | None = None,
-             sources: tuple[str, ...] | None = None) -> tuple[list[dict[str, Field]], dict[int, dict[str, Field]]]:
+def evaluate(ops: list[Op], overrides: dict[int, Step] | None = None, sources: tuple[str, ...] | None = None,
+             poisoned: dict[int, str] | None = None) -> tuple[list[dict[str, Field]], dict[int, dict[str, Field]]]:
     """Fields of every op (per model input), and the merged input fields of every layer op.
+
+    An op the walker could not analyse (``Op.error``) poisons everything computed from it; its
+    error is raised only where it reaches what the caller asks for (``poisoned`` collects them),
+    so a reduction feeding only Python control flow is harmless.
 
     Args:
         ops: the program.
         overrides: replacement steps by op index (what-if analysis for the hints).
         sources: restrict to these model inputs (faster what-if analysis).
+        poisoned: filled with ``{op index: error message}`` of every op that depends on an error.
 
     Raises:
         RFRuleError: operands at different rates meet in a sum or concatenation.
     """
     values: list[dict[str, Field]] = []
     layer_inputs: dict[int, dict[str, Field]] = {}
+    errors: dict[int, str] = {} if poisoned is None else poisoned
     for i, op in enumerate(ops):
         if op.source is not None:
             values.append({op.source: Field.identity()} if sources is None or op.source in sources else {})
+            continue
+        # The earliest error wins: it is the cause of everything computed from it.
+        bad = next((errors[k] for k in op.inputs if k in errors), None) or op.error
+        if bad is not None:
+            errors[i] = bad
+            values.append({})
             continue
         ins = [values[k] for k in op.inputs]
         merged: dict[str, Field] = {}
@@ -255,6 +268,24 @@ class Walker:
 
     def call_module(self, module: nn.Module, path: str, args: tuple, kwargs: dict, out: Any) -> None:
         """A leaf module was called."""
+        try:
+            self._call_module(module, path, args, kwargs, out)
+        except ValueError as e:  # a step that cannot exist (e.g. output phases without input)
+            self._error(args, kwargs, out, f"module '{path or '<root>'}' ({module_type_name(module)}): {e}")
+        except RFRuleError as e:
+            self._error(args, kwargs, out, str(e))
+
+    def _error(self, args: Any, kwargs: Any, out: Any, message: str) -> None:
+        """Record an op that cannot be analysed; it is an error only if the output depends on it."""
+        srcs = [t for t in iter_tensors((args, kwargs)) if id(t) in self._node]
+        if not srcs:
+            raise RFRuleError(message)
+        ins = tuple(dict.fromkeys(self._node[id(t)] for t in srcs))
+        idx = len(self.ops)
+        self.ops.append(Op(ins, None, message, error=message))
+        self._register(out, idx, -1)
+
+    def _call_module(self, module: nn.Module, path: str, args: tuple, kwargs: dict, out: Any) -> None:
         tname = module_type_name(module)
         what = f"module '{path or '<root>'}' ({tname})"
         if not list(iter_tensors(out)):
@@ -389,8 +420,27 @@ class Walker:
             "the receptive field of folded time is not defined"
         )
 
-    def call_function(self, target: Any, args: tuple, kwargs: dict, out: Any, where: str) -> None:
-        """A function or tensor method was called outside every leaf module."""
+    def call_function(self, target: Any, args: tuple, kwargs: dict, out: Any, where: str,
+                      where_type: str = "") -> None:
+        """A function or tensor method was called outside every leaf module.
+
+        Args:
+            target: the function, or the method name.
+            args: actual arguments.
+            kwargs: actual keyword arguments.
+            out: the result.
+            where: path of the innermost module whose ``forward`` made the call.
+            where_type: that module's class name (for error messages).
+        """
+        self._where_type = where_type
+        try:
+            self._call_function(target, args, kwargs, out, where)
+        except ValueError as e:
+            self._error(args, kwargs, out, f"{op_name(target)}() in '{where or '<root>'}': {e}")
+        except RFRuleError as e:
+            self._error(args, kwargs, out, str(e))
+
+    def _call_function(self, target: Any, args: tuple, kwargs: dict, out: Any, where: str) -> None:
         name = op_name(target)
         kwargs = kwargs or {}
         what = f"{name}() in '{where or '<root>'}'"
@@ -560,9 +610,13 @@ class Walker:
             return None, ax, False
         if base == "embedding":
             return None, ax - 1, False
+        owner = getattr(self, "_where_type", "")
+        alt = (f", or for the whole module with rfspeech.rf.register_rule({owner}, fn) where fn(module) returns a "
+               "Step") if owner else ""
         raise RFRuleError(
-            f"no receptive-field rule for {what}; register one with rfspeech.rf.register_rule({name!r}, fn) "
-            "where fn(*args, **kwargs) returns a Step (or None if point-wise along time)"
+            f"no receptive-field rule for {what}{f' (module class {owner})' if owner else ''}; register one with "
+            f"rfspeech.rf.register_rule({name!r}, fn) where fn(*args, **kwargs) returns a Step (or None if "
+            f"point-wise along time){alt}"
         )
 
     def _functional_conv(self, base: str, args: tuple, kwargs: dict, x: torch.Tensor, ax: int, what: str) -> Step:
@@ -674,9 +728,17 @@ def capture_fx(model: nn.Module, walker: Walker, params: list[str], values: dict
                 walker.call_module(self.fetch_attr(n.target), str(n.target), args, kwargs, out)
             elif n.op in ("call_function", "call_method"):
                 stack = n.meta.get("nn_module_stack") or {}
-                where = list(stack.keys())[-1] if stack else ""
-                where = stack[where][0] if where and isinstance(stack[where], tuple) else where
-                walker.call_function(n.target, args, kwargs, out, str(where))
+                where, where_type = "", ""
+                if stack:
+                    key = list(stack.keys())[-1]
+                    entry = stack[key]
+                    if isinstance(entry, tuple) and len(entry) == 2:
+                        where = str(entry[0])
+                        cls = entry[1]
+                        where_type = cls.__name__ if isinstance(cls, type) else str(cls).rsplit(".", 1)[-1]
+                    else:
+                        where = str(key)
+                walker.call_function(n.target, args, kwargs, out, where, where_type)
             return out
 
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -697,7 +759,7 @@ def capture_hooks(model: nn.Module, walker: Walker, params: list[str], values: d
     ``TorchFunctionMode`` (the fallback for models torch.fx cannot trace)."""
     from torch.overrides import TorchFunctionMode
 
-    state = {"depth": 0, "busy": False, "path": [""]}
+    state: dict[str, Any] = {"depth": 0, "busy": False, "path": [("", "")]}
     names = {m: n for n, m in model.named_modules()}
 
     class _Mode(TorchFunctionMode):
@@ -707,7 +769,7 @@ def capture_hooks(model: nn.Module, walker: Walker, params: list[str], values: d
             if state["depth"] == 0 and not state["busy"]:
                 state["busy"] = True
                 try:
-                    walker.call_function(func, args, kwargs, out, state["path"][-1])
+                    walker.call_function(func, args, kwargs, out, *state["path"][-1])
                 finally:
                     state["busy"] = False
             return out
@@ -716,7 +778,7 @@ def capture_hooks(model: nn.Module, walker: Walker, params: list[str], values: d
         if is_leaf(module):
             state["depth"] += 1
         elif state["depth"] == 0:
-            state["path"].append(names.get(module, ""))
+            state["path"].append((names.get(module, ""), type(module).__name__))
 
     def post(module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
         if is_leaf(module):

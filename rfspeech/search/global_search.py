@@ -202,6 +202,7 @@ class GlobalSearch:
         self.history: list[Evaluation] = []
         self.generation_log: list[dict[str, Any]] = []
         self.evaluations = 0
+        self._pool: cf.ProcessPoolExecutor | None = None
 
     # -- encoding --------------------------------------------------------------------------
 
@@ -257,16 +258,15 @@ class GlobalSearch:
                 score = float(self.score_fn(self.decode(cand)))
                 self._scored(cand, score, generation, time.perf_counter() - t0)
             return
-        ctx = multiprocessing.get_context(self.mp_context)
-        with cf.ProcessPoolExecutor(max_workers=min(self.n_workers, len(todo)), mp_context=ctx) as pool:
-            futures = {pool.submit(_timed_score, self.score_fn, self.decode(c)): c for c in todo}
-            results: dict[Candidate, tuple[float, float]] = {}
-            for fut in cf.as_completed(futures):
-                results[futures[fut]] = fut.result()
-            # Record in submission order so the history and checkpoints do not depend on timing.
-            for cand in todo:
-                score, seconds = results[cand]
-                self._scored(cand, score, generation, seconds)
+        if self._pool is None:  # one pool for the whole run: worker start-up (imports) is paid once
+            ctx = multiprocessing.get_context(self.mp_context)
+            self._pool = cf.ProcessPoolExecutor(max_workers=self.n_workers, mp_context=ctx)
+        futures = [self._pool.submit(_timed_score, self.score_fn, self.decode(c)) for c in todo]
+        # Record in submission order so the history and checkpoints do not depend on timing;
+        # each result is checkpointed as soon as it and all earlier ones are in.
+        for cand, fut in zip(todo, futures):
+            score, seconds = fut.result()
+            self._scored(cand, score, generation, seconds)
 
     def _scored(self, cand: Candidate, score: float, generation: int, seconds: float) -> None:
         status = "ok" if math.isfinite(score) else "failed"
@@ -458,6 +458,9 @@ class GlobalSearch:
         finally:
             if bar is not None:
                 bar.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
         ok = [(c, ev) for c, ev in self.cache.items() if ev.status == "ok"]
         if not ok:
             raise ConfigError("global search: no candidate got a finite score")

@@ -2,7 +2,8 @@
 
 One training step: the model's own forward (MAS alignment, teacher-forced decoding) returns
 ``loss/mel`` (L1), ``loss/duration`` (log-duration MSE) and ``loss/prior`` (Gaussian prior of the
-alignment) and their weighted sum; one optimiser step on the sum; the scheduler steps every step.
+alignment) and their weighted sum; one optimiser step on the sum; the scheduler steps after every
+update (a step skipped for a non-finite loss does not advance it).
 
 Shares the vocoder trainer's machinery: atomic checkpoints with keep-last-K and fallback past a
 corrupted newest file (:mod:`rfspeech.train.checkpoint`), TensorBoard helpers
@@ -361,8 +362,8 @@ class AcousticTrainer:
             self.optim.zero_grad(set_to_none=True)
             return None
         self.optim.step()
-        stats = {k: float(out[k]) for k in LOSS_KEYS}
-        stats["loss/total"] = float(loss)
+        stats = {k: float(out[k].detach()) for k in LOSS_KEYS}
+        stats["loss/total"] = float(loss.detach())
         stats["grad_norm/acoustic"] = gn
         return stats
 
@@ -409,7 +410,7 @@ class AcousticTrainer:
                     for k, v in stats.items():
                         sums[k] = sums.get(k, 0.0) + v
                     count += 1
-                if self.sched is not None:
+                if self.sched is not None and stats is not None:  # the schedule counts real updates
                     self.sched.step()
                 if self.search is not None and self.search.after_step(self.step, writer if main else None):
                     self._log_structure(writer)

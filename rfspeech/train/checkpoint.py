@@ -11,6 +11,7 @@ A checkpoint is one ``torch.save`` dict (see ``docs/architecture.md``)::
     config                            the resolved run config (plain dict, with model.generator)
     feature_params                    FeatureParams.to_dict() of the training features
     structure, structure_mode         the fixed structure the generator was built with, or None
+    structure_args                    SearchableConv1d arguments of a multiple/merge structure
     best_val, bad_steps               best validation mel L1 so far, non-finite steps skipped so far
 
 Every value is a tensor or a plain Python container, so ``torch.load(weights_only=True)`` reads it.
@@ -90,8 +91,34 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """``torch.save`` to a temporary sibling, fsync, rename: a reader never sees half a file."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
+        out = _WriteErrors(f)
+        try:
+            torch.save(state, out)
+        except RuntimeError:
+            # torch's zip writer turns a failed write (disk full, I/O error) into an opaque
+            # RuntimeError ("unexpected pos ..."): report the OS error itself, naming the file.
+            if out.error is None:
+                raise
+            raise OSError(out.error.errno, out.error.strerror or str(out.error), str(path)) from None
     return path
+
+
+class _WriteErrors:
+    """File proxy that remembers the first ``OSError`` a write raised (see :func:`save_checkpoint`)."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -204,19 +231,37 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tupl
     if not state.get("feature_params"):
         raise DataError(f"{path}: checkpoint carries no feature_params")
     fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
-    generator = instantiate(gen_cfg)
-    structure, mode = state.get("structure"), state.get("structure_mode") or "single"
-    searchable = state.get("searchable")
-    if structure:
-        from rfspeech.search import apply_structure
-        apply_structure(generator, structure, mode=mode)
-    elif searchable is not None:
-        from rfspeech.search import make_searchable
-        make_searchable(generator, **searchable)
+    generator = instantiate(gen_cfg, _convert_="all")
+    shape_generator_like(generator, state)
     load_generator_weights(generator, extract_generator_state(state, path), str(path))
     finalize_for_inference(generator)
     generator.to(device).eval()
     return generator, fp
+
+
+def shape_generator_like(generator: nn.Module, state: dict[str, Any]) -> str:
+    """Give a freshly built generator the form a checkpoint's weights were saved in, in place.
+
+    A checkpoint of a structured run gets its structure applied (same mode and search arguments),
+    one of a search run gets ``make_searchable`` with the recorded arguments; a plain one nothing.
+
+    Returns:
+        ``"structure"``, ``"searchable"`` or ``"plain"``.
+    """
+    structure = state.get("structure")
+    if structure:
+        from rfspeech.search import apply_structure
+
+        apply_structure(generator, structure, mode=state.get("structure_mode") or "single",
+                        **(state.get("structure_args") or {}))
+        return "structure"
+    searchable = state.get("searchable")
+    if searchable is not None:
+        from rfspeech.search import make_searchable
+
+        make_searchable(generator, **searchable)
+        return "searchable"
+    return "plain"
 
 
 def finalize_for_inference(generator: nn.Module) -> nn.Module:

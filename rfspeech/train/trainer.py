@@ -39,7 +39,7 @@ from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError, RFSpeechError
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
-from rfspeech.train.logging import create_writer, log_audio, log_dilations, log_mel, log_scalars
+from rfspeech.train.logging import create_writer, log_audio, log_mel, log_scalars
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,11 @@ class Trainer:
         init_from: checkpoint to fine-tune from (weights only; discriminator optional).
         structure: the fixed structure the generator was built with (recorded in checkpoints).
         structure_mode: ``single`` / ``multiple`` / ``merge`` (recorded with the structure).
+        structure_args: SearchableConv1d arguments the structure was applied with (multiple/merge).
+        init_generator: with ``init_from``, load the generator weights too (False when the caller
+            already loaded them, e.g. before applying a structure).
+        save_last: write a checkpoint when training ends (off for throw-away runs such as the
+            global search's candidates).
         search: a local search object (``after_step(step, writer) -> bool``, ``state_dict()``,
             ``load_state_dict()``), or None.
         searchable: ``make_searchable`` keyword arguments used on the generator (recorded so
@@ -158,6 +163,9 @@ class Trainer:
         init_from: str | Path | None = None,
         structure: dict[str, int] | None = None,
         structure_mode: str = "single",
+        structure_args: dict[str, Any] | None = None,
+        init_generator: bool = True,
+        save_last: bool = True,
         search: Any | None = None,
         searchable: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
@@ -196,6 +204,9 @@ class Trainer:
         self.amp = amp
         self.structure = dict(structure) if structure else None
         self.structure_mode = structure_mode
+        self.structure_args = dict(structure_args or {})
+        self.init_generator = bool(init_generator)
+        self.save_last = bool(save_last)
         self.search = search
         self.searchable = dict(searchable) if searchable is not None else None
         self.config = config or {}
@@ -322,6 +333,7 @@ class Trainer:
             "feature_params": self.feature_params.to_dict(),
             "structure": self.structure,
             "structure_mode": self.structure_mode if self.structure else None,
+            "structure_args": self.structure_args if self.structure else None,
             "best_val": self.best_val,
             "bad_steps": self.bad_steps,
         }
@@ -366,7 +378,8 @@ class Trainer:
         if state.get("feature_params"):
             fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
             fp.check_matches(self.feature_params, f"checkpoint {path}", str(self.data_dir / "feats.yaml"))
-        ckpt.load_generator_weights(self.generator, ckpt.extract_generator_state(state, path), str(path))
+        if self.init_generator:
+            ckpt.load_generator_weights(self.generator, ckpt.extract_generator_state(state, path), str(path))
         disc = state.get("discriminator")
         if isinstance(disc, dict) and disc:
             try:
@@ -523,8 +536,9 @@ class Trainer:
                     for sched in (self.sched_g, self.sched_d):
                         if sched is not None:
                             sched.step()
-                if self.search is not None and self.search.after_step(self.step, writer if main else None):
-                    self._log_structure(writer)
+                if self.search is not None:
+                    # The search logs its dilations (search/dilation/<layer>) and structure files itself.
+                    self.search.after_step(self.step, writer if main else None)
                 if self.step % self.log_interval == 0 or self.step == self.max_steps:
                     dt = time.perf_counter() - t0
                     vals = {k: v / count for k, v in sums.items()} if count else {}
@@ -544,7 +558,7 @@ class Trainer:
                         log.warning("step %d: checkpoint deferred during a run of non-finite steps", self.step)
                     else:
                         self.save()
-            if self.step == self.max_steps and (self._last_ckpt is None
+            if self.save_last and self.step == self.max_steps and (self._last_ckpt is None
                                                 or self._last_ckpt != ckpt.checkpoint_path(self.out_dir, self.step)):
                 if self.validation_interval > 0 and self.step % self.validation_interval and self.step > 0:
                     self._validate_and_track(writer)
@@ -554,18 +568,6 @@ class Trainer:
             writer.flush()
             writer.close()
         return TrainResult(self.step, self.best_val, self.last_val, self.bad_steps, self._last_ckpt)
-
-    def _log_structure(self, writer: Any) -> None:
-        if not self.dist.is_main:
-            return
-        try:
-            from rfspeech.search import export_structure
-        except ImportError:
-            return
-        structure = export_structure(self.generator)
-        r_min, r_max = _receptive_field(self.generator)
-        log_dilations(writer, structure, self.step, rf_frames=r_max)
-        log.info("step %d: searched dilations %s", self.step, structure)
 
     def _validate_and_track(self, writer: Any) -> None:
         val = self.validate(writer) if self.dist.is_main else math.nan

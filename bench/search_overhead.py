@@ -1,0 +1,350 @@
+"""Search overhead: a whole GAN training step, plain vs searchable (rfspeech's op) vs the naive op.
+
+One training step = generator forward, discriminator step (real + detached fake), generator step
+(adversarial + feature matching ×2 + mel L1 ×45, through the discriminator), both optimisers
+(AdamW, HiFi-GAN's settings). Three arms start from the same weights:
+
+* ``plain``: the hand-designed generator;
+* ``search``: every generator factory conv wrapped by :func:`rfspeech.search.make_searchable`
+  (rfspeech's multi-branch op, ``impl="auto"``);
+* ``naive``: the same wrapped with ``naive=True`` (one conv per branch, as mmcv's operator).
+
+Timing follows :mod:`bench.common`: warm-up, interleaved rounds with a rotating order, threads
+pinned, medians and paired ratios with their spread. ``--ops`` adds a per-conv table (plain conv
+vs each implementation, forward + backward) for the conv shapes of the model.
+
+Run: ``python -m bench.search_overhead [--quick] [--models v1,v2] [--out FILE.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+try:  # run as ``python -m bench.search_overhead`` or as a file
+    from bench.common import interleaved, machine_info, paired_ratio, pin_threads, round_sig
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.common import interleaved, machine_info, paired_ratio, pin_threads, round_sig
+
+#: Model presets: generator config, discriminator channel scale, batch, segment (samples).
+PRESETS: dict[str, dict[str, Any]] = {
+    "v1": {"generator": "HIFIGAN_V1", "disc_scale": 1.0, "batch": 1, "segment": 8192},
+    "v2": {"generator": "HIFIGAN_V2", "disc_scale": 1.0, "batch": 1, "segment": 8192},
+    "v3": {"generator": "HIFIGAN_V3", "disc_scale": 1.0, "batch": 1, "segment": 8192},
+    # quick: V2's layout at half the width, a quarter-width discriminator, short segment
+    "quick": {"generator": "HIFIGAN_V2", "gen_channels": 64, "disc_scale": 0.25, "batch": 1, "segment": 4096},
+}
+
+TARGET = 1.3
+
+
+# ----------------------------------------------------------------------------------------------
+# Models and the training step
+# ----------------------------------------------------------------------------------------------
+
+
+def _fallback_models(channels: int = 64) -> tuple[nn.Module, nn.Module]:  # pragma: no cover - models exist
+    """A stack of HiFi-GAN-like resblocks and a small conv discriminator (used if the models are missing)."""
+    from rfspeech.layers import dilated_conv1d
+
+    class Gen(nn.Module):
+        hop_length = 256
+        in_channels = 80
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.pre = nn.Conv1d(80, channels, 7, padding=3)
+            self.up = nn.Upsample(scale_factor=256)
+            self.convs = nn.ModuleList(dilated_conv1d(channels, channels, k, dilation=d, weight_norm=True)
+                                       for k in (3, 7, 11) for d in (1, 3, 5))
+            self.post = nn.Conv1d(channels, 1, 7, padding=3)
+
+        def forward(self, mel: torch.Tensor) -> torch.Tensor:
+            x = self.up(self.pre(mel))
+            for c in self.convs:
+                x = x + c(torch.nn.functional.leaky_relu(x, 0.1))
+            return torch.tanh(self.post(x))
+
+    class Disc(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.ModuleList([nn.Conv1d(1, 16, 15, 1, 7), nn.Conv1d(16, 64, 41, 4, 20),
+                                        nn.Conv1d(64, 1, 3, 1, 1)])
+
+        def forward(self, wav: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+            fmaps = []
+            for c in self.convs:
+                wav = torch.nn.functional.leaky_relu(c(wav), 0.1)
+                fmaps.append(wav)
+            return [wav], [fmaps]
+
+    return Gen(), Disc()
+
+
+def build_models(preset: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
+    """Generator and discriminator of a preset (HiFi-GAN from rfspeech.models, else a fallback stack)."""
+    try:
+        from rfspeech.models import hifigan
+    except ImportError:  # pragma: no cover
+        return _fallback_models()
+    cfg = dict(getattr(hifigan, preset["generator"]))
+    if "gen_channels" in preset:
+        cfg["upsample_initial_channel"] = preset["gen_channels"]
+    gen = hifigan.HiFiGANGenerator(**cfg)
+    disc = hifigan.HiFiGANDiscriminator(channel_scale=preset["disc_scale"])
+    return gen, disc
+
+
+def _mel_fn() -> Callable[[torch.Tensor], torch.Tensor]:
+    try:
+        from rfspeech.data.features import log_mel_torch
+        from rfspeech.data.manifest import FeatureParams
+
+        params = FeatureParams()
+        return lambda wav: log_mel_torch(wav, params, fmax=None)
+    except ImportError:  # pragma: no cover
+        import torchaudio
+
+        mel = torchaudio.transforms.MelSpectrogram(22050, n_fft=1024, hop_length=256, n_mels=80)
+        return lambda wav: torch.log(torch.clamp(mel(wav.squeeze(1)), min=1e-5))
+
+
+def make_train_step(gen: nn.Module, disc: nn.Module, mel: torch.Tensor, wav: torch.Tensor) -> Callable[[], float]:
+    """A closure running one full HiFi-GAN training step (both optimisers) on a fixed batch."""
+    from rfspeech.train.losses import (
+        LAMBDA_FM,
+        LAMBDA_MEL,
+        discriminator_loss,
+        feature_matching_loss,
+        generator_adversarial_loss,
+    )
+
+    opt_g = torch.optim.AdamW(gen.parameters(), lr=2e-4, betas=(0.8, 0.99))
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=2e-4, betas=(0.8, 0.99))
+    mel_fn = _mel_fn()
+    mel_real = mel_fn(wav)
+
+    def step() -> float:
+        fake = gen(mel)
+        real_logits, _ = disc(wav)
+        fake_logits, _ = disc(fake.detach())
+        loss_d = discriminator_loss(real_logits, fake_logits)[0]
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        fake_logits, fake_fmaps = disc(fake)
+        with torch.no_grad():
+            _, real_fmaps = disc(wav)
+        loss_g = (generator_adversarial_loss(fake_logits)[0]
+                  + LAMBDA_FM * feature_matching_loss(real_fmaps, fake_fmaps)
+                  + LAMBDA_MEL * torch.nn.functional.l1_loss(mel_fn(fake), mel_real))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        return float(loss_g.detach())
+
+    return step
+
+
+def make_generator_step(gen: nn.Module, mel: torch.Tensor) -> Callable[[], None]:
+    """Generator forward + backward only (where the search op lives), for the breakdown."""
+
+    def step() -> None:
+        gen.zero_grad(set_to_none=True)
+        gen(mel).square().mean().backward()
+
+    return step
+
+
+def arms(preset: dict[str, Any], seed: int = 0) -> dict[str, tuple[nn.Module, nn.Module]]:
+    """``plain``/``search``/``naive`` generator + discriminator pairs with identical initial weights."""
+    import copy
+
+    from rfspeech.search import make_searchable
+
+    torch.manual_seed(seed)
+    gen, disc = build_models(preset)
+    out = {"plain": (gen, disc)}
+    for name, extra in (("search", {}), ("naive", {"naive": True})):
+        g, d = copy.deepcopy(gen), copy.deepcopy(disc)
+        make_searchable(g, **extra)
+        out[name] = (g, d)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-conv table
+# ----------------------------------------------------------------------------------------------
+
+
+def conv_table(gen: nn.Module, mel: torch.Tensor, repeats: int = 5) -> list[dict[str, Any]]:
+    """Forward+backward time of each distinct searchable conv shape: impls vs the plain conv.
+
+    The input of each conv is captured from one generator forward pass.
+    """
+    import copy
+
+    from rfspeech.layers import DilatedConv1d
+    from rfspeech.search import SearchableConv1d, choose_impl
+
+    shapes: dict[tuple[int, int, int, int], torch.Tensor] = {}
+    hooks = []
+    for m in gen.modules():
+        if isinstance(m, DilatedConv1d):
+            def grab(mod: nn.Module, inp: tuple[torch.Tensor, ...], _out: Any) -> None:
+                key = (mod.in_channels, inp[0].shape[-1], mod.kernel_size[0], mod.dilation[0])
+                shapes.setdefault(key, inp[0].detach())
+            hooks.append(m.register_forward_hook(grab))
+    with torch.no_grad():
+        gen(mel)
+    for h in hooks:
+        h.remove()
+    rows = []
+    for (c, t, k, d), x in sorted(shapes.items()):
+        from rfspeech.layers import dilated_conv1d
+
+        conv = dilated_conv1d(c, c, k, dilation=d)
+        ops = {impl: SearchableConv1d(copy.deepcopy(conv), impl=impl) for impl in ("mix", "dense", "naive")}
+        xg = x.clone().requires_grad_(True)
+
+        def run(mod: nn.Module) -> Callable[[], None]:
+            def f() -> None:
+                mod.zero_grad(set_to_none=True)
+                mod(xg).sum().backward()
+            return f
+
+        cands = {"plain": run(conv), **{impl: run(op) for impl, op in ops.items()}}
+        tim = interleaved(cands, warmup=1, repeats=repeats)
+        rates = ops["mix"].candidates
+        row: dict[str, Any] = {"channels": c, "T": t, "kernel": k, "dilation": d, "candidates": list(rates),
+                               "auto": choose_impl(c, c, k, 1, rates),
+                               "plain_ms": round_sig(tim["plain"].median * 1e3, 3)}
+        for impl in ("mix", "dense", "naive"):
+            row[impl] = paired_ratio(tim[impl], tim["plain"])["ratio"]
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------
+
+
+def measure(model: str = "v2", repeats: int = 5, warmup: int = 1, breakdown: bool = True, ops: bool = False,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Time one preset; return its ratios and context."""
+    preset = PRESETS[model]
+    pairs = arms(preset)
+    gen = pairs["plain"][0]
+    frames = preset["segment"] // gen.hop_length
+    g = torch.Generator().manual_seed(1)
+    mel = torch.randn(preset["batch"], gen.in_channels, frames, generator=g)
+    wav = torch.randn(preset["batch"], 1, frames * gen.hop_length, generator=g).clamp(-1, 1) * 0.5
+    steps = {name: make_train_step(gd[0], gd[1], mel, wav) for name, gd in pairs.items()}
+    t0 = time.perf_counter()
+    tim = interleaved(steps, warmup=warmup, repeats=repeats, progress=progress)
+    out: dict[str, Any] = {
+        "model": model,
+        "preset": preset,
+        "searched_convs": sum(1 for m in pairs["search"][0].modules() if type(m).__name__ == "SearchableConv1d"),
+        "step_s": {n: t.summary() for n, t in tim.items()},
+        "search_overhead": paired_ratio(tim["search"], tim["plain"]),
+        "naive_overhead": paired_ratio(tim["naive"], tim["plain"]),
+        "search_vs_naive": paired_ratio(tim["search"], tim["naive"]),
+    }
+    if breakdown:
+        gsteps = {name: make_generator_step(gd[0], mel) for name, gd in pairs.items()}
+        gt = interleaved(gsteps, warmup=warmup, repeats=repeats)
+        out["generator_only"] = {"search": paired_ratio(gt["search"], gt["plain"]),
+                                 "naive": paired_ratio(gt["naive"], gt["plain"]),
+                                 "generator_share_of_plain_step": round_sig(gt["plain"].median / tim["plain"].median)}
+    if ops:
+        out["ops"] = conv_table(gen, mel, repeats=repeats)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def run(quick: bool = False, models: Sequence[str] | None = None, threads: int | None = None,
+        repeats: int | None = None, ops: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure the search overhead; returns a dict with ``search_overhead`` / ``naive_overhead`` ratios.
+
+    Args:
+        quick: CI-sized run (the ``quick`` preset, 3 rounds; well under a minute on 2 cores).
+        models: presets to measure (default ``["v1", "v2"]``, or ``["quick"]`` when ``quick``).
+        threads: torch threads (default: all available cores).
+        repeats: timed rounds (default 3 quick, 5 otherwise).
+        ops: add the per-conv implementation table.
+        progress: status-line callback.
+
+    Returns:
+        ``{"search_overhead": float, "naive_overhead": float, "target": 1.3, "met": bool,
+        "results": {model: {...}}, "machine": {...}}``; the headline ratios are those of the
+        first model.
+    """
+    n_threads = pin_threads(threads)
+    models = list(models) if models else (["quick"] if quick else ["v1", "v2"])
+    repeats = repeats if repeats is not None else (3 if quick else 5)
+    results = {m: measure(m, repeats=repeats, breakdown=not quick, ops=ops, progress=progress) for m in models}
+    head = results[models[0]]
+    return {
+        "search_overhead": head["search_overhead"]["ratio"],
+        "naive_overhead": head["naive_overhead"]["ratio"],
+        "target": TARGET,
+        "met": bool(head["search_overhead"]["ratio"] <= TARGET),
+        "threads": n_threads,
+        "results": results,
+        "machine": machine_info(),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """A small Markdown table of the ratios."""
+    lines = ["| model | searchable / plain step | naive / plain step | generator-only searchable / plain |",
+             "| --- | --- | --- | --- |"]
+    for name, r in result["results"].items():
+        s, n = r["search_overhead"], r["naive_overhead"]
+        g = r.get("generator_only", {}).get("search")
+        lines.append(f"| {name} | {s['ratio']:.3g} (IQR {s['q1']:.3g}–{s['q3']:.3g}) | "
+                     f"{n['ratio']:.3g} (IQR {n['q1']:.3g}–{n['q3']:.3g}) | "
+                     + (f"{g['ratio']:.3g}" if g else "") + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (< 1 min on 2 cores)")
+    parser.add_argument("--models", default=None, help=f"comma-separated presets: {', '.join(PRESETS)}")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--ops", action="store_true", help="add the per-conv implementation table")
+    parser.add_argument("--out", default=None, help="write the result JSON here")
+    args = parser.parse_args(argv)
+    result = run(quick=args.quick, models=args.models.split(",") if args.models else None, threads=args.threads,
+                 repeats=args.repeats, ops=args.ops, progress=lambda s: print(s, file=sys.stderr, flush=True))
+    print(markdown(result))
+    if args.ops:
+        for name, r in result["results"].items():
+            print(f"\nper-conv fwd+bwd time / plain conv ({name}):")
+            for row in r["ops"]:
+                print(f"  C={row['channels']:4d} T={row['T']:5d} k={row['kernel']:2d} d={row['dilation']} "
+                      f"cands={row['candidates']} plain={row['plain_ms']}ms mix={row['mix']} dense={row['dense']} "
+                      f"naive={row['naive']} auto={row['auto']}")
+    if args.out:
+        from rfspeech.io import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

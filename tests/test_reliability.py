@@ -1,0 +1,622 @@
+"""Reliability under faults: kills, corrupted checkpoints, bad configs, hostile inputs, full disks.
+
+Every check drives the real console scripts in subprocesses (``python -m rfspeech.bin.<name>``) or
+the library entry points they call, with faults planted from outside (``tests/faults.py``):
+
+1. SIGKILL of ``rfspeech-train`` at random points and inside a checkpoint write, resumed each time:
+   the result equals an uninterrupted run bit for bit and no checkpoint file is ever half-written.
+2. A truncated newest checkpoint: resume warns and uses the previous one.
+3. Config validation of every entry point: one ``error:`` line, no traceback, exit != 0, no output.
+4. Hypothesis fuzzing of the metadata parsers and the structure loader: RFSpeechError or success,
+   never another exception, never a partial prepared directory.
+5. Synthesis and evaluation over folders with bad files: every good one processed, every bad one reported.
+6. Disk full (real tmpfs where the process may mount one, injected ENOSPC everywhere) and unwritable
+   output directories: one clear error, earlier outputs intact.
+
+Set ``RFSPEECH_FAULT_SEED`` to replay the random kill points of a failed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from faults import (
+    MINI_CORPUS,
+    assert_clean_error,
+    cli,
+    corpus_subset,
+    leftovers,
+    start,
+    state_diff,
+    tmpfs,
+    tree_snapshot,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rfspeech.errors import RFSpeechError
+from rfspeech.train import checkpoint as ckpt
+
+pytestmark = pytest.mark.skipif(not (MINI_CORPUS / "metadata.csv").is_file(), reason="shipped mini corpus missing")
+
+#: A tiny but complete training run: checkpoint every step (so kills land in and between saves),
+#: validation (best.pt) halfway, an lr decay per epoch (6 train utterances / batch 2 = 3 steps).
+STEPS = 6
+TRAIN = ("device=cpu", "progress=false", "tensorboard=false", "model=hifigan_debug", "train=debug",
+         f"train.max_steps={STEPS}", "train.checkpoint_interval=1", "train.keep_last=2",
+         "train.validation_interval=3", "train.val_max_utts=1", "train.segment_size=4096", "train.num_workers=0",
+         "seed=7")
+#: Checkpoint entries that must be equal after an interrupted-and-resumed run (config differs: out_dir, resume).
+STATE_KEYS = ("generator", "discriminator", "optim_g", "optim_d", "sched_g", "sched_d", "step", "epoch", "rng",
+              "search", "best_val", "bad_steps", "feature_params", "structure")
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("reliability")
+
+
+@pytest.fixture(scope="module")
+def corpus(work: Path) -> Path:
+    """Eight utterances of the shipped mini corpus in LJSpeech layout."""
+    return corpus_subset(work / "corpus", n=8)
+
+
+@pytest.fixture(scope="module")
+def data(work: Path, corpus: Path) -> Path:
+    """The subset prepared with features (6 train, 1 dev, 1 eval)."""
+    from rfspeech.data.prepare import prepare
+
+    res = prepare("ljspeech", corpus, work / "data", nj=1, progress=False)
+    assert res.counts == {"train": 6, "dev": 1, "eval": 1}
+    return work / "data"
+
+
+@pytest.fixture(scope="module")
+def reference(work: Path, data: Path) -> Path:
+    """An uninterrupted run of ``TRAIN``; returns its run directory."""
+    out = work / "reference"
+    res = cli("train", f"data_dir={data}", f"out_dir={out}", *TRAIN, cwd=work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"trained {STEPS} steps" in res.stdout
+    return out
+
+
+def final_state(run: Path) -> dict:
+    return ckpt.load_checkpoint(ckpt.checkpoint_path(run, STEPS))
+
+
+def assert_same_training_state(run: Path, reference: Path) -> None:
+    got, want = final_state(run), final_state(reference)
+    diff = [d for k in STATE_KEYS for d in state_diff(got.get(k), want.get(k), k)]
+    assert diff == [], f"resumed run differs from the uninterrupted one at {diff[:10]}"
+
+
+def assert_checkpoints_whole(run: Path) -> list[int]:
+    """Every checkpoint file present loads and holds the step its name says; returns the steps."""
+    steps = []
+    for path in ckpt.list_checkpoints(run):
+        state = ckpt.load_checkpoint(path)  # raises DataError on a half-written file
+        assert state["step"] == int(path.stem.split("_")[1]), path
+        steps.append(state["step"])
+    best = ckpt.checkpoint_dir(run) / ckpt.BEST
+    if best.exists():
+        assert "generator" in ckpt.load_checkpoint(best)
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------- 1. kills
+def _kill_after_progress(proc: subprocess.Popen, run: Path, rng: random.Random, timeout: float = 240) -> bool:
+    """SIGKILL ``proc`` a random moment (0–1.2 s, about two steps) after it wrote a new checkpoint.
+
+    Returns False when the process finished on its own first.
+    """
+    def newest() -> float:
+        files = list(ckpt.checkpoint_dir(run).glob("ckpt_*.pt")) if ckpt.checkpoint_dir(run).is_dir() else []
+        return max((p.stat().st_mtime_ns for p in files), default=0)
+
+    before, t0 = newest(), time.monotonic()
+    while proc.poll() is None and newest() == before:
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError("training made no progress")
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 1.2))
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    return True
+
+
+def test_sigkill_at_random_points_then_resume_equals_the_uninterrupted_run(work: Path, data: Path,
+                                                                         reference: Path) -> None:
+    seed = int(os.environ.get("RFSPEECH_FAULT_SEED", time.time_ns() % 100_000))
+    rng = random.Random(seed)
+    run, log = work / "killed", work / "killed.log"
+    args = (f"data_dir={data}", f"out_dir={run}", *TRAIN)
+
+    # A crash in the middle of the third checkpoint write: half a file on disk, under its temporary name.
+    res = cli("train", *args, cwd=work, fault=("kill", 3))
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    assert assert_checkpoints_whole(run) == [1, 2]
+    assert list(ckpt.checkpoint_dir(run).glob(".ckpt_00000003.pt.*")), "the fault did not hit a checkpoint write"
+
+    # Then kills at random moments, each followed by resume=true.
+    kills, high = 0, 2
+    for _ in range(3):
+        proc = start("train", *args, "resume=true", cwd=work, log=log)
+        killed = _kill_after_progress(proc, run, rng)
+        steps = assert_checkpoints_whole(run)
+        assert steps and max(steps) >= high, f"seed {seed}: checkpoints went back: {steps} after {high}"
+        high = max(steps)
+        if not killed:
+            break
+        kills += 1
+    assert kills >= 1, f"seed {seed}: never killed\n{log.read_text()[-2000:]}"
+
+    res = cli("train", *args, "resume=true", cwd=work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_checkpoints_whole(run)
+    assert_same_training_state(run, reference)
+
+
+# ---------------------------------------------------------------------------------------------- 2. corrupt
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_with_a_warning(work: Path, data: Path,
+                                                                            reference: Path) -> None:
+    run = work / "truncated"
+    shutil.copytree(reference, run)
+    newest = ckpt.checkpoint_path(run, STEPS)
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    res = cli("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "resume=true", cwd=work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "WARNING" in res.stderr and f"{newest.name}: unreadable checkpoint" in res.stderr
+    assert f"resumed from {ckpt.checkpoint_path(run, STEPS - 1)} (step {STEPS - 1})" in res.stderr
+    assert_same_training_state(run, reference)  # step 6 recomputed from step 5: the same as before
+
+
+def test_resume_with_no_readable_checkpoint_is_an_error_not_a_silent_restart(work: Path, data: Path,
+                                                                            reference: Path) -> None:
+    run = work / "all_bad"
+    shutil.copytree(reference, run)
+    for path in ckpt.list_checkpoints(run):
+        path.write_bytes(b"")
+    res = cli("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "resume=true", cwd=work)
+    assert_clean_error(res, "no readable checkpoint", str(ckpt.checkpoint_dir(run)))
+    assert all(p.stat().st_size == 0 for p in ckpt.list_checkpoints(run))  # nothing overwritten or pruned
+
+
+# ---------------------------------------------------------------------------------------------- 3. configs
+def _structure_files(root: Path) -> dict[str, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    files = {
+        "missing_module": "structure:\n  resblocks.0.convs1.0: 3\n  no.such.conv: 2\n",
+        "zero_dilation": "structure:\n  resblocks.0.convs1.0: 0\n",
+        "not_yaml": "structure: [1, 2\n",
+        "no_structure": "settings: {}\n",
+    }
+    out = {}
+    for name, text in files.items():
+        (root / f"{name}.yaml").write_text(text)
+        out[name] = root / f"{name}.yaml"
+    return out
+
+
+def test_every_entry_point_validates_its_config_before_work(work: Path, corpus: Path, data: Path,
+                                                           reference: Path) -> None:
+    base = work / "configs"
+    s = _structure_files(base / "structures")
+    (base / "a_file").write_text("not a directory\n")
+    (base / "bad_feats.yaml").write_text("sample_rate: abc\n")
+    mels = base / "mels_pwg"  # mels whose feature parameters do not match the vocoder's
+    mels.mkdir()
+    np.save(mels / "x.npy", np.zeros((80, 20), np.float32))
+    (mels / "feats.yaml").write_text((data / "feats.yaml").read_text().replace("fmax: 8000.0", "fmax: 7600.0"))
+    ck = ckpt.checkpoint_path(reference, STEPS)
+    truncated = base / "truncated.pt"
+    truncated.write_bytes(ck.read_bytes()[:5000])
+    dd, tr = f"data_dir={data}", TRAIN
+    o = iter(range(100))
+
+    def out() -> str:
+        return f"out_dir={base / f'o{next(o)}'}"
+
+    cases: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+        # rfspeech-train: hop vs upsampling, sample rate, feature parameters, segment vs receptive field, structure
+        ("train", (dd, out(), *tr, "model.generator.upsample_rates=[8,8,2]",
+                   "model.generator.upsample_kernel_sizes=[16,16,4]"), ("hop_length 128", "256")),
+        ("train", (dd, out(), *tr, "model.generator.hop_length=300"), ("hop_length (300)",)),
+        ("train", (dd, out(), *tr, "+features.sample_rate=24000"), ("sample_rate: 24000 vs 22050",)),
+        ("train", (dd, out(), *tr, "+features.fmax=7600"), ("fmax",)),
+        ("train", (dd, out(), *tr, "+features.n_fft=abc"), ("n_fft",)),
+        ("train", (dd, out(), *tr, "train.segment_size=1024"), ("receptive field",)),
+        ("train", (dd, out(), *tr, "train.segment_size=5000"), ("multiple of the hop",)),
+        ("train", (dd, out(), *tr, f"structure={s['missing_module']}"), ("no.such.conv",)),
+        ("train", (dd, out(), *tr, f"structure={s['zero_dilation']}"), ("dilation must be >= 1",)),
+        ("train", (dd, out(), *tr, f"structure={s['not_yaml']}"), ("invalid YAML",)),
+        ("train", (dd, out(), *tr, f"structure={s['no_structure']}"), ("no 'structure' mapping",)),
+        ("train", (dd, out(), *tr, f"structure={base / 'nowhere.yaml'}"), ("not found",)),
+        ("train", (dd, out(), *tr, "structure_mode=fancy", f"structure={s['zero_dilation']}"), ("structure",)),
+        ("train", (f"data_dir={base / 'nowhere'}", out(), *tr), ("feats.yaml",)),
+        ("train", (dd, out(), *tr, "train.no_such_key=1"), ("no_such_key",)),
+        # rfspeech-prepare: sample rate of the corpus, feature parameters, splits
+        ("prepare", (f"db_root={corpus}", out(), "mel.sample_rate=24000", "nj=1"), ("24000",)),
+        ("prepare", (f"db_root={corpus}", out(), "mel.hop_length=0", "nj=1"), ("hop_length",)),
+        ("prepare", (f"db_root={corpus}", out(), "mel.n_fft=abc", "nj=1"), ("n_fft",)),
+        ("prepare", (f"db_root={corpus}", out(), "mel.win_length=2048", "nj=1"), ("win_length",)),
+        ("prepare", (f"db_root={corpus}", out(), "corpus.dev_size=100", "nj=1", "features=false"),
+         ("leaves no training",)),
+        ("prepare", (f"db_root={base / 'nowhere'}", out()), ("db_root",)),
+        # rfspeech-synthesize: checkpoint, feature parameters of the input mels
+        ("synthesize", (f"checkpoint={base / 'none.pt'}", f"input_dir={mels}", out()), ("checkpoint not found",)),
+        ("synthesize", (f"checkpoint={truncated}", f"input_dir={mels}", out()), ("unreadable checkpoint",)),
+        ("synthesize", (f"checkpoint={ck}", f"input_dir={mels}", out()), ("differ", "fmax")),
+        ("synthesize", (f"checkpoint={ck}", f"input_dir={data / 'eval'}", out(), "batch_size=0"), ("batch_size",)),
+        # rfspeech-evaluate, rfspeech-rf, rfspeech-compare
+        ("evaluate", (f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", out(), "metrics=[mcd,nope]"),
+         ("nope",)),
+        ("evaluate", (f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", out(),
+                      f"feats_yaml={base / 'bad_feats.yaml'}"), ("sample_rate",)),
+        ("evaluate", (f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", out(), "pesq_mode=xx"),
+         ("pesq_mode",)),
+        ("rf", ("model=hifigan_debug", "model.generator.hop_length=300", out()), ("hop_length",)),
+        ("compare", ("exps=[]", out()), ("exps",)),
+        ("compare", (f"exps=[{base / 'nowhere'}]", out()), ("nowhere",)),
+    ]
+    # Run them side by side: each is a fresh interpreter, most of the time is spent importing.
+    procs = []
+    for module, args, frags in cases:
+        out_arg = next(a for a in args if a.startswith("out_dir="))
+        log = base / f"{out_arg.rsplit('/', 1)[1]}.err"
+        p = subprocess.Popen(
+            [__import__("sys").executable, "-m", f"rfspeech.bin.{module}", *args], cwd=work,
+            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+        procs.append((module, args, frags, p, log))
+        while sum(q.poll() is None for *_, q, _ in procs) >= 4:
+            time.sleep(0.05)
+    failures = []
+    for module, args, frags, p, log in procs:
+        stdout, _ = p.communicate(timeout=300)
+        res = subprocess.CompletedProcess(p.args, p.returncode, stdout, log.read_text())
+        try:
+            assert_clean_error(res, *frags)
+            out_dir = Path(next(a for a in args if a.startswith("out_dir=")).split("=", 1)[1])
+            # nothing was produced: no checkpoints, no prepared data, no wavs, no metrics
+            made = [p for p in out_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts] \
+                if out_dir.exists() else []
+            assert made == [], f"outputs written before the config was validated: {made[:5]}"
+        except AssertionError as e:
+            failures.append(f"rfspeech-{module} {' '.join(a for a in args if a not in TRAIN)}:\n  {e}")
+    assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------------------------------------- 4. fuzzing
+_LJ_PIECES = st.sampled_from([b"|", b"||", b"\n", b"\r\n", b"\x00", b"\xff\xfe", b"MN001-0001", b"MN001-0002",
+                              b"../x", b"/", b" ", b"\t", b"text", "é".encode(), b"\xef\xbb\xbf", b'"', b"\\",
+                              "\u2028".encode(), b".", b"..", b"\x85"])
+_BLOBS = st.one_of(st.binary(max_size=300), st.lists(_LJ_PIECES, max_size=40).map(b"".join))
+_YAML_PIECES = st.sampled_from(["structure:", "\n", "  ", "resblocks.0.convs1.0", "a.b", ": ", "1", "-1", "0", "1.5",
+                                "true", "null", "[", "]", "{", "}", "- ", "&a ", "*a", "!!python/object:os.system",
+                                "'x'", "1e400", ".inf", "!!binary ", "~", "? ", ",", "0x10", "<<: *a", "\t", "%YAML"])
+_YAML = st.one_of(st.text(max_size=150), st.lists(_YAML_PIECES, max_size=40).map("".join))
+
+
+def _fresh(tmp: Path) -> Path:
+    return Path(tempfile.mkdtemp(dir=tmp))
+
+
+@FUZZ
+@given(blob=_BLOBS)
+def test_fuzz_ljspeech_metadata(tmp_path: Path, blob: bytes) -> None:
+    from rfspeech.data.corpora import scan_ljspeech
+
+    root = _fresh(tmp_path)
+    (root / "wavs").mkdir()
+    (root / "wavs" / "MN001-0001.flac").symlink_to(MINI_CORPUS / "wavs" / "MN001-0001.flac")
+    (root / "metadata.csv").write_bytes(blob)
+    try:
+        entries, bad = scan_ljspeech(root)
+    except RFSpeechError as e:
+        assert "\n" not in str(e)
+        return
+    assert {e.utt_id for e in entries} <= {"MN001-0001"}
+    assert all("\n" not in b.reason for b in bad)
+
+
+@FUZZ
+@given(blob=_BLOBS, name=st.sampled_from(["p225_001", "p225_002_mic1", "p225_", "p226_003"]))
+def test_fuzz_vctk_transcripts_and_names(tmp_path: Path, blob: bytes, name: str) -> None:
+    from rfspeech.data.corpora import scan_vctk
+
+    root = _fresh(tmp_path)
+    (root / "wav48" / "p225").mkdir(parents=True)
+    (root / "txt" / "p225").mkdir(parents=True)
+    (root / "wav48" / "p225" / f"{name}.wav").write_bytes(b"RIFF")
+    (root / "txt" / "p225" / f"{name}.txt").write_bytes(blob)
+    try:
+        entries, bad = scan_vctk(root)
+    except RFSpeechError as e:
+        assert "\n" not in str(e)
+        return
+    assert all(e.speaker == "p225" and "\n" not in e.text for e in entries)
+
+
+@FUZZ
+@given(blob=_BLOBS, header=st.booleans())
+def test_fuzz_utts_manifest(tmp_path: Path, blob: bytes, header: bool) -> None:
+    from rfspeech.data.manifest import read_manifest
+
+    path = _fresh(tmp_path) / "utts.tsv"
+    path.write_bytes((b"utt_id\taudio\tspeaker\tduration\ttext\n" if header else b"") + blob)
+    try:
+        rows = read_manifest(path)
+    except RFSpeechError as e:
+        assert str(path) in str(e)
+        return
+    assert all(isinstance(r.duration, float) for r in rows)
+
+
+@FUZZ
+@given(text=_YAML)
+def test_fuzz_structure_file(tmp_path: Path, text: str) -> None:
+    from rfspeech.search import load_structure
+
+    path = _fresh(tmp_path) / "structure.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    try:
+        structure = load_structure(path)
+    except RFSpeechError as e:
+        assert str(path) in str(e)
+        return
+    assert structure and all(isinstance(k, str) and isinstance(v, int) and v >= 1 for k, v in structure.items())
+
+
+@FUZZ
+@given(text=_YAML)
+def test_fuzz_feature_parameter_file(tmp_path: Path, text: str) -> None:
+    from rfspeech.data.manifest import FeatureParams
+
+    path = _fresh(tmp_path) / "feats.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    try:
+        FeatureParams.load(path)
+    except RFSpeechError:
+        return
+
+
+@settings(max_examples=16, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(st.sampled_from(["MN001-0004", "MN001-0005", "MN001-0009", "", "MN001-0001", "a/b"]),
+                               st.sampled_from(["a|a", "a", "a|b|c", "\xe9|\xe9", "|", ""])), max_size=5),
+       skip_bad=st.booleans(), garbage=st.sampled_from([b"", b"\xff\xfe\n", b"x|y\n"]),
+       fail_at=st.integers(0, 4))
+def test_fuzz_prepare_never_leaves_a_partial_directory(tmp_path: Path, rows: list[tuple[str, str]], skip_bad: bool,
+                                                        garbage: bytes, fail_at: int) -> None:
+    """Malformed metadata (and a disk error at a random manifest write) through the whole preparation:
+    a complete directory or none, never a half one."""
+    from unittest import mock
+
+    from hypothesis import event
+
+    import rfspeech.data.prepare as prep
+    from rfspeech.data.manifest import SPLITS, read_manifest
+
+    root = _fresh(tmp_path)
+    db = root / "db"
+    (db / "wavs").mkdir(parents=True)
+    for i in range(1, 6):
+        (db / "wavs" / f"MN001-000{i}.flac").symlink_to(MINI_CORPUS / "wavs" / f"MN001-000{i}.flac")
+    good = [("MN001-0001", "one|one"), ("MN001-0002", "two|two"), ("MN001-0003", "three|three")]
+    (db / "metadata.csv").write_bytes("".join(f"{u}|{t}\n" for u, t in good + rows).encode() + garbage)
+    out = root / "out"
+    calls = {"n": 0}
+    real = prep.write_manifest
+
+    def failing_write_manifest(*args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise OSError(28, "No space left on device")
+        real(*args, **kwargs)
+
+    try:
+        with mock.patch.object(prep, "write_manifest", failing_write_manifest):
+            res = prep.prepare("ljspeech", db, out, features=False, skip_bad=skip_bad, nj=1, progress=False)
+    except (RFSpeechError, OSError) as e:
+        event(f"failed: {type(e).__name__}")
+        assert isinstance(e, RFSpeechError) or (fail_at and e.errno == 28)
+        assert "\n" not in str(e)
+        assert not out.exists()
+    else:
+        event("prepared")
+        assert all((out / s / "utts.tsv").is_file() for s in SPLITS) and (out / "prepare.yaml").is_file()
+        assert sum(len(read_manifest(out / s / "utts.tsv")) for s in SPLITS) == sum(res.counts.values()) >= 3
+        assert len((out / "bad_files.txt").read_text().splitlines()) == len(res.bad)
+    assert leftovers(out) == [] and sorted(p.name for p in root.iterdir()) in (["db"], ["db", "out"])
+
+
+# ---------------------------------------------------------------------------------------------- 5. bad files
+def _write(path: Path, wav: np.ndarray, sr: int) -> None:
+    sf.write(path, wav, sr, subtype="FLOAT")
+
+
+def test_synthesis_over_a_folder_with_bad_files(work: Path, data: Path, reference: Path) -> None:
+    inp, out = work / "synth_in", work / "synth_out"
+    inp.mkdir()
+    shutil.copy(data / "feats.yaml", inp / "feats.yaml")
+    good = {}
+    for split in ("dev", "eval"):
+        for f in (data / split / "feats").glob("*.npy"):
+            shutil.copy(f, inp / f.name)
+            good[f.stem] = np.load(f).shape[1]
+    mel = np.load(next(iter((data / "dev" / "feats").glob("*.npy"))))
+    (inp / "empty.npy").write_bytes(b"")
+    np.save(inp / "nan.npy", np.where(np.arange(mel.shape[1]) % 2, mel, np.nan).astype(np.float32))
+    np.save(inp / "wrong_bins.npy", mel[:40])
+    np.save(inp / "zero_frames.npy", mel[:, :0])
+    (inp / "garbage.npy").write_bytes(b"\x93NUMPY garbage")
+    res = cli("synthesize", f"checkpoint={ckpt.checkpoint_path(reference, STEPS)}", f"input_dir={inp}",
+              f"out_dir={out}", "progress=false", "warmup=false", cwd=work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    for utt, frames in good.items():
+        wav, sr = sf.read(out / f"{utt}.wav")
+        assert sr == 22050 and len(wav) == frames * 256 and np.isfinite(wav).all()
+    listed = dict(line.split("\t", 1) for line in (out / "bad_files.txt").read_text().splitlines())
+    assert set(listed) == {"empty", "nan", "wrong_bins", "zero_frames", "garbage"}
+    assert not any((out / f"{u}.wav").exists() for u in listed)
+    speed = json.loads((out / "speed.json").read_text())
+    assert speed["n_bad"] == 5 and speed["n_utterances"] == len(good)
+
+
+def test_evaluation_over_folders_with_bad_files(work: Path, corpus: Path) -> None:
+    ref, syn, out = work / "eval_ref", work / "eval_syn", work / "eval_out"
+    ref.mkdir()
+    syn.mkdir()
+    ids = sorted(p.stem for p in (corpus / "wavs").glob("*.flac"))
+    for utt in ids:
+        wav, sr = sf.read(corpus / "wavs" / f"{utt}.flac")
+        wav = wav[: sr]  # one second is plenty
+        _write(ref / f"{utt}.wav", wav, sr)
+        _write(syn / f"{utt}.wav", 0.9 * wav + 0.01 * np.sin(np.arange(len(wav))), sr)
+    good, (empty, nan, rate, stereo, short, ref_only) = ids[:2], ids[2:]
+    (syn / f"{empty}.wav").write_bytes(b"")
+    wav, sr = sf.read(ref / f"{nan}.wav")
+    wav[100:200] = np.nan
+    _write(syn / f"{nan}.wav", wav, sr)
+    _write(syn / f"{rate}.wav", sf.read(ref / f"{rate}.wav")[0][::2], sr // 2)
+    mono = sf.read(ref / f"{stereo}.wav")[0]
+    _write(syn / f"{stereo}.wav", np.stack([mono, mono], axis=1), sr)
+    _write(syn / f"{short}.wav", sf.read(ref / f"{short}.wav")[0][:500], sr)
+    (syn / f"{ref_only}.wav").unlink()
+    _write(syn / "syn_only.wav", sf.read(ref / f"{good[0]}.wav")[0], sr)
+    res = cli("evaluate", f"ref_dir={ref}", f"syn_dir={syn}", f"out_dir={out}", "metrics=[mcd,stft]", "jobs=1",
+              "progress=false", cwd=work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    import csv
+
+    rows = {r["utt_id"]: r for r in csv.DictReader(open(out / "metrics.csv", newline=""))}
+    assert set(rows) == {*ids, "syn_only"}
+    for utt in good:
+        assert rows[utt]["status"] == "ok" and float(rows[utt]["mcd"]) > 0
+    expected = {empty: "unreadable", nan: "non-finite samples", rate: "rate mismatch", stereo: "not mono",
+                short: "too short", ref_only: "missing synthesized", "syn_only": "missing reference"}
+    for utt, reason in expected.items():
+        assert rows[utt]["status"] == "bad" and rows[utt]["reason"] == reason, (utt, rows[utt])
+        assert rows[utt]["mcd"] == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_evaluated"] == 2 and summary["n_bad"] == len(expected)
+    assert summary["metrics"]["mcd"]["n"] == 2
+
+
+# ---------------------------------------------------------------------------------------------- 6. disk
+def _assert_disk_full_kept_earlier_checkpoints(res: subprocess.CompletedProcess[str], run: Path) -> None:
+    assert_clean_error(res, "No space left on device")
+    assert res.returncode == 2
+    steps = assert_checkpoints_whole(run)
+    assert steps == [1, 2], steps
+    assert leftovers(ckpt.checkpoint_dir(run)) == [], "temporary checkpoint left behind"
+
+
+def test_disk_full_during_a_checkpoint_is_a_clear_error_and_keeps_earlier_ones(work: Path, data: Path) -> None:
+    run = work / "enospc"
+    res = cli("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "train.validation_interval=0", cwd=work,
+              fault=("enospc", 3))
+    _assert_disk_full_kept_earlier_checkpoints(res, run)
+    res = cli("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "train.validation_interval=0",
+              "train.max_steps=3", "resume=true", cwd=work)
+    assert res.returncode == 0, res.stderr[-2000:]  # space back: the run resumes from step 2
+    assert assert_checkpoints_whole(run) == [2, 3]
+
+
+def test_real_full_disk_tmpfs(work: Path, data: Path) -> None:
+    mnt = work / "tiny_fs"
+    with tmpfs(mnt, "12m") as mounted:
+        if not mounted:
+            pytest.skip("cannot mount a tmpfs here (needs root); the injected ENOSPC test covers the path")
+        run = mnt / "run"  # each checkpoint is ~4.7 MB: two fit, the third write fills the disk
+        res = cli("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "train.validation_interval=0", cwd=work)
+        _assert_disk_full_kept_earlier_checkpoints(res, run)
+
+
+def test_prepare_out_of_space_keeps_the_previous_prepared_directory(work: Path, corpus: Path) -> None:
+    mnt = work / "tiny_fs_prepare"
+    with tmpfs(mnt, "2m") as mounted:
+        if not mounted:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        out = mnt / "data"
+        res = cli("prepare", f"db_root={corpus}", f"out_dir={out}", "nj=1", "progress=false", cwd=work)
+        assert res.returncode == 0, res.stderr[-2000:]
+        before = tree_snapshot(out)
+        # resampled to 24 kHz, all eight files are rewritten: more than the disk holds
+        res = cli("prepare", f"db_root={corpus}", f"out_dir={out}", "nj=1", "progress=false", "mel=hifigan_24k",
+                  "resample=true", cwd=work)
+        assert_clean_error(res, "No space left on device")
+        assert tree_snapshot(out) == before
+        assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("module", ["train", "prepare", "synthesize", "evaluate"])
+def test_unwritable_output_directory(work: Path, corpus: Path, data: Path, reference: Path, module: str) -> None:
+    base = work / f"unwritable_{module}"
+    base.mkdir()
+    blocker = base / "a_file"
+    blocker.write_text("earlier output\n")
+    target = blocker / "out"  # a directory cannot be made under a regular file, whoever the user is
+    args = {
+        "train": (f"data_dir={data}", *TRAIN),
+        "prepare": (f"db_root={corpus}", "nj=1", "features=false"),
+        "synthesize": (f"checkpoint={ckpt.checkpoint_path(reference, STEPS)}", f"input_dir={data / 'eval'}"),
+        "evaluate": (f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", "metrics=[stft]", "jobs=1"),
+    }[module]
+    res = cli(module, *args, f"out_dir={target}", "progress=false", cwd=work)
+    assert_clean_error(res, str(blocker))
+    assert blocker.read_text() == "earlier output\n"
+
+
+def test_read_only_output_directory_keeps_earlier_outputs(work: Path, corpus: Path) -> None:
+    mnt = work / "ro_fs"
+    earlier = work / "eval_ro_earlier"
+    res = cli("evaluate", f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", f"out_dir={earlier}",
+              "metrics=[stft]", "jobs=1", "progress=false", cwd=work)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with tmpfs(mnt, "1m", read_only=True) as mounted:
+        if not mounted:
+            pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+        res = cli("evaluate", f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", f"out_dir={mnt / 'x'}",
+                  "metrics=[stft]", "jobs=1", "progress=false", cwd=work)
+        assert_clean_error(res, "Read-only file system")
+    assert (earlier / "summary.json").is_file() and (earlier / "metrics.csv").is_file()
+
+
+def test_checkpoint_writer_reports_a_full_disk_as_an_os_error_naming_the_file(tmp_path: Path) -> None:
+    """torch's zip writer hides the OS error in a RuntimeError; the checkpoint writer gives it back."""
+    import builtins
+    import errno
+
+    from faults import plant
+
+    real_open = builtins.open
+    try:
+        plant("enospc", 1)
+        with pytest.raises(OSError) as exc:
+            ckpt.save_checkpoint(tmp_path / "ckpt_00000001.pt", {"w": torch.zeros(200_000)})
+    finally:
+        builtins.open = real_open
+    assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "ckpt_00000001.pt")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,154 @@
+"""rfspeech-search end to end on tiny data, resume mid-search, and fine-tuning the searched structure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from train_fixtures import REPO, make_prepared
+
+from rfspeech.train import checkpoint as ckpt
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_prepared(tmp_path_factory.mktemp("prepared") / "data", n_train=4, n_dev=1, n_eval=0)
+
+
+def compose(name: str, *overrides: str):
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
+        return _compose(name, overrides=["device=cpu", "progress=false", *overrides])
+
+
+def run_search_in_process(*overrides: str) -> dict:
+    from rfspeech.bin.search import run_search
+    from rfspeech.train.distributed import DistInfo
+
+    return run_search(compose("search", *overrides), DistInfo())
+
+
+@pytest.fixture(scope="module")
+def searched(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One full rfspeech-search run (global search in 2 processes, then local search) through the CLI."""
+    out = tmp_path_factory.mktemp("search") / "exp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "rfspeech.bin.search", f"data_dir={data_dir}", f"out_dir={out}", "device=cpu",
+         "progress=false", "search=debug", "train.max_steps=4", "train.validation_interval=4",
+         "search.global.population=2", "search.global.generations=0",
+         # one gene per resblock kernel (3 genes) keeps the space small
+         "+search.global.groups={k3: ['resblocks.*.convs1.*'], k3b: ['resblocks.*.convs2.*']}"],
+        cwd=out.parent, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "wrote" in res.stdout and "structure.yaml" in res.stdout
+    return out
+
+
+def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    doc = yaml.safe_load((searched / "structure.yaml").read_text())
+    structure = doc["structure"]
+    assert len(structure) == 72 and all(isinstance(d, int) and d >= 1 for d in structure.values())
+    assert doc["settings"]["search_interval"] == 2 and doc["settings"]["rounds"] == 2
+    assert doc["settings"]["searchable"]["expand_rate"] == 0.5
+    rf = doc["receptive_field"]
+    assert 0 < rf["r_min"] <= rf["r_max"]
+    # the global search ran over the 2 groups and its best combination seeded the local search
+    glob = yaml.safe_load((searched / "global" / "best.yaml").read_text())
+    assert set(glob["settings"]["global"]["best"]) == {"k3", "k3b"}
+    assert (searched / "global" / "global_search_log.jsonl").read_text().strip()
+    log = json.loads((searched / "search_log.json").read_text())
+    assert [h["step"] for h in log["local"]["history"]] == [2, 4]
+    assert log["global"]["evaluations"] >= 2
+    assert (searched / "search" / "structure_step2.yaml").is_file()
+    assert (searched / "search" / "structure_step4.yaml").is_file()
+
+    acc = EventAccumulator(str(searched / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    scalars = acc.Tags()["scalars"]
+    assert "search/dilation/resblocks.0.convs1.1" in scalars
+    assert [e.step for e in acc.Scalars("search/dilation/resblocks.0.convs1.1")] == [2, 4]
+    assert "loss/mel" in scalars
+
+    # the search checkpoint rebuilds into a plain generator at the searched dilations
+    gen, _ = ckpt.load_generator(ckpt.checkpoint_path(searched, 4))
+    from rfspeech.search import export_structure
+
+    assert export_structure(gen) == structure
+
+
+@pytest.mark.parametrize("mode", ["single", "multiple", "merge"])
+def test_fine_tune_the_searched_structure(searched: Path, data_dir: Path, tmp_path: Path, mode: str) -> None:
+    from rfspeech.bin.train import make_trainer
+    from rfspeech.data.dataset import PreparedSplit
+    from rfspeech.search import export_structure, load_structure
+
+    structure = load_structure(searched / "structure.yaml")
+    cfg = compose("train", f"data_dir={data_dir}", f"out_dir={tmp_path / mode}", "train.max_steps=2",
+                  "train.validation_interval=0", f"structure={searched / 'structure.yaml'}",
+                  f"structure_mode={mode}")
+    tr = make_trainer(cfg)
+    assert tr.structure == structure
+    tr.fit()
+    state = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / mode, 2))
+    assert state["structure"] == structure and state["structure_mode"] == mode
+    gen, _ = ckpt.load_generator(ckpt.checkpoint_path(tmp_path / mode, 2))
+    if mode != "merge":
+        assert export_structure(gen) == structure
+    mel = torch.from_numpy(PreparedSplit(data_dir, "dev").load_mel(0)).unsqueeze(0)
+    tr.generator.eval()
+    with torch.no_grad():
+        ref = tr.generator(mel)
+    assert torch.allclose(gen.inference(mel), ref, atol=1e-4)
+
+
+def test_fine_tune_single_structure_from_the_search_weights(searched: Path, data_dir: Path, tmp_path: Path) -> None:
+    from rfspeech.bin.train import make_trainer
+
+    search_ckpt = ckpt.checkpoint_path(searched, 4)
+    cfg = compose("train", f"data_dir={data_dir}", f"out_dir={tmp_path / 'ft'}", "train.max_steps=1",
+                  f"structure={searched / 'structure.yaml'}", f"init_from={search_ckpt}")
+    tr = make_trainer(cfg)
+    src = ckpt.load_checkpoint(search_ckpt)["generator"]
+    # the wrapped conv's weights (path.conv.*) became the plain conv's (path.*)
+    name = "resblocks.0.convs1.1.parametrizations.weight.original1"
+    wrapped = name.replace("convs1.1.", "convs1.1.conv.")
+    assert torch.equal(tr.generator.state_dict()[name], src[wrapped])
+    src_d = ckpt.load_checkpoint(search_ckpt)["discriminator"]
+    assert all(torch.equal(v, src_d[k]) for k, v in tr.discriminator.state_dict().items())
+
+
+def test_resumed_local_search_matches_an_uninterrupted_one(data_dir: Path, tmp_path: Path) -> None:
+    # rounds after steps 1, 2, 3; interrupted after step 2 (one round still to come)
+    common = (f"data_dir={data_dir}", "search=debug", "search.global.enabled=false", "search.local.search_interval=1",
+              "search.local.max_search_steps=3", "train.checkpoint_interval=2", "train.validation_interval=0",
+              "tensorboard=false")
+    full = run_search_in_process(*common, f"out_dir={tmp_path / 'full'}", "train.max_steps=4")
+    run_search_in_process(*common, f"out_dir={tmp_path / 'split'}", "train.max_steps=2")
+    resumed = run_search_in_process(*common, f"out_dir={tmp_path / 'split'}", "train.max_steps=4", "resume=true")
+    assert resumed["structure"] == full["structure"]
+    a = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "full", 4))
+    b = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "split", 4))
+    assert a["search"]["rounds"] == b["search"]["rounds"] == 3
+    assert all(torch.equal(a["generator"][k], b["generator"][k]) for k in a["generator"])
+
+
+def test_search_bad_input_is_one_line_error(data_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "rfspeech.bin.search", f"data_dir={data_dir}", f"out_dir={tmp_path / 'x'}",
+         "device=cpu", "search=debug", "+search.global.groups={g: ['nothing.*']}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("error: search.global.groups: ['g'] match no searchable")
+    assert "Traceback" not in res.stderr
