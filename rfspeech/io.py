@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -47,10 +48,42 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        if e.filename is not None:
+            raise
+        # A write that failed (disk full ...) says neither where nor why in one line: name the file.
+        raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def write_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` (not atomic: for files inside an :func:`atomic_dir` or :func:`atomic_path`).
+
+    Encoders that write files themselves report a full disk badly (libsndfile: "System error.",
+    numpy: "N requested and M written"); encoding to memory and writing here gives the plain
+    ``OSError`` (``ENOSPC``, ``EROFS`` ...) with the file named.
+    """
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from None
+
+
+def save_npy(path: str | os.PathLike[str], array: Any) -> None:
+    """``numpy.save`` through :func:`write_file` (clear errors on a full disk)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    write_file(path, buf.getvalue())
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

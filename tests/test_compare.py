@@ -44,7 +44,8 @@ def _make_exp(root: Path, ref: Path, name: str, arm: str | None, seed: int, nois
         (exp / "synth" / "speed.json").write_text(json.dumps(
             {"x_real_time": 50.0 + seed, "rtf": 1 / (50.0 + seed), "device": "cpu", "threads": 2,
              "model": {"n_params": 123456, "dilations": DILATIONS}}))
-    (exp / "rf.json").write_text(json.dumps({"r_min": 20.5, "r_max": 41.25}))
+    (exp / "rf.json").write_text(json.dumps({"r_min": 20.5, "r_max": 41.25, "units": "frames",
+                                             "r_min_samples": 5248, "r_max_samples": 10560, "layers": []}))
     if structure is not None:
         yaml.safe_dump({"structure": structure, "settings": {"num_branches": 3}, "receptive_field": {"r_min": 30}},
                        open(exp / "structure.yaml", "w"))
@@ -87,7 +88,7 @@ def test_report_files_and_arms(report: tuple[Path, object]) -> None:
     assert "| hand-designed | 2 |" in md and "| searched | 2 |" in md
     assert "## Paired differences vs hand-designed" in md
     assert "`resblocks.0.convs1.1` | 3 | **4** |" in md  # searched dilation beside the hand-designed one
-    assert "20.5–41.25 frames" in md and "50.0× real time" not in md and "51.0× on cpu" in md
+    assert "20.5–41.25 frames (5248–10560 samples)" in md and "50.0× real time" not in md and "51.0× on cpu" in md
     assert "123.5 k" in md
     assert (out / "figures" / "spectrogram_utt0.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -160,6 +161,25 @@ def _chromium() -> str | None:
     return None
 
 
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const players = [...document.querySelectorAll("audio")];
+  let ready = 0;
+  for (const a of players) {
+    a.addEventListener("loadedmetadata", () => {
+      if (++ready === players.length) {
+        const pre = document.createElement("pre");
+        pre.id = "durations";
+        pre.textContent = players.map(p => p.duration.toFixed(3)).join(",");
+        document.body.appendChild(pre);
+      }
+    });
+    a.load();
+  }
+});
+</script>"""
+
+
 @pytest.mark.browser
 def test_html_renders_in_headless_chromium(report: tuple[Path, object], tmp_path: Path) -> None:
     browser = _chromium()
@@ -175,6 +195,15 @@ def test_html_renders_in_headless_chromium(report: tuple[Path, object], tmp_path
     assert html.count("<audio") == 10
     assert len(re.findall(r'<tr>', html.split('id="arm-table"')[1].split("</table>")[0])) == 3
     assert 'id="dilation-table"' in html and "<img" in html
+    # The browser decodes every embedded clip: a probe script (in a copy of the page) lists their durations.
+    probe = tmp_path / "probe.html"
+    probe.write_text((out / "report.html").read_text().replace("</body>", _PROBE + "</body>"))
+    dom = subprocess.run([browser, *flags, "--virtual-time-budget=20000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="durations">([^<]*)</pre>', dom.stdout)
+    assert found, dom.stdout[-500:]
+    durations = [float(v) for v in found.group(1).split(",")]
+    assert len(durations) == 10 and all(v == pytest.approx(1.0, abs=0.01) for v in durations)
     shot = tmp_path / "shot.png"
     r = subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,2000", url],
                        capture_output=True, text=True, timeout=120)

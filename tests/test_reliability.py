@@ -19,6 +19,7 @@ Set ``RFSPEECH_FAULT_SEED`` to replay the random kill points of a failed run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -38,6 +39,8 @@ from faults import (
     cli,
     corpus_subset,
     leftovers,
+    plant,
+    run_main,
     start,
     state_diff,
     tmpfs,
@@ -159,7 +162,7 @@ def test_sigkill_at_random_points_then_resume_equals_the_uninterrupted_run(work:
 
     # Then kills at random moments, each followed by resume=true.
     kills, high = 0, 2
-    for _ in range(3):
+    for _ in range(2):
         proc = start("train", *args, "resume=true", cwd=work, log=log)
         killed = _kill_after_progress(proc, run, rng)
         steps = assert_checkpoints_whole(run)
@@ -177,132 +180,121 @@ def test_sigkill_at_random_points_then_resume_equals_the_uninterrupted_run(work:
 
 
 # ---------------------------------------------------------------------------------------------- 2. corrupt
-def test_truncated_newest_checkpoint_falls_back_to_the_previous_with_a_warning(work: Path, data: Path,
-                                                                            reference: Path) -> None:
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_with_a_warning(
+        work: Path, data: Path, reference: Path, capfd: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
     run = work / "truncated"
     shutil.copytree(reference, run)
     newest = ckpt.checkpoint_path(run, STEPS)
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    res = cli("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "resume=true", cwd=work)
+    with caplog.at_level(logging.INFO):
+        res = run_main("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "resume=true", capfd=capfd)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "WARNING" in res.stderr and f"{newest.name}: unreadable checkpoint" in res.stderr
-    assert f"resumed from {ckpt.checkpoint_path(run, STEPS - 1)} (step {STEPS - 1})" in res.stderr
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"{newest.name}: unreadable checkpoint" in w and "previous" in w for w in warnings), warnings
+    assert f"resumed from {ckpt.checkpoint_path(run, STEPS - 1)} (step {STEPS - 1})" in caplog.text
     assert_same_training_state(run, reference)  # step 6 recomputed from step 5: the same as before
 
 
-def test_resume_with_no_readable_checkpoint_is_an_error_not_a_silent_restart(work: Path, data: Path,
-                                                                            reference: Path) -> None:
+def test_resume_with_no_readable_checkpoint_is_an_error_not_a_silent_restart(
+        work: Path, data: Path, reference: Path, capfd: pytest.CaptureFixture[str]) -> None:
     run = work / "all_bad"
     shutil.copytree(reference, run)
     for path in ckpt.list_checkpoints(run):
         path.write_bytes(b"")
-    res = cli("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "resume=true", cwd=work)
+    res = run_main("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "resume=true", capfd=capfd)
     assert_clean_error(res, "no readable checkpoint", str(ckpt.checkpoint_dir(run)))
     assert all(p.stat().st_size == 0 for p in ckpt.list_checkpoints(run))  # nothing overwritten or pruned
 
 
 # ---------------------------------------------------------------------------------------------- 3. configs
-def _structure_files(root: Path) -> dict[str, Path]:
-    root.mkdir(parents=True, exist_ok=True)
+@pytest.fixture(scope="module")
+def bad_inputs(work: Path, data: Path, reference: Path) -> Path:
+    """Structure files, feature files, mel folders and checkpoints that no entry point may accept."""
+    base = work / "bad_inputs"
+    base.mkdir()
     files = {
-        "missing_module": "structure:\n  resblocks.0.convs1.0: 3\n  no.such.conv: 2\n",
-        "zero_dilation": "structure:\n  resblocks.0.convs1.0: 0\n",
-        "not_yaml": "structure: [1, 2\n",
-        "no_structure": "settings: {}\n",
+        "missing_module.yaml": "structure:\n  resblocks.0.convs1.0: 3\n  no.such.conv: 2\n",
+        "zero_dilation.yaml": "structure:\n  resblocks.0.convs1.0: 0\n",
+        "not_yaml.yaml": "structure: [1, 2\n",
+        "no_structure.yaml": "settings: {}\n",
+        "bad_feats.yaml": "sample_rate: abc\n",
     }
-    out = {}
     for name, text in files.items():
-        (root / f"{name}.yaml").write_text(text)
-        out[name] = root / f"{name}.yaml"
-    return out
-
-
-def test_every_entry_point_validates_its_config_before_work(work: Path, corpus: Path, data: Path,
-                                                           reference: Path) -> None:
-    base = work / "configs"
-    s = _structure_files(base / "structures")
-    (base / "a_file").write_text("not a directory\n")
-    (base / "bad_feats.yaml").write_text("sample_rate: abc\n")
+        (base / name).write_text(text)
     mels = base / "mels_pwg"  # mels whose feature parameters do not match the vocoder's
     mels.mkdir()
     np.save(mels / "x.npy", np.zeros((80, 20), np.float32))
     (mels / "feats.yaml").write_text((data / "feats.yaml").read_text().replace("fmax: 8000.0", "fmax: 7600.0"))
-    ck = ckpt.checkpoint_path(reference, STEPS)
-    truncated = base / "truncated.pt"
-    truncated.write_bytes(ck.read_bytes()[:5000])
-    dd, tr = f"data_dir={data}", TRAIN
-    o = iter(range(100))
+    (base / "truncated.pt").write_bytes(ckpt.checkpoint_path(reference, STEPS).read_bytes()[:5000])
+    return base
 
-    def out() -> str:
-        return f"out_dir={base / f'o{next(o)}'}"
 
-    cases: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
-        # rfspeech-train: hop vs upsampling, sample rate, feature parameters, segment vs receptive field, structure
-        ("train", (dd, out(), *tr, "model.generator.upsample_rates=[8,8,2]",
-                   "model.generator.upsample_kernel_sizes=[16,16,4]"), ("hop_length 128", "256")),
-        ("train", (dd, out(), *tr, "model.generator.hop_length=300"), ("hop_length (300)",)),
-        ("train", (dd, out(), *tr, "+features.sample_rate=24000"), ("sample_rate: 24000 vs 22050",)),
-        ("train", (dd, out(), *tr, "+features.fmax=7600"), ("fmax",)),
-        ("train", (dd, out(), *tr, "+features.n_fft=abc"), ("n_fft",)),
-        ("train", (dd, out(), *tr, "train.segment_size=1024"), ("receptive field",)),
-        ("train", (dd, out(), *tr, "train.segment_size=5000"), ("multiple of the hop",)),
-        ("train", (dd, out(), *tr, f"structure={s['missing_module']}"), ("no.such.conv",)),
-        ("train", (dd, out(), *tr, f"structure={s['zero_dilation']}"), ("dilation must be >= 1",)),
-        ("train", (dd, out(), *tr, f"structure={s['not_yaml']}"), ("invalid YAML",)),
-        ("train", (dd, out(), *tr, f"structure={s['no_structure']}"), ("no 'structure' mapping",)),
-        ("train", (dd, out(), *tr, f"structure={base / 'nowhere.yaml'}"), ("not found",)),
-        ("train", (dd, out(), *tr, "structure_mode=fancy", f"structure={s['zero_dilation']}"), ("structure",)),
-        ("train", (f"data_dir={base / 'nowhere'}", out(), *tr), ("feats.yaml",)),
-        ("train", (dd, out(), *tr, "train.no_such_key=1"), ("no_such_key",)),
-        # rfspeech-prepare: sample rate of the corpus, feature parameters, splits
-        ("prepare", (f"db_root={corpus}", out(), "mel.sample_rate=24000", "nj=1"), ("24000",)),
-        ("prepare", (f"db_root={corpus}", out(), "mel.hop_length=0", "nj=1"), ("hop_length",)),
-        ("prepare", (f"db_root={corpus}", out(), "mel.n_fft=abc", "nj=1"), ("n_fft",)),
-        ("prepare", (f"db_root={corpus}", out(), "mel.win_length=2048", "nj=1"), ("win_length",)),
-        ("prepare", (f"db_root={corpus}", out(), "corpus.dev_size=100", "nj=1", "features=false"),
-         ("leaves no training",)),
-        ("prepare", (f"db_root={base / 'nowhere'}", out()), ("db_root",)),
-        # rfspeech-synthesize: checkpoint, feature parameters of the input mels
-        ("synthesize", (f"checkpoint={base / 'none.pt'}", f"input_dir={mels}", out()), ("checkpoint not found",)),
-        ("synthesize", (f"checkpoint={truncated}", f"input_dir={mels}", out()), ("unreadable checkpoint",)),
-        ("synthesize", (f"checkpoint={ck}", f"input_dir={mels}", out()), ("differ", "fmax")),
-        ("synthesize", (f"checkpoint={ck}", f"input_dir={data / 'eval'}", out(), "batch_size=0"), ("batch_size",)),
-        # rfspeech-evaluate, rfspeech-rf, rfspeech-compare
-        ("evaluate", (f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", out(), "metrics=[mcd,nope]"),
-         ("nope",)),
-        ("evaluate", (f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", out(),
-                      f"feats_yaml={base / 'bad_feats.yaml'}"), ("sample_rate",)),
-        ("evaluate", (f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", out(), "pesq_mode=xx"),
-         ("pesq_mode",)),
-        ("rf", ("model=hifigan_debug", "model.generator.hop_length=300", out()), ("hop_length",)),
-        ("compare", ("exps=[]", out()), ("exps",)),
-        ("compare", (f"exps=[{base / 'nowhere'}]", out()), ("nowhere",)),
-    ]
-    # Run them side by side: each is a fresh interpreter, most of the time is spent importing.
-    procs = []
-    for module, args, frags in cases:
-        out_arg = next(a for a in args if a.startswith("out_dir="))
-        log = base / f"{out_arg.rsplit('/', 1)[1]}.err"
-        p = subprocess.Popen(
-            [__import__("sys").executable, "-m", f"rfspeech.bin.{module}", *args], cwd=work,
-            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
-        procs.append((module, args, frags, p, log))
-        while sum(q.poll() is None for *_, q, _ in procs) >= 4:
-            time.sleep(0.05)
-    failures = []
-    for module, args, frags, p, log in procs:
-        stdout, _ = p.communicate(timeout=300)
-        res = subprocess.CompletedProcess(p.args, p.returncode, stdout, log.read_text())
-        try:
-            assert_clean_error(res, *frags)
-            out_dir = Path(next(a for a in args if a.startswith("out_dir=")).split("=", 1)[1])
-            # nothing was produced: no checkpoints, no prepared data, no wavs, no metrics
-            made = [p for p in out_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts] \
-                if out_dir.exists() else []
-            assert made == [], f"outputs written before the config was validated: {made[:5]}"
-        except AssertionError as e:
-            failures.append(f"rfspeech-{module} {' '.join(a for a in args if a not in TRAIN)}:\n  {e}")
-    assert not failures, "\n".join(failures)
+# (entry point, arguments, fragments of the error line); {data} {corpus} {bad} {ckpt} are filled in.
+_TR = " ".join(TRAIN)
+CONFIG_CASES = [
+    # rfspeech-train: hop vs upsampling, sample rate, feature parameters, segment vs receptive field, structure
+    ("train", "{dd} {tr} model.generator.upsample_rates=[8,8,2] model.generator.upsample_kernel_sizes=[16,16,4]",
+     ("hop_length 128", "256")),
+    ("train", "{dd} {tr} model.generator.hop_length=300", ("hop_length (300)",)),
+    ("train", "{dd} {tr} +features.sample_rate=24000", ("sample_rate: 24000 vs 22050",)),
+    ("train", "{dd} {tr} +features.fmax=7600", ("fmax",)),
+    ("train", "{dd} {tr} +features.n_fft=abc", ("n_fft",)),
+    ("train", "{dd} {tr} train.segment_size=1024", ("receptive field",)),
+    ("train", "{dd} {tr} train.segment_size=5000", ("multiple of the hop",)),
+    ("train", "{dd} {tr} structure={bad}/missing_module.yaml", ("no.such.conv",)),
+    ("train", "{dd} {tr} structure={bad}/zero_dilation.yaml", ("dilation must be >= 1",)),
+    ("train", "{dd} {tr} structure={bad}/not_yaml.yaml", ("invalid YAML",)),
+    ("train", "{dd} {tr} structure={bad}/no_structure.yaml", ("no 'structure' mapping",)),
+    ("train", "{dd} {tr} structure={bad}/nowhere.yaml", ("not found",)),
+    ("train", "{dd} {tr} structure={bad}/missing_module.yaml structure_mode=fancy", ("structure_mode",)),
+    ("train", "data_dir={bad}/nowhere {tr}", ("feats.yaml",)),
+    ("train", "{dd} {tr} train.no_such_key=1", ("no_such_key",)),
+    ("train", "{dd} {tr} init_from={bad}/truncated.pt", ("unreadable checkpoint",)),
+    # rfspeech-prepare: sample rate of the corpus, feature parameters, splits
+    ("prepare", "db_root={corpus} mel.sample_rate=24000 nj=1", ("24000",)),
+    ("prepare", "db_root={corpus} mel.hop_length=0 nj=1", ("hop_length",)),
+    ("prepare", "db_root={corpus} mel.n_fft=abc nj=1", ("n_fft",)),
+    ("prepare", "db_root={corpus} mel.win_length=2048 nj=1", ("win_length",)),
+    ("prepare", "db_root={corpus} corpus.dev_size=100 nj=1 features=false", ("leaves no training",)),
+    ("prepare", "db_root={bad}/nowhere", ("db_root",)),
+    # rfspeech-synthesize: checkpoint, feature parameters of the input mels
+    ("synthesize", "checkpoint={bad}/none.pt input_dir={bad}/mels_pwg", ("checkpoint not found",)),
+    ("synthesize", "checkpoint={bad}/truncated.pt input_dir={bad}/mels_pwg", ("unreadable checkpoint",)),
+    ("synthesize", "checkpoint={ckpt} input_dir={bad}/mels_pwg", ("differ", "fmax")),
+    ("synthesize", "checkpoint={ckpt} input_dir={data}/eval batch_size=0", ("batch_size",)),
+    # rfspeech-evaluate, rfspeech-rf, rfspeech-compare
+    ("evaluate", "ref_dir={corpus}/wavs syn_dir={corpus}/wavs metrics=[mcd,nope]", ("nope",)),
+    ("evaluate", "ref_dir={corpus}/wavs syn_dir={corpus}/wavs feats_yaml={bad}/bad_feats.yaml", ("sample_rate",)),
+    ("evaluate", "ref_dir={corpus}/wavs syn_dir={corpus}/wavs pesq_mode=xx", ("pesq_mode",)),
+    ("rf", "model=hifigan_debug model.generator.hop_length=300", ("hop_length",)),
+    ("compare", "exps=[]", ("exps",)),
+    ("compare", "exps=[{bad}/nowhere]", ("nowhere",)),
+]
+
+
+@pytest.mark.parametrize(("module", "args", "fragments"), CONFIG_CASES,
+                         ids=[f"{m}:{a.split()[-1][:40]}" for m, a, _ in CONFIG_CASES])
+def test_every_entry_point_validates_its_config_before_work(
+        module: str, args: str, fragments: tuple[str, ...], work: Path, corpus: Path, data: Path, reference: Path,
+        bad_inputs: Path, capfd: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = args.format(dd=f"data_dir={data}", tr=_TR, bad=bad_inputs, corpus=corpus, data=data,
+                       ckpt=ckpt.checkpoint_path(reference, STEPS)).split()
+    out = tmp_path / "out"
+    res = run_main(module, *argv, f"out_dir={out}", "progress=false", capfd=capfd)
+    assert_clean_error(res, *fragments)
+    assert res.returncode == 2
+    # nothing was produced: no checkpoints, no prepared data, no wavs, no metrics (Hydra's own .hydra aside)
+    made = [p for p in out.rglob("*") if p.is_file() and ".hydra" not in p.parts] if out.exists() else []
+    assert made == [], f"outputs written before the config was validated: {made[:5]}"
+
+
+def test_config_errors_are_one_line_from_a_real_console_script(work: Path, data: Path) -> None:
+    """The same contract through the installed entry point in a fresh interpreter (logging, Hydra, exit code)."""
+    res = cli("train", f"data_dir={data}", f"out_dir={work / 'cli_config'}", *TRAIN, "train.segment_size=1024",
+              cwd=work)
+    assert_clean_error(res, "receptive field")
+    assert res.returncode == 2
 
 
 # ---------------------------------------------------------------------------------------------- 4. fuzzing
@@ -526,25 +518,29 @@ def test_evaluation_over_folders_with_bad_files(work: Path, corpus: Path) -> Non
 
 # ---------------------------------------------------------------------------------------------- 6. disk
 def _assert_disk_full_kept_earlier_checkpoints(res: subprocess.CompletedProcess[str], run: Path) -> None:
-    assert_clean_error(res, "No space left on device")
+    assert_clean_error(res, "No space left on device", str(ckpt.checkpoint_path(run, 3)))
     assert res.returncode == 2
-    steps = assert_checkpoints_whole(run)
-    assert steps == [1, 2], steps
+    assert assert_checkpoints_whole(run) == [1, 2]
     assert leftovers(ckpt.checkpoint_dir(run)) == [], "temporary checkpoint left behind"
 
 
-def test_disk_full_during_a_checkpoint_is_a_clear_error_and_keeps_earlier_ones(work: Path, data: Path) -> None:
+def test_disk_full_during_a_checkpoint_is_a_clear_error_and_keeps_earlier_ones(
+        work: Path, data: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """ENOSPC injected into the third checkpoint write (torch's zip writer sees it, as on a real full disk)."""
     run = work / "enospc"
-    res = cli("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "train.validation_interval=0", cwd=work,
-              fault=("enospc", 3))
+    args = (f"data_dir={data}", f"out_dir={run}", *TRAIN, "train.validation_interval=0")
+    undo = plant("enospc", 3)
+    try:
+        res = run_main("train", *args, capfd=capfd)
+    finally:
+        undo()
     _assert_disk_full_kept_earlier_checkpoints(res, run)
-    res = cli("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "train.validation_interval=0",
-              "train.max_steps=3", "resume=true", cwd=work)
+    res = run_main("train", *args, "train.max_steps=3", "resume=true", capfd=capfd)
     assert res.returncode == 0, res.stderr[-2000:]  # space back: the run resumes from step 2
     assert assert_checkpoints_whole(run) == [2, 3]
 
 
-def test_real_full_disk_tmpfs(work: Path, data: Path) -> None:
+def test_real_full_disk_during_training(work: Path, data: Path) -> None:
     mnt = work / "tiny_fs"
     with tmpfs(mnt, "12m") as mounted:
         if not mounted:
@@ -554,28 +550,28 @@ def test_real_full_disk_tmpfs(work: Path, data: Path) -> None:
         _assert_disk_full_kept_earlier_checkpoints(res, run)
 
 
-def test_prepare_out_of_space_keeps_the_previous_prepared_directory(work: Path, corpus: Path) -> None:
+def test_real_full_disk_during_preparation_keeps_the_previous_directory(
+        work: Path, corpus: Path, capfd: pytest.CaptureFixture[str]) -> None:
     mnt = work / "tiny_fs_prepare"
     with tmpfs(mnt, "2m") as mounted:
         if not mounted:
             pytest.skip("cannot mount a tmpfs here (needs root)")
         out = mnt / "data"
-        res = cli("prepare", f"db_root={corpus}", f"out_dir={out}", "nj=1", "progress=false", cwd=work)
+        res = run_main("prepare", f"db_root={corpus}", f"out_dir={out}", "nj=1", "progress=false", capfd=capfd)
         assert res.returncode == 0, res.stderr[-2000:]
         before = tree_snapshot(out)
         # resampled to 24 kHz, all eight files are rewritten: more than the disk holds
-        res = cli("prepare", f"db_root={corpus}", f"out_dir={out}", "nj=1", "progress=false", "mel=hifigan_24k",
-                  "resample=true", cwd=work)
-        assert_clean_error(res, "No space left on device")
+        res = run_main("prepare", f"db_root={corpus}", f"out_dir={out}", "nj=1", "progress=false",
+                       "mel=hifigan_24k", "resample=true", capfd=capfd)
+        assert_clean_error(res, "No space left on device", str(mnt))
         assert tree_snapshot(out) == before
         assert leftovers(out) == []
 
 
 @pytest.mark.parametrize("module", ["train", "prepare", "synthesize", "evaluate"])
-def test_unwritable_output_directory(work: Path, corpus: Path, data: Path, reference: Path, module: str) -> None:
-    base = work / f"unwritable_{module}"
-    base.mkdir()
-    blocker = base / "a_file"
+def test_unwritable_output_directory(work: Path, corpus: Path, data: Path, reference: Path, module: str,
+                                     capfd: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
     blocker.write_text("earlier output\n")
     target = blocker / "out"  # a directory cannot be made under a regular file, whoever the user is
     args = {
@@ -584,39 +580,35 @@ def test_unwritable_output_directory(work: Path, corpus: Path, data: Path, refer
         "synthesize": (f"checkpoint={ckpt.checkpoint_path(reference, STEPS)}", f"input_dir={data / 'eval'}"),
         "evaluate": (f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", "metrics=[stft]", "jobs=1"),
     }[module]
-    res = cli(module, *args, f"out_dir={target}", "progress=false", cwd=work)
+    res = run_main(module, *args, f"out_dir={target}", "progress=false", capfd=capfd)
     assert_clean_error(res, str(blocker))
     assert blocker.read_text() == "earlier output\n"
 
 
-def test_read_only_output_directory_keeps_earlier_outputs(work: Path, corpus: Path) -> None:
+def test_read_only_output_directory(work: Path, corpus: Path, data: Path, reference: Path,
+                                    capfd: pytest.CaptureFixture[str]) -> None:
     mnt = work / "ro_fs"
-    earlier = work / "eval_ro_earlier"
-    res = cli("evaluate", f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", f"out_dir={earlier}",
-              "metrics=[stft]", "jobs=1", "progress=false", cwd=work)
-    assert res.returncode == 0, res.stderr[-2000:]
     with tmpfs(mnt, "1m", read_only=True) as mounted:
         if not mounted:
-            pytest.skip("cannot mount a read-only tmpfs here (needs root)")
-        res = cli("evaluate", f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", f"out_dir={mnt / 'x'}",
-                  "metrics=[stft]", "jobs=1", "progress=false", cwd=work)
-        assert_clean_error(res, "Read-only file system")
-    assert (earlier / "summary.json").is_file() and (earlier / "metrics.csv").is_file()
+            pytest.skip("cannot mount a read-only tmpfs here (needs root; chmod does not stop root)")
+        for module, args in (
+            ("evaluate", (f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", "metrics=[stft]", "jobs=1")),
+            ("synthesize", (f"checkpoint={ckpt.checkpoint_path(reference, STEPS)}", f"input_dir={data / 'eval'}")),
+            ("prepare", (f"db_root={corpus}", "nj=1", "features=false")),
+        ):
+            res = run_main(module, *args, f"out_dir={mnt / 'x'}", "progress=false", capfd=capfd)
+            assert_clean_error(res, "Read-only file system", str(mnt))
 
 
 def test_checkpoint_writer_reports_a_full_disk_as_an_os_error_naming_the_file(tmp_path: Path) -> None:
     """torch's zip writer hides the OS error in a RuntimeError; the checkpoint writer gives it back."""
-    import builtins
     import errno
 
-    from faults import plant
-
-    real_open = builtins.open
+    undo = plant("enospc", 1)
     try:
-        plant("enospc", 1)
         with pytest.raises(OSError) as exc:
             ckpt.save_checkpoint(tmp_path / "ckpt_00000001.pt", {"w": torch.zeros(200_000)})
     finally:
-        builtins.open = real_open
+        undo()
     assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "ckpt_00000001.pt")
     assert list(tmp_path.iterdir()) == []

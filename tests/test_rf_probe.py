@@ -119,21 +119,24 @@ def test_analyze_equals_probe_on_random_stacks(spec: list[tuple]) -> None:
     up = math.prod(s[1] for s in spec if s[0] in ("tconv", "up"))
     assert report.jump == down / up
     length = 2 * math.ceil(a.span) + 4 * down + report.period + 16
-    p = probe(model, (1, C, length), n_positions=report.period, jump=Fraction(down, up))
-    measured = p.inputs["input"]
-    # The issue asks for agreement within one input unit; the rules are in fact exact on average.
-    assert abs(measured.span - a.span) <= 1
-    assert measured.span == pytest.approx(a.span, abs=1e-9)
-    assert measured.lo == pytest.approx(a.lo, abs=1e-9)
-    assert measured.hi == pytest.approx(a.hi, abs=1e-9)
+    for method in ("forward", "backward"):
+        p = probe(model, (1, C, length), period=report.period, jump=Fraction(down, up),
+                  method=method)
+        measured = p.inputs["input"]
+        # The issue asks for agreement within one input unit; the rules are in fact exact on average.
+        assert abs(measured.span - a.span) <= 1
+        assert measured.span == pytest.approx(a.span, abs=1e-9)
+        assert measured.lo == pytest.approx(a.lo, abs=1e-9)
+        assert measured.hi == pytest.approx(a.hi, abs=1e-9)
     assert a.r_min <= a.r_max <= a.span
 
 
-def test_probe_rejects_too_short_input() -> None:
+@pytest.mark.parametrize("method", ["forward", "backward"])
+def test_probe_rejects_too_short_input(method: str) -> None:
     model = nn.Sequential(nn.Conv1d(1, 1, 9, padding=4), nn.Conv1d(1, 1, 9, padding=4))
     with pytest.raises(RFSpeechError, match="longer input"):
-        probe(model, (1, 1, 12))
-    assert probe(model, (1, 1, 40)).span == 17
+        probe(model, (1, 1, 12), method=method)
+    assert probe(model, (1, 1, 40), method=method).span == 17
 
 
 def test_probe_leaves_model_untouched() -> None:

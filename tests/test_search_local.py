@@ -194,3 +194,36 @@ def test_real_summary_writer_gets_event_file(tmp_path: Path) -> None:
     assert search.after_step(1, writer) in (True, False)
     writer.close()
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = Stack()
+        make_searchable(model)
+        # ranks disagree on α (as they could after non-deterministic kernels): rank 0 must win
+        for op in searchable_modules(model).values():
+            with torch.no_grad():
+                op.alpha.copy_(torch.tensor([1.0, 0.0, 0.0]) if rank == 0 else torch.tensor([0.0, 0.0, 1.0]))
+        search = LocalSearch(model, 1, 1, out_dir=Path(out_dir) / "structures")
+        search.after_step(1)
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(export_structure(model)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_take_identical_decisions_under_torch_distributed(tmp_path: Path) -> None:
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    r0 = json.loads((tmp_path / "rank0.json").read_text())
+    r1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert r0 == r1 == {"convs.0": 1, "convs.1": 1, "convs.2": 2}  # rank 0's α: lowest candidate
+    assert [p.name for p in (tmp_path / "structures").iterdir()] == ["structure_step1.yaml"]  # rank 0 only

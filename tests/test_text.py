@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rfspeech.data.text import (
     EOS_ID,
@@ -135,3 +137,17 @@ def test_phonemes_without_phonemizer_is_a_clear_error() -> None:
 def test_phonemes_with_phonemizer() -> None:  # pragma: no cover - only where phonemizer exists
     seq = text_to_sequence("hello world", symbol_set="phonemes")
     assert seq[-1] == EOS_ID and len(seq) > 4
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_any_text_normalises_into_the_symbol_set(raw: str) -> None:
+    allowed = set(symbols()) - {symbols()[PAD_ID], symbols()[EOS_ID]}
+    text = normalize_text(raw)
+    assert set(text) <= allowed
+    assert text == text.strip(" ,") and "  " not in text
+    try:
+        seq = text_to_sequence(raw)
+    except DataError:
+        return
+    assert seq[-1] == EOS_ID and PAD_ID not in seq[:-1] and sequence_to_text(seq) == text

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_fixtures import REPO, make_prepared
+from train_fixtures import compose, make_prepared, trainer
 
 from rfspeech.data.dataset import PreparedSplit, SegmentBatchSampler, SegmentDataset
 from rfspeech.errors import ConfigError, RFSpeechError
@@ -23,21 +23,6 @@ from rfspeech.train.trainer import TrainingDiverged
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_prepared(tmp_path_factory.mktemp("prepared") / "data")
-
-
-def compose(data_dir: Path, out_dir: Path, *overrides: str):
-    from hydra import compose as _compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
-        return _compose("train", overrides=[f"data_dir={data_dir}", f"out_dir={out_dir}", "device=cpu",
-                                            "progress=false", *overrides])
-
-
-def trainer(data_dir: Path, out_dir: Path, *overrides: str, **kwargs):
-    from rfspeech.bin.train import make_trainer
-
-    return make_trainer(compose(data_dir, out_dir, *overrides), **kwargs)
 
 
 def same_params(a: torch.nn.Module, b: torch.nn.Module) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,3 +50,20 @@ def make_prepared(root: Path, n_train: int = 6, n_dev: int = 2, n_eval: int = 1,
             utts.append(Utterance(utt, str(wav_dir / f"{utt}.wav"), "S", len(wav) / params.sample_rate))
         write_manifest(root / split / "utts.tsv", utts)
     return root
+
+
+def compose(data_dir: Path, out_dir: Path, *overrides: str) -> Any:
+    """The rfspeech-train config for ``data_dir`` → ``out_dir`` (CPU, no progress bar) with overrides."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
+        return _compose("train", overrides=[f"data_dir={data_dir}", f"out_dir={out_dir}", "device=cpu",
+                                            "progress=false", *overrides])
+
+
+def trainer(data_dir: Path, out_dir: Path, *overrides: str, **kwargs: Any) -> Any:
+    """A Trainer built as rfspeech-train builds it."""
+    from rfspeech.bin.train import make_trainer
+
+    return make_trainer(compose(data_dir, out_dir, *overrides), **kwargs)

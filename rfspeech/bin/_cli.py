@@ -63,7 +63,10 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
         def entry() -> Any:
             # Hydra writes ./outputs/<date>/<time> unless told otherwise; keep runs where the user says.
             argv = sys.argv[1:]
-            check_overrides(config_name, argv)
+            cfg = check_overrides(config_name, argv)
+            target = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), run_dir)
+            if cfg is not None and target:
+                guarded(make_run_dir)(cfg, target)
             extra = []
             if not any(a.startswith("hydra.run.dir=") for a in argv):
                 extra.append(f"hydra.run.dir={run_dir or '.'}")
@@ -79,13 +82,37 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
     return decorate
 
 
-def check_overrides(config_name: str, argv: list[str]) -> None:
+def make_run_dir(cfg: Any, run_dir: str) -> None:
+    """Create Hydra's run directory (``run_dir``, may interpolate ``cfg``) before Hydra does.
+
+    Hydra reports a directory it cannot create (a path under a file, a read-only disk) with its own
+    traceback; created here, the failure is the usual one-line ``error:``.
+    """
+    import copy
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    try:
+        c = copy.deepcopy(cfg)
+        OmegaConf.set_struct(c, False)
+        c["_rfspeech_run_dir"] = run_dir
+        path = str(c["_rfspeech_run_dir"])
+    except Exception:  # interpolations only Hydra can resolve (${now:...}, ${hydra:...}): leave it to Hydra
+        return
+    Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def check_overrides(config_name: str, argv: list[str]) -> Any:
     """Compose the config once before Hydra runs, so a bad override is one line, not Hydra's report.
 
     Hydra flags (``--help``, ``-m``, ``--cfg`` ...) and ``hydra.*`` overrides are left to Hydra itself.
+
+    Returns:
+        The composed config (None when Hydra flags were given and nothing was composed).
     """
     if any(a.startswith("-") for a in argv):
-        return
+        return None
     overrides = [a for a in argv if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -94,7 +121,7 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
 
     try:
         with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
-            compose(config_name=config_name, overrides=overrides)
+            return compose(config_name=config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         msg = msg.split(" Config search path:")[0]

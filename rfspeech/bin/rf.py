@@ -36,6 +36,18 @@ def _probe_shapes(model: Any, report: Any) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _from_checkpoint(path: str) -> tuple[Any, str, Any, float | None]:
+    """Generator of a training/search checkpoint (structure applied), its name, config and segment in frames."""
+    from rfspeech.train.checkpoint import load_checkpoint, load_generator
+
+    model, params = load_generator(path)
+    config = load_checkpoint(path, map_location="cpu").get("config") or {}
+    model_cfg = config.get("model") or {}
+    segment_size = (config.get("train") or {}).get("segment_size")
+    segment = float(segment_size) / params.hop_length if segment_size else None
+    return model, str(model_cfg.get("name", "model")), model_cfg.get("generator"), segment
+
+
 def run(cfg: Any) -> dict[str, Any]:
     """The task behind the console script (``cfg``: the composed ``recipes/rf.yaml``)."""
     from hydra.utils import instantiate
@@ -43,24 +55,33 @@ def run(cfg: Any) -> dict[str, Any]:
 
     from rfspeech.rf import analyze, plot_report, probe
 
-    if "model" not in cfg or "generator" not in cfg.model:
-        raise ConfigError("rf config needs a model with a 'generator' node (model=<name> from recipes/model/)")
-    model_name = cfg.model.get("name", "model")
-    try:
-        model = instantiate(cfg.model.generator)
-    except Exception as e:  # noqa: BLE001 - instantiate wraps constructor errors
-        cause = e.__cause__ or e
-        raise ConfigError(f"model.generator of {model_name}: {cause}") from None
     segment = cfg.get("segment")
+    if cfg.get("checkpoint"):
+        # The model a run actually trained (its structure applied), as the recipes record it.
+        model, model_name, generator_cfg, ckpt_segment = _from_checkpoint(str(cfg.checkpoint))
+        if segment is None:
+            segment = ckpt_segment
+    else:
+        if "model" not in cfg or "generator" not in cfg.model:
+            raise ConfigError("rf config needs a model with a 'generator' node (model=<name> from recipes/model/)")
+        model_name = cfg.model.get("name", "model")
+        try:
+            model = instantiate(cfg.model.generator)
+        except Exception as e:  # noqa: BLE001 - instantiate wraps constructor errors
+            cause = e.__cause__ or e
+            raise ConfigError(f"model.generator of {model_name}: {cause}") from None
+        generator_cfg = OmegaConf.to_container(cfg.model.generator, resolve=True)
     report = analyze(model, segment=None if segment is None else float(segment), frames=int(cfg.get("frames", 8)),
                      method=str(cfg.get("method", "auto")), hints=bool(cfg.get("hints", True)))
     print(report.table())
     print(report.summary())
     result = report.to_dict()
-    result["config"] = {"name": model_name, "generator": OmegaConf.to_container(cfg.model.generator, resolve=True)}
+    result["config"] = {"name": model_name, "generator": generator_cfg}
+    if cfg.get("checkpoint"):
+        result["config"]["checkpoint"] = str(cfg.checkpoint)
     if cfg.get("probe", False):
         shapes = _probe_shapes(model, report)
-        p = probe(model, shapes)
+        p = probe(model, shapes, period=report.period)
         result["probe"] = {name: {"span": f.span, "lo": f.lo, "hi": f.hi, "span_min": f.span_min,
                                   "span_max": f.span_max} for name, f in p.inputs.items()}
         for name, f in p.inputs.items():

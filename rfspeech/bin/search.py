@@ -178,7 +178,9 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
         with atomic_path(init_path) as tmp, open(tmp, "wb") as f:
             torch.save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict()}, f)
     plain_cfg = to_container(cfg)
-    threads = g.get("threads_per_worker") or max(1, (os.cpu_count() or 1) // max(1, int(g.n_workers)))
+    threads = g.get("threads_per_worker")
+    if threads is None and int(g.n_workers) > 1:  # share the cores between the candidate processes
+        threads = max(1, (os.cpu_count() or 1) // int(g.n_workers))
     scorer = CandidateScorer(plain_cfg, str(init_path), groups, int(g.candidate_steps), int(g.candidate_val_utts),
                              str(out_dir / "candidates"), threads=threads)
     prune = None

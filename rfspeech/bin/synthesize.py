@@ -31,12 +31,14 @@ def model_info(generator: Any) -> dict[str, Any]:
 
 
 def task(cfg: Any) -> dict[str, Any]:
+    import io
+
     import numpy as np
     import soundfile as sf
     import torch
 
     from rfspeech.evaluate.synthesis import collect_inputs, resolve_device, synthesize
-    from rfspeech.io import atomic_path, atomic_write_text
+    from rfspeech.io import atomic_path, atomic_write_text, write_file
     from rfspeech.train.checkpoint import load_generator
 
     require(cfg, "checkpoint", "input_dir", "out_dir")
@@ -64,8 +66,10 @@ def task(cfg: Any) -> dict[str, Any]:
 
     def write(i: int, wav: np.ndarray) -> None:
         path = out_dir / f"{inputs.utt_ids[i]}.wav"
+        buf = io.BytesIO()
+        sf.write(buf, np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
         with atomic_path(path) as tmp:
-            sf.write(str(tmp), np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
+            write_file(tmp, buf.getvalue())  # a full disk: OSError naming the file, not libsndfile's "System error."
 
     result = synthesize(generator, inputs.mels, sample_rate=sr, batch_size=int(cfg.batch_size), device=device,
                         warmup=bool(cfg.warmup), prepare=True, seed=cfg.get("seed"), progress=bool(cfg.progress),

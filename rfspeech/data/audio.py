@@ -127,7 +127,14 @@ def trim_silence(wav: np.ndarray, top_db: float = 30.0, frame_length: int = 1024
 
 def write_audio(path: str | os.PathLike[str], wav: np.ndarray, sample_rate: int) -> None:
     """Write 16-bit PCM (WAV or FLAC by suffix); the caller provides atomicity (temporary directories)."""
-    sf.write(str(path), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    import io
+
+    from rfspeech.io import write_file
+
+    fmt = "FLAC" if Path(path).suffix.lower() == ".flac" else "WAV"
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format=fmt)
+    write_file(path, buf.getvalue())  # a full disk is an OSError naming the file, not libsndfile's "System error."
 
 
 def _one_line(e: BaseException) -> str:

@@ -27,7 +27,7 @@ from rfspeech.data.corpora import BadFile, Entry, scan_folder, scan_ljspeech, sc
 from rfspeech.data.features import FeatureExtractor, FeatureStats, mel_filterbank, min_samples
 from rfspeech.data.manifest import FEATS_YAML, MANIFEST, SPLITS, STATS, FeatureParams, Utterance, write_manifest
 from rfspeech.errors import ConfigError, DataError
-from rfspeech.io import atomic_dir, atomic_write_text, atomic_write_yaml
+from rfspeech.io import atomic_dir, atomic_write_text, atomic_write_yaml, save_npy
 
 log = logging.getLogger("rfspeech.prepare")
 
@@ -117,7 +117,7 @@ def _process(job: _Job) -> _Done:
         # raw log-mel here; z-normalisation needs the train statistics, applied once splits are known
         mel = FeatureExtractor(replace(job.params, normalize=False))(wav)
         dt = time.process_time() - t0
-        np.save(stage / _STAGE_FEATS / f"{e.utt_id}.npy", mel)
+        save_npy(stage / _STAGE_FEATS / f"{e.utt_id}.npy", mel)
         frames = mel.shape[1]
         s, s2 = mel.sum(axis=1, dtype=np.float64), np.square(mel, dtype=np.float64).sum(axis=1)
     return _Done(e.utt_id, audio, int(wav.shape[0]), frames, s, s2, dt)
@@ -320,7 +320,7 @@ def prepare(
                     src = stage / _STAGE_FEATS / f"{e.utt_id}.npy"
                     dst = stage / split / "feats" / f"{e.utt_id}.npy"
                     if stats is not None:
-                        np.save(dst, stats.normalize(np.load(src)))
+                        save_npy(dst, stats.normalize(np.load(src)))
                         src.unlink()
                     else:
                         os.replace(src, dst)

@@ -26,6 +26,8 @@ from rfspeech.errors import ConfigError, DataError
 
 PAD = "_"
 EOS = "~"
+PAD_ID = 0  # id of PAD in every symbol set (padding of batches, never produced by text_to_sequence)
+EOS_ID = 1  # id of EOS in every symbol set
 PUNCTUATION = "!'(),.:;?-"
 SPACE = " "
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -59,13 +61,15 @@ def _symbol_to_id(symbol_set: str) -> dict[str, int]:
     return {s: i for i, s in enumerate(symbols(symbol_set))}
 
 
+@functools.cache
+def _speakable_ids(symbol_set: str) -> frozenset[int]:
+    return frozenset(i for i, s in enumerate(symbols(symbol_set)) if i > EOS_ID and s not in PUNCTUATION + SPACE)
+
+
 def num_symbols(symbol_set: str = "chars") -> int:
     """Size of the embedding table a model needs for ``symbol_set``."""
     return len(symbols(symbol_set))
 
-
-PAD_ID = 0
-EOS_ID = 1
 
 # ---------------------------------------------------------------------------------------------
 # Numbers to words
@@ -342,7 +346,7 @@ def text_to_sequence(text: str, symbol_set: str = "chars", add_eos: bool = True)
     table = _symbol_to_id(symbol_set)
     units = phonemize(text) if symbol_set == "phonemes" else normalize_text(text)
     ids = [table[c] for c in units if c in table and table[c] > EOS_ID]
-    if not any(i for i in ids if symbols(symbol_set)[i] not in PUNCTUATION + SPACE):
+    if not _speakable_ids(symbol_set).intersection(ids):
         raise DataError(f"text {text[:60]!r} has nothing speakable after normalisation")
     if add_eos:
         ids.append(EOS_ID)

@@ -9,7 +9,8 @@ Conventions (the parameters of each are written into the evaluation summary):
 
 * MCD follows ESPnet's evaluator (also used for ParallelWaveGAN numbers): SPTK mel-cepstra
   (``pysptk.mcep``, Hamming window 1024, shift 256, ``etype=1``, ``eps=1e-6``) of audio in the
-  16-bit integer range, order / all-pass constant by rate, DTW on the full mel-cepstra, then
+  16-bit integer range, order / all-pass constant by rate, DTW on the full mel-cepstra (exact DTW;
+  ESPnet uses fastdtw's approximation of it, so its numbers can be marginally higher), then
   ``10/ln10 · sqrt(2 Σ_d (c_d − c'_d)²)`` averaged over the aligned frames. ESPnet sums over c0
   too; c0 is the frame log-gain, so here it is excluded by default (``include_c0=True`` for numbers
   comparable with ESPnet/ParallelWaveGAN). The window and shift stay at 1024/256 samples at every

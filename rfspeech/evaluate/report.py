@@ -312,14 +312,21 @@ def _params(n: int | None) -> str:
 
 
 def _rf_text(rf: dict[str, Any] | None) -> str:
+    """``r_min–r_max units (samples)`` from an rfspeech-rf ``rf.json`` or a structure file's ``receptive_field``."""
     if not rf:
         return "–"
     lo, hi = rf.get("r_min"), rf.get("r_max")
     if lo is None and hi is None:
         return "–"
     text = f"{_g(lo)}–{_g(hi)}" if lo != hi else _g(lo)
-    unit = rf.get("unit") or "frames"
-    return f"{text} {unit}"
+    text += f" {rf.get('units') or rf.get('unit') or 'frames'}"
+    slo, shi = rf.get("r_min_samples"), rf.get("r_max_samples")
+    if slo is not None or shi is not None:
+        text += f" ({_g(slo)}–{_g(shi)} samples)" if slo != shi else f" ({_g(slo)} samples)"
+    return text
+
+
+_RF_KEYS = ("r_min", "r_max", "units", "unit", "r_min_samples", "r_max_samples", "jump", "segment", "i_min", "i_max")
 
 
 def _g(v: Any) -> str:
@@ -700,7 +707,7 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "arms": data.arm_stats, "paired_differences": data.paired,
         "experiments": [{"name": x.name, "path": str(x.path), "arm": x.arm, "seed": x.seed, "n_params": x.n_params,
                          "speed": x.speed and {k: x.speed.get(k) for k in ("x_real_time", "rtf", "device", "threads")},
-                         "receptive_field": x.rf,
+                         "receptive_field": x.rf and {k: x.rf[k] for k in _RF_KEYS if k in x.rf},
                          "metrics": {c: (x.metric(c) or {}).get("mean") for c in data.columns}}
                         for x in data.experiments],
         "dilations": {label: d for label, d in data.dilation_columns},

@@ -2,12 +2,17 @@
 
 The check of :func:`rfspeech.rf.analyze`. To make "non-zero gradient" mean "connected" (no
 accidental cancellation, no dead activation), the probe works on a float64 copy of the model
-with weight norm folded, every weight set to a positive random value (scaled by its fan-in so
+with every (effective) weight set to a positive random value (scaled by its fan-in so
 activations stay small), every bias to zero and the inputs to small positive values: every
 pre-activation is then positive, every activation (LeakyReLU, ReLU, tanh, sigmoid, gated units)
 has a positive derivative, and every path contributes a positive term. The spans are measured
 for ``period`` consecutive output samples (one full cycle of output phases) and averaged, which
 is what the analytic rules predict exactly.
+
+Two ways to get the same numbers: ``backward`` back-propagates from every probed output sample
+(one gradient each: 256 for a vocoder); ``forward`` pushes a forward-mode tangent from one input
+step per input phase and reads every output sample's dependencies off it by translation
+equivariance (a single pass for a vocoder's mel or noise input).
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from rfspeech.errors import RFSpeechError
-from rfspeech.layers.weight_norm import remove_weight_norm
 from rfspeech.rf.walker import iter_tensors
 
 __all__ = ["ProbeField", "ProbeReport", "probe"]
@@ -74,26 +79,53 @@ class ProbeReport:
         return self.inputs[self.primary].hi
 
 
+def _positive(shape: torch.Size, gen: torch.Generator, fan: int) -> torch.Tensor:
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) + 0.5) / max(1, fan)
+
+
+def _fan_in(module: nn.Module, weight: torch.Tensor) -> int:
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        # each output sample of a transposed conv sums about in_channels · K/stride taps
+        return weight.shape[0] * max(1, weight[0, 0].numel() // module.stride[-1])
+    return weight[0].numel()
+
+
 def _positive_copy(model: nn.Module, seed: int) -> nn.Module:
-    m = copy.deepcopy(model)
-    remove_weight_norm(m)
-    m = m.double().eval()
+    """A float64 eval-mode copy with positive weights (fan-in scaled), zero biases, neutral batch norm.
+
+    Weight-normed (and spectrally normed) weights stay parametrized: their raw tensors are set so
+    that the effective weight is positive. (Removing a parametrization from a deep copy would
+    delete the property from the class the original shares.)
+    """
+    m = copy.deepcopy(model).double().eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in m.modules():
-            for pname, p in module.named_parameters(recurse=False):
-                if p.dim() >= 2:
-                    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-                        s = module.stride[-1]
-                        fan = p.shape[0] * max(1, p[0, 0].numel() // s)
+            if isinstance(module, parametrize.ParametrizationList):
+                continue  # its tensors are set through the owning module below
+            plist = getattr(module, "parametrizations", None)
+            handled = set()
+            if plist is not None:
+                for tname, chain in plist.items():
+                    handled.add(tname)
+                    weight = getattr(module, tname)
+                    fan = _fan_in(module, weight) if weight.dim() >= 2 else 1
+                    if hasattr(chain, "original0") and hasattr(chain, "original1"):  # weight norm: g · v / ‖v‖
+                        v = chain.original1
+                        v.copy_(_positive(v.shape, gen, fan))
+                        dims = tuple(d for d in range(v.dim()) if chain.original0.shape[d] == 1)
+                        chain.original0.copy_(torch.linalg.vector_norm(v, dim=dims, keepdim=True))
                     else:
-                        fan = p[0].numel()
-                    vals = torch.rand(p.shape, generator=gen, dtype=torch.float64) + 0.5
-                    p.copy_(vals / max(1, fan))
-                elif pname.endswith("bias") or "bias" in pname:
+                        chain.original.copy_(_positive(chain.original.shape, gen, fan))
+            for pname, p in module.named_parameters(recurse=False):
+                if pname in handled:
+                    continue
+                if p.dim() >= 2:
+                    p.copy_(_positive(p.shape, gen, _fan_in(module, p)))
+                elif "bias" in pname:
                     p.zero_()
                 else:
-                    p.copy_(torch.rand(p.shape, generator=gen, dtype=torch.float64) + 0.5)
+                    p.copy_(_positive(p.shape, gen, 1))
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
                 module.running_mean.zero_()
                 module.running_var.fill_(1.0)
@@ -111,6 +143,8 @@ def probe(
     output: int = 0,
     scale: float = 1e-6,
     jump: Any = None,
+    method: str = "auto",
+    period: int | None = None,
 ) -> ProbeReport:
     """Measure the receptive field by back-propagating from single output samples.
 
@@ -121,8 +155,11 @@ def probe(
             keep their defaults and are not measured. The time axis is the last one.
         positions: output sample indices to probe (default: ``n_positions`` consecutive samples in
             the middle of the output).
-        n_positions: default: one cycle of output phases, the output/input length ratio of the
-            first argument in lowest terms (``hop`` for a vocoder).
+        n_positions: default: ``period`` (one cycle of output phases).
+        period: output samples after which the model's phase pattern repeats (``RFReport.period``).
+            Default: the output/input length ratio of the first argument in lowest terms (``hop``
+            for a vocoder), which misses longer internal cycles (a stride followed by an
+            upsampling): pass the analytic period there.
         seed: for the positive random weights and inputs.
         batch: output samples back-propagated together (one batch item each).
         output: which tensor of the flattened output to probe (time axis last).
@@ -131,6 +168,9 @@ def probe(
             not depend on it). Default: from the lengths, rounded to an integer up- or
             downsampling factor (valid convolutions shorten the output by a few samples). Other
             arguments scale it by their length relative to the first one.
+        method: ``"forward"``: one forward-mode pass per input phase (translation equivariance,
+            fast: one pass for a vocoder); ``"backward"``: one gradient per output sample;
+            ``"auto"``: forward, backward where an operation lacks forward-mode support.
 
     Returns:
         The :class:`ProbeReport`.
@@ -171,13 +211,45 @@ def probe(
     if jump is None:
         jump = Fraction(1, max(1, round(out_len / in_len))) if out_len >= in_len else Fraction(round(in_len / out_len))
     jump = Fraction(jump).limit_denominator(10**6)
+    jumps = {name: jump * Fraction(x.shape[-1], in_len) for name, x in base.items()}
+    if period is None:
+        period = Fraction(out_len, in_len).numerator if out_len >= in_len else 1
     if positions is None:
-        n = n_positions or Fraction(out_len, in_len).numerator
+        n = n_positions or period
         start = max(0, out_len // 2 - n // 2)
         positions = list(range(start, min(out_len, start + n)))
-    spans: dict[str, list[int]] = {k: [] for k in base}
-    los: dict[str, list[Fraction]] = {k: [] for k in base}
-    his: dict[str, list[Fraction]] = {k: [] for k in base}
+    extents: dict[str, list[tuple[int, int]]] | None = None
+    if method in ("auto", "forward"):
+        try:
+            extents = _forward_extents(m, base, output, jumps, out_len, positions, int(period))
+        except (NotImplementedError, RuntimeError) as e:
+            if method == "forward":
+                raise RFSpeechError(f"probe: forward-mode differentiation failed: {e}") from None
+    if extents is None:
+        extents = _backward_extents(run, base, out_len, positions, batch)
+    report = {}
+    for name, ext in extents.items():
+        s = [last - first + 1 for first, last in ext]
+        jx = jumps[name]
+        report[name] = ProbeField(
+            name=name, span=sum(s) / len(s), span_min=min(s), span_max=max(s),
+            lo=float(sum(Fraction(first) - o * jx for (first, _), o in zip(ext, positions)) / len(s)),
+            hi=float(sum(Fraction(last) - o * jx for (_, last), o in zip(ext, positions)) / len(s)),
+            jump=float(jx), spans=s,
+        )
+    return ProbeReport(primary=primary, positions=list(positions), inputs=report)
+
+
+def _too_short(name: str, length: int, o: int | None = None) -> RFSpeechError:
+    who = f"output sample {o}" if o is not None else "the probed output samples"
+    return RFSpeechError(f"probe: the receptive field of {who} reaches the edge of input '{name}' ({length} steps): "
+                         "use a longer input")
+
+
+def _backward_extents(run: Any, base: dict[str, torch.Tensor], out_len: int, positions: list[int],
+                      batch: int) -> dict[str, list[tuple[int, int]]]:
+    """First and last input step with non-zero gradient of each output sample (one backward per sample)."""
+    extents: dict[str, list[tuple[int, int]]] = {k: [] for k in base}
     for c in range(0, len(positions), batch):
         chunk = positions[c:c + batch]
         xs, y = run(len(chunk))
@@ -186,9 +258,8 @@ def probe(
         grads = torch.autograd.grad(sel.sum(), list(xs.values()), allow_unused=True)
         for (name, x), g in zip(xs.items(), grads):
             length = x.shape[-1]
-            jump_x = jump * Fraction(length, in_len)
             if g is None:
-                raise RFSpeechError(f"probe: input '{name}' does not influence output {output}")
+                raise RFSpeechError(f"probe: input '{name}' does not influence the output")
             nz = g.reshape(len(chunk), -1, length).abs().sum(dim=1) > 0
             for b, o in enumerate(chunk):
                 where = torch.nonzero(nz[b]).flatten()
@@ -196,19 +267,71 @@ def probe(
                     raise RFSpeechError(f"probe: output sample {o} does not depend on input '{name}'")
                 first_i, last_i = int(where[0]), int(where[-1])
                 if first_i == 0 or last_i == length - 1:
-                    raise RFSpeechError(
-                        f"probe: the receptive field of output sample {o} reaches the edge of input '{name}' "
-                        f"({length} steps): use a longer input"
-                    )
-                spans[name].append(last_i - first_i + 1)
-                los[name].append(first_i - o * jump_x)
-                his[name].append(last_i - o * jump_x)
-    report = {}
+                    raise _too_short(name, length, o)
+                extents[name].append((first_i, last_i))
+    return extents
+
+
+def _forward_extents(m: nn.Module, base: dict[str, torch.Tensor], output: int, jumps: dict[str, Fraction],
+                     out_len: int, positions: list[int], period: int) -> dict[str, list[tuple[int, int]]]:
+    """The same extents from one forward-mode pass, using translation equivariance.
+
+    The model is periodic: shifting an input with jump ``j`` by ``q`` steps shifts everything it
+    influences by ``r = q / j`` output samples, where ``q`` is the smallest whole number of input
+    steps covering whole output periods. So the set ``D_a`` of output samples influenced by one
+    input step ``i_a`` of each of the ``q`` input phases (a tangent at ``i_a``, one batch item
+    each) gives every output sample's dependencies: ``o`` depends on ``i_a + k·q`` exactly when
+    ``o - k·r`` is in ``D_a``. A vocoder's mel (``q = 1``) or noise needs one batch item in all.
+    """
+    import torch.autograd.forward_ad as fwad
+
+    cycle = {}
     for name in base:
-        s = spans[name]
-        report[name] = ProbeField(
-            name=name, span=sum(s) / len(s), span_min=min(s), span_max=max(s),
-            lo=float(sum(los[name]) / len(s)), hi=float(sum(his[name]) / len(s)),
-            jump=float(jump * Fraction(base[name].shape[-1], in_len)), spans=s,
-        )
-    return ProbeReport(primary=primary, positions=list(positions), inputs=report)
+        q = (period * jumps[name]).numerator
+        cycle[name] = (q, int(q / jumps[name]))
+    items = []
+    for name, x in base.items():
+        q = cycle[name][0]
+        i0 = x.shape[-1] // 2
+        items += [(name, i0 + a) for a in range(q)]
+    n = len(items)
+    with fwad.dual_level():
+        duals = {}
+        for name, x in base.items():
+            primal = x.expand(n, *x.shape[1:]).clone()
+            tangent = torch.zeros_like(primal)
+            for b, (item_name, i) in enumerate(items):
+                if item_name == name:
+                    tangent[b, ..., i] = 1.0
+            duals[name] = fwad.make_dual(primal, tangent)
+        out = m(**duals)
+        tensors = list(iter_tensors(out))
+        y = tensors[output]
+        t = fwad.unpack_dual(y).tangent
+        if t is None:
+            raise RFSpeechError("probe: the output does not depend on the probed inputs")
+        nz = (t.detach().reshape(n, -1, t.shape[-1]).abs().sum(dim=1) > 0).cpu()
+    influenced = []
+    for b, (name, _) in enumerate(items):
+        d = torch.nonzero(nz[b]).flatten()
+        # An input phase may influence nothing (a strided conv skips it); the other phases cover it.
+        if d.numel() and (int(d[0]) == 0 or int(d[-1]) == out_len - 1):
+            raise _too_short(name, base[name].shape[-1])
+        influenced.append(d)
+    for name in base:
+        if all(d.numel() == 0 for (item_name, _), d in zip(items, influenced) if item_name == name):
+            raise RFSpeechError(f"probe: input '{name}' does not influence the output")
+    extents: dict[str, list[tuple[int, int]]] = {k: [] for k in base}
+    for name in base:
+        q, r = cycle[name]
+        mine = [(i, d) for (item_name, i), d in zip(items, influenced) if item_name == name]
+        for o in positions:
+            deps = []
+            for i, d in mine:
+                hit = d[(o - d) % r == 0]
+                deps.append(i + ((o - hit) // r) * q)
+            dep = torch.cat(deps)
+            if dep.numel() == 0:
+                raise RFSpeechError(f"probe: output sample {o} does not depend on input '{name}'")
+            extents[name].append((int(dep.min()), int(dep.max())))
+    return extents

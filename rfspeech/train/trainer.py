@@ -36,7 +36,7 @@ from torch import nn
 
 from rfspeech.data.dataset import PreparedSplit, SegmentBatchSampler, SegmentDataset, collate_segments
 from rfspeech.data.manifest import FeatureParams
-from rfspeech.errors import ConfigError, RFSpeechError
+from rfspeech.errors import ConfigError, DataError, RFSpeechError
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
 from rfspeech.train.logging import create_writer, log_audio, log_mel, log_scalars
@@ -362,6 +362,12 @@ class Trainer:
     def _resume(self) -> None:
         found = ckpt.load_latest(self.out_dir, map_location="cpu")
         if found is None:
+            present = ckpt.list_checkpoints(self.out_dir)
+            if present:
+                # Starting afresh here would let keep_last prune the new checkpoints in favour of the broken ones.
+                raise DataError(f"resume=true: no readable checkpoint in {ckpt.checkpoint_dir(self.out_dir)} "
+                                f"({len(present)} unreadable, newest {present[-1].name}); remove them to start "
+                                "from scratch")
             log.info("resume: no checkpoint in %s, starting from scratch", ckpt.checkpoint_dir(self.out_dir))
             return
         path, state = found

@@ -1,0 +1,468 @@
+#!/usr/bin/env bash
+# rfspeech vocoder recipe driver: searched vs hand-designed vocoders on one corpus, same data and budget.
+#
+# Every egs/<dataset>/voc1/run.sh sets its dataset's defaults and calls this script (a symlink to
+# egs/TEMPLATE/voc1/voc.sh), in the manner of ESPnet2's egs2/TEMPLATE/*/tts.sh. Run it from the recipe
+# directory (run.sh changes into it): every relative path below is relative to that directory.
+#
+# Stages (each runnable alone: --stage N --stop_stage M):
+#   -1  download the corpus (skipped when --db_root already holds it)
+#    0  data preparation: splits and manifests          -> data/prep/{train,dev,eval}/utts.tsv
+#    1  features (+ statistics when the mel normalises)  -> data/<mel>/ (feats.yaml, */feats/*.npy)
+#    2  train the hand-designed baseline of every conf   -> exp/<name>/hand_seed<S>/
+#    3  receptive-field search (global + local)          -> exp/<name>/search_seed<S>/structure.yaml
+#    4  fine-tune the searched structure, same budget    -> exp/<name>/searched_seed<S>/
+#    5  synthesize the eval split with every model       -> exp/<name>/<run>/synth/*.wav, speed.json
+#    6  evaluate (MCD, PESQ, STOI, F0, MR-STFT, mel L1)  -> exp/<name>/<run>/eval/{metrics.csv,summary.json}
+#    7  compare                                          -> exp/<name>/report.html, report.md
+# Stages 2 and 4 also record the receptive field of each trained model (rfspeech-rf -> <run>/rf.json).
+#
+# Only the package's console scripts do the work (rfspeech-prepare, -train, -search, -rf, -synthesize,
+# -evaluate, -compare); each run logs to <run>/logs/<stage>.log.
+set -euo pipefail
+
+# ------------------------------------------------------------------------------------------ options
+stage=-1              # first stage to run
+stop_stage=100        # last stage to run
+conf=""               # recipe confs, space-separated: one experiment (and one report) per file
+tag=""                # suffix of the experiment names: exp/<conf name>_<tag>
+resume=false          # continue interrupted training/search runs from their newest checkpoint
+n_gpus=1              # 0: CPU; 1: one GPU (CPU when none); >1: torchrun DDP over n_gpus GPUs of this node
+db_root=""            # corpus root (empty: <download_dir>/<db_name>)
+seed=1                # seed of the single run per arm
+seeds=""              # several seeds per arm, e.g. "1 2 3" (overrides --seed)
+nj=1                  # runs at once (seeds, arms, experiments): useful on CPU and on multi-GPU nodes
+threads=0             # torch threads per run (0: nproc / nj when nj > 1, else torch's default)
+corpus=ljspeech       # rfspeech-prepare corpus: ljspeech | vctk | folder
+db_name=""            # directory name of the downloaded corpus (default db_root)
+download_url=""       # stage -1 archive (.tar.bz2, .tar.gz, .zip)
+download_dir=downloads
+mel=hifigan           # feature parameters: recipes/mel/<mel>.yaml (data/<mel>/)
+prepare_opts=""       # extra rfspeech-prepare overrides (space-separated key=value)
+train_opts=""         # extra rfspeech-train overrides (stages 2 and 4)
+search_opts=""        # extra rfspeech-search overrides (stage 3)
+synth_opts=""         # extra rfspeech-synthesize overrides (stage 5)
+eval_opts=""          # extra rfspeech-evaluate overrides (stage 6)
+compare_opts=""       # extra rfspeech-compare overrides (stage 7)
+search=true           # false: hand-designed arm only (stages 3 and 4 skipped)
+shared_search=false   # true: one search (first seed) fine-tuned with every seed; false: one search per seed
+checkpoint=best       # checkpoint synthesized: best (validation mel L1) | last
+datadir=data
+expdir=exp
+
+help_message=$(cat <<EOF
+Usage: $0 [options]
+Vocoder recipe: data -> features -> hand-designed baseline -> receptive-field search -> fine-tune
+-> synthesize -> evaluate -> report (exp/<name>/report.html). Paths are relative to the recipe directory.
+
+Options (--name value or --name=value; defaults in brackets):
+  --stage N           first stage: -1 download, 0 data, 1 features, 2 train, 3 search, 4 fine-tune,
+                      5 synthesize, 6 evaluate, 7 compare [${stage}]
+  --stop_stage N      last stage [${stop_stage}]
+  --conf "F [F ...]"  recipe confs (Hydra experiment YAML, see egs/TEMPLATE/voc1/README.md) [${conf}]
+  --tag T             experiment name suffix: exp/<conf name>_T [${tag}]
+  --resume B          continue interrupted training/search (true|false) [${resume}]
+  --n_gpus N          0 CPU, 1 one GPU, >1 torchrun DDP [${n_gpus}]
+  --db_root DIR       corpus root [${db_root:-<download_dir>/<db_name>}]
+  --seed S            seed of the single run per arm [${seed}]
+  --seeds "S [S ...]" several seeds per arm (overrides --seed) [${seeds}]
+  --nj N              runs at once [${nj}]
+  --threads N         torch threads per run, 0 automatic [${threads}]
+  --corpus C          ljspeech | vctk | folder [${corpus}]
+  --mel M             recipes/mel/M.yaml [${mel}]
+  --search B          run the searched arm (stages 3-4) [${search}]
+  --shared_search B   one search shared by all seeds [${shared_search}]
+  --checkpoint C      best | last [${checkpoint}]
+  --prepare_opts, --train_opts, --search_opts, --synth_opts, --eval_opts, --compare_opts "k=v ..."
+                      extra overrides of the console scripts
+  --download_url U, --download_dir D, --db_name N, --datadir D, --expdir D
+EOF
+)
+
+# shellcheck source=utils/parse_options.sh
+. utils/parse_options.sh
+
+# ------------------------------------------------------------------------------------------ helpers
+log() { echo "$(date '+%F %T') $*"; }
+die() { echo "error: $*" >&2; exit 1; }
+
+is_int() { [[ "$1" =~ ^-?[0-9]+$ ]]; }
+
+stage_name() {
+  case "$1" in
+    -1) echo "download" ;; 0) echo "data preparation" ;; 1) echo "features" ;; 2) echo "train" ;;
+    3) echo "search" ;; 4) echo "fine-tune" ;; 5) echo "synthesize" ;; 6) echo "evaluate" ;; 7) echo "compare" ;;
+    *) echo "stage $1" ;;
+  esac
+}
+
+# run_stage N: true when stage N lies in [stage, stop_stage]
+run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+
+# need FILE STAGE_THAT_MAKES_IT CURRENT_STAGE: one-line error when an input is missing
+need() {
+  [ -e "$1" ] || die "stage $3 ($(stage_name "$3")): $1 not found; run stage $2 ($(stage_name "$2")) first"
+}
+
+# Parallel runs: start up to $nj at once; wait_runs reports every failure and stops the recipe.
+run_pids=()
+run_logs=()
+run_names=()
+run_job() {  # run_job NAME LOG COMMAND [ARGS...]
+  local name=$1 logf=$2
+  shift 2
+  mkdir -p "$(dirname "${logf}")"
+  while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
+  log "  ${name}: started (log ${logf})"
+  (
+    if [ "${job_threads}" -gt 0 ]; then
+      export OMP_NUM_THREADS=${job_threads} MKL_NUM_THREADS=${job_threads}
+    fi
+    start=${SECONDS}
+    "$@"
+    echo "# finished in $((SECONDS - start)) s"
+  ) > "${logf}" 2>&1 &
+  run_pids+=("$!")
+  run_logs+=("${logf}")
+  run_names+=("${name}")
+}
+wait_runs() {  # wait_runs STAGE
+  local i rc failed=0 why
+  for i in "${!run_pids[@]}"; do
+    if wait "${run_pids[$i]}"; then
+      log "  ${run_names[$i]}: done ($(tail -n 1 "${run_logs[$i]}" | sed 's/^# //'))"
+    else
+      rc=$?
+      failed=$((failed + 1))
+      why=$(grep -m 1 '^error:' "${run_logs[$i]}" || tail -n 1 "${run_logs[$i]}")
+      echo "error: stage $1 ($(stage_name "$1")): ${run_names[$i]} failed (exit ${rc}): ${why#error: } [log: ${run_logs[$i]}]" >&2
+    fi
+  done
+  run_pids=()
+  run_logs=()
+  run_names=()
+  [ "${failed}" -eq 0 ] || exit 1
+}
+
+# write_info RUN ARM SEED CONFNAME: info.json read by rfspeech-compare
+write_info() {
+  local tmp="$1/.info.json.tmp"
+  printf '{"name": "%s seed %s", "arm": "%s", "seed": %s, "experiment": "%s", "corpus": "%s", "mel": "%s"}\n' \
+    "$2" "$3" "$2" "$3" "$4" "${corpus}" "${mel}" > "${tmp}"
+  mv "${tmp}" "$1/info.json"
+}
+
+# ckpt_of RUN: the checkpoint to synthesize (best.pt, or the newest step checkpoint)
+ckpt_of() {
+  local last
+  if [ "${checkpoint}" = best ] && [ -f "$1/checkpoints/best.pt" ]; then
+    echo "$1/checkpoints/best.pt"
+    return
+  fi
+  last=$(find "$1/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2>/dev/null | sort | tail -n 1)
+  echo "${last:-$1/checkpoints/best.pt}"
+}
+
+# train_run NAME RUN SEED ARM [OVERRIDES...]: rfspeech-train, then its receptive field and info.json
+train_run() {
+  local name=$1 run=$2 s=$3 arm=$4
+  shift 4
+  "${train_cmd[@]}" "${hydra_conf[@]}" "+${conf_group[$name]}=${conf_name[$name]}" \
+    data_dir="${feats}" out_dir="${run}" seed="${s}" device="${device}" resume="${resume}" progress=false \
+    "$@" "${train_args[@]}"
+  rfspeech-rf checkpoint="$(ckpt_of "${run}")" segment=null out_dir="${run}"
+  write_info "${run}" "${arm}" "${s}" "${name}"
+}
+
+# ------------------------------------------------------------------------------------------ checks
+[ $# -eq 0 ] || die "unexpected argument(s): $* (options take the form --name value; see --help)"
+is_int "${stage}" || die "--stage must be an integer, got '${stage}'"
+is_int "${stop_stage}" || die "--stop_stage must be an integer, got '${stop_stage}'"
+[[ "${n_gpus}" =~ ^[0-9]+$ ]] || die "--n_gpus must be an integer >= 0, got '${n_gpus}'"
+[[ "${nj}" =~ ^[1-9][0-9]*$ ]] || die "--nj must be an integer >= 1, got '${nj}'"
+[[ "${threads}" =~ ^[0-9]+$ ]] || die "--threads must be an integer >= 0, got '${threads}'"
+[[ "${tag}" =~ ^[A-Za-z0-9_.-]*$ ]] || die "--tag may only hold letters, digits, '.', '_' and '-', got '${tag}'"
+case "${checkpoint}" in best|last) ;; *) die "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
+read -r -a seed_list <<< "${seeds:-${seed}}" || true
+[ "${#seed_list[@]}" -gt 0 ] || die "--seeds is empty"
+for s in "${seed_list[@]}"; do is_int "${s}" || die "seeds must be integers, got '${s}'"; done
+
+job_threads=${threads}
+if [ "${job_threads}" -eq 0 ] && [ "${nj}" -gt 1 ]; then
+  job_threads=$(( $(nproc) / nj ))
+  [ "${job_threads}" -ge 1 ] || job_threads=1
+fi
+if [ "${n_gpus}" -eq 0 ]; then device=cpu; else device=auto; fi
+eval_jobs=${job_threads}
+[ "${eval_jobs}" -gt 0 ] || eval_jobs=$(nproc)
+
+: "${db_name:=$(basename "${db_root:-corpus}")}"
+: "${db_root:=${download_dir}/${db_name}}"
+prep=${datadir}/prep
+feats=${datadir}/${mel}
+
+# Recipe confs: Hydra experiment files ("# @package _global_"), composed into every rfspeech-train and
+# rfspeech-search call as +<dir name>=<file name> with the conf's parent directory on the search path.
+declare -A conf_group=() conf_name=() conf_file=()
+names=()
+read -r -a conf_list <<< "${conf}" || true
+if [ "${stop_stage}" -ge 2 ] && [ "${stage}" -le 7 ]; then
+  [ "${#conf_list[@]}" -gt 0 ] || die "--conf is empty: stages 2-7 need at least one recipe conf (e.g. conf/hifigan_v1.yaml)"
+fi
+for c in "${conf_list[@]}"; do
+  [ -f "${c}" ] || die "conf ${c} not found (a recipe conf such as conf/$(basename "${c%.yaml}").yaml; see ls conf/)"
+  [[ "${c}" == *.yaml ]] || die "conf ${c}: must be a .yaml file"
+  head -n 5 "${c}" | grep -q '^# @package _global_' \
+    || die "conf ${c}: not a recipe conf (its first line must be '# @package _global_'; see egs/TEMPLATE/voc1/README.md)"
+  cdir=$(cd "$(dirname "${c}")" && pwd)
+  group=$(basename "${cdir}")
+  [[ "${group}" =~ ^[A-Za-z0-9_]+$ ]] || die "conf ${c}: its directory name '${group}' must be letters, digits or _"
+  base=$(basename "${c}" .yaml)
+  name=${base}${tag:+_${tag}}
+  [ -z "${conf_file[${name}]+x}" ] || die "conf ${c}: experiment name ${name} given twice"
+  names+=("${name}")
+  conf_group[${name}]=${group}
+  conf_name[${name}]=${base}
+  conf_file[${name}]=${c}
+  conf_root=$(dirname "${cdir}")
+done
+hydra_conf=()
+if [ "${#names[@]}" -gt 0 ]; then
+  for c in "${conf_list[@]}"; do
+    [ "$(cd "$(dirname "$(dirname "${c}")")" && pwd)" = "$(cd "$(dirname "$(dirname "${conf_list[0]}")")" && pwd)" ] \
+      || die "--conf: every conf must live in the same directory (got ${conf_list[0]} and ${c})"
+  done
+  hydra_conf=("hydra.searchpath=[file://${conf_root}]")
+fi
+
+# Extra overrides: split on blanks into arrays (no globbing); values with blanks are not supported.
+read -r -a prepare_args <<< "${prepare_opts}"
+read -r -a train_args <<< "${train_opts}"
+read -r -a search_args <<< "${search_opts}"
+read -r -a synth_args <<< "${synth_opts}"
+read -r -a eval_args <<< "${eval_opts}"
+read -r -a compare_args <<< "${compare_opts}"
+
+if [ "${n_gpus}" -gt 1 ]; then
+  command -v torchrun > /dev/null || die "--n_gpus ${n_gpus} needs torchrun on PATH"
+  train_cmd=(torchrun --standalone "--nproc_per_node=${n_gpus}" "$(command -v rfspeech-train)")
+  search_cmd=(torchrun --standalone "--nproc_per_node=${n_gpus}" "$(command -v rfspeech-search)")
+else
+  train_cmd=(rfspeech-train)
+  search_cmd=(rfspeech-search)
+fi
+for tool in rfspeech-prepare rfspeech-train rfspeech-search rfspeech-rf rfspeech-synthesize rfspeech-evaluate \
+    rfspeech-compare; do
+  command -v "${tool}" > /dev/null || die "${tool} not found on PATH: install rfspeech (pip install -e .) and activate its environment"
+done
+
+search_seeds=("${seed_list[@]}")
+[ "${shared_search}" = false ] || search_seeds=("${seed_list[0]}")
+# search_dir_of NAME SEED: the search whose structure the seed fine-tunes
+search_dir_of() {
+  if [ "${shared_search}" = true ]; then echo "${expdir}/$1/search_seed${seed_list[0]}"; else echo "${expdir}/$1/search_seed$2"; fi
+}
+# runs_of NAME: every trained run of an experiment (hand-designed, then searched)
+runs_of() {
+  local s
+  for s in "${seed_list[@]}"; do echo "${expdir}/$1/hand_seed${s}"; done
+  if [ "${search}" = true ]; then
+    for s in "${seed_list[@]}"; do echo "${expdir}/$1/searched_seed${s}"; done
+  fi
+}
+
+log "$0 $* (stages ${stage}..${stop_stage}; experiments: ${names[*]:-none}; seeds: ${seed_list[*]}; nj ${nj})"
+recipe_start=${SECONDS}
+
+# ------------------------------------------------------------------------------------------ stage -1
+if run_stage -1; then
+  t0=${SECONDS}
+  if [ -d "${db_root}" ] && [ -n "$(ls -A "${db_root}")" ]; then
+    log "stage -1: ${db_root} exists, download skipped"
+  else
+    [ -n "${download_url}" ] || die "stage -1 (download): corpus directory ${db_root} not found (--db_root) and this recipe has no download; pass --db_root DIR"
+    archive=${download_dir}/$(basename "${download_url}")
+    mkdir -p "${download_dir}"
+    if [ ! -f "${archive}" ]; then
+      log "stage -1: downloading ${download_url}"
+      if command -v wget > /dev/null; then
+        wget -c -O "${archive}.part" "${download_url}"
+      else
+        curl -fL -C - -o "${archive}.part" "${download_url}"
+      fi
+      mv "${archive}.part" "${archive}"
+    fi
+    log "stage -1: extracting ${archive} into ${db_root}"
+    tmp=${db_root}.extract
+    rm -rf "${tmp}"
+    mkdir -p "${tmp}"
+    case "${archive}" in
+      *.zip) unzip -q "${archive}" -d "${tmp}" ;;
+      *.tar.bz2|*.tbz2|*.tar.gz|*.tgz|*.tar) tar -xf "${archive}" -C "${tmp}" ;;
+      *) die "stage -1 (download): unknown archive type ${archive}" ;;
+    esac
+    # An archive with one top directory (LJSpeech-1.1/) becomes db_root; a flat one (VCTK 0.92) is db_root.
+    mapfile -t top < <(ls -A "${tmp}")
+    mkdir -p "$(dirname "${db_root}")"
+    if [ "${#top[@]}" -eq 1 ] && [ -d "${tmp}/${top[0]}" ]; then
+      mv "${tmp}/${top[0]}" "${db_root}"
+      rmdir "${tmp}"
+    else
+      mv "${tmp}" "${db_root}"
+    fi
+  fi
+  log "stage -1 done in $((SECONDS - t0)) s"
+fi
+
+# ------------------------------------------------------------------------------------------ stage 0
+if run_stage 0; then
+  t0=${SECONDS}
+  [ -d "${db_root}" ] || die "stage 0 (data preparation): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
+  log "stage 0: data preparation of ${db_root} (${corpus}) -> ${prep}"
+  run_job "prepare" "${prep}.logs/prepare.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" \
+    "out_dir=${prep}" "mel=${mel}" features=false progress=false "${prepare_args[@]}"
+  wait_runs 0
+  for split in train dev eval; do
+    log "  ${split}: $(($(wc -l < "${prep}/${split}/utts.tsv") - 1)) utterances"
+  done
+  log "stage 0 done in $((SECONDS - t0)) s"
+fi
+
+# ------------------------------------------------------------------------------------------ stage 1
+if run_stage 1; then
+  t0=${SECONDS}
+  need "${prep}/eval/utts.tsv" 0 1
+  [ -d "${db_root}" ] || die "stage 1 (features): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
+  log "stage 1: features (mel=${mel}) -> ${feats}"
+  run_job "features" "${feats}.logs/features.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" \
+    "out_dir=${feats}" "mel=${mel}" features=true progress=false "${prepare_args[@]}"
+  wait_runs 1
+  for split in train dev eval; do
+    cmp -s <(cut -f 1 "${prep}/${split}/utts.tsv") <(cut -f 1 "${feats}/${split}/utts.tsv") \
+      || die "stage 1 (features): the ${split} split of ${feats} differs from ${prep} (corpus changed since stage 0?); rerun stage 0"
+  done
+  [ ! -f "${feats}/stats.npz" ] || log "  train statistics: ${feats}/stats.npz (features z-normalised)"
+  log "stage 1 done in $((SECONDS - t0)) s"
+fi
+
+# ------------------------------------------------------------------------------------------ stage 2
+if run_stage 2; then
+  t0=${SECONDS}
+  need "${feats}/feats.yaml" 1 2
+  need "${feats}/train/utts.tsv" 1 2
+  log "stage 2: training the hand-designed baselines (${#names[@]} experiment(s) x ${#seed_list[@]} seed(s))"
+  for name in "${names[@]}"; do
+    mkdir -p "${expdir}/${name}"
+    cp "${conf_file[${name}]}" "${expdir}/${name}/conf.yaml"
+    for s in "${seed_list[@]}"; do
+      run="${expdir}/${name}/hand_seed${s}"
+      run_job "${name}/hand_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" hand-designed
+    done
+  done
+  wait_runs 2
+  log "stage 2 done in $((SECONDS - t0)) s"
+fi
+
+# ------------------------------------------------------------------------------------------ stage 3
+if run_stage 3 && [ "${search}" = true ]; then
+  t0=${SECONDS}
+  need "${feats}/feats.yaml" 1 3
+  need "${feats}/train/utts.tsv" 1 3
+  log "stage 3: receptive-field search (${#names[@]} experiment(s) x ${#search_seeds[@]} seed(s))"
+  for name in "${names[@]}"; do
+    for s in "${search_seeds[@]}"; do
+      run="${expdir}/${name}/search_seed${s}"
+      run_job "${name}/search_seed${s}" "${run}/logs/search.log" "${search_cmd[@]}" "${hydra_conf[@]}" \
+        "+${conf_group[${name}]}=${conf_name[${name}]}" "data_dir=${feats}" "out_dir=${run}" "seed=${s}" \
+        "device=${device}" "resume=${resume}" progress=false "${search_args[@]}"
+    done
+  done
+  wait_runs 3
+  log "stage 3 done in $((SECONDS - t0)) s"
+fi
+
+# ------------------------------------------------------------------------------------------ stage 4
+if run_stage 4 && [ "${search}" = true ]; then
+  t0=${SECONDS}
+  need "${feats}/feats.yaml" 1 4
+  for name in "${names[@]}"; do
+    for s in "${seed_list[@]}"; do need "$(search_dir_of "${name}" "${s}")/structure.yaml" 3 4; done
+  done
+  log "stage 4: fine-tuning the searched structures with the baseline's budget"
+  for name in "${names[@]}"; do
+    for s in "${seed_list[@]}"; do
+      run="${expdir}/${name}/searched_seed${s}"
+      structure="$(search_dir_of "${name}" "${s}")/structure.yaml"
+      mkdir -p "${run}"
+      cp "${structure}" "${run}/structure.yaml"
+      run_job "${name}/searched_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" searched \
+        "structure=${structure}"
+    done
+  done
+  wait_runs 4
+  log "stage 4 done in $((SECONDS - t0)) s"
+fi
+
+# ------------------------------------------------------------------------------------------ stage 5
+if run_stage 5; then
+  t0=${SECONDS}
+  need "${feats}/eval/utts.tsv" 1 5
+  for name in "${names[@]}"; do
+    while read -r run; do
+      made_by=2
+      [[ "${run}" != */searched_seed* ]] || made_by=4
+      need "${run}/checkpoints" "${made_by}" 5
+      need "$(ckpt_of "${run}")" "${made_by}" 5
+    done < <(runs_of "${name}")
+  done
+  log "stage 5: synthesizing ${feats}/eval with every model"
+  for name in "${names[@]}"; do
+    while read -r run; do
+      run_job "${name}/$(basename "${run}")" "${run}/logs/synthesize.log" rfspeech-synthesize \
+        "checkpoint=$(ckpt_of "${run}")" "input_dir=${feats}/eval" "out_dir=${run}/synth" "device=${device}" \
+        progress=false "${synth_args[@]}"
+    done < <(runs_of "${name}")
+  done
+  wait_runs 5
+  log "stage 5 done in $((SECONDS - t0)) s"
+fi
+
+# ------------------------------------------------------------------------------------------ stage 6
+if run_stage 6; then
+  t0=${SECONDS}
+  for name in "${names[@]}"; do
+    while read -r run; do need "${run}/synth/speed.json" 5 6; done < <(runs_of "${name}")
+  done
+  log "stage 6: evaluating against ${feats}/eval"
+  for name in "${names[@]}"; do
+    while read -r run; do
+      run_job "${name}/$(basename "${run}")" "${run}/logs/evaluate.log" rfspeech-evaluate \
+        "ref_dir=${feats}/eval" "syn_dir=${run}/synth" "out_dir=${run}/eval" "feats_yaml=${feats}/feats.yaml" \
+        "jobs=${eval_jobs}" progress=false "${eval_args[@]}"
+    done < <(runs_of "${name}")
+  done
+  wait_runs 6
+  log "stage 6 done in $((SECONDS - t0)) s"
+fi
+
+# ------------------------------------------------------------------------------------------ stage 7
+if run_stage 7; then
+  t0=${SECONDS}
+  for name in "${names[@]}"; do
+    while read -r run; do need "${run}/eval/summary.json" 6 7; done < <(runs_of "${name}")
+  done
+  log "stage 7: comparing searched and hand-designed models"
+  for name in "${names[@]}"; do
+    mapfile -t runs < <(runs_of "${name}")
+    exps=$(IFS=,; echo "${runs[*]}")
+    run_job "${name}/compare" "${expdir}/${name}/logs/compare.log" rfspeech-compare "exps=[${exps}]" \
+      "out_dir=${expdir}/${name}" "title='${name} (${corpus}): searched vs hand-designed'" "${compare_args[@]}"
+  done
+  wait_runs 7
+  log "stage 7 done in $((SECONDS - t0)) s"
+  for name in "${names[@]}"; do
+    log "report: $(cd "${expdir}/${name}" && pwd)/report.html (and report.md)"
+  done
+fi
+
+log "finished stages ${stage}..${stop_stage} in $((SECONDS - recipe_start)) s"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Mini recipe, the embedded default: every stage on the shipped mini corpus (egs/mini/corpus: 50 short
+# espeak-ng sentences, LJSpeech layout, 22.05 kHz FLAC) with a tiny HiFi-GAN and a tiny WaveNet, each
+# hand-designed and searched, two seeds per arm, on CPU in about ten minutes. Ends by printing where the
+# reports are (exp/<conf>/report.html).
+#
+#   bash egs/mini/voc1/run.sh                         # everything
+#   bash egs/mini/voc1/run.sh --conf conf/ci.yaml     # CI smoke run (tiny HiFi-GAN, a few steps)
+#   bash egs/mini/voc1/run.sh --stage 5 --stop_stage 7 --seeds "1"
+#   bash egs/mini/voc1/run.sh --help                  # every option (egs/TEMPLATE/voc1/voc.sh)
+#
+# Options given here are defaults; the command line overrides them (the last value wins).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Two seeds per arm unless the command line chooses (--seed S runs one).
+seed_opts=(--seeds "1 2")
+for arg in "$@"; do
+  case "${arg}" in --seed|--seed=*|--seeds|--seeds=*) seed_opts=() ;; esac
+done
+
+./voc.sh \
+  --corpus ljspeech \
+  --db_root ../corpus \
+  --mel hifigan \
+  --prepare_opts "corpus.dev_size=4 corpus.eval_size=8" \
+  --conf "conf/hifigan_tiny.yaml conf/wavenet_tiny.yaml" \
+  "${seed_opts[@]}" \
+  --n_gpus 0 \
+  --nj 2 \
+  "$@"
