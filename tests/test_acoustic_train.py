@@ -297,3 +297,17 @@ def test_search_then_finetune_the_searched_structure(prepared: Path, tmp_path: P
     convs = dict(iter_dilated_convs(model))
     assert {n: convs[n].dilation[0] for n in doc["structure"]} == doc["structure"]
     assert text_to_mel(model, "Searched.").shape[0] == 80
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp(prepared: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                        "-m", "rfspeech.bin.train_tts", f"data_dir={prepared}", f"out_dir={out}",
+                        "model=acoustic_debug", "tts=debug", "tts.max_steps=4", "device=cpu", "progress=false"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("trained 4 steps") == 1  # rank 0 reports
+    state = ckpt.load_checkpoint(out / "checkpoints" / "ckpt_00000004.pt")
+    assert state["step"] == 4

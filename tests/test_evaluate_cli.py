@@ -135,6 +135,10 @@ def test_process_pool_matches_serial(folders: tuple[Path, Path], evaluated: tupl
     assert summary["metrics"]["pesq"]["mean"] == pytest.approx(serial["metrics"]["pesq"]["mean"], rel=1e-9)
     assert summary["metrics"]["pesq"]["failures"] == {"NoUtterancesError": 1}
     assert set(summary["metrics"]) == {"pesq"}
+    only_syn = evaluate_dirs(ref, syn, tmp_path / "s", metrics=["pesq"], jobs=1, progress=False,
+                             ids_from="synthesized")
+    assert "missing synthesized" not in only_syn["bad"] and only_syn["bad"]["missing reference"] == 1
+    assert only_syn["n_utterances"] == serial["n_utterances"] - 1
 
 
 def test_include_c0_and_manifest_reference(folders: tuple[Path, Path], tmp_path: Path) -> None:

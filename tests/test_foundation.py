@@ -106,3 +106,16 @@ def test_atomic_outputs_get_normal_permissions(tmp_path: Path) -> None:
         os.umask(mask)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_remove_weight_norm_on_a_copy_leaves_the_original_intact() -> None:
+    import copy
+
+    model = torch.nn.Sequential(dilated_conv1d(2, 2, 3, dilation=2, weight_norm=True))
+    x = torch.randn(1, 2, 16)
+    ref = model(x)
+    clone = remove_weight_norm(copy.deepcopy(model))
+    torch.testing.assert_close(clone(x), ref, atol=1e-6, rtol=0)
+    assert parametrize.is_parametrized(model[0])
+    torch.testing.assert_close(model(x), ref)
+    assert isinstance(clone[0], DilatedConv1d) and not parametrize.is_parametrized(clone[0])

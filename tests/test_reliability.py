@@ -179,6 +179,34 @@ def test_sigkill_at_random_points_then_resume_equals_the_uninterrupted_run(work:
     assert_same_training_state(run, reference)
 
 
+SEARCH = (*TRAIN, "search=debug", "search.global.enabled=false", "search.local.search_interval=2",
+          "search.local.max_search_steps=2")
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_search_then_resume_gives_the_same_structure(work: Path, data: Path) -> None:
+    """The local search state lives in the checkpoints: a killed search resumes to the same structure."""
+    seed = int(os.environ.get("RFSPEECH_FAULT_SEED", time.time_ns() % 100_000))
+    rng = random.Random(seed)
+    ref, run, log = work / "search_ref", work / "search_killed", work / "search_killed.log"
+    res = cli("search", f"data_dir={data}", f"out_dir={ref}", *SEARCH, cwd=work)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    args = (f"data_dir={data}", f"out_dir={run}", *SEARCH)
+    res = cli("search", *args, cwd=work, fault=("kill", 4))  # inside the step-4 checkpoint, after a search round
+    assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
+    assert assert_checkpoints_whole(run) == [2, 3]
+    proc = start("search", *args, "resume=true", cwd=work, log=log)
+    _kill_after_progress(proc, run, rng)
+    assert_checkpoints_whole(run)
+    res = cli("search", *args, "resume=true", cwd=work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_same_training_state(run, ref)
+    from rfspeech.search import load_structure
+
+    assert load_structure(run / "structure.yaml") == load_structure(ref / "structure.yaml"), f"seed {seed}"
+
+
 # ---------------------------------------------------------------------------------------------- 2. corrupt
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_with_a_warning(
         work: Path, data: Path, reference: Path, capfd: pytest.CaptureFixture[str],
@@ -281,7 +309,8 @@ def test_every_entry_point_validates_its_config_before_work(
     argv = args.format(dd=f"data_dir={data}", tr=_TR, bad=bad_inputs, corpus=corpus, data=data,
                        ckpt=ckpt.checkpoint_path(reference, STEPS)).split()
     out = tmp_path / "out"
-    res = run_main(module, *argv, f"out_dir={out}", "progress=false", capfd=capfd)
+    quiet = ("progress=false",) if module in ("prepare", "synthesize", "evaluate") else ()
+    res = run_main(module, *argv, f"out_dir={out}", *quiet, capfd=capfd)
     assert_clean_error(res, *fragments)
     assert res.returncode == 2
     # nothing was produced: no checkpoints, no prepared data, no wavs, no metrics (Hydra's own .hydra aside)
@@ -475,7 +504,7 @@ def test_synthesis_over_a_folder_with_bad_files(work: Path, data: Path, referenc
     assert speed["n_bad"] == 5 and speed["n_utterances"] == len(good)
 
 
-def test_evaluation_over_folders_with_bad_files(work: Path, corpus: Path) -> None:
+def test_evaluation_over_folders_with_bad_files(work: Path, corpus: Path, capfd: pytest.CaptureFixture[str]) -> None:
     ref, syn, out = work / "eval_ref", work / "eval_syn", work / "eval_out"
     ref.mkdir()
     syn.mkdir()
@@ -496,8 +525,9 @@ def test_evaluation_over_folders_with_bad_files(work: Path, corpus: Path) -> Non
     _write(syn / f"{short}.wav", sf.read(ref / f"{short}.wav")[0][:500], sr)
     (syn / f"{ref_only}.wav").unlink()
     _write(syn / "syn_only.wav", sf.read(ref / f"{good[0]}.wav")[0], sr)
-    res = cli("evaluate", f"ref_dir={ref}", f"syn_dir={syn}", f"out_dir={out}", "metrics=[mcd,stft]", "jobs=1",
-              "progress=false", cwd=work)
+    # STFT distance and mel L1 stand for every metric: bad files are sorted out before any metric runs.
+    res = run_main("evaluate", f"ref_dir={ref}", f"syn_dir={syn}", f"out_dir={out}", "metrics=[stft,mel_l1]",
+                   "jobs=1", "progress=false", capfd=capfd)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Traceback" not in res.stderr
     import csv
@@ -505,18 +535,29 @@ def test_evaluation_over_folders_with_bad_files(work: Path, corpus: Path) -> Non
     rows = {r["utt_id"]: r for r in csv.DictReader(open(out / "metrics.csv", newline=""))}
     assert set(rows) == {*ids, "syn_only"}
     for utt in good:
-        assert rows[utt]["status"] == "ok" and float(rows[utt]["mcd"]) > 0
+        assert rows[utt]["status"] == "ok" and float(rows[utt]["stft_distance"]) > 0 and float(rows[utt]["mel_l1"]) > 0
     expected = {empty: "unreadable", nan: "non-finite samples", rate: "rate mismatch", stereo: "not mono",
                 short: "too short", ref_only: "missing synthesized", "syn_only": "missing reference"}
     for utt, reason in expected.items():
         assert rows[utt]["status"] == "bad" and rows[utt]["reason"] == reason, (utt, rows[utt])
-        assert rows[utt]["mcd"] == ""
+        assert rows[utt]["stft_distance"] == "" and rows[utt]["mel_l1"] == ""
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_evaluated"] == 2 and summary["n_bad"] == len(expected)
-    assert summary["metrics"]["mcd"]["n"] == 2
+    assert summary["metrics"]["stft_distance"]["n"] == 2 and summary["metrics"]["mel_l1"]["n"] == 2
 
 
 # ---------------------------------------------------------------------------------------------- 6. disk
+@pytest.fixture(scope="module")
+def two_wavs(work: Path, corpus: Path) -> Path:
+    """Two one-second reference files (a quick evaluation input)."""
+    folder = work / "two_wavs"
+    folder.mkdir()
+    for p in sorted((corpus / "wavs").glob("*.flac"))[:2]:
+        wav, sr = sf.read(p)
+        _write(folder / f"{p.stem}.wav", wav[:sr], sr)
+    return folder
+
+
 def _assert_disk_full_kept_earlier_checkpoints(res: subprocess.CompletedProcess[str], run: Path) -> None:
     assert_clean_error(res, "No space left on device", str(ckpt.checkpoint_path(run, 3)))
     assert res.returncode == 2
@@ -540,13 +581,14 @@ def test_disk_full_during_a_checkpoint_is_a_clear_error_and_keeps_earlier_ones(
     assert assert_checkpoints_whole(run) == [2, 3]
 
 
-def test_real_full_disk_during_training(work: Path, data: Path) -> None:
+def test_real_full_disk_during_training(work: Path, data: Path, capfd: pytest.CaptureFixture[str]) -> None:
     mnt = work / "tiny_fs"
     with tmpfs(mnt, "12m") as mounted:
         if not mounted:
             pytest.skip("cannot mount a tmpfs here (needs root); the injected ENOSPC test covers the path")
         run = mnt / "run"  # each checkpoint is ~4.7 MB: two fit, the third write fills the disk
-        res = cli("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "train.validation_interval=0", cwd=work)
+        res = run_main("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "train.validation_interval=0",
+                       capfd=capfd)
         _assert_disk_full_kept_earlier_checkpoints(res, run)
 
 
@@ -569,7 +611,7 @@ def test_real_full_disk_during_preparation_keeps_the_previous_directory(
 
 
 @pytest.mark.parametrize("module", ["train", "prepare", "synthesize", "evaluate"])
-def test_unwritable_output_directory(work: Path, corpus: Path, data: Path, reference: Path, module: str,
+def test_unwritable_output_directory(work: Path, corpus: Path, data: Path, reference: Path, two_wavs: Path, module: str,
                                      capfd: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("earlier output\n")
@@ -578,21 +620,21 @@ def test_unwritable_output_directory(work: Path, corpus: Path, data: Path, refer
         "train": (f"data_dir={data}", *TRAIN),
         "prepare": (f"db_root={corpus}", "nj=1", "features=false"),
         "synthesize": (f"checkpoint={ckpt.checkpoint_path(reference, STEPS)}", f"input_dir={data / 'eval'}"),
-        "evaluate": (f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", "metrics=[stft]", "jobs=1"),
+        "evaluate": (f"ref_dir={two_wavs}", f"syn_dir={two_wavs}", "metrics=[stft]", "jobs=1"),
     }[module]
     res = run_main(module, *args, f"out_dir={target}", "progress=false", capfd=capfd)
     assert_clean_error(res, str(blocker))
     assert blocker.read_text() == "earlier output\n"
 
 
-def test_read_only_output_directory(work: Path, corpus: Path, data: Path, reference: Path,
+def test_read_only_output_directory(work: Path, corpus: Path, data: Path, reference: Path, two_wavs: Path,
                                     capfd: pytest.CaptureFixture[str]) -> None:
     mnt = work / "ro_fs"
     with tmpfs(mnt, "1m", read_only=True) as mounted:
         if not mounted:
             pytest.skip("cannot mount a read-only tmpfs here (needs root; chmod does not stop root)")
         for module, args in (
-            ("evaluate", (f"ref_dir={corpus / 'wavs'}", f"syn_dir={corpus / 'wavs'}", "metrics=[stft]", "jobs=1")),
+            ("evaluate", (f"ref_dir={two_wavs}", f"syn_dir={two_wavs}", "metrics=[stft]", "jobs=1")),
             ("synthesize", (f"checkpoint={ckpt.checkpoint_path(reference, STEPS)}", f"input_dir={data / 'eval'}")),
             ("prepare", (f"db_root={corpus}", "nj=1", "features=false")),
         ):

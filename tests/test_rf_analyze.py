@@ -116,6 +116,11 @@ def test_vocoder_like_upsampling_units() -> None:
     assert r.period == 16
 
 
+def test_bare_layer() -> None:
+    r = analyze(apply_weight_norm(nn.Conv1d(1, 1, 5, dilation=2)))
+    assert r.method == "fx" and r.r_max == 9 and len(r.layers) == 1
+
+
 def test_grouped_weight_normed_and_parametrized_convs() -> None:
     plain = nn.Sequential(nn.Conv1d(4, 4, 5, padding=2, groups=2), nn.Conv1d(4, 4, 3, dilation=3, padding=3))
     wn = nn.Sequential(apply_weight_norm(nn.Conv1d(4, 4, 5, padding=2, groups=2)),

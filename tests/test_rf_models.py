@@ -37,7 +37,8 @@ def _probe_shapes(model, report) -> dict[str, tuple[int, ...]]:
 
 def _assert_analyze_equals_probe(model) -> None:
     report = analyze(model)
-    measured = probe(model, _probe_shapes(model, report), period=report.period)
+    periods = {name: f.period for name, f in report.inputs.items()}
+    measured = probe(model, _probe_shapes(model, report), period=periods, n_positions=report.period)
     assert set(measured.inputs) == set(report.inputs)
     for name, a in report.inputs.items():
         m = measured.inputs[name]
@@ -72,7 +73,6 @@ def test_analyze_equals_probe_on_small_generators(name: str) -> None:
     _assert_analyze_equals_probe(SMALL[name]())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in GENERATOR_CONFIGS if "debug" in n])
 def test_analyze_equals_probe_on_debug_configs(name: str) -> None:
     from hydra.utils import instantiate
@@ -80,6 +80,18 @@ def test_analyze_equals_probe_on_debug_configs(name: str) -> None:
 
     cfg = OmegaConf.load(REPO / "recipes" / "model" / f"{name}.yaml")
     _assert_analyze_equals_probe(instantiate(cfg.generator))
+
+
+@pytest.mark.parametrize("version", ["V1", "V2", "V3"])
+def test_analyze_equals_probe_on_published_hifigan_structures(version: str) -> None:
+    # the published topology (rates, kernels, resblocks, dilations, hop 256) at tiny width
+    _assert_analyze_equals_probe(_hifigan(version, 16 if version != "V3" else 8))
+
+
+def test_analyze_equals_probe_on_published_wavenet_structure() -> None:
+    # 30 layers, 3 cycles, kernel 3, upsampling [4, 4, 4, 4]: noise field 6139 samples, probed
+    _assert_analyze_equals_probe(WaveNetGenerator(aux_channels=2, residual_channels=2, gate_channels=2,
+                                                  skip_channels=2))
 
 
 # ------------------------------------------------------------------------------------------ published numbers
@@ -146,6 +158,11 @@ def test_reordered_hifigan_has_an_unproductive_layer_and_a_fix() -> None:
     assert dil["resblocks.2.convs1.2"]["to"] == 4
     # the original order is fine at this segment
     assert analyze(_hifigan("V1"), segment=32).unproductive == []
+    # at 10 frames V1 needs several smaller dilations together
+    short = analyze(_hifigan("V1"), segment=10)
+    assert short.i_min == 14.25 and len(short.unproductive) == 4
+    joint = [h for h in short.hints if h["kind"] == "dilations"]
+    assert joint and joint[0]["i_min"] < 10 and len(joint[0]["changes"]) > 1
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -173,18 +190,51 @@ def test_cli_task_writes_table_json_plot_for_every_config(name: str, tmp_path: P
         assert set(data["inputs"]) == {"mel", "noise"}
 
 
-def test_console_script(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    # A small WaveNet (hop 4, 6 layers) keeps the float64 probe quick.
-    cmd = [sys.executable, "-m", "rfspeech.bin.rf", "model=wavenet_debug", f"out_dir={tmp_path}", "probe=true",
-           "model.generator.upsample_scales=[2,2]", "model.generator.layers=6", "model.generator.stacks=2"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "probe noise" in res.stdout
+def test_cli_probe_option(tmp_path: Path, capsys) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from rfspeech.bin.rf import run
+    from rfspeech.config import recipes_dir
+
+    with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+        cfg = compose("rf", overrides=["model=wavenet_debug", f"out_dir={tmp_path}", "probe=true"])
+    run(cfg)
+    assert "probe noise" in capsys.readouterr().out
     data = json.loads((tmp_path / "rf.json").read_text())
     assert data["probe"]["noise"]["span"] == pytest.approx(data["inputs"]["noise"]["span"])
     assert data["probe"]["mel"]["span"] == pytest.approx(data["inputs"]["mel"]["span"])
-    bad = subprocess.run([sys.executable, "-m", "rfspeech.bin.rf", "model=wavenet_debug", f"out_dir={tmp_path}",
+
+
+def test_console_script(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    ok = subprocess.run([sys.executable, "-m", "rfspeech.bin.rf", "model=hifigan_v3", f"out_dir={tmp_path}/v3"],
+                        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "resblocks.8.convs.1" in ok.stdout and "r_max 21.17 frames (5420 output samples)" in ok.stdout
+    assert (tmp_path / "v3" / "rf.json").is_file() and (tmp_path / "v3" / "rf.png").is_file()
+    bad = subprocess.run([sys.executable, "-m", "rfspeech.bin.rf", "model=hifigan_debug", f"out_dir={tmp_path}",
                           "segment=-1"], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "segment" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_acoustic_model_part(tmp_path: Path, capsys) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from rfspeech.bin.rf import run
+    from rfspeech.config import recipes_dir
+    from rfspeech.errors import ConfigError
+
+    if not (REPO / "recipes" / "model" / "acoustic_debug.yaml").is_file():
+        pytest.skip("no acoustic model config")
+    with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+        cfg = compose("rf", overrides=["model=acoustic_debug", f"out_dir={tmp_path}", "segment=40"])
+        with pytest.raises(ConfigError, match="submodule=<name>.*decoder"):
+            run(cfg)
+        cfg = compose("rf", overrides=["model=acoustic_debug", f"out_dir={tmp_path}", "segment=40",
+                                       "submodule=decoder", "units=frames"])
+    data = run(cfg)
+    assert data["units"] == "frames" and data["config"]["submodule"] == "decoder"
+    # residual dilated blocks: the identity path keeps r_min at one frame
+    assert data["r_min"] == 1 and data["r_max"] > 1
+    assert all(layer["type"] == "DilatedConv1d" or layer["kernel_size"] == 1 for layer in data["layers"])

@@ -196,6 +196,9 @@ def test_bad_input_is_reported_before_the_first_step(data_dir: Path, tmp_path: P
         trainer(data_dir, tmp_path / "b", "train.segment_size=5000")
     with pytest.raises(ConfigError, match="fewer than train.min_segment_frames"):
         trainer(data_dir, tmp_path / "c", "train.segment_size=512")
+    # 8 frames: below the tiny V1's smallest receptive field (8.17 frames through the residual paths)
+    with pytest.raises(ConfigError, match=r"8 frames\) is shorter than the generator's smallest receptive field"):
+        trainer(data_dir, tmp_path / "c2", "train.segment_size=2048")
     with pytest.raises(ConfigError, match="hop_length"):
         trainer(data_dir, tmp_path / "d", "model.generator.upsample_rates=[8,8,2]",
                 "model.generator.upsample_kernel_sizes=[16,16,4]")

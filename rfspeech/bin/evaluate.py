@@ -37,7 +37,8 @@ def task(cfg: Any) -> dict[str, Any]:
         cfg.ref_dir, cfg.syn_dir, cfg.out_dir, metrics=metrics, include_c0=bool(cfg.mcd_include_c0),
         pesq_mode=str(cfg.pesq_mode), f0_method=str(cfg.f0_method), f0_min=float(cfg.f0_min),
         f0_max=float(cfg.f0_max), feature_params=feature_params, min_duration=float(cfg.min_duration),
-        silence_db=float(cfg.silence_db), peak_normalize=bool(cfg.peak_normalize), jobs=int(cfg.jobs),
+        silence_db=float(cfg.silence_db), peak_normalize=bool(cfg.peak_normalize),
+        ids_from=str(cfg.ids_from), jobs=int(cfg.jobs),
         progress=bool(cfg.progress),
     )
     print(format_summary(summary))

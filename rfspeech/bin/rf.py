@@ -3,6 +3,7 @@
 Usage::
 
     rfspeech-rf model=hifigan_v1 segment=32 out_dir=exp/rf/hifigan_v1 [probe=true]
+    rfspeech-rf model=acoustic submodule=decoder units=frames segment=200 out_dir=exp/rf/acoustic_decoder
 
 Prints the per-layer table and a summary, writes ``out_dir/rf.json`` (the full
 :class:`rfspeech.rf.RFReport`, plus the model config and the probe when asked) and
@@ -56,32 +57,52 @@ def run(cfg: Any) -> dict[str, Any]:
     from rfspeech.rf import analyze, plot_report, probe
 
     segment = cfg.get("segment")
+    node = "generator"
     if cfg.get("checkpoint"):
         # The model a run actually trained (its structure applied), as the recipes record it.
-        model, model_name, generator_cfg, ckpt_segment = _from_checkpoint(str(cfg.checkpoint))
+        model, model_name, node_cfg, ckpt_segment = _from_checkpoint(str(cfg.checkpoint))
         if segment is None:
             segment = ckpt_segment
     else:
-        if "model" not in cfg or "generator" not in cfg.model:
-            raise ConfigError("rf config needs a model with a 'generator' node (model=<name> from recipes/model/)")
+        if "model" not in cfg:
+            raise ConfigError("rf config needs a model (model=<name> from recipes/model/)")
+        node = cfg.get("node") or next((n for n in ("generator", "acoustic") if n in cfg.model), "generator")
+        if node not in cfg.model:
+            raise ConfigError(f"model config {cfg.model.get('name', '')!r} has no '{node}' node to analyse "
+                              "(model=<name> from recipes/model/, node=<key>)")
         model_name = cfg.model.get("name", "model")
         try:
-            model = instantiate(cfg.model.generator)
+            model = instantiate(cfg.model[node])
         except Exception as e:  # noqa: BLE001 - instantiate wraps constructor errors
             cause = e.__cause__ or e
-            raise ConfigError(f"model.generator of {model_name}: {cause}") from None
-        generator_cfg = OmegaConf.to_container(cfg.model.generator, resolve=True)
+            raise ConfigError(f"model.{node} of {model_name}: {cause}") from None
+        node_cfg = OmegaConf.to_container(cfg.model[node], resolve=True)
+    submodule = cfg.get("submodule")
+    if submodule:
+        try:
+            model = model.get_submodule(str(submodule))
+        except AttributeError:
+            children = [n for n, _ in model.named_children()]
+            raise ConfigError(f"submodule={submodule}: {type(model).__name__} has no such module "
+                              f"(children: {', '.join(children)})") from None
+    elif node != "generator":
+        children = [n for n, _ in model.named_children()]
+        raise ConfigError(f"model.{node} is not a vocoder generator: choose the part to analyse with "
+                          f"submodule=<name> (children: {', '.join(children)})")
     report = analyze(model, segment=None if segment is None else float(segment), frames=int(cfg.get("frames", 8)),
-                     method=str(cfg.get("method", "auto")), hints=bool(cfg.get("hints", True)))
+                     method=str(cfg.get("method", "auto")), hints=bool(cfg.get("hints", True)),
+                     units=cfg.get("units"))
     print(report.table())
     print(report.summary())
     result = report.to_dict()
-    result["config"] = {"name": model_name, "generator": generator_cfg}
+    result["config"] = {"name": model_name, node: node_cfg}
+    if submodule:
+        result["config"]["submodule"] = str(submodule)
     if cfg.get("checkpoint"):
         result["config"]["checkpoint"] = str(cfg.checkpoint)
     if cfg.get("probe", False):
         shapes = _probe_shapes(model, report)
-        p = probe(model, shapes, period=report.period)
+        p = probe(model, shapes, period={n: f.period for n, f in report.inputs.items()}, n_positions=report.period)
         result["probe"] = {name: {"span": f.span, "lo": f.lo, "hi": f.hi, "span_min": f.span_min,
                                   "span_max": f.span_max} for name, f in p.inputs.items()}
         for name, f in p.inputs.items():

@@ -250,6 +250,7 @@ def evaluate_dirs(
     min_duration: float = 0.25,
     silence_db: float = -60.0,
     peak_normalize: bool = True,
+    ids_from: str = "union",
     jobs: int = 2,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -269,6 +270,9 @@ def evaluate_dirs(
         min_duration: minimum duration in seconds of a usable pair.
         silence_db: peak level (dBFS) under which audio is flagged silent.
         peak_normalize: scale both signals to peak 0.95 first (see :func:`evaluate_pair`).
+        ids_from: which utterance ids to evaluate: ``"union"`` (every id of either folder; one missing
+            on either side is reported), ``"synthesized"`` (the synthesized folder's ids, e.g. against a
+            whole corpus) or ``"reference"``.
         jobs: worker processes (≤ 1: in this process).
         progress: show a tqdm progress bar.
 
@@ -284,9 +288,11 @@ def evaluate_dirs(
         from rfspeech.data.manifest import FeatureParams
 
         feature_params = FeatureParams.from_dict(dict(feature_params), where="feature_params").to_dict()
+    if ids_from not in ("union", "synthesized", "reference"):
+        raise ConfigError(f"ids_from must be union, synthesized or reference, got {ids_from!r}")
     refs = list_audio(ref_dir, "reference")
     syns = list_audio(syn_dir, "synthesized")
-    ids = sorted(set(refs) | set(syns))
+    ids = sorted({"union": set(refs) | set(syns), "synthesized": set(syns), "reference": set(refs)}[ids_from])
     job = partial(evaluate_pair, metrics=metrics, include_c0=include_c0, pesq_mode=pesq_mode, f0_method=f0_method,
                   f0_min=f0_min, f0_max=f0_max, feature_params=feature_params, min_duration=min_duration,
                   silence_db=silence_db, peak_normalize=peak_normalize)
@@ -302,6 +308,7 @@ def evaluate_dirs(
     summary["ref_dir"] = str(Path(ref_dir).resolve())
     summary["syn_dir"] = str(Path(syn_dir).resolve())
     summary["sample_rates"] = rates
+    summary["ids_from"] = ids_from
     summary["parameters"] = _parameters(metrics, sr0, include_c0=include_c0, pesq_mode=pesq_mode,
                                         f0_method=f0_method, f0_min=f0_min, f0_max=f0_max,
                                         feature_params=feature_params, min_duration=min_duration,

@@ -24,6 +24,10 @@ def remove_weight_norm(model: nn.Module) -> nn.Module:
             if _has_weight_norm(module, name):
                 plist = module.parametrizations[name]
                 if len(plist) == 1:
+                    # A deep copy shares torch's generated parametrized class with its original, and
+                    # removal deletes the property from that class: give this module a class of its own.
+                    cls = type(module)
+                    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
                     parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return model
 

@@ -11,8 +11,9 @@ Design (SpeedySpeech-style conv stacks, Glow-TTS / Grad-TTS-style alignment):
   ``-log N(mel; mu_aligned, I)`` per mel bin teaches ``mu`` and with it the alignment. Keeping
   ``mu`` local is deliberate: when ``mu`` sees the whole sentence (the 117-token encoder) it can fit
   whichever alignment it started from, and hard-EM training locks into a wrong alignment (measured
-  on a planted task: 33% of durations right after 300 steps with encoder means, 100% with
-  token-local means and the diagonal prior; 89% with a 3-token context);
+  on a planted task, 16 sentences whose mels hold one template per symbol for 2-4 frames: after
+  300 steps 33-53% of the planted durations are found with encoder means, 100% with token-local
+  means, with or without a 3-token context, and the diagonal prior);
 * **duration predictor** (residual dilated convs on the *detached* encoder output) trained on the
   log of the MAS durations;
 * **length regulation** (token features repeated by their duration; teacher-forced MAS durations
@@ -172,8 +173,11 @@ class AcousticModel(nn.Module):
         prior_loss_weight: weight of the Gaussian prior (alignment) loss.
         alignment_kernel_size: odd width (in tokens) of the conv that gives ``mu`` its context; 1 makes
             ``mu`` a function of the symbol alone (most robust on tiny corpora).
-        alignment_prior_weight: weight of the Beta-Binomial diagonal prior added to the MAS scores
-            (0 disables it).
+        alignment_prior_weight: weight of the log Beta-Binomial diagonal prior added to the MAS scores
+            (the Gaussian log-likelihood per mel bin); 0 disables it. Measured on 30 LJSpeech
+            utterances after 600 CPU steps of the debug model: the quietest 20% of frames land on
+            space/punctuation/end tokens 76% of the time with 1.0 against 29% with 1/80 (23% for a
+            uniform alignment).
         mas_backend: ``"auto"``, ``"numba"`` or ``"numpy"``.
 
     Shapes:
@@ -292,7 +296,8 @@ class AcousticModel(nn.Module):
         y_mask = sequence_mask(mel_lengths, mels.shape[2]).to(mels.dtype)
 
         with torch.no_grad():
-            log_p = self.log_likelihood(mu.float(), (mels * y_mask).float())
+            # Scores per mel bin, so the prior weight means the same for 80 or 16 bins.
+            log_p = self.log_likelihood(mu.float(), (mels * y_mask).float()) / self.n_mels
             if self.alignment_prior_weight:
                 log_p = log_p + self.alignment_prior_weight * beta_binomial_log_prior(
                     token_lengths, mel_lengths, log_p.shape[1], log_p.shape[2])

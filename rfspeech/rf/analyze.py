@@ -57,6 +57,7 @@ class InputField:
         r_max_samples: ``r_max`` in output samples.
         span_samples: ``span`` in output samples.
         exact: the exact fractions as strings (``"1693/64"``).
+        period: output samples after which the phase pattern seen from this input repeats.
     """
 
     name: str
@@ -71,15 +72,16 @@ class InputField:
     r_max_samples: float
     span_samples: float
     exact: dict[str, str]
+    period: int = 1
 
     @staticmethod
-    def from_field(name: str, f: Field) -> InputField:
+    def from_field(name: str, f: Field, period: int = 1) -> InputField:
         units = "frames" if f.jump < 1 else "samples"
         return InputField(
             name=name, units=units, r_min=float(f.r_min), r_max=float(f.r_max), span=float(f.span),
             lo=float(f.lo), hi=float(f.hi), jump=float(f.jump), r_min_samples=float(f.r_min / f.jump),
             r_max_samples=float(f.r_max / f.jump), span_samples=float(f.span / f.jump),
-            exact={k: str(getattr(f, k)) for k in ("r_min", "r_max", "span", "lo", "hi", "jump")},
+            exact={k: str(getattr(f, k)) for k in ("r_min", "r_max", "span", "lo", "hi", "jump")}, period=period,
         )
 
 
@@ -143,7 +145,7 @@ class RFReport:
         jump: input units per output sample.
         r_min_samples: ``r_min`` in output samples.
         r_max_samples: ``r_max`` in output samples.
-        period: output samples after which the pattern of phases repeats.
+        period: output samples after which the pattern of phases repeats (all inputs).
         inputs: field per model input.
         layers: per-layer table.
         segment: the input resolution the layer status refers to (primary units), or None.
@@ -214,7 +216,7 @@ class RFReport:
     def table(self) -> str:
         """The per-layer table as text (primary input's units; C = critical, U = unproductive)."""
         u = self.units
-        head = ["#", "layer", "type", "k", "s", "d", "up", f"jump", f"r_min_in", f"r_min", f"r_max", "span",
+        head = ["#", "layer", "type", "k", "s", "d", "up", "jump", "r_min_in", "r_min", "r_max", "span",
                 "r_max[smp]", ""]
         rows = []
 
@@ -313,8 +315,8 @@ class _Root(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, *args: Any) -> Any:
-        return self.model(*args)
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x)
 
 
 def analyze(
@@ -326,6 +328,7 @@ def analyze(
     method: str = "auto",
     output: int = 0,
     hints: bool = True,
+    units: str | dict[str, str] | None = None,
 ) -> RFReport:
     """Receptive field of ``model``, per layer and per input, with the layers a segment makes unproductive.
 
@@ -337,11 +340,15 @@ def analyze(
         inputs: example inputs: a shape or tensor for the first argument, or a dict
             ``{argument: shape or tensor}``. Default: ``(1, in_channels, frames)``; other
             arguments keep their defaults (a WaveNet draws its own noise).
-        frames: length of the default example input (default 8 frames). The field
-            does not depend on it; it only has to be long enough for the model to run.
+        frames: length of the default example input (default 8 frames, then 64 and 512 if the
+            model cannot run on so few). The field does not depend on it; it only has to be long
+            enough for the model to run.
         method: ``"auto"`` (fx, hooks when fx cannot trace), ``"fx"`` or ``"hooks"``.
         output: which tensor of the (flattened) output to analyse.
         hints: compute refinement hints when ``segment`` is given.
+        units: names of the input units, for the primary input (a string) or per input (a dict).
+            Default: ``"frames"`` for an input the output runs faster than (a vocoder's mel),
+            else ``"samples"``; an acoustic model's decoder wants ``"frames"``.
 
     Returns:
         The :class:`RFReport`.
@@ -356,12 +363,72 @@ def analyze(
     if segment is not None and not segment > 0:
         raise RFSpeechError(f"segment must be positive, got {segment}")
     root: nn.Module = _Root(model) if is_leaf(model) else model
-    params = _forward_params(root) if root is model else _forward_params(model)
+    params = _forward_params(model)
+    if root is not model:
+        params = params[:1]  # a bare layer: its first argument (the others keep their defaults)
     n_frames = int(frames) if frames is not None else 8
     values = _example_values(model, params, inputs, n_frames)
     given = {p.name for p in params if isinstance(values[p.name], torch.Tensor)}
     names = [p.name for p in params]
 
+    lengths = [n_frames] if frames is not None or inputs is not None else [n_frames, 64, 512]
+    for k, length in enumerate(lengths):
+        values = values if k == 0 else _example_values(model, params, inputs, length)
+        try:
+            walker, out, used, fallback_reason = _capture(root, model, names, values, method)
+            break
+        except _ModelRunError:
+            if k == len(lengths) - 1:
+                raise
+    out_idx, _ = walker.output_node(out, output)
+    _name_random_sources(walker, [n for n in names if n not in given and values[n] is None])
+    ops = walker.ops
+    poisoned: dict[int, str] = {}
+    vals, layer_inputs = evaluate(ops, poisoned=poisoned)
+    if out_idx in poisoned:
+        raise RFRuleError(poisoned[out_idx])
+    out_fields = vals[out_idx]
+    if not out_fields:
+        raise RFRuleError("the model output does not depend on any model input")
+    primary = names[0] if names[0] in out_fields else next(iter(out_fields))
+    order = [primary] + [n for n in out_fields if n != primary]
+    periods = dict.fromkeys(order, 1)
+    for v in vals:
+        for n, f in v.items():
+            if n in periods:
+                periods[n] = math.lcm(periods[n], (out_fields[n].jump / f.jump).denominator)
+    inputs_report = {n: InputField.from_field(n, out_fields[n], periods[n]) for n in order}
+    for n, u in ({primary: units} if isinstance(units, str) else dict(units or {})).items():
+        if n in inputs_report:
+            inputs_report[n].units = str(u)
+    pf = out_fields[primary]
+    period = math.lcm(*periods.values())
+
+    layers = _layer_table(ops, vals, layer_inputs, primary, pf.jump)
+    report = RFReport(
+        model=type(model).__name__, method=used, fallback_reason=fallback_reason, primary=primary,
+        units=inputs_report[primary].units, r_min=float(pf.r_min), r_max=float(pf.r_max), span=float(pf.span),
+        jump=float(pf.jump), r_min_samples=float(pf.r_min / pf.jump), r_max_samples=float(pf.r_max / pf.jump),
+        period=period, inputs=inputs_report, layers=layers, segment=None if segment is None else float(segment),
+        i_min=None, i_max=None, _ops=ops, _out=out_idx,
+    )
+    bounds = _bounds(layer_inputs, primary)
+    if bounds is not None:
+        report.i_min, report.i_max = float(bounds[0]), float(bounds[1])
+    if segment is not None:
+        _mark(report, vals, layer_inputs, ops, primary, Fraction(segment).limit_denominator(10**6))
+        if hints:
+            report.hints = refinement_hints(report, Fraction(segment).limit_denominator(10**6))
+    return report
+
+
+class _ModelRunError(RFSpeechError):
+    """The model failed on the example input (too short, wrong channels)."""
+
+
+def _capture(root: nn.Module, model: nn.Module, names: list[str], values: dict[str, Any],
+             method: str) -> tuple[Walker, Any, str, str | None]:
+    """Run the walker: torch.fx first (unless ``method="hooks"``), hooks when fx cannot trace."""
     flags = {m: m.training for m in root.modules()}
     root.eval()
     fallback_reason = None
@@ -389,49 +456,14 @@ def analyze(
                     raise
                 except Exception as e:  # noqa: BLE001
                     shapes = {k: tuple(v.shape) for k, v in values.items() if isinstance(v, torch.Tensor)}
-                    raise RFSpeechError(
+                    raise _ModelRunError(
                         f"{type(model).__name__} failed on example inputs {shapes}: {type(e).__name__}: {e}"
                         + (f" (torch.fx failed before: {fallback_reason})" if fallback_reason else "")
                     ) from None
     finally:
         for m, t in flags.items():
             m.training = t
-
-    out_idx, _ = walker.output_node(out, output)
-    _name_random_sources(walker, [n for n in names if n not in given and values[n] is None])
-    ops = walker.ops
-    poisoned: dict[int, str] = {}
-    vals, layer_inputs = evaluate(ops, poisoned=poisoned)
-    if out_idx in poisoned:
-        raise RFRuleError(poisoned[out_idx])
-    out_fields = vals[out_idx]
-    if not out_fields:
-        raise RFRuleError("the model output does not depend on any model input")
-    primary = names[0] if names[0] in out_fields else next(iter(out_fields))
-    order = [primary] + [n for n in out_fields if n != primary]
-    inputs_report = {n: InputField.from_field(n, out_fields[n]) for n in order}
-    pf = out_fields[primary]
-    period = 1
-    for v in vals:
-        if primary in v:
-            period = math.lcm(period, (pf.jump / v[primary].jump).denominator)
-
-    layers = _layer_table(ops, vals, layer_inputs, primary, pf.jump)
-    report = RFReport(
-        model=type(model).__name__, method=used, fallback_reason=fallback_reason, primary=primary,
-        units=inputs_report[primary].units, r_min=float(pf.r_min), r_max=float(pf.r_max), span=float(pf.span),
-        jump=float(pf.jump), r_min_samples=float(pf.r_min / pf.jump), r_max_samples=float(pf.r_max / pf.jump),
-        period=period, inputs=inputs_report, layers=layers, segment=None if segment is None else float(segment),
-        i_min=None, i_max=None, _ops=ops, _out=out_idx,
-    )
-    bounds = _bounds(layer_inputs, primary)
-    if bounds is not None:
-        report.i_min, report.i_max = float(bounds[0]), float(bounds[1])
-    if segment is not None:
-        _mark(report, vals, layer_inputs, ops, primary, Fraction(segment).limit_denominator(10**6))
-        if hints:
-            report.hints = refinement_hints(report, Fraction(segment).limit_denominator(10**6))
-    return report
+    return walker, out, used, fallback_reason
 
 
 def _name_random_sources(walker: Walker, none_args: list[str]) -> None:
@@ -565,11 +597,16 @@ def refinement_hints(report: RFReport, segment: Fraction, max_permutations: int 
     singles.sort(key=lambda h: (h["from"] - h["to"], h["i_min"]))
     hints += singles[:10]
     if not singles and dilated:
+        # Greedy: halve the dilation that most reduces the total excess Σ (r_min_in - segment + 1)
+        # over the layers it makes unproductive; zero excess means I_min < segment.
+        def excess(ov: dict[int, Step]) -> Fraction:
+            _, lin = evaluate(ops, ov, sources=(primary,))
+            return sum((d[primary].r_min - segment + 1 for d in lin.values()
+                        if primary in d and d[primary].r_min >= segment), Fraction(0))
+
         overrides: dict[int, Step] = {}
-        current = base
-        for _ in range(500):
-            if current < segment:
-                break
+        current = excess(overrides)
+        while current > 0:
             best_i, best_val = None, current
             for i in dilated:
                 s = overrides.get(i, ops[i].step)
@@ -578,7 +615,7 @@ def refinement_hints(report: RFReport, segment: Fraction, max_permutations: int 
                     continue
                 trial = dict(overrides)
                 trial[i] = _with_dilation(s, max(1, s.dilation // 2))
-                v = _i_min(ops, primary, trial)
+                v = excess(trial)
                 if v < best_val:
                     best_i, best_val = i, v
             if best_i is None:
@@ -586,12 +623,13 @@ def refinement_hints(report: RFReport, segment: Fraction, max_permutations: int 
             s = overrides.get(best_i, ops[best_i].step)
             overrides[best_i] = _with_dilation(s, max(1, s.dilation // 2))
             current = best_val
-        if overrides and current < segment:
-            changes = {layer_names[i]: [ops[i].step.dilation, s.dilation] for i, s in overrides.items()}
-            hints.append({"kind": "dilations", "changes": changes, "i_min": float(current),
-                          "message": f"no single dilation suffices; halving {len(changes)} dilations "
-                                     f"({', '.join(f'{k} {a}->{b}' for k, (a, b) in changes.items())}) gives "
-                                     f"I_min {float(current):.4g} {units}"})
+        if overrides and current == 0:
+            new_i_min = _i_min(ops, primary, overrides)
+            changes = {layer_names[i]: [ops[i].step.dilation, s.dilation] for i, s in sorted(overrides.items())}
+            hints.append({"kind": "dilations", "changes": changes, "i_min": float(new_i_min),
+                          "message": f"no single dilation suffices; together: "
+                                     f"{', '.join(f'{k} {a}->{b}' for k, (a, b) in changes.items())} give "
+                                     f"I_min {float(new_i_min):.4g} {units}"})
     ups = [i for i, op in enumerate(ops) if op.layer is not None and op.step is not None
            and op.step.kind in ("transposed", "upsample")]
     steps = [ops[i].step for i in ups]

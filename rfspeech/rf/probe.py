@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -144,7 +146,7 @@ def probe(
     scale: float = 1e-6,
     jump: Any = None,
     method: str = "auto",
-    period: int | None = None,
+    period: int | dict[str, int] | None = None,
 ) -> ProbeReport:
     """Measure the receptive field by back-propagating from single output samples.
 
@@ -156,12 +158,14 @@ def probe(
         positions: output sample indices to probe (default: ``n_positions`` consecutive samples in
             the middle of the output).
         n_positions: default: ``period`` (one cycle of output phases).
-        period: output samples after which the model's phase pattern repeats (``RFReport.period``).
+        period: output samples after which the model's phase pattern repeats (``RFReport.period``),
+            or one per input (``InputField.period``: 1 for a WaveNet's noise, ``hop`` for its mel).
             Default: the output/input length ratio of the first argument in lowest terms (``hop``
             for a vocoder), which misses longer internal cycles (a stride followed by an
             upsampling): pass the analytic period there.
         seed: for the positive random weights and inputs.
-        batch: output samples back-propagated together (one batch item each).
+        batch: output samples back-propagated (or input steps pushed forward) together, one
+            batch item each.
         output: which tensor of the flattened output to probe (time axis last).
         scale: magnitude of the inputs (small keeps saturating activations linear).
         jump: input units per output sample of the first argument, for ``lo``/``hi`` (spans do
@@ -212,16 +216,19 @@ def probe(
         jump = Fraction(1, max(1, round(out_len / in_len))) if out_len >= in_len else Fraction(round(in_len / out_len))
     jump = Fraction(jump).limit_denominator(10**6)
     jumps = {name: jump * Fraction(x.shape[-1], in_len) for name, x in base.items()}
+    default_period = Fraction(out_len, in_len).numerator if out_len >= in_len else 1
     if period is None:
-        period = Fraction(out_len, in_len).numerator if out_len >= in_len else 1
+        period = default_period
+    periods = ({k: int(period.get(k, default_period)) for k in base} if isinstance(period, dict)
+               else dict.fromkeys(base, int(period)))
     if positions is None:
-        n = n_positions or period
+        n = n_positions or math.lcm(*periods.values())
         start = max(0, out_len // 2 - n // 2)
         positions = list(range(start, min(out_len, start + n)))
     extents: dict[str, list[tuple[int, int]]] | None = None
     if method in ("auto", "forward"):
         try:
-            extents = _forward_extents(m, base, output, jumps, out_len, positions, int(period))
+            extents = _forward_extents(m, base, output, jumps, out_len, positions, periods, batch)
         except (NotImplementedError, RuntimeError) as e:
             if method == "forward":
                 raise RFSpeechError(f"probe: forward-mode differentiation failed: {e}") from None
@@ -273,7 +280,8 @@ def _backward_extents(run: Any, base: dict[str, torch.Tensor], out_len: int, pos
 
 
 def _forward_extents(m: nn.Module, base: dict[str, torch.Tensor], output: int, jumps: dict[str, Fraction],
-                     out_len: int, positions: list[int], period: int) -> dict[str, list[tuple[int, int]]]:
+                     out_len: int, positions: list[int], periods: dict[str, int],
+                     batch: int) -> dict[str, list[tuple[int, int]]]:
     """The same extents from one forward-mode pass, using translation equivariance.
 
     The model is periodic: shifting an input with jump ``j`` by ``q`` steps shifts everything it
@@ -287,30 +295,35 @@ def _forward_extents(m: nn.Module, base: dict[str, torch.Tensor], output: int, j
 
     cycle = {}
     for name in base:
-        q = (period * jumps[name]).numerator
+        q = (periods[name] * jumps[name]).numerator
         cycle[name] = (q, int(q / jumps[name]))
     items = []
     for name, x in base.items():
         q = cycle[name][0]
         i0 = x.shape[-1] // 2
         items += [(name, i0 + a) for a in range(q)]
-    n = len(items)
-    with fwad.dual_level():
-        duals = {}
-        for name, x in base.items():
-            primal = x.expand(n, *x.shape[1:]).clone()
-            tangent = torch.zeros_like(primal)
-            for b, (item_name, i) in enumerate(items):
-                if item_name == name:
-                    tangent[b, ..., i] = 1.0
-            duals[name] = fwad.make_dual(primal, tangent)
-        out = m(**duals)
-        tensors = list(iter_tensors(out))
-        y = tensors[output]
-        t = fwad.unpack_dual(y).tangent
-        if t is None:
-            raise RFSpeechError("probe: the output does not depend on the probed inputs")
-        nz = (t.detach().reshape(n, -1, t.shape[-1]).abs().sum(dim=1) > 0).cpu()
+    rows = []
+    for c in range(0, len(items), batch):
+        chunk = items[c:c + batch]
+        n = len(chunk)
+        with warnings.catch_warnings(), fwad.dual_level():
+            # torch scripts its forward-mode decompositions on first use and warns that jit is deprecated
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+            duals = {}
+            for name, x in base.items():
+                primal = x.expand(n, *x.shape[1:]).clone()
+                tangent = torch.zeros_like(primal)
+                for b, (item_name, i) in enumerate(chunk):
+                    if item_name == name:
+                        tangent[b, ..., i] = 1.0
+                duals[name] = fwad.make_dual(primal, tangent)
+            out = m(**duals)
+            y = list(iter_tensors(out))[output]
+            t = fwad.unpack_dual(y).tangent
+            if t is None:
+                raise RFSpeechError("probe: the output does not depend on the probed inputs")
+            rows.append((t.detach().reshape(n, -1, t.shape[-1]).abs().sum(dim=1) > 0).cpu())
+    nz = torch.cat(rows)
     influenced = []
     for b, (name, _) in enumerate(items):
         d = torch.nonzero(nz[b]).flatten()

@@ -10,7 +10,8 @@ A :class:`Step` is what one layer does to the time axis: a convolution or poolin
 average over output phases), an upsampling (``jump /= u``), or a shift/crop (padding, slicing).
 Transposed convolutions and upsamplings are computed phase by phase and averaged, so kernels
 that are not a multiple of the stride, dilated transposed convolutions and linear interpolation
-come out exact on average as well.
+come out exact on average as well. (The average assumes every output phase is used equally:
+a stride after an upsampling that keeps only some phases makes single samples differ from it.)
 
 Rules map module types to steps. Built-in rules cover the ``torch.nn`` convolutions, transposed
 convolutions, pooling, upsampling, padding and point-wise layers (activations, dropout,

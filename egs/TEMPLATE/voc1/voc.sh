@@ -120,17 +120,25 @@ run_job() {  # run_job NAME LOG COMMAND [ARGS...]
     fi
     start=${SECONDS}
     "$@"
-    echo "# finished in $((SECONDS - start)) s"
+    # last lines: wall time, then (bash's times) the CPU time of this shell and of everything it started
+    echo "# finished in $((SECONDS - start)) s wall"
+    times
   ) > "${logf}" 2>&1 &
   run_pids+=("$!")
   run_logs+=("${logf}")
   run_names+=("${name}")
 }
+run_times() {  # run_times LOG: "W s wall, CPU user U system S" from a finished run's log
+  local wall cpu
+  wall=$(tail -n 3 "$1" | sed -n 's/^# finished in //p')
+  cpu=$(tail -n 1 "$1")
+  echo "${wall}, cpu user ${cpu% *} system ${cpu#* }"
+}
 wait_runs() {  # wait_runs STAGE
   local i rc failed=0 why
   for i in "${!run_pids[@]}"; do
     if wait "${run_pids[$i]}"; then
-      log "  ${run_names[$i]}: done ($(tail -n 1 "${run_logs[$i]}" | sed 's/^# //'))"
+      log "  ${run_names[$i]}: done ($(run_times "${run_logs[$i]}"))"
     else
       rc=$?
       failed=$((failed + 1))

@@ -1,0 +1,18 @@
+"""Training: the GAN vocoder trainer, checkpoints, TensorBoard helpers, torchrun/DDP plumbing, losses.
+
+* :class:`Trainer` (``rfspeech.train.trainer``) — one model-agnostic GAN step, resume, validation, DDP.
+* :func:`load_generator` (``rfspeech.train.checkpoint``) — a synthesis-ready generator from a checkpoint.
+"""
+
+from rfspeech.train.checkpoint import load_checkpoint, load_generator, load_latest, save_checkpoint
+from rfspeech.train.trainer import Trainer, TrainingDiverged, TrainResult
+
+__all__ = [
+    "TrainResult",
+    "Trainer",
+    "TrainingDiverged",
+    "load_checkpoint",
+    "load_generator",
+    "load_latest",
+    "save_checkpoint",
+]
