@@ -99,6 +99,17 @@ stage_name() {
 # run_stage N: true when stage N lies in [stage, stop_stage]
 run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
 
+# CPU seconds (user + system) of every finished child of this shell: bash's times, which must run in this
+# shell itself (a $(...) subshell would count its own, empty, children), so it goes through a file.
+cpu_tmp=$(mktemp)
+trap 'rm -f "${cpu_tmp}"' EXIT
+cpu_mark() { times > "${cpu_tmp}"; }
+cpu_read() {
+  tail -n 1 "${cpu_tmp}" | awk '{ t = 0; for (i = 1; i <= NF; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] } printf "%.0f", t }'
+}
+stage_start() { t0=${SECONDS}; cpu_mark; c0=$(cpu_read); }
+stage_done() { cpu_mark; log "stage $1 done in $((SECONDS - t0)) s wall, $(($(cpu_read) - c0)) s cpu"; }
+
 # need FILE STAGE_THAT_MAKES_IT CURRENT_STAGE: one-line error when an input is missing
 need() {
   [ -e "$1" ] || die "stage $3 ($(stage_name "$3")): $1 not found; run stage $2 ($(stage_name "$2")) first"
@@ -284,7 +295,7 @@ recipe_start=${SECONDS}
 
 # ------------------------------------------------------------------------------------------ stage -1
 if run_stage -1; then
-  t0=${SECONDS}
+  stage_start
   if [ -d "${db_root}" ] && [ -n "$(ls -A "${db_root}")" ]; then
     log "stage -1: ${db_root} exists, download skipped"
   else
@@ -319,12 +330,12 @@ if run_stage -1; then
       mv "${tmp}" "${db_root}"
     fi
   fi
-  log "stage -1 done in $((SECONDS - t0)) s"
+  stage_done -1
 fi
 
 # ------------------------------------------------------------------------------------------ stage 0
 if run_stage 0; then
-  t0=${SECONDS}
+  stage_start
   [ -d "${db_root}" ] || die "stage 0 (data preparation): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
   log "stage 0: data preparation of ${db_root} (${corpus}) -> ${prep}"
   run_job "prepare" "${prep}.logs/prepare.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" \
@@ -333,12 +344,12 @@ if run_stage 0; then
   for split in train dev eval; do
     log "  ${split}: $(($(wc -l < "${prep}/${split}/utts.tsv") - 1)) utterances"
   done
-  log "stage 0 done in $((SECONDS - t0)) s"
+  stage_done 0
 fi
 
 # ------------------------------------------------------------------------------------------ stage 1
 if run_stage 1; then
-  t0=${SECONDS}
+  stage_start
   need "${prep}/eval/utts.tsv" 0 1
   [ -d "${db_root}" ] || die "stage 1 (features): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
   log "stage 1: features (mel=${mel}) -> ${feats}"
@@ -350,12 +361,12 @@ if run_stage 1; then
       || die "stage 1 (features): the ${split} split of ${feats} differs from ${prep} (corpus changed since stage 0?); rerun stage 0"
   done
   [ ! -f "${feats}/stats.npz" ] || log "  train statistics: ${feats}/stats.npz (features z-normalised)"
-  log "stage 1 done in $((SECONDS - t0)) s"
+  stage_done 1
 fi
 
 # ------------------------------------------------------------------------------------------ stage 2
 if run_stage 2; then
-  t0=${SECONDS}
+  stage_start
   need "${feats}/feats.yaml" 1 2
   need "${feats}/train/utts.tsv" 1 2
   log "stage 2: training the hand-designed baselines (${#names[@]} experiment(s) x ${#seed_list[@]} seed(s))"
@@ -368,12 +379,12 @@ if run_stage 2; then
     done
   done
   wait_runs 2
-  log "stage 2 done in $((SECONDS - t0)) s"
+  stage_done 2
 fi
 
 # ------------------------------------------------------------------------------------------ stage 3
 if run_stage 3 && [ "${search}" = true ]; then
-  t0=${SECONDS}
+  stage_start
   need "${feats}/feats.yaml" 1 3
   need "${feats}/train/utts.tsv" 1 3
   log "stage 3: receptive-field search (${#names[@]} experiment(s) x ${#search_seeds[@]} seed(s))"
@@ -386,12 +397,12 @@ if run_stage 3 && [ "${search}" = true ]; then
     done
   done
   wait_runs 3
-  log "stage 3 done in $((SECONDS - t0)) s"
+  stage_done 3
 fi
 
 # ------------------------------------------------------------------------------------------ stage 4
 if run_stage 4 && [ "${search}" = true ]; then
-  t0=${SECONDS}
+  stage_start
   need "${feats}/feats.yaml" 1 4
   for name in "${names[@]}"; do
     for s in "${seed_list[@]}"; do need "$(search_dir_of "${name}" "${s}")/structure.yaml" 3 4; done
@@ -408,12 +419,12 @@ if run_stage 4 && [ "${search}" = true ]; then
     done
   done
   wait_runs 4
-  log "stage 4 done in $((SECONDS - t0)) s"
+  stage_done 4
 fi
 
 # ------------------------------------------------------------------------------------------ stage 5
 if run_stage 5; then
-  t0=${SECONDS}
+  stage_start
   need "${feats}/eval/utts.tsv" 1 5
   for name in "${names[@]}"; do
     while read -r run; do
@@ -432,12 +443,12 @@ if run_stage 5; then
     done < <(runs_of "${name}")
   done
   wait_runs 5
-  log "stage 5 done in $((SECONDS - t0)) s"
+  stage_done 5
 fi
 
 # ------------------------------------------------------------------------------------------ stage 6
 if run_stage 6; then
-  t0=${SECONDS}
+  stage_start
   for name in "${names[@]}"; do
     while read -r run; do need "${run}/synth/speed.json" 5 6; done < <(runs_of "${name}")
   done
@@ -450,12 +461,12 @@ if run_stage 6; then
     done < <(runs_of "${name}")
   done
   wait_runs 6
-  log "stage 6 done in $((SECONDS - t0)) s"
+  stage_done 6
 fi
 
 # ------------------------------------------------------------------------------------------ stage 7
 if run_stage 7; then
-  t0=${SECONDS}
+  stage_start
   for name in "${names[@]}"; do
     while read -r run; do need "${run}/eval/summary.json" 6 7; done < <(runs_of "${name}")
   done
@@ -467,10 +478,11 @@ if run_stage 7; then
       "out_dir=${expdir}/${name}" "title='${name} (${corpus}): searched vs hand-designed'" "${compare_args[@]}"
   done
   wait_runs 7
-  log "stage 7 done in $((SECONDS - t0)) s"
+  stage_done 7
   for name in "${names[@]}"; do
     log "report: $(cd "${expdir}/${name}" && pwd)/report.html (and report.md)"
   done
 fi
 
-log "finished stages ${stage}..${stop_stage} in $((SECONDS - recipe_start)) s"
+cpu_mark
+log "finished stages ${stage}..${stop_stage} in $((SECONDS - recipe_start)) s wall, $(cpu_read) s cpu"
