@@ -38,12 +38,14 @@ __all__ = [
     "Timing",
     "available_cores",
     "interleaved",
+    "iqr_text",
     "load_average",
     "machine_info",
     "paired_ratio",
     "pin_threads",
     "quantiles",
     "round_sig",
+    "status_text",
     "sync",
 ]
 

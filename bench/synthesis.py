@@ -81,7 +81,7 @@ def snr_db(reference: torch.Tensor, other: torch.Tensor) -> float:
     return 10.0 * math.log10(sig / err) if sig > 0 else -math.inf
 
 
-def _inputs(gen: nn.Module, seconds: float, seed: int) -> tuple[Any, ...]:
+def make_inputs(gen: nn.Module, seconds: float, seed: int) -> tuple[Any, ...]:
     hop = int(gen.hop_length)
     frames = max(1, round(seconds * SAMPLE_RATE / hop))
     g = torch.Generator().manual_seed(seed)
@@ -153,7 +153,7 @@ def measure_model(
     if "plain" not in variants:
         variants = ["plain", *variants]
     gens = twin_generators(name, len(variants), seed=seed)
-    inputs = _inputs(gens[0], seconds, seed + 1)
+    inputs = make_inputs(gens[0], seconds, seed + 1)
     audio = inputs[0].shape[-1] * int(gens[0].hop_length) / SAMPLE_RATE
     calls: dict[str, Callable[[], torch.Tensor]] = {}
     prep: dict[str, float] = {}
@@ -201,7 +201,7 @@ def profile_top_ops(name: str = "hifigan_v1", seconds: float = 0.5, rows: int = 
 
     plain, fast = twin_generators(name, 2, seed=seed)
     prepare_for_inference(fast)
-    inputs = _inputs(plain, seconds, seed + 1)
+    inputs = make_inputs(plain, seconds, seed + 1)
     out: dict[str, Any] = {"model": name, "audio_seconds": round_sig(inputs[0].shape[-1] * plain.hop_length
                                                                       / SAMPLE_RATE)}
     for label, gen, ctx in (("plain", plain, torch.no_grad), ("rfspeech", fast, torch.inference_mode)):

@@ -140,8 +140,21 @@ def test_model_group_has_the_published_variants():
 
 @pytest.mark.parametrize("path", PRIMARIES, ids=_rel)
 def test_primary_configs_compose_and_resolve(path):
-    cfg = _compose(path.stem)
-    OmegaConf.to_container(cfg, resolve=True)
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    # Resolve as the console script would: with Hydra's runtime config set (${hydra:...} interpolations).
+    with initialize_config_dir(config_dir=str(RECIPES), version_base="1.3"):
+        cfg = compose(config_name=path.stem, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert isinstance(resolved, dict) and resolved
 
 
 @pytest.mark.parametrize("path", [p for p in YAMLS if _target_nodes(OmegaConf.load(p))], ids=_rel)

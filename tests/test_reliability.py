@@ -279,6 +279,17 @@ CONFIG_CASES = [
     ("train", "data_dir={bad}/nowhere {tr}", ("feats.yaml",)),
     ("train", "{dd} {tr} train.no_such_key=1", ("no_such_key",)),
     ("train", "{dd} {tr} init_from={bad}/truncated.pt", ("unreadable checkpoint",)),
+    # rfspeech-search (the global search on: it must not start before the trainer's checks)
+    ("search", "{dd} {tr} search=debug model.generator.upsample_rates=[8,8,2] "
+     "model.generator.upsample_kernel_sizes=[16,16,4]", ("hop_length 128",)),
+    ("search", "{dd} {tr} search=debug train.segment_size=1024", ("receptive field",)),
+    ("search", "{dd} {tr} search=debug +features.fmax=7600", ("fmax",)),
+    ("search", "{dd} {tr} search=debug search.searchable.expand_rate=-1", ("expand_rate",)),
+    # rfspeech-train-tts
+    ("train_tts", "{dd} device=cpu progress=false model=acoustic_debug tts=debug +features.fmax=7600", ("fmax",)),
+    ("train_tts", "{dd} device=cpu progress=false model=acoustic_debug tts=debug structure={bad}/missing_module.yaml",
+     ("no.such.conv",)),
+    ("train_tts", "data_dir={bad}/nowhere device=cpu model=acoustic_debug tts=debug", ("feats.yaml",)),
     # rfspeech-prepare: sample rate of the corpus, feature parameters, splits
     ("prepare", "db_root={corpus} mel.sample_rate=24000 nj=1", ("24000",)),
     ("prepare", "db_root={corpus} mel.hop_length=0 nj=1", ("hop_length",)),

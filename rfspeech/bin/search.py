@@ -244,12 +244,19 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
     paths = searched_paths(generator, args)
     if not paths:
         raise ConfigError("search.searchable: no searchable conv in the generator (check include/exclude)")
+    g = cfg.search["global"]
+    if g.get("enabled", False):
+        # The trainer's checks (features, hop, segment vs receptive field, a dry run) before the global
+        # search, which can run for hours before the local search's trainer would see a bad config.
+        from rfspeech.train.distributed import DistInfo, resolve_device
+
+        make_trainer(cfg, copy.deepcopy(generator), copy.deepcopy(discriminator), resume=False, init_from=None,
+                     tensorboard=False, progress=False, dist_info=DistInfo(device=resolve_device(str(cfg.device))))
     if dist_info.is_main:
         write_config(cfg, out)
     summary: dict[str, Any] = {"searched_layers": paths}
 
     # ---- global search ----
-    g = cfg.search["global"]
     if g.get("enabled", False):
         best_file = out / "global" / "best.yaml"
         best = None

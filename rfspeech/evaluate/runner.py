@@ -292,6 +292,8 @@ def evaluate_dirs(
         raise ConfigError(f"ids_from must be union, synthesized or reference, got {ids_from!r}")
     refs = list_audio(ref_dir, "reference")
     syns = list_audio(syn_dir, "synthesized")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable out_dir fails now, not after all the metrics
     ids = sorted({"union": set(refs) | set(syns), "synthesized": set(syns), "reference": set(refs)}[ids_from])
     job = partial(evaluate_pair, metrics=metrics, include_c0=include_c0, pesq_mode=pesq_mode, f0_method=f0_method,
                   f0_min=f0_min, f0_max=f0_max, feature_params=feature_params, min_duration=min_duration,
@@ -315,8 +317,6 @@ def evaluate_dirs(
                                         silence_db=silence_db, peak_normalize=peak_normalize)
     summary["wall_seconds"] = round(time.perf_counter() - started, 3)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "metrics.csv", _to_csv(rows, [*BASE_COLUMNS, *columns]))
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary

@@ -1,0 +1,243 @@
+"""``python -m bench``: run the benchmark sections side by side, write JSON + Markdown.
+
+Usage::
+
+    python -m bench [--quick] [--out bench/results/NAME.json] [--sections a,b] [--threads N]
+                    [--repeats N] [--compile]
+
+Every section reports ratios measured within this run (see :mod:`bench.common` for the timing
+method); nothing asserts a speed. The exit code is 0 when every section ran, 1 when one failed
+(its error is recorded in the JSON and the table; the other sections still run), 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import SECTIONS
+from bench.common import Row, iqr_text, load_average, machine_info, pin_threads, status_text
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SCHEMA = "rfspeech-bench/1"
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ sections
+
+
+def _search_overhead(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    from bench import search_overhead
+
+    kwargs: dict[str, Any] = {"quick": args.quick, "threads": args.threads, "progress": progress}
+    if args.repeats is not None:
+        kwargs["repeats"] = args.repeats
+    result = dict(search_overhead.run(**kwargs))
+    result.pop("machine", None)  # recorded once at the top level
+    target = result.get("target", 1.3)
+    rows = []
+    for model, r in result.get("results", {}).items():
+        s, n = r["search_overhead"], r["naive_overhead"]
+        ctx = ", ".join(f"{arm} {t['median_s']:.3g} s" for arm, t in r.get("step_s", {}).items())
+        preset = r.get("preset", {})
+        where = f"batch {preset.get('batch')} × {preset.get('segment')} samples" if preset else ""
+        rows.append(Row("search", f"{model} training step: rfspeech searchable / plain", s["ratio"],
+                        iqr_text(s), f"≤ {target}", bool(s["ratio"] <= target),
+                        f"median step {ctx}; {where}").to_dict())
+        rows.append(Row("search", f"{model} training step: naive per-branch loop / plain", n["ratio"],
+                        iqr_text(n), "", None, "mmcv-style operator, for context").to_dict())
+    result["keys"] = {"search_overhead": result.get("search_overhead"),
+                      "naive_overhead": result.get("naive_overhead")}
+    result["rows"] = rows
+    return result
+
+
+def _parity(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    from bench import parity
+
+    return parity.run(quick=args.quick, repeats=args.repeats, progress=progress)
+
+
+def _synthesis(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    from bench import synthesis
+
+    return synthesis.run(quick=args.quick, repeats=args.repeats, compile=args.compile, progress=progress)
+
+
+def _features(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    from bench import features
+
+    return features.run(quick=args.quick, repeats=args.repeats, progress=progress)
+
+
+def _training(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    from bench import training
+
+    return training.run(quick=args.quick, repeats=args.repeats, progress=progress)
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace, Callable[[str], None]], dict[str, Any]]] = {
+    "search_overhead": _search_overhead,
+    "parity": _parity,
+    "synthesis": _synthesis,
+    "features": _features,
+    "training": _training,
+}
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The Markdown report of a result: context lines, then one table of every ratio."""
+    m = result["machine"]
+    lines = [
+        f"# rfspeech benchmarks ({'quick' if result['quick'] else 'full'} run)",
+        "",
+        f"- created: {result['created']}; command: `{result['command']}`; total {result['total_seconds']:.0f} s",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m.get('memory_gib', '?')} GiB; "
+        f"torch {m['torch']} ({result['threads']} intra-op threads, pinned); python {m['python']}",
+        f"- load average (1/5/15 min) at start {_fmt_load(result['load_average_start'])}, "
+        f"at end {_fmt_load(result['load_average_end'])}",
+        "- ratios are medians of per-round paired ratios (interleaved rounds, warm-up first); absolute "
+        "figures are context only",
+        "",
+        "| section | measure | ratio | spread | target | status | context |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["rows"]:
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3g}"
+        lines.append(f"| {r['section']} | {r['measure']} | {ratio} | {r['spread']} | {r['target']} | "
+                     f"{status_text(r['met'])} | {r['context']} |")
+    if result.get("errors"):
+        lines += ["", "## Sections that failed", ""]
+        lines += [f"- **{name}**: {err}" for name, err in result["errors"].items()]
+    lines += ["", "## Headline keys", "", "```json", json.dumps(headline(result), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _fmt_load(load: Sequence[float] | None) -> str:
+    return "n/a" if not load else " / ".join(f"{x:.2f}" for x in load)
+
+
+HEADLINE = ("search_overhead", "naive_overhead", "merge_parity_ratio", "single_parity_ratio",
+            "synthesis_v1_ratio", "synthesis_v1_best_lossless")
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The flat headline figures of a result (present keys only)."""
+    return {k: result[k] for k in HEADLINE if result.get(k) is not None}
+
+
+def default_out(quick: bool) -> Path:
+    return RESULTS / ("quick.json" if quick else "full.json")
+
+
+def write(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """Write ``out`` (JSON) and the Markdown table beside it (same stem, ``.md``), atomically."""
+    from rfspeech.io import atomic_write_text
+
+    md = out.with_suffix(".md")
+    atomic_write_text(out, json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write_text(md, markdown(result))
+    return out, md
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="rfspeech benchmarks (ratios, side by side)")
+    parser.add_argument("--quick", action="store_true", help="CI-sized run: a few minutes on 2 cores")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result JSON (a .md table is written beside it); default bench/results/"
+                             "{quick,full}.json")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of: {', '.join(SECTIONS)}")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per comparison (default per section)")
+    parser.add_argument("--compile", action="store_true",
+                        help="add the torch.compile synthesis variant (minutes of compiling on small machines)")
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown or not sections:
+        parser.error(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    if args.out is not None and args.out.suffix != ".json":
+        parser.error(f"--out must name a .json file, got {args.out}")
+    args.sections = sections
+    return args
+
+
+def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the selected sections; return the result dict (not yet written)."""
+    threads = pin_threads(args.threads)
+    args.threads = threads
+    t_start = time.perf_counter()
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+        "quick": bool(args.quick),
+        "threads": threads,
+        "machine": machine_info(),
+        "load_average_start": load_average(),
+        "sections_run": list(args.sections),
+    }
+    rows: list[dict[str, Any]] = []
+    details: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for name in args.sections:
+        _log(f"section {name} ...")
+        t0 = time.perf_counter()
+        try:
+            out = RUNNERS[name](args, lambda s, n=name: _log(f"  {n}: {s}"))
+        except Exception as e:  # one broken section must not hide the others' figures
+            errors[name] = f"{e.__class__.__name__}: {e}"
+            _log(f"section {name} FAILED: {errors[name]}")
+            traceback.print_exc(file=sys.stderr)
+            continue
+        finally:
+            seconds[name] = round(time.perf_counter() - t0, 1)
+            pin_threads(threads)  # a section may have changed it
+        for key, value in out.pop("keys", {}).items():
+            result[key] = value
+        rows.extend(out.pop("rows", []))
+        details[name] = out
+        _log(f"section {name} done in {seconds[name]:.0f} s")
+    result["rows"] = rows
+    result["sections"] = details
+    result["section_seconds"] = seconds
+    result["errors"] = errors
+    result["load_average_end"] = load_average()
+    result["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out if args.out is not None else default_out(args.quick)
+    result = run(args, argv)
+    json_path, md_path = write(result, out)
+    print(markdown(result))
+    _log(f"wrote {json_path} and {md_path}")
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
