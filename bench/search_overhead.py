@@ -40,6 +40,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "v1": {"generator": "HIFIGAN_V1", "disc_scale": 1.0, "batch": 1, "segment": 8192},
     "v2": {"generator": "HIFIGAN_V2", "disc_scale": 1.0, "batch": 1, "segment": 8192},
     "v3": {"generator": "HIFIGAN_V3", "disc_scale": 1.0, "batch": 1, "segment": 8192},
+    # ParallelWaveGAN-style WaveNet (30 layers, 64/128 channels) with its discriminator
+    "wavenet": {"generator": "wavenet", "batch": 1, "segment": 8192},
     # quick: V2's layout at half the width, a quarter-width discriminator, short segment
     "quick": {"generator": "HIFIGAN_V2", "gen_channels": 64, "disc_scale": 0.25, "batch": 1, "segment": 4096},
 }
@@ -91,7 +93,15 @@ def _fallback_models(channels: int = 64) -> tuple[nn.Module, nn.Module]:  # prag
 
 
 def build_models(preset: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
-    """Generator and discriminator of a preset (HiFi-GAN from rfspeech.models, else a fallback stack)."""
+    """Generator and discriminator of a preset (rfspeech.models; a fallback stack if they are missing).
+
+    Every preset is trained with HiFi-GAN's losses (the overhead is in the generator's convs, and
+    the same losses keep the arms comparable across models).
+    """
+    if preset["generator"] == "wavenet":
+        from rfspeech.models import wavenet
+
+        return wavenet.WaveNetGenerator(), wavenet.ParallelWaveGANDiscriminator()
     try:
         from rfspeech.models import hifigan
     except ImportError:  # pragma: no cover
@@ -217,10 +227,10 @@ def conv_table(gen: nn.Module, mel: torch.Tensor, repeats: int = 5) -> list[dict
         ops = {impl: SearchableConv1d(copy.deepcopy(conv), impl=impl) for impl in ("mix", "dense", "naive")}
         xg = x.clone().requires_grad_(True)
 
-        def run(mod: nn.Module) -> Callable[[], None]:
+        def run(mod: nn.Module, inp: torch.Tensor = xg) -> Callable[[], None]:
             def f() -> None:
                 mod.zero_grad(set_to_none=True)
-                mod(xg).sum().backward()
+                mod(inp).sum().backward()
             return f
 
         cands = {"plain": run(conv), **{impl: run(op) for impl, op in ops.items()}}

@@ -190,10 +190,34 @@ def measure_model(
     return out
 
 
+def conv_flops(gen: nn.Module, inputs: tuple[Any, ...]) -> int:
+    """Floating-point operations (2 per multiply-add) of every conv layer in one forward pass."""
+    total = [0]
+
+    def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+        w = module.weight
+        if isinstance(module, nn.ConvTranspose1d):
+            # every input sample meets every tap: C_in · C_out/g · k multiply-adds per input step
+            total[0] += 2 * args[0].shape[0] * args[0].shape[-1] * w.shape[0] * w.shape[1] * w.shape[2]
+        else:
+            total[0] += 2 * output.numel() * w[0].numel()
+
+    hooks = [m.register_forward_hook(hook) for m in gen.modules()
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d))]
+    try:
+        with torch.inference_mode():
+            gen(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
 def profile_top_ops(name: str = "hifigan_v1", seconds: float = 0.5, rows: int = 12, seed: int = 0) -> dict[str, Any]:
     """torch.profiler top ops (by self CPU time) of the plain and the rfspeech path of one model.
 
-    Explains where inference time goes (what any speed-up has to attack).
+    Explains where inference time goes (what any speed-up has to attack): besides the top ops, the
+    share of time in convolution kernels and the GFLOP/s they reach (conv FLOPs counted by hooks).
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -202,8 +226,10 @@ def profile_top_ops(name: str = "hifigan_v1", seconds: float = 0.5, rows: int = 
     plain, fast = twin_generators(name, 2, seed=seed)
     prepare_for_inference(fast)
     inputs = make_inputs(plain, seconds, seed + 1)
-    out: dict[str, Any] = {"model": name, "audio_seconds": round_sig(inputs[0].shape[-1] * plain.hop_length
-                                                                      / SAMPLE_RATE)}
+    flops = conv_flops(fast, inputs)
+    out: dict[str, Any] = {"model": name, "threads": torch.get_num_threads(),
+                           "audio_seconds": round_sig(inputs[0].shape[-1] * plain.hop_length / SAMPLE_RATE),
+                           "conv_gflop": round_sig(flops / 1e9)}
     for label, gen, ctx in (("plain", plain, torch.no_grad), ("rfspeech", fast, torch.inference_mode)):
         with ctx():
             gen(*inputs)  # warm-up outside the profile
@@ -211,8 +237,11 @@ def profile_top_ops(name: str = "hifigan_v1", seconds: float = 0.5, rows: int = 
                 gen(*inputs)
         events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         total = sum(e.self_cpu_time_total for e in events) or 1.0
+        conv_us = sum(e.self_cpu_time_total for e in events if "conv" in e.key)
         out[label] = {
             "total_ms": round_sig(total / 1e3),
+            "conv_share": round(conv_us / total, 4),
+            "conv_gflops_per_s": round_sig(flops / (conv_us * 1e-6) / 1e9) if conv_us else None,
             "top": [{"op": e.key, "calls": int(e.count), "self_ms": round_sig(e.self_cpu_time_total / 1e3),
                      "share": round(e.self_cpu_time_total / total, 4)} for e in events[:rows]],
         }

@@ -173,11 +173,34 @@ def test_fast_implementations_equal_naive_with_gradients(causal, groups, rates, 
             torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
 
 
-def test_auto_impl_is_deterministic_and_valid() -> None:
-    assert choose_impl(32, 32, 3, 1, (4,)) == "dense"
-    for args in [(32, 32, 3, 1, (1, 2)), (128, 128, 7, 1, (2, 3, 5)), (512, 512, 11, 1, (3, 5, 8))]:
-        assert choose_impl(*args) in ("mix", "dense", "naive")
-        assert choose_impl(*args) == choose_impl(*args)
+@pytest.mark.parametrize("causal", [False, True])
+def test_mix_over_several_time_chunks_equals_naive(monkeypatch, causal: bool) -> None:
+    import rfspeech.search.op as op_module
+
+    monkeypatch.setattr(op_module, "_CHUNK_BYTES", 2000)  # chunks of a few dozen samples
+    monkeypatch.setattr(op_module, "_MIN_CHUNK", 7)
+    assert op_module._chunk_length(4, 5, 2, 101, 8, torch.device("cpu")) < 101
+    dt = torch.float64
+    x = torch.randn(2, 4, 101, dtype=dt, requires_grad=True)
+    weight = torch.randn(6, 4, 5, dtype=dt, requires_grad=True)
+    alpha = torch.rand(3, dtype=dt, requires_grad=True)
+    probe = torch.randn(2, 6, 101, dtype=dt)
+    out = {}
+    for impl in ("naive", "mix"):
+        y = multi_dilation_conv1d(x, weight, None, alpha / alpha.sum(), (2, 3, 5), causal=causal, impl=impl)
+        out[impl] = (y, torch.autograd.grad((y * probe).sum(), [x, weight, alpha]))
+    torch.testing.assert_close(out["mix"][0], out["naive"][0], atol=1e-10, rtol=1e-10)
+    for got, want in zip(out["mix"][1], out["naive"][1]):
+        torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
+
+
+def test_auto_impl_rules() -> None:
+    assert choose_impl(32, 32, 3, 1, (4,)) == "dense"  # one candidate: a plain conv
+    assert choose_impl(32, 32, 7, 1, (1, 2)) == "dense"  # merged kernel without holes
+    assert choose_impl(128, 128, 7, 1, (1, 2)) == "mix"
+    assert choose_impl(32, 32, 7, 1, (2, 3, 5)) == "mix"
+    assert choose_impl(64, 64, 3, 64, (1, 2)) == "dense"  # depthwise, short merged kernel
+    assert choose_impl(64, 64, 11, 64, (3, 5, 8)) == "naive"  # depthwise, long merged kernel
 
 
 @pytest.mark.parametrize("causal", [False, True])

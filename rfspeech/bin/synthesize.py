@@ -1,9 +1,27 @@
-"""``rfspeech-synthesize checkpoint=CKPT input_dir=DIR out_dir=DIR [device=cpu batch_size=1]``: mel → wav."""
+"""``rfspeech-synthesize``: mel → wav with a vocoder, or text → mel → wav with an acoustic model in front.
+
+Vocoder (copy-synthesis, cached mels)::
+
+    rfspeech-synthesize checkpoint=CKPT input_dir=DIR out_dir=DIR [device=cpu batch_size=1]
+
+Text to speech (``acoustic_checkpoint=`` switches to text mode; the two models' feature parameters
+must match, see :mod:`rfspeech.evaluate.tts`)::
+
+    rfspeech-synthesize acoustic_checkpoint=TTS checkpoint=VOC text="Hello, world." out_dir=DIR
+    rfspeech-synthesize acoustic_checkpoint=TTS checkpoint=VOC text_file=sentences.txt out_dir=DIR
+    rfspeech-synthesize acoustic_checkpoint=TTS checkpoint=VOC input_dir=data/eval out_dir=DIR
+    rfspeech-synthesize acoustic_checkpoint=TTS text_file=F out_dir=DIR          # mels only (*.npy + feats.yaml)
+    rfspeech-synthesize acoustic_checkpoint=TTS input_dir=data/eval duration_eval_dir=exp/x/eval out_dir=null
+
+``text=`` is taken verbatim (commas, quotes and brackets need no Hydra quoting).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,28 +48,58 @@ def model_info(generator: Any) -> dict[str, Any]:
     }
 
 
-def task(cfg: Any) -> dict[str, Any]:
-    import io
-
-    import numpy as np
-    import soundfile as sf
-    import torch
-
-    from rfspeech.evaluate.synthesis import collect_inputs, resolve_device, synthesize
-    from rfspeech.io import atomic_path, atomic_write_text, write_file
+def _load_vocoder(ckpt: Path, device: Any) -> tuple[Any, Any]:
     from rfspeech.train.checkpoint import load_generator
 
-    require(cfg, "checkpoint", "input_dir", "out_dir")
-    if int(cfg.batch_size) < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    device = resolve_device(str(cfg.device))
-    ckpt = Path(cfg.checkpoint)
     generator, params = load_generator(ckpt, device=device)
     if int(generator.in_channels) != params.n_mels or int(generator.hop_length) != params.hop_length:
         raise ConfigError(f"{ckpt}: generator ({generator.in_channels} mels, hop {generator.hop_length}) does not fit "
                           f"its own feature parameters ({params.n_mels} mels, hop {params.hop_length})")
+    return generator, params
+
+
+def _wav_writer(out_dir: Path, sr: int) -> Any:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from rfspeech.io import atomic_path, write_file
+
+    def write(utt_id: str, wav: np.ndarray) -> None:
+        buf = io.BytesIO()
+        sf.write(buf, np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
+        with atomic_path(out_dir / f"{utt_id}.wav") as tmp:
+            write_file(tmp, buf.getvalue())  # a full disk: OSError naming the file, not libsndfile's "System error."
+
+    return write
+
+
+def _check_common(cfg: Any) -> Any:
+    import torch
+
+    from rfspeech.evaluate.synthesis import resolve_device
+
+    if int(cfg.batch_size) < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    return resolve_device(str(cfg.device))
+
+
+def task(cfg: Any) -> dict[str, Any]:
+    if cfg.get("acoustic_checkpoint"):
+        return tts_task(cfg)
+    from rfspeech.evaluate.synthesis import collect_inputs, synthesize
+    from rfspeech.io import atomic_write_text
+
+    require(cfg, "checkpoint", "input_dir", "out_dir")
+    for key in ("text", "text_file", "duration_eval_dir"):
+        if cfg.get(key):
+            raise ConfigError(f"{key}= needs an acoustic model: pass acoustic_checkpoint=PATH")
+    device = _check_common(cfg)
+    ckpt = Path(cfg.checkpoint)
+    generator, params = _load_vocoder(ckpt, device)
     inputs = collect_inputs(cfg.input_dir, params, model_name=str(ckpt), feats_yaml=cfg.get("feats_yaml"),
                             stats=cfg.get("stats"), check_features=bool(cfg.check_features),
                             max_utts=cfg.get("max_utts"))
@@ -63,17 +111,10 @@ def task(cfg: Any) -> dict[str, Any]:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sr = int(params.sample_rate)
-
-    def write(i: int, wav: np.ndarray) -> None:
-        path = out_dir / f"{inputs.utt_ids[i]}.wav"
-        buf = io.BytesIO()
-        sf.write(buf, np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
-        with atomic_path(path) as tmp:
-            write_file(tmp, buf.getvalue())  # a full disk: OSError naming the file, not libsndfile's "System error."
-
+    write = _wav_writer(out_dir, sr)
     result = synthesize(generator, inputs.mels, sample_rate=sr, batch_size=int(cfg.batch_size), device=device,
                         warmup=bool(cfg.warmup), prepare=True, seed=cfg.get("seed"), progress=bool(cfg.progress),
-                        on_done=write)
+                        on_done=lambda i, w: write(inputs.utt_ids[i], w))
     speed = result.speed.to_dict()
     speed.update(checkpoint=str(ckpt.resolve()), input_dir=str(Path(cfg.input_dir).resolve()), input_kind=inputs.kind,
                  feats_yaml=inputs.feats_yaml, n_bad=len(inputs.bad), model=model_info(generator))
@@ -87,7 +128,155 @@ def task(cfg: Any) -> dict[str, Any]:
     return speed
 
 
-main = hydra_main("synthesize")(task)
+# --------------------------------------------------------------------------- text mode
+
+
+def _text_items(cfg: Any) -> tuple[list[tuple[str, str]], str]:
+    """``(utt_id, text)`` pairs and the input kind from exactly one of ``text``, ``text_file``, ``input_dir``."""
+    from omegaconf import OmegaConf
+
+    from rfspeech.evaluate.tts import read_text_file, text_id, texts_of_split
+
+    given = [k for k in ("text", "text_file", "input_dir") if cfg.get(k) not in (None, "")]
+    if len(given) != 1:
+        raise ConfigError("text mode (acoustic_checkpoint=...) takes exactly one of text=, text_file= or "
+                          f"input_dir= (a prepared split); got {', '.join(given) if given else 'none'}")
+    kind = given[0]
+    if kind == "text":
+        value = cfg.text
+        texts = [str(t) for t in OmegaConf.to_container(value)] if OmegaConf.is_list(value) else [str(value)]
+        items = [(text_id(i), t) for i, t in enumerate(texts)]
+    elif kind == "text_file":
+        items = read_text_file(cfg.text_file)
+    else:
+        items = texts_of_split(cfg.input_dir)
+        kind = "manifest"
+    if cfg.get("max_utts") is not None:
+        items = items[: int(cfg.max_utts)]
+    return items, kind
+
+
+def tts_task(cfg: Any) -> dict[str, Any]:
+    """Text mode: acoustic model (+ vocoder) over sentences, and optionally the duration error."""
+    from rfspeech.evaluate import tts
+    from rfspeech.io import atomic_path, atomic_write_text, save_npy
+    from rfspeech.train.acoustic import load_acoustic
+
+    device = _check_common(cfg)
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") not in (None, "") else None
+    dur_dir = Path(cfg.duration_eval_dir) if cfg.get("duration_eval_dir") else None
+    if out_dir is None and dur_dir is None:
+        raise ConfigError("out_dir is required (pass out_dir=...; out_dir=null only with duration_eval_dir=...)")
+    length_scale = float(cfg.length_scale)
+    items, kind = _text_items(cfg)
+    if dur_dir is not None and kind != "manifest":
+        raise ConfigError("duration_eval_dir= needs reference features: pass input_dir=<prepared split> "
+                          "(utts.tsv + feats/), not text= or text_file=")
+    a_path = Path(cfg.acoustic_checkpoint)
+    acoustic, a_params = load_acoustic(a_path, device=device)
+    vocoder = v_path = None
+    feature_check = None
+    if cfg.get("checkpoint") and out_dir is not None:
+        v_path = Path(cfg.checkpoint)
+        vocoder, v_params = _load_vocoder(v_path, device)
+        # Before any work: a vocoder fed mels of other parameters makes noise without complaint.
+        feature_check = tts.check_feature_match(
+            a_params, v_params, acoustic_name=str(a_path), vocoder_name=str(v_path),
+            acoustic_config=tts.checkpoint_config(a_path), vocoder_config=tts.checkpoint_config(v_path))
+    summary: dict[str, Any] = {}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        common = dict(acoustic_checkpoint=str(a_path.resolve()), input_kind=kind, length_scale=length_scale,
+                      model=tts.model_info(acoustic), feature_params=a_params.to_dict())
+        if kind == "manifest":
+            common["input_dir"] = str(Path(cfg.input_dir).resolve())
+        if vocoder is not None:
+            sr = int(v_params.sample_rate)
+            res = tts.synthesize_text(acoustic, vocoder, items, sample_rate=sr, length_scale=length_scale,
+                                      batch_size=int(cfg.batch_size), device=device, warmup=bool(cfg.warmup),
+                                      seed=cfg.get("seed"), progress=bool(cfg.progress),
+                                      on_done=_wav_writer(out_dir, sr))
+            bad, n_done = res.bad, len(res.wavs)
+            summary = res.speed.to_dict()
+            summary.update(common, checkpoint=str(v_path.resolve()), vocoder_model=model_info(vocoder),
+                           feature_check=feature_check, acoustic=res.acoustic_speed.to_dict(),
+                           vocoder=res.vocoder_speed.to_dict())
+            what = "utterances"
+        else:
+            res_m = tts.text_to_mels(acoustic, items, sample_rate=a_params.sample_rate, hop_length=a_params.hop_length,
+                                     length_scale=length_scale, device=device, warmup=bool(cfg.warmup),
+                                     progress=bool(cfg.progress))
+            if not res_m.mels:
+                raise DataError(f"nothing to synthesize: {len(res_m.bad)} text(s) unusable ({res_m.bad[0][1]})")
+            for utt_id, mel in zip(res_m.utt_ids, res_m.mels):
+                with atomic_path(out_dir / f"{utt_id}.npy") as tmp:
+                    save_npy(tmp, mel)
+            a_params.save(out_dir / "feats.yaml")  # so rfspeech-synthesize checkpoint=VOC input_dir=out_dir checks them
+            bad, n_done = res_m.bad, len(res_m.mels)
+            summary = res_m.speed.to_dict()
+            summary.update(common, checkpoint=None)
+            what = "mels (no vocoder: checkpoint=null)"
+        summary["n_bad"] = len(bad)
+        for u, why in bad:
+            log.warning("skipped %s: %s", u, why)
+        if bad:
+            atomic_write_text(out_dir / "bad_files.txt", "".join(f"{u}\t{why}\n" for u, why in bad))
+        atomic_write_text(out_dir / "texts.tsv", "".join(f"{u}\t{t}\n" for u, t in items))
+        # speed.json last: its presence marks a finished synthesis.
+        atomic_write_text(out_dir / "speed.json", json.dumps(summary, indent=2) + "\n")
+        print(f"synthesized {n_done} {what} from text ({summary['audio_seconds']:.1f} s of audio) into {out_dir}: "
+              f"{summary['x_real_time']:.2f}x real time end to end on {summary['device']} with "
+              f"{summary['threads']} threads" + (f"; {len(bad)} texts skipped" if bad else ""))
+    if dur_dir is not None:
+        rows = tts.duration_errors(acoustic, cfg.input_dir, feature_params=a_params, device=device,
+                                   max_utts=cfg.get("max_utts"), progress=bool(cfg.progress))
+        dsum = tts.write_duration_eval(dur_dir, rows, {"acoustic_checkpoint": str(a_path.resolve()),
+                                                       "input_dir": str(Path(cfg.input_dir).resolve())})
+        merged = tts.merge_eval_columns(dur_dir, rows)
+        m = dsum["metrics"]
+        print(f"duration error on {dsum['n_evaluated']} utterances: "
+              f"{_mean(m['duration_mae_frames'])} frames/token (MAE vs MAS), length error "
+              f"{_mean(m['length_error'])}; {dur_dir / 'eval_duration.json'}"
+              + (f" (columns added to {dur_dir / 'metrics.csv'})" if merged else ""))
+        summary["duration_eval"] = dsum
+    return summary
+
+
+def _mean(s: dict[str, Any]) -> str:
+    if s.get("mean") is None:
+        return "n/a"
+    return f"{s['mean']:.3f}" + (f" ± {s['ci95']:.3f}" if s.get("ci95") is not None else "")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def quote_text_override(arg: str) -> str:
+    """Quote a ``text=`` override for Hydra so any sentence passes verbatim.
+
+    Hydra's override grammar reads ``a,b`` as a sweep and chokes on quotes, brackets and colons; a
+    single-quoted value takes everything (``\\'`` for a quote, backslashes before a quote doubled),
+    and ``${`` is escaped so OmegaConf leaves it alone. Already quoted values and lists
+    (``text=[...]``) pass unchanged.
+    """
+    key, sep, value = arg.partition("=")
+    if not sep or key.lstrip("+~") != "text" or not value:
+        return arg
+    if (len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"") or value.startswith("["):
+        return arg
+    v = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    v = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, v)
+    v = v.replace("${", "\\${")
+    return f"{key}='{v}'"
+
+
+_entry = hydra_main("synthesize")(task)
+
+
+def main() -> Any:
+    sys.argv = [sys.argv[0], *(quote_text_override(a) for a in sys.argv[1:])]
+    return _entry()
+
 
 if __name__ == "__main__":
     main()

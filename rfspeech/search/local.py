@@ -37,6 +37,8 @@ def receptive_field(model: nn.Module, segment: float | None = None) -> dict[str,
     except ImportError as e:
         log.info("receptive field not recorded: rfspeech.rf unavailable (%s)", e)
         return None
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module  # the DDP wrapper's forward would run collectives on this rank alone
     swapped: list[tuple[str, SearchableConv1d]] = []
     try:
         for _path, (full, module) in _targets(model).items():

@@ -12,7 +12,7 @@ import fnmatch
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -261,7 +261,7 @@ def export_structure(model: nn.Module) -> dict[str, int]:
 def _yaml_safe(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {str(k): _yaml_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):  # lists, tuples, ListConfig
         return [_yaml_safe(v) for v in obj]
     if isinstance(obj, torch.Tensor):
         return _yaml_safe(obj.tolist())

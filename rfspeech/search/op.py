@@ -15,8 +15,8 @@ branches read are mixed first, ``z_j(t) = Σ_i ŵ_i x(t + r_i·o_j)``, and a sin
 ``y = W · z`` follows, the FLOPs of one plain conv plus a few memory passes over ``z``
 (:func:`multi_dilation_conv1d`, ``impl="mix"``). When the candidates are small (e.g. ``{1, 2}``)
 the branches are instead folded into one dense kernel of ``(k-1)·r_max + 1`` taps and run as one
-conv (``impl="dense"``); ``impl="auto"`` chooses by a fixed cost model (never by timing, so two
-runs take the same numerical path).
+conv (``impl="dense"``); ``impl="auto"`` chooses by fixed rules (never by timing, so two runs
+take the same numerical path; see :func:`choose_impl`).
 """
 
 from __future__ import annotations
@@ -201,16 +201,49 @@ def _dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, w: 
     return F.conv1d(_pad(x, merged.shape[-1] - 1, causal), merged, bias, groups=groups)
 
 
+#: Bytes of mixed input per time chunk: small enough for the memory passes to stay in L2 cache.
+_CHUNK_BYTES = 1 << 20
+_MIN_CHUNK = 256
+
+
+def _chunk_length(channels: int, k: int, batch: int, length: int, element_size: int, device: torch.device) -> int:
+    if device.type != "cpu":
+        return length  # GPU: memory bandwidth is plentiful, kernel launches are not
+    per_step = max(1, channels * k * batch * element_size)
+    return max(1, min(length, max(_MIN_CHUNK, _CHUNK_BYTES // per_step)))
+
+
+def _gemm(w2: torch.Tensor, z2: torch.Tensor, groups: int) -> torch.Tensor:
+    """``(g, M, K) @ (K·g, N)`` per group → ``(g·M, N)``."""
+    if groups == 1:
+        return torch.mm(w2[0], z2)
+    return torch.bmm(w2, z2.view(groups, -1, z2.shape[-1])).view(-1, z2.shape[-1])
+
+
 class _MixConv(torch.autograd.Function):
     """Mix the branch inputs per tap, then one matrix product (see the module docstring).
 
-    Layouts: the mixed input ``z`` is ``(C_in, k, B, T)`` so that the product with
-    ``W (C_out, C_in·k)`` is one GEMM over ``B·T`` columns. Branch ``i`` reads the padded input
+    The mixed input ``z`` (``(C_in, k, B, t)`` per time chunk, so the product with
+    ``W (C_out, C_in·k)`` is one GEMM over ``B·t`` columns) is built chunk by chunk along time and
+    never stored: each chunk's memory passes stay in cache, and the backward pass recomputes it
+    (memory like a plain conv instead of ``k ×`` the input). Branch ``i`` reads the padded input
     through a strided view (tap stride ``r_i``) without copying it. The backward of the mixing
-    reads the gradient of ``z`` through a "skewed" strided view (rows shifted by ``r_i``) over a
-    buffer with ``(k-1)·r_max`` zero columns per row, so the sum over taps is one reduction per
+    reads the gradient of ``z`` through a "skewed" strided view (row stride shortened by ``r_i``)
+    over rows with ``(k-1)·r_max`` zero columns, so the sum over taps is one reduction per
     branch instead of ``k`` shifted additions.
     """
+
+    @staticmethod
+    def _mix_into(out: torch.Tensor, xp: torch.Tensor, w: torch.Tensor, rates: tuple[int, ...], starts: list[int],
+                  t0: int) -> None:
+        C, k, B, tc = out.shape
+        Tp = xp.shape[-1]
+        for i, r in enumerate(rates):
+            view = xp.as_strided((C, k, B, tc), (Tp, r, C * Tp, 1), xp.storage_offset() + starts[i] + t0)
+            if i == 0:
+                torch.mul(view, w[0], out=out)
+            else:
+                out.addcmul_(view, w[i])
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
@@ -220,83 +253,83 @@ class _MixConv(torch.autograd.Function):
         r_max = max(rates)
         a = _anchor(k, causal)
         P = a * r_max
+        starts = [P - a * r for r in rates]
         xp = _pad(x, (k - 1) * r_max, causal).contiguous()
-        Tp = xp.shape[-1]
         w = w.to(x.dtype)
-        z = x.new_empty(C, k, B, T)
-        for i, r in enumerate(rates):
-            view = xp.as_strided((C, k, B, T), (Tp, r, C * Tp, 1), xp.storage_offset() + P - a * r)
-            if i == 0:
-                torch.mul(view, w[0], out=z)
-            else:
-                z.addcmul_(view, w[i])
         w2 = weight.reshape(groups, C_out // groups, C_g * k)
-        if groups == 1:
-            y2 = torch.mm(w2[0], z.view(C * k, B * T))
-        else:
-            y2 = torch.bmm(w2, z.view(groups, C_g * k, B * T))
-        y2 = y2.view(C_out, B, T)
-        if B == 1:
-            y = y2.view(1, C_out, T)
+        y = x.new_empty(B, C_out, T)
+        tc_max = _chunk_length(C, k, B, T, x.element_size(), x.device)
+        buf = x.new_empty(C * k * B * tc_max)
+        for t0 in range(0, T, tc_max):
+            tc = min(tc_max, T - t0)
+            z = buf[: C * k * B * tc].view(C, k, B, tc)
+            _MixConv._mix_into(z, xp, w, rates, starts, t0)
+            yc = _gemm(w2, z.view(C * k, B * tc), groups).view(C_out, B, tc).permute(1, 0, 2)
             if bias is not None:
-                y.add_(bias.view(1, -1, 1))
-        else:
-            y = x.new_empty(B, C_out, T)
-            if bias is not None:
-                torch.add(y2.permute(1, 0, 2), bias.view(1, -1, 1), out=y)
+                torch.add(yc, bias.view(1, -1, 1), out=y[:, :, t0:t0 + tc])
             else:
-                y.copy_(y2.permute(1, 0, 2))
-        ctx.save_for_backward(xp, weight, w, z)
+                y[:, :, t0:t0 + tc] = yc
+        ctx.save_for_backward(xp, weight, w)
         ctx.config = (rates, causal, groups, bias is not None, T)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        xp, weight, w, z = ctx.saved_tensors
+        xp, weight, w = ctx.saved_tensors
         rates, causal, groups, has_bias, T = ctx.config
         B, C, Tp = xp.shape
         C_out, C_g, k = weight.shape
         r_max = max(rates)
         a = _anchor(k, causal)
         P = a * r_max
-        Tq = T + (k - 1) * r_max  # row length with (k-1)·r_max zero columns for the skewed view
+        starts = [P - a * r for r in rates]
+        tail = (k - 1) * r_max  # zero columns after each chunk row, for the skewed view
+        need_w, need_xw = ctx.needs_input_grad[1], ctx.needs_input_grad[0] or ctx.needs_input_grad[3]
         grad_bias = grad_y.sum((0, 2)) if has_bias and ctx.needs_input_grad[2] else None
-
-        # grad_y as (C_out, B, Tq): zero tail columns make W^T·grad_y carry the zeros itself.
-        gy = grad_y.new_zeros(C_out, B, Tq)
-        gy[:, :, :T].copy_(grad_y.permute(1, 0, 2))
         w2 = weight.reshape(groups, C_out // groups, C_g * k)
-        grad_weight = None
-        if ctx.needs_input_grad[1]:
-            gy_t = gy[:, :, :T]
-            if groups == 1:
-                gw2 = torch.mm(gy_t.reshape(C_out, B * T), z.view(C * k, B * T).t())
-            else:
-                gw2 = torch.bmm(gy_t.reshape(groups, C_out // groups, B * T),
-                                z.view(groups, C_g * k, B * T).transpose(1, 2))
-            grad_weight = gw2.reshape(C_out, C_g, k)
-        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[3]):
-            return None, grad_weight, grad_bias, None, None, None, None
-        if groups == 1:
-            gz = torch.mm(w2[0].t(), gy.view(C_out, B * Tq))
-        else:
-            gz = torch.bmm(w2.transpose(1, 2), gy.view(groups, C_out // groups, B * Tq))
-        gz = gz.view(C, k, B, Tq)  # zero in columns T..Tq
+        w2t = w2.transpose(1, 2)
+        grad_w2 = torch.zeros_like(w2) if need_w else None
+        grad_xp = torch.zeros_like(xp) if need_xw else None
+        grad_w = torch.zeros(len(rates), dtype=torch.float64, device=w.device)
 
-        grad_xp = torch.zeros_like(xp)
-        grad_w = torch.empty_like(w)
-        for i, r in enumerate(rates):
-            length = T + (k - 1) * r
-            start = P - a * r
-            # skew[c, j, b, v] = gz[c, j, b, v - r·j] (zero outside): the row stride shrinks by r.
-            skew = gz.as_strided((C, k, B, length), (k * B * Tq, B * Tq - r, Tq, 1), gz.storage_offset())
-            folded = skew.sum(1).permute(1, 0, 2)  # (B, C, length): Σ_j of the shifted rows
-            region = xp[:, :, start:start + length]
-            grad_w[i] = (folded * region).sum()
-            grad_xp[:, :, start:start + length].addcmul_(folded, w[i])
-        grad_x = grad_xp[:, :, P:P + T] if ctx.needs_input_grad[0] else None
-        return grad_x, grad_weight, grad_bias, grad_w, None, None, None
+        tc_max = _chunk_length(C, k, B, T, xp.element_size(), xp.device)
+        z_buf = xp.new_empty(C * k * B * (tc_max + tail))
+        gy_buf = xp.new_empty(C_out * B * (tc_max + tail))
+        for t0 in range(0, T, tc_max):
+            tc = min(tc_max, T - t0)
+            width = tc + tail
+            # grad_y chunk as (C_out, B, width), zero beyond tc: W^T·gy then carries zero tails itself.
+            gy = gy_buf[: C_out * B * width].view(C_out, B, width)
+            gy[:, :, :tc].copy_(grad_y[:, :, t0:t0 + tc].permute(1, 0, 2))
+            gy[:, :, tc:].zero_()
+            gy2 = gy.view(C_out, B * width)
+            if need_w:
+                assert grad_w2 is not None
+                z = z_buf[: C * k * B * width].view(C, k, B, width)
+                _MixConv._mix_into(z[:, :, :, :tc], xp, w, rates, starts, t0)
+                z[:, :, :, tc:].zero_()  # times zero gradient; must not hold NaN garbage
+                z2 = z.view(groups, C_g * k, B * width)
+                grad_w2.baddbmm_(gy2.view(groups, C_out // groups, B * width), z2.transpose(1, 2))
+            if not need_xw:
+                continue
+            assert grad_xp is not None
+            if groups == 1:
+                gz = torch.mm(w2t[0], gy2)
+            else:
+                gz = torch.bmm(w2t, gy2.view(groups, C_out // groups, B * width)).view(C * k, B * width)
+            row = B * width
+            for i, r in enumerate(rates):
+                length = tc + (k - 1) * r
+                # skew[c, j, b, v] = gz[c, j, b, v - r·j] (zero outside): row stride shortened by r.
+                skew = gz.as_strided((C, k, B, length), (k * row, row - r, width, 1), gz.storage_offset())
+                folded = skew.sum(1).permute(1, 0, 2)  # (B, C, length): Σ_j of the shifted rows
+                lo = starts[i] + t0
+                grad_w[i] += (folded * xp[:, :, lo:lo + length]).sum(dtype=torch.float64)
+                grad_xp[:, :, lo:lo + length].addcmul_(folded, w[i])
+        grad_x = grad_xp[:, :, P:P + T] if (grad_xp is not None and ctx.needs_input_grad[0]) else None
+        grad_weight = grad_w2.reshape(C_out, C_g, k) if grad_w2 is not None else None
+        return grad_x, grad_weight, grad_bias, grad_w.to(w.dtype), None, None, None
 
 
 def _mix(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, w: torch.Tensor,
@@ -305,31 +338,29 @@ def _mix(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, w: to
 
 
 def choose_impl(in_channels: int, out_channels: int, kernel_size: int, groups: int, rates: Sequence[int]) -> str:
-    """The implementation ``impl="auto"`` runs, from a fixed cost model (multiply-adds per output step).
+    """The implementation ``impl="auto"`` runs: fixed rules from CPU measurements, never timing.
 
-    ``dense`` costs ``K·C_out·C_g`` with ``K = (k-1)·r_max + 1``; ``mix`` costs ``k·C_out·C_g`` for
-    the product plus about ``_MIX_PASS_COST`` multiply-add equivalents per mixed input element
-    and branch (its memory passes); ``naive`` costs ``n·k·C_out·C_g``. Deterministic, so runs
-    that resume each other take the same numerical path.
+    * one candidate, or candidates ``{1, 2}`` on convs of at most 32 input channels per group:
+      ``dense`` (the merged kernel has ``2k - 1`` taps and no holes; one oneDNN conv is cheapest);
+    * grouped convs with fewer than 8 input channels per group (depthwise-like), where the
+      product of ``mix`` degenerates into tiny matrices: ``dense`` while the merged kernel is at
+      most ``4k`` taps, else ``naive``;
+    * otherwise ``mix``: the FLOPs of one conv plus memory passes that stay in cache.
+
+    Measured with ``python -m bench.search_overhead --ops`` (HiFi-GAN V1/V2 conv shapes, one
+    thread): ``mix`` costs about 1.4–2.5 × the plain conv (forward + backward), ``naive`` 2.5–5 ×.
+    Being deterministic, runs that resume each other take the same numerical path.
     """
-    n = len(rates)
-    if n == 1:
-        return "dense"
-    k = kernel_size
+    rates = [int(r) for r in rates]
+    size = (kernel_size - 1) * max(rates) + 1
     c_g = in_channels // groups
-    per_tap = out_channels * c_g
-    dense = ((k - 1) * max(rates) + 1) * per_tap * _DENSE_FACTOR
-    mix = k * per_tap * _GEMM_FACTOR + _MIX_PASS_COST * n * k * in_channels
-    naive = n * k * per_tap
-    best = min(("dense", dense), ("mix", mix), ("naive", naive), key=lambda item: item[1])
-    return best[0]
-
-
-# Cost-model constants (relative to one multiply-add of a plain dilated conv), measured on CPU
-# with bench/search_overhead.py --ops; see choose_impl.
-_DENSE_FACTOR = 1.0
-_GEMM_FACTOR = 1.0
-_MIX_PASS_COST = 12.0
+    if len(rates) == 1:
+        return "dense"
+    if groups > 1 and c_g < 8:
+        return "dense" if size <= 4 * kernel_size else "naive"
+    if max(rates) <= 2 and c_g <= 32:
+        return "dense"
+    return "mix"
 
 
 def multi_dilation_conv1d(

@@ -159,6 +159,21 @@ def load_latest(out_dir: str | Path, map_location: str | torch.device = "cpu") -
     return None
 
 
+def remove_stale_temporaries(out_dir: str | Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes a killed run left behind; return them.
+
+    :func:`save_checkpoint` writes ``.<name>.<random>.tmp`` and renames it; a kill in between leaves
+    the temporary (as large as a checkpoint). Call only while no other process writes this run.
+    """
+    d = checkpoint_dir(out_dir)
+    if not d.is_dir():
+        return []
+    stale = [p for p in d.iterdir() if p.name.startswith((".ckpt_", f".{BEST}.")) and p.name.endswith(".tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def prune_checkpoints(out_dir: str | Path, keep_last: int) -> list[Path]:
     """Delete all but the ``keep_last`` newest step checkpoints; return the deleted paths."""
     if keep_last <= 0:

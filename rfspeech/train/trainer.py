@@ -364,6 +364,10 @@ class Trainer:
             torch.manual_seed((self.seed * 1000 + self.dist.rank) * 1_000_003 + self.step)
 
     def _resume(self) -> None:
+        if self.dist.is_main:
+            stale = ckpt.remove_stale_temporaries(self.out_dir)
+            if stale:
+                log.info("resume: removed %d partial checkpoint file(s) of an interrupted write", len(stale))
         found = ckpt.load_latest(self.out_dir, map_location="cpu")
         if found is None:
             present = ckpt.list_checkpoints(self.out_dir)

@@ -1,0 +1,175 @@
+"""Smoke tests of the benchmark harness: timing helpers, result layout, one tiny section end to end.
+
+Nothing here asserts a speed: the figures depend on the machine and its load. The tests check the
+method (interleaving, statistics, paired ratios), that the output files carry the documented keys,
+and that the helper computations the tables rely on (SNR, conv taps, structures) are right.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # bench/ is a top-level folder of the checkout, not part of the package
+    sys.path.insert(0, str(REPO))
+
+from bench import SECTIONS  # noqa: E402
+from bench import __main__ as bench_main  # noqa: E402
+from bench.common import Timing, interleaved, paired_ratio, pin_threads, quantiles, round_sig  # noqa: E402
+
+# ------------------------------------------------------------------------------------------ common
+
+
+def test_quantiles_and_rounding() -> None:
+    assert quantiles([3.0]) == (3.0, 3.0, 3.0)
+    assert quantiles([4.0, 1.0, 3.0, 2.0, 5.0]) == (2.0, 3.0, 4.0)
+    with pytest.raises(ValueError):
+        quantiles([])
+    assert round_sig(1.23456, 3) == 1.23
+    assert round_sig(0.000123456, 2) == 0.00012
+    assert round_sig(None) is None and round_sig(0.0) == 0.0 and math.isinf(round_sig(math.inf))
+
+
+def test_interleaved_rotates_order_and_counts_rounds() -> None:
+    calls: list[str] = []
+    timings = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b"),
+                           "c": lambda: calls.append("c")}, warmup=2, repeats=3)
+    warm, timed = calls[:6], calls[6:]
+    assert warm == ["a", "b", "c", "a", "b", "c"]
+    # each round runs every candidate once, starting one further along each time
+    assert timed == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert {n: len(t.wall) for n, t in timings.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(len(t.cpu) == 3 and min(t.wall) >= 0.0 for t in timings.values())
+
+
+def test_interleaved_min_seconds_adds_rounds_up_to_the_cap() -> None:
+    timings = interleaved({"x": lambda: None}, warmup=0, repeats=2, min_seconds=60.0, max_repeats=5)
+    assert len(timings["x"].wall) == 5
+
+
+def test_paired_ratio_uses_rounds_pairwise() -> None:
+    # a load burst in round 2 slows both sides; the paired ratio stays 2, the medians would not say so
+    num = Timing("num", wall=[2.0, 20.0, 2.2])
+    den = Timing("den", wall=[1.0, 10.0, 1.1])
+    r = paired_ratio(num, den)
+    assert r["ratio"] == pytest.approx(2.0) and r["min"] == pytest.approx(2.0) and r["max"] == pytest.approx(2.0)
+    assert r["rounds"] == 3
+    s = num.summary(per=4.0, unit="audio s")
+    assert s["median_s"] == pytest.approx(2.2) and s["per_s_median"] == pytest.approx(4.0 / 2.2, rel=1e-3)
+    assert s["per_s_q1"] <= s["per_s_median"] <= s["per_s_q3"]
+    with pytest.raises(ValueError):
+        paired_ratio(Timing("e"), den)
+
+
+def test_pin_threads_sets_torch_threads() -> None:
+    assert pin_threads(1) == 1 == torch.get_num_threads()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def test_snr_db() -> None:
+    from bench.synthesis import snr_db
+
+    x = torch.randn(1, 1, 1000)
+    assert snr_db(x, x.clone()) == math.inf
+    assert snr_db(x, x * 1.1) == pytest.approx(20.0, abs=1e-4)  # error = 0.1·x → 20 dB
+
+
+def test_twin_generators_have_identical_weights_and_outputs() -> None:
+    from bench.synthesis import make_inputs, twin_generators
+
+    a, b = twin_generators("hifigan_v2", 2)
+    assert a is not b
+    inputs = make_inputs(a, 0.02, seed=0)
+    with torch.no_grad():
+        assert torch.equal(a(*inputs), b(*inputs))
+    b.remove_weight_norm()  # removing it from one twin must leave the other intact (no shared class)
+    with torch.no_grad():
+        assert torch.allclose(a(*inputs), b(*inputs), atol=1e-6)
+
+
+def test_searched_structure_is_one_expand_step_and_merge_costs_taps() -> None:
+    pytest.importorskip("rfspeech.search")
+    from bench.parity import build_arms, conv_taps, searched_structure
+    from bench.synthesis import build_generator
+    from rfspeech.search import expand_candidates
+
+    gen = build_generator("hifigan_v2")
+    s1, s2 = searched_structure(gen, seed=3), searched_structure(gen, seed=3)
+    assert s1 == s2 and len(s1) == 72  # 4 stages × 3 resblocks × (3 dilated + 3 undilated) convs
+    for path, d in s1.items():
+        assert d in expand_candidates(gen.get_submodule(path).dilation[0], 3, 0.5)
+    gens, _ = build_arms("hifigan_v2", ["hand", "single", "merge"])
+    assert conv_taps(gens["single"]) == conv_taps(gens["hand"])
+    assert conv_taps(gens["merge"]) > conv_taps(gens["hand"])
+
+
+def test_librosa_reference_writes_one_log_mel_per_file(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from bench.features import corpus_files, corpus_seconds, librosa_reference
+
+    (tmp_path / "db" / "wavs").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sf.write(tmp_path / "db" / "wavs" / f"u{i}.wav", (0.1 * rng.standard_normal(22050)).astype(np.float32), 22050)
+    files = corpus_files(tmp_path / "db")
+    assert [f.name for f in files] == ["u0.wav", "u1.wav"]
+    assert corpus_seconds(files) == pytest.approx(2.0)
+    librosa_reference(files, tmp_path / "out")
+    mel = np.load(tmp_path / "out" / "u0.npy")
+    assert mel.shape[0] == 80 and abs(mel.shape[1] - 22050 // 256) <= 1 and np.isfinite(mel).all()
+
+
+# ------------------------------------------------------------------------------------------ entry point
+
+
+def test_bad_usage_exits_2() -> None:
+    with pytest.raises(SystemExit) as e:
+        bench_main.parse_args(["--sections", "nonsense"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        bench_main.parse_args(["--out", "x.txt"])
+    assert bench_main.parse_args([]).sections == list(SECTIONS)
+
+
+def test_quick_parity_section_writes_json_and_markdown(tmp_path: Path) -> None:
+    pytest.importorskip("rfspeech.search")
+    out = tmp_path / "r.json"
+    code = bench_main.main(["--quick", "--sections", "parity", "--threads", "1", "--repeats", "1",
+                            "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    for key in ("schema", "created", "machine", "threads", "load_average_start", "load_average_end", "rows",
+                "sections", "errors", "merge_parity_ratio", "single_parity_ratio"):
+        assert key in result, key
+    assert result["threads"] == 1 and result["errors"] == {} and result["quick"] is True
+    assert result["merge_parity_ratio"] > 0 and result["single_parity_ratio"] > 0
+    assert {"cpu", "cores", "torch", "torch_threads"} <= set(result["machine"])
+    rows = result["rows"]
+    assert {r["measure"].split(": searched ")[1].split(" /")[0] for r in rows} == {"single", "merge", "multiple"}
+    models = result["sections"]["parity"]["models"]
+    assert models["hifigan_v2"]["merge_vs_multiple_max_abs_diff"] < 1e-4  # merging keeps the function
+    md = out.with_suffix(".md").read_text()
+    assert "| section | measure | ratio |" in md and md.count("| parity |") == len(rows)
+    assert '"merge_parity_ratio"' in md
+
+
+def test_failing_section_is_recorded_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(args: object, progress: object) -> dict:
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setitem(bench_main.RUNNERS, "features", boom)
+    out = tmp_path / "r.json"
+    assert bench_main.main(["--sections", "features", "--threads", "1", "--out", str(out)]) == 1
+    result = json.loads(out.read_text())
+    assert result["errors"] == {"features": "RuntimeError: planted failure"}
+    assert "planted failure" in out.with_suffix(".md").read_text()
