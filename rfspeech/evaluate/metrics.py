@@ -179,11 +179,29 @@ def dtw_path(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         Index arrays ``(ia, ib)`` of the optimal path from ``(0, 0)`` to ``(Ta-1, Tb-1)``, in order.
     """
-    import librosa
+    from scipy.spatial.distance import cdist
 
-    _, wp = librosa.sequence.dtw(X=a.T, Y=b.T, metric="euclidean", backtrack=True)
-    wp = wp[::-1]
-    return wp[:, 0], wp[:, 1]
+    cost = cdist(a, b, metric="euclidean")
+    ta, tb = cost.shape
+    # Accumulated cost, one anti-diagonal at a time: every cell of a diagonal depends only on the two
+    # diagonals before it, so each diagonal is one vectorised step (no JIT compilation, no Python loop
+    # over cells: librosa's numba DTW costs ~10 s of compilation in every fresh worker process).
+    acc = np.full((ta + 1, tb + 1), np.inf)
+    acc[0, 0] = 0.0
+    for diag in range(2, ta + tb + 1):
+        i = np.arange(max(1, diag - tb), min(ta, diag - 1) + 1)
+        j = diag - i
+        best = np.minimum(np.minimum(acc[i - 1, j - 1], acc[i - 1, j]), acc[i, j - 1])
+        acc[i, j] = cost[i - 1, j - 1] + best
+    i, j = ta, tb
+    path = [(i - 1, j - 1)]
+    while (i, j) != (1, 1):
+        # Ties prefer the diagonal step, then the step along the longer remaining axis.
+        steps = ((i - 1, j - 1), (i - 1, j), (i, j - 1))
+        i, j = min(steps, key=lambda ij: acc[ij])
+        path.append((i - 1, j - 1))
+    ia, ib = np.array(path[::-1]).T
+    return ia, ib
 
 
 # --------------------------------------------------------------------------- metrics

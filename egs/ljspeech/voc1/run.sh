@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# LJSpeech-1.1 recipe: HiFi-GAN V1/V2/V3 and a ParallelWaveGAN-style WaveNet, hand-designed vs RF-Next
+# searched dilations, with the published training hyper-parameters (conf/*.yaml). Split: sorted ids, the
+# last 500 utterances -> 250 dev + 250 eval (the common vocoder convention; never score the official
+# HiFi-GAN checkpoints on it: their 150-utterance validation set overlaps it).
+#
+#   ./run.sh                                    # download (2.6 GB), prepare, V1 baseline, search, fine-tune, report
+#   ./run.sh --db_root /data/LJSpeech-1.1       # use an existing copy (stage -1 then skips itself)
+#   ./run.sh --conf "conf/hifigan_v2.yaml conf/wavenet.yaml" --seeds "1 2 3" --nj 3 --n_gpus 1
+#   ./run.sh --stage 2 --n_gpus 4               # DDP on 4 GPUs (train.batch_size stays the global batch)
+#   ./run.sh --db_root ../../../../shared/data/ljspeech-mini --conf conf/debug.yaml --n_gpus 0   # smoke run
+#   ./run.sh --help
+#
+# Options given here are defaults; the command line overrides them (the last value wins). See README.md
+# for run times and scaling out.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+./voc.sh \
+  --corpus ljspeech \
+  --download_url https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2 \
+  --db_name LJSpeech-1.1 \
+  --mel hifigan \
+  --conf conf/hifigan_v1.yaml \
+  --search_opts "train.max_steps=60000" \
+  "$@"
