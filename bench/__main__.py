@@ -40,6 +40,8 @@ def _search_overhead(args: argparse.Namespace, progress: Callable[[str], None]) 
     from bench import search_overhead
 
     kwargs: dict[str, Any] = {"quick": args.quick, "threads": args.threads, "progress": progress}
+    if args.search_models:
+        kwargs["models"] = args.search_models
     if args.repeats is not None:
         kwargs["repeats"] = args.repeats
     result = dict(search_overhead.run(**kwargs))
@@ -168,7 +170,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per comparison (default per section)")
     parser.add_argument("--compile", action="store_true",
                         help="add the torch.compile synthesis variant (minutes of compiling on small machines)")
+    parser.add_argument("--search-models", default=None,
+                        help="presets of the search_overhead section, comma-separated (default: its own: "
+                             "v1,v2 full, quick with --quick)")
     args = parser.parse_args(argv)
+    args.search_models = [m.strip() for m in args.search_models.split(",") if m.strip()] \
+        if args.search_models else None
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown or not sections:

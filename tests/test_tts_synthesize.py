@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from rfspeech.bin.synthesize import quote_text_override
+from rfspeech.bin.synthesize import quote_text_override, task
 from rfspeech.data.manifest import FeatureParams, Utterance, write_manifest
 from rfspeech.data.text import num_symbols, text_to_sequence
 from rfspeech.errors import ConfigError, DataError
@@ -213,6 +213,15 @@ def test_quote_text_override() -> None:
 # --------------------------------------------------------------------------- CLI
 
 
+def _compose(*overrides: str) -> object:
+    from hydra import compose, initialize_config_dir
+
+    from rfspeech.config import recipes_dir
+
+    with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+        return compose(config_name="synthesize", overrides=list(overrides))
+
+
 def test_cli_text_and_text_file(models: dict[str, Path], tmp_path: Path) -> None:
     text = "Hello, world. Don't panic: it's $5 (ok) ${x}"
     r = _cli(f"acoustic_checkpoint={models['acoustic']}", f"checkpoint={models['vocoder']}", f"text={text}",
@@ -229,9 +238,8 @@ def test_cli_text_and_text_file(models: dict[str, Path], tmp_path: Path) -> None
 
     f = tmp_path / "sentences.txt"
     f.write_text("The cat sat on the mat.\n\n...\nBirds sing at dawn.\n", encoding="utf-8")
-    r = _cli(f"acoustic_checkpoint={models['acoustic']}", f"checkpoint={models['vocoder']}", f"text_file={f}",
-             f"out_dir={tmp_path / 'many'}", "batch_size=2", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    task(_compose(f"acoustic_checkpoint={models['acoustic']}", f"checkpoint={models['vocoder']}", f"text_file={f}",
+                  f"out_dir={tmp_path / 'many'}", "batch_size=2", "progress=false"))
     out = tmp_path / "many"
     assert sorted(p.name for p in out.glob("*.wav")) == ["utt0001.wav", "utt0003.wav"]
     assert "utt0002\t" in (out / "bad_files.txt").read_text()
@@ -256,12 +264,10 @@ def test_cli_prepared_split_mels_then_vocoder_and_durations(models: dict[str, Pa
     assert set(json.loads((ev / "summary.json").read_text())["metrics"]) == {"mcd", "duration_mae_frames",
                                                                             "length_error"}
     # The mels feed the vocoder mode; text mode over the split gives the same audio in one go.
-    r = _cli(f"checkpoint={models['vocoder']}", f"input_dir={tmp_path / 'mels'}", f"out_dir={tmp_path / 'v'}",
-             cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    r = _cli(f"acoustic_checkpoint={models['acoustic']}", f"checkpoint={models['vocoder']}", f"input_dir={split}",
-             f"out_dir={tmp_path / 'tv'}", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    task(_compose(f"checkpoint={models['vocoder']}", f"input_dir={tmp_path / 'mels'}", f"out_dir={tmp_path / 'v'}",
+                  "progress=false"))
+    task(_compose(f"acoustic_checkpoint={models['acoustic']}", f"checkpoint={models['vocoder']}",
+                  f"input_dir={split}", f"out_dir={tmp_path / 'tv'}", "progress=false"))
     for utt in ("utt007", "utt008", "utt009"):
         a, _ = sf.read(tmp_path / "v" / f"{utt}.wav")
         b, _ = sf.read(tmp_path / "tv" / f"{utt}.wav")
@@ -269,23 +275,34 @@ def test_cli_prepared_split_mels_then_vocoder_and_durations(models: dict[str, Pa
     assert json.loads((tmp_path / "tv" / "speed.json").read_text())["input_kind"] == "manifest"
 
 
-def test_cli_feature_mismatch_and_bad_arguments(models: dict[str, Path], tmp_path: Path) -> None:
-    a = f"acoustic_checkpoint={models['acoustic']}"
-    r = _cli(a, f"checkpoint={models['vocoder_pwg']}", "text=Hello.", f"out_dir={tmp_path / 'x'}", cwd=tmp_path)
+def test_cli_feature_mismatch(models: dict[str, Path], tmp_path: Path) -> None:
+    r = _cli(f"acoustic_checkpoint={models['acoustic']}", f"checkpoint={models['vocoder_pwg']}", "text=Hello.",
+             f"out_dir={tmp_path / 'x'}", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("error: mel parameters of acoustic model") and "fmin: 0.0 vs 80.0" in line
     assert "log_base: 'e' vs '10'" in line and "voc_pwg.pt" in line
     assert not (tmp_path / "x" / "speed.json").exists()
-    # Exactly one text source; duration error needs reference features; text needs an acoustic model.
-    r = _cli(a, "text=Hi.", f"text_file={tmp_path / 'f.txt'}", f"out_dir={tmp_path / 'y'}", cwd=tmp_path)
-    assert r.returncode == 2 and "exactly one of text=, text_file= or input_dir=" in r.stderr
-    r = _cli(a, "text=Hi.", f"duration_eval_dir={tmp_path / 'd'}", cwd=tmp_path)
-    assert r.returncode == 2 and "duration_eval_dir= needs reference features" in r.stderr
-    r = _cli(f"checkpoint={models['vocoder']}", "text=Hi.", f"out_dir={tmp_path / 'z'}", cwd=tmp_path)
-    assert r.returncode == 2 and "needs an acoustic model" in r.stderr
-    r = _cli(f"acoustic_checkpoint={tmp_path / 'missing.pt'}", "text=Hi.", f"out_dir={tmp_path / 'z'}",
-             cwd=tmp_path)
-    assert r.returncode == 2 and "missing.pt" in r.stderr and "Traceback" not in r.stderr
-    r = _cli(a, "text=Hi.", cwd=tmp_path)
-    assert r.returncode == 2 and "out_dir is required" in r.stderr
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["text=Hi.", "text_file=f.txt", "out_dir=o"], "exactly one of text=, text_file= or input_dir="),
+    (["out_dir=o"], "exactly one of text=, text_file= or input_dir="),
+    (["text=Hi.", "duration_eval_dir=d"], "duration_eval_dir= needs reference features"),
+    (["text=Hi."], "out_dir is required"),
+    (["text=Hi.", "out_dir=o", "length_scale=-1"], "length_scale"),
+    (["text=Hi.", "out_dir=o", "acoustic_checkpoint=missing.pt"], "missing.pt"),
+])
+def test_text_mode_bad_arguments(models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 overrides: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = _compose(f"acoustic_checkpoint={models['acoustic']}", *overrides)
+    with pytest.raises((ConfigError, DataError), match=message):
+        task(cfg)
+    assert not (tmp_path / "o").exists()
+
+
+def test_text_needs_an_acoustic_model(models: dict[str, Path]) -> None:
+    for extra in ("text=Hi.", "text_file=f.txt", "duration_eval_dir=d"):
+        with pytest.raises(ConfigError, match="needs an acoustic model"):
+            task(_compose(f"checkpoint={models['vocoder']}", extra, "out_dir=o"))

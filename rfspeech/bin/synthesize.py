@@ -93,10 +93,10 @@ def task(cfg: Any) -> dict[str, Any]:
     from rfspeech.evaluate.synthesis import collect_inputs, synthesize
     from rfspeech.io import atomic_write_text
 
-    require(cfg, "checkpoint", "input_dir", "out_dir")
     for key in ("text", "text_file", "duration_eval_dir"):
         if cfg.get(key):
             raise ConfigError(f"{key}= needs an acoustic model: pass acoustic_checkpoint=PATH")
+    require(cfg, "checkpoint", "input_dir", "out_dir")
     device = _check_common(cfg)
     ckpt = Path(cfg.checkpoint)
     generator, params = _load_vocoder(ckpt, device)
@@ -167,7 +167,12 @@ def tts_task(cfg: Any) -> dict[str, Any]:
     dur_dir = Path(cfg.duration_eval_dir) if cfg.get("duration_eval_dir") else None
     if out_dir is None and dur_dir is None:
         raise ConfigError("out_dir is required (pass out_dir=...; out_dir=null only with duration_eval_dir=...)")
-    length_scale = float(cfg.length_scale)
+    try:
+        length_scale = float(cfg.length_scale)
+    except (TypeError, ValueError):
+        raise ConfigError(f"length_scale must be a positive number, got {cfg.length_scale!r}") from None
+    if not (length_scale > 0 and length_scale < float("inf")):
+        raise ConfigError(f"length_scale must be a positive number, got {cfg.length_scale!r}")
     items, kind = _text_items(cfg)
     if dur_dir is not None and kind != "manifest":
         raise ConfigError("duration_eval_dir= needs reference features: pass input_dir=<prepared split> "

@@ -1,6 +1,8 @@
-"""Vocoder models: HiFi-GAN (V1/V2/V3) and ParallelWaveGAN-style WaveNet, with their discriminators."""
+"""Vocoder models (HiFi-GAN V1/V2/V3, ParallelWaveGAN-style WaveNet, with their discriminators) and the conv
+acoustic model (text → mel)."""
 
 from rfspeech.models._base import VocoderGenerator, count_parameters
+from rfspeech.models.acoustic import AcousticModel
 from rfspeech.models.hifigan import (
     HiFiGANDiscriminator,
     HiFiGANGenerator,
@@ -11,6 +13,7 @@ from rfspeech.models.hifigan import (
 from rfspeech.models.wavenet import ParallelWaveGANDiscriminator, WaveNetGenerator
 
 __all__ = [
+    "AcousticModel",
     "HiFiGANDiscriminator",
     "HiFiGANGenerator",
     "MultiPeriodDiscriminator",

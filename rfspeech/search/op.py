@@ -206,11 +206,14 @@ _CHUNK_BYTES = 1 << 20
 _MIN_CHUNK = 256
 
 
-def _chunk_length(channels: int, k: int, batch: int, length: int, element_size: int, device: torch.device) -> int:
+def _chunk_length(channels: int, k: int, batch: int, length: int, element_size: int, device: torch.device,
+                  tail: int = 0) -> int:
+    """Time steps per chunk: about ``_CHUNK_BYTES`` of mixed input, at least 4 × the backward's
+    zero tail (so the zero columns cost at most a quarter more product), at most ``length``."""
     if device.type != "cpu":
         return length  # GPU: memory bandwidth is plentiful, kernel launches are not
     per_step = max(1, channels * k * batch * element_size)
-    return max(1, min(length, max(_MIN_CHUNK, _CHUNK_BYTES // per_step)))
+    return max(1, min(length, max(_MIN_CHUNK, _CHUNK_BYTES // per_step, 4 * tail)))
 
 
 def _gemm(w2: torch.Tensor, z2: torch.Tensor, groups: int) -> torch.Tensor:
@@ -293,7 +296,7 @@ class _MixConv(torch.autograd.Function):
         grad_xp = torch.zeros_like(xp) if need_xw else None
         grad_w = torch.zeros(len(rates), dtype=torch.float64, device=w.device)
 
-        tc_max = _chunk_length(C, k, B, T, xp.element_size(), xp.device)
+        tc_max = _chunk_length(C, k, B, T, xp.element_size(), xp.device, tail)
         z_buf = xp.new_empty(C * k * B * (tc_max + tail))
         gy_buf = xp.new_empty(C_out * B * (tc_max + tail))
         for t0 in range(0, T, tc_max):
@@ -309,8 +312,12 @@ class _MixConv(torch.autograd.Function):
                 z = z_buf[: C * k * B * width].view(C, k, B, width)
                 _MixConv._mix_into(z[:, :, :, :tc], xp, w, rates, starts, t0)
                 z[:, :, :, tc:].zero_()  # times zero gradient; must not hold NaN garbage
-                z2 = z.view(groups, C_g * k, B * width)
-                grad_w2.baddbmm_(gy2.view(groups, C_out // groups, B * width), z2.transpose(1, 2))
+                if B == 1:  # skip the zero columns: (rows, tc) views with leading dimension width
+                    grad_w2.baddbmm_(gy2.view(groups, C_out // groups, width)[..., :tc],
+                                     z.view(groups, C_g * k, width)[..., :tc].transpose(1, 2))
+                else:
+                    grad_w2.baddbmm_(gy2.view(groups, C_out // groups, B * width),
+                                     z.view(groups, C_g * k, B * width).transpose(1, 2))
             if not need_xw:
                 continue
             assert grad_xp is not None

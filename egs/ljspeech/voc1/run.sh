@@ -22,5 +22,4 @@ cd "$(dirname "$0")"
   --db_name LJSpeech-1.1 \
   --mel hifigan \
   --conf conf/hifigan_v1.yaml \
-  --search_opts "train.max_steps=60000" \
   "$@"

@@ -20,5 +20,4 @@ cd "$(dirname "$0")"
   --db_name VCTK-Corpus-0.92 \
   --mel hifigan_24k \
   --conf conf/hifigan_v1.yaml \
-  --search_opts "train.max_steps=60000" \
   "$@"

@@ -1,0 +1,508 @@
+#!/usr/bin/env bash
+# rfspeech text-to-speech recipe driver: searched vs hand-designed conv acoustic models (text -> mel) on one
+# corpus, same data and budget, ending in synthesized wavs of the held-out sentences and a comparison.
+#
+# Every egs/<dataset>/tts1/run.sh sets its dataset's defaults and calls this script (a symlink to
+# egs/TEMPLATE/tts1/tts.sh). Run it from the recipe directory (run.sh changes into it): every relative path
+# below is relative to that directory.
+#
+# Stages (each runnable alone: --stage N --stop_stage M):
+#   -1  download the corpus (skipped when --db_root already holds it)
+#    0  data preparation: splits and manifests            -> data/prep/{train,dev,eval}/utts.tsv
+#    1  features (+ statistics when the mel normalises)    -> data/<mel>/ (feats.yaml, */feats/*.npy)
+#    2  train the hand-designed acoustic model             -> exp/<name>/hand_seed<S>/
+#    3  receptive-field search of its dilated convs        -> exp/<name>/search_seed<S>/structure.yaml
+#    4  fine-tune the searched structure, same budget      -> exp/<name>/searched_seed<S>/
+#    5  vocoder (train a small one, or --vocoder_checkpoint), then synthesize the eval sentences from text
+#                                                          -> exp/<name>/<run>/synth/*.wav, speed.json
+#    6  evaluate: MCD (DTW) against the recordings, duration error against the reference features
+#                                                          -> exp/<name>/<run>/eval/{metrics.csv,summary.json,
+#                                                             eval_duration.json}
+#    7  compare                                            -> exp/<name>/report.html, report.md
+# Stage 5 also runs copy-synthesis of the eval split through the vocoder (exp/<name>/vocoder_copysyn/): the
+# MCD the vocoder alone costs, the floor under the acoustic models' numbers.
+#
+# Only the package's console scripts do the work (rfspeech-prepare, -train-tts, -train, -synthesize,
+# -evaluate, -compare); each run logs to <run>/logs/<stage>.log.
+set -euo pipefail
+
+# ------------------------------------------------------------------------------------------ options
+stage=-1              # first stage to run
+stop_stage=100        # last stage to run
+conf=""               # acoustic-model recipe conf (Hydra experiment YAML for rfspeech-train-tts)
+vocoder_conf=""       # vocoder recipe conf (Hydra experiment YAML for rfspeech-train), stage 5
+vocoder_checkpoint="" # an existing vocoder checkpoint (same features) instead of training one in stage 5
+tag=""                # suffix of the experiment name: exp/<conf name>_<tag>
+resume=false          # continue interrupted training runs from their newest checkpoint
+n_gpus=1              # 0: CPU; 1: one GPU (CPU when none); >1: torchrun DDP over n_gpus GPUs of this node
+db_root=""            # corpus root (empty: <download_dir>/<db_name>)
+seed=1                # seed of the single run per arm
+seeds=""              # several seeds per arm, e.g. "1 2 3" (overrides --seed)
+nj=1                  # runs at once (seeds, arms): useful on CPU and on multi-GPU nodes
+threads=0             # torch threads per run (0: nproc / nj when nj > 1, else torch's default)
+corpus=ljspeech       # rfspeech-prepare corpus with transcripts: ljspeech | vctk
+db_name=""            # directory name of the downloaded corpus (default: basename of db_root)
+download_url=""       # stage -1 archive (.tar.bz2, .tar.gz, .zip)
+download_dir=downloads
+mel=hifigan           # feature parameters: recipes/mel/<mel>.yaml (data/<mel>/)
+prepare_opts=""       # extra rfspeech-prepare overrides (stages 0 and 1)
+train_opts=""         # extra rfspeech-train-tts overrides (stages 2, 3 and 4)
+search_opts=""        # extra rfspeech-train-tts overrides of the search run only (stage 3)
+vocoder_opts=""       # extra rfspeech-train overrides (stage 5)
+synth_opts=""         # extra rfspeech-synthesize overrides (stage 5)
+eval_opts=""          # extra rfspeech-evaluate overrides (stage 6)
+compare_opts=""       # extra rfspeech-compare overrides (stage 7)
+eval_metrics="[mcd]"  # rfspeech-evaluate metrics of the synthesized speech
+length_scale=1.0      # speaking rate of the synthesis (>1 slower)
+search=true           # false: hand-designed arm only (stages 3 and 4 skipped)
+copy_synthesis=true   # also synthesize and evaluate the vocoder alone on the reference mels
+checkpoint=best       # acoustic checkpoint synthesized: best (validation mel L1) | last
+datadir=data
+expdir=exp
+
+help_message=$(cat <<EOF
+Usage: $0 [options]
+Text-to-speech recipe: data -> features -> hand-designed acoustic model -> receptive-field search ->
+fine-tune -> vocoder + synthesis of the eval sentences -> MCD and duration error -> report
+(exp/<name>/report.html). Paths are relative to the recipe directory.
+
+Options (--name value or --name=value; defaults in brackets):
+  --stage N               first stage: -1 download, 0 data, 1 features, 2 train, 3 search, 4 fine-tune,
+                          5 vocoder + synthesize, 6 evaluate, 7 compare [${stage}]
+  --stop_stage N          last stage [${stop_stage}]
+  --conf F                acoustic-model recipe conf (rfspeech-train-tts experiment YAML) [${conf}]
+  --vocoder_conf F        vocoder recipe conf (rfspeech-train experiment YAML), trained in stage 5 [${vocoder_conf}]
+  --vocoder_checkpoint C  use this vocoder instead (its features must match) [${vocoder_checkpoint}]
+  --tag T                 experiment name suffix: exp/<conf name>_T [${tag}]
+  --resume B              continue interrupted training (true|false) [${resume}]
+  --n_gpus N              0 CPU, 1 one GPU, >1 torchrun DDP [${n_gpus}]
+  --db_root DIR           corpus root [${db_root:-<download_dir>/<db_name>}]
+  --seed S                seed of the single run per arm [${seed}]
+  --seeds "S [S ...]"     several seeds per arm (overrides --seed) [${seeds}]
+  --nj N                  runs at once [${nj}]
+  --threads N             torch threads per run, 0 automatic [${threads}]
+  --corpus C              ljspeech | vctk [${corpus}]
+  --mel M                 recipes/mel/M.yaml [${mel}]
+  --search B              run the searched arm (stages 3-4) [${search}]
+  --copy_synthesis B      evaluate the vocoder alone on the reference mels too [${copy_synthesis}]
+  --checkpoint C          best | last [${checkpoint}]
+  --length_scale X        speaking rate of the synthesis [${length_scale}]
+  --eval_metrics L        rfspeech-evaluate metrics, e.g. "[mcd,f0]" [${eval_metrics}]
+  --prepare_opts, --train_opts, --search_opts, --vocoder_opts, --synth_opts, --eval_opts, --compare_opts "k=v ..."
+                          extra overrides of the console scripts
+  --download_url U, --download_dir D, --db_name N, --datadir D, --expdir D
+EOF
+)
+
+# shellcheck source=../voc1/utils/parse_options.sh
+. utils/parse_options.sh
+
+# ------------------------------------------------------------------------------------------ helpers
+log() { echo "$(date '+%F %T') $*"; }
+die() { echo "error: $*" >&2; exit 1; }
+is_int() { [[ "$1" =~ ^-?[0-9]+$ ]]; }
+
+stage_name() {
+  case "$1" in
+    -1) echo "download" ;; 0) echo "data preparation" ;; 1) echo "features" ;; 2) echo "train" ;;
+    3) echo "search" ;; 4) echo "fine-tune" ;; 5) echo "vocoder + synthesize" ;; 6) echo "evaluate" ;;
+    7) echo "compare" ;; *) echo "stage $1" ;;
+  esac
+}
+
+# run_stage N: true when stage N lies in [stage, stop_stage]
+run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+stage_start() { t0=${SECONDS}; }
+stage_done() { log "stage $1 ($(stage_name "$1")) done in $((SECONDS - t0)) s"; }
+
+# need FILE STAGE_THAT_MAKES_IT CURRENT_STAGE: one-line error when an input is missing
+need() {
+  [ -e "$1" ] || die "stage $3 ($(stage_name "$3")): $1 not found; run stage $2 ($(stage_name "$2")) first"
+}
+
+# Parallel runs: up to $nj at once, each logging to its own file; wait_runs names every failure and stops.
+run_pids=()
+run_logs=()
+run_names=()
+run_job() {  # run_job NAME LOG COMMAND [ARGS...]
+  local name=$1 logf=$2
+  shift 2
+  mkdir -p "$(dirname "${logf}")"
+  while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
+  log "  ${name}: started (log ${logf})"
+  (
+    if [ "${job_threads}" -gt 0 ]; then
+      export OMP_NUM_THREADS=${job_threads} MKL_NUM_THREADS=${job_threads}
+    fi
+    start=${SECONDS}
+    "$@"
+    echo "# finished in $((SECONDS - start)) s wall"
+  ) > "${logf}" 2>&1 &
+  run_pids+=("$!")
+  run_logs+=("${logf}")
+  run_names+=("${name}")
+}
+wait_runs() {  # wait_runs STAGE
+  local i rc failed=0 why
+  for i in "${!run_pids[@]}"; do
+    if wait "${run_pids[$i]}"; then
+      log "  ${run_names[$i]}: done ($(sed -n 's/^# finished in //p' "${run_logs[$i]}" | tail -n 1))"
+    else
+      rc=$?
+      failed=$((failed + 1))
+      why=$(grep -m 1 '^error:' "${run_logs[$i]}" || tail -n 1 "${run_logs[$i]}")
+      echo "error: stage $1 ($(stage_name "$1")): ${run_names[$i]} failed (exit ${rc}): ${why#error: } [log: ${run_logs[$i]}]" >&2
+    fi
+  done
+  run_pids=()
+  run_logs=()
+  run_names=()
+  [ "${failed}" -eq 0 ] || exit 1
+}
+
+# write_info RUN ARM SEED: info.json read by rfspeech-compare
+write_info() {
+  local tmp="$1/.info.json.tmp" name="$2"
+  [ "$3" = null ] || name="$2 seed $3"
+  mkdir -p "$1"
+  printf '{"name": "%s", "arm": "%s", "seed": %s, "experiment": "%s", "corpus": "%s", "mel": "%s", "task": "tts"}\n' \
+    "${name}" "$2" "$3" "${exp_name}" "${corpus}" "${mel}" > "${tmp}"
+  mv "${tmp}" "$1/info.json"
+}
+
+# ckpt_of RUN: the checkpoint to synthesize (best.pt, or the newest step checkpoint)
+ckpt_of() {
+  local last
+  if [ "${checkpoint}" = best ] && [ -f "$1/checkpoints/best.pt" ]; then
+    echo "$1/checkpoints/best.pt"
+    return
+  fi
+  last=$(find "$1/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2>/dev/null | sort | tail -n 1)
+  echo "${last:-$1/checkpoints/best.pt}"
+}
+
+# train_tts RUN SEED [OVERRIDES...]: one rfspeech-train-tts run of the recipe conf
+train_tts() {
+  local run=$1 s=$2
+  shift 2
+  "${train_tts_cmd[@]}" "${hydra_conf[@]}" "+${conf_group}=${conf_base}" "data_dir=${feats}" "out_dir=${run}" \
+    "seed=${s}" "device=${device}" "resume=${resume}" progress=false "$@" "${train_args[@]}"
+}
+
+# evaluate_run RUN [DURATIONS]: MCD (and whatever eval_metrics lists), then the duration error into the same folder
+evaluate_run() {
+  rfspeech-evaluate "ref_dir=${feats}/eval" "syn_dir=$1/synth" "out_dir=$1/eval" "metrics=${eval_metrics}" \
+    "feats_yaml=${feats}/feats.yaml" "jobs=${eval_jobs}" progress=false "${eval_args[@]}"
+  if [ "${2:-true}" = true ]; then
+    rfspeech-synthesize "acoustic_checkpoint=$(ckpt_of "$1")" "input_dir=${feats}/eval" "duration_eval_dir=$1/eval" \
+      out_dir=null "device=${device}" progress=false
+  fi
+}
+
+# train_vocoder: rfspeech-train of the vocoder conf; a finished run is marked so later calls reuse it
+train_vocoder() {
+  "${train_cmd[@]}" "${hydra_conf[@]}" "+${voc_group}=${voc_base}" "data_dir=${feats}" "out_dir=${voc_dir}" \
+    "seed=${seed_list[0]}" "device=${device}" "resume=${resume}" progress=false "${vocoder_args[@]}"
+  touch "${voc_dir}/.done"
+}
+
+# ------------------------------------------------------------------------------------------ checks
+[ $# -eq 0 ] || die "unexpected argument(s): $* (options take the form --name value; see --help)"
+is_int "${stage}" || die "--stage must be an integer, got '${stage}'"
+is_int "${stop_stage}" || die "--stop_stage must be an integer, got '${stop_stage}'"
+[[ "${n_gpus}" =~ ^[0-9]+$ ]] || die "--n_gpus must be an integer >= 0, got '${n_gpus}'"
+[[ "${nj}" =~ ^[1-9][0-9]*$ ]] || die "--nj must be an integer >= 1, got '${nj}'"
+[[ "${threads}" =~ ^[0-9]+$ ]] || die "--threads must be an integer >= 0, got '${threads}'"
+[[ "${tag}" =~ ^[A-Za-z0-9_.-]*$ ]] || die "--tag may only hold letters, digits, '.', '_' and '-', got '${tag}'"
+[[ "${length_scale}" =~ ^[0-9]*\.?[0-9]+$ ]] || die "--length_scale must be a positive number, got '${length_scale}'"
+case "${checkpoint}" in best|last) ;; *) die "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
+case "${corpus}" in ljspeech|vctk) ;; *) die "--corpus must be ljspeech or vctk (a corpus with transcripts), got '${corpus}'" ;; esac
+read -r -a seed_list <<< "${seeds:-${seed}}" || true
+[ "${#seed_list[@]}" -gt 0 ] || die "--seeds is empty"
+for s in "${seed_list[@]}"; do is_int "${s}" || die "seeds must be integers, got '${s}'"; done
+
+job_threads=${threads}
+if [ "${job_threads}" -eq 0 ] && [ "${nj}" -gt 1 ]; then
+  job_threads=$(( $(nproc) / nj ))
+  [ "${job_threads}" -ge 1 ] || job_threads=1
+fi
+if [ "${n_gpus}" -eq 0 ]; then device=cpu; else device=auto; fi
+eval_jobs=${job_threads}
+[ "${eval_jobs}" -gt 0 ] || eval_jobs=$(nproc)
+
+: "${db_name:=$(basename "${db_root:-corpus}")}"
+: "${db_root:=${download_dir}/${db_name}}"
+prep=${datadir}/prep
+feats=${datadir}/${mel}
+
+# check_conf FILE WHAT: a recipe conf is a Hydra experiment file ("# @package _global_")
+check_conf() {
+  [ -f "$1" ] || die "$2 $1 not found (see ls conf/)"
+  [[ "$1" == *.yaml ]] || die "$2 $1: must be a .yaml file"
+  head -n 5 "$1" | grep -q '^# @package _global_' \
+    || die "$2 $1: not a recipe conf (its first line must be '# @package _global_')"
+}
+conf_dir_of() { cd "$(dirname "$1")" && pwd; }
+
+if [ "${stop_stage}" -ge 2 ] && [ "${stage}" -le 7 ]; then
+  [ -n "${conf}" ] || die "--conf is empty: stages 2-7 need the acoustic-model recipe conf (e.g. conf/acoustic_tiny.yaml)"
+fi
+exp_name=""
+hydra_conf=()
+conf_root=""
+if [ -n "${conf}" ]; then
+  check_conf "${conf}" "conf"
+  conf_group=$(basename "$(conf_dir_of "${conf}")")
+  [[ "${conf_group}" =~ ^[A-Za-z0-9_]+$ ]] || die "conf ${conf}: its directory name '${conf_group}' must be letters, digits or _"
+  conf_base=$(basename "${conf}" .yaml)
+  conf_root=$(dirname "$(conf_dir_of "${conf}")")
+  hydra_conf=("hydra.searchpath=[file://${conf_root}]")
+  exp_name=${conf_base}${tag:+_${tag}}
+fi
+voc_dir=${expdir}/${exp_name}/vocoder
+if [ -n "${vocoder_checkpoint}" ]; then
+  vocoder=${vocoder_checkpoint}
+else
+  vocoder=${voc_dir}/checkpoints/best.pt
+  if run_stage 5; then
+    [ -n "${vocoder_conf}" ] || die "stage 5 ($(stage_name 5)): give --vocoder_conf (a vocoder to train) or --vocoder_checkpoint"
+    check_conf "${vocoder_conf}" "vocoder_conf"
+    [ "$(dirname "$(conf_dir_of "${vocoder_conf}")")" = "${conf_root}" ] \
+      || die "--vocoder_conf ${vocoder_conf}: must live in a directory beside the conf's (${conf_root})"
+    voc_group=$(basename "$(conf_dir_of "${vocoder_conf}")")
+    voc_base=$(basename "${vocoder_conf}" .yaml)
+  fi
+fi
+
+# Extra overrides: split on blanks into arrays (no globbing); values with blanks are not supported.
+read -r -a prepare_args <<< "${prepare_opts}"
+read -r -a train_args <<< "${train_opts}"
+read -r -a search_args <<< "${search_opts}"
+read -r -a vocoder_args <<< "${vocoder_opts}"
+read -r -a synth_args <<< "${synth_opts}"
+read -r -a eval_args <<< "${eval_opts}"
+read -r -a compare_args <<< "${compare_opts}"
+
+if [ "${n_gpus}" -gt 1 ]; then
+  command -v torchrun > /dev/null || die "--n_gpus ${n_gpus} needs torchrun on PATH"
+  train_tts_cmd=(torchrun --standalone "--nproc_per_node=${n_gpus}" "$(command -v rfspeech-train-tts)")
+  train_cmd=(torchrun --standalone "--nproc_per_node=${n_gpus}" "$(command -v rfspeech-train)")
+else
+  train_tts_cmd=(rfspeech-train-tts)
+  train_cmd=(rfspeech-train)
+fi
+for tool in rfspeech-prepare rfspeech-train-tts rfspeech-train rfspeech-synthesize rfspeech-evaluate rfspeech-compare; do
+  command -v "${tool}" > /dev/null || die "${tool} not found on PATH: install rfspeech (pip install -e .) and activate its environment"
+done
+
+# runs_of: every trained acoustic model (hand-designed, then searched)
+runs_of() {
+  local s
+  for s in "${seed_list[@]}"; do echo "${expdir}/${exp_name}/hand_seed${s}"; done
+  if [ "${search}" = true ]; then
+    for s in "${seed_list[@]}"; do echo "${expdir}/${exp_name}/searched_seed${s}"; done
+  fi
+}
+copysyn=${expdir}/${exp_name}/vocoder_copysyn
+
+log "$0 (stages ${stage}..${stop_stage}; experiment: ${exp_name:-none}; seeds: ${seed_list[*]}; nj ${nj})"
+recipe_start=${SECONDS}
+
+# ------------------------------------------------------------------------------------------ stage -1
+if run_stage -1; then
+  stage_start
+  if [ -d "${db_root}" ] && [ -n "$(ls -A "${db_root}")" ]; then
+    log "stage -1: ${db_root} exists, download skipped"
+  else
+    [ -n "${download_url}" ] || die "stage -1 (download): corpus directory ${db_root} not found (--db_root) and this recipe has no download; pass --db_root DIR"
+    archive=${download_dir}/$(basename "${download_url}")
+    mkdir -p "${download_dir}"
+    if [ ! -f "${archive}" ]; then
+      log "stage -1: downloading ${download_url}"
+      if command -v wget > /dev/null; then
+        wget -c -O "${archive}.part" "${download_url}"
+      else
+        curl -fL -C - -o "${archive}.part" "${download_url}"
+      fi
+      mv "${archive}.part" "${archive}"
+    fi
+    log "stage -1: extracting ${archive} into ${db_root}"
+    tmp=${db_root}.extract
+    rm -rf "${tmp}"
+    mkdir -p "${tmp}"
+    case "${archive}" in
+      *.zip) unzip -q "${archive}" -d "${tmp}" ;;
+      *.tar.bz2|*.tbz2|*.tar.gz|*.tgz|*.tar) tar -xf "${archive}" -C "${tmp}" ;;
+      *) die "stage -1 (download): unknown archive type ${archive}" ;;
+    esac
+    # An archive with one top directory (LJSpeech-1.1/) becomes db_root; a flat one is db_root itself.
+    mapfile -t top < <(ls -A "${tmp}")
+    mkdir -p "$(dirname "${db_root}")"
+    if [ "${#top[@]}" -eq 1 ] && [ -d "${tmp}/${top[0]}" ]; then
+      mv "${tmp}/${top[0]}" "${db_root}"
+      rmdir "${tmp}"
+    else
+      mv "${tmp}" "${db_root}"
+    fi
+  fi
+  stage_done -1
+fi
+
+# ------------------------------------------------------------------------------------------ stage 0
+if run_stage 0; then
+  stage_start
+  [ -d "${db_root}" ] || die "stage 0 (data preparation): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
+  log "stage 0: data preparation of ${db_root} (${corpus}) -> ${prep}"
+  run_job "prepare" "${prep}.logs/prepare.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" \
+    "out_dir=${prep}" "mel=${mel}" features=false progress=false "${prepare_args[@]}"
+  wait_runs 0
+  for split in train dev eval; do
+    log "  ${split}: $(($(wc -l < "${prep}/${split}/utts.tsv") - 1)) utterances"
+  done
+  stage_done 0
+fi
+
+# ------------------------------------------------------------------------------------------ stage 1
+if run_stage 1; then
+  stage_start
+  need "${prep}/eval/utts.tsv" 0 1
+  [ -d "${db_root}" ] || die "stage 1 (features): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
+  log "stage 1: features (mel=${mel}) -> ${feats}"
+  run_job "features" "${feats}.logs/features.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" \
+    "out_dir=${feats}" "mel=${mel}" features=true progress=false "${prepare_args[@]}"
+  wait_runs 1
+  for split in train dev eval; do
+    cmp -s <(cut -f 1 "${prep}/${split}/utts.tsv") <(cut -f 1 "${feats}/${split}/utts.tsv") \
+      || die "stage 1 (features): the ${split} split of ${feats} differs from ${prep} (corpus changed since stage 0?); rerun stage 0"
+  done
+  [ ! -f "${feats}/stats.npz" ] || log "  train statistics: ${feats}/stats.npz (features z-normalised)"
+  stage_done 1
+fi
+
+# ------------------------------------------------------------------------------------------ stage 2
+if run_stage 2; then
+  stage_start
+  need "${feats}/feats.yaml" 1 2
+  need "${feats}/train/utts.tsv" 1 2
+  log "stage 2: training the hand-designed acoustic model (${#seed_list[@]} seed(s))"
+  mkdir -p "${expdir}/${exp_name}"
+  cp "${conf}" "${expdir}/${exp_name}/conf.yaml"
+  for s in "${seed_list[@]}"; do
+    run="${expdir}/${exp_name}/hand_seed${s}"
+    write_info "${run}" hand-designed "${s}"
+    run_job "${exp_name}/hand_seed${s}" "${run}/logs/train.log" train_tts "${run}" "${s}"
+  done
+  wait_runs 2
+  stage_done 2
+fi
+
+# ------------------------------------------------------------------------------------------ stage 3
+if run_stage 3 && [ "${search}" = true ]; then
+  stage_start
+  need "${feats}/feats.yaml" 1 3
+  need "${feats}/train/utts.tsv" 1 3
+  log "stage 3: receptive-field search of the acoustic model's dilated convs (${#seed_list[@]} seed(s))"
+  for s in "${seed_list[@]}"; do
+    run="${expdir}/${exp_name}/search_seed${s}"
+    run_job "${exp_name}/search_seed${s}" "${run}/logs/search.log" train_tts "${run}" "${s}" search.enabled=true \
+      "${search_args[@]}"
+  done
+  wait_runs 3
+  for s in "${seed_list[@]}"; do
+    need "${expdir}/${exp_name}/search_seed${s}/structure.yaml" 3 3
+  done
+  stage_done 3
+fi
+
+# ------------------------------------------------------------------------------------------ stage 4
+if run_stage 4 && [ "${search}" = true ]; then
+  stage_start
+  need "${feats}/feats.yaml" 1 4
+  for s in "${seed_list[@]}"; do need "${expdir}/${exp_name}/search_seed${s}/structure.yaml" 3 4; done
+  log "stage 4: fine-tuning the searched structures with the hand-designed model's budget"
+  for s in "${seed_list[@]}"; do
+    run="${expdir}/${exp_name}/searched_seed${s}"
+    structure="${expdir}/${exp_name}/search_seed${s}/structure.yaml"
+    mkdir -p "${run}"
+    cp "${structure}" "${run}/structure.yaml"
+    write_info "${run}" searched "${s}"
+    run_job "${exp_name}/searched_seed${s}" "${run}/logs/train.log" train_tts "${run}" "${s}" "structure=${structure}"
+  done
+  wait_runs 4
+  stage_done 4
+fi
+
+# ------------------------------------------------------------------------------------------ stage 5
+if run_stage 5; then
+  stage_start
+  need "${feats}/eval/utts.tsv" 1 5
+  while read -r run; do
+    made_by=2
+    [[ "${run}" != */searched_seed* ]] || made_by=4
+    need "$(ckpt_of "${run}")" "${made_by}" 5
+  done < <(runs_of)
+  if [ -n "${vocoder_checkpoint}" ]; then
+    [ -f "${vocoder}" ] || die "stage 5 ($(stage_name 5)): --vocoder_checkpoint ${vocoder} not found"
+    log "stage 5: vocoder ${vocoder} (given)"
+  elif [ -f "${voc_dir}/.done" ] && [ -f "${vocoder}" ]; then
+    log "stage 5: vocoder ${vocoder} (trained before; delete ${voc_dir} to retrain)"
+  else
+    log "stage 5: training the vocoder (${vocoder_conf}) -> ${voc_dir}"
+    run_job "${exp_name}/vocoder" "${voc_dir}/logs/train.log" train_vocoder
+    wait_runs 5
+    need "${vocoder}" 5 5
+  fi
+  log "stage 5: synthesizing the eval sentences of ${feats}/eval from text"
+  while read -r run; do
+    run_job "${exp_name}/$(basename "${run}")" "${run}/logs/synthesize.log" rfspeech-synthesize \
+      "acoustic_checkpoint=$(ckpt_of "${run}")" "checkpoint=${vocoder}" "input_dir=${feats}/eval" \
+      "out_dir=${run}/synth" "length_scale=${length_scale}" "device=${device}" progress=false "${synth_args[@]}"
+  done < <(runs_of)
+  if [ "${copy_synthesis}" = true ]; then
+    write_info "${copysyn}" "vocoder copy-synthesis" null
+    run_job "${exp_name}/vocoder_copysyn" "${copysyn}/logs/synthesize.log" rfspeech-synthesize \
+      "checkpoint=${vocoder}" "input_dir=${feats}/eval" "out_dir=${copysyn}/synth" "device=${device}" progress=false
+  fi
+  wait_runs 5
+  stage_done 5
+fi
+
+# ------------------------------------------------------------------------------------------ stage 6
+if run_stage 6; then
+  stage_start
+  while read -r run; do need "${run}/synth/speed.json" 5 6; done < <(runs_of)
+  [ "${copy_synthesis}" = false ] || need "${copysyn}/synth/speed.json" 5 6
+  log "stage 6: evaluating against ${feats}/eval (metrics ${eval_metrics} + duration error)"
+  while read -r run; do
+    run_job "${exp_name}/$(basename "${run}")" "${run}/logs/evaluate.log" evaluate_run "${run}"
+  done < <(runs_of)
+  if [ "${copy_synthesis}" = true ]; then
+    run_job "${exp_name}/vocoder_copysyn" "${copysyn}/logs/evaluate.log" evaluate_run "${copysyn}" false
+  fi
+  wait_runs 6
+  stage_done 6
+fi
+
+# ------------------------------------------------------------------------------------------ stage 7
+if run_stage 7; then
+  stage_start
+  mapfile -t runs < <(runs_of)
+  [ "${copy_synthesis}" = false ] || runs+=("${copysyn}")
+  for run in "${runs[@]}"; do need "${run}/eval/summary.json" 6 7; done
+  log "stage 7: comparing searched and hand-designed acoustic models"
+  exps=$(IFS=,; echo "${runs[*]}")
+  run_job "${exp_name}/compare" "${expdir}/${exp_name}/logs/compare.log" rfspeech-compare "exps=[${exps}]" \
+    "out_dir=${expdir}/${exp_name}" "title='${exp_name} (${corpus}): searched vs hand-designed acoustic models'" \
+    reference_arm=hand-designed "${compare_args[@]}"
+  wait_runs 7
+  stage_done 7
+  report=$(cd "${expdir}/${exp_name}" && pwd)
+  log "results (mean ± 95% CI; MCD in dB with DTW, duration_mae_frames: frames per token against the MAS"
+  log "alignment of the reference, length_error: relative utterance length error):"
+  # The report's first table (metrics per arm), as written by rfspeech-compare.
+  awk '/^\|/ { on = 1; print; next } on { exit }' "${report}/report.md"
+  log "synthesized eval sentences: ${expdir}/${exp_name}/<run>/synth/*.wav"
+  log "report: ${report}/report.html (and report.md)"
+fi
+
+log "finished stages ${stage}..${stop_stage} in $((SECONDS - recipe_start)) s"
