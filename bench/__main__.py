@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import SECTIONS
-from bench.common import Row, iqr_text, load_average, machine_info, pin_threads, status_text
+from bench.common import Row, iqr_text, load_average, machine_info, pin_threads, round_sig, status_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCHEMA = "rfspeech-bench/1"
@@ -55,13 +55,24 @@ def _search_overhead(args: argparse.Namespace, progress: Callable[[str], None]) 
         where = f"batch {preset.get('batch')} × {preset.get('segment')} samples" if preset else ""
         rows.append(Row("search", f"{model} training step: rfspeech searchable / plain", s["ratio"],
                         iqr_text(s), f"≤ {target}", bool(s["ratio"] <= target),
-                        f"median step {ctx}; {where}").to_dict())
+                        f"median step {ctx}; {where}", cpu_ratio=_cpu_ratio(r, "search")).to_dict())
         rows.append(Row("search", f"{model} training step: naive per-branch loop / plain", n["ratio"],
-                        iqr_text(n), "", None, "mmcv-style operator, for context").to_dict())
+                        iqr_text(n), "", None, "mmcv-style operator, for context",
+                        cpu_ratio=_cpu_ratio(r, "naive")).to_dict())
     result["keys"] = {"search_overhead": result.get("search_overhead"),
                       "naive_overhead": result.get("naive_overhead")}
     result["rows"] = rows
     return result
+
+
+def _cpu_ratio(r: dict[str, Any], arm: str) -> float | None:
+    """CPU-time ratio arm / plain: the paired one when the section gives it, else of the medians."""
+    key = {"search": "search_overhead", "naive": "naive_overhead"}[arm]
+    if r.get(key, {}).get("cpu_ratio") is not None:
+        return r[key]["cpu_ratio"]
+    steps = r.get("step_s", {})
+    a, p = steps.get(arm, {}).get("cpu_median_s"), steps.get("plain", {}).get("cpu_median_s")
+    return round_sig(a / p) if a and p else None
 
 
 def _parity(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -111,15 +122,22 @@ def markdown(result: dict[str, Any]) -> str:
         f"torch {m['torch']} ({result['threads']} intra-op threads, pinned); python {m['python']}",
         f"- load average (1/5/15 min) at start {_fmt_load(result['load_average_start'])}, "
         f"at end {_fmt_load(result['load_average_end'])}",
-        "- ratios are medians of per-round paired ratios (interleaved rounds, warm-up first); absolute "
-        "figures are context only",
+        "- ratios are medians of per-round paired wall-time ratios (interleaved rounds, warm-up first); "
+        "the CPU-time column is the same from process CPU time; absolute figures are context only",
+    ]
+    busy = max((x[0] for x in (result["load_average_start"], result["load_average_end"]) if x), default=None)
+    if busy is not None and busy > m["cores"]:
+        lines.append(f"- **warning**: load average {busy:.1f} above the {m['cores']} cores: other processes "
+                     "competed for the CPU, so wall-time ratios are noisy (see the spreads and CPU-time ratios)")
+    lines += [
         "",
-        "| section | measure | ratio | spread | target | status | context |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| section | measure | ratio | spread | CPU-time ratio | target | status | context |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
         ratio = "—" if r["ratio"] is None else f"{r['ratio']:.3g}"
-        lines.append(f"| {r['section']} | {r['measure']} | {ratio} | {r['spread']} | {r['target']} | "
+        cpu = "—" if r.get("cpu_ratio") is None else f"{r['cpu_ratio']:.3g}"
+        lines.append(f"| {r['section']} | {r['measure']} | {ratio} | {r['spread']} | {cpu} | {r['target']} | "
                      f"{status_text(r['met'])} | {r['context']} |")
     if result.get("errors"):
         lines += ["", "## Sections that failed", ""]
@@ -169,7 +187,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per comparison (default per section)")
     parser.add_argument("--compile", action="store_true",
-                        help="add the torch.compile synthesis variant (minutes of compiling on small machines)")
+                        help="add the torch.compile synthesis variant for HiFi-GAN V1 (minutes of compiling on small "
+                             "machines)")
     parser.add_argument("--search-models", default=None,
                         help="presets of the search_overhead section, comma-separated (default: its own: "
                              "v1,v2 full, quick with --quick)")

@@ -201,18 +201,25 @@ def paired_ratio(num: Timing, den: Timing) -> dict[str, Any]:
     """``num / den`` per round (same round = same load), summarised.
 
     Returns:
-        ``ratio`` (median of the paired ratios), ``q1``/``q3``, ``min``/``max`` and
-        ``ratio_of_medians``.
+        ``ratio`` (median of the paired ratios), ``q1``/``q3``, ``min``/``max``,
+        ``ratio_of_medians`` and ``cpu_ratio``: the same median ratio of the process CPU times
+        (None when not recorded). With one thread, CPU time hardly grows when other processes
+        compete for the cores, so ``cpu_ratio`` is the steadier figure on a loaded machine; with
+        several threads it includes the threads' spin-waiting.
     """
     n = min(len(num.wall), len(den.wall))
     if n == 0:
         raise ValueError(f"no timed rounds for {num.name!r} / {den.name!r}")
     pairs = [a / b for a, b in zip(num.wall[:n], den.wall[:n])]
     q1, med, q3 = quantiles(pairs)
+    cpu_ratio = None
+    m = min(len(num.cpu), len(den.cpu))
+    if m and all(c > 0 for c in den.cpu[:m]):
+        cpu_ratio = round_sig(quantiles([a / b for a, b in zip(num.cpu[:m], den.cpu[:m])])[1])
     return {
         "ratio": round_sig(med), "q1": round_sig(q1), "q3": round_sig(q3),
         "min": round_sig(min(pairs)), "max": round_sig(max(pairs)),
-        "ratio_of_medians": round_sig(num.median / den.median), "rounds": n,
+        "ratio_of_medians": round_sig(num.median / den.median), "rounds": n, "cpu_ratio": cpu_ratio,
     }
 
 
@@ -291,6 +298,7 @@ class Row:
         target: the goal, e.g. ``"≤ 1.3"`` (empty when none).
         met: whether the target is met (None when there is no target).
         context: absolute figures, for context only.
+        cpu_ratio: the same ratio from process CPU times (see :func:`paired_ratio`), or None.
     """
 
     section: str
@@ -300,10 +308,12 @@ class Row:
     target: str = ""
     met: bool | None = None
     context: str = ""
+    cpu_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"section": self.section, "measure": self.measure, "ratio": round_sig(self.ratio),
-                "spread": self.spread, "target": self.target, "met": self.met, "context": self.context}
+                "spread": self.spread, "target": self.target, "met": self.met, "context": self.context,
+                "cpu_ratio": round_sig(self.cpu_ratio)}
 
 
 def iqr_text(r: Mapping[str, Any]) -> str:

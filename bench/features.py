@@ -132,13 +132,14 @@ def run(
     rows = [Row("features", f"rfspeech-prepare ({nj} processes) / librosa loop (1 process), × real time",
                 speedup["ratio"], iqr_text(speedup), "", None,
                 f"× real time: rfspeech {xrt[main]:.4g}, librosa {xrt['librosa_loop']:.4g}; "
-                f"{len(files)} files, {audio:.0f} s of audio")]
+                f"{len(files)} files, {audio:.0f} s of audio"
+                + ("" if nj == 1 else "; CPU-time ratio n/a: the workers' CPU time is not this process's"))]
     if "rfspeech_nj1" in tim:
         single = paired_ratio(tim["librosa_loop"], tim["rfspeech_nj1"])
         out["speedup_vs_librosa_nj1"] = single
         rows.append(Row("features", "rfspeech-prepare (1 process) / librosa loop (1 process), × real time",
                         single["ratio"], iqr_text(single), "", None,
-                        f"× real time: rfspeech {xrt['rfspeech_nj1']:.4g}"))
+                        f"× real time: rfspeech {xrt['rfspeech_nj1']:.4g}", cpu_ratio=single.get("cpu_ratio")))
     out["keys"] = {"features": {
         "rfspeech_x_real_time": xrt[main], "librosa_x_real_time": xrt["librosa_loop"],
         "rfspeech_nj1_x_real_time": xrt.get("rfspeech_nj1"), "ratio": speedup["ratio"], "processes": nj,

@@ -185,7 +185,8 @@ def run(
                 "parity", f"{LABELS.get(m, m)} inference: searched {a} / hand-designed", ratio["ratio"],
                 iqr_text(ratio), target, met,
                 f"conv taps × {r['conv_taps_ratio_vs_hand'][a]:.3g}, parameters {r['parameters'][a]:,} vs "
-                f"{r['parameters']['hand']:,}; {r['audio_seconds']:.3g} s of audio per call").to_dict())
+                f"{r['parameters']['hand']:,}; {r['audio_seconds']:.3g} s of audio per call",
+                cpu_ratio=ratio.get("cpu_ratio")).to_dict())
     head = results[models[0]]["ratio_vs_hand"]
     keys: dict[str, Any] = {
         "merge_parity_ratio": head["merge"]["ratio"] if "merge" in head else None,

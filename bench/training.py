@@ -203,7 +203,7 @@ def run(
         rows.append(Row("training", f"{name} training throughput: {a} / plain (segments/s)", r["ratio"],
                         iqr_text(r), "", None,
                         f"segments/s {out['segments_per_s']['plain']:.3g} → {out['segments_per_s'][a]:.3g} "
-                        f"(batch {batch} × {seg} samples)" + mem).to_dict())
+                        f"(batch {batch} × {seg} samples)" + mem, cpu_ratio=r.get("cpu_ratio")).to_dict())
     keys: dict[str, Any] = {
         "plain_samples_per_s": out["segments_per_s"]["plain"],
         "search_samples_per_s": out["segments_per_s"].get("search"),

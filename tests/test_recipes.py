@@ -185,6 +185,14 @@ def test_bad_conf_and_options(tmp_path: Path) -> None:
     assert "unexpected argument" in msg
 
 
+def test_mini_runs_two_seeds_per_arm_unless_told(tmp_path: Path) -> None:
+    mini = EGS / "mini" / "voc1"
+    for args, seeds in ((), "seeds: 1 2;"), (("--seed", "3"), "seeds: 3;"), (("--seeds", "4 5 6"), "seeds: 4 5 6;"):
+        r = run_recipe(mini, "--stage", "2", "--stop_stage", "2", *args, *isolated(tmp_path))
+        assert seeds in r.stdout, r.stdout
+        assert "hifigan/feats.yaml not found" in r.stderr
+
+
 def test_missing_console_scripts_are_named(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
     r = subprocess.run(["bash", str(EGS / "mini" / "voc1" / "run.sh"), *isolated(tmp_path)], capture_output=True,

@@ -177,6 +177,7 @@ def test_duration_errors_and_merge(models: dict[str, Path], tmp_path: Path) -> N
         assert r["status"] == "ok" and r["ref_frames"] == ref  # MAS durations sum to the frame count
         assert r["duration_mae_frames"] >= 0
         assert r["length_error"] == pytest.approx(abs(r["pred_frames"] - ref) / ref)
+        assert r["mel_dtw_l1"] > 0
     with pytest.raises(ConfigError, match="fmin"):
         tts.duration_errors(acoustic, models["data"] / "eval", feature_params=FeatureParams(fmin=80.0))
     # An rfspeech-evaluate folder gains the columns (paired by utterance id) and their statistics.
@@ -188,7 +189,7 @@ def test_duration_errors_and_merge(models: dict[str, Path], tmp_path: Path) -> N
     assert tts.merge_eval_columns(ev, rows)  # idempotent
     with open(ev / "metrics.csv", newline="") as f:
         got = list(csv.DictReader(f))
-    assert list(got[0]) == ["utt_id", "status", "reason", "mcd", "duration_mae_frames", "length_error"]
+    assert list(got[0]) == ["utt_id", "status", "reason", "mcd", "duration_mae_frames", "length_error", "mel_dtw_l1"]
     assert float(got[0]["length_error"]) == pytest.approx(rows[0]["length_error"], rel=1e-5)
     assert got[2]["utt_id"] == "utt099" and got[2]["duration_mae_frames"] == ""
     summary = json.loads((ev / "summary.json").read_text())
@@ -196,6 +197,17 @@ def test_duration_errors_and_merge(models: dict[str, Path], tmp_path: Path) -> N
     assert summary["metrics"]["length_error"]["n"] == 3
     assert summary["metrics"]["length_error"]["mean"] == pytest.approx(np.mean([r["length_error"] for r in rows]))
     assert not tts.merge_eval_columns(tmp_path / "nothing", rows)
+
+
+def test_mel_dtw_l1() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(8, 30))
+    assert tts.mel_dtw_l1(ref, ref) == 0.0
+    # A time-stretched copy aligns back exactly: DTW removes the duration difference, L1 measures the rest.
+    assert tts.mel_dtw_l1(ref, np.repeat(ref, 2, axis=1)) == pytest.approx(0.0, abs=1e-12)
+    assert tts.mel_dtw_l1(ref, np.repeat(ref, 2, axis=1) + 0.5) == pytest.approx(0.5)
+    with pytest.raises(DataError, match="cannot be compared"):
+        tts.mel_dtw_l1(ref, ref[:4])
 
 
 def test_quote_text_override() -> None:
@@ -262,7 +274,8 @@ def test_cli_prepared_split_mels_then_vocoder_and_durations(models: dict[str, Pa
     dur = json.loads((ev / "eval_duration.json").read_text())
     assert dur["n_evaluated"] == 3 and dur["metrics"]["duration_mae_frames"]["mean"] >= 0
     assert set(json.loads((ev / "summary.json").read_text())["metrics"]) == {"mcd", "duration_mae_frames",
-                                                                            "length_error"}
+                                                                            "length_error", "mel_dtw_l1"}
+    assert (ev / "eval_duration.csv").read_text().count("\n") == 4
     # The mels feed the vocoder mode; text mode over the split gives the same audio in one go.
     task(_compose(f"checkpoint={models['vocoder']}", f"input_dir={tmp_path / 'mels'}", f"out_dir={tmp_path / 'v'}",
                   "progress=false"))

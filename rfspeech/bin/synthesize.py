@@ -241,7 +241,7 @@ def tts_task(cfg: Any) -> dict[str, Any]:
         m = dsum["metrics"]
         print(f"duration error on {dsum['n_evaluated']} utterances: "
               f"{_mean(m['duration_mae_frames'])} frames/token (MAE vs MAS), length error "
-              f"{_mean(m['length_error'])}; {dur_dir / 'eval_duration.json'}"
+              f"{_mean(m['length_error'])}, mel L1 after DTW {_mean(m['mel_dtw_l1'])}; {dur_dir / 'eval_duration.json'}"
               + (f" (columns added to {dur_dir / 'metrics.csv'})" if merged else ""))
         summary["duration_eval"] = dsum
     return summary

@@ -13,7 +13,9 @@ Duration error (:func:`duration_errors`) compares, per utterance of a prepared s
 features, the predicted durations with the monotonic alignment (MAS) of the reference mel under the
 same model (``duration_mae_frames``, frames per token, the trainer's ``val/duration_mae_frames``) and
 the predicted with the true utterance length (``length_error``, relative, independent of the
-model's alignment). :func:`merge_eval_columns` adds such per-utterance columns to an
+model's alignment); the free-running predicted mel is compared with the reference mel after DTW
+alignment (``mel_dtw_l1``, mean absolute log-mel difference along the path): the acoustic model's own
+error, which no vocoder blurs. :func:`merge_eval_columns` adds such per-utterance columns to an
 ``rfspeech-evaluate`` folder, so ``rfspeech-compare`` reports them beside MCD.
 """
 
@@ -40,7 +42,7 @@ from rfspeech.evaluate.speed import SpeedReport, device_name
 
 log = logging.getLogger(__name__)
 
-DURATION_COLUMNS = ("duration_mae_frames", "length_error")
+DURATION_COLUMNS = ("duration_mae_frames", "length_error", "mel_dtw_l1")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -358,6 +360,21 @@ def synthesize_text(
 # --------------------------------------------------------------------------- duration error
 
 
+def mel_dtw_l1(ref: np.ndarray, pred: np.ndarray) -> float:
+    """Mean absolute difference of two log-mels ``(n_mels, T_ref)`` / ``(n_mels, T_pred)`` along their DTW path.
+
+    The path minimises the summed Euclidean frame distance (librosa's DTW, steps (1,1), (0,1), (1,0));
+    the L1 difference of each aligned frame pair is averaged over the path and the mel bins.
+    """
+    import librosa
+
+    if ref.ndim != 2 or pred.ndim != 2 or ref.shape[0] != pred.shape[0] or not ref.shape[1] or not pred.shape[1]:
+        raise DataError(f"mel_dtw_l1: mels of shapes {ref.shape} and {pred.shape} cannot be compared")
+    x, y = ref.astype(np.float64), pred.astype(np.float64)
+    _, path = librosa.sequence.dtw(X=x, Y=y, metric="euclidean")
+    return float(np.abs(x[:, path[:, 0]] - y[:, path[:, 1]]).mean())
+
+
 @torch.no_grad()
 def duration_errors(
     model: nn.Module,
@@ -374,7 +391,8 @@ def duration_errors(
     training would use) against the predicted durations → ``duration_mae_frames`` (mean absolute
     error in frames per token, as the trainer's ``val/duration_mae_frames``); predicted against
     reference utterance length → ``length_error`` (``|pred − ref| / ref``) and ``pred_frames``,
-    ``ref_frames``.
+    ``ref_frames``; predicted (free-running) against reference log-mel after DTW → ``mel_dtw_l1``
+    (:func:`mel_dtw_l1`).
 
     Args:
         model: an :class:`~rfspeech.models.acoustic.AcousticModel` in inference form.
@@ -417,10 +435,11 @@ def duration_errors(
         _, _, log_dur, x_mask = model.encode(tokens, t_len)
         pred_d = model.predict_durations(log_dur, x_mask)[0].float()
         ref, pred = float(true_d.sum()), float(pred_d.sum())
+        mel_pred = model.inference(tokens, token_lengths=t_len)[0].float().cpu().numpy()
         rows.append({"utt_id": utt_id, "status": "ok", "reason": "",
                      "duration_mae_frames": float((pred_d - true_d).abs().mean()),
-                     "length_error": abs(pred - ref) / ref, "pred_frames": int(pred), "ref_frames": int(ref),
-                     "n_tokens": int(t_len[0])})
+                     "length_error": abs(pred - ref) / ref, "mel_dtw_l1": mel_dtw_l1(mels[0].cpu().numpy(), mel_pred),
+                     "pred_frames": int(pred), "ref_frames": int(ref), "n_tokens": int(t_len[0])})
     rows.sort(key=lambda r: r["utt_id"])
     return rows
 
@@ -439,7 +458,8 @@ def duration_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "definitions": {
                 "duration_mae_frames": "mean over tokens of |predicted - MAS duration| (frames), MAS of the "
                                        "reference mel under the same model",
-                "length_error": "|predicted - reference frames| / reference frames per utterance"}}
+                "length_error": "|predicted - reference frames| / reference frames per utterance",
+                "mel_dtw_l1": "mean |predicted - reference log-mel| along the DTW path (predicted durations)"}}
 
 
 def _fmt(v: Any) -> str:
@@ -452,7 +472,7 @@ def _fmt(v: Any) -> str:
 
 def write_duration_eval(out_dir: str | Path, rows: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None
                         ) -> dict[str, Any]:
-    """Write ``durations.csv`` (per utterance) and ``eval_duration.json`` (summary) into ``out_dir``, atomically."""
+    """Write ``eval_duration.csv`` (per utterance) and ``eval_duration.json`` (summary) into ``out_dir``, atomically."""
     from rfspeech.io import atomic_write_text
 
     out = Path(out_dir)
@@ -463,7 +483,7 @@ def write_duration_eval(out_dir: str | Path, rows: Sequence[dict[str, Any]], ext
     w.writerow(cols)
     for r in rows:
         w.writerow([_fmt(r.get(c)) for c in cols])
-    atomic_write_text(out / "durations.csv", buf.getvalue())
+    atomic_write_text(out / "eval_duration.csv", buf.getvalue())
     summary = duration_summary(rows)
     summary.update(extra or {})
     atomic_write_text(out / "eval_duration.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")

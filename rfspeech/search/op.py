@@ -258,7 +258,11 @@ class _MixConv(torch.autograd.Function):
         P = a * r_max
         starts = [P - a * r for r in rates]
         xp = _pad(x, (k - 1) * r_max, causal).contiguous()
+        # one compute dtype (the input's, e.g. half under autocast); gradients go back in each input's own
+        dtypes = (weight.dtype, None if bias is None else bias.dtype, w.dtype)
         w = w.to(x.dtype)
+        weight = weight.to(x.dtype)
+        bias = None if bias is None else bias.to(x.dtype)
         w2 = weight.reshape(groups, C_out // groups, C_g * k)
         y = x.new_empty(B, C_out, T)
         tc_max = _chunk_length(C, k, B, T, x.element_size(), x.device)
@@ -273,14 +277,15 @@ class _MixConv(torch.autograd.Function):
             else:
                 y[:, :, t0:t0 + tc] = yc
         ctx.save_for_backward(xp, weight, w)
-        ctx.config = (rates, causal, groups, bias is not None, T)
+        ctx.config = (rates, causal, groups, bias is not None, T, dtypes)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         xp, weight, w = ctx.saved_tensors
-        rates, causal, groups, has_bias, T = ctx.config
+        rates, causal, groups, has_bias, T, dtypes = ctx.config
+        grad_y = grad_y.to(xp.dtype)
         B, C, Tp = xp.shape
         C_out, C_g, k = weight.shape
         r_max = max(rates)
@@ -335,8 +340,10 @@ class _MixConv(torch.autograd.Function):
                 grad_w[i] += (folded * xp[:, :, lo:lo + length]).sum(dtype=torch.float64)
                 grad_xp[:, :, lo:lo + length].addcmul_(folded, w[i])
         grad_x = grad_xp[:, :, P:P + T] if (grad_xp is not None and ctx.needs_input_grad[0]) else None
-        grad_weight = grad_w2.reshape(C_out, C_g, k) if grad_w2 is not None else None
-        return grad_x, grad_weight, grad_bias, grad_w.to(w.dtype), None, None, None
+        grad_weight = grad_w2.reshape(C_out, C_g, k).to(dtypes[0]) if grad_w2 is not None else None
+        if grad_bias is not None:
+            grad_bias = grad_bias.to(dtypes[1])
+        return grad_x, grad_weight, grad_bias, grad_w.to(dtypes[2]), None, None, None
 
 
 def _mix(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, w: torch.Tensor,

@@ -12,15 +12,16 @@
 #    1  features (+ statistics when the mel normalises)    -> data/<mel>/ (feats.yaml, */feats/*.npy)
 #    2  train the hand-designed acoustic model             -> exp/<name>/hand_seed<S>/
 #    3  receptive-field search of its dilated convs        -> exp/<name>/search_seed<S>/structure.yaml
+#        (a conf may give the search run its own budget: steps.search, with tts.max_steps: ${steps.train})
 #    4  fine-tune the searched structure, same budget      -> exp/<name>/searched_seed<S>/
 #    5  vocoder (train a small one, or --vocoder_checkpoint), then synthesize the eval sentences from text
 #                                                          -> exp/<name>/<run>/synth/*.wav, speed.json
-#    6  evaluate: MCD (DTW) against the recordings, duration error against the reference features
-#                                                          -> exp/<name>/<run>/eval/{metrics.csv,summary.json,
+#    6  evaluate: MCD (DTW) against the recordings; duration error and mel L1 after DTW against the reference
+#       features                                           -> exp/<name>/<run>/eval/{metrics.csv,summary.json,
 #                                                             eval_duration.json}
 #    7  compare                                            -> exp/<name>/report.html, report.md
-# Stage 5 also runs copy-synthesis of the eval split through the vocoder (exp/<name>/vocoder_copysyn/): the
-# MCD the vocoder alone costs, the floor under the acoustic models' numbers.
+# Stages 5-7 also run copy-synthesis of the eval split through the vocoder (exp/<name>/vocoder_copysyn/, its
+# own report): the MCD the vocoder alone costs, the floor under the acoustic models' numbers.
 #
 # Only the package's console scripts do the work (rfspeech-prepare, -train-tts, -train, -synthesize,
 # -evaluate, -compare); each run logs to <run>/logs/<stage>.log.
@@ -94,7 +95,7 @@ Options (--name value or --name=value; defaults in brackets):
 EOF
 )
 
-# shellcheck source=../voc1/utils/parse_options.sh
+# shellcheck source-path=SCRIPTDIR source=utils/parse_options.sh
 . utils/parse_options.sh
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -181,12 +182,13 @@ ckpt_of() {
   echo "${last:-$1/checkpoints/best.pt}"
 }
 
-# train_tts RUN SEED [OVERRIDES...]: one rfspeech-train-tts run of the recipe conf
+# train_tts RUN SEED [OVERRIDES...]: one rfspeech-train-tts run of the recipe conf (the run's own overrides
+# come last, so the search run keeps its budget under --train_opts "steps.train=N")
 train_tts() {
   local run=$1 s=$2
   shift 2
   "${train_tts_cmd[@]}" "${hydra_conf[@]}" "+${conf_group}=${conf_base}" "data_dir=${feats}" "out_dir=${run}" \
-    "seed=${s}" "device=${device}" "resume=${resume}" progress=false "$@" "${train_args[@]}"
+    "seed=${s}" "device=${device}" "resume=${resume}" progress=false "${train_args[@]}" "$@"
 }
 
 # evaluate_run RUN [DURATIONS]: MCD (and whatever eval_metrics lists), then the duration error into the same folder
@@ -401,11 +403,17 @@ if run_stage 3 && [ "${search}" = true ]; then
   stage_start
   need "${feats}/feats.yaml" 1 3
   need "${feats}/train/utts.tsv" 1 3
+  # A conf with steps.train / steps.search (tts.max_steps: ${steps.train}) gives the search run its own budget.
+  search_budget=()
+  if grep -qE '^steps:' "${conf}"; then
+    # shellcheck disable=SC2016  # a Hydra interpolation, not a shell expansion
+    search_budget=('steps.train=${steps.search}')
+  fi
   log "stage 3: receptive-field search of the acoustic model's dilated convs (${#seed_list[@]} seed(s))"
   for s in "${seed_list[@]}"; do
     run="${expdir}/${exp_name}/search_seed${s}"
     run_job "${exp_name}/search_seed${s}" "${run}/logs/search.log" train_tts "${run}" "${s}" search.enabled=true \
-      "${search_args[@]}"
+      "${search_budget[@]}" "${search_args[@]}"
   done
   wait_runs 3
   for s in "${seed_list[@]}"; do
@@ -486,23 +494,33 @@ fi
 # ------------------------------------------------------------------------------------------ stage 7
 if run_stage 7; then
   stage_start
-  mapfile -t runs < <(runs_of)
-  [ "${copy_synthesis}" = false ] || runs+=("${copysyn}")
-  for run in "${runs[@]}"; do need "${run}/eval/summary.json" 6 7; done
+  while read -r run; do need "${run}/eval/summary.json" 6 7; done < <(runs_of)
+  [ "${copy_synthesis}" = false ] || need "${copysyn}/eval/summary.json" 6 7
   log "stage 7: comparing searched and hand-designed acoustic models"
+  mapfile -t runs < <(runs_of)
   exps=$(IFS=,; echo "${runs[*]}")
   run_job "${exp_name}/compare" "${expdir}/${exp_name}/logs/compare.log" rfspeech-compare "exps=[${exps}]" \
     "out_dir=${expdir}/${exp_name}" "title='${exp_name} (${corpus}): searched vs hand-designed acoustic models'" \
     reference_arm=hand-designed "${compare_args[@]}"
+  # The vocoder alone gets its own small report: its dilations are not the acoustic models'.
+  if [ "${copy_synthesis}" = true ]; then
+    run_job "${exp_name}/vocoder_copysyn" "${copysyn}/logs/compare.log" rfspeech-compare "exps=[${copysyn}]" \
+      "out_dir=${copysyn}" "title='${exp_name} (${corpus}): vocoder copy-synthesis'" "${compare_args[@]}"
+  fi
   wait_runs 7
   stage_done 7
   report=$(cd "${expdir}/${exp_name}" && pwd)
-  log "results (mean ± 95% CI; MCD in dB with DTW, duration_mae_frames: frames per token against the MAS"
-  log "alignment of the reference, length_error: relative utterance length error):"
-  # The report's first table (metrics per arm), as written by rfspeech-compare.
+  log "results (mean ± 95% CI): MCD in dB (DTW) of the synthesized eval sentences against the recordings;"
+  log "duration_mae_frames: frames per token against the MAS alignment of the reference mel; length_error:"
+  log "relative utterance length error; mel_dtw_l1: predicted vs reference log-mel after DTW (no vocoder)"
+  # The reports' first tables (metrics per arm), as rfspeech-compare writes them.
   awk '/^\|/ { on = 1; print; next } on { exit }' "${report}/report.md"
+  if [ "${copy_synthesis}" = true ]; then
+    log "the vocoder alone (copy-synthesis of the reference mels: the floor under the MCD above):"
+    awk '/^\|/ { on = 1; print; next } on { exit }' "${copysyn}/report.md"
+  fi
   log "synthesized eval sentences: ${expdir}/${exp_name}/<run>/synth/*.wav"
-  log "report: ${report}/report.html (and report.md)"
+  log "report: ${report}/report.html (and report.md); vocoder: ${copysyn}/report.html"
 fi
 
 log "finished stages ${stage}..${stop_stage} in $((SECONDS - recipe_start)) s"

@@ -47,6 +47,7 @@ compare_opts=""       # extra rfspeech-compare overrides (stage 7)
 search=true           # false: hand-designed arm only (stages 3 and 4 skipped)
 shared_search=false   # true: one search (first seed) fine-tuned with every seed; false: one search per seed
 checkpoint=best       # checkpoint synthesized: best (validation mel L1) | last
+launcher=""           # Hydra launcher overrides: stages 2-4 become one multirun per conf over the seeds
 datadir=data
 expdir=exp
 
@@ -73,6 +74,8 @@ Options (--name value or --name=value; defaults in brackets):
   --search B          run the searched arm (stages 3-4) [${search}]
   --shared_search B   one search shared by all seeds [${shared_search}]
   --checkpoint C      best | last [${checkpoint}]
+  --launcher "k=v ..." run stages 2-4 as Hydra multiruns over the seeds through a launcher plugin,
+                      e.g. "hydra/launcher=submitit_slurm hydra.launcher.gpus_per_node=1" [${launcher}]
   --prepare_opts, --train_opts, --search_opts, --synth_opts, --eval_opts, --compare_opts "k=v ..."
                       extra overrides of the console scripts
   --download_url U, --download_dir D, --db_name N, --datadir D, --expdir D
@@ -81,6 +84,7 @@ EOF
 
 # shellcheck source=utils/parse_options.sh
 . utils/parse_options.sh
+caller_gpus=${CUDA_VISIBLE_DEVICES:-}
 
 # ------------------------------------------------------------------------------------------ helpers
 log() { echo "$(date '+%F %T') $*"; }
@@ -116,18 +120,45 @@ need() {
 }
 
 # Parallel runs: start up to $nj at once; wait_runs reports every failure and stops the recipe.
+# With GPUs and --nj > 1, run slot k gets the GPUs k*n_gpus .. k*n_gpus+n_gpus-1 (positions in an existing
+# CUDA_VISIBLE_DEVICES, else device numbers).
 run_pids=()
 run_logs=()
 run_names=()
+slot_pids=()
+wait_for_slot() {  # sets slot to a free slot, waiting while all nj are busy
+  local running
+  while true; do
+    running=" $(jobs -rp | tr '\n' ' ') "
+    for ((slot = 0; slot < nj; slot++)); do
+      if [ -z "${slot_pids[${slot}]:-}" ] || [[ "${running}" != *" ${slot_pids[${slot}]} "* ]]; then
+        return 0
+      fi
+    done
+    sleep 1
+  done
+}
+gpus_of_slot() {
+  local i out=()
+  for ((i = $1 * n_gpus; i < ($1 + 1) * n_gpus; i++)); do
+    if [ "${#visible_gpus[@]}" -gt 0 ]; then out+=("${visible_gpus[${i}]}"); else out+=("${i}"); fi
+  done
+  (IFS=,; echo "${out[*]}")
+}
 run_job() {  # run_job NAME LOG COMMAND [ARGS...]
-  local name=$1 logf=$2
+  local name=$1 logf=$2 gpus=""
   shift 2
   mkdir -p "$(dirname "${logf}")"
-  while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-  log "  ${name}: started (log ${logf})"
+  wait_for_slot
+  if [ "${n_gpus}" -gt 0 ] && [ "${nj}" -gt 1 ]; then gpus=$(gpus_of_slot "${slot}"); fi
+  log "  ${name}: started${gpus:+ on GPU ${gpus}} (log ${logf})"
   (
     if [ "${job_threads}" -gt 0 ]; then
       export OMP_NUM_THREADS=${job_threads} MKL_NUM_THREADS=${job_threads}
+    fi
+    if [ -n "${gpus}" ]; then
+      # shellcheck disable=SC2030  # meant for this run only
+      export CUDA_VISIBLE_DEVICES=${gpus}
     fi
     start=${SECONDS}
     "$@"
@@ -135,6 +166,7 @@ run_job() {  # run_job NAME LOG COMMAND [ARGS...]
     echo "# finished in $((SECONDS - start)) s wall"
     times
   ) > "${logf}" 2>&1 &
+  slot_pids[slot]=$!
   run_pids+=("$!")
   run_logs+=("${logf}")
   run_names+=("${name}")
@@ -193,6 +225,32 @@ train_run() {
   write_info "${run}" "${arm}" "${s}" "${name}"
 }
 
+# abspath PATH: absolute form of a (possibly not yet existing) path, for jobs that run elsewhere
+abspath() { case "$1" in /*) echo "$1" ;; *) echo "${PWD}/$1" ;; esac; }
+
+# multirun SCRIPT NAME KIND [OVERRIDES...]: one Hydra multirun of a conf over the seeds through --launcher;
+# every job writes exp/<name>/<kind>_seed<S> (${seed} is resolved by Hydra in each job).
+multirun() {
+  local script=$1 name=$2 kind=$3 seeds_csv
+  shift 3
+  if [ "${kind}" = search ]; then seeds_csv=$(IFS=,; echo "${search_seeds[*]}"); else seeds_csv=$(IFS=,; echo "${seed_list[*]}"); fi
+  "${script}" -m "${launcher_args[@]}" "${hydra_conf[@]}" "+${conf_group[${name}]}=${conf_name[${name}]}" \
+    "hydra.sweep.dir=$(abspath "${expdir}/${name}/multirun/${kind}")" "data_dir=$(abspath "${feats}")" \
+    "seed=${seeds_csv}" "out_dir=$(abspath "${expdir}/${name}")/${kind}_seed\${seed}" "device=${device}" \
+    "resume=${resume}" progress=false "$@"
+}
+# multirun_train NAME KIND ARM [OVERRIDES...]: the training multirun, then each run's receptive field and info.json
+multirun_train() {
+  local name=$1 kind=$2 arm=$3 s run
+  shift 3
+  multirun rfspeech-train "${name}" "${kind}" "$@" "${train_args[@]}"
+  for s in "${seed_list[@]}"; do
+    run="${expdir}/${name}/${kind}_seed${s}"
+    rfspeech-rf checkpoint="$(ckpt_of "${run}")" segment=null out_dir="${run}"
+    write_info "${run}" "${arm}" "${s}" "${name}"
+  done
+}
+
 # ------------------------------------------------------------------------------------------ checks
 [ $# -eq 0 ] || die "unexpected argument(s): $* (options take the form --name value; see --help)"
 is_int "${stage}" || die "--stage must be an integer, got '${stage}'"
@@ -212,6 +270,12 @@ if [ "${job_threads}" -eq 0 ] && [ "${nj}" -gt 1 ]; then
   [ "${job_threads}" -ge 1 ] || job_threads=1
 fi
 if [ "${n_gpus}" -eq 0 ]; then device=cpu; else device=auto; fi
+visible_gpus=()
+if [ "${n_gpus}" -gt 0 ] && [ "${nj}" -gt 1 ] && [ -n "${caller_gpus}" ]; then
+  IFS=, read -r -a visible_gpus <<< "${caller_gpus}"
+  [ "${#visible_gpus[@]}" -ge $((nj * n_gpus)) ] \
+    || die "--nj ${nj} x --n_gpus ${n_gpus} needs $((nj * n_gpus)) GPUs, CUDA_VISIBLE_DEVICES has ${#visible_gpus[@]}"
+fi
 eval_jobs=${job_threads}
 [ "${eval_jobs}" -gt 0 ] || eval_jobs=$(nproc)
 
@@ -261,6 +325,10 @@ read -r -a search_args <<< "${search_opts}"
 read -r -a synth_args <<< "${synth_opts}"
 read -r -a eval_args <<< "${eval_opts}"
 read -r -a compare_args <<< "${compare_opts}"
+read -r -a launcher_args <<< "${launcher}"
+if [ "${#launcher_args[@]}" -gt 0 ] && [ "${n_gpus}" -gt 1 ]; then
+  die "--launcher starts one process per job: use --n_gpus 0 or 1 (multi-GPU jobs need the launcher's own DDP setup)"
+fi
 
 if [ "${n_gpus}" -gt 1 ]; then
   command -v torchrun > /dev/null || die "--n_gpus ${n_gpus} needs torchrun on PATH"
@@ -373,6 +441,11 @@ if run_stage 2; then
   for name in "${names[@]}"; do
     mkdir -p "${expdir}/${name}"
     cp "${conf_file[${name}]}" "${expdir}/${name}/conf.yaml"
+    if [ "${#launcher_args[@]}" -gt 0 ]; then
+      run_job "${name}/hand (multirun)" "${expdir}/${name}/logs/train_hand.log" \
+        multirun_train "${name}" hand hand-designed
+      continue
+    fi
     for s in "${seed_list[@]}"; do
       run="${expdir}/${name}/hand_seed${s}"
       run_job "${name}/hand_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" hand-designed
@@ -389,6 +462,11 @@ if run_stage 3 && [ "${search}" = true ]; then
   need "${feats}/train/utts.tsv" 1 3
   log "stage 3: receptive-field search (${#names[@]} experiment(s) x ${#search_seeds[@]} seed(s))"
   for name in "${names[@]}"; do
+    if [ "${#launcher_args[@]}" -gt 0 ]; then
+      run_job "${name}/search (multirun)" "${expdir}/${name}/logs/search.log" \
+        multirun rfspeech-search "${name}" search "${search_args[@]}"
+      continue
+    fi
     for s in "${search_seeds[@]}"; do
       run="${expdir}/${name}/search_seed${s}"
       run_job "${name}/search_seed${s}" "${run}/logs/search.log" "${search_cmd[@]}" "${hydra_conf[@]}" \
@@ -414,9 +492,16 @@ if run_stage 4 && [ "${search}" = true ]; then
       structure="$(search_dir_of "${name}" "${s}")/structure.yaml"
       mkdir -p "${run}"
       cp "${structure}" "${run}/structure.yaml"
+      [ "${#launcher_args[@]}" -eq 0 ] || continue
       run_job "${name}/searched_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" searched \
         "structure=${structure}"
     done
+    if [ "${#launcher_args[@]}" -gt 0 ]; then
+      structure="$(abspath "${expdir}/${name}")/search_seed\${seed}/structure.yaml"
+      [ "${shared_search}" = false ] || structure=$(abspath "$(search_dir_of "${name}" "${seed_list[0]}")/structure.yaml")
+      run_job "${name}/searched (multirun)" "${expdir}/${name}/logs/train_searched.log" \
+        multirun_train "${name}" searched searched "structure=${structure}"
+    fi
   done
   wait_runs 4
   stage_done 4

@@ -1,0 +1,107 @@
+"""End-to-end runs of the vocoder recipes (slow: minutes each on 2 CPU cores).
+
+* mini: every stage with ``conf/ci.yaml`` (what CI runs), the report holds both arms;
+* LJSpeech: stages 0-7 with ``conf/debug.yaml`` on ../shared/data/ljspeech-mini (skipped where absent);
+* VCTK: stages 0-7 with ``conf/debug.yaml`` on a generated VCTK 0.92 tree;
+* the ``--launcher`` path (Hydra multirun over the seeds) with Hydra's basic launcher.
+
+Outputs go to temporary directories (``--datadir``/``--expdir``), never into the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_recipes import EGS, recipe_env
+
+pytestmark = pytest.mark.slow
+
+LJSPEECH_MINI = EGS.parents[1] / "shared" / "data" / "ljspeech-mini"
+
+
+def run(recipe: Path, tmp_path: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(["bash", str(recipe / "run.sh"), "--datadir", str(tmp_path / "data"),
+                        "--expdir", str(tmp_path / "exp"), *args],
+                       capture_output=True, text=True, env=recipe_env(), timeout=timeout)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-4000:]}"
+    return r
+
+
+def check_report(exp: Path, seeds: list[int], stdout: str) -> dict:
+    """Both arms in the report (every seed's run), audio and receptive fields recorded."""
+    assert (exp / "report.html").is_file() and (exp / "report.md").is_file()
+    assert f"report: {exp.resolve()}/report.html" in stdout
+    report = json.loads((exp / "report.json").read_text())
+    md = (exp / "report.md").read_text()
+    assert "| hand-designed |" in md and "| searched |" in md
+    html = (exp / "report.html").read_text()
+    assert "<audio" in html and "data:audio/wav;base64," in html
+    for arm, kind in (("hand-designed", "hand"), ("searched", "searched")):
+        for s in seeds:
+            run_dir = exp / f"{kind}_seed{s}"
+            info = json.loads((run_dir / "info.json").read_text())
+            assert info["arm"] == arm and info["seed"] == s
+            rf = json.loads((run_dir / "rf.json").read_text())
+            assert rf["r_max"] > rf["r_min"] > 0
+            summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+            assert summary["metrics"]["mcd"]["n"] > 0
+            assert any((run_dir / "synth").glob("*.wav"))
+    # the searched runs were trained with the structure the search wrote, recorded beside them
+    for s in seeds:
+        assert (exp / f"searched_seed{s}" / "structure.yaml").read_text() == \
+            (exp / f"search_seed{s}" / "structure.yaml").read_text()
+    return report
+
+
+def test_mini_recipe_ci_conf_end_to_end(tmp_path: Path) -> None:
+    r = run(EGS / "mini" / "voc1", tmp_path, "--conf", "conf/ci.yaml")
+    exp = tmp_path / "exp" / "ci"
+    check_report(exp, [1, 2], r.stdout)
+    for stage in range(-1, 8):
+        assert f"stage {stage} done" in r.stdout
+    # a stage runs alone, and resuming a finished training run trains nothing more
+    before = (exp / "hand_seed1" / "checkpoints" / "best.pt").read_bytes()
+    r = run(EGS / "mini" / "voc1", tmp_path, "--conf", "conf/ci.yaml", "--stage", "2", "--stop_stage", "2",
+            "--seeds", "1", "--resume", "true")
+    assert "stage 2 done" in r.stdout and "stage 3" not in r.stdout
+    assert (exp / "hand_seed1" / "checkpoints" / "best.pt").read_bytes() == before
+    assert "trained 12 steps" in (exp / "hand_seed1" / "logs" / "train.log").read_text()
+
+
+def test_ljspeech_recipe_debug_conf_on_ljspeech_mini(tmp_path: Path) -> None:
+    if not (LJSPEECH_MINI / "metadata.csv").is_file():
+        pytest.skip(f"{LJSPEECH_MINI} not present")
+    r = run(EGS / "ljspeech" / "voc1", tmp_path, "--stage", "0", "--stop_stage", "7", "--db_root", str(LJSPEECH_MINI),
+            "--conf", "conf/debug.yaml", "--n_gpus", "0", "--seeds", "1",
+            "--prepare_opts", "corpus.dev_size=2 corpus.eval_size=3")
+    assert "download" not in r.stdout
+    check_report(tmp_path / "exp" / "debug", [1], r.stdout)
+    assert len((tmp_path / "data" / "hifigan" / "eval" / "utts.tsv").read_text().splitlines()) == 4
+
+
+def test_vctk_recipe_debug_conf_on_generated_tree(tmp_path: Path) -> None:
+    from rfspeech.data.testing import make_vctk_tree
+
+    db = make_vctk_tree(tmp_path / "VCTK-Corpus-0.92", speakers=("p225", "p226", "p227"), utts_per_speaker=5)
+    r = run(EGS / "vctk" / "voc1", tmp_path, "--db_root", str(db), "--conf", "conf/debug.yaml", "--n_gpus", "0",
+            "--seeds", "1", "--prepare_opts", "corpus.dev_per_speaker=1 corpus.eval_per_speaker=1")
+    assert "download skipped" in r.stdout
+    check_report(tmp_path / "exp" / "debug", [1], r.stdout)
+    feats = (tmp_path / "data" / "hifigan_24k" / "feats.yaml").read_text()
+    assert "sample_rate: 24000" in feats and "hop_length: 300" in feats
+    speakers = {line.split("\t")[2] for line in
+                (tmp_path / "data" / "hifigan_24k" / "eval" / "utts.tsv").read_text().splitlines()[1:]}
+    assert speakers == {"p225", "p226", "p227"}
+
+
+def test_launcher_runs_stages_2_to_4_as_multiruns(tmp_path: Path) -> None:
+    r = run(EGS / "mini" / "voc1", tmp_path, "--conf", "conf/ci.yaml", "--seeds", "1 2",
+            "--launcher", "hydra/launcher=basic")
+    exp = tmp_path / "exp" / "ci"
+    assert "hand (multirun)" in r.stdout and "searched (multirun)" in r.stdout
+    for kind in ("hand", "search", "searched"):
+        assert (exp / "multirun" / kind / "multirun.yaml").is_file()
+    check_report(exp, [1, 2], r.stdout)
