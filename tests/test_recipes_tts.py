@@ -1,8 +1,9 @@
 """Text-to-speech recipes (egs/*/tts1): options, one-line errors, confs, and the mini recipe end to end.
 
-Outputs go to temporary directories (``--datadir``/``--expdir``), never into the checkout. The full mini
-recipe (the default settings, minutes on 2 CPU cores) and the LJSpeech debug run are marked slow; a
-smoke run of the mini recipe with tiny budgets checks every stage in the default test run.
+Outputs go to temporary directories (``--datadir``/``--expdir``), never into the checkout. The runs are
+marked slow (about 20 console-script processes each): a smoke run of the mini recipe with tiny budgets
+(~1.5 min CPU), the mini recipe as shipped (two seeds per arm, ~4 min CPU) and the LJSpeech recipe's
+debug confs on ../shared/data/ljspeech-mini.
 """
 
 from __future__ import annotations
@@ -187,6 +188,7 @@ def check_outputs(exp: Path, seeds: list[int], stdout: str) -> None:
     assert copysyn["metrics"]["mcd"]["n"] == 8
 
 
+@pytest.mark.slow
 def test_mini_recipe_smoke(tmp_path: Path) -> None:
     """Every stage with tiny budgets (one seed): the recipe's plumbing, not its numbers."""
     r = run(MINI, tmp_path, "--seed", "1", "--nj", "2", "--train_opts", "steps.train=6 steps.search=4",

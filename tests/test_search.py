@@ -64,7 +64,9 @@ def test_round_toward_resolves_ties_toward_the_current_dilation() -> None:
         (4, 2, 0.5, (1, None), (2, 6)),  # two branches: no centre (RF-Next)
         (1, 2, 0.5, (1, None), (1, 2)),
         (5, 3, 0.5, (4, 6), (4, 5, 6)),  # clipped
-        (3, 3, 0.1, (1, None), (3,)),  # small e collapses (field notes pitfall)
+        (3, 3, 0.1, (1, None), (2, 3, 4)),  # small e would collapse to (3,): outer candidates kept ±1 away
+        (1, 3, 0.1, (1, None), (1, 2)),
+        (40, 3, 0.1, (1, None), (36, 40, 44)),
         (10, 5, 0.5, (1, None), (5, 8, 10, 13, 15)),  # linear spread for n > 3
     ],
 )
@@ -222,7 +224,7 @@ def test_merge_equals_multi_branch(causal: bool) -> None:
 
 
 def test_single_candidate_keeps_alpha_in_the_graph() -> None:
-    op = _op(dilation=3, expand_rate=0.1)
+    op = _op(dilation=3, min_dilation=3, max_dilation=3)  # bounds leave a single candidate
     assert op.candidates == (3,)
     x = torch.randn(1, 4, 20)
     y = op(x)

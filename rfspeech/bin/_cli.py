@@ -113,7 +113,9 @@ def check_overrides(config_name: str, argv: list[str]) -> Any:
     """
     if any(a.startswith("-") for a in argv):
         return None
-    overrides = [a for a in argv if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    # hydra.searchpath stays: keys of configs found only on that path (recipe confs) must be overridable.
+    overrides = [a for a in argv if not a.lstrip("+~").startswith(("hydra.", "hydra/"))
+                 or a.lstrip("+~").startswith("hydra.searchpath=")]
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
