@@ -82,7 +82,7 @@ Options (--name value or --name=value; defaults in brackets):
 EOF
 )
 
-# shellcheck source=utils/parse_options.sh
+# shellcheck source-path=SCRIPTDIR source=utils/parse_options.sh
 . utils/parse_options.sh
 caller_gpus=${CUDA_VISIBLE_DEVICES:-}
 
