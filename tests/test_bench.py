@@ -112,6 +112,22 @@ def test_searched_structure_is_one_expand_step_and_merge_costs_taps() -> None:
     assert conv_taps(gens["merge"]) > conv_taps(gens["hand"])
 
 
+def test_equal_size_arm_matches_merge_in_shape_not_weights() -> None:
+    pytest.importorskip("rfspeech.search")
+    from bench.parity import build_arms, conv_taps
+
+    gens, structure = build_arms("hifigan_v2", ["hand", "merge", "equal"])
+    merge, equal = gens["merge"], gens["equal"]
+    assert conv_taps(equal) == conv_taps(merge)
+    assert sum(p.numel() for p in equal.parameters()) == sum(p.numel() for p in merge.parameters())
+    for path in structure:
+        m, e = merge.get_submodule(path), equal.get_submodule(path)
+        assert type(e) is type(m) and e.kernel_size == m.kernel_size and e.dilation == (1,)
+        assert not hasattr(e, "merged_rates")  # no search code built it
+    with pytest.raises(ValueError, match="merge"):
+        build_arms("hifigan_v2", ["hand", "equal"])
+
+
 def test_librosa_reference_writes_one_log_mel_per_file(tmp_path: Path) -> None:
     import soundfile as sf
 
