@@ -98,68 +98,13 @@ EOF
 # shellcheck source-path=SCRIPTDIR source=utils/parse_options.sh
 . utils/parse_options.sh
 
+# shellcheck source-path=SCRIPTDIR source=utils/lib.sh
+. utils/lib.sh
+stage_names[5]="vocoder + synthesize"
+
 # ------------------------------------------------------------------------------------------ helpers
-log() { echo "$(date '+%F %T') $*"; }
-die() { echo "error: $*" >&2; exit 1; }
-is_int() { [[ "$1" =~ ^-?[0-9]+$ ]]; }
-
-stage_name() {
-  case "$1" in
-    -1) echo "download" ;; 0) echo "data preparation" ;; 1) echo "features" ;; 2) echo "train" ;;
-    3) echo "search" ;; 4) echo "fine-tune" ;; 5) echo "vocoder + synthesize" ;; 6) echo "evaluate" ;;
-    7) echo "compare" ;; *) echo "stage $1" ;;
-  esac
-}
-
-# run_stage N: true when stage N lies in [stage, stop_stage]
-run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
 stage_start() { t0=${SECONDS}; }
 stage_done() { log "stage $1 ($(stage_name "$1")) done in $((SECONDS - t0)) s"; }
-
-# need FILE STAGE_THAT_MAKES_IT CURRENT_STAGE: one-line error when an input is missing
-need() {
-  [ -e "$1" ] || die "stage $3 ($(stage_name "$3")): $1 not found; run stage $2 ($(stage_name "$2")) first"
-}
-
-# Parallel runs: up to $nj at once, each logging to its own file; wait_runs names every failure and stops.
-run_pids=()
-run_logs=()
-run_names=()
-run_job() {  # run_job NAME LOG COMMAND [ARGS...]
-  local name=$1 logf=$2
-  shift 2
-  mkdir -p "$(dirname "${logf}")"
-  while [ "$(jobs -rp | wc -l)" -ge "${nj}" ]; do sleep 1; done
-  log "  ${name}: started (log ${logf})"
-  (
-    if [ "${job_threads}" -gt 0 ]; then
-      export OMP_NUM_THREADS=${job_threads} MKL_NUM_THREADS=${job_threads}
-    fi
-    start=${SECONDS}
-    "$@"
-    echo "# finished in $((SECONDS - start)) s wall"
-  ) > "${logf}" 2>&1 &
-  run_pids+=("$!")
-  run_logs+=("${logf}")
-  run_names+=("${name}")
-}
-wait_runs() {  # wait_runs STAGE
-  local i rc failed=0 why
-  for i in "${!run_pids[@]}"; do
-    if wait "${run_pids[$i]}"; then
-      log "  ${run_names[$i]}: done ($(sed -n 's/^# finished in //p' "${run_logs[$i]}" | tail -n 1))"
-    else
-      rc=$?
-      failed=$((failed + 1))
-      why=$(grep -m 1 '^error:' "${run_logs[$i]}" || tail -n 1 "${run_logs[$i]}")
-      echo "error: stage $1 ($(stage_name "$1")): ${run_names[$i]} failed (exit ${rc}): ${why#error: } [log: ${run_logs[$i]}]" >&2
-    fi
-  done
-  run_pids=()
-  run_logs=()
-  run_names=()
-  [ "${failed}" -eq 0 ] || exit 1
-}
 
 # write_info RUN ARM SEED: info.json read by rfspeech-compare
 write_info() {
@@ -171,17 +116,6 @@ write_info() {
   mv "${tmp}" "$1/info.json"
 }
 
-# ckpt_of RUN: the checkpoint to synthesize (best.pt, or the newest step checkpoint)
-ckpt_of() {
-  local last
-  if [ "${checkpoint}" = best ] && [ -f "$1/checkpoints/best.pt" ]; then
-    echo "$1/checkpoints/best.pt"
-    return
-  fi
-  last=$(find "$1/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2>/dev/null | sort | tail -n 1)
-  echo "${last:-$1/checkpoints/best.pt}"
-}
-
 # train_tts RUN SEED [OVERRIDES...]: one rfspeech-train-tts run of the recipe conf (the run's own overrides
 # come last, so the search run keeps its budget under --train_opts "steps.train=N")
 train_tts() {
@@ -189,6 +123,12 @@ train_tts() {
   shift 2
   "${train_tts_cmd[@]}" "${hydra_conf[@]}" "+${conf_group}=${conf_base}" "data_dir=${feats}" "out_dir=${run}" \
     "seed=${s}" "device=${device}" "resume=${resume}" progress=false "${train_args[@]}" "$@"
+}
+
+# synthesize_run RUN: the eval sentences from text through RUN's acoustic model and the vocoder
+synthesize_run() {
+  rfspeech-synthesize "acoustic_checkpoint=$(ckpt_of "$1")" "checkpoint=${vocoder}" "input_dir=${feats}/eval" \
+    "out_dir=$1/synth" "length_scale=${length_scale}" "device=${device}" progress=false "${synth_args[@]}"
 }
 
 # evaluate_run RUN [DURATIONS]: MCD (and whatever eval_metrics lists), then the duration error into the same folder
@@ -209,33 +149,11 @@ train_vocoder() {
 }
 
 # ------------------------------------------------------------------------------------------ checks
-[ $# -eq 0 ] || die "unexpected argument(s): $* (options take the form --name value; see --help)"
-is_int "${stage}" || die "--stage must be an integer, got '${stage}'"
-is_int "${stop_stage}" || die "--stop_stage must be an integer, got '${stop_stage}'"
-[[ "${n_gpus}" =~ ^[0-9]+$ ]] || die "--n_gpus must be an integer >= 0, got '${n_gpus}'"
-[[ "${nj}" =~ ^[1-9][0-9]*$ ]] || die "--nj must be an integer >= 1, got '${nj}'"
-[[ "${threads}" =~ ^[0-9]+$ ]] || die "--threads must be an integer >= 0, got '${threads}'"
-[[ "${tag}" =~ ^[A-Za-z0-9_.-]*$ ]] || die "--tag may only hold letters, digits, '.', '_' and '-', got '${tag}'"
+check_options "$@"
 [[ "${length_scale}" =~ ^[0-9]*\.?[0-9]+$ ]] || die "--length_scale must be a positive number, got '${length_scale}'"
 case "${checkpoint}" in best|last) ;; *) die "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
 case "${corpus}" in ljspeech|vctk) ;; *) die "--corpus must be ljspeech or vctk (a corpus with transcripts), got '${corpus}'" ;; esac
-read -r -a seed_list <<< "${seeds:-${seed}}" || true
-[ "${#seed_list[@]}" -gt 0 ] || die "--seeds is empty"
-for s in "${seed_list[@]}"; do is_int "${s}" || die "seeds must be integers, got '${s}'"; done
-
-job_threads=${threads}
-if [ "${job_threads}" -eq 0 ] && [ "${nj}" -gt 1 ]; then
-  job_threads=$(( $(nproc) / nj ))
-  [ "${job_threads}" -ge 1 ] || job_threads=1
-fi
-if [ "${n_gpus}" -eq 0 ]; then device=cpu; else device=auto; fi
-eval_jobs=${job_threads}
-[ "${eval_jobs}" -gt 0 ] || eval_jobs=$(nproc)
-
-: "${db_name:=$(basename "${db_root:-corpus}")}"
-: "${db_root:=${download_dir}/${db_name}}"
-prep=${datadir}/prep
-feats=${datadir}/${mel}
+derive_settings
 
 # check_conf FILE WHAT: a recipe conf is a Hydra experiment file ("# @package _global_")
 check_conf() {
@@ -293,93 +211,20 @@ else
   train_tts_cmd=(rfspeech-train-tts)
   train_cmd=(rfspeech-train)
 fi
-for tool in rfspeech-prepare rfspeech-train-tts rfspeech-train rfspeech-synthesize rfspeech-evaluate rfspeech-compare; do
-  command -v "${tool}" > /dev/null || die "${tool} not found on PATH: install rfspeech (pip install -e .) and activate its environment"
-done
+need_tools rfspeech-prepare rfspeech-train-tts rfspeech-train rfspeech-synthesize rfspeech-evaluate rfspeech-compare
 
-# runs_of: every trained acoustic model (hand-designed, then searched)
-runs_of() {
-  local s
-  for s in "${seed_list[@]}"; do echo "${expdir}/${exp_name}/hand_seed${s}"; done
-  if [ "${search}" = true ]; then
-    for s in "${seed_list[@]}"; do echo "${expdir}/${exp_name}/searched_seed${s}"; done
-  fi
-}
+# every trained acoustic model (hand-designed, then searched); synth_runs adds the vocoder's copy-synthesis
+mapfile -t runs < <(runs_of "${exp_name}")
 copysyn=${expdir}/${exp_name}/vocoder_copysyn
+synth_runs=("${runs[@]}")
+[ "${copy_synthesis}" = false ] || synth_runs+=("${copysyn}")
 
 log "$0 (stages ${stage}..${stop_stage}; experiment: ${exp_name:-none}; seeds: ${seed_list[*]}; nj ${nj})"
 recipe_start=${SECONDS}
 
-# ------------------------------------------------------------------------------------------ stage -1
-if run_stage -1; then
-  stage_start
-  if [ -d "${db_root}" ] && [ -n "$(ls -A "${db_root}")" ]; then
-    log "stage -1: ${db_root} exists, download skipped"
-  else
-    [ -n "${download_url}" ] || die "stage -1 (download): corpus directory ${db_root} not found (--db_root) and this recipe has no download; pass --db_root DIR"
-    archive=${download_dir}/$(basename "${download_url}")
-    mkdir -p "${download_dir}"
-    if [ ! -f "${archive}" ]; then
-      log "stage -1: downloading ${download_url}"
-      if command -v wget > /dev/null; then
-        wget -c -O "${archive}.part" "${download_url}"
-      else
-        curl -fL -C - -o "${archive}.part" "${download_url}"
-      fi
-      mv "${archive}.part" "${archive}"
-    fi
-    log "stage -1: extracting ${archive} into ${db_root}"
-    tmp=${db_root}.extract
-    rm -rf "${tmp}"
-    mkdir -p "${tmp}"
-    case "${archive}" in
-      *.zip) unzip -q "${archive}" -d "${tmp}" ;;
-      *.tar.bz2|*.tbz2|*.tar.gz|*.tgz|*.tar) tar -xf "${archive}" -C "${tmp}" ;;
-      *) die "stage -1 (download): unknown archive type ${archive}" ;;
-    esac
-    # An archive with one top directory (LJSpeech-1.1/) becomes db_root; a flat one is db_root itself.
-    mapfile -t top < <(ls -A "${tmp}")
-    mkdir -p "$(dirname "${db_root}")"
-    if [ "${#top[@]}" -eq 1 ] && [ -d "${tmp}/${top[0]}" ]; then
-      mv "${tmp}/${top[0]}" "${db_root}"
-      rmdir "${tmp}"
-    else
-      mv "${tmp}" "${db_root}"
-    fi
-  fi
-  stage_done -1
-fi
-
-# ------------------------------------------------------------------------------------------ stage 0
-if run_stage 0; then
-  stage_start
-  [ -d "${db_root}" ] || die "stage 0 (data preparation): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
-  log "stage 0: data preparation of ${db_root} (${corpus}) -> ${prep}"
-  run_job "prepare" "${prep}.logs/prepare.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" \
-    "out_dir=${prep}" "mel=${mel}" features=false progress=false "${prepare_args[@]}"
-  wait_runs 0
-  for split in train dev eval; do
-    log "  ${split}: $(($(wc -l < "${prep}/${split}/utts.tsv") - 1)) utterances"
-  done
-  stage_done 0
-fi
-
-# ------------------------------------------------------------------------------------------ stage 1
-if run_stage 1; then
-  stage_start
-  need "${prep}/eval/utts.tsv" 0 1
-  [ -d "${db_root}" ] || die "stage 1 (features): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
-  log "stage 1: features (mel=${mel}) -> ${feats}"
-  run_job "features" "${feats}.logs/features.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" \
-    "out_dir=${feats}" "mel=${mel}" features=true progress=false "${prepare_args[@]}"
-  wait_runs 1
-  for split in train dev eval; do
-    cmp -s <(cut -f 1 "${prep}/${split}/utts.tsv") <(cut -f 1 "${feats}/${split}/utts.tsv") \
-      || die "stage 1 (features): the ${split} split of ${feats} differs from ${prep} (corpus changed since stage 0?); rerun stage 0"
-  done
-  [ ! -f "${feats}/stats.npz" ] || log "  train statistics: ${feats}/stats.npz (features z-normalised)"
-  stage_done 1
-fi
+# ------------------------------------------------------------------------------------------ stages -1 to 1
+# download, data preparation and features: the same in every recipe (utils/lib.sh)
+data_stages
 
 # ------------------------------------------------------------------------------------------ stage 2
 if run_stage 2; then
@@ -444,11 +289,7 @@ fi
 if run_stage 5; then
   stage_start
   need "${feats}/eval/utts.tsv" 1 5
-  while read -r run; do
-    made_by=2
-    [[ "${run}" != */searched_seed* ]] || made_by=4
-    need "$(ckpt_of "${run}")" "${made_by}" 5
-  done < <(runs_of)
+  for run in "${runs[@]}"; do need "$(ckpt_of "${run}")" "$(trained_in "${run}")" 5; done
   if [ -n "${vocoder_checkpoint}" ]; then
     [ -f "${vocoder}" ] || die "stage 5 ($(stage_name 5)): --vocoder_checkpoint ${vocoder} not found"
     log "stage 5: vocoder ${vocoder} (given)"
@@ -461,11 +302,7 @@ if run_stage 5; then
     need "${vocoder}" 5 5
   fi
   log "stage 5: synthesizing the eval sentences of ${feats}/eval from text"
-  while read -r run; do
-    run_job "${exp_name}/$(basename "${run}")" "${run}/logs/synthesize.log" rfspeech-synthesize \
-      "acoustic_checkpoint=$(ckpt_of "${run}")" "checkpoint=${vocoder}" "input_dir=${feats}/eval" \
-      "out_dir=${run}/synth" "length_scale=${length_scale}" "device=${device}" progress=false "${synth_args[@]}"
-  done < <(runs_of)
+  run_each synthesize.log synthesize_run "${runs[@]}"
   if [ "${copy_synthesis}" = true ]; then
     write_info "${copysyn}" "vocoder copy-synthesis" null
     run_job "${exp_name}/vocoder_copysyn" "${copysyn}/logs/synthesize.log" rfspeech-synthesize \
@@ -478,12 +315,9 @@ fi
 # ------------------------------------------------------------------------------------------ stage 6
 if run_stage 6; then
   stage_start
-  while read -r run; do need "${run}/synth/speed.json" 5 6; done < <(runs_of)
-  [ "${copy_synthesis}" = false ] || need "${copysyn}/synth/speed.json" 5 6
+  need_each synth/speed.json 5 6 "${synth_runs[@]}"
   log "stage 6: evaluating against ${feats}/eval (metrics ${eval_metrics} + duration error)"
-  while read -r run; do
-    run_job "${exp_name}/$(basename "${run}")" "${run}/logs/evaluate.log" evaluate_run "${run}"
-  done < <(runs_of)
+  run_each evaluate.log evaluate_run "${runs[@]}"
   if [ "${copy_synthesis}" = true ]; then
     run_job "${exp_name}/vocoder_copysyn" "${copysyn}/logs/evaluate.log" evaluate_run "${copysyn}" false
   fi
@@ -494,10 +328,8 @@ fi
 # ------------------------------------------------------------------------------------------ stage 7
 if run_stage 7; then
   stage_start
-  while read -r run; do need "${run}/eval/summary.json" 6 7; done < <(runs_of)
-  [ "${copy_synthesis}" = false ] || need "${copysyn}/eval/summary.json" 6 7
+  need_each eval/summary.json 6 7 "${synth_runs[@]}"
   log "stage 7: comparing searched and hand-designed acoustic models"
-  mapfile -t runs < <(runs_of)
   exps=$(IFS=,; echo "${runs[*]}")
   run_job "${exp_name}/compare" "${expdir}/${exp_name}/logs/compare.log" rfspeech-compare "exps=[${exps}]" \
     "out_dir=${expdir}/${exp_name}" "title='${exp_name} (${corpus}): searched vs hand-designed acoustic models'" \

@@ -84,25 +84,10 @@ EOF
 
 # shellcheck source-path=SCRIPTDIR source=utils/parse_options.sh
 . utils/parse_options.sh
-caller_gpus=${CUDA_VISIBLE_DEVICES:-}
+# shellcheck source-path=SCRIPTDIR source=utils/lib.sh
+. utils/lib.sh
 
 # ------------------------------------------------------------------------------------------ helpers
-log() { echo "$(date '+%F %T') $*"; }
-die() { echo "error: $*" >&2; exit 1; }
-
-is_int() { [[ "$1" =~ ^-?[0-9]+$ ]]; }
-
-stage_name() {
-  case "$1" in
-    -1) echo "download" ;; 0) echo "data preparation" ;; 1) echo "features" ;; 2) echo "train" ;;
-    3) echo "search" ;; 4) echo "fine-tune" ;; 5) echo "synthesize" ;; 6) echo "evaluate" ;; 7) echo "compare" ;;
-    *) echo "stage $1" ;;
-  esac
-}
-
-# run_stage N: true when stage N lies in [stage, stop_stage]
-run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
-
 # CPU seconds (user + system) of every finished child of this shell: bash's times, which must run in this
 # shell itself (a $(...) subshell would count its own, empty, children), so it goes through a file.
 cpu_tmp=$(mktemp)
@@ -113,87 +98,7 @@ cpu_read() {
 }
 stage_start() { t0=${SECONDS}; cpu_mark; c0=$(cpu_read); }
 stage_done() { cpu_mark; log "stage $1 done in $((SECONDS - t0)) s wall, $(($(cpu_read) - c0)) s cpu"; }
-
-# need FILE STAGE_THAT_MAKES_IT CURRENT_STAGE: one-line error when an input is missing
-need() {
-  [ -e "$1" ] || die "stage $3 ($(stage_name "$3")): $1 not found; run stage $2 ($(stage_name "$2")) first"
-}
-
-# Parallel runs: start up to $nj at once; wait_runs reports every failure and stops the recipe.
-# With GPUs and --nj > 1, run slot k gets the GPUs k*n_gpus .. k*n_gpus+n_gpus-1 (positions in an existing
-# CUDA_VISIBLE_DEVICES, else device numbers).
-run_pids=()
-run_logs=()
-run_names=()
-slot_pids=()
-wait_for_slot() {  # sets slot to a free slot, waiting while all nj are busy
-  local running
-  while true; do
-    running=" $(jobs -rp | tr '\n' ' ') "
-    for ((slot = 0; slot < nj; slot++)); do
-      if [ -z "${slot_pids[${slot}]:-}" ] || [[ "${running}" != *" ${slot_pids[${slot}]} "* ]]; then
-        return 0
-      fi
-    done
-    sleep 1
-  done
-}
-gpus_of_slot() {
-  local i out=()
-  for ((i = $1 * n_gpus; i < ($1 + 1) * n_gpus; i++)); do
-    if [ "${#visible_gpus[@]}" -gt 0 ]; then out+=("${visible_gpus[${i}]}"); else out+=("${i}"); fi
-  done
-  (IFS=,; echo "${out[*]}")
-}
-run_job() {  # run_job NAME LOG COMMAND [ARGS...]
-  local name=$1 logf=$2 gpus=""
-  shift 2
-  mkdir -p "$(dirname "${logf}")"
-  wait_for_slot
-  if [ "${n_gpus}" -gt 0 ] && [ "${nj}" -gt 1 ]; then gpus=$(gpus_of_slot "${slot}"); fi
-  log "  ${name}: started${gpus:+ on GPU ${gpus}} (log ${logf})"
-  (
-    if [ "${job_threads}" -gt 0 ]; then
-      export OMP_NUM_THREADS=${job_threads} MKL_NUM_THREADS=${job_threads}
-    fi
-    if [ -n "${gpus}" ]; then
-      # shellcheck disable=SC2030  # meant for this run only
-      export CUDA_VISIBLE_DEVICES=${gpus}
-    fi
-    start=${SECONDS}
-    "$@"
-    # last lines: wall time, then (bash's times) the CPU time of this shell and of everything it started
-    echo "# finished in $((SECONDS - start)) s wall"
-    times
-  ) > "${logf}" 2>&1 &
-  slot_pids[slot]=$!
-  run_pids+=("$!")
-  run_logs+=("${logf}")
-  run_names+=("${name}")
-}
-run_times() {  # run_times LOG: "W s wall, CPU user U system S" from a finished run's log
-  local wall cpu
-  wall=$(tail -n 3 "$1" | sed -n 's/^# finished in //p')
-  cpu=$(tail -n 1 "$1")
-  echo "${wall}, cpu user ${cpu% *} system ${cpu#* }"
-}
-wait_runs() {  # wait_runs STAGE
-  local i rc failed=0 why
-  for i in "${!run_pids[@]}"; do
-    if wait "${run_pids[$i]}"; then
-      log "  ${run_names[$i]}: done ($(run_times "${run_logs[$i]}"))"
-    else
-      rc=$?
-      failed=$((failed + 1))
-      why=$(grep -m 1 '^error:' "${run_logs[$i]}" || tail -n 1 "${run_logs[$i]}")
-      echo "error: stage $1 ($(stage_name "$1")): ${run_names[$i]} failed (exit ${rc}): ${why#error: } [log: ${run_logs[$i]}]" >&2
-    fi
-  done
-  run_pids=()
-  run_logs=()
-  run_names=()
-  [ "${failed}" -eq 0 ] || exit 1
-}
+run_cpu_times=true  # every run (lib.sh's run_job) also reports its CPU time
 
 # write_info RUN ARM SEED CONFNAME: info.json read by rfspeech-compare
 write_info() {
@@ -201,17 +106,6 @@ write_info() {
   printf '{"name": "%s seed %s", "arm": "%s", "seed": %s, "experiment": "%s", "corpus": "%s", "mel": "%s"}\n' \
     "$2" "$3" "$2" "$3" "$4" "${corpus}" "${mel}" > "${tmp}"
   mv "${tmp}" "$1/info.json"
-}
-
-# ckpt_of RUN: the checkpoint to synthesize (best.pt, or the newest step checkpoint)
-ckpt_of() {
-  local last
-  if [ "${checkpoint}" = best ] && [ -f "$1/checkpoints/best.pt" ]; then
-    echo "$1/checkpoints/best.pt"
-    return
-  fi
-  last=$(find "$1/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2>/dev/null | sort | tail -n 1)
-  echo "${last:-$1/checkpoints/best.pt}"
 }
 
 # train_run NAME RUN SEED ARM [OVERRIDES...]: rfspeech-train, then its receptive field and info.json
@@ -251,38 +145,23 @@ multirun_train() {
   done
 }
 
+# synthesize_run RUN: the eval split through RUN's checkpoint
+synthesize_run() {
+  rfspeech-synthesize "checkpoint=$(ckpt_of "$1")" "input_dir=${feats}/eval" "out_dir=$1/synth" "device=${device}" \
+    progress=false "${synth_args[@]}"
+}
+# evaluate_run RUN: RUN's synthesized eval split against the reference
+evaluate_run() {
+  rfspeech-evaluate "ref_dir=${feats}/eval" "syn_dir=$1/synth" "out_dir=$1/eval" "feats_yaml=${feats}/feats.yaml" \
+    "jobs=${eval_jobs}" progress=false "${eval_args[@]}"
+}
+
 # ------------------------------------------------------------------------------------------ checks
-[ $# -eq 0 ] || die "unexpected argument(s): $* (options take the form --name value; see --help)"
-is_int "${stage}" || die "--stage must be an integer, got '${stage}'"
-is_int "${stop_stage}" || die "--stop_stage must be an integer, got '${stop_stage}'"
-[[ "${n_gpus}" =~ ^[0-9]+$ ]] || die "--n_gpus must be an integer >= 0, got '${n_gpus}'"
-[[ "${nj}" =~ ^[1-9][0-9]*$ ]] || die "--nj must be an integer >= 1, got '${nj}'"
-[[ "${threads}" =~ ^[0-9]+$ ]] || die "--threads must be an integer >= 0, got '${threads}'"
-[[ "${tag}" =~ ^[A-Za-z0-9_.-]*$ ]] || die "--tag may only hold letters, digits, '.', '_' and '-', got '${tag}'"
+check_options "$@"
 case "${checkpoint}" in best|last) ;; *) die "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
-read -r -a seed_list <<< "${seeds:-${seed}}" || true
-[ "${#seed_list[@]}" -gt 0 ] || die "--seeds is empty"
-for s in "${seed_list[@]}"; do is_int "${s}" || die "seeds must be integers, got '${s}'"; done
-
-job_threads=${threads}
-if [ "${job_threads}" -eq 0 ] && [ "${nj}" -gt 1 ]; then
-  job_threads=$(( $(nproc) / nj ))
-  [ "${job_threads}" -ge 1 ] || job_threads=1
-fi
-if [ "${n_gpus}" -eq 0 ]; then device=cpu; else device=auto; fi
-visible_gpus=()
-if [ "${n_gpus}" -gt 0 ] && [ "${nj}" -gt 1 ] && [ -n "${caller_gpus}" ]; then
-  IFS=, read -r -a visible_gpus <<< "${caller_gpus}"
-  [ "${#visible_gpus[@]}" -ge $((nj * n_gpus)) ] \
-    || die "--nj ${nj} x --n_gpus ${n_gpus} needs $((nj * n_gpus)) GPUs, CUDA_VISIBLE_DEVICES has ${#visible_gpus[@]}"
-fi
-eval_jobs=${job_threads}
-[ "${eval_jobs}" -gt 0 ] || eval_jobs=$(nproc)
-
-: "${db_name:=$(basename "${db_root:-corpus}")}"
-: "${db_root:=${download_dir}/${db_name}}"
-prep=${datadir}/prep
-feats=${datadir}/${mel}
+derive_settings
+# With GPUs and --nj > 1, every run slot gets its own --n_gpus GPUs.
+if [ "${n_gpus}" -gt 0 ] && [ "${nj}" -gt 1 ]; then slot_gpus "${n_gpus}"; fi
 
 # Recipe confs: Hydra experiment files ("# @package _global_"), composed into every rfspeech-train and
 # rfspeech-search call as +<dir name>=<file name> with the conf's parent directory on the search path.
@@ -338,10 +217,8 @@ else
   train_cmd=(rfspeech-train)
   search_cmd=(rfspeech-search)
 fi
-for tool in rfspeech-prepare rfspeech-train rfspeech-search rfspeech-rf rfspeech-synthesize rfspeech-evaluate \
-    rfspeech-compare; do
-  command -v "${tool}" > /dev/null || die "${tool} not found on PATH: install rfspeech (pip install -e .) and activate its environment"
-done
+need_tools rfspeech-prepare rfspeech-train rfspeech-search rfspeech-rf rfspeech-synthesize rfspeech-evaluate \
+  rfspeech-compare
 
 search_seeds=("${seed_list[@]}")
 [ "${shared_search}" = false ] || search_seeds=("${seed_list[0]}")
@@ -349,88 +226,15 @@ search_seeds=("${seed_list[@]}")
 search_dir_of() {
   if [ "${shared_search}" = true ]; then echo "${expdir}/$1/search_seed${seed_list[0]}"; else echo "${expdir}/$1/search_seed$2"; fi
 }
-# runs_of NAME: every trained run of an experiment (hand-designed, then searched)
-runs_of() {
-  local s
-  for s in "${seed_list[@]}"; do echo "${expdir}/$1/hand_seed${s}"; done
-  if [ "${search}" = true ]; then
-    for s in "${seed_list[@]}"; do echo "${expdir}/$1/searched_seed${s}"; done
-  fi
-}
+# every trained run of every experiment
+mapfile -t all_runs < <(runs_of "${names[@]}")
 
 log "$0 $* (stages ${stage}..${stop_stage}; experiments: ${names[*]:-none}; seeds: ${seed_list[*]}; nj ${nj})"
 recipe_start=${SECONDS}
 
-# ------------------------------------------------------------------------------------------ stage -1
-if run_stage -1; then
-  stage_start
-  if [ -d "${db_root}" ] && [ -n "$(ls -A "${db_root}")" ]; then
-    log "stage -1: ${db_root} exists, download skipped"
-  else
-    [ -n "${download_url}" ] || die "stage -1 (download): corpus directory ${db_root} not found (--db_root) and this recipe has no download; pass --db_root DIR"
-    archive=${download_dir}/$(basename "${download_url}")
-    mkdir -p "${download_dir}"
-    if [ ! -f "${archive}" ]; then
-      log "stage -1: downloading ${download_url}"
-      if command -v wget > /dev/null; then
-        wget -c -O "${archive}.part" "${download_url}"
-      else
-        curl -fL -C - -o "${archive}.part" "${download_url}"
-      fi
-      mv "${archive}.part" "${archive}"
-    fi
-    log "stage -1: extracting ${archive} into ${db_root}"
-    tmp=${db_root}.extract
-    rm -rf "${tmp}"
-    mkdir -p "${tmp}"
-    case "${archive}" in
-      *.zip) unzip -q "${archive}" -d "${tmp}" ;;
-      *.tar.bz2|*.tbz2|*.tar.gz|*.tgz|*.tar) tar -xf "${archive}" -C "${tmp}" ;;
-      *) die "stage -1 (download): unknown archive type ${archive}" ;;
-    esac
-    # An archive with one top directory (LJSpeech-1.1/) becomes db_root; a flat one (VCTK 0.92) is db_root.
-    mapfile -t top < <(ls -A "${tmp}")
-    mkdir -p "$(dirname "${db_root}")"
-    if [ "${#top[@]}" -eq 1 ] && [ -d "${tmp}/${top[0]}" ]; then
-      mv "${tmp}/${top[0]}" "${db_root}"
-      rmdir "${tmp}"
-    else
-      mv "${tmp}" "${db_root}"
-    fi
-  fi
-  stage_done -1
-fi
-
-# ------------------------------------------------------------------------------------------ stage 0
-if run_stage 0; then
-  stage_start
-  [ -d "${db_root}" ] || die "stage 0 (data preparation): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
-  log "stage 0: data preparation of ${db_root} (${corpus}) -> ${prep}"
-  run_job "prepare" "${prep}.logs/prepare.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" \
-    "out_dir=${prep}" "mel=${mel}" features=false progress=false "${prepare_args[@]}"
-  wait_runs 0
-  for split in train dev eval; do
-    log "  ${split}: $(($(wc -l < "${prep}/${split}/utts.tsv") - 1)) utterances"
-  done
-  stage_done 0
-fi
-
-# ------------------------------------------------------------------------------------------ stage 1
-if run_stage 1; then
-  stage_start
-  need "${prep}/eval/utts.tsv" 0 1
-  [ -d "${db_root}" ] || die "stage 1 (features): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
-  log "stage 1: features (mel=${mel}) -> ${feats}"
-  run_job "features" "${feats}.logs/features.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" \
-    "out_dir=${feats}" "mel=${mel}" features=true progress=false "${prepare_args[@]}"
-  wait_runs 1
-  for split in train dev eval; do
-    cmp -s <(cut -f 1 "${prep}/${split}/utts.tsv") <(cut -f 1 "${feats}/${split}/utts.tsv") \
-      || die "stage 1 (features): the ${split} split of ${feats} differs from ${prep} (corpus changed since stage 0?); rerun stage 0"
-  done
-  [ ! -f "${feats}/stats.npz" ] || log "  train statistics: ${feats}/stats.npz (features z-normalised)"
-  stage_done 1
-fi
+# ------------------------------------------------------------------------------------------ stages -1 to 1
+# download, data preparation and features: the same in every recipe (utils/lib.sh)
+data_stages
 
 # ------------------------------------------------------------------------------------------ stage 2
 if run_stage 2; then
@@ -511,22 +315,12 @@ fi
 if run_stage 5; then
   stage_start
   need "${feats}/eval/utts.tsv" 1 5
-  for name in "${names[@]}"; do
-    while read -r run; do
-      made_by=2
-      [[ "${run}" != */searched_seed* ]] || made_by=4
-      need "${run}/checkpoints" "${made_by}" 5
-      need "$(ckpt_of "${run}")" "${made_by}" 5
-    done < <(runs_of "${name}")
+  for run in "${all_runs[@]}"; do
+    need "${run}/checkpoints" "$(trained_in "${run}")" 5
+    need "$(ckpt_of "${run}")" "$(trained_in "${run}")" 5
   done
   log "stage 5: synthesizing ${feats}/eval with every model"
-  for name in "${names[@]}"; do
-    while read -r run; do
-      run_job "${name}/$(basename "${run}")" "${run}/logs/synthesize.log" rfspeech-synthesize \
-        "checkpoint=$(ckpt_of "${run}")" "input_dir=${feats}/eval" "out_dir=${run}/synth" "device=${device}" \
-        progress=false "${synth_args[@]}"
-    done < <(runs_of "${name}")
-  done
+  run_each synthesize.log synthesize_run "${all_runs[@]}"
   wait_runs 5
   stage_done 5
 fi
@@ -534,17 +328,9 @@ fi
 # ------------------------------------------------------------------------------------------ stage 6
 if run_stage 6; then
   stage_start
-  for name in "${names[@]}"; do
-    while read -r run; do need "${run}/synth/speed.json" 5 6; done < <(runs_of "${name}")
-  done
+  need_each synth/speed.json 5 6 "${all_runs[@]}"
   log "stage 6: evaluating against ${feats}/eval"
-  for name in "${names[@]}"; do
-    while read -r run; do
-      run_job "${name}/$(basename "${run}")" "${run}/logs/evaluate.log" rfspeech-evaluate \
-        "ref_dir=${feats}/eval" "syn_dir=${run}/synth" "out_dir=${run}/eval" "feats_yaml=${feats}/feats.yaml" \
-        "jobs=${eval_jobs}" progress=false "${eval_args[@]}"
-    done < <(runs_of "${name}")
-  done
+  run_each evaluate.log evaluate_run "${all_runs[@]}"
   wait_runs 6
   stage_done 6
 fi
@@ -552,9 +338,7 @@ fi
 # ------------------------------------------------------------------------------------------ stage 7
 if run_stage 7; then
   stage_start
-  for name in "${names[@]}"; do
-    while read -r run; do need "${run}/eval/summary.json" 6 7; done < <(runs_of "${name}")
-  done
+  need_each eval/summary.json 6 7 "${all_runs[@]}"
   log "stage 7: comparing searched and hand-designed models"
   for name in "${names[@]}"; do
     mapfile -t runs < <(runs_of "${name}")

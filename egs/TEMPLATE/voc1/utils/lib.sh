@@ -1,0 +1,296 @@
+# shellcheck shell=bash
+# Helpers shared by the rfspeech recipe drivers (egs/TEMPLATE/voc1/voc.sh, egs/TEMPLATE/tts1/tts.sh): logging,
+# stage selection and input checks, the parallel job runner, the option checks every driver has, and stages
+# -1 to 1 (download, data preparation, features), which are the same for every recipe. Source it after
+# utils/parse_options.sh (its own variables are then no options):
+#
+#   # shellcheck source-path=SCRIPTDIR source=utils/lib.sh
+#   . utils/lib.sh
+#
+# The functions read the driver's options and settings (stage, stop_stage, tag, nj, threads, n_gpus, seed,
+# seeds, search, checkpoint, corpus, mel, db_name, db_root, download_url, download_dir, datadir, expdir,
+# prepare_args) when they are called, so a driver may set those after sourcing this file; data_stages also
+# calls the driver's stage_start and stage_done.
+# shellcheck disable=SC2154  # the variables above are the driver's: this file alone never assigns them
+
+# ------------------------------------------------------------------------------------------ logging, stages
+log() { echo "$(date '+%F %T') $*"; }
+die() { echo "error: $*" >&2; exit 1; }
+is_int() { [[ "$1" =~ ^-?[0-9]+$ ]]; }
+
+# stage_name N: the stage's name in messages; a driver renames a stage with stage_names[N]=...
+declare -A stage_names=(
+  [-1]="download" [0]="data preparation" [1]="features" [2]="train" [3]="search" [4]="fine-tune"
+  [5]="synthesize" [6]="evaluate" [7]="compare"
+)
+stage_name() { echo "${stage_names[$1]:-stage $1}"; }
+
+# run_stage N: true when stage N lies in [stage, stop_stage]
+run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+
+# need FILE STAGE_THAT_MAKES_IT CURRENT_STAGE: one-line error when an input is missing
+need() {
+  [ -e "$1" ] || die "stage $3 ($(stage_name "$3")): $1 not found; run stage $2 ($(stage_name "$2")) first"
+}
+# need_each FILE STAGE_THAT_MAKES_IT CURRENT_STAGE RUN...: need RUN/FILE of every RUN
+need_each() {
+  local file=$1 made_by=$2 current=$3 run
+  shift 3
+  for run in "$@"; do need "${run}/${file}" "${made_by}" "${current}"; done
+}
+
+# need_tools TOOL...: one-line error when a console script is not on PATH
+need_tools() {
+  local tool
+  for tool in "$@"; do
+    command -v "${tool}" > /dev/null || die "${tool} not found on PATH: install rfspeech (pip install -e .) and activate its environment"
+  done
+}
+
+# ------------------------------------------------------------------------------------------ options
+# check_options "$@": the options every driver has (parse_options.sh leaves only stray arguments in "$@")
+check_options() {
+  [ $# -eq 0 ] || die "unexpected argument(s): $* (options take the form --name value; see --help)"
+  is_int "${stage}" || die "--stage must be an integer, got '${stage}'"
+  is_int "${stop_stage}" || die "--stop_stage must be an integer, got '${stop_stage}'"
+  [[ "${n_gpus}" =~ ^[0-9]+$ ]] || die "--n_gpus must be an integer >= 0, got '${n_gpus}'"
+  [[ "${nj}" =~ ^[1-9][0-9]*$ ]] || die "--nj must be an integer >= 1, got '${nj}'"
+  [[ "${threads}" =~ ^[0-9]+$ ]] || die "--threads must be an integer >= 0, got '${threads}'"
+  [[ "${tag}" =~ ^[A-Za-z0-9_.-]*$ ]] || die "--tag may only hold letters, digits, '.', '_' and '-', got '${tag}'"
+}
+
+# derive_settings: seed_list (from --seeds, else --seed; checked), job_threads, device, eval_jobs, and the
+# corpus and data paths db_name, db_root, prep, feats
+derive_settings() {
+  local s
+  read -r -a seed_list <<< "${seeds:-${seed}}" || true
+  [ "${#seed_list[@]}" -gt 0 ] || die "--seeds is empty"
+  for s in "${seed_list[@]}"; do is_int "${s}" || die "seeds must be integers, got '${s}'"; done
+
+  job_threads=${threads}
+  if [ "${job_threads}" -eq 0 ] && [ "${nj}" -gt 1 ]; then
+    job_threads=$(( $(nproc) / nj ))
+    [ "${job_threads}" -ge 1 ] || job_threads=1
+  fi
+  # shellcheck disable=SC2034  # device is read by the driver only
+  if [ "${n_gpus}" -eq 0 ]; then device=cpu; else device=auto; fi
+  eval_jobs=${job_threads}
+  [ "${eval_jobs}" -gt 0 ] || eval_jobs=$(nproc)
+
+  : "${db_name:=$(basename "${db_root:-corpus}")}"
+  : "${db_root:=${download_dir}/${db_name}}"
+  prep=${datadir}/prep
+  feats=${datadir}/${mel}
+}
+
+# ------------------------------------------------------------------------------------------ runs
+# runs_of NAME...: every trained run of the experiments (per experiment: hand-designed, then searched)
+runs_of() {
+  local name s
+  for name in "$@"; do
+    for s in "${seed_list[@]}"; do echo "${expdir}/${name}/hand_seed${s}"; done
+    if [ "${search}" = true ]; then
+      for s in "${seed_list[@]}"; do echo "${expdir}/${name}/searched_seed${s}"; done
+    fi
+  done
+}
+# trained_in RUN: the stage that trains RUN (4 for a searched run, else 2)
+trained_in() { if [[ "$1" == */searched_seed* ]]; then echo 4; else echo 2; fi; }
+
+# ckpt_of RUN: the checkpoint to synthesize (best.pt, or the newest step checkpoint)
+ckpt_of() {
+  local last
+  if [ "${checkpoint}" = best ] && [ -f "$1/checkpoints/best.pt" ]; then
+    echo "$1/checkpoints/best.pt"
+    return
+  fi
+  last=$(find "$1/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2>/dev/null | sort | tail -n 1)
+  echo "${last:-$1/checkpoints/best.pt}"
+}
+
+# ------------------------------------------------------------------------------------------ parallel runs
+# Parallel runs: start up to $nj at once, each logging to its own file; wait_runs reports every failure and
+# stops the recipe. Two settings of the driver: after slot_gpus N, run slot k gets the GPUs k*N .. k*N+N-1
+# (positions in an existing CUDA_VISIBLE_DEVICES, else device numbers); with run_cpu_times=true every run's
+# log ends with its CPU time, reported when it is done.
+run_pids=()
+run_logs=()
+run_names=()
+slot_pids=()
+gpus_per_slot=0
+visible_gpus=()
+run_cpu_times=false
+
+# slot_gpus N: give every run slot its own N GPUs
+slot_gpus() {
+  gpus_per_slot=$1
+  if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
+    IFS=, read -r -a visible_gpus <<< "${CUDA_VISIBLE_DEVICES}"
+    [ "${#visible_gpus[@]}" -ge $((nj * $1)) ] \
+      || die "--nj ${nj} x --n_gpus $1 needs $((nj * $1)) GPUs, CUDA_VISIBLE_DEVICES has ${#visible_gpus[@]}"
+  fi
+}
+gpus_of_slot() {
+  local i out=()
+  for ((i = $1 * gpus_per_slot; i < ($1 + 1) * gpus_per_slot; i++)); do
+    if [ "${#visible_gpus[@]}" -gt 0 ]; then out+=("${visible_gpus[${i}]}"); else out+=("${i}"); fi
+  done
+  (IFS=,; echo "${out[*]}")
+}
+wait_for_slot() {  # sets slot to a free slot, waiting while all nj are busy
+  local running
+  while true; do
+    running=" $(jobs -rp | tr '\n' ' ') "
+    for ((slot = 0; slot < nj; slot++)); do
+      if [ -z "${slot_pids[${slot}]:-}" ] || [[ "${running}" != *" ${slot_pids[${slot}]} "* ]]; then
+        return 0
+      fi
+    done
+    sleep 1
+  done
+}
+run_job() {  # run_job NAME LOG COMMAND [ARGS...]
+  local name=$1 logf=$2 gpus=""
+  shift 2
+  mkdir -p "$(dirname "${logf}")"
+  wait_for_slot
+  if [ "${gpus_per_slot}" -gt 0 ]; then gpus=$(gpus_of_slot "${slot}"); fi
+  log "  ${name}: started${gpus:+ on GPU ${gpus}} (log ${logf})"
+  (
+    if [ "${job_threads}" -gt 0 ]; then
+      export OMP_NUM_THREADS=${job_threads} MKL_NUM_THREADS=${job_threads}
+    fi
+    if [ -n "${gpus}" ]; then
+      # shellcheck disable=SC2030  # meant for this run only
+      export CUDA_VISIBLE_DEVICES=${gpus}
+    fi
+    start=${SECONDS}
+    "$@"
+    echo "# finished in $((SECONDS - start)) s wall"
+    # with run_cpu_times, the last line is (bash's times) the CPU time of this shell and of everything it started
+    if [ "${run_cpu_times}" = true ]; then times; fi
+  ) > "${logf}" 2>&1 &
+  slot_pids[slot]=$!
+  run_pids+=("$!")
+  run_logs+=("${logf}")
+  run_names+=("${name}")
+}
+# run_each LOG FUNCTION RUN...: FUNCTION RUN as a job for every RUN, named <experiment>/<run>, logging to RUN/logs/LOG
+run_each() {
+  local logname=$1 func=$2 run
+  shift 2
+  for run in "$@"; do
+    run_job "${run#"${expdir}/"}" "${run}/logs/${logname}" "${func}" "${run}"
+  done
+}
+run_times() {  # run_times LOG: "W s wall" (with run_cpu_times: ", cpu user U system S") of a finished run's log
+  local wall cpu
+  wall=$(sed -n 's/^# finished in //p' "$1" | tail -n 1)
+  if [ "${run_cpu_times}" = true ]; then
+    cpu=$(tail -n 1 "$1")
+    echo "${wall}, cpu user ${cpu% *} system ${cpu#* }"
+  else
+    echo "${wall}"
+  fi
+}
+wait_runs() {  # wait_runs STAGE
+  local i rc failed=0 why
+  for i in "${!run_pids[@]}"; do
+    if wait "${run_pids[$i]}"; then
+      log "  ${run_names[$i]}: done ($(run_times "${run_logs[$i]}"))"
+    else
+      rc=$?
+      failed=$((failed + 1))
+      why=$(grep -m 1 '^error:' "${run_logs[$i]}" || tail -n 1 "${run_logs[$i]}")
+      echo "error: stage $1 ($(stage_name "$1")): ${run_names[$i]} failed (exit ${rc}): ${why#error: } [log: ${run_logs[$i]}]" >&2
+    fi
+  done
+  run_pids=()
+  run_logs=()
+  run_names=()
+  [ "${failed}" -eq 0 ] || exit 1
+}
+
+# ------------------------------------------------------------------------------------------ stages -1 to 1
+# data_stages: stages -1 (download), 0 (data preparation) and 1 (features) where they lie in [stage, stop_stage],
+# each timed by the driver's stage_start and stage_done
+data_stages() {
+  if run_stage -1; then stage_start; download_corpus; stage_done -1; fi
+  if run_stage 0; then stage_start; prepare_data; stage_done 0; fi
+  if run_stage 1; then stage_start; make_features; stage_done 1; fi
+}
+
+# download_corpus: stage -1, the corpus archive from download_url unpacked into db_root (unless it is there)
+download_corpus() {
+  local archive tmp top
+  if [ -d "${db_root}" ] && [ -n "$(ls -A "${db_root}")" ]; then
+    log "stage -1: ${db_root} exists, download skipped"
+    return
+  fi
+  [ -n "${download_url}" ] || die "stage -1 (download): corpus directory ${db_root} not found (--db_root) and this recipe has no download; pass --db_root DIR"
+  archive=${download_dir}/$(basename "${download_url}")
+  mkdir -p "${download_dir}"
+  if [ ! -f "${archive}" ]; then
+    log "stage -1: downloading ${download_url}"
+    if command -v wget > /dev/null; then
+      wget -c -O "${archive}.part" "${download_url}"
+    else
+      curl -fL -C - -o "${archive}.part" "${download_url}"
+    fi
+    mv "${archive}.part" "${archive}"
+  fi
+  log "stage -1: extracting ${archive} into ${db_root}"
+  tmp=${db_root}.extract
+  rm -rf "${tmp}"
+  mkdir -p "${tmp}"
+  case "${archive}" in
+    *.zip) unzip -q "${archive}" -d "${tmp}" ;;
+    *.tar.bz2|*.tbz2|*.tar.gz|*.tgz|*.tar) tar -xf "${archive}" -C "${tmp}" ;;
+    *) die "stage -1 (download): unknown archive type ${archive}" ;;
+  esac
+  # An archive with one top directory (LJSpeech-1.1/) becomes db_root; a flat one (VCTK 0.92) is db_root itself.
+  mapfile -t top < <(ls -A "${tmp}")
+  mkdir -p "$(dirname "${db_root}")"
+  if [ "${#top[@]}" -eq 1 ] && [ -d "${tmp}/${top[0]}" ]; then
+    mv "${tmp}/${top[0]}" "${db_root}"
+    rmdir "${tmp}"
+  else
+    mv "${tmp}" "${db_root}"
+  fi
+}
+
+# need_corpus STAGE: one-line error when db_root is missing
+need_corpus() {
+  [ -d "${db_root}" ] || die "stage $1 ($(stage_name "$1")): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
+}
+# run_prepare STAGE NAME OUT_DIR FEATURES: rfspeech-prepare of db_root into OUT_DIR (logs in OUT_DIR.logs/NAME.log)
+run_prepare() {
+  run_job "$2" "$3.logs/$2.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" "out_dir=$3" "mel=${mel}" \
+    "features=$4" progress=false "${prepare_args[@]}"
+  wait_runs "$1"
+}
+
+# prepare_data: stage 0, splits and manifests of db_root -> prep
+prepare_data() {
+  local split
+  need_corpus 0
+  log "stage 0: data preparation of ${db_root} (${corpus}) -> ${prep}"
+  run_prepare 0 prepare "${prep}" false
+  for split in train dev eval; do
+    log "  ${split}: $(($(wc -l < "${prep}/${split}/utts.tsv") - 1)) utterances"
+  done
+}
+
+# make_features: stage 1, features (+ statistics) of the prepared splits -> feats
+make_features() {
+  local split
+  need "${prep}/eval/utts.tsv" 0 1
+  need_corpus 1
+  log "stage 1: features (mel=${mel}) -> ${feats}"
+  run_prepare 1 features "${feats}" true
+  for split in train dev eval; do
+    cmp -s <(cut -f 1 "${prep}/${split}/utts.tsv") <(cut -f 1 "${feats}/${split}/utts.tsv") \
+      || die "stage 1 (features): the ${split} split of ${feats} differs from ${prep} (corpus changed since stage 0?); rerun stage 0"
+  done
+  [ ! -f "${feats}/stats.npz" ] || log "  train statistics: ${feats}/stats.npz (features z-normalised)"
+}
