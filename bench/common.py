@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from rfspeech.evaluate.speed import cpu_name
+
 __all__ = [
     "Row",
     "Timing",
@@ -79,17 +81,6 @@ def load_average() -> list[float] | None:
         return None
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _cpu_flags() -> list[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -109,7 +100,7 @@ def machine_info() -> dict[str, Any]:
     import numpy as np
 
     info: dict[str, Any] = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cpu_flags": _cpu_flags(),
         "cores": available_cores(),
         "torch_threads": torch.get_num_threads(),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ from torch.utils.data import Dataset, Sampler
 
 from rfspeech.data.manifest import FEATS_YAML, MANIFEST, FeatureParams, Utterance, read_manifest
 from rfspeech.errors import ConfigError, DataError
+
+_Item = TypeVar("_Item")
 
 
 def read_audio(path: str | Path, sample_rate: int, peak_normalize: bool) -> np.ndarray:
@@ -45,6 +48,47 @@ def feats_path(data_dir: Path, split: str, utt_id: str) -> Path:
     return data_dir / split / "feats" / f"{utt_id}.npy"
 
 
+def load_corpus_params(data_dir: Path, feature_params: FeatureParams | None) -> FeatureParams:
+    """The feature parameters of a prepared corpus (``feats.yaml``), checked against the expected ones.
+
+    Args:
+        data_dir: prepared corpus directory.
+        feature_params: the parameters the model expects, or None to take those on disk.
+
+    Returns:
+        The parameters of ``feats.yaml``.
+
+    Raises:
+        ConfigError: ``feature_params`` differ from ``feats.yaml``.
+    """
+    on_disk = FeatureParams.load(data_dir / FEATS_YAML)
+    if feature_params is not None:
+        feature_params.check_matches(on_disk, "the training config (features)", str(data_dir / FEATS_YAML))
+    return on_disk
+
+
+def feats_frames(path: Path, utt_id: str, n_mels: int) -> int:
+    """Frame count of a prepared features file, read from its ``.npy`` header (not the data).
+
+    Args:
+        path: the ``<split>/feats/<utt_id>.npy`` file.
+        utt_id: its utterance (for messages).
+        n_mels: expected mel bins.
+
+    Raises:
+        DataError: the file is missing, unreadable or not ``(n_mels, frames)``.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: features of {utt_id} missing (run rfspeech-prepare with features)")
+    try:
+        shape = np.load(path, mmap_mode="r").shape
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path}: unreadable features ({e})") from None
+    if len(shape) != 2 or shape[0] != n_mels:
+        raise DataError(f"{path}: expected features of shape ({n_mels}, frames), got {shape}")
+    return int(shape[1])
+
+
 class PreparedSplit(Dataset):
     """Whole utterances of one split of a prepared corpus (``rfspeech-prepare`` output).
 
@@ -59,10 +103,7 @@ class PreparedSplit(Dataset):
     def __init__(self, data_dir: str | Path, split: str, feature_params: FeatureParams | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.split = split
-        on_disk = FeatureParams.load(self.data_dir / FEATS_YAML)
-        if feature_params is not None:
-            feature_params.check_matches(on_disk, "the training config (features)", str(self.data_dir / FEATS_YAML))
-        self.params = on_disk
+        self.params = load_corpus_params(self.data_dir, feature_params)
         manifest = self.data_dir / split / MANIFEST
         self.utts: list[Utterance] = read_manifest(manifest) if manifest.is_file() else []
         self._frames: list[int] | None = None
@@ -78,19 +119,8 @@ class PreparedSplit(Dataset):
     def frames(self) -> list[int]:
         """Frame count of every utterance (read from the .npy headers, not the data)."""
         if self._frames is None:
-            out = []
-            for u in self.utts:
-                p = feats_path(self.data_dir, self.split, u.utt_id)
-                if not p.is_file():
-                    raise DataError(f"{p}: features of {u.utt_id} missing (run rfspeech-prepare with features)")
-                try:
-                    shape = np.load(p, mmap_mode="r").shape
-                except (ValueError, OSError) as e:
-                    raise DataError(f"{p}: unreadable features ({e})") from None
-                if len(shape) != 2 or shape[0] != self.params.n_mels:
-                    raise DataError(f"{p}: expected features of shape ({self.params.n_mels}, frames), got {shape}")
-                out.append(int(shape[1]))
-            self._frames = out
+            self._frames = [feats_frames(feats_path(self.data_dir, self.split, u.utt_id), u.utt_id,
+                                         self.params.n_mels) for u in self.utts]
         return self._frames
 
     def load_mel(self, index: int) -> np.ndarray:
@@ -158,7 +188,78 @@ def collate_segments(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[to
     return torch.stack(mels), torch.stack(wavs)
 
 
-class SegmentBatchSampler(Sampler[list[tuple[int, int]]]):
+class StepBatchSampler(Sampler[list[_Item]]):
+    """Base of the batch samplers that are a pure function of ``(seed, step)``.
+
+    Yields this rank's share of the global batch of every step from ``start_step + 1`` to
+    ``max_steps``; a subclass says what a step's global batch is (:meth:`global_batch`), usually from
+    the epoch's utterance order (:meth:`_epoch_order`).
+
+    Args:
+        lengths: frame count of every utterance.
+        batch_size: global batch size (a multiple of ``world_size``).
+        seed: sampling seed.
+        start_step: completed steps before the first batch (the first batch is for step ``start_step + 1``).
+        max_steps: last step to yield a batch for.
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    #: What the sampler draws, for the message about an empty split.
+    draws: ClassVar[str] = "batches"
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, start_step: int, max_steps: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if not lengths:
+            raise ConfigError(f"the train split is empty: nothing to sample {self.draws} from")
+        if batch_size <= 0 or batch_size % world_size:
+            raise ConfigError(
+                f"train.batch_size={batch_size} (the global batch) must be a positive multiple of the "
+                f"number of processes ({world_size})")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.start_step = int(start_step)
+        self.max_steps = int(max_steps)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.lengths) // self.batch_size)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """Utterance indices of epoch ``epoch``: ``steps_per_epoch`` global batches, in order.
+
+        A permutation seeded by ``(seed, epoch)``, repeated (with further seeds) when the split holds
+        fewer utterances than a batch.
+        """
+        n = len(self.lengths)
+        need = self.steps_per_epoch * self.batch_size
+        parts, r = [], 0
+        while sum(len(p) for p in parts) < need:
+            parts.append(np.random.default_rng([self.seed, 0, epoch, r]).permutation(n))
+            r += 1
+        return np.concatenate(parts)[:need]
+
+    def global_batch(self, step: int) -> list[_Item]:
+        """The whole batch (all ranks) of step ``step`` (1-based)."""
+        raise NotImplementedError
+
+    def batch(self, step: int) -> list[_Item]:
+        """This rank's share of step ``step``'s global batch."""
+        per = self.batch_size // self.world_size
+        return self.global_batch(step)[self.rank * per:(self.rank + 1) * per]
+
+    def __len__(self) -> int:
+        return max(0, self.max_steps - self.start_step)
+
+    def __iter__(self) -> Iterator[list[_Item]]:
+        for step in range(self.start_step + 1, self.max_steps + 1):
+            yield self.batch(step)
+
+
+class SegmentBatchSampler(StepBatchSampler[tuple[int, int]]):
     """Batches of ``(utterance, start frame)`` drawn as a pure function of ``(seed, step)``.
 
     Epoch ``e`` visits the utterances in a permutation seeded by ``(seed, e)`` (repeated when the
@@ -176,35 +277,17 @@ class SegmentBatchSampler(Sampler[list[tuple[int, int]]]):
         world_size: number of processes.
     """
 
+    draws = "segments"
+
     def __init__(self, frames: list[int], segment_frames: int, batch_size: int, seed: int, start_step: int,
                  max_steps: int, rank: int = 0, world_size: int = 1) -> None:
-        if not frames:
-            raise ConfigError("the train split is empty: nothing to sample segments from")
-        if batch_size <= 0 or batch_size % world_size:
-            raise ConfigError(
-                f"train.batch_size={batch_size} (the global batch) must be a positive multiple of the "
-                f"number of processes ({world_size})")
-        self.frames = np.asarray(frames, dtype=np.int64)
+        super().__init__(frames, batch_size, seed, start_step, max_steps, rank=rank, world_size=world_size)
         self.segment_frames = int(segment_frames)
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.start_step = int(start_step)
-        self.max_steps = int(max_steps)
-        self.rank = int(rank)
-        self.world_size = int(world_size)
 
     @property
-    def steps_per_epoch(self) -> int:
-        return max(1, len(self.frames) // self.batch_size)
-
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        n = len(self.frames)
-        need = self.steps_per_epoch * self.batch_size
-        parts, r = [], 0
-        while sum(len(p) for p in parts) < need:
-            parts.append(np.random.default_rng([self.seed, 0, epoch, r]).permutation(n))
-            r += 1
-        return np.concatenate(parts)[:need]
+    def frames(self) -> np.ndarray:
+        """Frame count of every utterance (the sampler's ``lengths``)."""
+        return self.lengths
 
     def global_batch(self, step: int) -> list[tuple[int, int]]:
         """The whole batch (all ranks) used to compute step ``step`` (1-based)."""
@@ -215,15 +298,3 @@ class SegmentBatchSampler(Sampler[list[tuple[int, int]]]):
         u = np.random.default_rng([self.seed, 1, k]).random(len(idx))
         starts = np.floor(u * (room + 1)).astype(np.int64)
         return [(int(i), int(s)) for i, s in zip(idx, starts)]
-
-    def batch(self, step: int) -> list[tuple[int, int]]:
-        """This rank's share of step ``step``'s global batch."""
-        per = self.batch_size // self.world_size
-        return self.global_batch(step)[self.rank * per:(self.rank + 1) * per]
-
-    def __len__(self) -> int:
-        return max(0, self.max_steps - self.start_step)
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start_step + 1, self.max_steps + 1):
-            yield self.batch(step)

@@ -13,14 +13,14 @@ utterances are grouped into buckets of similar length so padding stays small.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from rfspeech.data.manifest import FEATS_YAML, MANIFEST, FeatureParams, Utterance, read_manifest
+from rfspeech.data.dataset import StepBatchSampler, feats_frames, feats_path, load_corpus_params
+from rfspeech.data.manifest import MANIFEST, FeatureParams, Utterance, read_manifest
 from rfspeech.data.text import PAD_ID, text_to_sequence
 from rfspeech.errors import ConfigError, DataError
 
@@ -65,10 +65,7 @@ class TextMelDataset(Dataset):
     ) -> None:
         self.data_dir = Path(data_dir)
         self.split = split
-        on_disk = FeatureParams.load(self.data_dir / FEATS_YAML)
-        if feature_params is not None:
-            feature_params.check_matches(on_disk, "the training config (features)", str(self.data_dir / FEATS_YAML))
-        self.params = on_disk
+        self.params = load_corpus_params(self.data_dir, feature_params)
         self.symbol_set = symbol_set
         manifest = self.data_dir / split / MANIFEST
         utts = read_manifest(manifest)
@@ -96,7 +93,7 @@ class TextMelDataset(Dataset):
                               + (f" ({len(self.skipped)} skipped)" if self.skipped else ""))
 
     def feats_path(self, utt_id: str) -> Path:
-        return self.data_dir / self.split / "feats" / f"{utt_id}.npy"
+        return feats_path(self.data_dir, self.split, utt_id)
 
     def _check(self, u: Utterance, manifest: Path, add_eos: bool) -> tuple[np.ndarray, int]:
         if not u.text.strip():
@@ -106,18 +103,11 @@ class TextMelDataset(Dataset):
         except DataError as e:
             raise DataError(f"{manifest}: utterance {u.utt_id}: {e}") from None
         path = self.feats_path(u.utt_id)
-        if not path.is_file():
-            raise DataError(f"{path}: features of {u.utt_id} missing (run rfspeech-prepare with features)")
-        try:
-            shape = np.load(path, mmap_mode="r").shape
-        except (ValueError, OSError) as e:
-            raise DataError(f"{path}: unreadable features ({e})") from None
-        if len(shape) != 2 or shape[0] != self.params.n_mels:
-            raise DataError(f"{path}: expected features of shape ({self.params.n_mels}, frames), got {shape}")
-        if shape[1] < len(tokens):
-            raise DataError(f"{path}: {shape[1]} frames for {len(tokens)} symbols of {u.utt_id}; "
+        frames = feats_frames(path, u.utt_id, self.params.n_mels)
+        if frames < len(tokens):
+            raise DataError(f"{path}: {frames} frames for {len(tokens)} symbols of {u.utt_id}; "
                             "the alignment needs at least one frame per symbol")
-        return tokens, int(shape[1])
+        return tokens, frames
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -158,7 +148,7 @@ def collate_text_mel(items: list[tuple[str, torch.Tensor, torch.Tensor]]) -> dic
             "mel_lengths": mel_lengths}
 
 
-class TextMelBatchSampler(Sampler[list[int]]):
+class TextMelBatchSampler(StepBatchSampler[int]):
     """Length-bucketed batches of utterance indices, a pure function of ``(seed, step)``.
 
     Epoch ``e`` permutes the utterances with a generator seeded by ``(seed, e)`` (repeating the
@@ -179,35 +169,16 @@ class TextMelBatchSampler(Sampler[list[int]]):
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int, start_step: int, max_steps: int,
                  rank: int = 0, world_size: int = 1, bucket_batches: int = 8) -> None:
-        if not lengths:
-            raise ConfigError("the train split is empty: nothing to sample batches from")
-        if batch_size <= 0 or batch_size % world_size:
-            raise ConfigError(f"train.batch_size={batch_size} (the global batch) must be a positive multiple of "
-                              f"the number of processes ({world_size})")
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.start_step = int(start_step)
-        self.max_steps = int(max_steps)
-        self.rank = int(rank)
-        self.world_size = int(world_size)
+        super().__init__(lengths, batch_size, seed, start_step, max_steps, rank=rank, world_size=world_size)
         self.bucket_batches = max(1, int(bucket_batches))
         self._cache: tuple[int, list[np.ndarray]] | None = None
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return max(1, len(self.lengths) // self.batch_size)
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1]
-        n, bs = len(self.lengths), self.batch_size
-        need = self.steps_per_epoch * bs
-        parts, r = [], 0
-        while sum(len(p) for p in parts) < need:
-            parts.append(np.random.default_rng([self.seed, 0, epoch, r]).permutation(n))
-            r += 1
-        order = np.concatenate(parts)[:need]
+        bs = self.batch_size
+        order = self._epoch_order(epoch)
+        need = len(order)
         rng = np.random.default_rng([self.seed, 1, epoch])
         batches: list[np.ndarray] = []
         span = bs * self.bucket_batches
@@ -223,15 +194,3 @@ class TextMelBatchSampler(Sampler[list[int]]):
         """The whole batch (all ranks) of step ``step`` (1-based)."""
         epoch, pos = divmod(step - 1, self.steps_per_epoch)
         return [int(i) for i in self._epoch_batches(epoch)[pos]]
-
-    def batch(self, step: int) -> list[int]:
-        """This rank's share of step ``step``'s global batch."""
-        per = self.batch_size // self.world_size
-        return self.global_batch(step)[self.rank * per:(self.rank + 1) * per]
-
-    def __len__(self) -> int:
-        return max(0, self.max_steps - self.start_step)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.start_step + 1, self.max_steps + 1):
-            yield self.batch(step)

@@ -56,12 +56,8 @@ class SpeedReport:
         return d
 
 
-def device_name(device: str | torch.device) -> str:
-    """Human-readable name of a device (GPU name, or the CPU's processor string)."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(dev)
-    name = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor string where that is missing)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -69,7 +65,15 @@ def device_name(device: str | torch.device) -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return name
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: str | torch.device) -> str:
+    """Human-readable name of a device (GPU name, or the CPU's processor string)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(dev)
+    return cpu_name()
 
 
 def _sync(device: torch.device) -> None:

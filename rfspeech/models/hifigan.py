@@ -251,6 +251,27 @@ def _scaled(channels: int, scale: float) -> int:
     return max(1, int(round(channels * scale)))
 
 
+def _conv_stack(x: torch.Tensor, convs: nn.ModuleList,
+                conv_post: nn.Module) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The body shared by the period and scale discriminators: leaky-ReLU convs, then the output conv.
+
+    Args:
+        x: input of the first conv.
+        convs: hidden convs, each followed by a leaky ReLU.
+        conv_post: output conv (no activation).
+
+    Returns:
+        ``(logits flattened per item, feature maps of every conv including the output one)``.
+    """
+    fmap = []
+    for layer in convs:
+        x = F.leaky_relu(layer(x), LRELU_SLOPE)
+        fmap.append(x)
+    x = conv_post(x)
+    fmap.append(x)
+    return torch.flatten(x, 1, -1), fmap
+
+
 class DiscriminatorP(nn.Module):
     """One period discriminator of the MPD: the waveform folded to ``(T/p, p)``, 2D convs along time.
 
@@ -278,7 +299,6 @@ class DiscriminatorP(nn.Module):
         self.conv_post = norm(nn.Conv2d(chs[-1], 1, (3, 1), 1, padding=(1, 0)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        fmap = []
         b, c, t = x.shape
         if t % self.period:
             # Reflect-pad up to a multiple of the period, as the official code does (replicate when the
@@ -287,12 +307,7 @@ class DiscriminatorP(nn.Module):
             x = F.pad(x, (0, n_pad), mode="reflect" if n_pad < t else "replicate")
             t = t + n_pad
         x = x.view(b, c, t // self.period, self.period)
-        for layer in self.convs:
-            x = F.leaky_relu(layer(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _conv_stack(x, self.convs, self.conv_post)
 
 
 class DiscriminatorS(nn.Module):
@@ -330,13 +345,7 @@ class DiscriminatorS(nn.Module):
         self.conv_post = norm(nn.Conv1d(_scaled(1024, channel_scale), 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        fmap = []
-        for layer in self.convs:
-            x = F.leaky_relu(layer(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _conv_stack(x, self.convs, self.conv_post)
 
 
 class MultiPeriodDiscriminator(nn.Module):

@@ -5,12 +5,13 @@ One training step: the model's own forward (MAS alignment, teacher-forced decodi
 alignment) and their weighted sum; one optimiser step on the sum; the scheduler steps after every
 update (a step skipped for a non-finite loss does not advance it).
 
-Shares the vocoder trainer's machinery: atomic checkpoints with keep-last-K and fallback past a
-corrupted newest file (:mod:`rfspeech.train.checkpoint`), TensorBoard helpers
-(:mod:`rfspeech.train.logging`), torchrun / DDP plumbing (:mod:`rfspeech.train.distributed`), a
-batch sampler that is a pure function of ``(seed, step)`` so ``resume=true`` continues exactly,
-``batch_size`` as the global batch, and the receptive-field search hooks (``make_searchable`` +
-``LocalSearch``) of :mod:`rfspeech.search`.
+Shares the vocoder trainer's machinery: the loop, resume and checkpoint plumbing, non-finite step
+skipping and validation scheduling of :class:`rfspeech.train.common.BaseTrainer`, atomic checkpoints
+with keep-last-K and fallback past a corrupted newest file (:mod:`rfspeech.train.checkpoint`),
+TensorBoard helpers (:mod:`rfspeech.train.logging`), torchrun / DDP plumbing
+(:mod:`rfspeech.train.distributed`), a batch sampler that is a pure function of ``(seed, step)``
+so ``resume=true`` continues exactly, ``batch_size`` as the global batch, and the receptive-field
+search hooks (``make_searchable`` + ``LocalSearch``) of :mod:`rfspeech.search`.
 
 Checkpoint dict (``<out_dir>/checkpoints/ckpt_<step:08d>.pt``, ``best.pt``)::
 
@@ -22,12 +23,8 @@ Checkpoint dict (``<out_dir>/checkpoints/ckpt_<step:08d>.pt``, ``best.pt``)::
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +36,25 @@ from rfspeech.data.text_dataset import TextMelBatchSampler, TextMelDataset, coll
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
-from rfspeech.train.logging import create_writer, log_dilations, log_mel, log_scalars
+from rfspeech.train.common import (
+    BaseTrainer,
+    OptimizerFactory,
+    SchedulerFactory,
+    TrainingDiverged,
+    TrainResult,
+    grad_norm,
+)
+from rfspeech.train.logging import log_dilations, log_mel, log_scalars
 
 log = logging.getLogger(__name__)
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+# Re-exported: they are part of this module's interface (``rfspeech.train.acoustic.TrainingDiverged`` ...).
+__all__ = ["KIND", "LOSS_KEYS", "AcousticTrainer", "OptimizerFactory", "SchedulerFactory", "TrainResult",
+           "TrainingDiverged", "WarmupLambda", "build_acoustic", "load_acoustic", "load_latest_acoustic",
+           "warmup_lr"]
+
 KIND = "acoustic"
 LOSS_KEYS = ("loss/mel", "loss/duration", "loss/prior")
-
-
-class TrainingDiverged(RFSpeechError):
-    """Too many consecutive non-finite losses."""
 
 
 class WarmupLambda:
@@ -81,26 +85,7 @@ def warmup_lr(optimizer: torch.optim.Optimizer, warmup_steps: int = 4000,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupLambda(warmup_steps, decay))
 
 
-@dataclass
-class TrainResult:
-    """What :meth:`AcousticTrainer.fit` reports.
-
-    Attributes:
-        step: completed optimiser steps.
-        best_val: best validation (teacher-forced) mel L1 (``inf`` when never validated).
-        last_val: last validation mel L1 (``nan`` when never validated).
-        bad_steps: steps skipped for non-finite values.
-        checkpoint: last step checkpoint written.
-    """
-
-    step: int
-    best_val: float
-    last_val: float
-    bad_steps: int
-    checkpoint: Path | None
-
-
-class AcousticTrainer:
+class AcousticTrainer(BaseTrainer):
     """Train an :class:`rfspeech.models.acoustic.AcousticModel` on a prepared corpus.
 
     Args:
@@ -137,7 +122,14 @@ class AcousticTrainer:
         tensorboard: write TensorBoard events (rank 0).
         progress: tqdm progress bar (rank 0).
         dist_info: the process's place in a torchrun job (None: from the environment).
+
+    ``fit`` reports the best and last teacher-forced validation mel L1 in its :class:`TrainResult`.
     """
+
+    section = "tts"
+    progress_desc = "train-tts"
+    # Checkpoints are written on schedule even during a run of skipped steps (as this trainer always did).
+    defer_checkpoints_while_bad = False
 
     def __init__(
         self,
@@ -177,35 +169,16 @@ class AcousticTrainer:
     ) -> None:
         if amp not in (None, "bf16"):
             raise ConfigError(f"amp must be null or 'bf16' for the acoustic model, got {amp!r}")
-        if max_steps < 0:
-            raise ConfigError(f"tts.max_steps must be >= 0, got {max_steps}")
-        if max_bad_steps < 1:
-            raise ConfigError(f"tts.max_bad_steps must be >= 1, got {max_bad_steps}")
-        self.dist = dist_info or D.init_distributed(device)
-        self.device = self.dist.device
-        self.data_dir = Path(data_dir)
-        self.out_dir = Path(out_dir)
-        self.batch_size = int(batch_size)
-        self.max_steps = int(max_steps)
-        self.seed = int(seed)
-        self.num_workers = int(num_workers)
-        self.grad_clip = grad_clip
-        self.max_bad_steps = int(max_bad_steps)
-        self.log_interval = max(1, int(log_interval))
-        self.checkpoint_interval = int(checkpoint_interval)
-        self.keep_last = int(keep_last)
-        self.validation_interval = int(validation_interval)
-        self.val_max_utts = int(val_max_utts)
+        super().__init__(
+            data_dir=data_dir, out_dir=out_dir, batch_size=batch_size, max_steps=max_steps, seed=seed,
+            num_workers=num_workers, grad_clip=grad_clip, max_bad_steps=max_bad_steps, log_interval=log_interval,
+            checkpoint_interval=checkpoint_interval, keep_last=keep_last, validation_interval=validation_interval,
+            val_max_utts=val_max_utts, device=device, structure=structure, structure_mode=structure_mode,
+            save_last=True, search=search, searchable=searchable, config=config, tensorboard=tensorboard,
+            progress=progress, dist_info=dist_info)
         self.n_mel_images = int(n_mel_images)
         self.bucket_batches = int(bucket_batches)
         self.amp = amp if self.device.type == "cuda" else None
-        self.structure = dict(structure) if structure else None
-        self.structure_mode = structure_mode
-        self.search = search
-        self.searchable = dict(searchable) if searchable is not None else None
-        self.config = config or {}
-        self.tensorboard = tensorboard
-        self.progress = progress
 
         # ---- data and its checks, all before the first step ----
         symbol_set = str(getattr(model, "symbol_set", "chars"))
@@ -224,23 +197,12 @@ class AcousticTrainer:
         self.model = model.to(self.device)
         self.optim = optimizer(self.model.parameters())
         self.sched = scheduler(self.optim) if scheduler is not None else None
-        self.step = 0
-        self.best_val = math.inf
-        self.last_val = math.nan
-        self.bad_steps = 0
-        self._consecutive_bad = 0
-        self._last_ckpt: Path | None = None
         if resume:
             self._resume()
         elif init_from:
             self._init_from(init_from)
 
-        self.model_train: nn.Module = self.model
-        if self.dist.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model_train = DDP(self.model, device_ids=ids)
+        self.model_train = self._wrap_ddp(self.model)
 
     # ------------------------------------------------------------------------------------------ checks
     def _check_model_fits(self, model: nn.Module) -> None:
@@ -259,27 +221,15 @@ class AcousticTrainer:
     def steps_per_epoch(self) -> int:
         return max(1, len(self.train_data) // self.batch_size)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs."""
+    def _model_state(self) -> dict[str, Any]:
         return {
             "kind": KIND,
             "acoustic": self.model.state_dict(),
             "optim": self.optim.state_dict(),
             "sched": self.sched.state_dict() if self.sched is not None else None,
-            "step": self.step,
-            "epoch": self.step // self.steps_per_epoch,
-            "rng": ckpt.rng_state(),
-            "search": self.search.state_dict() if self.search is not None else None,
-            "searchable": self.searchable,
-            "config": self.config,
-            "feature_params": self.feature_params.to_dict(),
-            "structure": self.structure,
-            "structure_mode": self.structure_mode if self.structure else None,
-            "best_val": self.best_val,
-            "bad_steps": self.bad_steps,
         }
 
-    def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
+    def _load_model_state(self, state: dict[str, Any], where: str) -> None:
         try:
             self.model.load_state_dict(state["acoustic"])
         except RuntimeError as e:
@@ -287,20 +237,6 @@ class AcousticTrainer:
         self.optim.load_state_dict(state["optim"])
         if self.sched is not None and state.get("sched") is not None:
             self.sched.load_state_dict(state["sched"])
-        if self.search is not None and state.get("search") is not None:
-            self.search.load_state_dict(state["search"])
-        self.step = int(state["step"])
-        self.best_val = float(state.get("best_val", math.inf))
-        self.bad_steps = int(state.get("bad_steps", 0))
-        if self.dist.rank == 0:
-            ckpt.set_rng_state(state["rng"])
-        else:
-            torch.manual_seed((self.seed * 1000 + self.dist.rank) * 1_000_003 + self.step)
-
-    def _check_features(self, state: dict[str, Any], path: str | Path) -> None:
-        if state.get("feature_params"):
-            fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
-            fp.check_matches(self.feature_params, f"checkpoint {path}", str(self.data_dir / FEATS_YAML))
 
     def _resume(self) -> None:
         found = load_latest_acoustic(self.out_dir)
@@ -308,11 +244,7 @@ class AcousticTrainer:
             log.info("resume: no checkpoint in %s, starting from scratch", ckpt.checkpoint_dir(self.out_dir))
             return
         path, state = found
-        ckpt.check_keys(state, ("acoustic", "optim", "step", "rng"), path)
-        self._check_features(state, path)
-        self.load_state_dict(state, where=str(path))
-        self._last_ckpt = path
-        log.info("resumed from %s (step %d)", path, self.step)
+        self._restore(path, state, required=("acoustic", "optim", "step", "rng"))
 
     def _init_from(self, path: str | Path) -> None:
         state = ckpt.load_checkpoint(path, map_location="cpu")
@@ -326,23 +258,7 @@ class AcousticTrainer:
             raise ConfigError(f"{path}: weights do not fit the configured acoustic model ({ckpt._short(e)})") from None
         log.info("init_from %s: acoustic model weights loaded", path)
 
-    def save(self, path: Path | None = None) -> Path:
-        """Write a checkpoint (rank 0; call on every rank)."""
-        path = path or ckpt.checkpoint_path(self.out_dir, self.step)
-        if self.dist.is_main:
-            ckpt.save_checkpoint(path, self.state_dict())
-            if path.name != ckpt.BEST:
-                ckpt.prune_checkpoints(self.out_dir, self.keep_last)
-                self._last_ckpt = path
-        D.barrier()
-        return path
-
     # ------------------------------------------------------------------------------------------ step
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
     def _to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         return tuple(batch[k].to(self.device, non_blocking=True)
                      for k in ("tokens", "token_lengths", "mels", "mel_lengths"))
@@ -357,7 +273,7 @@ class AcousticTrainer:
         if not D.all_true(bool(torch.isfinite(loss)), self.device):
             return None
         loss.backward()
-        gn = _grad_norm(self.model.parameters(), self.grad_clip)
+        gn = grad_norm(self.model.parameters(), self.grad_clip)
         if not D.all_true(math.isfinite(gn), self.device):
             self.optim.zero_grad(set_to_none=True)
             return None
@@ -372,73 +288,30 @@ class AcousticTrainer:
         sampler = TextMelBatchSampler(self.train_data.frames, self.batch_size, self.seed, start_step=self.step,
                                       max_steps=self.max_steps, rank=self.dist.rank,
                                       world_size=self.dist.world_size, bucket_batches=self.bucket_batches)
-        return torch.utils.data.DataLoader(
-            self.train_data, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate_text_mel,
-            pin_memory=self.device.type == "cuda",
-            # A private generator: creating the iterator must not draw from the global RNG (exact resume).
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        return self._make_loader(self.train_data, sampler, collate_text_mel)
 
-    def fit(self) -> TrainResult:
-        """Train until ``max_steps``."""
-        from tqdm import tqdm
+    def _train_batch(self, batch: dict[str, Any]) -> dict[str, float] | None:
+        return self.train_step(batch)
 
-        main = self.dist.is_main
-        writer = create_writer(self.out_dir / "tensorboard", enabled=main and self.tensorboard)
-        bar = tqdm(total=self.max_steps, initial=self.step, desc="train-tts", dynamic_ncols=True,
-                   disable=not (main and self.progress))
+    def _train_mode(self) -> None:
         self.model.train()
-        sums: dict[str, float] = {}
-        count, t0, s0 = 0, time.perf_counter(), self.step
-        try:
-            for batch in self._loader():
-                stats = self.train_step(batch)
-                self.step += 1
-                bar.update(1)
-                if stats is None:
-                    self.bad_steps += 1
-                    self._consecutive_bad += 1
-                    log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)",
-                                self.step, self._consecutive_bad)
-                    if self._consecutive_bad >= self.max_bad_steps:
-                        last = self._last_ckpt or "none written"
-                        raise TrainingDiverged(
-                            f"training stopped at step {self.step}: {self._consecutive_bad} consecutive non-finite "
-                            f"losses (tts.max_bad_steps={self.max_bad_steps}); last good checkpoint: {last}")
-                else:
-                    self._consecutive_bad = 0
-                    for k, v in stats.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    count += 1
-                if self.sched is not None and stats is not None:  # the schedule counts real updates
-                    self.sched.step()
-                if self.search is not None and self.search.after_step(self.step, writer if main else None):
-                    self._log_structure(writer)
-                if self.step % self.log_interval == 0 or self.step == self.max_steps:
-                    dt = time.perf_counter() - t0
-                    vals = {k: v / count for k, v in sums.items()} if count else {}
-                    vals["lr/acoustic"] = self.optim.param_groups[0]["lr"]
-                    vals["perf/steps_per_s"] = (self.step - s0) / dt if dt > 0 else 0.0
-                    vals["train/bad_steps"] = self.bad_steps
-                    log_scalars(writer, vals, self.step)
-                    if "loss/mel" in vals:
-                        bar.set_postfix(mel=f"{vals['loss/mel']:.3f}", dur=f"{vals['loss/duration']:.3f}",
-                                        prior=f"{vals['loss/prior']:.3f}")
-                    sums, count, t0, s0 = {}, 0, time.perf_counter(), self.step
-                if self.validation_interval > 0 and self.step % self.validation_interval == 0:
-                    self._validate_and_track(writer)
-                if self.checkpoint_interval > 0 and self.step % self.checkpoint_interval == 0:
-                    self.save()
-            if self.step == self.max_steps and (self._last_ckpt is None
-                                                or self._last_ckpt != ckpt.checkpoint_path(self.out_dir, self.step)):
-                if self.validation_interval > 0 and self.step % self.validation_interval and self.step > 0:
-                    self._validate_and_track(writer)
-                self.save()
-        finally:
-            bar.close()
-            writer.flush()
-            writer.close()
-        return TrainResult(self.step, self.best_val, self.last_val, self.bad_steps, self._last_ckpt)
+
+    def _step_schedulers(self, stats: dict[str, float] | None) -> None:
+        if self.sched is not None and stats is not None:  # the schedule counts real updates
+            self.sched.step()
+
+    def _lr_values(self) -> dict[str, float]:
+        return {"lr/acoustic": self.optim.param_groups[0]["lr"]}
+
+    def _progress_postfix(self, vals: dict[str, float]) -> dict[str, str]:
+        return {"mel": f"{vals['loss/mel']:.3f}", "dur": f"{vals['loss/duration']:.3f}",
+                "prior": f"{vals['loss/prior']:.3f}"}
+
+    def _on_structure_change(self, writer: Any) -> None:
+        self._log_structure(writer)
+
+    def _validation_score(self, writer: Any) -> float:
+        return self.validate(writer).get("val/mel_l1", math.nan)
 
     def _log_structure(self, writer: Any) -> None:
         if not self.dist.is_main:
@@ -450,14 +323,6 @@ class AcousticTrainer:
         structure = export_structure(self.model)
         log_dilations(writer, structure, self.step)
         log.info("step %d: searched dilations %s", self.step, structure)
-
-    def _validate_and_track(self, writer: Any) -> None:
-        val = self.validate(writer).get("val/mel_l1", math.nan) if self.dist.is_main else math.nan
-        val = D.broadcast_object(val)
-        self.last_val = val
-        if math.isfinite(val) and val < self.best_val:
-            self.best_val = val
-            self.save(ckpt.checkpoint_dir(self.out_dir) / ckpt.BEST)
 
     @torch.no_grad()
     def validate(self, writer: Any = None) -> dict[str, float]:
@@ -508,17 +373,7 @@ class AcousticTrainer:
 # ---------------------------------------------------------------------------------------------- loading
 def load_latest_acoustic(out_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
     """Newest readable acoustic checkpoint of a run; unreadable newer ones are skipped with a warning."""
-    for path in reversed(ckpt.list_checkpoints(out_dir)):
-        try:
-            state = ckpt.load_checkpoint(path, map_location="cpu")
-        except DataError as e:
-            log.warning("%s; falling back to the previous checkpoint", e)
-            continue
-        if "acoustic" not in state or "step" not in state:
-            log.warning("%s: not an acoustic-model checkpoint; falling back to the previous one", path)
-            continue
-        return path, state
-    return None
+    return ckpt.load_latest(out_dir, map_location="cpu", model_key="acoustic", what="an acoustic-model checkpoint")
 
 
 def build_acoustic(node: Any) -> nn.Module:
@@ -578,11 +433,3 @@ def load_acoustic(path: str | Path, device: str | torch.device = "cpu") -> tuple
     model.to(device).eval()
     return model, fp
 
-
-def _grad_norm(params: Iterable[nn.Parameter], clip: float | None) -> float:
-    params = [p for p in params if p.grad is not None]
-    if not params:
-        return 0.0
-    if clip:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm=float(clip)))
-    return float(torch.nn.utils.get_total_norm([p.grad for p in params]))

@@ -140,8 +140,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return obj
 
 
-def load_latest(out_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]] | None:
+def load_latest(out_dir: str | Path, map_location: str | torch.device = "cpu", *, model_key: str = "generator",
+                what: str = "a training checkpoint (no generator/step)") -> tuple[Path, dict[str, Any]] | None:
     """The newest readable step checkpoint of a run; unreadable newer ones are skipped with a warning.
+
+    Args:
+        out_dir: run directory.
+        map_location: where to load tensors.
+        model_key: entry a checkpoint of this kind of run must hold (with ``step``); files without it
+            are skipped like unreadable ones.
+        what: what such a file is, for the warning about a skipped one (``"<path>: not <what>; ..."``).
 
     Returns:
         ``(path, state)`` or ``None`` when the run has no readable checkpoint.
@@ -152,8 +160,8 @@ def load_latest(out_dir: str | Path, map_location: str | torch.device = "cpu") -
         except DataError as e:
             log.warning("%s; falling back to the previous checkpoint", e)
             continue
-        if "generator" not in state or "step" not in state:
-            log.warning("%s: not a training checkpoint (no generator/step); falling back to the previous one", path)
+        if model_key not in state or "step" not in state:
+            log.warning("%s: not %s; falling back to the previous one", path, what)
             continue
         return path, state
     return None

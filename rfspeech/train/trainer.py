@@ -21,6 +21,10 @@ Batches: ``batch_size`` is the global batch over all DDP ranks (see :mod:`rfspee
 Non-finite losses: a step whose discriminator or generator loss (or gradient norm) is NaN/Inf on any
 rank is skipped on every rank and counted; ``max_bad_steps`` consecutive ones stop training with
 :class:`TrainingDiverged` and the last checkpoint written before them is left as it is.
+
+The loop, checkpoint/resume plumbing, non-finite step counting and validation scheduling are shared
+with the acoustic-model trainer in :class:`rfspeech.train.common.BaseTrainer`; this module adds the GAN
+step, the vocoder's data and checks, and its part of the checkpoint dict.
 """
 
 from __future__ import annotations
@@ -28,9 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,41 +42,26 @@ from torch import nn
 
 from rfspeech.data.dataset import PreparedSplit, SegmentBatchSampler, SegmentDataset, collate_segments
 from rfspeech.data.manifest import FeatureParams
-from rfspeech.errors import ConfigError, DataError, RFSpeechError
+from rfspeech.errors import ConfigError, DataError
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
-from rfspeech.train.logging import create_writer, log_audio, log_mel, log_scalars
+from rfspeech.train.common import (
+    BaseTrainer,
+    OptimizerFactory,
+    SchedulerFactory,
+    TrainingDiverged,
+    TrainResult,
+    grad_norm,
+)
+from rfspeech.train.logging import log_audio, log_mel
 
 log = logging.getLogger(__name__)
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+# Re-exported: they are part of this module's interface (``rfspeech.train.trainer.TrainingDiverged`` ...).
+__all__ = ["OptimizerFactory", "SchedulerFactory", "Trainer", "TrainResult", "TrainingDiverged"]
 
 
-class TrainingDiverged(RFSpeechError):
-    """Too many consecutive non-finite losses."""
-
-
-@dataclass
-class TrainResult:
-    """What a finished :meth:`Trainer.fit` reports.
-
-    Attributes:
-        step: completed optimiser steps.
-        best_val: best validation mel L1 (``inf`` when never validated).
-        last_val: last validation mel L1 (``nan`` when never validated).
-        bad_steps: steps skipped for non-finite values.
-        checkpoint: last checkpoint written (None when checkpointing was off).
-    """
-
-    step: int
-    best_val: float
-    last_val: float
-    bad_steps: int
-    checkpoint: Path | None
-
-
-class Trainer:
+class Trainer(BaseTrainer):
     """Train a generator and its discriminator on a prepared corpus.
 
     Args:
@@ -181,41 +168,21 @@ class Trainer:
             raise ConfigError(f"train.lr_decay_unit must be 'epoch' or 'step', got {lr_decay_unit!r}")
         if amp not in (None, "bf16", "fp16"):
             raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {amp!r}")
-        if max_steps < 0:
-            raise ConfigError(f"train.max_steps must be >= 0, got {max_steps}")
-        if max_bad_steps < 1:
-            raise ConfigError(f"train.max_bad_steps must be >= 1, got {max_bad_steps}")
-        self.dist = dist_info or D.init_distributed(device)
-        self.device = self.dist.device
-        self.out_dir = Path(out_dir)
-        self.data_dir = Path(data_dir)
+        super().__init__(
+            data_dir=data_dir, out_dir=out_dir, batch_size=batch_size, max_steps=max_steps, seed=seed,
+            num_workers=num_workers, grad_clip=grad_clip, max_bad_steps=max_bad_steps, log_interval=log_interval,
+            checkpoint_interval=checkpoint_interval, keep_last=keep_last, validation_interval=validation_interval,
+            val_max_utts=val_max_utts, device=device, structure=structure, structure_mode=structure_mode,
+            save_last=save_last, search=search, searchable=searchable, config=config, tensorboard=tensorboard,
+            progress=progress, dist_info=dist_info)
         self.segment_size = int(segment_size)
-        self.batch_size = int(batch_size)
-        self.max_steps = int(max_steps)
-        self.seed = int(seed)
-        self.num_workers = int(num_workers)
         self.lr_decay_unit = lr_decay_unit
         self.lambda_adv, self.lambda_fm, self.lambda_mel = float(lambda_adv), float(lambda_fm), float(lambda_mel)
-        self.grad_clip = grad_clip
-        self.max_bad_steps = int(max_bad_steps)
-        self.log_interval = max(1, int(log_interval))
-        self.checkpoint_interval = int(checkpoint_interval)
-        self.keep_last = int(keep_last)
-        self.validation_interval = int(validation_interval)
-        self.val_max_utts = int(val_max_utts)
         self.n_audio_samples = int(n_audio_samples)
         self.min_segment_frames = int(min_segment_frames)
         self.amp = amp
-        self.structure = dict(structure) if structure else None
-        self.structure_mode = structure_mode
         self.structure_args = dict(structure_args or {})
         self.init_generator = bool(init_generator)
-        self.save_last = bool(save_last)
-        self.search = search
-        self.searchable = dict(searchable) if searchable is not None else None
-        self.config = config or {}
-        self.progress = progress
-        self.tensorboard = tensorboard
         self.init_from = init_from
 
         # ---- data and its checks (all before any step) ----
@@ -236,13 +203,6 @@ class Trainer:
         self.sched_d = scheduler_d(self.optim_d) if scheduler_d is not None else None
         self.loss_mel_params = _loss_mel_params(self.feature_params, loss_mel)
 
-        self.step = 0
-        self.best_val = math.inf
-        self.last_val = math.nan
-        self.bad_steps = 0
-        self._consecutive_bad = 0
-        self._last_ckpt: Path | None = None
-
         self._dry_run()
         if resume:
             self._resume()
@@ -253,14 +213,8 @@ class Trainer:
             torch.manual_seed(self.seed * 1000 + self.dist.rank)
 
         # ---- wrappers (DDP, compile) used for training only; the raw modules are what is saved ----
-        self.g_train: nn.Module = self.generator
-        self.d_train: nn.Module = self.discriminator
-        if self.dist.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.g_train = DDP(self.generator, device_ids=ids)
-            self.d_train = DDP(self.discriminator, device_ids=ids)
+        self.g_train = self._wrap_ddp(self.generator)
+        self.d_train = self._wrap_ddp(self.discriminator)
         self._g_fwd: nn.Module | Callable[..., Any] = self.g_train
         self._d_fwd: nn.Module | Callable[..., Any] = self.d_train
         if compile:
@@ -319,8 +273,7 @@ class Trainer:
             self.discriminator.train(modes[1])
 
     # ------------------------------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs (see :mod:`rfspeech.train.checkpoint`)."""
+    def _model_state(self) -> dict[str, Any]:
         return {
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
@@ -328,21 +281,13 @@ class Trainer:
             "optim_d": self.optim_d.state_dict(),
             "sched_g": self.sched_g.state_dict() if self.sched_g is not None else None,
             "sched_d": self.sched_d.state_dict() if self.sched_d is not None else None,
-            "step": self.step,
-            "epoch": self.step // self.steps_per_epoch,
-            "rng": ckpt.rng_state(),
-            "search": self.search.state_dict() if self.search is not None else None,
-            "searchable": self.searchable,
-            "config": self.config,
-            "feature_params": self.feature_params.to_dict(),
-            "structure": self.structure,
-            "structure_mode": self.structure_mode if self.structure else None,
-            "structure_args": self.structure_args if self.structure else None,
-            "best_val": self.best_val,
-            "bad_steps": self.bad_steps,
         }
 
-    def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
+    def _structure_state(self) -> dict[str, Any]:
+        return {**super()._structure_state(),
+                "structure_args": self.structure_args if self.structure else None}
+
+    def _load_model_state(self, state: dict[str, Any], where: str) -> None:
         try:
             self.generator.load_state_dict(state["generator"])
             self.discriminator.load_state_dict(state["discriminator"])
@@ -353,15 +298,6 @@ class Trainer:
         for sched, key in ((self.sched_g, "sched_g"), (self.sched_d, "sched_d")):
             if sched is not None and state.get(key) is not None:
                 sched.load_state_dict(state[key])
-        if self.search is not None and state.get("search") is not None:
-            self.search.load_state_dict(state["search"])
-        self.step = int(state["step"])
-        self.best_val = float(state.get("best_val", math.inf))
-        self.bad_steps = int(state.get("bad_steps", 0))
-        if self.dist.rank == 0:
-            ckpt.set_rng_state(state["rng"])
-        else:
-            torch.manual_seed((self.seed * 1000 + self.dist.rank) * 1_000_003 + self.step)
 
     def _resume(self) -> None:
         if self.dist.is_main:
@@ -379,19 +315,11 @@ class Trainer:
             log.info("resume: no checkpoint in %s, starting from scratch", ckpt.checkpoint_dir(self.out_dir))
             return
         path, state = found
-        ckpt.check_keys(state, ("generator", "discriminator", "optim_g", "optim_d", "step", "rng"), path)
-        if state.get("feature_params"):
-            fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
-            fp.check_matches(self.feature_params, f"checkpoint {path}", str(self.data_dir / "feats.yaml"))
-        self.load_state_dict(state, where=str(path))
-        self._last_ckpt = path
-        log.info("resumed from %s (step %d)", path, self.step)
+        self._restore(path, state, required=("generator", "discriminator", "optim_g", "optim_d", "step", "rng"))
 
     def _init_from(self, path: str | Path) -> None:
         state = ckpt.load_checkpoint(path, map_location="cpu")
-        if state.get("feature_params"):
-            fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
-            fp.check_matches(self.feature_params, f"checkpoint {path}", str(self.data_dir / "feats.yaml"))
+        self._check_features(state, path)
         if self.init_generator:
             ckpt.load_generator_weights(self.generator, ckpt.extract_generator_state(state, path), str(path))
         disc = state.get("discriminator")
@@ -410,24 +338,7 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return max(1, len(self.train_split) // self.batch_size)
 
-    def save(self, path: Path | None = None) -> Path:
-        """Write a checkpoint of the current state (rank 0 only; call on every rank)."""
-        path = path or ckpt.checkpoint_path(self.out_dir, self.step)
-        if self.dist.is_main:
-            ckpt.save_checkpoint(path, self.state_dict())
-            if path.name != ckpt.BEST:
-                ckpt.prune_checkpoints(self.out_dir, self.keep_last)
-                self._last_ckpt = path
-        D.barrier()
-        return path
-
     # ------------------------------------------------------------------------------------------ step
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.amp is None:
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
-
     def _mel(self, wav: torch.Tensor) -> torch.Tensor:
         """Loss log-mel ``(B, n_mels, frames)`` of ``(B, 1, samples)`` audio, always in float32."""
         from rfspeech.data.features import log_mel_torch
@@ -464,7 +375,7 @@ class Trainer:
             return None
         self.scaler_d.scale(loss_d).backward()
         self.scaler_d.unscale_(self.optim_d)
-        gn_d = _grad_norm(self.discriminator.parameters(), self.grad_clip)
+        gn_d = grad_norm(self.discriminator.parameters(), self.grad_clip)
         if not math.isfinite(gn_d) and not self.scaler_d.is_enabled():
             self.optim_d.zero_grad(set_to_none=True)
             return None
@@ -490,7 +401,7 @@ class Trainer:
                 return None
             self.scaler_g.scale(loss_g).backward()
         self.scaler_g.unscale_(self.optim_g)
-        gn_g = _grad_norm(self.generator.parameters(), self.grad_clip)
+        gn_g = grad_norm(self.generator.parameters(), self.grad_clip)
         if not math.isfinite(gn_g) and not self.scaler_g.is_enabled():
             self.optim_g.zero_grad(set_to_none=True)
             return None
@@ -507,90 +418,32 @@ class Trainer:
         sampler = SegmentBatchSampler(self.train_split.frames, self.segment_frames, self.batch_size, self.seed,
                                       start_step=self.step, max_steps=self.max_steps, rank=self.dist.rank,
                                       world_size=self.dist.world_size)
-        return torch.utils.data.DataLoader(
-            self.train_data, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate_segments,
-            pin_memory=self.device.type == "cuda",
-            # A private generator: creating the iterator must not draw from the global RNG (exact resume).
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        return self._make_loader(self.train_data, sampler, collate_segments)
 
-    def fit(self) -> TrainResult:
-        """Train until ``max_steps``; returns a :class:`TrainResult`."""
-        from tqdm import tqdm
+    def _train_batch(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float] | None:
+        mel, wav = batch
+        return self.train_step(mel, wav)
 
-        main = self.dist.is_main
-        writer = create_writer(self.out_dir / "tensorboard", enabled=main and self.tensorboard)
-        bar = tqdm(total=self.max_steps, initial=self.step, desc="train", dynamic_ncols=True,
-                   disable=not (main and self.progress))
+    def _train_mode(self) -> None:
         self.generator.train()
         self.discriminator.train()
-        sums: dict[str, float] = {}
-        count, t0, s0 = 0, time.perf_counter(), self.step
-        try:
-            for mel, wav in self._loader():
-                stats = self.train_step(mel, wav)
-                self.step += 1
-                bar.update(1)
-                if stats is None:
-                    self.bad_steps += 1
-                    self._consecutive_bad += 1
-                    log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)",
-                                self.step, self._consecutive_bad)
-                    if self._consecutive_bad >= self.max_bad_steps:
-                        last = self._last_ckpt or "none written"
-                        raise TrainingDiverged(
-                            f"training stopped at step {self.step}: {self._consecutive_bad} consecutive non-finite "
-                            f"losses (train.max_bad_steps={self.max_bad_steps}); last good checkpoint: {last}")
-                else:
-                    self._consecutive_bad = 0
-                    for k, v in stats.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    count += 1
-                if self.lr_decay_unit == "step" or self.step % self.steps_per_epoch == 0:
-                    for sched in (self.sched_g, self.sched_d):
-                        if sched is not None:
-                            sched.step()
-                if self.search is not None:
-                    # The search logs its dilations (search/dilation/<layer>) and structure files itself.
-                    self.search.after_step(self.step, writer if main else None)
-                if self.step % self.log_interval == 0 or self.step == self.max_steps:
-                    dt = time.perf_counter() - t0
-                    vals = {k: v / count for k, v in sums.items()} if count else {}
-                    vals["lr/generator"] = self.optim_g.param_groups[0]["lr"]
-                    vals["lr/discriminator"] = self.optim_d.param_groups[0]["lr"]
-                    vals["perf/steps_per_s"] = (self.step - s0) / dt if dt > 0 else 0.0
-                    vals["train/bad_steps"] = self.bad_steps
-                    log_scalars(writer, vals, self.step)
-                    if "loss/mel" in vals:
-                        bar.set_postfix(mel=f"{vals['loss/mel']:.3f}", d=f"{vals.get('loss/disc', 0):.3f}")
-                    sums, count, t0, s0 = {}, 0, time.perf_counter(), self.step
-                if self.validation_interval > 0 and self.step % self.validation_interval == 0:
-                    self._validate_and_track(writer)
-                if self.checkpoint_interval > 0 and self.step % self.checkpoint_interval == 0:
-                    if self._consecutive_bad:
-                        # Never let a streak of skipped steps rotate the good checkpoints out (keep_last).
-                        log.warning("step %d: checkpoint deferred during a run of non-finite steps", self.step)
-                    else:
-                        self.save()
-            final = ckpt.checkpoint_path(self.out_dir, self.step)
-            if (self.save_last and self.step == self.max_steps and self._last_ckpt != final
-                    and not self._consecutive_bad):
-                if self.validation_interval > 0 and self.step % self.validation_interval and self.step > 0:
-                    self._validate_and_track(writer)
-                self.save()
-        finally:
-            bar.close()
-            writer.flush()
-            writer.close()
-        return TrainResult(self.step, self.best_val, self.last_val, self.bad_steps, self._last_ckpt)
 
-    def _validate_and_track(self, writer: Any) -> None:
-        val = self.validate(writer) if self.dist.is_main else math.nan
-        val = D.broadcast_object(val)
-        self.last_val = val
-        if math.isfinite(val) and val < self.best_val:
-            self.best_val = val
-            self.save(ckpt.checkpoint_dir(self.out_dir) / ckpt.BEST)
+    def _step_schedulers(self, stats: dict[str, float] | None) -> None:
+        # The schedule follows the step count (skipped steps included), per step or per epoch.
+        if self.lr_decay_unit == "step" or self.step % self.steps_per_epoch == 0:
+            for sched in (self.sched_g, self.sched_d):
+                if sched is not None:
+                    sched.step()
+
+    def _lr_values(self) -> dict[str, float]:
+        return {"lr/generator": self.optim_g.param_groups[0]["lr"],
+                "lr/discriminator": self.optim_d.param_groups[0]["lr"]}
+
+    def _progress_postfix(self, vals: dict[str, float]) -> dict[str, str]:
+        return {"mel": f"{vals['loss/mel']:.3f}", "d": f"{vals.get('loss/disc', 0):.3f}"}
+
+    def _validation_score(self, writer: Any) -> float:
+        return self.validate(writer)
 
     @torch.no_grad()
     def validate(self, writer: Any = None) -> float:
@@ -688,15 +541,6 @@ def _f32(x: Any) -> Any:
     if isinstance(x, torch.Tensor):
         return x.float()
     return [_f32(v) for v in x]
-
-
-def _grad_norm(params: Iterable[nn.Parameter], clip: float | None) -> float:
-    params = [p for p in params if p.grad is not None]
-    if not params:
-        return 0.0
-    if clip:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm=float(clip)))
-    return float(torch.nn.utils.get_total_norm([p.grad for p in params]))
 
 
 def _rng_devices(device: torch.device) -> list[int]:

@@ -1,0 +1,417 @@
+"""Machinery shared by the vocoder trainer and the acoustic-model trainer.
+
+:class:`BaseTrainer` holds what does not depend on the model being trained: run arguments and
+their checks, the training loop (non-finite step skipping and counting, scalar logging, validation
+and checkpoint scheduling, the final checkpoint), checkpoint/resume plumbing (the run counters, RNG
+states, feature checks, keep-last-K saving), DDP wrapping, autocast and DataLoader construction.
+
+A subclass supplies the models and optimisers and implements the hooks: ``_train_batch`` (one
+step on a batch from ``_loader``), ``_train_mode``, ``_model_state`` / ``_load_model_state``
+(its part of the checkpoint), ``_lr_values``, ``_progress_postfix``, ``_validation_score`` and,
+where it has more than one scheduler policy, ``_step_schedulers``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from rfspeech.data.manifest import FEATS_YAML, FeatureParams
+from rfspeech.errors import ConfigError, RFSpeechError
+from rfspeech.train import checkpoint as ckpt
+from rfspeech.train import distributed as D
+from rfspeech.train.logging import create_writer, log_scalars
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class TrainingDiverged(RFSpeechError):
+    """Too many consecutive non-finite losses."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished ``fit`` reports.
+
+    Attributes:
+        step: completed optimiser steps.
+        best_val: best validation mel L1 (``inf`` when never validated).
+        last_val: last validation mel L1 (``nan`` when never validated).
+        bad_steps: steps skipped for non-finite values.
+        checkpoint: last step checkpoint written (None when checkpointing was off).
+    """
+
+    step: int
+    best_val: float
+    last_val: float
+    bad_steps: int
+    checkpoint: Path | None
+
+
+def grad_norm(params: Iterable[nn.Parameter], clip: float | None) -> float:
+    """Total gradient norm of ``params`` (before clipping), clipped to ``clip`` when it is set.
+
+    Args:
+        params: parameters; those without a gradient are ignored.
+        clip: maximum norm, or None (or 0) for no clipping.
+
+    Returns:
+        The norm as a float (0.0 when no parameter has a gradient).
+    """
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return 0.0
+    if clip:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm=float(clip)))
+    return float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+
+
+def make_loader(dataset: Dataset, sampler: Sampler, *, collate_fn: Callable[..., Any], num_workers: int,
+                device: torch.device, seed: int) -> DataLoader:
+    """A DataLoader driven by a step-indexed batch sampler.
+
+    Args:
+        dataset: the training dataset.
+        sampler: batch sampler yielding this rank's batch of every remaining step.
+        collate_fn: batch collation.
+        num_workers: worker processes.
+        device: training device (pinned memory on CUDA).
+        seed: seed of the loader's private generator.
+
+    Returns:
+        The loader.
+    """
+    return DataLoader(
+        dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_fn,
+        pin_memory=device.type == "cuda",
+        # A private generator: creating the iterator must not draw from the global RNG (exact resume).
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+class BaseTrainer:
+    """Model-independent part of a trainer (see the module docstring for the hooks).
+
+    Args:
+        data_dir: prepared corpus.
+        out_dir: run directory (``checkpoints/``, ``tensorboard/``).
+        batch_size: global batch size (all ranks together).
+        max_steps: stop after this many optimiser steps.
+        seed: sampling seed.
+        num_workers: DataLoader worker processes per rank.
+        grad_clip: clip gradient norms to this value (None: no clipping).
+        max_bad_steps: consecutive non-finite steps that stop training.
+        log_interval: steps between scalar writes.
+        checkpoint_interval: steps between checkpoints (0: only at the end).
+        keep_last: step checkpoints kept (``best.pt`` is kept apart).
+        validation_interval: steps between validations (0: never).
+        val_max_utts: dev utterances used by validation.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (used when ``dist_info`` is None).
+        structure: fixed structure the model was built with (recorded in checkpoints).
+        structure_mode: ``single`` / ``multiple`` / ``merge`` (recorded with the structure).
+        save_last: write a checkpoint when training ends.
+        search: local search object (``after_step``, ``state_dict``, ``load_state_dict``) or None.
+        searchable: ``make_searchable`` keyword arguments used on the model (recorded).
+        config: resolved run config stored in checkpoints.
+        tensorboard: write TensorBoard events (rank 0).
+        progress: show a tqdm progress bar (rank 0).
+        dist_info: the process's place in a torchrun job (None: read from the environment).
+    """
+
+    #: Config section named in messages about run arguments (``train.max_steps`` ...).
+    section: ClassVar[str] = "train"
+    #: Description of the progress bar.
+    progress_desc: ClassVar[str] = "train"
+    #: Hold checkpoints back while non-finite steps are being skipped, so a streak of them never
+    #: rotates the good checkpoints out (keep_last) and the final checkpoint is not a diverged state.
+    defer_checkpoints_while_bad: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        data_dir: str | Path,
+        out_dir: str | Path,
+        batch_size: int,
+        max_steps: int,
+        seed: int,
+        num_workers: int,
+        grad_clip: float | None,
+        max_bad_steps: int,
+        log_interval: int,
+        checkpoint_interval: int,
+        keep_last: int,
+        validation_interval: int,
+        val_max_utts: int,
+        device: str,
+        structure: dict[str, int] | None,
+        structure_mode: str,
+        save_last: bool,
+        search: Any | None,
+        searchable: dict[str, Any] | None,
+        config: dict[str, Any] | None,
+        tensorboard: bool,
+        progress: bool,
+        dist_info: D.DistInfo | None,
+    ) -> None:
+        if max_steps < 0:
+            raise ConfigError(f"{self.section}.max_steps must be >= 0, got {max_steps}")
+        if max_bad_steps < 1:
+            raise ConfigError(f"{self.section}.max_bad_steps must be >= 1, got {max_bad_steps}")
+        self.dist = dist_info or D.init_distributed(device)
+        self.device = self.dist.device
+        self.data_dir = Path(data_dir)
+        self.out_dir = Path(out_dir)
+        self.batch_size = int(batch_size)
+        self.max_steps = int(max_steps)
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+        self.grad_clip = grad_clip
+        self.max_bad_steps = int(max_bad_steps)
+        self.log_interval = max(1, int(log_interval))
+        self.checkpoint_interval = int(checkpoint_interval)
+        self.keep_last = int(keep_last)
+        self.validation_interval = int(validation_interval)
+        self.val_max_utts = int(val_max_utts)
+        self.structure = dict(structure) if structure else None
+        self.structure_mode = structure_mode
+        self.save_last = bool(save_last)
+        self.search = search
+        self.searchable = dict(searchable) if searchable is not None else None
+        self.config = config or {}
+        self.tensorboard = tensorboard
+        self.progress = progress
+        # Set by the subclass: the training features, and the autocast mode (None, "bf16" or "fp16").
+        self.feature_params: FeatureParams
+        self.amp: str | None = None
+
+        self.step = 0
+        self.best_val = math.inf
+        self.last_val = math.nan
+        self.bad_steps = 0
+        self._consecutive_bad = 0
+        self._last_ckpt: Path | None = None
+
+    # ------------------------------------------------------------------------------------------ hooks
+    @property
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def _model_state(self) -> dict[str, Any]:
+        """The model-specific head of the checkpoint dict (weights, optimisers, schedulers)."""
+        raise NotImplementedError
+
+    def _load_model_state(self, state: dict[str, Any], where: str) -> None:
+        """Restore what :meth:`_model_state` saved."""
+        raise NotImplementedError
+
+    def _loader(self) -> Iterable[Any]:
+        """Batches of the remaining steps, this rank's share."""
+        raise NotImplementedError
+
+    def _train_batch(self, batch: Any) -> dict[str, float] | None:
+        """One training step on a batch of :meth:`_loader`; None when skipped for a non-finite value."""
+        raise NotImplementedError
+
+    def _train_mode(self) -> None:
+        """Put the trained modules in training mode."""
+        raise NotImplementedError
+
+    def _step_schedulers(self, stats: dict[str, float] | None) -> None:
+        """Advance the learning-rate schedulers after a step (``stats`` is None for a skipped one)."""
+        raise NotImplementedError
+
+    def _lr_values(self) -> dict[str, float]:
+        """Current learning rates as log scalars (``lr/<module>``)."""
+        raise NotImplementedError
+
+    def _progress_postfix(self, vals: dict[str, float]) -> dict[str, str]:
+        """Progress-bar postfix from the logged averages (called when they hold ``loss/mel``)."""
+        raise NotImplementedError
+
+    def _validation_score(self, writer: Any) -> float:
+        """Run validation (rank 0) and return the score that selects ``best.pt`` (lower is better)."""
+        raise NotImplementedError
+
+    def _structure_state(self) -> dict[str, Any]:
+        """The structure entries of the checkpoint dict."""
+        return {
+            "structure": self.structure,
+            "structure_mode": self.structure_mode if self.structure else None,
+        }
+
+    def _on_structure_change(self, writer: Any) -> None:
+        """Called when the local search reports new dilations (``after_step`` returned true)."""
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _wrap_ddp(self, module: nn.Module) -> nn.Module:
+        """``module`` in DistributedDataParallel for a multi-process run, else itself."""
+        if not self.dist.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(module, device_ids=ids)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _make_loader(self, dataset: Dataset, sampler: Sampler, collate_fn: Callable[..., Any]) -> DataLoader:
+        return make_loader(dataset, sampler, collate_fn=collate_fn, num_workers=self.num_workers,
+                           device=self.device, seed=self.seed)
+
+    # ------------------------------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (see :mod:`rfspeech.train.checkpoint`)."""
+        return {
+            **self._model_state(),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "rng": ckpt.rng_state(),
+            "search": self.search.state_dict() if self.search is not None else None,
+            "searchable": self.searchable,
+            "config": self.config,
+            "feature_params": self.feature_params.to_dict(),
+            **self._structure_state(),
+            "best_val": self.best_val,
+            "bad_steps": self.bad_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
+        """Restore a :meth:`state_dict` (models, optimisers, search, run counters, RNG states)."""
+        self._load_model_state(state, where)
+        if self.search is not None and state.get("search") is not None:
+            self.search.load_state_dict(state["search"])
+        self.step = int(state["step"])
+        self.best_val = float(state.get("best_val", math.inf))
+        self.bad_steps = int(state.get("bad_steps", 0))
+        if self.dist.rank == 0:
+            ckpt.set_rng_state(state["rng"])
+        else:
+            torch.manual_seed((self.seed * 1000 + self.dist.rank) * 1_000_003 + self.step)
+
+    def _check_features(self, state: dict[str, Any], path: str | Path) -> None:
+        """Refuse a checkpoint trained on other feature parameters than this corpus's."""
+        if state.get("feature_params"):
+            fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
+            fp.check_matches(self.feature_params, f"checkpoint {path}", str(self.data_dir / FEATS_YAML))
+
+    def _restore(self, path: Path, state: dict[str, Any], required: tuple[str, ...]) -> None:
+        """Continue from a checkpoint found by a resume: check it, load it, remember it as the last one."""
+        ckpt.check_keys(state, required, path)
+        self._check_features(state, path)
+        self.load_state_dict(state, where=str(path))
+        self._last_ckpt = path
+        log.info("resumed from %s (step %d)", path, self.step)
+
+    def save(self, path: Path | None = None) -> Path:
+        """Write a checkpoint of the current state (rank 0 only; call on every rank)."""
+        path = path or ckpt.checkpoint_path(self.out_dir, self.step)
+        if self.dist.is_main:
+            ckpt.save_checkpoint(path, self.state_dict())
+            if path.name != ckpt.BEST:
+                ckpt.prune_checkpoints(self.out_dir, self.keep_last)
+                self._last_ckpt = path
+        D.barrier()
+        return path
+
+    # ------------------------------------------------------------------------------------------ loop
+    def fit(self) -> TrainResult:
+        """Train until ``max_steps``; returns a :class:`TrainResult`."""
+        from tqdm import tqdm
+
+        main = self.dist.is_main
+        writer = create_writer(self.out_dir / "tensorboard", enabled=main and self.tensorboard)
+        bar = tqdm(total=self.max_steps, initial=self.step, desc=self.progress_desc, dynamic_ncols=True,
+                   disable=not (main and self.progress))
+        self._train_mode()
+        sums: dict[str, float] = {}
+        count, t0, s0 = 0, time.perf_counter(), self.step
+        try:
+            for batch in self._loader():
+                stats = self._train_batch(batch)
+                self.step += 1
+                bar.update(1)
+                if stats is None:
+                    self._skip_bad_step()
+                else:
+                    self._consecutive_bad = 0
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    count += 1
+                self._step_schedulers(stats)
+                # The search logs its dilations (search/dilation/<layer>) and structure files itself.
+                if self.search is not None and self.search.after_step(self.step, writer if main else None):
+                    self._on_structure_change(writer)
+                if self.step % self.log_interval == 0 or self.step == self.max_steps:
+                    dt = time.perf_counter() - t0
+                    vals = {k: v / count for k, v in sums.items()} if count else {}
+                    vals.update(self._lr_values())
+                    vals["perf/steps_per_s"] = (self.step - s0) / dt if dt > 0 else 0.0
+                    vals["train/bad_steps"] = self.bad_steps
+                    log_scalars(writer, vals, self.step)
+                    if "loss/mel" in vals:
+                        bar.set_postfix(**self._progress_postfix(vals))
+                    sums, count, t0, s0 = {}, 0, time.perf_counter(), self.step
+                if self.validation_interval > 0 and self.step % self.validation_interval == 0:
+                    self._validate_and_track(writer)
+                if self.checkpoint_interval > 0 and self.step % self.checkpoint_interval == 0:
+                    if self._holding_checkpoints():
+                        log.warning("step %d: checkpoint deferred during a run of non-finite steps", self.step)
+                    else:
+                        self.save()
+            final = ckpt.checkpoint_path(self.out_dir, self.step)
+            if (self.save_last and self.step == self.max_steps and self._last_ckpt != final
+                    and not self._holding_checkpoints()):
+                if self.validation_interval > 0 and self.step % self.validation_interval and self.step > 0:
+                    self._validate_and_track(writer)
+                self.save()
+        finally:
+            bar.close()
+            writer.flush()
+            writer.close()
+        return TrainResult(self.step, self.best_val, self.last_val, self.bad_steps, self._last_ckpt)
+
+    def _holding_checkpoints(self) -> bool:
+        return self.defer_checkpoints_while_bad and self._consecutive_bad > 0
+
+    def _skip_bad_step(self) -> None:
+        """Count a step skipped for a non-finite value; stop after ``max_bad_steps`` in a row.
+
+        Raises:
+            TrainingDiverged: ``max_bad_steps`` consecutive skipped steps.
+        """
+        self.bad_steps += 1
+        self._consecutive_bad += 1
+        log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)",
+                    self.step, self._consecutive_bad)
+        if self._consecutive_bad >= self.max_bad_steps:
+            last = self._last_ckpt or "none written"
+            raise TrainingDiverged(
+                f"training stopped at step {self.step}: {self._consecutive_bad} consecutive non-finite "
+                f"losses ({self.section}.max_bad_steps={self.max_bad_steps}); last good checkpoint: {last}")
+
+    def _validate_and_track(self, writer: Any) -> None:
+        # Rank 0 validates; every rank gets its score so all of them take the same best.pt branch.
+        val = self._validation_score(writer) if self.dist.is_main else math.nan
+        val = D.broadcast_object(val)
+        self.last_val = val
+        if math.isfinite(val) and val < self.best_val:
+            self.best_val = val
+            self.save(ckpt.checkpoint_dir(self.out_dir) / ckpt.BEST)
+
