@@ -196,6 +196,24 @@ def test_non_finite_losses_stop_training(prepared: Path, tmp_path: Path) -> None
         trainer.fit()
 
 
+def test_a_streak_of_skipped_steps_keeps_the_last_good_checkpoint(prepared: Path, tmp_path: Path) -> None:
+    from rfspeech.train import checkpoint as ckpt
+    from rfspeech.train.acoustic import TrainingDiverged
+
+    out = tmp_path / "exp"
+    make_trainer(prepared, out, max_steps=2, validation_interval=0, checkpoint_interval=2).fit()
+    good = ckpt.checkpoint_path(out, 2).read_bytes()
+    trainer = make_trainer(prepared, out, max_steps=10, max_bad_steps=3, validation_interval=0,
+                           checkpoint_interval=1, keep_last=1, resume=True)
+    with torch.no_grad():
+        trainer.model.proj_mel.bias.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="3 consecutive"):
+        trainer.fit()
+    # no checkpoint of the diverged state was written, so keep_last=1 did not rotate the good one out
+    assert [p.name for p in ckpt.list_checkpoints(out)] == ["ckpt_00000002.pt"]
+    assert ckpt.checkpoint_path(out, 2).read_bytes() == good
+
+
 def test_model_and_features_must_match(prepared: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="n_mels"):
         make_trainer(prepared, tmp_path / "exp", max_steps=1, model=acoustic_debug(n_mels=40))
@@ -311,3 +329,15 @@ def test_two_process_gloo_ddp(prepared: Path, tmp_path: Path) -> None:
     assert r.stdout.count("trained 4 steps") == 1  # rank 0 reports
     state = ckpt.load_checkpoint(out / "checkpoints" / "ckpt_00000004.pt")
     assert state["step"] == 4
+
+
+def test_resume_refuses_a_run_whose_checkpoints_are_all_unreadable(prepared: Path, tmp_path: Path) -> None:
+    from rfspeech.errors import DataError
+    from rfspeech.train import checkpoint as ckpt
+
+    out = tmp_path / "exp"
+    make_trainer(prepared, out, max_steps=2, validation_interval=0, checkpoint_interval=2).fit()
+    for p in ckpt.list_checkpoints(out):
+        p.write_bytes(p.read_bytes()[:100])  # truncated: as after a crash mid-write without the atomic rename
+    with pytest.raises(DataError, match="no readable checkpoint"):
+        make_trainer(prepared, out, max_steps=4, resume=True)

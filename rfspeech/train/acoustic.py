@@ -128,8 +128,9 @@ class AcousticTrainer(BaseTrainer):
 
     section = "tts"
     progress_desc = "train-tts"
-    # Checkpoints are written on schedule even during a run of skipped steps (as this trainer always did).
-    defer_checkpoints_while_bad = False
+    model_key = "acoustic"
+    checkpoint_what = "an acoustic-model checkpoint"
+    resume_keys = ("acoustic", "optim", "step", "rng")
 
     def __init__(
         self,
@@ -237,14 +238,6 @@ class AcousticTrainer(BaseTrainer):
         self.optim.load_state_dict(state["optim"])
         if self.sched is not None and state.get("sched") is not None:
             self.sched.load_state_dict(state["sched"])
-
-    def _resume(self) -> None:
-        found = load_latest_acoustic(self.out_dir)
-        if found is None:
-            log.info("resume: no checkpoint in %s, starting from scratch", ckpt.checkpoint_dir(self.out_dir))
-            return
-        path, state = found
-        self._restore(path, state, required=("acoustic", "optim", "step", "rng"))
 
     def _init_from(self, path: str | Path) -> None:
         state = ckpt.load_checkpoint(path, map_location="cpu")

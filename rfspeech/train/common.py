@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rfspeech.data.manifest import FEATS_YAML, FeatureParams
-from rfspeech.errors import ConfigError, RFSpeechError
+from rfspeech.errors import ConfigError, DataError, RFSpeechError
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
 from rfspeech.train.logging import create_writer, log_scalars
@@ -138,6 +138,12 @@ class BaseTrainer:
     #: Hold checkpoints back while non-finite steps are being skipped, so a streak of them never
     #: rotates the good checkpoints out (keep_last) and the final checkpoint is not a diverged state.
     defer_checkpoints_while_bad: ClassVar[bool] = True
+    #: Entry a checkpoint of this trainer holds its model under (resume skips files without it).
+    model_key: ClassVar[str] = "generator"
+    #: What such a checkpoint is, for the warning about a skipped file.
+    checkpoint_what: ClassVar[str] = "a training checkpoint (no generator/step)"
+    #: Entries a checkpoint must hold for ``resume=true`` to continue exactly.
+    resume_keys: ClassVar[tuple[str, ...]] = ("generator", "discriminator", "optim_g", "optim_d", "step", "rng")
 
     def __init__(
         self,
@@ -311,9 +317,33 @@ class BaseTrainer:
             fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
             fp.check_matches(self.feature_params, f"checkpoint {path}", str(self.data_dir / FEATS_YAML))
 
-    def _restore(self, path: Path, state: dict[str, Any], required: tuple[str, ...]) -> None:
+    def _resume(self) -> None:
+        """Continue from the newest readable checkpoint of ``out_dir`` (fresh start when there is none).
+
+        Raises:
+            DataError: checkpoints exist but none is readable (starting afresh would let keep_last
+                prune the new checkpoints in favour of the broken ones).
+        """
+        if self.dist.is_main:
+            stale = ckpt.remove_stale_temporaries(self.out_dir)
+            if stale:
+                log.info("resume: removed %d partial checkpoint file(s) of an interrupted write", len(stale))
+        found = ckpt.load_latest(self.out_dir, map_location="cpu", model_key=self.model_key,
+                                 what=self.checkpoint_what)
+        if found is None:
+            present = ckpt.list_checkpoints(self.out_dir)
+            if present:
+                raise DataError(f"resume=true: no readable checkpoint in {ckpt.checkpoint_dir(self.out_dir)} "
+                                f"({len(present)} unreadable, newest {present[-1].name}); remove them to start "
+                                "from scratch")
+            log.info("resume: no checkpoint in %s, starting from scratch", ckpt.checkpoint_dir(self.out_dir))
+            return
+        path, state = found
+        self._restore(path, state)
+
+    def _restore(self, path: Path, state: dict[str, Any]) -> None:
         """Continue from a checkpoint found by a resume: check it, load it, remember it as the last one."""
-        ckpt.check_keys(state, required, path)
+        ckpt.check_keys(state, self.resume_keys, path)
         self._check_features(state, path)
         self.load_state_dict(state, where=str(path))
         self._last_ckpt = path

@@ -42,7 +42,7 @@ from torch import nn
 
 from rfspeech.data.dataset import PreparedSplit, SegmentBatchSampler, SegmentDataset, collate_segments
 from rfspeech.data.manifest import FeatureParams
-from rfspeech.errors import ConfigError, DataError
+from rfspeech.errors import ConfigError
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
 from rfspeech.train.common import (
@@ -298,24 +298,6 @@ class Trainer(BaseTrainer):
         for sched, key in ((self.sched_g, "sched_g"), (self.sched_d, "sched_d")):
             if sched is not None and state.get(key) is not None:
                 sched.load_state_dict(state[key])
-
-    def _resume(self) -> None:
-        if self.dist.is_main:
-            stale = ckpt.remove_stale_temporaries(self.out_dir)
-            if stale:
-                log.info("resume: removed %d partial checkpoint file(s) of an interrupted write", len(stale))
-        found = ckpt.load_latest(self.out_dir, map_location="cpu")
-        if found is None:
-            present = ckpt.list_checkpoints(self.out_dir)
-            if present:
-                # Starting afresh here would let keep_last prune the new checkpoints in favour of the broken ones.
-                raise DataError(f"resume=true: no readable checkpoint in {ckpt.checkpoint_dir(self.out_dir)} "
-                                f"({len(present)} unreadable, newest {present[-1].name}); remove them to start "
-                                "from scratch")
-            log.info("resume: no checkpoint in %s, starting from scratch", ckpt.checkpoint_dir(self.out_dir))
-            return
-        path, state = found
-        self._restore(path, state, required=("generator", "discriminator", "optim_g", "optim_d", "step", "rng"))
 
     def _init_from(self, path: str | Path) -> None:
         state = ckpt.load_checkpoint(path, map_location="cpu")
