@@ -119,3 +119,20 @@ def test_remove_weight_norm_on_a_copy_leaves_the_original_intact() -> None:
     assert parametrize.is_parametrized(model[0])
     torch.testing.assert_close(model(x), ref)
     assert isinstance(clone[0], DilatedConv1d) and not parametrize.is_parametrized(clone[0])
+
+
+def test_torchaudio_loads_with_the_installed_torch() -> None:
+    """The dependency ranges must resolve to a torch/torchaudio pair whose compiled extension loads.
+
+    torchaudio's extension only loads with the torch release it was built for (a mismatched pair
+    fails at import with an undefined symbol), so a clean install that resolved a bad pair fails here.
+    """
+    import torchaudio
+    import torchaudio.functional as AF
+
+    def minor(version: str) -> str:
+        return ".".join(version.split("+")[0].split(".")[:2])
+
+    assert minor(torchaudio.__version__) == minor(torch.__version__)
+    y = AF.resample(torch.randn(1, 2205), 22050, 16000)
+    assert y.shape[-1] == 1600
