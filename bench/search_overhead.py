@@ -54,46 +54,8 @@ TARGET = 1.3
 # ----------------------------------------------------------------------------------------------
 
 
-def _fallback_models(channels: int = 64) -> tuple[nn.Module, nn.Module]:  # pragma: no cover - models exist
-    """A stack of HiFi-GAN-like resblocks and a small conv discriminator (used if the models are missing)."""
-    from rfspeech.layers import dilated_conv1d
-
-    class Gen(nn.Module):
-        hop_length = 256
-        in_channels = 80
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.pre = nn.Conv1d(80, channels, 7, padding=3)
-            self.up = nn.Upsample(scale_factor=256)
-            self.convs = nn.ModuleList(dilated_conv1d(channels, channels, k, dilation=d, weight_norm=True)
-                                       for k in (3, 7, 11) for d in (1, 3, 5))
-            self.post = nn.Conv1d(channels, 1, 7, padding=3)
-
-        def forward(self, mel: torch.Tensor) -> torch.Tensor:
-            x = self.up(self.pre(mel))
-            for c in self.convs:
-                x = x + c(torch.nn.functional.leaky_relu(x, 0.1))
-            return torch.tanh(self.post(x))
-
-    class Disc(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.convs = nn.ModuleList([nn.Conv1d(1, 16, 15, 1, 7), nn.Conv1d(16, 64, 41, 4, 20),
-                                        nn.Conv1d(64, 1, 3, 1, 1)])
-
-        def forward(self, wav: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
-            fmaps = []
-            for c in self.convs:
-                wav = torch.nn.functional.leaky_relu(c(wav), 0.1)
-                fmaps.append(wav)
-            return [wav], [fmaps]
-
-    return Gen(), Disc()
-
-
 def build_models(preset: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
-    """Generator and discriminator of a preset (rfspeech.models; a fallback stack if they are missing).
+    """Generator and discriminator of a preset.
 
     Every preset is trained with HiFi-GAN's losses (the overhead is in the generator's convs, and
     the same losses keep the arms comparable across models).
@@ -102,10 +64,8 @@ def build_models(preset: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
         from rfspeech.models import wavenet
 
         return wavenet.WaveNetGenerator(), wavenet.ParallelWaveGANDiscriminator()
-    try:
-        from rfspeech.models import hifigan
-    except ImportError:  # pragma: no cover
-        return _fallback_models()
+    from rfspeech.models import hifigan
+
     cfg = dict(getattr(hifigan, preset["generator"]))
     if "gen_channels" in preset:
         cfg["upsample_initial_channel"] = preset["gen_channels"]
@@ -115,17 +75,11 @@ def build_models(preset: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
 
 
 def _mel_fn() -> Callable[[torch.Tensor], torch.Tensor]:
-    try:
-        from rfspeech.data.features import log_mel_torch
-        from rfspeech.data.manifest import FeatureParams
+    from rfspeech.data.features import log_mel_torch
+    from rfspeech.data.manifest import FeatureParams
 
-        params = FeatureParams()
-        return lambda wav: log_mel_torch(wav, params, fmax=None)
-    except ImportError:  # pragma: no cover
-        import torchaudio
-
-        mel = torchaudio.transforms.MelSpectrogram(22050, n_fft=1024, hop_length=256, n_mels=80)
-        return lambda wav: torch.log(torch.clamp(mel(wav.squeeze(1)), min=1e-5))
+    params = FeatureParams()
+    return lambda wav: log_mel_torch(wav, params, fmax=None)
 
 
 def make_train_step(gen: nn.Module, disc: nn.Module, mel: torch.Tensor, wav: torch.Tensor) -> Callable[[], float]:

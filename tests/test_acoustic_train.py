@@ -289,7 +289,6 @@ def test_training_on_a_prepared_ljspeech_tree(tmp_path: Path) -> None:
 
 def test_search_then_finetune_the_searched_structure(prepared: Path, tmp_path: Path) -> None:
     """search.enabled=true wraps encoder/decoder/duration convs, writes structure.yaml; structure= trains it fixed."""
-    pytest.importorskip("rfspeech.search")
     import yaml
 
     from rfspeech.bin.train_tts import task

@@ -97,7 +97,6 @@ def test_twin_generators_have_identical_weights_and_outputs() -> None:
 
 
 def test_searched_structure_is_one_expand_step_and_merge_costs_taps() -> None:
-    pytest.importorskip("rfspeech.search")
     from bench.parity import build_arms, conv_taps, searched_structure
     from bench.synthesis import build_generator
     from rfspeech.search import expand_candidates
@@ -113,7 +112,6 @@ def test_searched_structure_is_one_expand_step_and_merge_costs_taps() -> None:
 
 
 def test_equal_size_arm_matches_merge_in_shape_not_weights() -> None:
-    pytest.importorskip("rfspeech.search")
     from bench.parity import build_arms, conv_taps
 
     gens, structure = build_arms("hifigan_v2", ["hand", "merge", "equal"])
@@ -158,7 +156,6 @@ def test_bad_usage_exits_2() -> None:
 
 
 def test_quick_parity_section_writes_json_and_markdown(tmp_path: Path) -> None:
-    pytest.importorskip("rfspeech.search")
     out = tmp_path / "r.json"
     code = bench_main.main(["--quick", "--sections", "parity", "--threads", "1", "--repeats", "1",
                             "--out", str(out)])

@@ -12,11 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from rfspeech.models import HiFiGANGenerator, WaveNetGenerator, hifigan
 from rfspeech.rf import analyze, probe
-
-models = pytest.importorskip("rfspeech.models")
-HiFiGANGenerator = models.HiFiGANGenerator
-WaveNetGenerator = models.WaveNetGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = sorted(p.stem for p in (REPO / "recipes" / "model").glob("*.yaml"))
@@ -98,7 +95,7 @@ def test_analyze_equals_probe_on_published_wavenet_structure() -> None:
 
 
 def _hifigan(version: str, channels: int = 16) -> HiFiGANGenerator:
-    conf = dict(getattr(models.hifigan, f"HIFIGAN_{version}"))
+    conf = dict(getattr(hifigan, f"HIFIGAN_{version}"))
     conf["upsample_initial_channel"] = channels  # the field does not depend on it
     return HiFiGANGenerator(**conf)
 

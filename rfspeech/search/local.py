@@ -25,18 +25,15 @@ def receptive_field(model: nn.Module, segment: float | None = None) -> dict[str,
     """Receptive field of ``model`` at its current (searched) dilations, via :func:`rfspeech.rf.analyze`.
 
     Search wrappers are swapped for their own convs (at the current dilation) for the analysis
-    and put back afterwards. Returns None, with a log line saying why, when :mod:`rfspeech.rf` is
-    not installed or cannot analyse the model.
+    and put back afterwards. Returns None, with a warning saying why, when :mod:`rfspeech.rf`
+    cannot analyse the model (a failed analysis must not end a long search).
 
     Returns:
         ``{"units", "r_min", "r_max", "jump", "r_min_samples", "r_max_samples"}`` (+ ``segment``,
         ``i_min``, ``unproductive`` when ``segment`` is given), or None.
     """
-    try:
-        from rfspeech.rf import analyze
-    except ImportError as e:
-        log.info("receptive field not recorded: rfspeech.rf unavailable (%s)", e)
-        return None
+    from rfspeech.rf import analyze
+
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module  # the DDP wrapper's forward would run collectives on this rank alone
     swapped: list[tuple[str, SearchableConv1d]] = []

@@ -309,10 +309,8 @@ class AcousticTrainer(BaseTrainer):
     def _log_structure(self, writer: Any) -> None:
         if not self.dist.is_main:
             return
-        try:
-            from rfspeech.search import export_structure
-        except ImportError:
-            return
+        from rfspeech.search import export_structure
+
         structure = export_structure(self.model)
         log_dilations(writer, structure, self.step)
         log.info("step %d: searched dilations %s", self.step, structure)
@@ -416,13 +414,9 @@ def load_acoustic(path: str | Path, device: str | torch.device = "cpu") -> tuple
         model.load_state_dict(state["acoustic"])
     except RuntimeError as e:
         raise DataError(f"{path}: weights do not fit config.model.acoustic ({ckpt._short(e)})") from None
-    try:
-        from rfspeech import search
-    except ImportError:
-        search = None
-    fold = getattr(search, "finalize", None) if search is not None else None
-    if fold is not None:
-        fold(model)
+    from rfspeech.search import finalize
+
+    finalize(model)
     model.to(device).eval()
     return model, fp
 

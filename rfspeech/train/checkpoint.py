@@ -289,13 +289,9 @@ def shape_generator_like(generator: nn.Module, state: dict[str, Any]) -> str:
 
 def finalize_for_inference(generator: nn.Module) -> nn.Module:
     """Fold search wrappers into plain convs (searched dilation, or merged branches) and drop weight norm."""
-    try:
-        from rfspeech import search
-    except ImportError:
-        search = None
-    fold = getattr(search, "finalize", None) if search is not None else None
-    if fold is not None:
-        fold(generator)
+    from rfspeech.search import finalize
+
+    finalize(generator)
     rwn = getattr(generator, "remove_weight_norm", None)
     if callable(rwn):
         rwn()

@@ -479,11 +479,9 @@ def _loss_mel_params(features: FeatureParams, overrides: dict[str, Any] | None) 
 
 
 def _receptive_field(generator: nn.Module) -> tuple[float | None, float | None]:
-    """``(r_min, r_max)`` of the generator in mel frames from :mod:`rfspeech.rf`, or Nones when unavailable."""
-    try:
-        from rfspeech.rf import analyze
-    except ImportError:
-        return None, None
+    """``(r_min, r_max)`` of the generator in mel frames (:mod:`rfspeech.rf`), or Nones when it cannot be analysed."""
+    from rfspeech.rf import analyze
+
     try:
         report = analyze(generator)
         return float(report.r_min), float(report.r_max)
