@@ -201,6 +201,9 @@ def test_auto_impl_rules() -> None:
     assert choose_impl(32, 32, 7, 1, (1, 2)) == "dense"  # merged kernel without holes
     assert choose_impl(128, 128, 7, 1, (1, 2)) == "mix"
     assert choose_impl(32, 32, 7, 1, (2, 3, 5)) == "mix"
+    assert choose_impl(64, 128, 3, 1, (1, 2, 3)) == "dense"  # WaveNet's d=2 layers: 5 dense taps
+    assert choose_impl(64, 128, 3, 1, (2, 4, 6)) == "mix"  # d=4: 13 taps, mostly holes
+    assert choose_impl(128, 128, 3, 1, (1, 2, 3)) == "mix"
     assert choose_impl(64, 64, 3, 64, (1, 2)) == "dense"  # depthwise, short merged kernel
     assert choose_impl(64, 64, 11, 64, (3, 5, 8)) == "naive"  # depthwise, long merged kernel
 
