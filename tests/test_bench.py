@@ -186,3 +186,15 @@ def test_failing_section_is_recorded_not_fatal(tmp_path: Path, monkeypatch: pyte
     result = json.loads(out.read_text())
     assert result["errors"] == {"features": "RuntimeError: planted failure"}
     assert "planted failure" in out.with_suffix(".md").read_text()
+
+
+def test_tiled_corpus_is_a_valid_ljspeech_tree_n_times_over(tmp_path: Path) -> None:
+    from bench.features import MINI_CORPUS, corpus_files, corpus_seconds, tiled_corpus
+    from rfspeech.data.corpora import scan_ljspeech
+
+    tiled = tiled_corpus(MINI_CORPUS, 3, tmp_path / "tiled")
+    entries, bad = scan_ljspeech(tiled, speaker="LJ")
+    n = len(corpus_files(MINI_CORPUS))
+    assert not bad and len(entries) == 3 * n == len({e.utt_id for e in entries})
+    assert corpus_seconds(corpus_files(tiled)) == pytest.approx(3 * corpus_seconds(corpus_files(MINI_CORPUS)))
+    assert all((tiled / "wavs").joinpath(f"{e.utt_id}.flac").is_symlink() for e in entries)
