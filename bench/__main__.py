@@ -139,11 +139,36 @@ def markdown(result: dict[str, Any]) -> str:
         cpu = "—" if r.get("cpu_ratio") is None else f"{r['cpu_ratio']:.3g}"
         lines.append(f"| {r['section']} | {r['measure']} | {ratio} | {r['spread']} | {cpu} | {r['target']} | "
                      f"{status_text(r['met'])} | {r['context']} |")
+    lines += _profile_lines(result.get("sections", {}).get("synthesis", {}).get("profile"))
     if result.get("errors"):
         lines += ["", "## Sections that failed", ""]
         lines += [f"- **{name}**: {err}" for name, err in result["errors"].items()]
     lines += ["", "## Headline keys", "", "```json", json.dumps(headline(result), indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _profile_lines(profile: dict[str, Any] | None) -> list[str]:
+    """The synthesis profile (where inference time goes) as a short Markdown section."""
+    if not profile:
+        return []
+    fp32, bf16 = profile.get("peak_fp32_gflops_per_s"), profile.get("peak_bf16_gflops_per_s")
+    lines = ["", f"## Where {profile['model']} inference time goes (torch.profiler, {profile['threads']} threads, "
+                 f"{profile['audio_seconds']} s of audio, {profile['conv_gflop']} GFLOP of convolutions)", ""]
+    if fp32:
+        lines.append(f"Yardstick, same run: one large convolution (512 → 512 channels, kernel 7, 4096 steps) reaches "
+                     f"{fp32:.4g} GFLOP/s in fp32" + (f" and {bf16:.4g} GFLOP/s in bf16." if bf16 else "."))
+        lines.append("")
+    lines += ["| path | total | convolution share | convolution GFLOP/s | top ops (self time share) |",
+              "| --- | --- | --- | --- | --- |"]
+    for label in ("plain", "rfspeech"):
+        p = profile.get(label)
+        if not p:
+            continue
+        gf = p.get("conv_gflops_per_s")
+        gf_text = "—" if gf is None else f"{gf:.4g}" + (f" ({gf / fp32:.0%} of the yardstick)" if fp32 else "")
+        top = ", ".join(f"{t['op'].removeprefix('aten::')} {t['share']:.1%}" for t in p["top"][:5])
+        lines.append(f"| {label} | {p['total_ms']:.4g} ms | {p['conv_share']:.1%} | {gf_text} | {top} |")
+    return lines
 
 
 def _fmt_load(load: Sequence[float] | None) -> str:
@@ -191,7 +216,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "machines)")
     parser.add_argument("--search-models", default=None,
                         help="presets of the search_overhead section, comma-separated (default: its own: "
-                             "v1,v2 full, quick with --quick)")
+                             "v1,v2,wavenet full, quick with --quick)")
     args = parser.parse_args(argv)
     args.search_models = [m.strip() for m in args.search_models.split(",") if m.strip()] \
         if args.search_models else None

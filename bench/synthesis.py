@@ -216,11 +216,37 @@ def conv_flops(gen: nn.Module, inputs: tuple[Any, ...]) -> int:
     return total[0]
 
 
+def conv_peak_gflops(dtype: torch.dtype = torch.float32, channels: int = 512, kernel: int = 7, length: int = 4096,
+                     repeats: int = 7) -> float:
+    """GFLOP/s of one large, well-shaped 1D convolution in ``dtype`` (oneDNN, current threads): the
+    yardstick for the generator's convolutions (median of ``repeats`` timed calls).
+
+    A convolution rather than ``torch.mm``: on some CPUs (AMD with MKL) the matrix product runs a
+    slower library path than oneDNN's convolutions and would understate what is reachable.
+    """
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, channels, length, generator=g).to(dtype)
+    w = torch.randn(channels, channels, kernel, generator=g).to(dtype)
+    walls = []
+    with torch.inference_mode():
+        F.conv1d(x, w, padding=kernel // 2)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            F.conv1d(x, w, padding=kernel // 2)
+            walls.append(time.perf_counter() - t0)
+    walls.sort()
+    return round_sig(2 * channels * channels * kernel * length / walls[len(walls) // 2] / 1e9)
+
+
 def profile_top_ops(name: str = "hifigan_v1", seconds: float = 0.5, rows: int = 12, seed: int = 0) -> dict[str, Any]:
     """torch.profiler top ops (by self CPU time) of the plain and the rfspeech path of one model.
 
     Explains where inference time goes (what any speed-up has to attack): besides the top ops, the
-    share of time in convolution kernels and the GFLOP/s they reach (conv FLOPs counted by hooks).
+    share of time in convolution kernels and the GFLOP/s they reach (conv FLOPs counted by hooks),
+    beside the GFLOP/s of one large fp32 (and bf16) convolution measured in the same run: when the
+    generator's convolutions already run near it, only fewer FLOPs or lower precision can go faster.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -232,7 +258,9 @@ def profile_top_ops(name: str = "hifigan_v1", seconds: float = 0.5, rows: int = 
     flops = conv_flops(fast, inputs)
     out: dict[str, Any] = {"model": name, "threads": torch.get_num_threads(),
                            "audio_seconds": round_sig(inputs[0].shape[-1] * plain.hop_length / SAMPLE_RATE),
-                           "conv_gflop": round_sig(flops / 1e9)}
+                           "conv_gflop": round_sig(flops / 1e9),
+                           "peak_fp32_gflops_per_s": conv_peak_gflops(torch.float32),
+                           "peak_bf16_gflops_per_s": conv_peak_gflops(torch.bfloat16)}
     for label, gen, ctx in (("plain", plain, torch.no_grad), ("rfspeech", fast, torch.inference_mode)):
         with ctx(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the profiler's notes about cycles and missing GPUs

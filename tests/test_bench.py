@@ -198,3 +198,16 @@ def test_tiled_corpus_is_a_valid_ljspeech_tree_n_times_over(tmp_path: Path) -> N
     assert not bad and len(entries) == 3 * n == len({e.utt_id for e in entries})
     assert corpus_seconds(corpus_files(tiled)) == pytest.approx(3 * corpus_seconds(corpus_files(MINI_CORPUS)))
     assert all((tiled / "wavs").joinpath(f"{e.utt_id}.flac").is_symlink() for e in entries)
+
+
+def test_profile_section_states_conv_share_against_the_yardstick() -> None:
+    from bench.__main__ import _profile_lines
+
+    assert _profile_lines(None) == []
+    top = [{"op": "aten::mkldnn_convolution", "calls": 73, "self_ms": 90.0, "share": 0.9}]
+    profile = {"model": "hifigan_v1", "threads": 2, "audio_seconds": 0.5, "conv_gflop": 26.4,
+               "peak_fp32_gflops_per_s": 200.0, "peak_bf16_gflops_per_s": 400.0,
+               "plain": {"total_ms": 100.0, "conv_share": 0.9, "conv_gflops_per_s": 150.0, "top": top}}
+    text = "\n".join(_profile_lines(profile))
+    assert "200 GFLOP/s in fp32 and 400 GFLOP/s in bf16" in text
+    assert "| plain | 100 ms | 90.0% | 150 (75% of the yardstick) | mkldnn_convolution 90.0% |" in text
