@@ -104,6 +104,41 @@ def test_training_writes_checkpoints_tensorboard_and_learns_lr_schedule(data_dir
     assert any(t.startswith("val/mel/") for t in tags["images"])
 
 
+def test_parallel_wavegan_objective_trains_the_generator_alone_until_the_discriminator_starts(
+        data_dir: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "pwg"
+    tr = trainer(data_dir, out, "model=wavenet_debug", "train.max_steps=4", "train.log_interval=1",
+                 "train.validation_interval=0", "train.checkpoint_interval=0", "train.discriminator_start_step=2",
+                 "train.loss_weights={adv: 4.0, fm: 0.0, mel: 0.0, stft: 1.0}")
+    d0 = {k: v.clone() for k, v in tr.discriminator.state_dict().items()}
+    g0 = {k: v.clone() for k, v in tr.generator.state_dict().items()}
+    tr.max_steps = 2
+    tr.fit()
+    assert all(torch.equal(d0[k], v) for k, v in tr.discriminator.state_dict().items())  # not updated before step 2
+    assert any(not torch.equal(g0[k], v) for k, v in tr.generator.state_dict().items())
+    tr.max_steps = 4
+    tr.fit()
+    assert any(not torch.equal(d0[k], v) for k, v in tr.discriminator.state_dict().items())  # updated from step 2
+
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss/stft_sc")] == [1, 2, 3, 4]
+    assert [e.step for e in acc.Scalars("loss/mel")] == [1, 2, 3, 4]  # logged at weight 0 too
+    assert [e.step for e in acc.Scalars("loss/disc")] == [3, 4]
+    assert [e.step for e in acc.Scalars("loss/gen_adv")] == [3, 4]
+
+
+def test_unknown_loss_weight_and_bad_stft_resolutions_are_config_errors(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train.loss_weights: unknown key\(s\) \['mell'\]"):
+        trainer(data_dir, tmp_path / "a", "+train.loss_weights.mell=45")
+    with pytest.raises(ConfigError, match="train.stft_resolutions"):
+        trainer(data_dir, tmp_path / "b", "train.stft_resolutions=[[512,50,1024]]")
+    with pytest.raises(ConfigError, match="discriminator_start_step"):
+        trainer(data_dir, tmp_path / "c", "train.discriminator_start_step=-1")
+
+
 @pytest.mark.parametrize("model", ["hifigan_debug", "wavenet_debug"])
 def test_resume_is_bit_identical_to_an_uninterrupted_run(data_dir: Path, tmp_path: Path, model: str) -> None:
     # 3 steps per epoch: the resumed part crosses an lr decay; validation (noise draws) before and after.

@@ -130,6 +130,7 @@ def make_trainer(
     from hydra.utils import instantiate
 
     from rfspeech.data.manifest import FeatureParams
+    from rfspeech.train.losses import LOSS_WEIGHTS
     from rfspeech.train.trainer import Trainer
 
     require(cfg, "data_dir", "out_dir")
@@ -145,7 +146,11 @@ def make_trainer(
     features = None
     if cfg.get("features"):
         features = FeatureParams.from_dict(to_container(cfg.features), where="features")
-    weights = t.get("loss_weights") or {}
+    given = dict(to_container(t.loss_weights)) if t.get("loss_weights") is not None else {}
+    unknown = sorted(set(given) - set(LOSS_WEIGHTS))
+    if unknown:
+        raise ConfigError(f"train.loss_weights: unknown key(s) {unknown}; known: {list(LOSS_WEIGHTS)}")
+    weights = {**LOSS_WEIGHTS, **given}
     sched_g = instantiate(t.scheduler_g, _convert_="all") if t.get("scheduler_g") else None
     sched_d = instantiate(t.scheduler_d, _convert_="all") if t.get("scheduler_d") else None
     kwargs: dict[str, Any] = dict(
@@ -156,8 +161,10 @@ def make_trainer(
         data_dir=cfg.data_dir, out_dir=cfg.out_dir, feature_params=features,
         segment_size=int(t.segment_size), batch_size=int(t.batch_size), max_steps=int(t.max_steps),
         seed=int(cfg.seed), num_workers=int(t.num_workers), lr_decay_unit=str(t.lr_decay_unit),
-        lambda_adv=float(weights.get("adv", 1.0)), lambda_fm=float(weights.get("fm", 2.0)),
-        lambda_mel=float(weights.get("mel", 45.0)),
+        lambda_adv=float(weights["adv"]), lambda_fm=float(weights["fm"]), lambda_mel=float(weights["mel"]),
+        lambda_stft=float(weights["stft"]),
+        stft_resolutions=to_container(t.stft_resolutions) if t.get("stft_resolutions") is not None else None,
+        discriminator_start_step=int(t.get("discriminator_start_step", 0)),
         loss_mel=to_container(t.loss_mel) if t.get("loss_mel") is not None else None,
         grad_clip=t.get("grad_clip"), max_bad_steps=int(t.max_bad_steps),
         log_interval=int(t.log_interval), checkpoint_interval=int(t.checkpoint_interval),

@@ -370,8 +370,10 @@ class BaseTrainer:
         bar = tqdm(total=self.max_steps, initial=self.step, desc=self.progress_desc, dynamic_ncols=True,
                    disable=not (main and self.progress))
         self._train_mode()
+        # per-key sums and counts: some terms exist only in some steps (the GAN losses start late)
         sums: dict[str, float] = {}
-        count, t0, s0 = 0, time.perf_counter(), self.step
+        counts: dict[str, int] = {}
+        t0, s0 = time.perf_counter(), self.step
         try:
             for batch in self._loader():
                 stats = self._train_batch(batch)
@@ -383,21 +385,21 @@ class BaseTrainer:
                     self._consecutive_bad = 0
                     for k, v in stats.items():
                         sums[k] = sums.get(k, 0.0) + v
-                    count += 1
+                        counts[k] = counts.get(k, 0) + 1
                 self._step_schedulers(stats)
                 # The search logs its dilations (search/dilation/<layer>) and structure files itself.
                 if self.search is not None and self.search.after_step(self.step, writer if main else None):
                     self._on_structure_change(writer)
                 if self.step % self.log_interval == 0 or self.step == self.max_steps:
                     dt = time.perf_counter() - t0
-                    vals = {k: v / count for k, v in sums.items()} if count else {}
+                    vals = {k: v / counts[k] for k, v in sums.items()}
                     vals.update(self._lr_values())
                     vals["perf/steps_per_s"] = (self.step - s0) / dt if dt > 0 else 0.0
                     vals["train/bad_steps"] = self.bad_steps
                     log_scalars(writer, vals, self.step)
                     if "loss/mel" in vals:
                         bar.set_postfix(**self._progress_postfix(vals))
-                    sums, count, t0, s0 = {}, 0, time.perf_counter(), self.step
+                    sums, counts, t0, s0 = {}, {}, time.perf_counter(), self.step
                 if self.validation_interval > 0 and self.step % self.validation_interval == 0:
                     self._validate_and_track(writer)
                 if self.checkpoint_interval > 0 and self.step % self.checkpoint_interval == 0:

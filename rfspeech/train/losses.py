@@ -1,9 +1,11 @@
-"""GAN losses of HiFi-GAN (least squares + feature matching); the mel L1 term is the trainer's.
+"""Vocoder losses: least-squares GAN + feature matching (HiFi-GAN), multi-resolution STFT (ParallelWaveGAN).
 
-Every function takes the discriminator outputs as the models return them
+Every GAN function takes the discriminator outputs as the models return them
 (``logits: list[Tensor]``, ``fmaps: list[list[Tensor]]``, one entry per sub-discriminator), so
 the same code trains HiFi-GAN's MPD+MSD and ParallelWaveGAN's single discriminator.
-The official weights are :data:`LAMBDA_FM` (×2) and :data:`LAMBDA_MEL` (×45).
+HiFi-GAN's weights are :data:`LAMBDA_FM` (×2) and :data:`LAMBDA_MEL` (×45); ParallelWaveGAN trains
+its generator with :func:`multi_resolution_stft_loss` alone, then adds the adversarial loss ×4 once
+the discriminator starts (the trainer's ``loss_weights`` and ``discriminator_start_step``).
 """
 
 from __future__ import annotations
@@ -16,16 +18,21 @@ import torch.nn.functional as F
 __all__ = [
     "LAMBDA_FM",
     "LAMBDA_MEL",
+    "LOSS_WEIGHTS",
+    "PWG_STFT_RESOLUTIONS",
     "discriminator_loss",
     "feature_matching_loss",
     "generator_adversarial_loss",
     "mel_l1_loss",
+    "multi_resolution_stft_loss",
 ]
 
 #: Weight of the feature-matching loss in HiFi-GAN's generator objective.
 LAMBDA_FM = 2.0
 #: Weight of the mel-spectrogram L1 loss in HiFi-GAN's generator objective.
 LAMBDA_MEL = 45.0
+#: The trainer's ``loss_weights`` keys and their defaults (HiFi-GAN's objective).
+LOSS_WEIGHTS: dict[str, float] = {"adv": 1.0, "fm": LAMBDA_FM, "mel": LAMBDA_MEL, "stft": 0.0}
 
 
 def discriminator_loss(
@@ -101,3 +108,52 @@ def mel_l1_loss(mel_real: torch.Tensor, mel_fake: torch.Tensor) -> torch.Tensor:
     """
     t = min(mel_real.size(-1), mel_fake.size(-1))
     return F.l1_loss(mel_fake[..., :t], mel_real[..., :t])
+
+
+#: ParallelWaveGAN's STFT resolutions: ``(fft_size, hop_size, win_length)``, Hann windows.
+PWG_STFT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
+
+_WINDOWS: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _stft_magnitude(x: torch.Tensor, fft_size: int, hop_size: int, win_length: int) -> torch.Tensor:
+    key = (win_length, x.dtype, x.device)
+    if key not in _WINDOWS:
+        _WINDOWS[key] = torch.hann_window(win_length, dtype=x.dtype, device=x.device)
+    spec = torch.stft(x, fft_size, hop_size, win_length, _WINDOWS[key], return_complex=True)
+    # clamped power before the root: the gradient of |z| is undefined at 0 (silent frames)
+    return torch.sqrt(torch.clamp(spec.real.pow(2) + spec.imag.pow(2), min=1e-7)).transpose(1, 2)
+
+
+def multi_resolution_stft_loss(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    resolutions: Sequence[Sequence[int]] = PWG_STFT_RESOLUTIONS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ParallelWaveGAN's multi-resolution STFT loss (Yamamoto et al., 2020), averaged over resolutions.
+
+    Per resolution, with magnitudes ``X = |STFT(fake)|`` and ``Y = |STFT(real)|`` (Hann window,
+    centred frames, power clamped at ``1e-7``): spectral convergence ``‖Y − X‖_F / ‖Y‖_F`` (over the
+    whole batch) and log-magnitude ``mean |log Y − log X|``.
+
+    Args:
+        fake: ``(B, 1, samples)`` or ``(B, samples)`` generated audio.
+        real: the same shape, reference audio.
+        resolutions: ``(fft_size, hop_size, win_length)`` triples.
+
+    Returns:
+        ``(spectral_convergence, log_magnitude)``; ParallelWaveGAN's generator loss is their sum.
+    """
+    if fake.dim() == 3:
+        fake, real = fake.squeeze(1), real.squeeze(1)
+    if fake.shape != real.shape or fake.dim() != 2:
+        raise ValueError(f"expected equal (B, samples) waveforms, got {tuple(fake.shape)} and {tuple(real.shape)}")
+    if not resolutions:
+        raise ValueError("expected at least one STFT resolution")
+    sc, mag = [], []
+    for fft_size, hop_size, win_length in resolutions:
+        x = _stft_magnitude(fake, int(fft_size), int(hop_size), int(win_length))
+        y = _stft_magnitude(real, int(fft_size), int(hop_size), int(win_length))
+        sc.append(torch.linalg.vector_norm(y - x) / torch.linalg.vector_norm(y))
+        mag.append(F.l1_loss(torch.log(x), torch.log(y)))
+    return torch.stack(sc).mean(), torch.stack(mag).mean()

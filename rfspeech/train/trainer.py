@@ -5,10 +5,14 @@ One training step, identical for every vocoder (no per-model branches):
 1. generator forward on a mel segment → fake audio;
 2. discriminator step: LSGAN loss on ``D([real; fake.detach()])`` (one forward on the concatenated
    batch, so DDP sees one forward per backward);
-3. generator step: ``λ_adv · LSGAN + λ_fm · feature matching + λ_mel · L1(log-mel(fake), log-mel(real))``
-   (official HiFi-GAN weights 1 / 2 / 45). The loss mel uses the training features' parameters with
-   the overrides of ``loss_mel`` (HiFi-GAN computes it with ``fmax=None``, i.e. up to Nyquist).
+3. generator step: ``λ_adv · LSGAN + λ_fm · feature matching + λ_mel · L1(log-mel(fake), log-mel(real))
+   + λ_stft · multi-resolution STFT`` (HiFi-GAN's weights 1 / 2 / 45 / 0; ParallelWaveGAN's 4 / 0 / 0 / 1).
+   The loss mel uses the training features' parameters with the overrides of ``loss_mel`` (HiFi-GAN
+   computes it with ``fmax=None``, i.e. up to Nyquist); it is computed and logged even at weight 0.
    The discriminator's parameters are frozen for this pass (its gradients would be thrown away).
+
+Before ``discriminator_start_step`` (ParallelWaveGAN: 100 k) the discriminator is neither updated nor
+run, and the generator trains on its non-adversarial terms alone (mel and/or STFT).
 
 Validation (rank 0, every ``validation_interval`` steps): mel L1 over whole dev utterances, audio and
 mel images to TensorBoard; the best one is kept as ``checkpoints/best.pt``.
@@ -32,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +89,10 @@ class Trainer(BaseTrainer):
         lambda_adv: weight of the generator's adversarial loss.
         lambda_fm: weight of feature matching.
         lambda_mel: weight of the mel L1.
+        lambda_stft: weight of the multi-resolution STFT loss (spectral convergence + log magnitude).
+        stft_resolutions: its ``(fft_size, hop_size, win_length)`` triples (default ParallelWaveGAN's).
+        discriminator_start_step: steps trained without the discriminator (and without the
+            adversarial and feature-matching terms) before the GAN starts.
         loss_mel: overrides of the feature parameters for the loss mel (default ``{"fmax": None}``).
         grad_clip: clip gradient norms to this value (None: no clipping; the norm is still logged).
         max_bad_steps: consecutive non-finite steps that stop training.
@@ -137,6 +145,9 @@ class Trainer(BaseTrainer):
         lambda_adv: float = 1.0,
         lambda_fm: float = 2.0,
         lambda_mel: float = 45.0,
+        lambda_stft: float = 0.0,
+        stft_resolutions: Sequence[Sequence[int]] | None = None,
+        discriminator_start_step: int = 0,
         loss_mel: dict[str, Any] | None = None,
         grad_clip: float | None = None,
         max_bad_steps: int = 10,
@@ -178,6 +189,11 @@ class Trainer(BaseTrainer):
         self.segment_size = int(segment_size)
         self.lr_decay_unit = lr_decay_unit
         self.lambda_adv, self.lambda_fm, self.lambda_mel = float(lambda_adv), float(lambda_fm), float(lambda_mel)
+        self.lambda_stft = float(lambda_stft)
+        self.stft_resolutions = _stft_resolutions(stft_resolutions)
+        self.discriminator_start_step = int(discriminator_start_step)
+        if self.discriminator_start_step < 0:
+            raise ConfigError(f"train.discriminator_start_step must be >= 0, got {discriminator_start_step}")
         self.n_audio_samples = int(n_audio_samples)
         self.min_segment_frames = int(min_segment_frames)
         self.amp = amp
@@ -329,7 +345,7 @@ class Trainer(BaseTrainer):
             return log_mel_torch(wav.float(), self.loss_mel_params)
 
     def train_step(self, mel: torch.Tensor, wav: torch.Tensor) -> dict[str, float] | None:
-        """One discriminator + generator update on a batch.
+        """One discriminator (from ``discriminator_start_step`` on) and generator update on a batch.
 
         Args:
             mel: ``(B, n_mels, segment_frames)``.
@@ -343,14 +359,62 @@ class Trainer(BaseTrainer):
         mel = mel.to(self.device, non_blocking=True)
         wav = wav.to(self.device, non_blocking=True)
         n = wav.size(0)
+        adversarial = self.step >= self.discriminator_start_step
         with self._autocast():
             fake = self._g_fwd(mel)
         fake = fake[..., : wav.size(-1)]
+        stats: dict[str, float] = {}
+        if adversarial:
+            d_stats = self._discriminator_step(wav, fake.detach())
+            if d_stats is None:
+                return None
+            stats.update(d_stats)
 
-        # ---- discriminator ----
+        # ---- generator ----
+        self.optim_g.zero_grad(set_to_none=True)
+        # The generator step needs no discriminator gradients: its parameters are frozen for this pass
+        # (about 15 % of a step saved) and DDP, told not to sync, expects none.
+        no_sync = self.d_train.no_sync() if isinstance(self.d_train, nn.parallel.DistributedDataParallel) \
+            else contextlib.nullcontext()
+        with no_sync, _frozen(self.discriminator):
+            loss_mel = F.l1_loss(self._mel(fake), self._mel(wav))
+            loss_g = self.lambda_mel * loss_mel
+            stats["loss/mel"] = loss_mel.item()
+            if self.lambda_stft:
+                with torch.autocast(self.device.type, enabled=False):
+                    sc, mag = losses.multi_resolution_stft_loss(fake.float(), wav.float(), self.stft_resolutions)
+                loss_g = loss_g + self.lambda_stft * (sc + mag)
+                stats.update({"loss/stft_sc": sc.item(), "loss/stft_mag": mag.item()})
+            if adversarial:
+                with self._autocast():
+                    logits, fmaps = self._d_fwd(torch.cat([wav, fake]))
+                real_f, fake_f = _halves(fmaps, n)
+                _, fake_l = _halves(logits, n)
+                loss_adv, _ = losses.generator_adversarial_loss(_f32(fake_l))
+                loss_fm = losses.feature_matching_loss(_f32(_detach(real_f)), _f32(fake_f))
+                loss_g = loss_g + self.lambda_adv * loss_adv + self.lambda_fm * loss_fm
+                stats.update({"loss/gen_adv": loss_adv.item(), "loss/fm": loss_fm.item()})
+            if not D.all_true(bool(torch.isfinite(loss_g)), self.device):
+                return None
+            self.scaler_g.scale(loss_g).backward()
+        self.scaler_g.unscale_(self.optim_g)
+        gn_g = grad_norm(self.generator.parameters(), self.grad_clip)
+        if not math.isfinite(gn_g) and not self.scaler_g.is_enabled():
+            self.optim_g.zero_grad(set_to_none=True)
+            return None
+        self.scaler_g.step(self.optim_g)
+        self.scaler_g.update()
+        stats.update({"loss/gen_total": loss_g.item(), "grad_norm/generator": gn_g})
+        return stats
+
+    def _discriminator_step(self, wav: torch.Tensor, fake: torch.Tensor) -> dict[str, float] | None:
+        """One LSGAN update of the discriminator on ``[real; fake]``; None when it was non-finite (skipped)."""
+        from rfspeech.train import losses
+
+        n = wav.size(0)
         self.optim_d.zero_grad(set_to_none=True)
         with self._autocast():
-            logits, _ = self._d_fwd(torch.cat([wav, fake.detach()]))
+            logits, _ = self._d_fwd(torch.cat([wav, fake]))
         real_l, fake_l = _halves(logits, n)
         loss_d, _, _ = losses.discriminator_loss(_f32(real_l), _f32(fake_l))
         if not D.all_true(bool(torch.isfinite(loss_d)), self.device):
@@ -363,37 +427,7 @@ class Trainer(BaseTrainer):
             return None
         self.scaler_d.step(self.optim_d)
         self.scaler_d.update()
-
-        # ---- generator ----
-        self.optim_g.zero_grad(set_to_none=True)
-        # The generator step needs no discriminator gradients: its parameters are frozen for this pass
-        # (about 15 % of a step saved) and DDP, told not to sync, expects none.
-        no_sync = self.d_train.no_sync() if isinstance(self.d_train, nn.parallel.DistributedDataParallel) \
-            else contextlib.nullcontext()
-        with no_sync, _frozen(self.discriminator):
-            with self._autocast():
-                logits, fmaps = self._d_fwd(torch.cat([wav, fake]))
-            real_f, fake_f = _halves(fmaps, n)
-            _, fake_l = _halves(logits, n)
-            loss_adv, _ = losses.generator_adversarial_loss(_f32(fake_l))
-            loss_fm = losses.feature_matching_loss(_f32(_detach(real_f)), _f32(fake_f))
-            loss_mel = F.l1_loss(self._mel(fake), self._mel(wav))
-            loss_g = self.lambda_adv * loss_adv + self.lambda_fm * loss_fm + self.lambda_mel * loss_mel
-            if not D.all_true(bool(torch.isfinite(loss_g)), self.device):
-                return None
-            self.scaler_g.scale(loss_g).backward()
-        self.scaler_g.unscale_(self.optim_g)
-        gn_g = grad_norm(self.generator.parameters(), self.grad_clip)
-        if not math.isfinite(gn_g) and not self.scaler_g.is_enabled():
-            self.optim_g.zero_grad(set_to_none=True)
-            return None
-        self.scaler_g.step(self.optim_g)
-        self.scaler_g.update()
-        return {
-            "loss/mel": loss_mel.item(), "loss/gen_adv": loss_adv.item(), "loss/fm": loss_fm.item(),
-            "loss/disc": loss_d.item(), "loss/gen_total": loss_g.item(),
-            "grad_norm/generator": gn_g, "grad_norm/discriminator": gn_d,
-        }
+        return {"loss/disc": loss_d.item(), "grad_norm/discriminator": gn_d}
 
     # ------------------------------------------------------------------------------------------ loop
     def _loader(self) -> torch.utils.data.DataLoader:
@@ -468,6 +502,24 @@ class Trainer(BaseTrainer):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def _stft_resolutions(value: Sequence[Sequence[int]] | None) -> tuple[tuple[int, int, int], ...]:
+    """Checked ``(fft_size, hop_size, win_length)`` triples (default ParallelWaveGAN's)."""
+    from rfspeech.train.losses import PWG_STFT_RESOLUTIONS
+
+    if value is None:
+        return PWG_STFT_RESOLUTIONS
+    try:
+        out = tuple((int(f), int(h), int(w)) for f, h, w in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"train.stft_resolutions must be a list of [fft_size, hop_size, win_length], got {value!r}") \
+            from None
+    bad = [r for r in out if not (0 < r[1] and 0 < r[2] <= r[0])]
+    if not out or bad:
+        raise ConfigError(f"train.stft_resolutions: each needs hop_size > 0 and 0 < win_length <= fft_size, got "
+                          f"{list(bad or out)}")
+    return out
+
+
 def _loss_mel_params(features: FeatureParams, overrides: dict[str, Any] | None) -> FeatureParams:
     """The feature parameters of the loss mel: the training features with ``overrides`` (never normalised)."""
     over = {"fmax": None} if overrides is None else dict(overrides)
