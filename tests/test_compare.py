@@ -208,3 +208,12 @@ def test_html_renders_in_headless_chromium(report: tuple[Path, object], tmp_path
     r = subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,2000", url],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and shot.stat().st_size > 10_000
+
+
+def test_small_differences_keep_their_digits_and_fields_round_to_four() -> None:
+    from rfspeech.evaluate.report import _num, _rf_text
+
+    assert _num(0.0004, "f0_rmse") == "0.0004"  # significant but below the column's 2 decimals
+    assert _num(0.0, "f0_rmse") == "0.00" and _num(17.754, "f0_rmse") == "17.75"
+    rf = {"r_min": 8.171875, "r_max": 26.453125, "units": "frames", "r_min_samples": 2092, "r_max_samples": 6772}
+    assert _rf_text(rf) == "8.172–26.45 frames (2092–6772 samples)"

@@ -293,7 +293,10 @@ def spectrogram_png(items: list[tuple[str, Path]], title: str) -> bytes:
 def _num(v: Any, col: str = "") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
-    return f"{float(v):.{DECIMALS.get(col, 3)}f}"
+    x, d = float(v), DECIMALS.get(col, 3)
+    if x != 0.0 and abs(x) < 0.5 * 10.0**-d:
+        return f"{x:.2g}"  # a real difference below the column's precision must not print as 0.00
+    return f"{x:.{d}f}"
 
 
 def _mean_ci(s: dict[str, Any] | None, col: str) -> str:
@@ -318,7 +321,8 @@ def _rf_text(rf: dict[str, Any] | None) -> str:
     lo, hi = rf.get("r_min"), rf.get("r_max")
     if lo is None and hi is None:
         return "–"
-    text = f"{_g(lo)}–{_g(hi)}" if lo != hi else _g(lo)
+    # four significant digits: the exact fractions live in rf.json; samples below stay whole
+    text = f"{_g(lo, 4)}–{_g(hi, 4)}" if lo != hi else _g(lo, 4)
     text += f" {rf.get('units') or rf.get('unit') or 'frames'}"
     slo, shi = rf.get("r_min_samples"), rf.get("r_max_samples")
     if slo is not None or shi is not None:
@@ -329,8 +333,8 @@ def _rf_text(rf: dict[str, Any] | None) -> str:
 _RF_KEYS = ("r_min", "r_max", "units", "unit", "r_min_samples", "r_max_samples", "jump", "segment", "i_min", "i_max")
 
 
-def _g(v: Any) -> str:
-    return "?" if v is None else f"{float(v):.6g}"
+def _g(v: Any, digits: int = 6) -> str:
+    return "?" if v is None else f"{float(v):.{digits}g}"
 
 
 def _xrt(v: Any) -> str:
