@@ -397,13 +397,9 @@ class Trainer(BaseTrainer):
             if not D.all_true(bool(torch.isfinite(loss_g)), self.device):
                 return None
             self.scaler_g.scale(loss_g).backward()
-        self.scaler_g.unscale_(self.optim_g)
-        gn_g = grad_norm(self.generator.parameters(), self.grad_clip)
-        if not math.isfinite(gn_g) and not self.scaler_g.is_enabled():
-            self.optim_g.zero_grad(set_to_none=True)
+        gn_g = self._optimizer_step(self.generator, self.optim_g, self.scaler_g)
+        if gn_g is None:
             return None
-        self.scaler_g.step(self.optim_g)
-        self.scaler_g.update()
         stats.update({"loss/gen_total": loss_g.item(), "grad_norm/generator": gn_g})
         return stats
 
@@ -420,14 +416,23 @@ class Trainer(BaseTrainer):
         if not D.all_true(bool(torch.isfinite(loss_d)), self.device):
             return None
         self.scaler_d.scale(loss_d).backward()
-        self.scaler_d.unscale_(self.optim_d)
-        gn_d = grad_norm(self.discriminator.parameters(), self.grad_clip)
-        if not math.isfinite(gn_d) and not self.scaler_d.is_enabled():
-            self.optim_d.zero_grad(set_to_none=True)
+        gn_d = self._optimizer_step(self.discriminator, self.optim_d, self.scaler_d)
+        if gn_d is None:
             return None
-        self.scaler_d.step(self.optim_d)
-        self.scaler_d.update()
         return {"loss/disc": loss_d.item(), "grad_norm/discriminator": gn_d}
+
+    def _optimizer_step(self, module: nn.Module, optimizer: torch.optim.Optimizer,
+                        scaler: torch.amp.GradScaler) -> float | None:
+        """Unscale, clip and step after a backward pass; returns the gradient norm, or None when it was
+        non-finite without loss scaling (the step is skipped; a scaler skips and backs off by itself)."""
+        scaler.unscale_(optimizer)
+        norm = grad_norm(module.parameters(), self.grad_clip)
+        if not math.isfinite(norm) and not scaler.is_enabled():
+            optimizer.zero_grad(set_to_none=True)
+            return None
+        scaler.step(optimizer)
+        scaler.update()
+        return norm
 
     # ------------------------------------------------------------------------------------------ loop
     def _loader(self) -> torch.utils.data.DataLoader:
