@@ -229,15 +229,12 @@ def conv_peak_gflops(dtype: torch.dtype = torch.float32, channels: int = 512, ke
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, channels, length, generator=g).to(dtype)
     w = torch.randn(channels, channels, kernel, generator=g).to(dtype)
-    walls = []
-    with torch.inference_mode():
-        F.conv1d(x, w, padding=kernel // 2)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+    def call() -> None:
+        with torch.inference_mode():
             F.conv1d(x, w, padding=kernel // 2)
-            walls.append(time.perf_counter() - t0)
-    walls.sort()
-    return round_sig(2 * channels * channels * kernel * length / walls[len(walls) // 2] / 1e9)
+
+    wall = interleaved({"conv": call}, warmup=1, repeats=repeats)["conv"].median
+    return round_sig(2 * channels * channels * kernel * length / wall / 1e9)
 
 
 def profile_top_ops(name: str = "hifigan_v1", seconds: float = 0.5, rows: int = 12, seed: int = 0) -> dict[str, Any]:

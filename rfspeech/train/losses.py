@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from rfspeech.evaluate.metrics import STFT_RESOLUTIONS
+
 __all__ = [
     "LAMBDA_FM",
     "LAMBDA_MEL",
@@ -110,8 +112,9 @@ def mel_l1_loss(mel_real: torch.Tensor, mel_fake: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(mel_fake[..., :t], mel_real[..., :t])
 
 
-#: ParallelWaveGAN's STFT resolutions: ``(fft_size, hop_size, win_length)``, Hann windows.
-PWG_STFT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
+#: ParallelWaveGAN's STFT resolutions ``(fft_size, hop_size, win_length)``, Hann windows: the same
+#: triples as the MR-STFT metric's (one definition, in the numpy-only metrics module).
+PWG_STFT_RESOLUTIONS = STFT_RESOLUTIONS
 
 _WINDOWS: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
 
