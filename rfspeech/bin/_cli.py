@@ -1,15 +1,22 @@
-"""Shared plumbing of the console scripts: Hydra entry, one-line errors."""
+"""Shared plumbing of the console scripts: Hydra entry, one-line errors, config helpers, seeding."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import random
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+from omegaconf import OmegaConf
+
 from rfspeech.config import recipes_dir
-from rfspeech.errors import RFSpeechError
+from rfspeech.errors import ConfigError, RFSpeechError
+from rfspeech.io import atomic_write_yaml
 
 log = logging.getLogger("rfspeech")
 
@@ -18,6 +25,33 @@ def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def require(cfg: Any, *keys: str) -> None:
+    """Raise :class:`ConfigError` naming the first mandatory key (``???``, null or empty) the user did not set."""
+    for key in keys:
+        if key not in cfg or OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
+            raise ConfigError(f"{key} is required (pass {key}=...)")
+
+
+def to_container(cfg: Any) -> Any:
+    """A resolved plain container of an OmegaConf node (anything else unchanged)."""
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (model initialisation happens right after)."""
+    import torch  # lazy: --help of the light console scripts (prepare, evaluate) does not need torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def write_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> None:
+    """Save the resolved config beside the run (rank 0 only)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        atomic_write_yaml(Path(out_dir) / name, to_container(cfg))
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,9 +123,6 @@ def make_run_dir(cfg: Any, run_dir: str) -> None:
     traceback; created here, the failure is the usual one-line ``error:``.
     """
     import copy
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
 
     try:
         c = copy.deepcopy(cfg)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rfspeech.bin._cli import hydra_main
-from rfspeech.bin.evaluate import require
+from rfspeech.bin._cli import hydra_main, require
 from rfspeech.errors import ConfigError
 
 

@@ -5,19 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from rfspeech.bin._cli import hydra_main
-from rfspeech.errors import ConfigError
+from rfspeech.bin._cli import hydra_main, require
 
 log = logging.getLogger("rfspeech.evaluate")
-
-
-def require(cfg: Any, *keys: str) -> None:
-    """Raise :class:`ConfigError` naming the first mandatory key (``???``) the user did not set."""
-    from omegaconf import OmegaConf
-
-    for key in keys:
-        if key not in cfg or OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
-            raise ConfigError(f"{key} is required (pass {key}=...)")
 
 
 def task(cfg: Any) -> dict[str, Any]:

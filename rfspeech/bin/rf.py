@@ -19,6 +19,7 @@ from typing import Any
 
 from rfspeech.bin._cli import hydra_main
 from rfspeech.errors import ConfigError
+from rfspeech.inference import load_checkpoint, load_generator
 from rfspeech.io import atomic_write_text
 
 
@@ -39,8 +40,6 @@ def _probe_shapes(model: Any, report: Any) -> dict[str, tuple[int, ...]]:
 
 def _from_checkpoint(path: str) -> tuple[Any, str, Any, float | None]:
     """Generator of a training/search checkpoint (structure applied), its name, config and segment in frames."""
-    from rfspeech.train.checkpoint import load_checkpoint, load_generator
-
     model, params = load_generator(path)
     config = load_checkpoint(path, map_location="cpu").get("config") or {}
     model_cfg = config.get("model") or {}

@@ -5,7 +5,7 @@ Vocoder (copy-synthesis, cached mels)::
     rfspeech-synthesize checkpoint=CKPT input_dir=DIR out_dir=DIR [device=cpu batch_size=1]
 
 Text to speech (``acoustic_checkpoint=`` switches to text mode; the two models' feature parameters
-must match, see :mod:`rfspeech.evaluate.tts`)::
+must match, see :mod:`rfspeech.inference.tts`)::
 
     rfspeech-synthesize acoustic_checkpoint=TTS checkpoint=VOC text="Hello, world." out_dir=DIR
     rfspeech-synthesize acoustic_checkpoint=TTS checkpoint=VOC text_file=sentences.txt out_dir=DIR
@@ -18,6 +18,7 @@ must match, see :mod:`rfspeech.evaluate.tts`)::
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -25,32 +26,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rfspeech.bin._cli import hydra_main
-from rfspeech.bin.evaluate import require
+import numpy as np
+import soundfile as sf
+import torch
+from omegaconf import OmegaConf
+
+from rfspeech.bin._cli import hydra_main, require
 from rfspeech.errors import ConfigError, DataError
+from rfspeech.evaluate import tts
+from rfspeech.inference import collect_inputs, load_acoustic, load_generator, model_info, resolve_device, synthesize
+from rfspeech.inference.tts import read_text_file, text_id, texts_of_split
+from rfspeech.io import atomic_path, atomic_write_text, save_npy, write_file
 
 log = logging.getLogger("rfspeech.synthesize")
 
 
-def model_info(generator: Any) -> dict[str, Any]:
-    """Parameter count and the dilation of every factory-built conv of a ready-to-synthesise generator."""
-    from rfspeech.layers.conv import iter_dilated_convs
-
-    dilations = {}
-    for name, conv in iter_dilated_convs(generator):
-        d = conv.dilation
-        dilations[name] = int(d[0]) if isinstance(d, tuple | list) and len(d) == 1 else d
-    return {
-        "class": f"{type(generator).__module__}.{type(generator).__qualname__}",
-        "n_params": int(sum(p.numel() for p in generator.parameters())),
-        "hop_length": int(generator.hop_length),
-        "dilations": dilations,
-    }
-
-
 def _load_vocoder(ckpt: Path, device: Any) -> tuple[Any, Any]:
-    from rfspeech.train.checkpoint import load_generator
-
     generator, params = load_generator(ckpt, device=device)
     if int(generator.in_channels) != params.n_mels or int(generator.hop_length) != params.hop_length:
         raise ConfigError(f"{ckpt}: generator ({generator.in_channels} mels, hop {generator.hop_length}) does not fit "
@@ -59,13 +50,6 @@ def _load_vocoder(ckpt: Path, device: Any) -> tuple[Any, Any]:
 
 
 def _wav_writer(out_dir: Path, sr: int) -> Any:
-    import io
-
-    import numpy as np
-    import soundfile as sf
-
-    from rfspeech.io import atomic_path, write_file
-
     def write(utt_id: str, wav: np.ndarray) -> None:
         buf = io.BytesIO()
         sf.write(buf, np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
@@ -76,10 +60,6 @@ def _wav_writer(out_dir: Path, sr: int) -> Any:
 
 
 def _check_common(cfg: Any) -> Any:
-    import torch
-
-    from rfspeech.evaluate.synthesis import resolve_device
-
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     if cfg.get("threads"):
@@ -90,9 +70,6 @@ def _check_common(cfg: Any) -> Any:
 def task(cfg: Any) -> dict[str, Any]:
     if cfg.get("acoustic_checkpoint"):
         return tts_task(cfg)
-    from rfspeech.evaluate.synthesis import collect_inputs, synthesize
-    from rfspeech.io import atomic_write_text
-
     for key in ("text", "text_file", "duration_eval_dir"):
         if cfg.get(key):
             raise ConfigError(f"{key}= needs an acoustic model: pass acoustic_checkpoint=PATH")
@@ -133,10 +110,6 @@ def task(cfg: Any) -> dict[str, Any]:
 
 def _text_items(cfg: Any) -> tuple[list[tuple[str, str]], str]:
     """``(utt_id, text)`` pairs and the input kind from exactly one of ``text``, ``text_file``, ``input_dir``."""
-    from omegaconf import OmegaConf
-
-    from rfspeech.evaluate.tts import read_text_file, text_id, texts_of_split
-
     given = [k for k in ("text", "text_file", "input_dir") if cfg.get(k) not in (None, "")]
     if len(given) != 1:
         raise ConfigError("text mode (acoustic_checkpoint=...) takes exactly one of text=, text_file= or "
@@ -158,10 +131,6 @@ def _text_items(cfg: Any) -> tuple[list[tuple[str, str]], str]:
 
 def tts_task(cfg: Any) -> dict[str, Any]:
     """Text mode: acoustic model (+ vocoder) over sentences, and optionally the duration error."""
-    from rfspeech.evaluate import tts
-    from rfspeech.io import atomic_path, atomic_write_text, save_npy
-    from rfspeech.train.acoustic import load_acoustic
-
     device = _check_common(cfg)
     out_dir = Path(cfg.out_dir) if cfg.get("out_dir") not in (None, "") else None
     dur_dir = Path(cfg.duration_eval_dir) if cfg.get("duration_eval_dir") else None
@@ -192,7 +161,7 @@ def tts_task(cfg: Any) -> dict[str, Any]:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         common = dict(acoustic_checkpoint=str(a_path.resolve()), input_kind=kind, length_scale=length_scale,
-                      model=tts.model_info(acoustic), feature_params=a_params.to_dict())
+                      model=model_info(acoustic), feature_params=a_params.to_dict())
         if kind == "manifest":
             common["input_dir"] = str(Path(cfg.input_dir).resolve())
         if vocoder is not None:

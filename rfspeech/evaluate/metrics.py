@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from rfspeech.errors import DataError
+from rfspeech.spectral import STFT_RESOLUTIONS  # ParallelWaveGAN's MR-STFT settings, shared with the loss
 
 #: (order, all-pass constant α) of the mel-cepstrum by sample rate, as ESPnet's evaluator.
 MCEP_PARAMS: dict[int, tuple[int, float]] = {
@@ -40,9 +41,6 @@ MCEP_PARAMS: dict[int, tuple[int, float]] = {
     44100: (39, 0.53),
     48000: (39, 0.55),
 }
-
-#: Multi-resolution STFT settings (FFT size, hop, window) of ParallelWaveGAN's auxiliary loss.
-STFT_RESOLUTIONS: tuple[tuple[int, int, int], ...] = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
 
 _INT16_SCALE = 32768.0
 

@@ -18,7 +18,7 @@ Checkpoint dict (``<out_dir>/checkpoints/ckpt_<step:08d>.pt``, ``best.pt``)::
     kind="acoustic", acoustic (state dict), optim, sched, step, epoch, rng, search, searchable,
     config (resolved, with model.acoustic), feature_params, structure, structure_mode, best_val, bad_steps
 
-:func:`load_acoustic` rebuilds a ready-to-synthesise model from such a file.
+:func:`rfspeech.inference.load_acoustic` (re-exported here) rebuilds a ready-to-synthesise model from such a file.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from torch import nn
 from rfspeech.data.manifest import FEATS_YAML, MANIFEST, FeatureParams
 from rfspeech.data.text_dataset import TextMelBatchSampler, TextMelDataset, collate_text_mel
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
+from rfspeech.inference.loading import load_acoustic, short_error
+from rfspeech.search import export_structure
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
 from rfspeech.train.common import (
@@ -234,7 +236,7 @@ class AcousticTrainer(BaseTrainer):
         try:
             self.model.load_state_dict(state["acoustic"])
         except RuntimeError as e:
-            raise ConfigError(f"{where}: weights do not fit the configured acoustic model ({ckpt._short(e)})") from None
+            raise ConfigError(f"{where}: weights do not fit the configured acoustic model ({short_error(e)})") from None
         self.optim.load_state_dict(state["optim"])
         if self.sched is not None and state.get("sched") is not None:
             self.sched.load_state_dict(state["sched"])
@@ -248,7 +250,7 @@ class AcousticTrainer(BaseTrainer):
         try:
             self.model.load_state_dict(sd)
         except RuntimeError as e:
-            raise ConfigError(f"{path}: weights do not fit the configured acoustic model ({ckpt._short(e)})") from None
+            raise ConfigError(f"{path}: weights do not fit the configured acoustic model ({short_error(e)})") from None
         log.info("init_from %s: acoustic model weights loaded", path)
 
     # ------------------------------------------------------------------------------------------ step
@@ -309,8 +311,6 @@ class AcousticTrainer(BaseTrainer):
     def _log_structure(self, writer: Any) -> None:
         if not self.dist.is_main:
             return
-        from rfspeech.search import export_structure
-
         structure = export_structure(self.model)
         log_dilations(writer, structure, self.step)
         log.info("step %d: searched dilations %s", self.step, structure)
@@ -379,44 +379,3 @@ def build_acoustic(node: Any) -> nn.Module:
         if isinstance(cause, RFSpeechError):
             raise cause from None
         raise ConfigError(f"model.acoustic: {str(e).splitlines()[0]}") from None
-
-
-def load_acoustic(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, FeatureParams]:
-    """Rebuild a ready-to-synthesise acoustic model from a training checkpoint.
-
-    The model comes from the checkpoint's ``config.model.acoustic`` node; the structure it was trained
-    with is applied (or the search wrappers folded into plain convs at their searched dilations); eval mode.
-
-    Returns:
-        ``(model, feature_params)``: compare ``feature_params`` with the vocoder's before synthesis.
-
-    Raises:
-        DataError: unreadable file, or a checkpoint without model config / weights / feature parameters.
-    """
-    state = ckpt.load_checkpoint(path, map_location="cpu")
-    node = ((state.get("config") or {}).get("model") or {}).get("acoustic")
-    if not node or not isinstance(state.get("acoustic"), dict):
-        raise DataError(f"{path}: not an acoustic-model checkpoint "
-                        "(needs config.model.acoustic and acoustic weights)")
-    if not state.get("feature_params"):
-        raise DataError(f"{path}: checkpoint carries no feature_params")
-    fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
-    model = build_acoustic(node)
-    if state.get("structure"):
-        from rfspeech.search import apply_structure
-
-        apply_structure(model, state["structure"], mode=state.get("structure_mode") or "single")
-    elif state.get("searchable") is not None:
-        from rfspeech.search import make_searchable
-
-        make_searchable(model, **state["searchable"])
-    try:
-        model.load_state_dict(state["acoustic"])
-    except RuntimeError as e:
-        raise DataError(f"{path}: weights do not fit config.model.acoustic ({ckpt._short(e)})") from None
-    from rfspeech.search import finalize
-
-    finalize(model)
-    model.to(device).eval()
-    return model, fp
-

@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic writes, keep-last-K, corrupted-file fallback, generator loading.
+"""Training checkpoints: atomic writes, keep-last-K, corrupted-file fallback (loading: :mod:`rfspeech.inference`).
 
 A checkpoint is one ``torch.save`` dict (see ``docs/architecture.md``)::
 
@@ -28,13 +28,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError, DataError
+from rfspeech.inference.loading import (
+    extract_generator_state,
+    finalize_for_inference,
+    load_checkpoint,
+    load_generator,
+    load_generator_weights,
+    shape_like,
+    short_error,
+)
 from rfspeech.io import atomic_path
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BEST", "CKPT_DIR", "check_keys", "checkpoint_dir", "checkpoint_path", "extract_generator_state",
+           "finalize_for_inference", "list_checkpoints", "load_checkpoint", "load_generator", "load_generator_weights",
+           "load_latest", "prune_checkpoints", "remove_stale_temporaries", "rng_state", "save_checkpoint",
+           "set_rng_state", "shape_generator_like", "short_error"]
 
 CKPT_DIR = "checkpoints"
 BEST = "best.pt"
@@ -121,25 +133,6 @@ class _WriteErrors:
         self._f.flush()
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (or any weights-only torch file).
-
-    Raises:
-        DataError: missing, truncated or otherwise unreadable file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / zipfile errors
-        first = (str(e).splitlines() or [""])[0][:120]
-        raise DataError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {first})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
-    return obj
-
-
 def load_latest(out_dir: str | Path, map_location: str | torch.device = "cpu", *, model_key: str = "generator",
                 what: str = "a training checkpoint (no generator/step)") -> tuple[Path, dict[str, Any]] | None:
     """The newest readable step checkpoint of a run; unreadable newer ones are skipped with a warning.
@@ -194,111 +187,10 @@ def prune_checkpoints(out_dir: str | Path, keep_last: int) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------- weights
-def extract_generator_state(obj: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
-    """The generator state dict of a checkpoint: rfspeech's, an official HiFi-GAN ``g_*`` file, or a bare one."""
-    sd = obj.get("generator", obj)
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise DataError(f"{path}: no generator state dict found (expected a 'generator' entry of tensors)")
-    return sd
-
-
-def load_generator_weights(generator: nn.Module, sd: dict[str, torch.Tensor], where: str) -> None:
-    """Load a generator state dict, accepting the official HiFi-GAN key layout through the models' mapping.
-
-    Raises:
-        ConfigError: keys or shapes do not fit the generator (names the first few offenders).
-    """
-    try:
-        generator.load_state_dict(sd, strict=True)
-        return
-    except RuntimeError as first:
-        # Generators that know a published key layout (HiFi-GAN's official g_* files) map it themselves.
-        converter = getattr(generator, "load_official_state_dict", None)
-        if converter is not None:
-            try:
-                converter(sd)
-                log.info("%s: loaded through the official HiFi-GAN key mapping", where)
-                return
-            except Exception:  # the mapping did not fit either: report the plain mismatch below
-                pass
-        raise ConfigError(f"{where}: generator weights do not fit the model config ({_short(first)})") from None
-
-
-def _short(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    text = " ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else e.__class__.__name__)
-    return text[:300]
-
-
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, FeatureParams]:
-    """Rebuild a ready-to-synthesise generator from a training or search checkpoint.
-
-    The generator is built from the checkpoint's ``config.model.generator`` node, the structure it was
-    trained with is applied (or, for a search checkpoint, the searched dilations are exported and the
-    search wrappers replaced by plain convs), weight norm is removed and the module is put in eval mode.
-
-    Args:
-        path: checkpoint file.
-        device: where to put the generator.
-
-    Returns:
-        ``(generator, feature_params)``.
-    """
-    from hydra.utils import instantiate
-
-    state = load_checkpoint(path, map_location="cpu")
-    cfg = state.get("config") or {}
-    gen_cfg = (cfg.get("model") or {}).get("generator")
-    if not gen_cfg:
-        raise DataError(f"{path}: checkpoint carries no config.model.generator; cannot rebuild the generator")
-    if not state.get("feature_params"):
-        raise DataError(f"{path}: checkpoint carries no feature_params")
-    fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
-    generator = instantiate(gen_cfg, _convert_="all")
-    shape_generator_like(generator, state)
-    load_generator_weights(generator, extract_generator_state(state, path), str(path))
-    finalize_for_inference(generator)
-    generator.to(device).eval()
-    return generator, fp
-
-
-def shape_generator_like(generator: nn.Module, state: dict[str, Any]) -> str:
-    """Give a freshly built generator the form a checkpoint's weights were saved in, in place.
-
-    A checkpoint of a structured run gets its structure applied (same mode and search arguments),
-    one of a search run gets ``make_searchable`` with the recorded arguments; a plain one nothing.
-
-    Returns:
-        ``"structure"``, ``"searchable"`` or ``"plain"``.
-    """
-    structure = state.get("structure")
-    if structure:
-        from rfspeech.search import apply_structure
-
-        apply_structure(generator, structure, mode=state.get("structure_mode") or "single",
-                        **(state.get("structure_args") or {}))
-        return "structure"
-    searchable = state.get("searchable")
-    if searchable is not None:
-        from rfspeech.search import make_searchable
-
-        make_searchable(generator, **searchable)
-        return "searchable"
-    return "plain"
-
-
-def finalize_for_inference(generator: nn.Module) -> nn.Module:
-    """Fold search wrappers into plain convs (searched dilation, or merged branches) and drop weight norm."""
-    from rfspeech.search import finalize
-
-    finalize(generator)
-    rwn = getattr(generator, "remove_weight_norm", None)
-    if callable(rwn):
-        rwn()
-    else:
-        from rfspeech.layers.weight_norm import remove_weight_norm
-        remove_weight_norm(generator)
-    return generator
+# Reading checkpoints and rebuilding models from them is inference's job (rfspeech.inference.loading);
+# these names stay importable from here for existing code.
+shape_generator_like = shape_like
+_short = short_error
 
 
 def check_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | Path) -> None:

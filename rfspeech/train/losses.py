@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from rfspeech.evaluate.metrics import STFT_RESOLUTIONS
+from rfspeech.spectral import STFT_RESOLUTIONS
 
 __all__ = [
     "LAMBDA_FM",
@@ -113,7 +113,7 @@ def mel_l1_loss(mel_real: torch.Tensor, mel_fake: torch.Tensor) -> torch.Tensor:
 
 
 #: ParallelWaveGAN's STFT resolutions ``(fft_size, hop_size, win_length)``, Hann windows: the same
-#: triples as the MR-STFT metric's (one definition, in the numpy-only metrics module).
+#: triples as the MR-STFT metric's (one definition, in the neutral :mod:`rfspeech.spectral`).
 PWG_STFT_RESOLUTIONS = STFT_RESOLUTIONS
 
 _WINDOWS: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}

@@ -1,0 +1,370 @@
+"""Checkpoint → ready model: one rebuild path for vocoders and acoustic models, code-free.
+
+A checkpoint is a shared file, so loading one must never run code it names. :func:`rebuild`
+
+1. reads the file with ``torch.load(weights_only=True)`` (:func:`load_checkpoint`);
+2. resolves the ``_target_`` of its ``config.model.<node>`` against an allow-list
+   (:func:`resolve_target`): callables defined under an allowed module prefix (``rfspeech.models.``)
+   or registered with :func:`register_model_class` (foreign families add theirs there); anything else
+   (``builtins.open``, ``shutil.copyfile`` ...) is a one-line :class:`ConfigError` naming the file;
+3. checks the stored arguments against the callable's signature and calls it (no Hydra);
+4. gives the fresh model the form its weights were saved in (:func:`shape_like`: structure or
+   search wrappers), loads the weights, and finalises it (:func:`finalize_for_inference`: search
+   branches folded, weight norm removed), in eval mode on ``device``.
+
+:func:`load_generator` (vocoder) and :func:`load_acoustic` (text → mel) are the two callers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rfspeech.data.manifest import FeatureParams
+from rfspeech.errors import ConfigError, DataError, RFSpeechError
+from rfspeech.layers.conv import iter_dilated_convs
+from rfspeech.layers.weight_norm import remove_weight_norm
+from rfspeech.search import apply_structure, finalize, make_searchable
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "allow_module_prefix",
+    "build_from_node",
+    "checkpoint_config",
+    "extract_generator_state",
+    "finalize_for_inference",
+    "load_acoustic",
+    "load_checkpoint",
+    "load_generator",
+    "load_generator_weights",
+    "model_info",
+    "rebuild",
+    "register_model_class",
+    "resolve_target",
+    "shape_like",
+    "short_error",
+]
+
+# ---------------------------------------------------------------------------------------------- allow-list
+#: Module prefixes whose callables a checkpoint may name as its model's ``_target_``.
+_ALLOWED_PREFIXES: list[str] = ["rfspeech.models."]
+#: Explicitly registered model classes / factories, by dotted name.
+_REGISTERED: dict[str, Callable[..., Any]] = {}
+
+
+def register_model_class(obj: Callable[..., Any], name: str | None = None) -> Callable[..., Any]:
+    """Allow a model class (or factory function) as a checkpoint ``_target_``; usable as a decorator.
+
+    Args:
+        obj: the class or function.
+        name: the dotted name checkpoints use (default ``obj.__module__ + "." + obj.__qualname__``).
+
+    Returns:
+        ``obj`` unchanged.
+    """
+    _REGISTERED[name or f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return obj
+
+
+def allow_module_prefix(prefix: str) -> None:
+    """Allow every callable defined under ``prefix`` (a package path ending in ``.``) as a checkpoint target."""
+    if not prefix.endswith("."):
+        raise ValueError(f"module prefix must end with '.', got {prefix!r}")
+    if prefix not in _ALLOWED_PREFIXES:
+        _ALLOWED_PREFIXES.append(prefix)
+
+
+def _allowed_module(module: str) -> bool:
+    return any(f"{module}.".startswith(p) for p in _ALLOWED_PREFIXES)
+
+
+def resolve_target(target: Any, where: str) -> Callable[..., Any]:
+    """The model class or factory a checkpoint's ``_target_`` names, if the allow-list admits it.
+
+    Args:
+        target: the dotted name from the checkpoint.
+        where: file and key for the message (``"ckpt.pt: config.model.generator"``).
+
+    Raises:
+        ConfigError: a target outside the allow-list, not importable, or not a class/function.
+    """
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"{where}: _target_ must be a dotted name, got {target!r}")
+    if target in _REGISTERED:
+        return _REGISTERED[target]
+    refused = ConfigError(f"{where}: refused model target {target!r} (allowed: classes of "
+                          f"{', '.join(p + '*' for p in _ALLOWED_PREFIXES)} or registered ones)")
+    if not any(target.startswith(p) for p in _ALLOWED_PREFIXES):
+        raise refused
+    module_name, _, attr = target.rpartition(".")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError:
+        raise ConfigError(f"{where}: model target {target!r} cannot be imported") from None
+    obj = getattr(obj, attr, None)
+    # The defining module must be allowed too: ``rfspeech.models.x.torch.save``-style re-exports are refused.
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)) or not _allowed_module(obj.__module__):
+        raise refused
+    if inspect.isclass(obj) and not issubclass(obj, nn.Module):
+        raise refused
+    return obj
+
+
+def _plain(value: Any) -> bool:
+    """Plain data only: no nested ``_target_`` node can smuggle in a call."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return "_target_" not in value and all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def build_from_node(node: Any, where: str) -> nn.Module:
+    """Build a model from a checkpoint's config node (``_target_`` + constructor arguments), allow-listed.
+
+    Raises:
+        ConfigError: refused target, arguments the signature does not accept, missing or non-plain values,
+            or a constructor that rejects them.
+    """
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise ConfigError(f"{where}: expected a model node with _target_, got {type(node).__name__}")
+    fn = resolve_target(node["_target_"], where)
+    kwargs = {k: v for k, v in node.items() if k not in ("_target_", "_convert_", "_recursive_", "_partial_")}
+    bad = sorted(k for k, v in kwargs.items() if not _plain(v))
+    if bad:
+        raise ConfigError(f"{where}: argument(s) {bad} are not plain values")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {node['_target_']} has no inspectable signature") from None
+    params = sig.parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        accepted = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            raise ConfigError(f"{where}: {node['_target_']} has no argument(s) {unknown}")
+    try:
+        sig.bind(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {node['_target_']}: {e}") from None
+    try:
+        model = fn(**kwargs)
+    except RFSpeechError:
+        raise
+    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+        raise ConfigError(f"{where}: {node['_target_']} rejects its arguments ({short_error(e)})") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{where}: {node['_target_']} did not build an nn.Module")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- files
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint (or any weights-only torch file) as a dict; never runs code from it.
+
+    Raises:
+        DataError: missing, truncated or otherwise unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / zipfile errors
+        first = (str(e).splitlines() or [""])[0][:120]
+        raise DataError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {first})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    return obj
+
+
+def checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The resolved training config stored in a checkpoint (empty when absent)."""
+    cfg = load_checkpoint(path, map_location="cpu").get("config")
+    return dict(cfg) if isinstance(cfg, dict) else {}
+
+
+# ---------------------------------------------------------------------------------------------- weights
+def extract_generator_state(obj: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """The generator state dict of a checkpoint: rfspeech's, an official HiFi-GAN ``g_*`` file, or a bare one."""
+    sd = obj.get("generator", obj)
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise DataError(f"{path}: no generator state dict found (expected a 'generator' entry of tensors)")
+    return sd
+
+
+def load_generator_weights(generator: nn.Module, sd: dict[str, torch.Tensor], where: str) -> None:
+    """Load a generator state dict, accepting the official HiFi-GAN key layout through the models' mapping.
+
+    Raises:
+        ConfigError: keys or shapes do not fit the generator (names the first few offenders).
+    """
+    try:
+        generator.load_state_dict(sd, strict=True)
+        return
+    except RuntimeError as first:
+        # Generators that know a published key layout (HiFi-GAN's official g_* files) map it themselves.
+        converter = getattr(generator, "load_official_state_dict", None)
+        if converter is not None:
+            try:
+                converter(sd)
+                log.info("%s: loaded through the official HiFi-GAN key mapping", where)
+                return
+            except Exception:  # the mapping did not fit either: report the plain mismatch below
+                pass
+        raise ConfigError(f"{where}: generator weights do not fit the model config ({short_error(first)})") from None
+
+
+def short_error(e: Exception) -> str:
+    """The gist of a (multi-line) torch error, for one-line messages."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = " ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else e.__class__.__name__)
+    return text[:300]
+
+
+# ---------------------------------------------------------------------------------------------- form
+def shape_like(model: nn.Module, state: dict[str, Any]) -> str:
+    """Give a freshly built model the form a checkpoint's weights were saved in, in place.
+
+    A checkpoint of a structured run gets its structure applied (same mode and search arguments),
+    one of a search run gets ``make_searchable`` with the recorded arguments; a plain one nothing.
+
+    Returns:
+        ``"structure"``, ``"searchable"`` or ``"plain"``.
+    """
+    structure = state.get("structure")
+    if structure:
+        apply_structure(model, structure, mode=state.get("structure_mode") or "single",
+                        **(state.get("structure_args") or {}))
+        return "structure"
+    searchable = state.get("searchable")
+    if searchable is not None:
+        make_searchable(model, **searchable)
+        return "searchable"
+    return "plain"
+
+
+def finalize_for_inference(model: nn.Module, *, weight_norm: bool = True) -> nn.Module:
+    """Fold search wrappers into plain convs (searched dilation, or merged branches); drop weight norm.
+
+    Args:
+        model: the model, modified in place.
+        weight_norm: remove weight norm too (the model's own ``remove_weight_norm`` when it has one).
+    """
+    finalize(model)
+    if weight_norm:
+        rwn = getattr(model, "remove_weight_norm", None)
+        if callable(rwn):
+            rwn()
+        else:
+            remove_weight_norm(model)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- rebuild
+@dataclass(frozen=True)
+class _Kind:
+    """How one kind of checkpoint stores its model (config node, weights entry) and is finalised."""
+
+    node: str
+    weights: str
+    weight_norm: bool
+
+
+KINDS: dict[str, _Kind] = {
+    "generator": _Kind(node="generator", weights="generator", weight_norm=True),
+    "acoustic": _Kind(node="acoustic", weights="acoustic", weight_norm=False),
+}
+
+
+def rebuild(path: str | Path, kind: str = "generator", device: str | torch.device = "cpu",
+            state: dict[str, Any] | None = None) -> tuple[nn.Module, FeatureParams]:
+    """Rebuild a ready-to-run model of ``kind`` from a training or search checkpoint.
+
+    Args:
+        path: checkpoint file (named in every message).
+        kind: ``"generator"`` (vocoder) or ``"acoustic"`` (text → mel).
+        device: where to put the model.
+        state: the already loaded checkpoint dict (None: read ``path``).
+
+    Returns:
+        ``(model, feature_params)``, eval mode.
+
+    Raises:
+        DataError: unreadable file, no model config / weights / feature parameters.
+        ConfigError: a refused model target, arguments or weights that do not fit.
+    """
+    spec = KINDS[kind]
+    state = load_checkpoint(path, map_location="cpu") if state is None else state
+    node = ((state.get("config") or {}).get("model") or {}).get(spec.node)
+    if kind == "acoustic":
+        if not node or not isinstance(state.get("acoustic"), dict):
+            raise DataError(f"{path}: not an acoustic-model checkpoint "
+                            "(needs config.model.acoustic and acoustic weights)")
+    elif not node:
+        raise DataError(f"{path}: checkpoint carries no config.model.{spec.node}; cannot rebuild the {spec.node}")
+    if not state.get("feature_params"):
+        raise DataError(f"{path}: checkpoint carries no feature_params")
+    fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
+    model = build_from_node(node, f"{path}: config.model.{spec.node}")
+    shape_like(model, state)
+    if kind == "generator":
+        load_generator_weights(model, extract_generator_state(state, path), str(path))
+    else:
+        try:
+            model.load_state_dict(state[spec.weights])
+        except RuntimeError as e:
+            raise DataError(f"{path}: weights do not fit config.model.{spec.node} ({short_error(e)})") from None
+    finalize_for_inference(model, weight_norm=spec.weight_norm)
+    model.to(device).eval()
+    return model, fp
+
+
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, FeatureParams]:
+    """A ready-to-synthesise vocoder generator from a checkpoint (:func:`rebuild` of kind ``generator``).
+
+    The generator is built from the checkpoint's ``config.model.generator`` node (allow-listed), the
+    structure it was trained with is applied (or, for a search checkpoint, the search wrappers are
+    replaced by plain convs at their searched dilations), weight norm is removed, eval mode.
+
+    Returns:
+        ``(generator, feature_params)``.
+    """
+    return rebuild(path, "generator", device)
+
+
+def load_acoustic(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, FeatureParams]:
+    """A ready-to-synthesise acoustic model from a checkpoint (:func:`rebuild` of kind ``acoustic``).
+
+    Returns:
+        ``(model, feature_params)``: compare ``feature_params`` with the vocoder's before synthesis.
+    """
+    return rebuild(path, "acoustic", device)
+
+
+# ---------------------------------------------------------------------------------------------- info
+def model_info(model: nn.Module) -> dict[str, Any]:
+    """Class, parameter count, hop (when it has one) and the dilation of every factory-built conv."""
+    dilations: dict[str, Any] = {}
+    for name, conv in iter_dilated_convs(model):
+        d = conv.dilation
+        dilations[name] = int(d[0]) if isinstance(d, tuple | list) and len(d) == 1 else d
+    info: dict[str, Any] = {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+    }
+    if hasattr(model, "hop_length"):
+        info["hop_length"] = int(model.hop_length)
+    info["dilations"] = dilations
+    return info
