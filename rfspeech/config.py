@@ -1,9 +1,14 @@
-"""Where the Hydra config tree (``recipes/``) lives, in a checkout and in an installed wheel."""
+"""Where the Hydra config tree (``recipes/``) lives, and the helpers every config reader shares."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from rfspeech.errors import ConfigError
 
 
 def recipes_dir() -> Path:
@@ -20,3 +25,15 @@ def recipes_dir() -> Path:
     if checkout.is_dir():
         return checkout
     return here / "_recipes"
+
+
+def require(cfg: Any, *keys: str) -> None:
+    """Raise :class:`ConfigError` naming the first mandatory key (``???``, null or empty) the user did not set."""
+    for key in keys:
+        if key not in cfg or OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
+            raise ConfigError(f"{key} is required (pass {key}=...)")
+
+
+def to_container(cfg: Any) -> Any:
+    """A resolved plain container of an OmegaConf node (anything else unchanged)."""
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg

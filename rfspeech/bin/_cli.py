@@ -5,47 +5,26 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import OmegaConf
 
-from rfspeech.config import recipes_dir
-from rfspeech.errors import ConfigError, RFSpeechError
+from rfspeech.config import recipes_dir, require, to_container
+from rfspeech.errors import RFSpeechError
 from rfspeech.io import atomic_write_yaml
 
 log = logging.getLogger("rfspeech")
+
+__all__ = ["fail", "guarded", "hydra_main", "log", "require", "to_container", "write_config"]
 
 
 def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
-
-
-def require(cfg: Any, *keys: str) -> None:
-    """Raise :class:`ConfigError` naming the first mandatory key (``???``, null or empty) the user did not set."""
-    for key in keys:
-        if key not in cfg or OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
-            raise ConfigError(f"{key} is required (pass {key}=...)")
-
-
-def to_container(cfg: Any) -> Any:
-    """A resolved plain container of an OmegaConf node (anything else unchanged)."""
-    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (model initialisation happens right after)."""
-    import torch  # lazy: --help of the light console scripts (prepare, evaluate) does not need torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def write_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> None:

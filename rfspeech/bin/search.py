@@ -33,9 +33,11 @@ from typing import Any
 
 import torch
 
-from rfspeech.bin._cli import hydra_main
-from rfspeech.bin.train import build_models, make_trainer, require, to_container, write_config
+from rfspeech.bin._cli import hydra_main, require, to_container, write_config
 from rfspeech.errors import ConfigError
+from rfspeech.io import atomic_write_text
+from rfspeech.train.build import build_models, make_trainer
+from rfspeech.train.cost import COST_FILE, CostMeter, read_cost
 
 log = logging.getLogger("rfspeech.search")
 
@@ -244,6 +246,7 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
     paths = searched_paths(generator, args)
     if not paths:
         raise ConfigError("search.searchable: no searchable conv in the generator (check include/exclude)")
+    global_cost: dict[str, Any] | None = None
     g = cfg.search["global"]
     if g.get("enabled", False):
         # The trainer's checks (features, hop, segment vs receptive field, a dry run) before the global
@@ -263,9 +266,15 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         if cfg.get("resume") and best_file.is_file():
             best = load_structure(best_file)
             log.info("global search: reusing %s", best_file)
+            global_cost = read_cost(out)  # what the finished global search spent (None if unknown)
         elif dist_info.is_main:
+            meter = CostMeter("global_proxy_steps", init_from=cfg.get("init_from"))
             best, summary["global"] = run_global_search(cfg, generator, discriminator, paths, segment_frames,
                                                         out / "global")
+            global_cost = meter.totals(0)
+            global_cost["global_proxy_steps"] = int(summary["global"]["evaluations"]) * int(g.candidate_steps)
+            # Written now (the local search may be interrupted before its first checkpoint).
+            atomic_write_text(out / COST_FILE, json.dumps(global_cost, indent=2) + "\n")
         best = D.broadcast_object(best)
         apply_structure(generator, best, mode="single")
         log.info("global search best: %s", best)
@@ -280,6 +289,8 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
                             settings={"searched_layers": len(paths)}, segment=segment_frames)
         trainer = make_trainer(cfg, generator, discriminator, search=local, searchable=args, dist_info=dist_info,
                                init_generator=init_generator)
+        if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it
+            trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "wall_seconds")})
         result = trainer.fit()
         summary["local"] = {"history": local.history, "rounds": local.rounds, "steps": result.step,
                             "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
@@ -289,6 +300,8 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
                         local.rounds, local.max_search_steps, result.step, local.search_interval)
     else:
         settings = {}
+        if dist_info.is_main and global_cost is None and not (out / COST_FILE).is_file():
+            CostMeter("search_steps", init_from=cfg.get("init_from")).write(out, 0)
     structure = export_structure(generator)
     structure = {p: d for p, d in structure.items() if p in set(paths)}
     if dist_info.is_main:
@@ -296,8 +309,6 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         settings = {**settings, "searchable": args, "model": to_container(cfg.model.generator),
                     "global": {k: v for k, v in summary.get("global", {}).items() if k in ("best", "best_score")}}
         save_structure(out / "structure.yaml", structure, settings, rf)
-        from rfspeech.io import atomic_write_text
-
         atomic_write_text(out / "search_log.json",
                           json.dumps({**summary, "structure": structure, "receptive_field": rf}, indent=2,
                                      default=_json_default))

@@ -109,7 +109,7 @@ def resolve_target(target: Any, where: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError:
-        raise ConfigError(f"{where}: model target {target!r} cannot be imported") from None
+        raise ConfigError(f"{where}: refused model target {target!r} (not an importable model)") from None
     obj = getattr(obj, attr, None)
     # The defining module must be allowed too: ``rfspeech.models.x.torch.save``-style re-exports are refused.
     if not (inspect.isclass(obj) or inspect.isfunction(obj)) or not _allowed_module(obj.__module__):

@@ -13,6 +13,7 @@ A checkpoint is one ``torch.save`` dict (see ``docs/architecture.md``)::
     structure, structure_mode         the fixed structure the generator was built with, or None
     structure_args                    SearchableConv1d arguments of a multiple/merge structure
     best_val, bad_steps               best validation mel L1 so far, non-finite steps skipped so far
+    cost                              running cost totals (rfspeech.train.cost; cost.json)
 
 Every value is a tensor or a plain Python container, so ``torch.load(weights_only=True)`` reads it.
 Files are ``<out_dir>/checkpoints/ckpt_<step:08d>.pt`` plus ``<out_dir>/checkpoints/best.pt``.

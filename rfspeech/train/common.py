@@ -30,6 +30,7 @@ from rfspeech.data.manifest import FEATS_YAML, FeatureParams
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
+from rfspeech.train.cost import CostMeter
 from rfspeech.train.logging import create_writer, log_scalars
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,11 @@ class BaseTrainer:
         self.feature_params: FeatureParams
         self.amp: str | None = None
 
+        # Running cost totals (cost.json, and "cost" in every checkpoint so resumes accumulate them).
+        self.cost = CostMeter("search_steps" if search is not None else "train_steps",
+                              init_from=self.config.get("init_from"),
+                              gpus=self.dist.world_size if self.device.type == "cuda" else 0)
+
         self.step = 0
         self.best_val = math.inf
         self.last_val = math.nan
@@ -296,6 +302,7 @@ class BaseTrainer:
             **self._structure_state(),
             "best_val": self.best_val,
             "bad_steps": self.bad_steps,
+            "cost": self.cost.totals(self.step),
         }
 
     def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
@@ -304,6 +311,7 @@ class BaseTrainer:
         if self.search is not None and state.get("search") is not None:
             self.search.load_state_dict(state["search"])
         self.step = int(state["step"])
+        self.cost.restore(state.get("cost"), self.step)
         self.best_val = float(state.get("best_val", math.inf))
         self.bad_steps = int(state.get("bad_steps", 0))
         if self.dist.rank == 0:
@@ -357,6 +365,7 @@ class BaseTrainer:
             if path.name != ckpt.BEST:
                 ckpt.prune_checkpoints(self.out_dir, self.keep_last)
                 self._last_ckpt = path
+                self.cost.write(self.out_dir, self.step)
         D.barrier()
         return path
 

@@ -1,0 +1,111 @@
+"""Architecture rules: checkpoints never name arbitrary callables; the package import graph stays layered."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from rfspeech.data.manifest import FeatureParams
+from rfspeech.errors import ConfigError
+from rfspeech.inference import build_from_node, load_acoustic, load_generator, register_model_class, resolve_target
+from rfspeech.models.hifigan import HiFiGANGenerator
+
+PKG = Path(__file__).resolve().parents[1] / "rfspeech"
+
+TINY = dict(in_channels=80, upsample_initial_channel=16, upsample_rates=[8, 8, 4], upsample_kernel_sizes=[16, 16, 8],
+            resblock="1", resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]])
+
+
+def _checkpoint(tmp_path: Path, node: dict, key: str = "generator") -> Path:
+    path = tmp_path / "evil.pt"
+    state = {key: {"w": torch.zeros(1)}, "config": {"model": {key: node}},
+             "feature_params": FeatureParams().to_dict()}
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("target, args", [
+    ("builtins.open", {"file": "PWNED", "mode": "w"}),
+    ("shutil.copyfile", {"src": __file__, "dst": "PWNED"}),
+    ("numpy.save", {"file": "PWNED", "arr": [1]}),
+    ("rfspeech.models.hifigan.torch.save", {"obj": 1, "f": "PWNED"}),
+    ("rfspeech.io.atomic_write_text", {"path": "PWNED", "text": "x"}),
+])
+@pytest.mark.parametrize("loader, key", [(load_generator, "generator"), (load_acoustic, "acoustic")])
+def test_checkpoint_naming_a_foreign_target_is_refused_and_writes_nothing(tmp_path, monkeypatch, target, args,
+                                                                          loader, key):
+    monkeypatch.chdir(tmp_path)
+    path = _checkpoint(tmp_path, {"_target_": target, **args}, key)
+    with pytest.raises(ConfigError) as e:
+        loader(path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and target in msg and "refused" in msg
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_nested_target_and_unknown_arguments_are_refused(tmp_path):
+    where = "x.pt: config.model.generator"
+    with pytest.raises(ConfigError, match="not plain values"):
+        build_from_node({"_target_": "rfspeech.models.hifigan.HiFiGANGenerator",
+                         "upsample_rates": {"_target_": "builtins.open", "file": "PWNED"}}, where)
+    with pytest.raises(ConfigError, match=r"has no argument\(s\) \['bogus'\]"):
+        build_from_node({"_target_": "rfspeech.models.hifigan.HiFiGANGenerator", **TINY, "bogus": 1}, where)
+    assert isinstance(build_from_node({"_target_": "rfspeech.models.hifigan.HiFiGANGenerator", **TINY}, where),
+                      HiFiGANGenerator)
+
+
+def test_registered_class_outside_the_prefix_is_allowed():
+    class Foreign(torch.nn.Module):
+        def __init__(self, n: int = 1) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(n, n)
+
+    with pytest.raises(ConfigError, match="refused"):
+        resolve_target(f"{Foreign.__module__}.{Foreign.__qualname__}", "f.pt")
+    register_model_class(Foreign)
+    assert resolve_target(f"{Foreign.__module__}.{Foreign.__qualname__}", "f.pt") is Foreign
+
+
+# --------------------------------------------------------------------------- import graph
+def _imports(path: Path) -> set[str]:
+    """Every ``rfspeech...`` module a file imports, at any depth (function-level imports included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m == "rfspeech" or m.startswith("rfspeech.")}
+
+
+def _package_of(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    return ".".join(rel.parts[:2])
+
+
+MODULES = sorted(PKG.rglob("*.py"))
+
+
+def test_no_library_module_imports_the_console_scripts():
+    bad = [(str(p.relative_to(PKG.parent)), m) for p in MODULES if _package_of(p) != "rfspeech.bin"
+           for m in _imports(p) if m.startswith("rfspeech.bin")]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("src, dst", [("rfspeech.train", "rfspeech.evaluate"), ("rfspeech.evaluate", "rfspeech.train"),
+                                      ("rfspeech.inference", "rfspeech.evaluate"),
+                                      ("rfspeech.inference", "rfspeech.train")])
+def test_layering(src, dst):
+    bad = [(str(p.relative_to(PKG.parent)), m) for p in MODULES if _package_of(p) == src
+           for m in _imports(p) if m == dst or m.startswith(dst + ".")]
+    assert not bad, bad
+
+
+def test_console_scripts_do_not_import_each_other():
+    bad = [(p.name, m) for p in (PKG / "bin").glob("*.py")
+           for m in _imports(p) if m.startswith("rfspeech.bin") and not m.startswith("rfspeech.bin._cli")]
+    assert not bad, bad
