@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from rfspeech.errors import ConfigError
+from rfspeech.io import atomic_write_yaml
 
 
 def recipes_dir() -> Path:
@@ -37,3 +38,9 @@ def require(cfg: Any, *keys: str) -> None:
 def to_container(cfg: Any) -> Any:
     """A resolved plain container of an OmegaConf node (anything else unchanged)."""
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+def write_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> None:
+    """Save the resolved config beside the run (rank 0 only)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        atomic_write_yaml(Path(out_dir) / name, to_container(cfg))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +11,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rfspeech.config import recipes_dir, require, to_container
+from rfspeech.config import recipes_dir, require, to_container, write_config
 from rfspeech.errors import RFSpeechError
-from rfspeech.io import atomic_write_yaml
 
 log = logging.getLogger("rfspeech")
 
@@ -25,12 +23,6 @@ def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
-
-
-def write_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> None:
-    """Save the resolved config beside the run (rank 0 only)."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        atomic_write_yaml(Path(out_dir) / name, to_container(cfg))
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

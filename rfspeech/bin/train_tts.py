@@ -14,59 +14,32 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from hydra.utils import instantiate
 
-from rfspeech.bin._cli import hydra_main
+from rfspeech.bin._cli import hydra_main, require, to_container, write_config
+from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError
+from rfspeech.search import apply_structure, load_structure
+
+# Re-exported: the acoustic model's search wiring lives in rfspeech.search.pipeline (with the vocoder's).
+from rfspeech.search.pipeline import acoustic_local_search, acoustic_search_args
+from rfspeech.train import distributed
+from rfspeech.train.acoustic import AcousticTrainer, build_acoustic
+from rfspeech.train.build import seed_everything
+
+search_args = acoustic_search_args
 
 log = logging.getLogger("rfspeech.train_tts")
 
 STRUCTURE = "structure.yaml"
 
 
-def _require(cfg: Any, *keys: str) -> None:
-    from omegaconf import OmegaConf
-
-    for key in keys:
-        if key not in cfg or OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
-            raise ConfigError(f"{key} is required (pass {key}=...)")
-
-
-def _container(cfg: Any) -> Any:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-
-
-def _seed(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def search_args(cfg: Any) -> dict[str, Any]:
-    """``make_searchable`` keyword arguments of the ``search`` node."""
-    s = cfg.search
-    args: dict[str, Any] = {"include": _container(s.get("include")), "exclude": _container(s.get("exclude"))}
-    for key in ("num_branches", "expand_rate", "min_dilation", "max_dilation"):
-        if s.get(key) is not None:
-            args[key] = s[key]
-    return args
-
-
 def build_trainer(cfg: Any, **overrides: Any) -> Any:
     """Model (structure / searchable applied), optimiser, scheduler and :class:`AcousticTrainer` from a config."""
-    from hydra.utils import instantiate
-
-    from rfspeech.data.manifest import FeatureParams
-    from rfspeech.train.acoustic import AcousticTrainer, build_acoustic
-
-    _require(cfg, "data_dir", "out_dir")
+    require(cfg, "data_dir", "out_dir")
     if "model" not in cfg or "acoustic" not in cfg.model:
         raise ConfigError("model.acoustic missing from the config (choose model=acoustic or model=acoustic_debug)")
-    _seed(int(cfg.seed))
+    seed_everything(int(cfg.seed))
     model = build_acoustic(cfg.model.acoustic)
     structure = None
     mode = str(cfg.get("structure_mode") or "single")
@@ -76,24 +49,13 @@ def build_trainer(cfg: Any, **overrides: Any) -> Any:
             raise ConfigError("structure= and search.enabled=true exclude each other (fine-tune OR search)")
         if mode not in ("single", "multiple", "merge"):
             raise ConfigError(f"structure_mode must be single, multiple or merge, got {mode!r}")
-        from rfspeech.search import apply_structure, load_structure
-
         structure = dict(load_structure(cfg.structure))
         apply_structure(model, structure, mode=mode)
         log.info("acoustic model built from %s (mode %s)", cfg.structure, mode)
     elif cfg.search.get("enabled"):
-        from rfspeech.search import LocalSearch, make_searchable
-
-        searchable = search_args(cfg)
-        wrapped = make_searchable(model, **searchable)
-        if not wrapped:
-            raise ConfigError("search.enabled=true but no dilated conv matched search.include/exclude")
-        search = LocalSearch(model, search_interval=int(cfg.search.search_interval),
-                             max_search_steps=int(cfg.search.max_search_steps), out_dir=cfg.out_dir,
-                             settings={"model": "acoustic"})
-        log.info("searching %d dilated convs", len(wrapped))
+        search, searchable = acoustic_local_search(cfg, model)
     t = cfg.tts
-    features = FeatureParams.from_dict(_container(cfg.features), where="features") if cfg.get("features") else None
+    features = FeatureParams.from_dict(to_container(cfg.features), where="features") if cfg.get("features") else None
     kwargs: dict[str, Any] = dict(
         model=model, optimizer=instantiate(t.optimizer, _convert_="all"),
         scheduler=instantiate(t.scheduler, _convert_="all") if t.get("scheduler") else None,
@@ -105,7 +67,7 @@ def build_trainer(cfg: Any, **overrides: Any) -> Any:
         n_mel_images=int(t.n_mel_images), max_frames=t.get("max_frames"), bucket_batches=int(t.bucket_batches),
         skip_bad=bool(t.get("skip_bad", False)), device=str(cfg.device), amp=cfg.get("amp"),
         resume=bool(cfg.get("resume", False)), init_from=cfg.get("init_from"), structure=structure,
-        structure_mode=mode, search=search, searchable=searchable, config=_container(cfg),
+        structure_mode=mode, search=search, searchable=searchable, config=to_container(cfg),
         tensorboard=bool(cfg.get("tensorboard", True)), progress=bool(cfg.get("progress", True)),
     )
     kwargs.update(overrides)
@@ -122,14 +84,10 @@ def _save_structure(trainer: Any, cfg: Any) -> Path | None:
 
 
 def task(cfg: Any) -> dict[str, Any]:
-    from rfspeech.io import atomic_write_yaml
-    from rfspeech.train import distributed
-
-    _require(cfg, "data_dir", "out_dir")
+    require(cfg, "data_dir", "out_dir")
     try:
         trainer = build_trainer(cfg)
-        if int(os.environ.get("RANK", "0")) == 0:
-            atomic_write_yaml(Path(cfg.out_dir) / "config.yaml", _container(cfg))
+        write_config(cfg, cfg.out_dir)
         result = trainer.fit()
         structure = _save_structure(trainer, cfg)
     finally:

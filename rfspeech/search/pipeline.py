@@ -1,0 +1,342 @@
+"""The RF-Next search pipeline behind ``rfspeech-search`` (global search, then local search while training).
+
+Pipeline (``recipes/search.yaml``):
+
+1. optional **global search** (``search.global.enabled``): an evolutionary search over coarse dilation
+   combinations; each candidate is trained for ``candidate_steps`` steps from one shared initialisation
+   (``out_dir/global/init.pt``) and scored by validation mel L1; candidates whose receptive field makes
+   layers unproductive for the training segment are pruned first (:mod:`rfspeech.rf`); candidates
+   are scored in ``n_workers`` processes. The best combination (``out_dir/global/best.yaml``) seeds
+2. the **local search** during training: the generator's dilated convs are wrapped
+   (``make_searchable``, before the optimiser is built) and every ``search_interval`` steps, for
+   ``max_search_steps`` rounds, each searched conv estimates and expands its dilation
+   (``out_dir/search/structure_step<N>.yaml`` after each round, TensorBoard ``search/dilation/*``).
+3. ``out_dir/structure.yaml`` (structure, settings, receptive field) and ``out_dir/search_log.json``.
+
+Under torchrun the global search runs on rank 0 (its result is broadcast) and the local search takes
+identical decisions on every rank. ``resume=true`` continues an interrupted search: the global search
+from its state file, the local search from the newest checkpoint (its state is in the checkpoints).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from rfspeech.config import require, to_container, write_config
+from rfspeech.data.manifest import FEATS_YAML, FeatureParams
+from rfspeech.errors import ConfigError
+from rfspeech.io import atomic_path, atomic_write_text
+from rfspeech.layers.conv import iter_dilated_convs
+from rfspeech.search import (
+    GlobalSearch,
+    LocalSearch,
+    ReceptiveFieldPrune,
+    apply_structure,
+    expand_groups,
+    export_structure,
+    load_structure,
+    make_searchable,
+    receptive_field,
+    save_structure,
+)
+from rfspeech.train import checkpoint as ckpt
+from rfspeech.train import distributed as D
+from rfspeech.train.build import build_models, make_trainer
+from rfspeech.train.cost import COST_FILE, CostMeter, read_cost
+from rfspeech.train.distributed import DistInfo, resolve_device
+from rfspeech.train.logging import create_writer
+from rfspeech.train.trainer import TrainingDiverged
+
+log = logging.getLogger("rfspeech.search")
+
+__all__ = ["CandidateScorer", "acoustic_local_search", "acoustic_search_args", "global_space", "run_global_search",
+           "run_search", "searchable_args", "searched_paths"]
+
+_WRAP_KEYS = ("include", "exclude")
+
+
+def searchable_args(cfg: Any) -> dict[str, Any]:
+    """``make_searchable`` keyword arguments (include/exclude + SearchableConv1d settings)."""
+    args = dict(to_container(cfg.search.searchable) or {})
+    return {k: v for k, v in args.items() if v is not None or k in _WRAP_KEYS}
+
+
+def searched_paths(generator: torch.nn.Module, args: Mapping[str, Any]) -> list[str]:
+    """Paths ``make_searchable`` would wrap (asked of a copy, so include/exclude and skips match exactly)."""
+    quiet = logging.getLogger("rfspeech.search")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the real wrapping logs the list (and the skipped convs) later
+    try:
+        return make_searchable(copy.deepcopy(generator), **args)
+    finally:
+        quiet.setLevel(level)
+
+
+def global_space(generator: torch.nn.Module, paths: list[str], choices: list[int],
+                 groups: Mapping[str, list[str]] | None, max_dilation: int | None
+                 ) -> tuple[dict[str, list[int]], dict[str, list[str]], dict[str, int]]:
+    """The global search space over ``paths``.
+
+    Args:
+        generator: the hand-designed generator (its dilations seed the search).
+        paths: searchable conv paths.
+        choices: allowed dilations of every gene.
+        groups: ``{gene: [fnmatch patterns of paths]}``; None makes every path its own gene.
+        max_dilation: upper bound of the dilations.
+
+    Returns:
+        ``(space, groups, hand_designed)``: ``{gene: choices}``, ``{gene: [paths]}`` and the
+        hand-designed value of every gene (its first layer's dilation).
+    """
+    current = {p: int(c.dilation[0]) for p, c in iter_dilated_convs(generator)}
+    if groups:
+        members = {str(g): [p for p in paths if any(fnmatch.fnmatchcase(p, pat) for pat in pats)]
+                   for g, pats in groups.items()}
+        empty = [g for g, m in members.items() if not m]
+        if empty:
+            raise ConfigError(f"search.global.groups: {empty} match no searchable conv (paths look like "
+                              f"{', '.join(paths[:3])})")
+    else:
+        members = {p: [p] for p in paths}
+    vals = sorted({int(c) for c in choices if max_dilation is None or int(c) <= int(max_dilation)})
+    if not vals:
+        raise ConfigError("search.global.choices: no dilation within [1, search.searchable.max_dilation]")
+    space = {g: vals for g in members}
+    hand = {g: current[m[0]] for g, m in members.items()}
+    return space, members, hand
+
+
+class CandidateScorer:
+    """Score a global-search candidate: a short training run from the shared initialisation.
+
+    Picklable (plain config dict and paths), so the global search can run it in worker processes.
+
+    Args:
+        cfg: the resolved search config (plain dict).
+        init_path: ``torch.save`` of the shared ``generator``/``discriminator`` initial weights.
+        groups: ``{gene: [paths]}`` of the search space.
+        steps: training steps per candidate.
+        val_utts: dev utterances of the validation score.
+        work_dir: scratch directory of the candidate runs.
+        threads: torch threads per candidate process (None: leave torch's default).
+    """
+
+    def __init__(self, cfg: dict[str, Any], init_path: str, groups: dict[str, list[str]], steps: int,
+                 val_utts: int, work_dir: str, threads: int | None = None) -> None:
+        self.cfg = cfg
+        self.init_path = init_path
+        self.groups = groups
+        self.steps = int(steps)
+        self.val_utts = int(val_utts)
+        self.work_dir = work_dir
+        self.threads = threads
+
+    def __call__(self, choice: dict[str, int]) -> float:
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        cfg = OmegaConf.create(self.cfg)
+        generator, discriminator = build_models(cfg)
+        init = torch.load(self.init_path, map_location="cpu", weights_only=True)
+        generator.load_state_dict(init["generator"])
+        discriminator.load_state_dict(init["discriminator"])
+        apply_structure(generator, expand_groups(choice, self.groups), mode="single")
+        tag = hashlib.sha1(json.dumps(choice, sort_keys=True).encode()).hexdigest()[:12]
+        trainer = make_trainer(
+            cfg, generator, discriminator, out_dir=Path(self.work_dir) / tag, max_steps=self.steps, resume=False,
+            init_from=None, tensorboard=False, progress=False, checkpoint_interval=0, validation_interval=0,
+            save_last=False, num_workers=0, val_max_utts=self.val_utts,
+            dist_info=DistInfo(device=resolve_device(str(cfg.device))),
+        )
+        try:
+            trainer.fit()
+        except TrainingDiverged:
+            return math.inf
+        score = trainer.validate()
+        return score if math.isfinite(score) else math.inf
+
+
+def _build_generator(cfg: dict[str, Any]) -> torch.nn.Module:
+    return build_models(OmegaConf.create(cfg))[0]
+
+
+def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch.nn.Module, paths: list[str],
+                      segment_frames: int, out_dir: Path) -> tuple[dict[str, int], dict[str, Any]]:
+    """Run the global search (rank 0); return the best per-layer structure and a summary."""
+    g = cfg.search["global"]
+    args = searchable_args(cfg)
+    groups_cfg = to_container(g.groups) if g.get("groups") else None
+    space, groups, hand = global_space(generator, paths, list(g.choices), groups_cfg, args.get("max_dilation"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    init_path = out_dir / "init.pt"
+    if not init_path.is_file():
+        with atomic_path(init_path) as tmp, open(tmp, "wb") as f:
+            torch.save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict()}, f)
+    plain_cfg = to_container(cfg)
+    threads = g.get("threads_per_worker")
+    if threads is None and int(g.n_workers) > 1:  # share the cores between the candidate processes
+        threads = max(1, (os.cpu_count() or 1) // int(g.n_workers))
+    scorer = CandidateScorer(plain_cfg, str(init_path), groups, int(g.candidate_steps), int(g.candidate_val_utts),
+                             str(out_dir / "candidates"), threads=threads)
+    prune = None
+    if g.get("prune", True):
+        prune = ReceptiveFieldPrune(functools.partial(_build_generator, plain_cfg), segment=segment_frames,
+                                    groups=groups, max_unproductive=int(g.max_unproductive))
+    search = GlobalSearch(
+        space, scorer, population=int(g.population), generations=int(g.generations), mutation=float(g.mutation),
+        crossover=float(g.crossover), elite=int(g.elite), selection=str(g.selection), immigrants=float(g.immigrants),
+        seed=int(cfg.seed), seeds=[hand] if g.get("seed_hand_designed", True) else None, prune_fn=prune,
+        n_workers=int(g.n_workers), out_dir=out_dir, resume=bool(cfg.get("resume", False)),
+    )
+    log.info("global search: %d genes, %d combinations, population %d, %d generations", len(space),
+             search.space_size, int(g.population), int(g.generations))
+    result = search.run()
+    best = expand_groups(result.best, groups)
+    summary = {"best": result.best, "best_score": result.best_score, "evaluations": result.evaluations,
+               "generations": result.generations, "groups": groups, "space": space}
+    save_structure(out_dir / "best.yaml", best,
+                   settings={"global": {k: v for k, v in summary.items() if k != "generations"}})
+    writer = create_writer(Path(cfg.out_dir) / "tensorboard", enabled=bool(cfg.get("tensorboard", True)))
+    for gen in result.generations:
+        for key in ("best_score", "mean_score"):
+            value = gen.get(key)
+            if isinstance(value, int | float) and math.isfinite(value):
+                writer.add_scalar(f"search/global_{key}", float(value), int(gen["generation"]))
+    writer.close()
+    return best, summary
+
+
+def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
+    """The whole ``rfspeech-search`` pipeline; returns ``{structure, structure_file, ...}``."""
+    require(cfg, "data_dir", "out_dir")
+    out = Path(cfg.out_dir)
+    fp = FeatureParams.load(Path(cfg.data_dir) / FEATS_YAML)
+    if int(cfg.train.segment_size) % fp.hop_length:
+        raise ConfigError(f"train.segment_size={cfg.train.segment_size} must be a multiple of the hop length "
+                          f"{fp.hop_length}")
+    segment_frames = int(cfg.train.segment_size) // fp.hop_length
+    args = searchable_args(cfg)
+    generator, discriminator = build_models(cfg)
+    init_generator = True
+    if cfg.get("init_from") and not cfg.get("resume"):
+        # Search from trained (hand-designed) weights: load them before the convs are wrapped.
+        state = ckpt.load_checkpoint(cfg.init_from)
+        ckpt.load_generator_weights(generator, ckpt.extract_generator_state(state, cfg.init_from), str(cfg.init_from))
+        init_generator = False
+    paths = searched_paths(generator, args)
+    if not paths:
+        raise ConfigError("search.searchable: no searchable conv in the generator (check include/exclude)")
+    global_cost: dict[str, Any] | None = None
+    g = cfg.search["global"]
+    if g.get("enabled", False):
+        # The trainer's checks (features, hop, segment vs receptive field, a dry run) before the global
+        # search, which can run for hours before the local search's trainer would see a bad config.
+        make_trainer(cfg, copy.deepcopy(generator), copy.deepcopy(discriminator), resume=False, init_from=None,
+                     tensorboard=False, progress=False, dist_info=DistInfo(device=resolve_device(str(cfg.device))))
+    if dist_info.is_main:
+        write_config(cfg, out)
+    summary: dict[str, Any] = {"searched_layers": paths}
+
+    # ---- global search ----
+    if g.get("enabled", False):
+        best_file = out / "global" / "best.yaml"
+        best = None
+        if cfg.get("resume") and best_file.is_file():
+            best = load_structure(best_file)
+            log.info("global search: reusing %s", best_file)
+            global_cost = read_cost(out)  # what the finished global search spent (None if unknown)
+        elif dist_info.is_main:
+            meter = CostMeter("global_proxy_steps", init_from=cfg.get("init_from"))
+            best, summary["global"] = run_global_search(cfg, generator, discriminator, paths, segment_frames,
+                                                        out / "global")
+            global_cost = meter.totals(0)
+            global_cost["global_proxy_steps"] = int(summary["global"]["evaluations"]) * int(g.candidate_steps)
+            # Written now (the local search may be interrupted before its first checkpoint).
+            atomic_write_text(out / COST_FILE, json.dumps(global_cost, indent=2) + "\n")
+        best = D.broadcast_object(best)
+        apply_structure(generator, best, mode="single")
+        log.info("global search best: %s", best)
+
+    # ---- local search during training ----
+    local_cfg = cfg.search.local
+    rf = None
+    if local_cfg.get("enabled", True) and int(local_cfg.max_search_steps) > 0:
+        make_searchable(generator, **args)
+        local = LocalSearch(generator, int(local_cfg.search_interval), int(local_cfg.max_search_steps),
+                            out_dir=out / "search" if dist_info.is_main else None,
+                            settings={"searched_layers": len(paths)}, segment=segment_frames)
+        trainer = make_trainer(cfg, generator, discriminator, search=local, searchable=args, dist_info=dist_info,
+                               init_generator=init_generator)
+        if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it
+            trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "wall_seconds")})
+        result = trainer.fit()
+        summary["local"] = {"history": local.history, "rounds": local.rounds, "steps": result.step,
+                            "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
+        settings = local.all_settings()
+        if not local.finished:
+            log.warning("local search ran %d of %d rounds in %d steps (search_interval=%d): raise train.max_steps",
+                        local.rounds, local.max_search_steps, result.step, local.search_interval)
+    else:
+        settings = {}
+        if dist_info.is_main and global_cost is None and not (out / COST_FILE).is_file():
+            CostMeter("search_steps", init_from=cfg.get("init_from")).write(out, 0)
+    structure = export_structure(generator)
+    structure = {p: d for p, d in structure.items() if p in set(paths)}
+    if dist_info.is_main:
+        rf = receptive_field(generator, segment_frames)
+        settings = {**settings, "searchable": args, "model": to_container(cfg.model.generator),
+                    "global": {k: v for k, v in summary.get("global", {}).items() if k in ("best", "best_score")}}
+        save_structure(out / "structure.yaml", structure, settings, rf)
+        atomic_write_text(out / "search_log.json",
+                          json.dumps({**summary, "structure": structure, "receptive_field": rf}, indent=2,
+                                     default=_json_default))
+    return {"structure": structure, "structure_file": str(out / "structure.yaml"), "receptive_field": rf}
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------------------------- acoustic model
+def acoustic_search_args(cfg: Any) -> dict[str, Any]:
+    """``make_searchable`` keyword arguments of ``rfspeech-train-tts``'s ``search`` node."""
+    s = cfg.search
+    args: dict[str, Any] = {"include": to_container(s.get("include")), "exclude": to_container(s.get("exclude"))}
+    for key in ("num_branches", "expand_rate", "min_dilation", "max_dilation"):
+        if s.get(key) is not None:
+            args[key] = s[key]
+    return args
+
+
+def acoustic_local_search(cfg: Any, model: torch.nn.Module) -> tuple[LocalSearch, dict[str, Any]]:
+    """Wrap the acoustic model's dilated convs and attach the local search (``search.enabled=true``).
+
+    Returns:
+        ``(search, searchable)``: the :class:`LocalSearch` for the trainer and the ``make_searchable``
+        arguments it records in checkpoints.
+    """
+    searchable = acoustic_search_args(cfg)
+    wrapped = make_searchable(model, **searchable)
+    if not wrapped:
+        raise ConfigError("search.enabled=true but no dilated conv matched search.include/exclude")
+    search = LocalSearch(model, search_interval=int(cfg.search.search_interval),
+                         max_search_steps=int(cfg.search.max_search_steps), out_dir=cfg.out_dir,
+                         settings={"model": "acoustic"})
+    log.info("searching %d dilated convs", len(wrapped))
+    return search, searchable
