@@ -645,12 +645,19 @@ def crepe_pitch(
         if audio.shape[-1] <= pad:
             raise MetricError("crepe: audio too short to pad one analysis window", "too short")
         audio = torch.nn.functional.pad(audio[None], (pad, pad), mode="reflect")[0]
-    with torch.no_grad():
-        pitch, periodicity = torchcrepe.predict(audio, torchcrepe.SAMPLE_RATE, hop16, fmin, fmax, model,
-                                                return_periodicity=True, batch_size=batch_size, device="cpu",
-                                                pad=False)
-        periodicity = torchcrepe.threshold.Silence(silence_db)(periodicity, audio, torchcrepe.SAMPLE_RATE,
-                                                               hop_length=hop16, pad=False)
+    # torchcrepe dithers every pitch by triangular noise of ±1 bin (20 cents) from numpy's global RNG:
+    # seeded per call, so results repeat and a signal against itself scores 0 (CARGAN's numbers carry it unseeded).
+    rng_state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        with torch.no_grad():
+            pitch, periodicity = torchcrepe.predict(audio, torchcrepe.SAMPLE_RATE, hop16, fmin, fmax, model,
+                                                    return_periodicity=True, batch_size=batch_size, device="cpu",
+                                                    pad=False)
+            periodicity = torchcrepe.threshold.Silence(silence_db)(periodicity, audio, torchcrepe.SAMPLE_RATE,
+                                                                   hop_length=hop16, pad=False)
+    finally:
+        np.random.set_state(rng_state)
     if pitch.shape[1] != target:
         def interp(v: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.interpolate(v[None], size=target, mode="linear", align_corners=False)[0]
