@@ -49,6 +49,10 @@ def rf_text(rf: dict[str, Any] | None) -> str:
     text = f"{g(lo, 4)}–{g(hi, 4)}" if lo != hi else g(lo, 4)
     text += f" {rf.get('units') or rf.get('unit') or 'frames'}"
     slo, shi = rf.get("r_min_samples"), rf.get("r_max_samples")
+    if rf.get("part"):
+        text = f"{rf['part']}: {text}"
+    if (slo, shi) == (lo, hi):  # a frame-rate part (the acoustic decoder): samples would repeat the frames
+        return text
     if slo is not None or shi is not None:
         text += f" ({g(slo)}–{g(shi)} samples)" if slo != shi else f" ({g(slo)} samples)"
     return text
