@@ -140,6 +140,11 @@ def test_identical_f0_across_runs_is_a_caveat() -> None:
     data = _data(exps)
     assert "f0_rmse" in data.degenerate and data.winners["f0_rmse"] is None
     assert any("F0 RMSE has the same value (12.5) in every experiment" in c for c in data.caveats)
+    # A column only in the summaries (rfspeech-synthesize's duration error) is judged by its means.
+    for e, v in zip(exps, (2.0, 2.5, 1.5)):
+        e.summary["metrics"]["duration_mae_frames"] = {"n": 6, "mean": v}
+    data = _data(exps)
+    assert "duration_mae_frames" in data.columns and "duration_mae_frames" not in data.degenerate
 
 
 # --------------------------------------------------------------------------- cost
