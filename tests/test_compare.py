@@ -204,6 +204,20 @@ def test_html_renders_in_headless_chromium(report: tuple[Path, object], tmp_path
     assert found, dom.stdout[-500:]
     durations = [float(v) for v in found.group(1).split(",")]
     assert len(durations) == 10 and all(v == pytest.approx(1.0, abs=0.01) for v in durations)
+    # Every table fits a 1400 px page: a probe measures each table's laid-out width.
+    width_probe = tmp_path / "width.html"
+    width_probe.write_text((out / "report.html").read_text().replace("</body>", """<script>
+window.addEventListener("load", () => {
+  const pre = document.createElement("pre"); pre.id = "widths";
+  pre.textContent = [...document.querySelectorAll("table")].map(t => t.id + ":" + t.scrollWidth).join(",");
+  document.body.appendChild(pre);
+});</script></body>"""))
+    dom = subprocess.run([browser, *flags, "--window-size=1400,2000", "--virtual-time-budget=5000", "--dump-dom",
+                          width_probe.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="widths">([^<]*)</pre>', dom.stdout)
+    assert found, dom.stdout[-500:]
+    widths = {k: int(v) for k, v in (item.rsplit(":", 1) for item in found.group(1).split(","))}
+    assert widths and max(widths.values()) <= 1400, widths
     shot = tmp_path / "shot.png"
     r = subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1280,2000", url],
                        capture_output=True, text=True, timeout=120)

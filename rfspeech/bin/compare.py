@@ -25,6 +25,8 @@ def task(cfg: Any) -> None:
     out = Path(cfg.out_dir)
     arms = ", ".join(f"{a} ({len(r)} run{'s' if len(r) > 1 else ''})" for a, r in data.arms.items())
     print(f"compared {len(data.experiments)} experiments, arms: {arms}")
+    for line in [*data.verdict, *(f"warning: {w}" for w in data.cost_warnings)]:
+        print(line)
     print(f"report: {out / 'report.html'} (and {out / 'report.md'})")
 
 

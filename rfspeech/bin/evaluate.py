@@ -10,27 +10,25 @@ from rfspeech.bin._cli import hydra_main, require
 log = logging.getLogger("rfspeech.evaluate")
 
 
+#: Keys of recipes/evaluate.yaml that are not evaluation settings.
+_RUN_KEYS = ("ref_dir", "syn_dir", "out_dir", "ids_from", "jobs", "progress", "feats_yaml")
+
+
 def task(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
+    from rfspeech.evaluate.registry import EvalOptions
     from rfspeech.evaluate.runner import evaluate_dirs
 
     require(cfg, "ref_dir", "syn_dir", "out_dir")
-    metrics = cfg.metrics
-    metrics = [metrics] if isinstance(metrics, str) else list(OmegaConf.to_container(metrics))
-    feature_params = None
+    flat = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in _RUN_KEYS}
     if cfg.get("feats_yaml"):
         from rfspeech.data.manifest import FeatureParams
 
-        feature_params = FeatureParams.load(cfg.feats_yaml).to_dict()
-    summary = evaluate_dirs(
-        cfg.ref_dir, cfg.syn_dir, cfg.out_dir, metrics=metrics, include_c0=bool(cfg.mcd_include_c0),
-        pesq_mode=str(cfg.pesq_mode), f0_method=str(cfg.f0_method), f0_min=float(cfg.f0_min),
-        f0_max=float(cfg.f0_max), feature_params=feature_params, min_duration=float(cfg.min_duration),
-        silence_db=float(cfg.silence_db), peak_normalize=bool(cfg.peak_normalize),
-        ids_from=str(cfg.ids_from), jobs=int(cfg.jobs),
-        progress=bool(cfg.progress),
-    )
+        flat["mel_l1_feature_params"] = FeatureParams.load(cfg.feats_yaml).to_dict()
+    options = EvalOptions.from_flat(**flat)
+    summary = evaluate_dirs(cfg.ref_dir, cfg.syn_dir, cfg.out_dir, options, ids_from=str(cfg.ids_from),
+                            jobs=int(cfg.jobs), progress=bool(cfg.progress))
     print(format_summary(summary))
     print(f"wrote {cfg.out_dir}/metrics.csv and {cfg.out_dir}/summary.json")
     return summary

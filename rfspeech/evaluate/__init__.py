@@ -8,6 +8,9 @@ the metric cannot be computed for that pair::
     mcd(ref, syn, 22050)          # dB, c0 excluded, DTW aligned
     pesq(ref, syn, 22050)         # wide band, resampled to 16 kHz
 
+Every metric of ``rfspeech-evaluate`` is registered once in :mod:`rfspeech.evaluate.registry`
+(name → evaluator, columns, settings dataclass); :class:`EvalOptions` is the one options object.
+
 Folders: :func:`evaluate_dirs` (``rfspeech-evaluate``); reports: :func:`write_report`
 (``rfspeech-compare``); synthesis and its speed live in :mod:`rfspeech.evaluate.synthesis` and
 :mod:`rfspeech.evaluate.speed` (they import torch, so they are not imported here).
@@ -16,11 +19,15 @@ Folders: :func:`evaluate_dirs` (``rfspeech-evaluate``); reports: :func:`write_re
 from rfspeech.evaluate.metrics import (
     MCEP_PARAMS,
     STFT_RESOLUTIONS,
+    CrepeMetrics,
     F0Metrics,
     MetricError,
+    crepe_metrics,
+    crepe_pitch,
     f0_contour,
     f0_metrics,
     f0_rmse,
+    frame_periodicity,
     mcd,
     mcd_settings,
     mcep_params,
@@ -32,11 +39,20 @@ from rfspeech.evaluate.metrics import (
     stoi,
     vuv_error,
 )
+from rfspeech.evaluate.registry import REGISTRY, EvalOptions, Metric, register
 from rfspeech.evaluate.report import write_report
 from rfspeech.evaluate.runner import evaluate_dirs
 
 __all__ = [
     "MCEP_PARAMS",
+    "REGISTRY",
+    "CrepeMetrics",
+    "EvalOptions",
+    "Metric",
+    "crepe_metrics",
+    "crepe_pitch",
+    "frame_periodicity",
+    "register",
     "STFT_RESOLUTIONS",
     "F0Metrics",
     "MetricError",

@@ -506,3 +506,198 @@ def mel_l1(ref: np.ndarray, syn: np.ndarray, sr: int, *, params: Any = None) -> 
     except DataError as e:
         raise MetricError(f"mel_l1: {e}", "too short") from None
     return float(np.mean(np.abs(mr - ms)))
+
+
+def frame_periodicity(
+    x: np.ndarray,
+    sr: int,
+    *,
+    hop: int = 256,
+    window_hops: int = 4,
+    floor_db: float = -40.0,
+) -> float:
+    """Mean normalised autocorrelation of a waveform at lag = one mel hop: the frame-rate buzz of tiny vocoders.
+
+    A vocoder that has not learned to use its mel input repeats the same excitation every hop, so its
+    output correlates with itself one hop later (a pulse train at ``sr / hop`` Hz scores 1), while
+    speech, whose pitch period is not locked to the frame rate, and noise score near 0.
+
+    Computation: windows of ``W = window_hops · hop`` samples start every ``hop`` samples
+    (``n = (samples − hop − W) // hop + 1`` windows; the signal must hold one window plus one hop).
+    Window ``a = x[t : t+W]`` and its copy one hop later ``b = x[t+hop : t+hop+W]`` give
+    ``r = Σ a·b / sqrt(Σ a² · Σ b²)`` (no mean removal, so a DC offset counts as periodic). Only
+    windows whose energy ``min(Σ a², Σ b²)`` lies within ``floor_db`` dB of the loudest window's count:
+    silence is neither buzz nor speech, and 0/0 has no value. The result is the mean of ``r`` over the
+    counted windows (in [−1, 1]).
+
+    Args:
+        x: waveform ``(samples,)``.
+        sr: its sample rate (only checked; ``hop`` is in samples).
+        hop: the lag in samples: the vocoder's hop (upsampling product), 256 for 22.05 kHz HiFi-GAN.
+        window_hops: window length in hops.
+        floor_db: windows quieter than the loudest by more than this are skipped.
+
+    Returns:
+        The mean normalised autocorrelation at lag ``hop``.
+
+    Raises:
+        MetricError: audio shorter than one window plus one hop (``"too short"``) or silent (``"silent"``).
+    """
+    _check_rate(sr)
+    a = _as_wave(x, "waveform")
+    if hop < 1 or window_hops < 1:
+        raise MetricError(f"frame_periodicity: hop and window_hops must be ≥ 1, got {hop}, {window_hops}",
+                          "bad setting")
+    w = window_hops * hop
+    if a.size < w + hop:
+        raise MetricError(f"frame_periodicity: {a.size} samples, under one window plus one hop ({w + hop})",
+                          "too short")
+    n = (a.size - hop - w) // hop + 1
+    # Running sums over windows: cumulative sums of x² and x[t]·x[t+hop] give every window's sums at once.
+    sq = np.concatenate(([0.0], np.cumsum(a * a)))
+    prod = np.concatenate(([0.0], np.cumsum(a[:-hop] * a[hop:])))
+    starts = np.arange(n) * hop
+    e_a = sq[starts + w] - sq[starts]
+    e_b = sq[starts + hop + w] - sq[starts + hop]
+    ab = prod[starts + w] - prod[starts]
+    energy = np.minimum(e_a, e_b)
+    peak = float(energy.max())
+    if peak <= 0.0:
+        raise MetricError("frame_periodicity: silent signal", "silent")
+    keep = energy >= peak * 10.0 ** (floor_db / 10.0)
+    keep &= energy > 0.0
+    r = ab[keep] / np.sqrt(e_a[keep] * e_b[keep])
+    return float(np.mean(np.clip(r, -1.0, 1.0)))
+
+
+@dataclass(frozen=True)
+class CrepeMetrics:
+    """CARGAN's pitch metrics of ``syn`` against ``ref`` (torchcrepe pitch and periodicity).
+
+    Attributes:
+        periodicity_rmse: RMSE of the periodicity (CREPE confidence, 0 on silent frames) over all frames.
+        vuv_f1: F1 of the voiced decision of ``syn`` against that of ``ref`` (NaN when neither is voiced).
+        pitch_rmse_cents: pitch RMSE in cents over frames voiced in both (NaN when none).
+        n_frames: frames compared.
+        n_voiced_both: frames voiced in both.
+    """
+
+    periodicity_rmse: float
+    vuv_f1: float
+    pitch_rmse_cents: float
+    n_frames: int
+    n_voiced_both: int
+
+
+def crepe_pitch(
+    x: np.ndarray,
+    sr: int,
+    *,
+    hop: int = 256,
+    fmin: float = 50.0,
+    fmax: float = 550.0,
+    model: str = "full",
+    silence_db: float = -60.0,
+    batch_size: int = 512,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pitch and periodicity by torchcrepe, computed as CARGAN does (``cargan.preprocess.pitch.from_audio``).
+
+    The audio is resampled to 16 kHz (here with ``scipy.signal.resample_poly``; CARGAN uses
+    torchaudio's sinc resampler), the hop becomes ``int(hop · 16000 / sr)`` samples, the audio is
+    reflect-padded by ``(1024 − hop16) // 2`` per side so frames are centred, torchcrepe predicts
+    with Viterbi decoding (``pad=False``), frames quieter than ``silence_db`` (A-weighted, torchcrepe's
+    ``threshold.Silence``) get periodicity 0, and when the frame count differs from
+    ``samples // hop`` both tracks are linearly interpolated to it (pitch in log2).
+
+    Args:
+        x: waveform ``(samples,)`` at ``sr``.
+        sr: sample rate.
+        hop: frame shift in samples at ``sr`` (CARGAN: 256 at 22.05 kHz).
+        fmin: lowest pitch (Hz).
+        fmax: highest pitch (Hz).
+        model: torchcrepe capacity, ``"full"`` (CARGAN) or ``"tiny"``.
+        silence_db: loudness under which a frame's periodicity is set to 0.
+        batch_size: frames per network call.
+
+    Returns:
+        ``(pitch_hz, periodicity)``, each ``(samples // hop,)``.
+
+    Raises:
+        MetricError: torchcrepe missing (``"torchcrepe not installed"``) or audio under one frame.
+    """
+    try:
+        import torch
+        import torchcrepe
+    except ImportError:
+        raise MetricError("torchcrepe is not installed (pip install 'rfspeech[crepe]')",
+                          "torchcrepe not installed") from None
+    sr = _check_rate(sr)
+    target = x.size // hop
+    if target < 1:
+        raise MetricError(f"crepe: {x.size} samples, under one hop ({hop})", "too short")
+    y = resample(np.asarray(x, dtype=np.float64), sr, torchcrepe.SAMPLE_RATE)
+    hop16 = int(hop * (torchcrepe.SAMPLE_RATE / sr))
+    pad = int((1024 - hop16) // 2)
+    audio = torch.as_tensor(y, dtype=torch.float32)[None]
+    if pad > 0:
+        if audio.shape[-1] <= pad:
+            raise MetricError("crepe: audio too short to pad one analysis window", "too short")
+        audio = torch.nn.functional.pad(audio[None], (pad, pad), mode="reflect")[0]
+    # torchcrepe dithers every pitch by triangular noise of ±1 bin (20 cents) from numpy's global RNG:
+    # seeded per call, so results repeat and a signal against itself scores 0 (CARGAN's numbers carry it unseeded).
+    rng_state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        with torch.no_grad():
+            pitch, periodicity = torchcrepe.predict(audio, torchcrepe.SAMPLE_RATE, hop16, fmin, fmax, model,
+                                                    return_periodicity=True, batch_size=batch_size, device="cpu",
+                                                    pad=False)
+            periodicity = torchcrepe.threshold.Silence(silence_db)(periodicity, audio, torchcrepe.SAMPLE_RATE,
+                                                                   hop_length=hop16, pad=False)
+    finally:
+        np.random.set_state(rng_state)
+    if pitch.shape[1] != target:
+        def interp(v: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(v[None], size=target, mode="linear", align_corners=False)[0]
+
+        pitch = 2.0 ** interp(torch.log2(pitch))
+        periodicity = interp(periodicity)
+    return pitch[0].double().numpy(), periodicity[0].double().numpy()
+
+
+def crepe_voiced(pitch: np.ndarray, periodicity: np.ndarray) -> np.ndarray:
+    """Voiced frames by torchcrepe's hysteresis threshold (its defaults, as CARGAN uses them): ``(frames,)`` bool."""
+    import torch
+    import torchcrepe
+
+    out = torchcrepe.threshold.Hysteresis()(torch.as_tensor(pitch)[None], torch.as_tensor(periodicity)[None])
+    return ~np.isnan(out.reshape(-1).numpy())
+
+
+def crepe_metrics(ref: np.ndarray, syn: np.ndarray, sr: int, **kwargs: Any) -> CrepeMetrics:
+    """Periodicity RMSE, V/UV F1 and pitch RMSE (cents) as CARGAN / Vocos / BigVGAN report them, per utterance.
+
+    CARGAN (``cargan/evaluate/objective/metrics.py``, class ``Pitch``): periodicity RMSE over every
+    frame, pitch RMSE in cents over frames voiced in both, and F1 of the voiced decision with the
+    reference's as truth (precision TP/(TP+FP), recall TP/(TP+FN)). CARGAN pools frames over the
+    whole test set; here each utterance gets its own value (the mean over utterances then weighs
+    utterances equally, and paired per-utterance differences become possible).
+
+    Args:
+        ref: reference waveform ``(samples,)``.
+        syn: synthesized waveform (trimmed with ``ref`` to the shorter length).
+        sr: sample rate.
+        **kwargs: :func:`crepe_pitch` settings.
+    """
+    r, s = _pair(ref, syn)
+    pr, qr = crepe_pitch(r, sr, **kwargs)
+    ps, qs = crepe_pitch(s, sr, **kwargs)
+    n = min(pr.size, ps.size)
+    pr, qr, ps, qs = pr[:n], qr[:n], ps[:n], qs[:n]
+    vr, vs = crepe_voiced(pr, qr), crepe_voiced(ps, qs)
+    both = vr & vs
+    tp, fp, fn = int(both.sum()), int((~vr & vs).sum()), int((vr & ~vs).sum())
+    f1 = 2.0 * tp / (2.0 * tp + fp + fn) if (2 * tp + fp + fn) else math.nan
+    cents = 1200.0 * (np.log2(pr[both]) - np.log2(ps[both]))
+    pitch_rmse = float(np.sqrt(np.mean(cents**2))) if tp else math.nan
+    return CrepeMetrics(float(np.sqrt(np.mean((qr - qs) ** 2))), float(f1), pitch_rmse, n, tp)

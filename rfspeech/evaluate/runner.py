@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,29 +28,21 @@ from typing import Any
 import numpy as np
 
 from rfspeech.errors import ConfigError, DataError
-from rfspeech.evaluate import metrics as M
+from rfspeech.evaluate.registry import DEFAULT_METRICS as DEFAULT_METRICS
+from rfspeech.evaluate.registry import REGISTRY, EvalOptions, evaluate_metrics
 from rfspeech.evaluate.stats import summarize
 from rfspeech.io import atomic_write_text
 
-#: Metric names accepted by ``metrics=`` and the CSV columns each one fills.
-METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
-    "mcd": ("mcd",),
-    "pesq": ("pesq",),
-    "stoi": ("stoi",),
-    "f0": ("f0_rmse", "vuv_error"),
-    "stft": ("stft_distance",),
-    "mel_l1": ("mel_l1",),
-}
-DEFAULT_METRICS: tuple[str, ...] = tuple(METRIC_COLUMNS)
+#: Metric names accepted by ``metrics=`` and the CSV columns each one fills (from the registry).
+METRIC_COLUMNS: dict[str, tuple[str, ...]] = {n: tuple(c.name for c in m.columns) for n, m in REGISTRY.items()}
 #: Columns where a larger value is better (all others: smaller is better).
-HIGHER_IS_BETTER = frozenset({"pesq", "stoi"})
+HIGHER_IS_BETTER = frozenset(c.name for m in REGISTRY.values() for c in m.columns if c.higher_is_better)
 #: Units shown in reports.
-UNITS = {"mcd": "dB", "pesq": "MOS-LQO", "stoi": "", "f0_rmse": "Hz", "vuv_error": "", "stft_distance": "",
-         "mel_l1": ""}
+UNITS = {c.name: c.unit for m in REGISTRY.values() for c in m.columns}
 
 AUDIO_SUFFIXES = (".wav", ".flac")
-BASE_COLUMNS = ("utt_id", "status", "reason", "detail", "warnings", "errors", "sample_rate", "ref_seconds",
-                "syn_seconds")
+BASE_COLUMNS = ("utt_id", "status", "speaker", "reason", "detail", "warnings", "errors", "sample_rate",
+                "ref_seconds", "syn_seconds")
 
 
 def list_audio(folder: str | Path, role: str) -> dict[str, Path]:
@@ -114,17 +107,8 @@ def evaluate_pair(
     utt_id: str,
     ref_path: str | None,
     syn_path: str | None,
-    *,
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    include_c0: bool = False,
-    pesq_mode: str = "wb",
-    f0_method: str = "rapt",
-    f0_min: float = 60.0,
-    f0_max: float = 500.0,
-    feature_params: dict[str, Any] | None = None,
-    min_duration: float = 0.25,
-    silence_db: float = -60.0,
-    peak_normalize: bool = True,
+    options: EvalOptions | None = None,
+    **flat: Any,
 ) -> dict[str, Any]:
     """Evaluate one utterance; never raises for bad audio (the row says what went wrong).
 
@@ -132,27 +116,21 @@ def evaluate_pair(
         utt_id: utterance id.
         ref_path: reference audio, ``None`` when missing.
         syn_path: synthesized audio, ``None`` when missing.
-        metrics: metric names (keys of :data:`METRIC_COLUMNS`).
-        include_c0: MCD with the energy coefficient.
-        pesq_mode: ``"wb"`` or ``"nb"``.
-        f0_method: ``"rapt"``, ``"swipe"`` or ``"pyin"``.
-        f0_min: lowest F0 (Hz).
-        f0_max: highest F0 (Hz).
-        feature_params: FeatureParams dict for mel L1 (HiFi-GAN defaults at the audio rate when None).
-        min_duration: shorter audio (seconds) is a bad pair (PESQ needs 1/4 s).
-        silence_db: peak level (dBFS) under which audio is flagged silent.
-        peak_normalize: scale both signals to peak 0.95 before the metrics, as the features of
-            training were (a vocoder trained on peak-normalised audio outputs that level); mainly
-            the level-sensitive metrics (mel L1, STFT distance, MCD with c0) change.
+        options: the evaluation options (metrics and their settings).
+        **flat: instead of ``options``: :meth:`EvalOptions.from_flat` keys (``metrics=["mcd"]``,
+            ``include_c0=True``, ``pesq_mode="nb"``, ...).
 
     Returns:
         A CSV row: the :data:`BASE_COLUMNS` and one entry per metric column (float or None).
     """
+    if options is None:
+        options = EvalOptions.from_flat(**flat)
+    elif flat:
+        raise ConfigError(f"evaluate_pair: give options or keyword settings, not both ({sorted(flat)})")
     row: dict[str, Any] = {"utt_id": utt_id, "status": "ok", "reason": "", "detail": "", "warnings": "",
                            "errors": "", "sample_rate": None, "ref_seconds": None, "syn_seconds": None}
-    for name in metrics:
-        for col in METRIC_COLUMNS[name]:
-            row[col] = None
+    for col in options.columns:
+        row[col] = None
     try:
         if ref_path is None:
             raise _Bad("missing reference", f"{utt_id}: no reference audio with this id")
@@ -165,59 +143,23 @@ def evaluate_pair(
             raise _Bad("rate mismatch", f"{utt_id}: reference at {sr_r} Hz, synthesized at {sr_s} Hz")
         row["sample_rate"] = sr_r
         for wav, path in ((ref, ref_path), (syn, syn_path)):
-            if wav.size < min_duration * sr_r:
-                raise _Bad("too short", f"{path}: {wav.size / sr_r:.3f} s, under the {min_duration} s minimum")
+            if wav.size < options.min_duration * sr_r:
+                raise _Bad("too short", f"{path}: {wav.size / sr_r:.3f} s, under the {options.min_duration} s minimum")
     except _Bad as bad:
         row.update(status="bad", reason=bad.reason, detail=bad.detail)
         return row
 
     warnings = []
-    threshold = 10.0 ** (silence_db / 20.0)
+    threshold = 10.0 ** (options.silence_db / 20.0)
     if np.max(np.abs(ref)) < threshold:
         warnings.append("silent reference")
     if np.max(np.abs(syn)) < threshold:
         warnings.append("silent synthesized")
     row["warnings"] = "; ".join(warnings)
-    if peak_normalize:
+    if options.peak_normalize:
         ref, syn = _peak(ref), _peak(syn)
-
-    sr = sr_r
-    errors: list[str] = []
-
-    def run(name: str, fn: Callable[[], dict[str, float]]) -> None:
-        try:
-            row.update(fn())
-        except M.MetricError as e:
-            errors.append(f"{name}={e.reason}")
-        except Exception as e:  # a library bug on one utterance must not cost the others
-            errors.append(f"{name}={e.__class__.__name__}")
-
-    for name in metrics:
-        if name == "mcd":
-            run(name, lambda: {"mcd": M.mcd(ref, syn, sr, include_c0=include_c0)})
-        elif name == "pesq":
-            run(name, lambda: {"pesq": M.pesq(ref, syn, sr, mode=pesq_mode)})
-        elif name == "stoi":
-            run(name, lambda: {"stoi": M.stoi(ref, syn, sr)})
-        elif name == "f0":
-            def f0() -> dict[str, float]:
-                m = M.f0_metrics(ref, syn, sr, method=f0_method, f0_min=f0_min, f0_max=f0_max)
-                out = {"vuv_error": m.vuv_error}
-                if m.n_voiced_both == 0:
-                    errors.append("f0_rmse=no voiced frames")
-                else:
-                    out["f0_rmse"] = m.rmse_hz
-                return out
-            run(name, f0)
-        elif name == "stft":
-            run(name, lambda: {"stft_distance": M.stft_distance(ref, syn, sr)})
-        elif name == "mel_l1":
-            def mel() -> dict[str, float]:
-                from rfspeech.data.manifest import FeatureParams
-
-                p = FeatureParams.from_dict(feature_params) if feature_params else None
-                return {"mel_l1": M.mel_l1(ref, syn, sr, params=p)}
-            run(name, mel)
+    values, errors = evaluate_metrics(ref, syn, sr_r, options)
+    row.update(values)
     row["errors"] = "; ".join(errors)
     return row
 
@@ -227,32 +169,16 @@ def _peak(x: np.ndarray, peak: float = 0.95) -> np.ndarray:
     return x if m == 0.0 else x * (peak / m)
 
 
-def _check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
-    names = tuple(str(m) for m in metrics)
-    unknown = [m for m in names if m not in METRIC_COLUMNS]
-    if unknown or not names:
-        raise ConfigError(f"metrics: unknown {unknown or '(empty list)'}; choose from {list(METRIC_COLUMNS)}")
-    return names
-
-
 def evaluate_dirs(
     ref_dir: str | Path,
     syn_dir: str | Path,
     out_dir: str | Path,
+    options: EvalOptions | None = None,
     *,
-    metrics: Sequence[str] = DEFAULT_METRICS,
-    include_c0: bool = False,
-    pesq_mode: str = "wb",
-    f0_method: str = "rapt",
-    f0_min: float = 60.0,
-    f0_max: float = 500.0,
-    feature_params: dict[str, Any] | None = None,
-    min_duration: float = 0.25,
-    silence_db: float = -60.0,
-    peak_normalize: bool = True,
     ids_from: str = "union",
     jobs: int = 2,
     progress: bool = True,
+    **flat: Any,
 ) -> dict[str, Any]:
     """Evaluate every utterance id of two folders; write ``metrics.csv`` and ``summary.json``.
 
@@ -260,34 +186,23 @@ def evaluate_dirs(
         ref_dir: reference folder (audio files or a prepared split with ``utts.tsv``).
         syn_dir: synthesized folder.
         out_dir: where ``metrics.csv`` and ``summary.json`` go (written atomically).
-        metrics: metric names, see :data:`METRIC_COLUMNS`.
-        include_c0: MCD with c0 (ESPnet/ParallelWaveGAN convention).
-        pesq_mode: ``"wb"`` or ``"nb"``.
-        f0_method: pitch tracker (``rapt``, ``swipe``, ``pyin``).
-        f0_min: lowest F0 (Hz).
-        f0_max: highest F0 (Hz).
-        feature_params: FeatureParams dict for mel L1 (e.g. the model's ``feats.yaml``).
-        min_duration: minimum duration in seconds of a usable pair.
-        silence_db: peak level (dBFS) under which audio is flagged silent.
-        peak_normalize: scale both signals to peak 0.95 first (see :func:`evaluate_pair`).
+        options: metrics and their settings (:class:`~rfspeech.evaluate.registry.EvalOptions`).
         ids_from: which utterance ids to evaluate: ``"union"`` (every id of either folder; one missing
             on either side is reported), ``"synthesized"`` (the synthesized folder's ids, e.g. against a
             whole corpus) or ``"reference"``.
         jobs: worker processes (≤ 1: in this process).
         progress: show a tqdm progress bar.
+        **flat: instead of ``options``: :meth:`EvalOptions.from_flat` keys (``metrics=[...]``,
+            ``include_c0``, ``pesq_mode``, ``f0_method``, ``feature_params``, ``min_duration``, ...).
 
     Returns:
-        The summary dict (also written to ``summary.json``).
+        The summary dict (also written to ``summary.json``): counts, per-column statistics, the
+        parameters of every metric and, for a multi-speaker reference, per-speaker statistics.
     """
-    metrics = _check_metrics(metrics)
-    if pesq_mode not in ("wb", "nb"):
-        raise ConfigError(f"pesq_mode must be 'wb' or 'nb', got {pesq_mode!r}")
-    if f0_method not in ("rapt", "swipe", "pyin"):
-        raise ConfigError(f"f0_method must be rapt, swipe or pyin, got {f0_method!r}")
-    if feature_params:
-        from rfspeech.data.manifest import FeatureParams
-
-        feature_params = FeatureParams.from_dict(dict(feature_params), where="feature_params").to_dict()
+    if options is None:
+        options = EvalOptions.from_flat(**flat)
+    elif flat:
+        raise ConfigError(f"evaluate_dirs: give options or keyword settings, not both ({sorted(flat)})")
     if ids_from not in ("union", "synthesized", "reference"):
         raise ConfigError(f"ids_from must be union, synthesized or reference, got {ids_from!r}")
     refs = list_audio(ref_dir, "reference")
@@ -295,31 +210,71 @@ def evaluate_dirs(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable out_dir fails now, not after all the metrics
     ids = sorted({"union": set(refs) | set(syns), "synthesized": set(syns), "reference": set(refs)}[ids_from])
-    job = partial(evaluate_pair, metrics=metrics, include_c0=include_c0, pesq_mode=pesq_mode, f0_method=f0_method,
-                  f0_min=f0_min, f0_max=f0_max, feature_params=feature_params, min_duration=min_duration,
-                  silence_db=silence_db, peak_normalize=peak_normalize)
+    job = partial(evaluate_pair, options=options)
     args = [(u, str(refs[u]) if u in refs else None, str(syns[u]) if u in syns else None) for u in ids]
     started = time.perf_counter()
     rows = _run_all(job, args, jobs=jobs, progress=progress)
     rows.sort(key=lambda r: r["utt_id"])
+    speakers = speakers_of(ref_dir, ids)
+    for r in rows:
+        r["speaker"] = speakers.get(r["utt_id"], "")
 
-    columns = [c for m in metrics for c in METRIC_COLUMNS[m]]
+    columns = options.columns
     summary = build_summary(rows, columns)
-    rates = sorted({r["sample_rate"] for r in rows if r["sample_rate"]})
+    rates = sorted({r["sample_rate"] for r in rows if r.get("sample_rate")})
     sr0 = rates[0] if rates else 22050
     summary["ref_dir"] = str(Path(ref_dir).resolve())
     summary["syn_dir"] = str(Path(syn_dir).resolve())
     summary["sample_rates"] = rates
     summary["ids_from"] = ids_from
-    summary["parameters"] = _parameters(metrics, sr0, include_c0=include_c0, pesq_mode=pesq_mode,
-                                        f0_method=f0_method, f0_min=f0_min, f0_max=f0_max,
-                                        feature_params=feature_params, min_duration=min_duration,
-                                        silence_db=silence_db, peak_normalize=peak_normalize)
+    summary["parameters"] = options.parameters(sr0)
+    by_speaker = speaker_summary(rows, columns)
+    if by_speaker:
+        summary["speakers"] = by_speaker
     summary["wall_seconds"] = round(time.perf_counter() - started, 3)
 
     atomic_write_text(out_dir / "metrics.csv", _to_csv(rows, [*BASE_COLUMNS, *columns]))
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
+
+
+#: Utterance ids that carry their speaker: VCTK ``p225_001`` (→ ``p225``), LibriTTS ``84_121123_000008_000000``.
+_SPEAKER_ID = re.compile(r"^(p\d+|s\d+)_\d+|^(\d+)_\d+_\d+")
+
+
+def speakers_of(ref_dir: str | Path, ids: Sequence[str]) -> dict[str, str]:
+    """Speaker of each utterance: the ``speaker`` column of the reference's ``utts.tsv``, else the id's prefix.
+
+    Ids are read as VCTK (``p225_001`` → ``p225``) or LibriTTS (``84_121123_000008_000000`` → ``84``);
+    other ids get no speaker (``""``), so a single-speaker corpus is not split.
+    """
+    out: dict[str, str] = {}
+    manifest = Path(ref_dir) / "utts.tsv"
+    if manifest.is_file():
+        from rfspeech.data.manifest import read_manifest
+
+        out = {u.utt_id: str(u.speaker or "") for u in read_manifest(manifest)}
+    for u in ids:
+        if not out.get(u):
+            m = _SPEAKER_ID.match(u)
+            out[u] = (m.group(1) or m.group(2)) if m else ""
+    return out
+
+
+def speaker_summary(rows: list[dict[str, Any]], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per-speaker statistics of the evaluated rows (``{speaker: {"n_evaluated", "metrics": {column: stats}}}``).
+
+    Empty unless the rows hold at least two speakers.
+    """
+    ok = [r for r in rows if r.get("status") == "ok"]
+    names = sorted({str(r.get("speaker") or "") for r in ok} - {""})
+    if len(names) < 2:
+        return {}
+    out = {}
+    for spk in names:
+        mine = [r for r in ok if r.get("speaker") == spk]
+        out[spk] = {"n_evaluated": len(mine), "metrics": {c: summarize(r.get(c) for r in mine) for c in columns}}
+    return out
 
 
 def _run_all(job: Callable[..., dict[str, Any]], args: list[tuple[str, str | None, str | None]], *, jobs: int,
@@ -390,34 +345,6 @@ def build_summary(rows: list[dict[str, Any]], columns: Sequence[str]) -> dict[st
         "warnings": dict(sorted(warnings.items())),
         "metrics": stats,
     }
-
-
-def _parameters(metrics: Sequence[str], sr: int, *, include_c0: bool, pesq_mode: str, f0_method: str,
-                f0_min: float, f0_max: float, feature_params: dict[str, Any] | None, min_duration: float,
-                silence_db: float, peak_normalize: bool) -> dict[str, Any]:
-    p: dict[str, Any] = {"min_duration": min_duration, "silence_db": silence_db,
-                         "peak_normalize": 0.95 if peak_normalize else None,
-                         "length_alignment": "sample-aligned metrics trim both signals to the shorter"}
-    if "mcd" in metrics:
-        p["mcd"] = M.mcd_settings(sr, include_c0=include_c0)
-    if "pesq" in metrics:
-        p["pesq"] = {"mode": pesq_mode, "resampled_to": 16000, "resampler": "scipy.signal.resample_poly",
-                     "library": "pesq (ITU-T P.862)"}
-    if "stoi" in metrics:
-        p["stoi"] = {"extended": False, "library": "pystoi (internal 10 kHz)"}
-    if "f0" in metrics:
-        p["f0"] = {"method": f0_method, "f0_min": f0_min, "f0_max": f0_max, "frame_period_ms": 5.0,
-                   "f0_rmse": "Hz, frames voiced in both", "vuv_error": "fraction of frames"}
-    if "stft" in metrics:
-        p["stft"] = {"resolutions": [list(r) for r in M.STFT_RESOLUTIONS], "window": "hann",
-                     "distance": "mean over resolutions of spectral convergence + log-magnitude L1"}
-    if "mel_l1" in metrics:
-        from rfspeech.data.manifest import FeatureParams
-
-        fp = dict(feature_params) if feature_params else FeatureParams(sample_rate=sr).to_dict()
-        fp.update(peak_normalize=False, normalize=False)
-        p["mel_l1"] = {"feature_params": fp}
-    return p
 
 
 def _fmt(v: Any) -> str:

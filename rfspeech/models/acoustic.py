@@ -184,6 +184,11 @@ class AcousticModel(nn.Module):
         tokens ``(B, T_text)`` (0 = padding) → mel ``(B, n_mels, T_frames)``.
     """
 
+    #: The receptive field recorded for this model (search log, structure.yaml, compare report) is its
+    #: decoder's, in mel frames: the whole forward aligns text to frames, which no conv-field analysis spans.
+    rf_submodule = "decoder"
+    rf_units = "frames"
+
     def __init__(
         self,
         n_symbols: int | None = None,

@@ -43,7 +43,10 @@ def receptive_field(model: nn.Module, segment: float | None = None) -> dict[str,
                 module.conv.set_dilation(module.dilation)
                 _replace(model, full, module.conv)
                 swapped.append((full, module))
-        report = analyze(model, segment=segment, hints=False)
+        # A model whose forward is not one conv stack (the acoustic model aligns text to frames) names its part.
+        part = getattr(model, "rf_submodule", None)
+        report = analyze(model.get_submodule(part) if part else model, segment=segment, hints=False,
+                         units=getattr(model, "rf_units", None))
     except Exception as e:  # noqa: BLE001 - a failed analysis must not kill a long search; said loudly
         log.warning("receptive field not recorded: %s: %s", type(e).__name__, e)
         return None
@@ -58,6 +61,8 @@ def receptive_field(model: nn.Module, segment: float | None = None) -> dict[str,
         "r_min_samples": float(report.r_min_samples),
         "r_max_samples": float(report.r_max_samples),
     }
+    if part:
+        out["part"] = part
     if segment is not None:
         out.update(segment=float(segment), i_min=report.i_min, unproductive=list(report.unproductive))
     return out

@@ -1,0 +1,621 @@
+"""Comparison report, the data: experiment folders → arms, statistics, verdict, caveats, cost (no rendering).
+
+An experiment folder (the contract with the recipes and the trainer) holds::
+
+    eval/summary.json     rfspeech-evaluate summary (required)
+    eval/metrics.csv      its per-utterance rows (optional: paired differences, verdict, per-speaker table)
+    synth/*.wav           synthesized audio (optional: audio players and spectrograms)
+    synth/speed.json      rfspeech-synthesize speed, with the model's parameter count and dilations (optional)
+    structure.yaml        searched structure: ``structure`` {module path: dilation}, ``settings``,
+                          ``receptive_field``, look-ahead (optional)
+    rf.json               rfspeech-rf output with ``r_min`` / ``r_max`` and look-ahead / history (optional)
+    cost.json             training cost: ``train_steps``, ``search_steps``, ``global_proxy_steps``,
+                          ``cpu_seconds``, ``gpu_seconds``, ``wall_seconds``, ``init_from`` (optional)
+    info.json             ``name``, ``arm`` ("hand-designed", "searched", ...), ``seed``, ``n_params`` (optional)
+
+Without ``info.json`` the experiment is named after its folder and its arm is ``searched`` when it
+has a ``structure.yaml``, else ``hand-designed``. Runs of the same arm (several seeds) are
+aggregated: mean over runs with a 95 % Student-t interval over runs (one run: the interval over
+its utterances), and every arm is compared with the reference arm (``hand-designed`` by default)
+utterance by utterance (paired differences, averaged over each arm's runs first). The verdict
+sentence, the bold "winner" cells and the caveats are all computed here from those intervals, so
+the Markdown and HTML renderings say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from rfspeech.errors import DataError
+from rfspeech.evaluate.registry import REGISTRY, column_info
+from rfspeech.evaluate.runner import list_audio, read_metrics_csv
+from rfspeech.evaluate.stats import summarize
+
+log = logging.getLogger("rfspeech.compare")
+
+#: Report column order: the registry's.
+METRIC_ORDER = [c.name for m in REGISTRY.values() for c in m.columns]
+#: Mean frame periodicity above which an output is called a frame-rate buzz (issue target ≤ 0.3; real
+#: LJSpeech and CMU ARCTIC speech measure −0.18…0.07, a buzzing tiny HiFi-GAN 0.99).
+BUZZ_THRESHOLD = 0.3
+#: Relative difference of the arms' total cost above which the comparison is not equal-budget.
+COST_TOLERANCE = 0.05
+COST_KEYS = ("train_steps", "search_steps", "global_proxy_steps", "cpu_seconds", "gpu_seconds", "wall_seconds")
+
+
+def higher_is_better(col: str) -> bool:
+    """Direction of a metric column (registry's; unknown columns: lower is better)."""
+    return column_info(col).higher_is_better
+
+
+def label(col: str) -> str:
+    """Short report label of a column."""
+    return column_info(col).label
+
+
+@dataclass
+class Experiment:
+    """Everything the report shows about one experiment folder."""
+
+    path: Path
+    name: str
+    arm: str
+    seed: Any
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]] | None
+    speed: dict[str, Any] | None
+    structure: dict[str, Any] | None
+    structure_settings: dict[str, Any] | None
+    rf: dict[str, Any] | None
+    info: dict[str, Any]
+    synth_audio: dict[str, Path] = field(default_factory=dict)
+    cost: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None  # look-ahead / history, when recorded
+
+    @property
+    def n_params(self) -> int | None:
+        if self.info.get("n_params") is not None:
+            return int(self.info["n_params"])
+        model = (self.speed or {}).get("model") or {}
+        return int(model["n_params"]) if model.get("n_params") is not None else None
+
+    @property
+    def dilations(self) -> dict[str, Any] | None:
+        """Dilations of the model: the structure file, else what synthesis recorded, else info.json."""
+        if self.structure:
+            return dict(self.structure)
+        model = (self.speed or {}).get("model") or {}
+        if model.get("dilations"):
+            return dict(model["dilations"])
+        return dict(self.info["dilations"]) if isinstance(self.info.get("dilations"), dict) else None
+
+    def metric(self, col: str) -> dict[str, Any] | None:
+        return (self.summary.get("metrics") or {}).get(col)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable JSON ({e.__class__.__name__}: {e})") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"{path}: unreadable YAML ({e.__class__.__name__})") from None
+
+
+_CONTEXT_KEYS = ("lookahead_frames", "history_frames", "lookahead_ms", "history_ms", "overlap_frames",
+                 "lookahead_samples", "history_samples")
+
+
+def find_context(doc: Any) -> dict[str, Any] | None:
+    """Look-ahead / history of an ``rf.json`` or ``structure.yaml`` document, wherever it is recorded.
+
+    Accepted: the keys ``lookahead_frames``, ``history_frames`` (and ``_ms`` / ``_samples``,
+    ``overlap_frames``) at the top level or under ``context``, ``lookahead`` or ``receptive_field``.
+    """
+    if not isinstance(doc, dict):
+        return None
+    for d in (doc, doc.get("context"), doc.get("lookahead"), doc.get("receptive_field")):
+        if isinstance(d, dict):
+            found = {k: d[k] for k in _CONTEXT_KEYS if d.get(k) is not None}
+            if "lookahead_frames" in found or "history_frames" in found or "lookahead_ms" in found:
+                return found
+    return None
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read one experiment folder (see the module docstring for its layout).
+
+    Raises:
+        DataError: the folder or its ``eval/summary.json`` is missing, or a present file is malformed.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: experiment folder not found")
+    summary_path = path / "eval" / "summary.json"
+    if not summary_path.is_file():
+        raise DataError(f"{summary_path}: not found (run rfspeech-evaluate ... out_dir={path / 'eval'} first)")
+    summary = _read_json(summary_path)
+    if not isinstance(summary, dict) or not isinstance(summary.get("metrics"), dict):
+        raise DataError(f"{summary_path}: not an rfspeech-evaluate summary (no 'metrics' mapping)")
+    csv_path = path / "eval" / "metrics.csv"
+    rows = read_metrics_csv(csv_path) if csv_path.is_file() else None
+    info: dict[str, Any] = {}
+    if (path / "info.json").is_file():
+        info = _read_json(path / "info.json")
+        if not isinstance(info, dict):
+            raise DataError(f"{path / 'info.json'}: expected a JSON object")
+    speed = _read_json(path / "synth" / "speed.json") if (path / "synth" / "speed.json").is_file() else None
+    structure = settings = rf = context = None
+    if (path / "structure.yaml").is_file():
+        doc = _read_yaml(path / "structure.yaml")
+        if not isinstance(doc, dict):
+            raise DataError(f"{path / 'structure.yaml'}: expected a mapping")
+        if isinstance(doc.get("structure"), dict):
+            structure, settings = doc["structure"], doc.get("settings")
+        else:  # a bare {path: dilation} mapping
+            structure = {k: v for k, v in doc.items() if isinstance(v, int | list)}
+        if isinstance(doc.get("receptive_field"), dict):
+            rf = dict(doc["receptive_field"])
+        context = find_context(doc)
+    if (path / "rf.json").is_file():
+        rf_doc = _read_json(path / "rf.json")
+        if isinstance(rf_doc, dict):
+            rf = rf_doc
+            context = find_context(rf_doc) or context
+    cost = None
+    if (path / "cost.json").is_file():
+        cost = _read_json(path / "cost.json")
+        if not isinstance(cost, dict):
+            raise DataError(f"{path / 'cost.json'}: expected a JSON object")
+    synth_audio: dict[str, Path] = {}
+    if (path / "synth").is_dir():
+        try:
+            synth_audio = list_audio(path / "synth", "synthesized")
+        except DataError:
+            synth_audio = {}
+    arm = str(info.get("arm") or ("searched" if structure else "hand-designed"))
+    return Experiment(path=path, name=str(info.get("name") or path.name), arm=arm, seed=info.get("seed"),
+                      summary=summary, rows=rows, speed=speed, structure=structure, structure_settings=settings,
+                      rf=rf, info=info, synth_audio=synth_audio, cost=cost, context=context)
+
+
+def unique_names(exps: list[Experiment]) -> None:
+    """Make experiment names unique (folder parent or folder name appended)."""
+    seen: dict[str, int] = {}
+    for e in exps:
+        seen[e.name] = seen.get(e.name, 0) + 1
+    for e in exps:
+        if seen[e.name] > 1:
+            e.name = f"{e.path.parent.name}/{e.path.name}" if e.name == e.path.name else f"{e.name} ({e.path.name})"
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def metric_columns(exps: list[Experiment]) -> list[str]:
+    present = {c for e in exps for c in (e.summary.get("metrics") or {})}
+    return [c for c in METRIC_ORDER if c in present] + sorted(present - set(METRIC_ORDER))
+
+
+def arms_of(exps: list[Experiment]) -> OrderedDict[str, list[Experiment]]:
+    """Experiments grouped by arm, ``hand-designed`` first, then in order of appearance."""
+    arms: OrderedDict[str, list[Experiment]] = OrderedDict()
+    for e in sorted(exps, key=lambda e: e.arm != "hand-designed"):
+        arms.setdefault(e.arm, []).append(e)
+    return arms
+
+
+def aggregate_arm(runs: list[Experiment], columns: list[str]) -> dict[str, Any]:
+    """Per-metric statistics of an arm: over runs (≥ 2 runs) or over the utterances of its one run."""
+    out: dict[str, Any] = {"runs": len(runs), "names": [r.name for r in runs], "seeds": [r.seed for r in runs]}
+    metrics = {}
+    for c in columns:
+        means = [m["mean"] for r in runs if (m := r.metric(c)) and m.get("mean") is not None]
+        if len(runs) >= 2:
+            s = summarize(means)
+            s["over"] = "runs"
+        elif means:
+            m = runs[0].metric(c) or {}
+            s = {k: m.get(k) for k in ("n", "mean", "std", "ci95", "ci95_low", "ci95_high")}
+            s["over"] = "utterances"
+        else:
+            s = summarize([])
+            s["over"] = "utterances"
+        metrics[c] = s
+    out["metrics"] = metrics
+    params = [r.n_params for r in runs if r.n_params is not None]
+    out["n_params"] = int(np.median(params)) if params else None
+    xrt = [float(r.speed["x_real_time"]) for r in runs if r.speed and r.speed.get("x_real_time") is not None]
+    out["x_real_time"] = summarize(xrt)
+    return out
+
+
+def _per_utt(runs: list[Experiment], col: str) -> dict[str, float]:
+    """Utterance → metric averaged over the runs that evaluated it."""
+    acc: dict[str, list[float]] = {}
+    for r in runs:
+        for row in r.rows or []:
+            v = row.get(col)
+            if row.get("status") == "ok" and isinstance(v, float) and math.isfinite(v):
+                acc.setdefault(str(row["utt_id"]), []).append(v)
+    return {u: float(np.mean(v)) for u, v in acc.items()}
+
+
+def verdict_of(s: dict[str, Any], col: str) -> str:
+    """``better`` / ``worse`` / ``no significant difference`` / ``n/a`` of a difference (arm − reference) at 95 %."""
+    if s.get("ci95") is None:
+        return "n/a"
+    up = higher_is_better(col)
+    if (s["ci95_low"] > 0) if up else (s["ci95_high"] < 0):
+        return "better"
+    if (s["ci95_high"] < 0) if up else (s["ci95_low"] > 0):
+        return "worse"
+    return "no significant difference"
+
+
+def paired_differences(arms: OrderedDict[str, list[Experiment]], reference: str,
+                       columns: list[str]) -> dict[str, dict[str, Any]]:
+    """For each arm ≠ ``reference``: per metric, mean ± CI of (arm − reference) over shared utterances."""
+    out: dict[str, dict[str, Any]] = {}
+    if reference not in arms:
+        return out
+    for arm, runs in arms.items():
+        if arm == reference or not all(r.rows for r in runs) or not all(r.rows for r in arms[reference]):
+            continue
+        per = {}
+        for c in columns:
+            a, b = _per_utt(runs, c), _per_utt(arms[reference], c)
+            shared = sorted(set(a) & set(b))
+            s = summarize([a[u] - b[u] for u in shared])
+            s["verdict"] = verdict_of(s, c)
+            per[c] = s
+        out[arm] = per
+    return out
+
+
+def speaker_table(arms: OrderedDict[str, list[Experiment]], columns: list[str]) -> dict[str, dict[str, Any]]:
+    """``{speaker: {arm: {column: mean over its utterances (each averaged over the arm's runs)}}}``.
+
+    Empty unless the rows carry at least two speakers (``speaker`` column of ``metrics.csv``).
+    """
+    speakers = sorted({str(row.get("speaker") or "") for runs in arms.values() for r in runs for row in r.rows or []}
+                      - {""})
+    if len(speakers) < 2:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for spk in speakers:
+        out[spk] = {}
+        for arm, runs in arms.items():
+            utts = {str(row["utt_id"]) for r in runs for row in r.rows or [] if row.get("speaker") == spk}
+            cells = {}
+            for c in columns:
+                per = _per_utt(runs, c)
+                vals = [per[u] for u in utts if u in per]
+                cells[c] = float(np.mean(vals)) if vals else None
+            out[spk][arm] = {"n": len(utts), "metrics": cells}
+    return out
+
+
+# --------------------------------------------------------------------------- caveats, verdict, winners
+
+
+def _values_of(e: Experiment, col: str) -> list[float]:
+    return [float(r[col]) for r in e.rows or [] if r.get("status") == "ok" and isinstance(r.get(col), float)
+            and math.isfinite(r[col])]
+
+
+def caveats(exps: list[Experiment], arm_stats: dict[str, dict[str, Any]],
+            columns: list[str]) -> tuple[list[str], set[str]]:
+    """Warnings a reader must see, and the degenerate columns (left out of the verdict and of the bold winners).
+
+    Degenerate: a metric computed in no experiment (e.g. no voiced frame anywhere), one that takes
+    the same value in every experiment (F0 RMSE identical across runs: it does not tell the models
+    apart), or one that is constant over the utterances of every experiment.
+
+    Returns:
+        ``(sentences, degenerate columns)``.
+    """
+    notes: list[str] = []
+    degenerate: set[str] = set()
+    for c in columns:
+        lab = label(c)
+        failed = [(e.name, (e.metric(c) or {}).get("failures") or {}, e.summary.get("n_evaluated"))
+                  for e in exps]
+        novoice = [f"{name} ({f['no voiced frames']}/{n})" for name, f, n in failed if f.get("no voiced frames")]
+        means = [m["mean"] for e in exps if (m := e.metric(c)) and m.get("mean") is not None]
+        if not means:
+            degenerate.add(c)
+            reason = "; ".join(sorted({r for _, f, _ in failed for r in f})) or "no value"
+            notes.append(f"{lab} could not be computed in any experiment ({reason}): left out of the verdict.")
+            continue
+        if novoice:
+            notes.append(f"{lab}: no frame voiced in both signals for some utterances, which are left out of its "
+                         f"mean: {', '.join(novoice)}.")
+        # Identical per-utterance values in every experiment; columns without rows (summary-only, like the
+        # duration error of rfspeech-synthesize) are judged by their means.
+        per_utt = [tuple(_values_of(e, c)) for e in exps]
+        if len(per_utt) >= 2 and all(per_utt):
+            same = all(v == per_utt[0] for v in per_utt)
+        else:
+            same = len(means) >= 2 and len(means) == len(exps) and bool(np.all(np.array(means) == means[0]))
+        if same:
+            degenerate.add(c)
+            notes.append(f"{lab} has the same value ({means[0]:.6g}) in every experiment: it does not tell the "
+                         "models apart here (left out of the verdict).")
+            continue
+        constant = []
+        for e in exps:
+            v = _values_of(e, c)
+            if len(v) >= 2 and np.ptp(v) == 0.0:
+                constant.append(e.name)
+        if constant and len(constant) == len([e for e in exps if len(_values_of(e, c)) >= 2]):
+            degenerate.add(c)
+            notes.append(f"{lab} is constant over the utterances of every experiment: left out of the verdict.")
+        elif constant:
+            notes.append(f"{lab} is constant over the utterances of {', '.join(constant)}.")
+    if "frame_periodicity" in columns:
+        for arm, st in arm_stats.items():
+            m = st["metrics"].get("frame_periodicity", {}).get("mean")
+            if m is not None and m > BUZZ_THRESHOLD:
+                notes.append(f"{arm}: the output is a frame-rate buzz (frame periodicity {m:.2f} > {BUZZ_THRESHOLD}; "
+                             "speech scores under 0.1): the other metrics compare artifacts, not speech.")
+    for e in exps:
+        w = e.summary.get("warnings") or {}
+        if w.get("silent synthesized"):
+            notes.append(f"{e.name}: {w['silent synthesized']} silent synthesized utterance(s).")
+    return notes, degenerate
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def verdict(paired: dict[str, dict[str, Any]], reference: str | None, arms: list[str], columns: list[str],
+            degenerate: set[str]) -> list[str]:
+    """One sentence per compared arm, from the 95 % intervals of its paired per-utterance differences.
+
+    E.g. "searched is significantly better than hand-designed on MCD and STOI, worse on MR-STFT, with no
+    significant difference on PESQ (95 % intervals of paired per-utterance differences, n = 50)."
+    """
+    if len(arms) < 2:
+        return [f"One arm only ({arms[0] if arms else '–'}): nothing to compare."]
+    if not paired:
+        return [f"No verdict: the arms cannot be compared utterance by utterance (eval/metrics.csv missing in "
+                f"an experiment of {_join(arms)})."]
+    out = []
+    for arm, per in paired.items():
+        groups: dict[str, list[str]] = {"better": [], "worse": [], "no significant difference": [], "n/a": []}
+        for c in columns:
+            if c in degenerate or c not in per:
+                continue
+            groups[per[c]["verdict"]].append(label(c))
+        ns = sorted({per[c]["n"] for c in columns if c in per and c not in degenerate})
+        n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}" if ns else "n = 0"
+        tail = f" (95 % intervals of paired per-utterance differences vs {reference}, {n_text})"
+        if not groups["better"] and not groups["worse"]:
+            tested = groups["no significant difference"]
+            text = (f"{arm}: no significant difference from {reference} on "
+                    + (_join(tested) if tested else "any metric"))
+        else:
+            parts = []
+            if groups["better"]:
+                parts.append(f"significantly better than {reference} on {_join(groups['better'])}")
+            if groups["worse"]:
+                parts.append(("significantly worse than " if not groups["better"] else "worse on ")
+                             + (f"{reference} on " if not groups["better"] else "") + _join(groups["worse"]))
+            if groups["no significant difference"]:
+                parts.append(f"with no significant difference on {_join(groups['no significant difference'])}")
+            text = f"{arm} is " + ", ".join(parts)
+        if groups["n/a"]:
+            text += f"; too few utterances to test {_join(groups['n/a'])}"
+        out.append(text + tail + ".")
+    return out
+
+
+def _disjoint(a: dict[str, Any], b: dict[str, Any], col: str) -> bool:
+    """a's 95 % interval lies entirely on the better side of b's."""
+    if a.get("ci95_low") is None or b.get("ci95_low") is None:
+        return False
+    return a["ci95_low"] > b["ci95_high"] if higher_is_better(col) else a["ci95_high"] < b["ci95_low"]
+
+
+def winners(arm_stats: dict[str, dict[str, Any]], paired: dict[str, dict[str, Any]], reference: str | None,
+            columns: list[str], degenerate: set[str]) -> dict[str, str | None]:
+    """Per column, the arm significantly better than every other arm, or None (ties are not bold).
+
+    Against the reference arm the paired per-utterance interval decides; between two other arms
+    (or without per-utterance rows) their 95 % intervals must not overlap.
+    """
+    out: dict[str, str | None] = {}
+    names = list(arm_stats)
+    for c in columns:
+        out[c] = None
+        if c in degenerate or len(names) < 2:
+            continue
+        for a in names:
+            ok = True
+            for b in names:
+                if a == b:
+                    continue
+                if reference in (a, b) and paired.get(b if a == reference else a, {}).get(c):
+                    v = paired[b if a == reference else a][c]["verdict"]
+                    ok = v == ("worse" if a == reference else "better")
+                else:
+                    ok = _disjoint(arm_stats[a]["metrics"][c], arm_stats[b]["metrics"][c], c)
+                if not ok:
+                    break
+            if ok:
+                out[c] = a
+                break
+    return out
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def arm_cost(runs: list[Experiment]) -> dict[str, Any] | None:
+    """Sums and per-run means of each ``cost.json`` field over the arm's runs (None when no run has one)."""
+    costs = [r.cost for r in runs if r.cost]
+    if not costs:
+        return None
+    out: dict[str, Any] = {"runs": len(runs), "runs_with_cost": len(costs), "total": {}, "per_run": {}}
+    for k in (*COST_KEYS, "total_steps", "compute_seconds"):
+        if k == "total_steps":
+            vals = [sum(float(c.get(x) or 0) for x in ("train_steps", "search_steps", "global_proxy_steps"))
+                    for c in costs]
+        elif k == "compute_seconds":
+            vals = [float(c.get("cpu_seconds") or 0) + float(c.get("gpu_seconds") or 0) for c in costs]
+        else:
+            vals = [float(c.get(k) or 0) for c in costs]
+        out["total"][k] = float(sum(vals))
+        out["per_run"][k] = float(np.mean(vals))
+    out["init_from"] = sorted({str(c["init_from"]) for c in costs if c.get("init_from")})
+    return out
+
+
+def cost_warnings(costs: dict[str, dict[str, Any] | None], reference: str | None,
+                  tolerance: float = COST_TOLERANCE) -> list[str]:
+    """Sentences (also logged) when an arm's per-run total steps or CPU+GPU seconds differ from the reference's by
+    more than ``tolerance``, or when some runs have no ``cost.json``."""
+    out: list[str] = []
+    for arm, c in costs.items():
+        if c and c["runs_with_cost"] < c["runs"]:
+            out.append(f"{arm}: cost.json missing in {c['runs'] - c['runs_with_cost']} of {c['runs']} runs; "
+                       "its totals are incomplete.")
+    if reference is None or not costs.get(reference):
+        if any(costs.values()) and reference is not None:
+            out.append(f"{reference}: no cost.json: the arms' budgets cannot be compared.")
+        return out
+    ref = costs[reference]
+    for arm, c in costs.items():
+        if arm == reference:
+            continue
+        if not c:
+            out.append(f"{arm}: no cost.json: the arms' budgets cannot be compared.")
+            continue
+        for key, what in (("total_steps", "training steps (train + search + global proxy)"),
+                          ("compute_seconds", "CPU + GPU seconds")):
+            a, b = c["per_run"][key], ref["per_run"][key]
+            if max(a, b) > 0 and abs(a - b) / max(a, b) > tolerance:
+                out.append(f"not an equal-budget comparison: {arm} used {a:,.0f} {what} per run, {reference} "
+                           f"{b:,.0f} ({(a - b) / b * 100 if b else math.inf:+.0f} %, more than "
+                           f"{tolerance * 100:.0f} % apart).")
+    for w in out:
+        log.warning("%s", w)
+    return out
+
+
+# --------------------------------------------------------------------------- dilations
+
+
+@dataclass
+class DilationColumn:
+    """One column of the dilation table: an arm (or a group of its runs with the same dilations)."""
+
+    label: str
+    dilations: dict[str, Any]
+    rf: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+
+
+def dilation_columns(arms: OrderedDict[str, list[Experiment]]) -> list[DilationColumn]:
+    """One column per distinct dilation set of each arm (identical seeds collapse into one), with its RF."""
+    cols: list[DilationColumn] = []
+    for arm, runs in arms.items():
+        groups: list[tuple[list[Experiment], dict[str, Any]]] = []
+        for r in runs:
+            d = r.dilations
+            if not d:
+                continue
+            for members, dd in groups:
+                if dd == d:
+                    members.append(r)
+                    break
+            else:
+                groups.append(([r], d))
+        for members, d in groups:
+            name = arm if len(groups) == 1 else f"{arm}: {', '.join(m.name for m in members)}"
+            rf = next((m.rf for m in members if m.rf), None)
+            ctx = next((m.context for m in members if m.context), None)
+            cols.append(DilationColumn(name, d, rf, ctx))
+    return cols
+
+
+# --------------------------------------------------------------------------- the report's data
+
+
+@dataclass
+class ReportData:
+    """What every rendering shows (also written as ``report.json``)."""
+
+    title: str
+    created: str
+    experiments: list[Experiment]
+    columns: list[str]
+    arms: OrderedDict[str, list[Experiment]]
+    arm_stats: dict[str, dict[str, Any]]
+    reference_arm: str | None
+    paired: dict[str, dict[str, Any]]
+    dilation_columns: list[DilationColumn]
+    utterances: list[str]
+    ref_audio: dict[str, Path]
+    figures: list[tuple[str, str, bytes]]  # (utt_id, file name, png)
+    eval_parameters: dict[str, Any]
+    verdict: list[str] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)
+    degenerate: set[str] = field(default_factory=set)
+    winners: dict[str, str | None] = field(default_factory=dict)
+    costs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    cost_warnings: list[str] = field(default_factory=list)
+    speakers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def pick_utterances(exps: list[Experiment], limit: int) -> list[str]:
+    """The first ``limit`` utterance ids evaluated (status ok) in every experiment that has rows."""
+    sets = []
+    for e in exps:
+        if e.rows:
+            sets.append({str(r["utt_id"]) for r in e.rows if r.get("status") == "ok"})
+        elif e.synth_audio:
+            sets.append(set(e.synth_audio))
+    if not sets:
+        return []
+    common = set.intersection(*sets)
+    return sorted(common)[: max(0, limit)]
+
+
+def aggregate(exps: list[Experiment], *, title: str, created: str, reference_arm: str,
+              arms: OrderedDict[str, list[Experiment]], utterances: list[str], ref_audio: dict[str, Path],
+              figures: list[tuple[str, str, bytes]]) -> ReportData:
+    """Everything the report says about loaded experiments (statistics, verdict, caveats, cost)."""
+    columns = metric_columns(exps)
+    arm_stats = {arm: aggregate_arm(runs, columns) for arm, runs in arms.items()}
+    paired = paired_differences(arms, reference_arm, columns)
+    notes, degenerate = caveats(exps, arm_stats, columns)
+    costs = {arm: arm_cost(runs) for arm, runs in arms.items()}
+    return ReportData(
+        title=title, created=created, experiments=exps, columns=columns, arms=arms, arm_stats=arm_stats,
+        reference_arm=reference_arm, paired=paired, dilation_columns=dilation_columns(arms), utterances=utterances,
+        ref_audio=ref_audio, figures=figures, eval_parameters=exps[0].summary.get("parameters") or {},
+        verdict=verdict(paired, reference_arm, list(arms), columns, degenerate), caveats=notes,
+        degenerate=degenerate, winners=winners(arm_stats, paired, reference_arm, columns, degenerate),
+        costs=costs, cost_warnings=cost_warnings(costs, reference_arm) if any(costs.values()) else [],
+        speakers=speaker_table(arms, columns),
+    )
