@@ -359,7 +359,7 @@ def test_plain_conv_reasons_and_layouts() -> None:
 @pytest.mark.parametrize("causal", [False, True])
 def test_plain_conv_wraps_exactly(norm: str, causal: bool) -> None:
     torch.manual_seed(0)
-    conv = (CausalConv(4, 6, 5, dilation=3, groups=2) if causal else nn.Conv1d(4, 6, 5, padding=6, dilation=3, groups=2))
+    conv = CausalConv(4, 6, 5, dilation=3, groups=2) if causal else nn.Conv1d(4, 6, 5, padding=6, dilation=3, groups=2)
     if norm == "legacy":
         conv = torch.nn.utils.weight_norm(conv)
     elif norm == "parametrization":
