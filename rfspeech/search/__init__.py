@@ -2,7 +2,9 @@
 
 * :class:`SearchableConv1d` — the multi-dilation operator (shared weight, ``ŵ = |α|/Σ|α|``),
   with ``estimate``/``expand``; :func:`multi_dilation_conv1d` its fast functional form.
-* :func:`make_searchable`, :func:`export_structure`, :func:`save_structure`, :func:`load_structure`,
+* :func:`make_searchable` (any length-preserving ``nn.Conv1d`` of any model; skipped convs and why:
+  :func:`searchable_report` / the result's ``skipped``), :func:`export_structure`,
+  :func:`save_structure`, :func:`load_structure`,
   :func:`apply_structure` (``single`` / ``multiple`` / ``merge``), :func:`merge_searchable`,
   :func:`unwrap_searchable`, :func:`finalize` — the model-level API.
 * :class:`LocalSearch` — the expectation-guided local search schedule the trainer drives.
@@ -18,8 +20,10 @@ from rfspeech.search.global_search import (
 )
 from rfspeech.search.local import LocalSearch, receptive_field
 from rfspeech.search.model import (
+    CONV_SCOPES,
     MODES,
     SEARCH_ARGS,
+    Wrapped,
     apply_structure,
     export_structure,
     finalize,
@@ -29,21 +33,26 @@ from rfspeech.search.model import (
     merged_conv,
     save_structure,
     searchable_modules,
+    searchable_report,
     unwrap_searchable,
     validate_structure,
 )
 from rfspeech.search.op import (
     SearchableConv1d,
+    as_dilated_conv,
+    candidate_offset,
     choose_impl,
     expand_candidates,
     merge_kernel,
     multi_dilation_conv1d,
     round_half_up,
     round_toward,
+    searchable_layout,
     unsearchable_reason,
 )
 
 __all__ = [
+    "CONV_SCOPES",
     "MODES",
     "SEARCH_ARGS",
     "Evaluation",
@@ -52,7 +61,10 @@ __all__ = [
     "LocalSearch",
     "ReceptiveFieldPrune",
     "SearchableConv1d",
+    "Wrapped",
     "apply_structure",
+    "as_dilated_conv",
+    "candidate_offset",
     "choose_impl",
     "expand_candidates",
     "expand_groups",
@@ -68,7 +80,9 @@ __all__ = [
     "round_half_up",
     "round_toward",
     "save_structure",
+    "searchable_layout",
     "searchable_modules",
+    "searchable_report",
     "unsearchable_reason",
     "unwrap_searchable",
     "validate_structure",

@@ -240,7 +240,10 @@ def make_searchable(
     if wrapped:
         log.info("searching %d convs: %s", len(wrapped), ", ".join(wrapped))
     elif not searchable_modules(model):
-        listed = "; ".join(f"{p}: {r}" for p, r in list(wrapped.skipped.items())[:12])
+        patterns = ("not matched by include", "excluded")
+        own = [(p, r) for p, r in wrapped.skipped.items() if r not in patterns]
+        by_pattern = [(p, r) for p, r in wrapped.skipped.items() if r in patterns]
+        listed = "; ".join(f"{p}: {r}" for p, r in (own + by_pattern)[:12])
         more = f" (+{len(wrapped.skipped) - 12} more)" if len(wrapped.skipped) > 12 else ""
         raise ConfigError(f"make_searchable: no searchable conv in {type(_unwrap_ddp(model)).__name__} "
                           f"(include={include}, exclude={exclude}, convs={convs}): "
