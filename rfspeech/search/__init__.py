@@ -17,6 +17,8 @@ from rfspeech.search.global_search import (
     GlobalSearchResult,
     ReceptiveFieldPrune,
     expand_groups,
+    worker_device,
+    worker_index,
 )
 from rfspeech.search.local import LocalSearch, receptive_field
 from rfspeech.search.model import (
@@ -86,4 +88,6 @@ __all__ = [
     "unsearchable_reason",
     "unwrap_searchable",
     "validate_structure",
+    "worker_device",
+    "worker_index",
 ]
