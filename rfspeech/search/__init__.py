@@ -15,12 +15,13 @@ from rfspeech.search.global_search import (
     Evaluation,
     GlobalSearch,
     GlobalSearchResult,
+    LookaheadPrune,
     ReceptiveFieldPrune,
     expand_groups,
     worker_device,
     worker_index,
 )
-from rfspeech.search.local import LocalSearch, receptive_field
+from rfspeech.search.local import LocalSearch, dilation_limits, lookahead, lookahead_budget, receptive_field
 from rfspeech.search.model import (
     CONV_SCOPES,
     MODES,
@@ -61,6 +62,7 @@ __all__ = [
     "GlobalSearch",
     "GlobalSearchResult",
     "LocalSearch",
+    "LookaheadPrune",
     "ReceptiveFieldPrune",
     "SearchableConv1d",
     "Wrapped",
@@ -68,11 +70,14 @@ __all__ = [
     "as_dilated_conv",
     "candidate_offset",
     "choose_impl",
+    "dilation_limits",
     "expand_candidates",
     "expand_groups",
     "export_structure",
     "finalize",
     "load_structure",
+    "lookahead",
+    "lookahead_budget",
     "make_searchable",
     "merge_kernel",
     "merge_searchable",

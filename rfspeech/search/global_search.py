@@ -736,3 +736,38 @@ class ReceptiveFieldPrune:
             return (f"{len(report.unproductive)} unproductive layer(s) for a {self.segment:g}-unit segment "
                     f"(first: {report.unproductive[0]}; r_min {report.r_min:.4g})")
         return None
+
+
+class LookaheadPrune:
+    """A ``prune_fn`` that skips candidates looking further ahead than a budget (latency-bounded search).
+
+    Builds the model, applies the candidate (``single`` mode) and measures the right side of the
+    analytic receptive field (:func:`rfspeech.search.local.lookahead`).
+
+    Args:
+        model_fn: builds a fresh model.
+        max_lookahead: budget in units of ``lookahead_input`` (mel frames for a vocoder).
+        groups: ``{gene: [module paths]}`` when genes are groups.
+        lookahead_input: ``auto`` (the mel input) or an input name.
+        then: another ``prune_fn`` asked when the budget holds (e.g. :class:`ReceptiveFieldPrune`).
+    """
+
+    def __init__(self, model_fn: Callable[[], Any], max_lookahead: float,
+                 groups: Mapping[str, Sequence[str]] | None = None, lookahead_input: str = "auto",
+                 then: Callable[[dict[str, int]], str | None] | None = None) -> None:
+        self.model_fn = model_fn
+        self.max_lookahead = float(max_lookahead)
+        self.groups = dict(groups or {})
+        self.lookahead_input = lookahead_input
+        self.then = then
+
+    def __call__(self, structure: dict[str, int]) -> str | None:
+        from rfspeech.search.local import lookahead
+        from rfspeech.search.model import apply_structure
+
+        model = self.model_fn()
+        apply_structure(model, expand_groups(structure, self.groups), mode="single")
+        ahead = lookahead(model, self.lookahead_input)
+        if ahead > self.max_lookahead + 1e-9:
+            return f"look-ahead {ahead:.4g} > budget {self.max_lookahead:g}"
+        return self.then(structure) if self.then is not None else None
