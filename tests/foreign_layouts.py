@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rfspeech.models.wavenet import ConvInUpsampleNetwork
+
 
 def _norm(module: nn.Module, norm: str) -> nn.Module:
     if norm == "legacy":
@@ -112,13 +114,8 @@ class PWGResidualBlock(nn.Module):
 class PWGUpsample(nn.Module):
     def __init__(self, scales: Sequence[int]) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        for s in scales:
-            layers.append(nn.Upsample(scale_factor=(1.0, float(s)), mode="nearest"))
-            conv = nn.Conv2d(1, 1, (1, 2 * s + 1), padding=(0, s), bias=False)
-            nn.init.constant_(conv.weight, 1.0 / (2 * s + 1))
-            layers.append(conv)
-        self.up_layers = nn.ModuleList(layers)
+        # stretch + (1, 2s+1) smoothing per scale: the same layers as rfspeech's (their keys are the official ones)
+        self.up_layers = ConvInUpsampleNetwork(scales, 1, 0).up_layers
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         c = c.unsqueeze(1)

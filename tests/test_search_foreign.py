@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from foreign_layouts import OfficialLayoutHiFiGAN, OfficialLayoutPWG
+from test_search_local import smooth_noise
 from torch import nn
 
 from rfspeech.errors import ConfigError
@@ -223,13 +224,6 @@ def test_probe_equals_analyze(kind: str, norm: str, after_forward: bool) -> None
 
 
 # -- the planted task (tests/test_search_local.py) on plain convs ---------------------------------------
-
-
-def smooth_noise(batch: int, length: int, generator: torch.Generator, sigma: float = 3.0) -> torch.Tensor:
-    taps = torch.arange(-12, 13, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).view(1, 1, -1)
-    return F.conv1d(torch.randn(batch, 1, length + 24, generator=generator), kernel)
 
 
 def planted_batch(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
+from test_search_foreign import planted_loss
 from torch import nn
 
 from rfspeech.errors import ConfigError
@@ -21,13 +21,6 @@ from rfspeech.search import (
     lookahead_budget,
     make_searchable,
 )
-
-
-def smooth_noise(batch: int, length: int, generator: torch.Generator, sigma: float = 3.0) -> torch.Tensor:
-    taps = torch.arange(-12, 13, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).view(1, 1, -1)
-    return F.conv1d(torch.randn(batch, 1, length + 24, generator=generator), kernel)
 
 
 class Two(nn.Module):
@@ -62,9 +55,7 @@ def _planted(budget: float | None, tmp_path: Path | None = None) -> tuple[list[i
     g = torch.Generator().manual_seed(7)
     losses = []
     for step in range(1, 40 * 8 + 1):
-        x = smooth_noise(8, 256, g)
-        y = torch.roll(x, 6, -1) + torch.roll(x, -6, -1)
-        loss = F.mse_loss(net(x)[..., 12:-12], y[..., 12:-12])
+        loss = planted_loss(net, g)
         opt.zero_grad()
         loss.backward()
         opt.step()
