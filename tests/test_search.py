@@ -56,22 +56,77 @@ def test_round_toward_resolves_ties_toward_the_current_dilation() -> None:
 @pytest.mark.parametrize(
     ("d", "n", "e", "bounds", "expected"),
     [
-        (1, 3, 0.5, (1, None), (1, 2)),  # round(0.5) = 1 merges with d
+        (1, 3, 0.5, (1, None), (1, 2)),  # at the lower bound: one step up
         (2, 3, 0.5, (1, None), (1, 2, 3)),
-        (3, 3, 0.5, (1, None), (2, 3, 5)),  # 1.5 -> 2, 4.5 -> 5 (half up)
-        (5, 3, 0.5, (1, None), (3, 5, 8)),
+        (3, 3, 0.5, (1, None), (2, 3, 4)),  # e·d = 1.5: tie toward d on both sides
+        (5, 3, 0.5, (1, None), (3, 5, 7)),
         (12, 3, 0.5, (1, None), (6, 12, 18)),
         (4, 2, 0.5, (1, None), (2, 6)),  # two branches: no centre (RF-Next)
         (1, 2, 0.5, (1, None), (1, 2)),
-        (5, 3, 0.5, (4, 6), (4, 5, 6)),  # clipped
+        (5, 3, 0.5, (4, 6), (4, 5, 6)),  # near both bounds: offsets shrink on both sides
+        (60, 3, 0.5, (1, 64), (56, 60, 64)),  # near the upper bound: symmetric, not (30, 60, 64)
+        (64, 3, 0.5, (1, 64), (63, 64)),  # at the upper bound: one step down
         (3, 3, 0.1, (1, None), (2, 3, 4)),  # small e would collapse to (3,): outer candidates kept ±1 away
         (1, 3, 0.1, (1, None), (1, 2)),
         (40, 3, 0.1, (1, None), (36, 40, 44)),
-        (10, 5, 0.5, (1, None), (5, 8, 10, 13, 15)),  # linear spread for n > 3
+        (10, 5, 0.5, (1, None), (5, 8, 10, 12, 15)),  # linear spread for n > 3, symmetric
     ],
 )
 def test_expand_candidates_hand_computed(d, n, e, bounds, expected) -> None:
     assert expand_candidates(d, n, e, *bounds) == expected
+
+
+def official_candidates(d: int, e: float, n: int, lo: int = 1, hi: int = 64) -> tuple[int, ...]:
+    """The official RF-Next expand, written from its description: Python round (half to even), clip, dedupe."""
+    raw = [round((1 - e) * d)] + ([d] if n % 2 == 1 else []) + [round((1 + e) * d)]
+    return tuple(sorted({min(hi, max(lo, r)) for r in raw}))
+
+
+# (d, e, n): official candidates, ours. Any change of either rule shows here.
+OFFICIAL_TABLE = [
+    (1, 0.5, 3, (1, 2), (1, 2)),
+    (2, 0.5, 3, (1, 2, 3), (1, 2, 3)),
+    (3, 0.5, 3, (2, 3, 4), (2, 3, 4)),
+    (4, 0.5, 3, (2, 4, 6), (2, 4, 6)),
+    (5, 0.5, 3, (2, 5, 8), (3, 5, 7)),  # tie: half to even goes away from d, ours toward it
+    (7, 0.5, 3, (4, 7, 10), (4, 7, 10)),
+    (9, 0.5, 3, (4, 9, 14), (5, 9, 13)),
+    (12, 0.5, 3, (6, 12, 18), (6, 12, 18)),
+    (60, 0.5, 3, (30, 60, 64), (56, 60, 64)),  # official clip is lopsided
+    (64, 0.5, 3, (32, 64), (63, 64)),  # official: drifts down with no signal
+    (1, 0.1, 3, (1,), (1, 2)),  # official: frozen
+    (3, 0.1, 3, (3,), (2, 3, 4)),  # official: frozen
+    (4, 0.1, 3, (4,), (3, 4, 5)),  # official: frozen
+    (10, 0.15, 3, (8, 10, 12), (9, 10, 11)),  # 8.5 / 11.5: half to even vs toward d
+    (40, 0.1, 3, (36, 40, 44), (36, 40, 44)),
+    (1, 0.5, 2, (1, 2), (1, 2)),
+    (3, 0.5, 2, (2, 4), (2, 4)),
+    (4, 0.5, 2, (2, 6), (2, 6)),
+    (5, 0.5, 2, (2, 8), (3, 7)),
+    (2, 0.1, 2, (2,), (1, 3)),  # official: frozen
+]
+
+
+@pytest.mark.parametrize(("d", "e", "n", "official", "ours"), OFFICIAL_TABLE)
+def test_candidates_against_the_official_rules(d, e, n, official, ours) -> None:
+    assert official_candidates(d, e, n) == official
+    assert expand_candidates(d, n, e, 1, 64) == ours
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("e", [0.1, 0.15, 0.5])
+def test_candidates_are_symmetric_and_equal_weights_never_drift(n: int, e: float) -> None:
+    for d in range(1, 65):
+        cands = expand_candidates(d, n, e, 1, 64)
+        assert min(cands) < d or max(cands) > d  # never frozen
+        if 1 < d < 64:
+            assert sum(cands) / len(cands) == d, (d, cands)  # symmetric: equal weights average to d
+            assert (d in cands) == (n == 3)
+        op = _op(dilation=d, num_branches=n, expand_rate=e, max_dilation=64)
+        for _ in range(12):  # no signal, many rounds: the dilation stays
+            op.estimate()
+            op.expand()
+        assert op.dilation == d, (d, n, e)
 
 
 def _op(dilation: int = 1, k: int = 3, channels: int = 4, **kw) -> SearchableConv1d:
@@ -91,34 +146,46 @@ def test_equal_weights_at_1_2_do_not_drift_upward() -> None:
 
 def test_estimate_and_expand_hand_computed() -> None:
     op = _op(dilation=3)
-    assert op.candidates == (2, 3, 5)
+    assert op.candidates == (2, 3, 4)
+    assert op.estimate() == 3  # equal weights: exactly 3
     with torch.no_grad():
-        op.alpha[:3] = torch.tensor([0.01, 0.01, 0.01])
-    assert op.estimate() == 3  # (2+3+5)/3 = 3.33
-    with torch.no_grad():
-        op.alpha[:3] = torch.tensor([0.0, -0.01, 0.03])  # |α|: ŵ = (0, .25, .75) -> 0.75 + 3.75 = 4.5
-    assert op.expectation() == pytest.approx(4.5)
-    assert op.estimate() == 4  # tie, toward the current 3
+        op.alpha[:3] = torch.tensor([0.0, -0.01, 0.03])  # |α|: ŵ = (0, .25, .75) -> 0.75 + 3 = 3.75
+    assert op.expectation() == pytest.approx(3.75)
+    assert op.estimate() == 4
     assert op.conv.dilation == (4,)
     assert op.expand() == (2, 4, 6)
     assert op.search_step.item() == 1
     assert torch.equal(op.alpha.detach(), torch.full((3,), 0.01))
     with torch.no_grad():
-        op.alpha[:3] = torch.tensor([0.0, 0.0, 1.0])
-    assert op.estimate() == 6 and op.expand() == (3, 6, 9)
+        op.alpha[:3] = torch.tensor([0.0, 0.5, 0.5])  # 5: a tie between 4 and 6? no: (4 + 6) / 2 = 5
+    assert op.estimate() == 5 and op.expand() == (3, 5, 7)
     with torch.no_grad():
-        op.alpha[:3] = torch.tensor([1.0, 0.0, 0.0])
-    assert op.estimate() == 3 and op.expand() == (2, 3, 5)
+        op.alpha[:3] = torch.tensor([0.5, 0.0, 0.5])
+    assert op.expectation() == 5.0 and op.estimate() == 5
+    with torch.no_grad():
+        op.alpha[:3] = torch.tensor([0.0, 0.0, 1.0])
+    assert op.estimate() == 7 and op.expand() == (4, 7, 10)
+    with torch.no_grad():
+        op.alpha[:3] = torch.tensor([1.0, 1.0, 0.0])  # 5.5: tie toward the current 7
+    assert op.estimate() == 6
     assert op.search_step.item() == 3
 
 
 def test_estimate_is_clipped_to_bounds() -> None:
     op = _op(dilation=4, max_dilation=5)
-    assert op.candidates == (2, 4, 5)
+    assert op.candidates == (3, 4, 5)  # offset 2 shrunk to the room above, on both sides
     with torch.no_grad():
         op.alpha[:3] = torch.tensor([0.0, 0.0, 1.0])
     assert op.estimate() == 5
-    assert op.expand() == (3, 5)  # round(7.5) = 8 clipped to 5, de-duplicated
+    assert op.expand() == (4, 5)  # at the bound: one step down
+    assert op.expand(limit=3) == (4, 5)  # a limit below d leaves d where it is: one step down
+
+
+def test_expand_limit_clips_the_candidates_symmetrically() -> None:
+    op = _op(dilation=8)
+    assert op.candidates == (4, 8, 12)
+    assert op.expand(limit=10) == (6, 8, 10)
+    assert op.expand(limit=8) == (7, 8)
 
 
 # -- the operator -----------------------------------------------------------------------------
@@ -223,7 +290,7 @@ def test_merge_equals_multi_branch(causal: bool) -> None:
     with torch.no_grad():
         torch.testing.assert_close(merged(x), op(x), atol=1e-5, rtol=1e-5)
     kernel = merge_kernel(op.conv.weight, op.branch_weights(), op.candidates, causal)
-    assert kernel.shape == (8, 8, 33)
+    assert kernel.shape == (8, 8, 29)  # candidates (3, 5, 7): (5-1)·7 + 1
 
 
 def test_single_candidate_keeps_alpha_in_the_graph() -> None:
@@ -253,7 +320,60 @@ def test_unsearchable_reasons() -> None:
     strided = dilated_conv1d(2, 2, 3)
     strided.stride = (2,)
     assert "stride 2" in unsearchable_reason(strided)
-    assert "not a factory" in unsearchable_reason(nn.Conv1d(2, 2, 3))
+    assert "not a Conv1d" in unsearchable_reason(nn.ConvTranspose1d(2, 2, 3, padding=1))
+
+
+class CausalConv(nn.Conv1d):
+    """A user's causal conv: pads on the left inside its own forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, ((self.kernel_size[0] - 1) * self.dilation[0], 0)))
+
+
+class Shifted(nn.Conv1d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.roll(super().forward(x), 1, -1)
+
+
+def test_plain_conv_reasons_and_layouts() -> None:
+    from rfspeech.search.op import searchable_layout
+
+    assert searchable_layout(nn.Conv1d(2, 2, 3, padding=1)) == ("symmetric", None)
+    assert searchable_layout(nn.Conv1d(2, 2, 5, padding=6, dilation=3, groups=2)) == ("symmetric", None)
+    assert searchable_layout(nn.Conv1d(2, 2, 3, padding="same", dilation=4)) == ("symmetric", None)
+    assert searchable_layout(CausalConv(2, 3, 3, dilation=2)) == ("causal", None)
+    assert "not length-preserving" in unsearchable_reason(nn.Conv1d(2, 2, 3))  # padding outside: unprovable
+    assert "needs d·(k-1)/2 = 2" in unsearchable_reason(nn.Conv1d(2, 2, 3, padding=1, dilation=2))
+    assert "padding mode 'reflect'" in unsearchable_reason(nn.Conv1d(2, 2, 3, padding=1, padding_mode="reflect"))
+    assert "stride 2" in unsearchable_reason(nn.Conv1d(2, 2, 3, 2, padding=1))
+    assert "even kernel size 4" in unsearchable_reason(nn.Conv1d(2, 2, 4, padding=2))
+    assert "not a plain length-preserving conv" in unsearchable_reason(Shifted(2, 2, 3, padding=1))
+    assert "SpectralNorm" in unsearchable_reason(torch.nn.utils.spectral_norm(nn.Conv1d(2, 2, 3, padding=1)))
+    sn = torch.nn.utils.parametrizations.spectral_norm(nn.Conv1d(2, 2, 3, padding=1))
+    assert "parametrizations other than one weight norm" in unsearchable_reason(sn)
+    assert unsearchable_reason(torch.nn.utils.weight_norm(nn.Conv1d(2, 2, 3, padding=1))) is None
+    assert unsearchable_reason(torch.nn.utils.parametrizations.weight_norm(nn.Conv1d(2, 2, 3, padding=1))) is None
+
+
+@pytest.mark.parametrize("norm", ["none", "legacy", "parametrization"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_plain_conv_wraps_exactly(norm: str, causal: bool) -> None:
+    torch.manual_seed(0)
+    conv = CausalConv(4, 6, 5, dilation=3, groups=2) if causal else nn.Conv1d(4, 6, 5, padding=6, dilation=3, groups=2)
+    if norm == "legacy":
+        conv = torch.nn.utils.weight_norm(conv)
+    elif norm == "parametrization":
+        conv = torch.nn.utils.parametrizations.weight_norm(conv)
+    x = torch.randn(2, 4, 50)
+    with torch.no_grad():
+        ref = conv(x)
+        op = SearchableConv1d(conv, num_branches=1)
+        assert op.causal == causal and op.dilation == 3 and op.candidates == (3,)
+        assert torch.equal(op.conv(x), ref)  # the converted conv: bit for bit
+        assert float((op(x) - ref).abs().max()) <= 1e-6
+        multi = SearchableConv1d(conv, num_branches=3, impl="naive")
+    multi(x).sum().backward()
+    assert multi.alpha.grad is not None and float(multi.alpha.grad.abs().sum()) > 0
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -273,8 +393,8 @@ def test_state_dict_round_trip_restores_search_state_exactly() -> None:
 
     b = SearchableConv1d(dilated_conv1d(4, 4, 3, dilation=1))  # fresh wrap, other dilation
     b.load_state_dict(state)
-    assert b.dilation == a.dilation == 5 and b.conv.dilation == (5,)
-    assert b.candidates == a.candidates == (3, 5, 8)
+    assert b.dilation == a.dilation == 4 and b.conv.dilation == (4,)
+    assert b.candidates == a.candidates == (2, 4, 6)
     assert b.search_step.item() == 1
     x = torch.randn(1, 4, 30)
     torch.testing.assert_close(b(x), a(x))

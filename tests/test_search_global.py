@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,111 @@ def test_bad_settings_and_groups() -> None:
     with pytest.raises(ConfigError, match="dilations >= 1"):
         GlobalSearch({"a": [0, 1]}, synthetic_score)
     assert expand_groups({"stack0": 2, "x.y": 5}, {"stack0": ["a.0", "a.1"]}) == {"a.0": 2, "a.1": 2, "x.y": 5}
+
+
+# -- re-scored finalists, devices per worker, ranks sharing the population -----------------------------
+
+
+def _true_score(s: dict[str, int]) -> float:
+    return abs(s["a"] - 5) * 0.5 + abs(s["b"] - 3) * 0.5
+
+
+def _noisy(s: dict[str, int], repeat: int) -> float:
+    """The true score plus noise of sd 2, fixed per (structure, repeat)."""
+    return _true_score(s) + random.Random(f"4-{s['a']}-{s['b']}-{repeat}").gauss(0, 2)
+
+
+def _single(s: dict[str, int]) -> float:
+    return _noisy(s, 0)
+
+
+def _again(s: dict[str, int], repeat: int) -> float:
+    return _noisy(s, repeat + 1)
+
+
+def test_rescoring_finalists_picks_the_truly_best(tmp_path: Path) -> None:
+    space = {"a": list(range(1, 10)), "b": list(range(1, 7))}
+    single = GlobalSearch(space, _single, population=12, generations=4, seed=0).run()
+    assert _true_score(single.best) == 3.0  # a lucky draw of the noise wins on one score
+    rescored = GlobalSearch(space, _single, population=12, generations=4, seed=0, finalists=3, rescore_fn=_again,
+                            rescore_repeats=16, out_dir=tmp_path).run()
+    assert rescored.best == {"a": 5, "b": 3} and _true_score(rescored.best) == 0.0
+    assert rescored.search_best == single.best and rescored.search_best_score == single.best_score
+    assert len(rescored.finalists) == 3 and rescored.finalists[0]["structure"] == rescored.best
+    assert rescored.best_score == pytest.approx(rescored.finalists[0]["rescore_mean"])
+    assert all(len(f["rescores"]) == 16 and "search_score" in f for f in rescored.finalists)
+    assert 1.0 < rescored.score_noise < 3.0  # the planted sd is 2
+    lines = [json.loads(x) for x in (tmp_path / "global_search_log.jsonl").read_text().splitlines()]
+    assert sum("rescore" in x for x in lines) == 48 and "score_noise" in lines[-1]
+    # resuming re-scores nothing twice
+    calls = []
+    again = GlobalSearch(space, _single, population=12, generations=4, seed=0, finalists=3,
+                         rescore_fn=lambda s, r: calls.append(1) or _again(s, r), rescore_repeats=16,
+                         out_dir=tmp_path).run()
+    assert again.best == rescored.best and not calls
+
+
+def test_worker_devices_round_robin_with_mocked_gpus(monkeypatch) -> None:
+    import multiprocessing
+
+    import torch
+
+    from rfspeech.errors import ConfigError
+    from rfspeech.search import global_search, worker_device
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert [worker_device("auto", w, cuda_devices=2) for w in range(5)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1",
+                                                                            "cuda:0"]
+    assert worker_device("cpu", 3, cuda_devices=2) == "cpu" and worker_device("cuda:1", 0, cuda_devices=4) == "cuda:1"
+    assert worker_device("auto", 1, cuda_devices=0) == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        worker_device("cuda", 0, cuda_devices=0)
+    # under torchrun each rank starts on its own GPU; its workers follow
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert worker_device("auto", 0, cuda_devices=4) == "cuda:3"
+    assert worker_device("auto", 1, workers_per_rank=2, cuda_devices=8) == "cuda:7"
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    counter = multiprocessing.get_context("spawn").Value("i", 0)
+    seen = []
+    for _ in range(4):  # the pool initializer hands out distinct slots
+        global_search._init_worker(counter)
+        seen.append(worker_device("auto"))
+    monkeypatch.setattr(global_search, "_WORKER_INDEX", None)
+    monkeypatch.delenv("RFSPEECH_WORKER_INDEX", raising=False)
+    assert seen == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+
+
+def _scored_by_rank(rank: int, out: str) -> Callable[[dict[str, int]], float]:
+    def fn(s: dict[str, int]) -> float:
+        with open(Path(out) / f"scored{rank}.jsonl", "a") as f:
+            f.write(json.dumps(s) + "\n")
+        return _true_score({"a": s["a"], "b": s["b"]})
+    return fn
+
+
+def _rank_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        space = {"a": list(range(1, 10)), "b": list(range(1, 7))}
+        res = GlobalSearch(space, _scored_by_rank(rank, out), population=6, generations=2, seed=0, distributed=True,
+                           out_dir=Path(out) / "state").run()
+        Path(out, f"result{rank}.json").write_text(json.dumps({"best": res.best, "n": res.evaluations,
+                                                               "history": res.history}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_share_the_population(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"result{r}.json").read_text()) for r in (0, 1))
+    assert r0 == r1  # same decisions, same history on both ranks
+    s0, s1 = ((tmp_path / f"scored{r}.jsonl").read_text().splitlines() for r in (0, 1))
+    assert s0 and s1 and not set(s0) & set(s1)  # each rank scored its own share, nothing twice
+    assert len(s0) + len(s1) == r0["n"]
+    assert (tmp_path / "state" / "global_search_state.json").is_file()

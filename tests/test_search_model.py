@@ -163,7 +163,7 @@ def test_merge_mode_and_merge_searchable_equal_multi_branch(causal: bool) -> Non
     assert merge_searchable(multi) == list(structure)
     assert not searchable_modules(multi)
     conv = multi.blocks[0].convs[2]
-    assert conv.kernel_size == ((3 - 1) * 8 + 1,) and conv.dilation == (1,)
+    assert conv.kernel_size == ((3 - 1) * 7 + 1,) and conv.dilation == (1,)  # candidates (3, 5, 7)
     with torch.no_grad():
         torch.testing.assert_close(multi(x), want, atol=1e-5, rtol=1e-5)
     assert export_structure(multi)["blocks.0.convs.2"] == 5  # merged convs remember their dilation

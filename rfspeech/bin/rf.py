@@ -4,6 +4,12 @@ Usage::
 
     rfspeech-rf model=hifigan_v1 segment=32 out_dir=exp/rf/hifigan_v1 [probe=true]
     rfspeech-rf model=acoustic submodule=decoder units=frames segment=200 out_dir=exp/rf/acoustic_decoder
+    rfspeech-rf model=my_pwg 'inputs={z:[1,1,1024],c:[1,80,8]}' segment=32 out_dir=exp/rf/my_pwg
+
+``segment`` is counted in units of ``segment_input`` (default: the model's mel input, i.e. the first
+input the output runs faster than, e.g. ``c`` of a ParallelWaveGAN ``forward(z, c)``; else the first
+argument); the summary says which. ``inputs`` gives a multi-input model's example inputs
+(name → shape, time axis last) when ``forward`` has arguments without defaults.
 
 Prints the per-layer table and a summary, writes ``out_dir/rf.json`` (the full
 :class:`rfspeech.rf.RFReport`, plus the model config and the probe when asked) and
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +30,26 @@ from rfspeech.inference import load_checkpoint, load_generator
 from rfspeech.io import atomic_write_text
 
 
-def _probe_shapes(model: Any, report: Any) -> dict[str, tuple[int, ...]]:
-    """Inputs long enough to hold the field with a margin; noise at the output rate when the model takes it."""
+def _probe_shapes(model: Any, report: Any,
+                  given: dict[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
+    """Inputs long enough to hold the field with a margin; noise at the output rate when the model takes it.
+
+    With ``given`` shapes (``inputs=``), every input is lengthened by the same number of output
+    samples (so inputs pre-padded outside the model keep their relation) until each holds twice
+    its field plus a margin.
+    """
     import inspect
+    from fractions import Fraction
 
     from rfspeech.rf.analyze import infer_in_channels
 
+    if given:
+        jumps = {n: Fraction(report.inputs[n].exact["jump"]) for n in given if n in report.inputs}
+        step = math.lcm(*(j.denominator for j in jumps.values())) if jumps else 1
+        extra = 0
+        while any(given[n][-1] + extra * jumps[n] < 2 * report.inputs[n].span + 8 for n in jumps):
+            extra += step
+        return {n: (*s[:-1], int(s[-1] + extra * jumps[n])) if n in jumps else tuple(s) for n, s in given.items()}
     params = list(inspect.signature(model.forward).parameters)
     frames = 2 * math.ceil(max(f.span for f in report.inputs.values() if f.units == report.units)) + 8
     shapes: dict[str, tuple[int, ...]] = {params[0]: (1, infer_in_channels(model), frames)}
@@ -88,20 +109,26 @@ def run(cfg: Any) -> dict[str, Any]:
         children = [n for n, _ in model.named_children()]
         raise ConfigError(f"model.{node} is not a vocoder generator: choose the part to analyse with "
                           f"submodule=<name> (children: {', '.join(children)})")
+    given = _input_shapes(cfg.get("inputs"))
     report = analyze(model, segment=None if segment is None else float(segment), frames=int(cfg.get("frames", 8)),
                      method=str(cfg.get("method", "auto")), hints=bool(cfg.get("hints", True)),
-                     units=cfg.get("units"))
+                     units=cfg.get("units"), inputs=given, primary=str(cfg.get("segment_input") or "auto"))
     print(report.table())
     print(report.summary())
+    if segment is not None:
+        print(f"  segment unit: {report.units} of input '{report.primary}'"
+              + (" (segment_input=<name> to count it in another input)" if len(report.inputs) > 1 else ""))
     result = report.to_dict()
+    result["segment_input"] = report.primary
     result["config"] = {"name": model_name, node: node_cfg}
     if submodule:
         result["config"]["submodule"] = str(submodule)
     if cfg.get("checkpoint"):
         result["config"]["checkpoint"] = str(cfg.checkpoint)
     if cfg.get("probe", False):
-        shapes = _probe_shapes(model, report)
-        p = probe(model, shapes, period={n: f.period for n, f in report.inputs.items()}, n_positions=report.period)
+        shapes = _probe_shapes(model, report, given)
+        p = probe(model, shapes, period={n: f.period for n, f in report.inputs.items()}, n_positions=report.period,
+                  jump={n: Fraction(f.exact["jump"]) for n, f in report.inputs.items() if n in shapes})
         result["probe"] = {name: {"span": f.span, "lo": f.lo, "hi": f.hi, "span_min": f.span_min,
                                   "span_max": f.span_max} for name, f in p.inputs.items()}
         for name, f in p.inputs.items():
@@ -113,6 +140,26 @@ def run(cfg: Any) -> dict[str, Any]:
                 f"({report.r_max_samples:.0f} samples), r_min {report.r_min:.4g}")
     print(f"wrote {out_dir / 'rf.json'} and {out_dir / 'rf.png'}")
     return result
+
+
+def _input_shapes(inputs: Any) -> dict[str, tuple[int, ...]] | None:
+    """``inputs=`` (``{name: [batch, channels, length]}``) as shapes; None when not given."""
+    if inputs is None:
+        return None
+    from omegaconf import DictConfig, OmegaConf
+
+    value = OmegaConf.to_container(inputs, resolve=True) if isinstance(inputs, DictConfig) else inputs
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"inputs must map forward argument names to shapes, e.g. "
+                          f"inputs='{{z:[1,1,1024],c:[1,80,8]}}', got {inputs!r}")
+    out = {}
+    for name, shape in value.items():
+        if not isinstance(shape, (list, tuple)) or not shape or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+            raise ConfigError(f"inputs.{name}: a shape is a list of positive integers (batch, channels, length), "
+                              f"got {shape!r}")
+        out[str(name)] = tuple(int(v) for v in shape)
+    return out
 
 
 main = hydra_main("rf")(run)

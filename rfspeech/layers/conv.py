@@ -122,3 +122,89 @@ def strip_ddp_prefix(name: str) -> str:
     while name.startswith("module."):
         name = name[len("module."):]
     return name
+
+
+def length_preserving_layout(conv: nn.Conv1d) -> tuple[str | None, str]:
+    """Whether a stride-1 ``nn.Conv1d`` keeps the length, and how: ``("symmetric" | "causal" | None, why)``.
+
+    * A conv running ``nn.Conv1d.forward`` (plain, or a parametrized subclass) is symmetric when
+      its padding is ``"same"`` or ``d·(k-1)/2`` on both sides (the official HiFi-GAN
+      ``get_padding`` and the ParallelWaveGAN residual conv); any other padding changes the length.
+    * A subclass with its own ``forward`` (a user's causal conv that pads inside) is run once on a
+      random input and compared with the two references ``conv1d(pad(x))`` (symmetric, or
+      ``(k-1)·d`` on the left): equality is the proof; anything else is left alone.
+
+    A conv whose padding happens outside it (a padded input, a crop after it) cannot be proven
+    length-preserving from the conv alone, and is reported as such.
+    """
+    k, d = conv.kernel_size[0], conv.dilation[0]
+    total = (k - 1) * d
+    if type(conv).forward is nn.Conv1d.forward:
+        pad = conv.padding
+        if pad == "same" or (isinstance(pad, tuple) and len(pad) == 1 and 2 * pad[0] == total):
+            return "symmetric", "padding d·(k-1)/2"
+        want = f"{total // 2}" if total % 2 == 0 else f"{total / 2:g}"
+        return None, (f"padding {pad if isinstance(pad, str) else pad[0]} is not length-preserving "
+                      f"(needs d·(k-1)/2 = {want}; padding outside the conv cannot be proven)")
+    gen = torch.Generator().manual_seed(0)
+    weight = next(iter(conv.parameters()), None)
+    dtype = weight.dtype if weight is not None else torch.float32
+    device = weight.device if weight is not None else torch.device("cpu")
+    length = 2 * total + 7
+    x = torch.randn(1, conv.in_channels, length, generator=gen, dtype=dtype).to(device)
+    try:
+        with torch.no_grad():
+            y = conv(x)
+            w = conv.weight
+    except Exception as e:  # noqa: BLE001 - a custom forward may want other inputs; then it is not provable
+        return None, f"custom forward of {type(conv).__name__} failed on a plain input ({type(e).__name__})"
+    if not isinstance(y, torch.Tensor) or y.shape[-1] != length:
+        return None, f"custom forward of {type(conv).__name__} changes the length"
+    scale = float(y.detach().abs().max()) + 1e-12
+    for layout, pad in (("symmetric", (total // 2, total - total // 2)), ("causal", (total, 0))):
+        with torch.no_grad():
+            ref = F.conv1d(F.pad(x, pad), w, conv.bias, dilation=d, groups=conv.groups)
+        if ref.shape == y.shape and float((ref - y).abs().max()) <= 1e-5 * scale:
+            return layout, f"custom forward equals a {layout} conv"
+    return None, f"custom forward of {type(conv).__name__} is not a plain length-preserving conv"
+
+
+def to_dilated_conv1d(conv: nn.Conv1d, causal: bool = False) -> DilatedConv1d:
+    """A :class:`DilatedConv1d` computing exactly what the length-preserving ``conv`` computes.
+
+    Weight and bias are copied bit for bit. A weight norm comes along as the parametrization
+    (``weight_norm(dim=...)``) with the same ``g`` and ``v``, from either the legacy
+    ``torch.nn.utils.weight_norm`` hook or ``parametrizations.weight_norm``, so the effective
+    weight ``g·v/‖v‖`` is the same computation on the same numbers.
+
+    Args:
+        conv: a stride-1 conv with odd kernel and zero padding (see :func:`length_preserving_layout`).
+        causal: build the causal layout (all padding on the left).
+
+    Returns:
+        A new module (in ``conv``'s training mode, device and dtype); ``conv`` is left untouched.
+    """
+    from rfspeech.layers.weight_norm import weight_norm_parts
+
+    parts = weight_norm_parts(conv)
+    ref = parts[1] if parts is not None else conv.weight
+    new = DilatedConv1d(conv.in_channels, conv.out_channels, conv.kernel_size[0], dilation=conv.dilation[0],
+                        causal=causal, groups=conv.groups, bias=conv.bias is not None)
+    new.to(device=ref.device, dtype=ref.dtype)
+    new.train(conv.training)
+    with torch.no_grad():
+        if parts is not None:
+            g, v, dim = parts
+            apply_weight_norm(new, dim=dim)
+            chain = new.parametrizations.weight
+            chain.original0.copy_(g)
+            chain.original1.copy_(v)
+            chain.original0.requires_grad_(g.requires_grad)
+            chain.original1.requires_grad_(v.requires_grad)
+        else:
+            new.weight.copy_(conv.weight)
+            new.weight.requires_grad_(conv.weight.requires_grad)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+            new.bias.requires_grad_(conv.bias.requires_grad)
+    return new

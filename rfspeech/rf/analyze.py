@@ -329,6 +329,7 @@ def analyze(
     output: int = 0,
     hints: bool = True,
     units: str | dict[str, str] | None = None,
+    primary: str | None = None,
 ) -> RFReport:
     """Receptive field of ``model``, per layer and per input, with the layers a segment makes unproductive.
 
@@ -349,6 +350,10 @@ def analyze(
         units: names of the input units, for the primary input (a string) or per input (a dict).
             Default: ``"frames"`` for an input the output runs faster than (a vocoder's mel),
             else ``"samples"``; an acoustic model's decoder wants ``"frames"``.
+        primary: the input whose units the report, the table and ``segment`` use: an argument
+            name, ``"auto"`` (the mel input: the first input the output runs faster than, e.g.
+            ParallelWaveGAN's ``c`` in ``forward(z, c)``; else the first argument), or None
+            (the first argument, as before).
 
     Returns:
         The :class:`RFReport`.
@@ -390,7 +395,12 @@ def analyze(
     out_fields = vals[out_idx]
     if not out_fields:
         raise RFRuleError("the model output does not depend on any model input")
-    primary = names[0] if names[0] in out_fields else next(iter(out_fields))
+    if primary is None or primary == "auto":
+        frames = [n for n in names if n in out_fields and out_fields[n].jump < 1] if primary == "auto" else []
+        primary = frames[0] if frames else (names[0] if names[0] in out_fields else next(iter(out_fields)))
+    elif primary not in out_fields:
+        raise RFSpeechError(f"primary input {primary!r} does not influence the output (inputs that do: "
+                            f"{', '.join(out_fields)})")
     order = [primary] + [n for n in out_fields if n != primary]
     periods = dict.fromkeys(order, 1)
     for v in vals:

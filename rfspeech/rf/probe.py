@@ -17,7 +17,6 @@ equivariance (a single pass for a vocoder's mel or noise input).
 
 from __future__ import annotations
 
-import copy
 import inspect
 import math
 import warnings
@@ -30,6 +29,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from rfspeech.errors import RFSpeechError
+from rfspeech.layers.weight_norm import detached_copy, remove_legacy_norms
 from rfspeech.rf.walker import iter_tensors
 
 __all__ = ["ProbeField", "ProbeReport", "probe"]
@@ -97,9 +97,12 @@ def _positive_copy(model: nn.Module, seed: int) -> nn.Module:
 
     Weight-normed (and spectrally normed) weights stay parametrized: their raw tensors are set so
     that the effective weight is positive. (Removing a parametrization from a deep copy would
-    delete the property from the class the original shares.)
+    delete the property from the class the original shares.) The legacy hooks
+    (``torch.nn.utils.weight_norm`` / ``spectral_norm``, the official HiFi-GAN and ParallelWaveGAN
+    code's) are folded into plain weights on the copy first: their computed ``weight`` is not a
+    leaf (a plain deep copy refuses it) and their ``weight_g`` would otherwise be set like a weight.
     """
-    m = copy.deepcopy(model).double().eval()
+    m = remove_legacy_norms(detached_copy(model)).double().eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in m.modules():
@@ -171,7 +174,10 @@ def probe(
         jump: input units per output sample of the first argument, for ``lo``/``hi`` (spans do
             not depend on it). Default: from the lengths, rounded to an integer up- or
             downsampling factor (valid convolutions shorten the output by a few samples). Other
-            arguments scale it by their length relative to the first one.
+            arguments scale it by their length relative to the first one. A dict ``{argument:
+            jump}`` gives them one by one (an input pre-padded outside the model, such as
+            ParallelWaveGAN's ``c`` with its ``aux_context_window`` frames, has no length ratio
+            to go by: pass the analytic ``InputField.jump``).
         method: ``"forward"``: one forward-mode pass per input phase (translation equivariance,
             fast: one pass for a vocoder); ``"backward"``: one gradient per output sample;
             ``"auto"``: forward, backward where an operation lacks forward-mode support.
@@ -212,10 +218,13 @@ def probe(
         _, y0 = run(1)
     out_len = y0.shape[-1]
     in_len = base[primary].shape[-1]
+    given_jumps = {k: Fraction(v).limit_denominator(10**6) for k, v in jump.items()} if isinstance(jump, dict) else {}
+    if isinstance(jump, dict):
+        jump = given_jumps.get(primary)
     if jump is None:
         jump = Fraction(1, max(1, round(out_len / in_len))) if out_len >= in_len else Fraction(round(in_len / out_len))
     jump = Fraction(jump).limit_denominator(10**6)
-    jumps = {name: jump * Fraction(x.shape[-1], in_len) for name, x in base.items()}
+    jumps = {name: given_jumps.get(name, jump * Fraction(x.shape[-1], in_len)) for name, x in base.items()}
     default_period = Fraction(out_len, in_len).numerator if out_len >= in_len else 1
     if period is None:
         period = default_period

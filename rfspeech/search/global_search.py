@@ -9,6 +9,14 @@ pruned before scoring (e.g. receptive field past the border of the training segm
 :class:`ReceptiveFieldPrune`), scoring runs in a process pool, and the state is checkpointed
 after every evaluation so an interrupted search resumes where it stopped, taking exactly the
 same decisions.
+
+One proxy score per structure is noisy (a short training run): with noise of sd 2 on a synthetic
+score the structure reported best had a true score of 5 against 3.25. So the top ``finalists``
+are re-scored ``rescore_repeats`` times (other seeds or longer proxy runs, ``rescore_fn``) and the
+best mean wins; both scores and the score noise (the spread of repeated evaluations of one
+structure) go to the result and the log (RFNext re-trains its top 8 longer). Workers run on
+distinct devices (:func:`worker_device`), and under torchrun the ranks share the population
+(``distributed=True``: each scores its share, all record every score) instead of waiting.
 """
 
 from __future__ import annotations
@@ -18,9 +26,11 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import random
+import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +73,13 @@ class GlobalSearchResult:
         history: every evaluation (scored, pruned or failed), in the order they were made.
         generations: per generation ``{generation, best, best_score, mean_score, scored}``.
         evaluations: number of structures actually scored (cache hits and prunes excluded).
+        search_best: the best structure by its single search score (equals ``best`` without
+            re-scoring).
+        search_best_score: that single score.
+        finalists: per re-scored finalist ``{structure, search_score, rescores, rescore_mean,
+            rescore_std}``, best mean first (empty without re-scoring).
+        score_noise: pooled standard deviation of the repeated scores of one structure (None
+            without at least two repeats); ``best_score`` is then the winner's mean re-score.
     """
 
     best: dict[str, int]
@@ -70,6 +87,10 @@ class GlobalSearchResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     generations: list[dict[str, Any]] = field(default_factory=list)
     evaluations: int = 0
+    search_best: dict[str, int] | None = None
+    search_best_score: float | None = None
+    finalists: list[dict[str, Any]] = field(default_factory=list)
+    score_noise: float | None = None
 
 
 def _json_float(x: float) -> float | str:
@@ -125,6 +146,14 @@ class GlobalSearch:
         resume: continue from ``out_dir``'s state when present.
         max_tries: attempts to breed a new (unscored, unpruned) child before accepting a repeat.
         mp_context: multiprocessing start method for the pool (``"spawn"`` is safe with torch).
+        finalists: re-score the best this many structures before choosing (0: off).
+        rescore_fn: ``(structure, repeat) -> score`` for the re-scoring (e.g. another seed per
+            repeat, or a longer proxy run); default ``score_fn(structure)`` (only useful when it
+            is itself random). Picklable for ``n_workers > 1``.
+        rescore_repeats: re-scores per finalist; the best mean wins.
+        distributed: under an initialised ``torch.distributed`` group, every rank runs this
+            search with the same settings and scores its share of each generation; the scores
+            are gathered so all ranks take the same decisions (rank 0 writes the state).
     """
 
     def __init__(
@@ -147,6 +176,10 @@ class GlobalSearch:
         resume: bool = True,
         max_tries: int = 50,
         mp_context: str = "spawn",
+        finalists: int = 0,
+        rescore_fn: Callable[[dict[str, int], int], float] | None = None,
+        rescore_repeats: int = 3,
+        distributed: bool = False,
     ) -> None:
         if not space:
             raise ConfigError("global search: the search space is empty")
@@ -198,6 +231,14 @@ class GlobalSearch:
         self.resume = bool(resume)
         self.max_tries = max(1, int(max_tries))
         self.mp_context = mp_context
+        if int(finalists) < 0 or int(rescore_repeats) < 1:
+            raise ConfigError(f"global search: finalists must be >= 0 and rescore_repeats >= 1, got {finalists}, "
+                              f"{rescore_repeats}")
+        self.finalists = int(finalists)
+        self.rescore_fn = rescore_fn
+        self.rescore_repeats = int(rescore_repeats)
+        self.distributed = bool(distributed)
+        self.rescored: dict[tuple[Candidate, int], float] = {}
         self.cache: dict[Candidate, Evaluation] = {}
         self.history: list[Evaluation] = []
         self.generation_log: list[dict[str, Any]] = []
@@ -228,10 +269,58 @@ class GlobalSearch:
     def _record(self, cand: Candidate, ev: Evaluation) -> None:
         self.cache[cand] = ev
         self.history.append(ev)
-        if self.out_dir is not None:
+        self._log_line(ev.to_dict())
+
+    def _log_line(self, entry: dict[str, Any]) -> None:
+        if self.out_dir is not None and self._rank_world()[0] == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / LOG_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(ev.to_dict()) + "\n")
+                f.write(json.dumps(entry) + "\n")
+
+    def _rank_world(self) -> tuple[int, int]:
+        if not self.distributed:
+            return 0, 1
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def _pool_for(self) -> cf.ProcessPoolExecutor:
+        if self._pool is None:  # one pool for the whole run: worker start-up (imports) is paid once
+            ctx = multiprocessing.get_context(self.mp_context)
+            self._pool = cf.ProcessPoolExecutor(max_workers=self.n_workers, mp_context=ctx,
+                                                initializer=_init_worker, initargs=(ctx.Value("i", 0),))
+        return self._pool
+
+    def _local(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]], idx: list[int]) -> Iterator[Any]:
+        if self.n_workers == 1 or len(idx) <= 1:
+            for i in idx:
+                fn, args = calls[i]
+                yield fn(*args)
+            return
+        pool = self._pool_for()
+        futures = [pool.submit(calls[i][0], *calls[i][1]) for i in idx]
+        for fut in futures:
+            yield fut.result()
+
+    def _run_jobs(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> Iterator[Any]:
+        """Results of ``fn(*args)`` in submission order: here, in the pool, or shared by the ranks."""
+        rank, world = self._rank_world()
+        if world <= 1:
+            yield from self._local(calls, list(range(len(calls))))
+            return
+        import torch.distributed as dist
+
+        mine = list(range(rank, len(calls), world))
+        local = dict(zip(mine, self._local(calls, mine)))
+        gathered: list[dict[int, Any] | None] = [None] * world
+        dist.all_gather_object(gathered, local)
+        merged: dict[int, Any] = {}
+        for part in gathered:
+            merged.update(part or {})
+        for i in range(len(calls)):
+            yield merged[i]
 
     def _viable(self, cand: Candidate, generation: int) -> bool:
         """Not pruned (pruning recorded in the cache, checked once per structure)."""
@@ -252,21 +341,45 @@ class GlobalSearch:
                 todo.append(cand)
         if not todo:
             return
-        if self.n_workers == 1 or len(todo) == 1:
-            for cand in todo:
-                t0 = time.perf_counter()
-                score = float(self.score_fn(self.decode(cand)))
-                self._scored(cand, score, generation, time.perf_counter() - t0)
-            return
-        if self._pool is None:  # one pool for the whole run: worker start-up (imports) is paid once
-            ctx = multiprocessing.get_context(self.mp_context)
-            self._pool = cf.ProcessPoolExecutor(max_workers=self.n_workers, mp_context=ctx)
-        futures = [self._pool.submit(_timed_score, self.score_fn, self.decode(c)) for c in todo]
         # Record in submission order so the history and checkpoints do not depend on timing;
         # each result is checkpointed as soon as it and all earlier ones are in.
-        for cand, fut in zip(todo, futures):
-            score, seconds = fut.result()
+        calls = [(_timed_score, (self.score_fn, self.decode(c))) for c in todo]
+        for cand, (score, seconds) in zip(todo, self._run_jobs(calls)):
             self._scored(cand, score, generation, seconds)
+
+    def _rescore(self, ok: list[tuple[Candidate, Evaluation]]) -> tuple[list[dict[str, Any]], float | None]:
+        """Re-score the best ``finalists`` structures ``rescore_repeats`` times; best mean first, and the noise."""
+        ranked = sorted(ok, key=lambda item: item[1].score)[: self.finalists]
+        fn = self.rescore_fn if self.rescore_fn is not None else _Repeat(self.score_fn)
+        pending = [(c, r) for c, _ in ranked for r in range(self.rescore_repeats) if (c, r) not in self.rescored]
+        calls = [(_timed_rescore, (fn, self.decode(c), r)) for c, r in pending]
+        for (cand, r), (score, seconds) in zip(pending, self._run_jobs(calls)):
+            self.rescored[(cand, r)] = score if math.isfinite(score) else math.inf
+            self._log_line({"rescore": self.decode(cand), "repeat": r, "score": _json_float(score),
+                            "seconds": round(seconds, 4)})
+            self._write()
+        out = []
+        variances = []
+        for cand, ev in ranked:
+            vals = [self.rescored[(cand, r)] for r in range(self.rescore_repeats)]
+            finite = all(math.isfinite(v) for v in vals)
+            mean = statistics.fmean(vals) if finite else math.inf
+            std = statistics.stdev(vals) if finite and len(vals) > 1 else 0.0
+            if finite and len(vals) > 1:
+                variances.append(std ** 2)
+            out.append({"structure": self.decode(cand), "search_score": ev.score, "rescores": vals,
+                        "rescore_mean": mean, "rescore_std": std})
+        out.sort(key=lambda f: f["rescore_mean"])
+        noise = math.sqrt(statistics.fmean(variances)) if variances else None
+        self._log_line({"finalists": [{k: (_json_float(v) if isinstance(v, float) else v) for k, v in f.items()
+                                       if k != "rescores"} for f in out],
+                        "score_noise": None if noise is None else _json_float(noise)})
+        if out:
+            log.info("global search: re-scored %d finalists x %d: best %s (mean %.4g; its search score %.4g; "
+                     "best by search score %s = %.4g); score noise sd %s", len(out), self.rescore_repeats,
+                     out[0]["structure"], out[0]["rescore_mean"], out[0]["search_score"], self.decode(ranked[0][0]),
+                     ranked[0][1].score, "n/a" if noise is None else f"{noise:.4g}")
+        return out, noise
 
     def _scored(self, cand: Candidate, score: float, generation: int, seconds: float) -> None:
         status = "ok" if math.isfinite(score) else "failed"
@@ -375,7 +488,7 @@ class GlobalSearch:
 
     def _write(self) -> None:
         path = self._state_path()
-        if path is None:
+        if path is None or self._rank_world()[0] != 0:
             return
         doc = {
             "version": _STATE_VERSION,
@@ -384,6 +497,8 @@ class GlobalSearch:
             "generations": self.generation_log,
             "evaluations": self.evaluations,
             "cache": [{"candidate": list(c), **ev.to_dict()} for c, ev in self.cache.items()],
+            "rescored": [{"candidate": list(c), "repeat": r, "score": _json_float(v)}
+                         for (c, r), v in self.rescored.items()],
         }
         atomic_write_text(path, json.dumps(doc) + "\n")
 
@@ -409,6 +524,8 @@ class GlobalSearch:
             self.history.append(ev)
         self.generation_log = list(doc.get("generations", []))
         self.evaluations = int(doc.get("evaluations", 0))
+        for entry in doc.get("rescored", []):
+            self.rescored[(tuple(int(v) for v in entry["candidate"]), int(entry["repeat"]))] = float(entry["score"])
         if state is None:
             return None
         rng = random.Random()
@@ -465,9 +582,21 @@ class GlobalSearch:
         if not ok:
             raise ConfigError("global search: no candidate got a finite score")
         best_c, best_ev = min(ok, key=lambda item: item[1].score)
-        return GlobalSearchResult(best=self.decode(best_c), best_score=best_ev.score,
-                                  history=[ev.to_dict() for ev in self.history],
-                                  generations=list(self.generation_log), evaluations=self.evaluations)
+        result = GlobalSearchResult(best=self.decode(best_c), best_score=best_ev.score,
+                                    history=[ev.to_dict() for ev in self.history],
+                                    generations=list(self.generation_log), evaluations=self.evaluations,
+                                    search_best=self.decode(best_c), search_best_score=best_ev.score)
+        if self.finalists:
+            try:
+                result.finalists, result.score_noise = self._rescore(ok)
+            finally:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=True, cancel_futures=True)
+                    self._pool = None
+            if result.finalists and math.isfinite(result.finalists[0]["rescore_mean"]):
+                result.best = dict(result.finalists[0]["structure"])
+                result.best_score = result.finalists[0]["rescore_mean"]
+        return result
 
     def _summary(self, pop: list[Candidate], generation: int) -> dict[str, Any]:
         scores = [self.score_of(c) for c in pop]
@@ -484,6 +613,86 @@ def _timed_score(fn: Callable[[dict[str, int]], float], structure: dict[str, int
     t0 = time.perf_counter()
     score = float(fn(structure))
     return score, time.perf_counter() - t0
+
+
+def _timed_rescore(fn: Callable[[dict[str, int], int], float], structure: dict[str, int],
+                   repeat: int) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    score = float(fn(structure, repeat))
+    return score, time.perf_counter() - t0
+
+
+class _Repeat:
+    """``(structure, repeat) -> score_fn(structure)`` (picklable)."""
+
+    def __init__(self, fn: Callable[[dict[str, int]], float]) -> None:
+        self.fn = fn
+
+    def __call__(self, structure: dict[str, int], repeat: int) -> float:
+        return float(self.fn(structure))
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices for the scoring workers
+# ----------------------------------------------------------------------------------------------
+
+_WORKER_INDEX: int | None = None
+
+
+def _init_worker(counter: Any) -> None:
+    """Pool initializer: give this worker process a distinct slot (0, 1, ...)."""
+    global _WORKER_INDEX
+    with counter.get_lock():
+        _WORKER_INDEX = int(counter.value)
+        counter.value += 1
+    os.environ["RFSPEECH_WORKER_INDEX"] = str(_WORKER_INDEX)
+
+
+def worker_index() -> int:
+    """This process's slot in the global search's worker pool (0 outside a pool)."""
+    if _WORKER_INDEX is not None:
+        return _WORKER_INDEX
+    return int(os.environ.get("RFSPEECH_WORKER_INDEX", "0"))
+
+
+def worker_device(device: str = "auto", worker: int | None = None, *, workers_per_rank: int = 1,
+                  local_rank: int | None = None, cuda_devices: int | None = None) -> str:
+    """The device a global-search worker (or a rank) trains its candidates on.
+
+    ``cpu`` and an explicit ``cuda:N`` are kept. ``auto`` / ``cuda``: worker slots go round-robin
+    over the visible GPUs, ``cuda:(slot mod n)``, where the slot is ``local_rank · workers_per_rank
+    + worker`` (under torchrun ``LOCAL_RANK`` is read from the environment, so each rank's workers
+    start on its own GPU); ``auto`` without a GPU is ``cpu``.
+
+    Args:
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        worker: the worker's slot (default: :func:`worker_index`, set by the pool).
+        workers_per_rank: pool size of each rank (spreads ranks × workers over the GPUs).
+        local_rank: the torchrun local rank (default: ``$LOCAL_RANK``, else none).
+        cuda_devices: visible GPUs (default: ``torch.cuda.device_count()``).
+
+    Raises:
+        ConfigError: ``cuda`` requested but no GPU is visible, or an unknown device string.
+    """
+    device = str(device)
+    if device == "cpu" or device.startswith("cuda:"):
+        return device
+    if device not in ("auto", "cuda"):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if cuda_devices is None:
+        import torch
+
+        cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda_devices < 1:
+        if device == "cuda":
+            raise ConfigError("device=cuda but no CUDA device is visible")
+        return "cpu"
+    slot = worker_index() if worker is None else int(worker)
+    if local_rank is None and os.environ.get("LOCAL_RANK", "").isdigit():
+        local_rank = int(os.environ["LOCAL_RANK"])
+    if local_rank is not None:
+        slot += int(local_rank) * max(1, int(workers_per_rank))
+    return f"cuda:{slot % cuda_devices}"
 
 
 def _rng_to_json(state: tuple[Any, ...]) -> list[Any]:
@@ -527,3 +736,38 @@ class ReceptiveFieldPrune:
             return (f"{len(report.unproductive)} unproductive layer(s) for a {self.segment:g}-unit segment "
                     f"(first: {report.unproductive[0]}; r_min {report.r_min:.4g})")
         return None
+
+
+class LookaheadPrune:
+    """A ``prune_fn`` that skips candidates looking further ahead than a budget (latency-bounded search).
+
+    Builds the model, applies the candidate (``single`` mode) and measures the right side of the
+    analytic receptive field (:func:`rfspeech.search.local.lookahead`).
+
+    Args:
+        model_fn: builds a fresh model.
+        max_lookahead: budget in units of ``lookahead_input`` (mel frames for a vocoder).
+        groups: ``{gene: [module paths]}`` when genes are groups.
+        lookahead_input: ``auto`` (the mel input) or an input name.
+        then: another ``prune_fn`` asked when the budget holds (e.g. :class:`ReceptiveFieldPrune`).
+    """
+
+    def __init__(self, model_fn: Callable[[], Any], max_lookahead: float,
+                 groups: Mapping[str, Sequence[str]] | None = None, lookahead_input: str = "auto",
+                 then: Callable[[dict[str, int]], str | None] | None = None) -> None:
+        self.model_fn = model_fn
+        self.max_lookahead = float(max_lookahead)
+        self.groups = dict(groups or {})
+        self.lookahead_input = lookahead_input
+        self.then = then
+
+    def __call__(self, structure: dict[str, int]) -> str | None:
+        from rfspeech.search.local import lookahead
+        from rfspeech.search.model import apply_structure
+
+        model = self.model_fn()
+        apply_structure(model, expand_groups(structure, self.groups), mode="single")
+        ahead = lookahead(model, self.lookahead_input)
+        if ahead > self.max_lookahead + 1e-9:
+            return f"look-ahead {ahead:.4g} > budget {self.max_lookahead:g}"
+        return self.then(structure) if self.then is not None else None

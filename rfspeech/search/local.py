@@ -1,18 +1,49 @@
-"""RF-Next's expectation-guided local search schedule, driven by the trainer after every step."""
+"""RF-Next's expectation-guided local search schedule, driven by the trainer after every step.
+
+Latency-bounded search (``max_lookahead``): the look-ahead of a structure is the right side of
+the analytic receptive field (``hi`` of the mel input, or of the first input; symmetric convs
+add ``d·(k-1)/2`` steps to the right, causal convs none). Each round keeps the structure within
+the budget: dilations the estimate raised are reverted (last layer first) while the budget is
+exceeded, and every layer's candidates are clipped to the largest dilation that keeps the
+structure, the others fixed, within it (:func:`dilation_limits`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from rfspeech.errors import ConfigError
+from rfspeech.layers.conv import strip_ddp_prefix
 from rfspeech.search.model import _replace, _targets, export_structure, save_structure, searchable_modules
 from rfspeech.search.op import SearchableConv1d
 
 log = logging.getLogger("rfspeech.search")
+
+
+def lookahead_budget(frames: float | None = None, ms: float | None = None, hop_length: int | None = None,
+                     sample_rate: int | None = None) -> float | None:
+    """A look-ahead budget in frames from ``max_lookahead_frames`` or ``max_lookahead_ms`` (+ hop, sample rate).
+
+    Raises:
+        ConfigError: both or neither usable (ms without hop and sample rate), or not positive.
+    """
+    if frames is not None and ms is not None:
+        raise ConfigError("give max_lookahead_frames or max_lookahead_ms, not both")
+    if ms is not None:
+        if not hop_length or not sample_rate:
+            raise ConfigError("max_lookahead_ms needs the hop length and the sample rate")
+        frames = float(ms) / 1000.0 * float(sample_rate) / float(hop_length)
+    if frames is not None and not float(frames) > 0:
+        raise ConfigError(f"look-ahead budget must be positive, got {frames}")
+    return None if frames is None else float(frames)
 
 
 def _dist_rank() -> tuple[int, int]:
@@ -34,6 +65,35 @@ def receptive_field(model: nn.Module, segment: float | None = None) -> dict[str,
     """
     from rfspeech.rf import analyze
 
+    try:
+        with plain_view(model) as plain:
+            # A model whose forward is not one conv stack (the acoustic model aligns text to frames) names its part.
+            part = getattr(plain, "rf_submodule", None)
+            report = analyze(plain.get_submodule(part) if part else plain, segment=segment, hints=False,
+                             units=getattr(plain, "rf_units", None))
+    except Exception as e:  # noqa: BLE001 - a failed analysis must not kill a long search; said loudly
+        log.warning("receptive field not recorded: %s: %s", type(e).__name__, e)
+        return None
+    out: dict[str, Any] = {
+        "units": report.units,
+        "r_min": float(report.r_min),
+        "r_max": float(report.r_max),
+        "jump": float(report.jump),
+        "r_min_samples": float(report.r_min_samples),
+        "r_max_samples": float(report.r_max_samples),
+        "lookahead": float(report.inputs[report.primary].hi),
+        "lookahead_samples": float(report.inputs[report.primary].hi / report.inputs[report.primary].jump),
+    }
+    if part:
+        out["part"] = part
+    if segment is not None:
+        out.update(segment=float(segment), i_min=report.i_min, unproductive=list(report.unproductive))
+    return out
+
+
+@contextlib.contextmanager
+def plain_view(model: nn.Module) -> Iterator[nn.Module]:
+    """The model (DDP wrapper removed) with every wrapper swapped for its own conv at the current dilation."""
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module  # the DDP wrapper's forward would run collectives on this rank alone
     swapped: list[tuple[str, SearchableConv1d]] = []
@@ -43,28 +103,67 @@ def receptive_field(model: nn.Module, segment: float | None = None) -> dict[str,
                 module.conv.set_dilation(module.dilation)
                 _replace(model, full, module.conv)
                 swapped.append((full, module))
-        # A model whose forward is not one conv stack (the acoustic model aligns text to frames) names its part.
-        part = getattr(model, "rf_submodule", None)
-        report = analyze(model.get_submodule(part) if part else model, segment=segment, hints=False,
-                         units=getattr(model, "rf_units", None))
-    except Exception as e:  # noqa: BLE001 - a failed analysis must not kill a long search; said loudly
-        log.warning("receptive field not recorded: %s: %s", type(e).__name__, e)
-        return None
+        yield model
     finally:
         for full, module in swapped:
             _replace(model, full, module)
-    out: dict[str, Any] = {
-        "units": report.units,
-        "r_min": float(report.r_min),
-        "r_max": float(report.r_max),
-        "jump": float(report.jump),
-        "r_min_samples": float(report.r_min_samples),
-        "r_max_samples": float(report.r_max_samples),
-    }
-    if part:
-        out["part"] = part
-    if segment is not None:
-        out.update(segment=float(segment), i_min=report.i_min, unproductive=list(report.unproductive))
+
+
+class _Lookahead:
+    """The look-ahead of a model's structure and what-if variants, from one analytic capture."""
+
+    def __init__(self, model: nn.Module, primary: str = "auto", inputs: Any = None) -> None:
+        from rfspeech.rf import analyze
+
+        with plain_view(model) as plain:
+            report = analyze(plain, hints=False, primary=primary, inputs=inputs)
+        self.primary = report.primary
+        self.units = report.units
+        self.ops = report._ops
+        self.out = report._out
+        self.index: dict[str, int] = {}
+        for i, op in enumerate(report._ops):
+            if op.layer is not None and op.step is not None and op.step.kind == "conv":
+                self.index.setdefault(strip_ddp_prefix(op.layer.name), i)
+
+    def __call__(self, structure: dict[str, int] | None = None) -> Fraction:
+        from rfspeech.rf.analyze import _with_dilation
+        from rfspeech.rf.walker import evaluate
+
+        overrides = {}
+        for path, d in (structure or {}).items():
+            i = self.index.get(path)
+            if i is not None:
+                step = self.ops[i].step
+                assert step is not None
+                overrides[i] = _with_dilation(step, int(d))
+        vals, _ = evaluate(self.ops, overrides, sources=(self.primary,))
+        return vals[self.out][self.primary].hi
+
+
+def lookahead(model: nn.Module, primary: str = "auto", inputs: Any = None) -> float:
+    """Look-ahead of ``model`` at its current dilations: the right side of the analytic field, in
+    units of ``primary`` (``auto``: the mel input; frames for a vocoder, mean over output phases)."""
+    return float(_Lookahead(model, primary, inputs)())
+
+
+def dilation_limits(model: nn.Module, max_lookahead: float, primary: str = "auto", inputs: Any = None,
+                    ceiling: int = 4096, _la: _Lookahead | None = None) -> dict[str, int]:
+    """``{path: largest dilation}`` of every searched conv such that the structure, the other convs
+    at their current dilations, stays within ``max_lookahead`` (never below the current dilation)."""
+    la = _la or _Lookahead(model, primary, inputs)
+    current = export_structure(model)
+    budget = Fraction(max_lookahead).limit_denominator(10**6)
+    out = {}
+    for path, op in searchable_modules(model).items():
+        lo, hi = op.dilation, op.max_dilation or ceiling
+        while lo < hi:  # the look-ahead grows with the dilation
+            mid = (lo + hi + 1) // 2
+            if la({**current, path: mid}) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        out[path] = lo
     return out
 
 
@@ -86,6 +185,11 @@ class LocalSearch:
         segment: training segment in model input units (mel frames), recorded with the
             receptive field (critical/unproductive layers).
         record_receptive_field: compute the receptive field after each round.
+        max_lookahead: look-ahead budget in units of ``lookahead_input`` (mel frames for a
+            vocoder; :func:`lookahead_budget` converts milliseconds), or None. A structure over it
+            at the start is brought within it first (largest dilations halved); a budget no
+            structure meets is a ConfigError.
+        lookahead_input: the input the budget counts in (``auto``: the mel input).
     """
 
     def __init__(
@@ -97,6 +201,8 @@ class LocalSearch:
         settings: dict[str, Any] | None = None,
         segment: float | None = None,
         record_receptive_field: bool = True,
+        max_lookahead: float | None = None,
+        lookahead_input: str = "auto",
     ) -> None:
         if int(search_interval) < 1:
             raise ValueError(f"search_interval must be >= 1, got {search_interval}")
@@ -114,6 +220,38 @@ class LocalSearch:
         self.history: list[dict[str, Any]] = []
         if not self.ops():
             log.warning("LocalSearch: the model has no SearchableConv1d (call make_searchable first)")
+        self.max_lookahead = None if max_lookahead is None else float(max_lookahead)
+        self.lookahead_input = str(lookahead_input)
+        self._la: _Lookahead | None = None
+        if self.max_lookahead is not None and self.ops():
+            self._la = _Lookahead(model, self.lookahead_input)
+            self._fit_budget()
+
+    def _within(self) -> bool:
+        assert self._la is not None and self.max_lookahead is not None
+        return self._la(export_structure(self.model)) <= Fraction(self.max_lookahead).limit_denominator(10**6)
+
+    def _fit_budget(self) -> None:
+        """Bring the starting structure within the look-ahead budget (halve the largest dilation)."""
+        ops = self.ops()
+        assert self._la is not None
+        floor = {p: op.min_dilation for p, op in ops.items()}
+        if self._la({**export_structure(self.model), **floor}) > Fraction(self.max_lookahead).limit_denominator(10**6):
+            raise ConfigError(f"max_lookahead {self.max_lookahead:g}: no structure meets it (every searched conv at "
+                              f"its smallest dilation looks {float(self._la(floor)):g} {self._la.units} ahead)")
+        changed = False
+        while not self._within():
+            path, op = max(ops.items(), key=lambda item: item[1].dilation)
+            op.set_dilation(max(op.min_dilation, op.dilation // 2))
+            changed = True
+        limits = dilation_limits(self.model, self.max_lookahead, _la=self._la)
+        for path, op in ops.items():
+            if max(op.candidates) > limits[path]:
+                op._set_rates(op.candidates_for(op.dilation, limits[path]))
+                op.reset_alpha()
+        if changed:
+            log.warning("look-ahead budget %g: starting structure lowered to %s", self.max_lookahead,
+                        export_structure(self.model))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -152,6 +290,8 @@ class LocalSearch:
             first = next(iter(ops.values()))
             out.update(num_branches=first.num_branches, expand_rate=first.expand_rate,
                        min_dilation=first.min_dilation, max_dilation=first.max_dilation)
+        if self.max_lookahead is not None:
+            out.update(max_lookahead=self.max_lookahead, lookahead_input=self.lookahead_input)
         out.update(self.settings)
         return out
 
@@ -164,7 +304,16 @@ class LocalSearch:
         before = {p: op.dilation for p, op in ops.items()}
         for op in ops.values():
             op.estimate()
-            op.expand()
+        limits: dict[str, int] = {}
+        if self._la is not None:
+            for path in reversed(list(ops)):  # raised dilations over the budget go back, last layer first
+                if self._within():
+                    break
+                if ops[path].dilation > before[path]:
+                    ops[path]._set_current(before[path])
+            limits = dilation_limits(self.model, self.max_lookahead, _la=self._la)  # type: ignore[arg-type]
+        for path, op in ops.items():
+            op.expand(limit=limits.get(path))
         after = {p: op.dilation for p, op in ops.items()}
         self.rounds += 1
         self.last_step = int(step)

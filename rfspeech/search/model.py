@@ -1,9 +1,12 @@
 """Model-level search API: wrap, export, save/load, apply (single / multiple / merge), merge, unwrap.
 
-Every function finds convolutions by type (:class:`rfspeech.layers.DilatedConv1d` from the conv
-factory, :class:`SearchableConv1d` once wrapped) and names them by module path with any DDP
-``module.`` prefix stripped, so no model needs search-specific code and a structure saved on one
-GPU applies on several, and the reverse.
+Every function finds convolutions by type and names them by module path with any DDP ``module.``
+prefix stripped, so no model needs search-specific code and a structure saved on one GPU applies
+on several, and the reverse. Searchable are factory convs (:class:`rfspeech.layers.DilatedConv1d`)
+and any length-preserving ``nn.Conv1d`` of any model (official HiFi-GAN / ParallelWaveGAN code, a
+user's own vocoder; legacy or parametrized weight norm), converted exactly
+(:func:`rfspeech.search.op.as_dilated_conv`). Which convs were skipped, and why:
+:func:`searchable_report`, or the ``skipped`` attribute of what :func:`make_searchable` returns.
 """
 
 from __future__ import annotations
@@ -25,14 +28,19 @@ from rfspeech.errors import ConfigError, DataError
 from rfspeech.io import atomic_write_yaml
 from rfspeech.layers.conv import DilatedConv1d, strip_ddp_prefix
 from rfspeech.layers.weight_norm import apply_weight_norm
-from rfspeech.search.op import SearchableConv1d, unsearchable_reason
+from rfspeech.search.op import SearchableConv1d, as_dilated_conv, unsearchable_reason
 
 log = logging.getLogger("rfspeech.search")
 
 MODES = ("single", "multiple", "merge")
 
 #: Keyword arguments :func:`make_searchable` / :func:`apply_structure` pass to SearchableConv1d.
-SEARCH_ARGS = ("num_branches", "expand_rate", "min_dilation", "max_dilation", "alpha_init", "impl", "naive")
+SEARCH_ARGS = ("num_branches", "expand_rate", "min_dilation", "max_dilation", "alpha_init", "impl", "naive",
+               "warm_start", "warm_share")
+
+#: Which convs :func:`make_searchable` considers: factory convs only, every eligible ``nn.Conv1d``,
+#: or ``auto`` (factory convs when the model has any, else every eligible ``nn.Conv1d``).
+CONV_SCOPES = ("auto", "factory", "all")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -40,11 +48,8 @@ SEARCH_ARGS = ("num_branches", "expand_rate", "min_dilation", "max_dilation", "a
 # ----------------------------------------------------------------------------------------------
 
 
-def _targets(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
-    """``{path: (full name, module)}`` of every wrapper and every factory conv not inside one.
-
-    ``path`` has the DDP prefix stripped; ``full name`` is what ``get_submodule`` needs.
-    """
+def _all_convs(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
+    """``{path: (full name, module)}`` of every wrapper and every ``nn.Conv1d`` not inside one."""
     out: dict[str, tuple[str, nn.Module]] = {}
     wrappers: list[str] = []
     for name, module in model.named_modules():
@@ -53,8 +58,28 @@ def _targets(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
         if isinstance(module, SearchableConv1d):
             wrappers.append(name)
             out[strip_ddp_prefix(name)] = (name, module)
-        elif isinstance(module, DilatedConv1d):
+        elif isinstance(module, nn.Conv1d):
             out[strip_ddp_prefix(name)] = (name, module)
+    return out
+
+
+def _has_factory_convs(model: nn.Module) -> bool:
+    return any(isinstance(m, (DilatedConv1d, SearchableConv1d)) for m in model.modules())
+
+
+def _targets(model: nn.Module, plain: bool | None = False) -> dict[str, tuple[str, nn.Module]]:
+    """``{path: (full name, module)}`` of every wrapper and every factory conv not inside one.
+
+    ``path`` has the DDP prefix stripped; ``full name`` is what ``get_submodule`` needs. With
+    ``plain=True`` every searchable plain ``nn.Conv1d`` is included too; ``plain=None`` includes
+    them when the model has no factory conv.
+    """
+    if plain is None:
+        plain = not _has_factory_convs(model)
+    out = {}
+    for path, (name, module) in _all_convs(model).items():
+        if isinstance(module, (SearchableConv1d, DilatedConv1d)) or (plain and unsearchable_reason(module) is None):
+            out[path] = (name, module)
     return out
 
 
@@ -108,45 +133,103 @@ def _has_weight_norm(conv: nn.Module) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
+class Wrapped(list):
+    """The paths :func:`make_searchable` wrapped (a plain ``list[str]``), plus ``skipped``: ``{path: reason}``."""
+
+    skipped: dict[str, str]
+
+    def __init__(self, paths: Iterable[str] = (), skipped: Mapping[str, str] | None = None) -> None:
+        super().__init__(paths)
+        self.skipped = dict(skipped or {})
+
+
+def searchable_report(
+    model: nn.Module,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    convs: str = "auto",
+) -> dict[str, str | None]:
+    """For every ``nn.Conv1d`` of ``model`` (by path, module order): None when :func:`make_searchable`
+    would wrap it (or it is wrapped already), else the reason it would not.
+
+    Reasons: the conv's own (stride, even kernel, kernel 1, padding not provably length-preserving,
+    hooks or parametrizations the wrapper would drop; see
+    :func:`rfspeech.search.op.searchable_layout`), or ``not matched by include``, ``excluded``,
+    ``plain nn.Conv1d in a factory-built model (convs='all' searches it)``.
+
+    Args:
+        model: any module (DDP wrapper fine).
+        include: fnmatch patterns / regular expressions of paths to consider (default: all).
+        exclude: patterns of paths to leave alone.
+        convs: ``auto`` (factory convs when the model has any, else every ``nn.Conv1d``),
+            ``factory`` or ``all``.
+    """
+    if convs not in CONV_SCOPES:
+        raise ConfigError(f"convs must be one of {list(CONV_SCOPES)}, got {convs!r}")
+    inc, exc = _as_patterns(include), _as_patterns(exclude)
+    plain = convs == "all" or (convs == "auto" and not _has_factory_convs(model))
+    out: dict[str, str | None] = {}
+    for path, (_full, module) in _all_convs(model).items():
+        if isinstance(module, SearchableConv1d):
+            out[path] = None
+        elif inc is not None and not _matches(path, inc):
+            out[path] = "not matched by include"
+        elif exc is not None and _matches(path, exc):
+            out[path] = "excluded"
+        elif not plain and not isinstance(module, DilatedConv1d):
+            out[path] = "plain nn.Conv1d in a factory-built model (convs='all' searches it)"
+        else:
+            out[path] = unsearchable_reason(module)
+    return out
+
+
 def make_searchable(
     model: nn.Module,
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
+    convs: str = "auto",
     **search_args: Any,
-) -> list[str]:
-    """Wrap the model's factory convs with :class:`SearchableConv1d`, in place.
+) -> Wrapped:
+    """Wrap the model's searchable convs with :class:`SearchableConv1d`, in place.
 
-    Must run before the optimiser is built (wrapping adds the ``α`` parameters) and before
-    DistributedDataParallel wraps the model.
+    Any length-preserving ``nn.Conv1d`` of any model qualifies (stride 1, odd kernel > 1, padding
+    ``d·(k-1)/2`` or a provably causal forward, any ``groups``, legacy or parametrized weight
+    norm carried over exactly); factory convs always do. Must run before the optimiser is built
+    (wrapping adds the ``α`` parameters and replaces plain convs) and before
+    DistributedDataParallel wraps the model. With one branch (``num_branches=1``) the wrapped
+    model computes what the original did (the conversion copies the weights bit for bit).
 
     Args:
         model: any module (a DDP wrapper is fine: paths are reported without ``module.``).
         include: fnmatch patterns or regular expressions over module paths; only matching convs
             are wrapped (default: all).
         exclude: patterns of convs to leave alone.
+        convs: ``auto`` (factory convs when the model has any, so rfspeech's own models keep
+            their plain pre/post convs as they are; else every eligible ``nn.Conv1d``),
+            ``factory`` or ``all``.
         **search_args: ``num_branches``, ``expand_rate``, ``min_dilation``, ``max_dilation``,
-            ``alpha_init``, ``impl``, ``naive`` for every wrapper.
+            ``alpha_init``, ``impl``, ``naive``, ``warm_start``, ``warm_share`` for every wrapper.
 
     Returns:
-        Paths of the convs wrapped by this call, in module order. Convs that cannot be searched
-        (even kernel, kernel 1, stride > 1, ...) are skipped with a logged reason.
+        The paths wrapped by this call, in module order (a ``list``); its ``skipped`` attribute
+        maps every conv not wrapped to the reason (also logged; :func:`searchable_report`).
 
     Raises:
-        ConfigError: unknown search arguments.
+        ConfigError: unknown search arguments or bad values; the model has no wrapped conv
+            afterwards (the message names every conv and why it was skipped).
     """
     args = _check_search_args(search_args, "make_searchable")
-    inc, exc = _as_patterns(include), _as_patterns(exclude)
-    wrapped: list[str] = []
-    for path, (full, module) in _targets(model).items():
+    report = searchable_report(model, include, exclude, convs)
+    convs_now = _all_convs(model)
+    wrapped = Wrapped()
+    for path, reason in report.items():
+        full, module = convs_now[path]
         if isinstance(module, SearchableConv1d):
             continue
-        if inc is not None and not _matches(path, inc):
-            continue
-        if exc is not None and _matches(path, exc):
-            continue
-        reason = unsearchable_reason(module)
         if reason is not None:
-            log.warning("not searching %s: %s", path, reason)
+            wrapped.skipped[path] = reason
+            if reason not in ("not matched by include", "excluded"):
+                log.info("not searching %s: %s", path, reason)
             continue
         try:
             op = SearchableConv1d(module, **args)
@@ -154,11 +237,24 @@ def make_searchable(
             raise ConfigError(f"make_searchable: {path}: {e}") from None
         _replace(model, full, op)
         wrapped.append(path)
-    if not wrapped:
-        log.warning("make_searchable: no conv wrapped (include=%s, exclude=%s)", inc, exc)
-    else:
+    if wrapped:
         log.info("searching %d convs: %s", len(wrapped), ", ".join(wrapped))
+    elif not searchable_modules(model):
+        patterns = ("not matched by include", "excluded")
+        own = [(p, r) for p, r in wrapped.skipped.items() if r not in patterns]
+        by_pattern = [(p, r) for p, r in wrapped.skipped.items() if r in patterns]
+        listed = "; ".join(f"{p}: {r}" for p, r in (own + by_pattern)[:12])
+        more = f" (+{len(wrapped.skipped) - 12} more)" if len(wrapped.skipped) > 12 else ""
+        raise ConfigError(f"make_searchable: no searchable conv in {type(_unwrap_ddp(model)).__name__} "
+                          f"(include={include}, exclude={exclude}, convs={convs}): "
+                          + (listed + more if listed else "the model has no nn.Conv1d"))
     return wrapped
+
+
+def _unwrap_ddp(model: nn.Module) -> nn.Module:
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
 
 
 def unwrap_searchable(model: nn.Module) -> list[str]:
@@ -243,12 +339,13 @@ def finalize(model: nn.Module) -> nn.Module:
 
 
 def export_structure(model: nn.Module) -> dict[str, int]:
-    """``{module path: dilation}`` of the searched convs (all factory convs when none is wrapped).
+    """``{module path: dilation}`` of the searched convs.
 
-    Paths carry no DDP ``module.`` prefix and no ``.conv`` suffix (the wrapper's own path). A
-    merged conv reports the dilation it was searched at.
+    When none is wrapped: every factory conv, or, in a model without factory convs, every
+    searchable plain ``nn.Conv1d``. Paths carry no DDP ``module.`` prefix and no ``.conv`` suffix
+    (the wrapper's own path). A merged conv reports the dilation it was searched at.
     """
-    targets = _targets(model)
+    targets = _targets(model, plain=None)
     ops = {p: m for p, (_, m) in targets.items() if isinstance(m, SearchableConv1d)}
     if ops:
         return {p: int(m.dilation) for p, m in ops.items()}
@@ -366,6 +463,7 @@ def apply_structure(
     model: nn.Module,
     structure: Mapping[str, int] | str | Path,
     mode: str = "single",
+    from_search: bool = False,
     **search_args: Any,
 ) -> list[str]:
     """Build the fixed model of a searched structure, in place.
@@ -378,12 +476,22 @@ def apply_structure(
     * ``merge``: as ``multiple``, then folded into one dense dilation-1 conv of kernel
       ``(k-1)·r_max + 1`` initialised from the shared weight (equal branch weights); all its taps train.
 
-    Convs not named in ``structure`` are left as they are.
+    Convs not named in ``structure`` are left as they are. Plain ``nn.Conv1d`` named in the
+    structure are converted exactly first (any model; see :func:`make_searchable`).
+
+    From the search run (``from_search=True``, RF-Next's own ``rfmultiple``/``rfmerge``): ``model``
+    is the search model itself (wrapped, trained) and its wrappers are kept as they are: ``multiple``
+    freezes their candidates with the searched ``α``; ``merge`` folds the searched ``α`` and the
+    trained weights into one dense conv, so the merged model computes exactly what the
+    multi-branch search model computes (≤ 1e-5); ``single`` unwraps at the searched dilation. The
+    fine-tune continues from there instead of restarting from equal branch weights. Every
+    wrapper named must sit at the structure's dilation (else the structure is not this run's).
 
     Args:
         model: the model (DDP wrapper fine).
         structure: ``{module path: dilation}`` or a structure file path.
         mode: ``single``, ``multiple`` or ``merge``.
+        from_search: keep the search model's wrappers (their ``α`` and candidates) as described.
         **search_args: SearchableConv1d arguments for ``multiple``/``merge`` (``num_branches``,
             ``expand_rate``, ...); ``min_dilation``/``max_dilation`` also bound the structure.
 
@@ -392,7 +500,8 @@ def apply_structure(
 
     Raises:
         ConfigError: unknown mode, names the model lacks (all listed), dilations out of bounds,
-            a named conv that cannot be searched (multiple/merge).
+            a named conv that cannot be searched (multiple/merge), ``from_search`` on a model
+            whose named convs are not wrapped at the structure's dilations.
     """
     if mode not in MODES:
         raise ConfigError(f"structure mode must be one of {list(MODES)}, got {mode!r}")
@@ -400,7 +509,7 @@ def apply_structure(
     if isinstance(structure, (str, Path)):
         structure = load_structure(structure)
     structure = validate_structure(structure, "structure", error=ConfigError)
-    targets = _targets(model)
+    targets = _targets(model, plain=True)
     missing = [name for name in structure if name not in targets]
     if missing:
         some = sorted(targets)[:5]
@@ -412,6 +521,25 @@ def apply_structure(
     if out_of_bounds:
         raise ConfigError(f"structure dilations outside [{lo}, {hi if hi is not None else 'inf'}]: "
                           f"{', '.join(out_of_bounds)}")
+    if from_search:
+        off = [f"{n} (not wrapped)" if not isinstance(targets[n][1], SearchableConv1d)
+               else f"{n} (searched {targets[n][1].dilation}, structure {d})"
+               for n, d in structure.items()
+               if not isinstance(targets[n][1], SearchableConv1d) or targets[n][1].dilation != d]
+        if off:
+            raise ConfigError("apply_structure(from_search=True) needs the search model at the structure's "
+                              f"dilations: {', '.join(off[:10])}")
+        for name in structure:
+            full, op = targets[name]
+            if mode == "single":
+                op.conv.set_dilation(op.dilation)
+                _replace(model, full, op.conv)
+            elif mode == "multiple":
+                op.freeze()
+            else:
+                _replace(model, full, merged_conv(op))
+        log.info("applied structure (%s, from the search run) to %d convs", mode, len(structure))
+        return list(structure)
     if mode != "single":
         bad = []
         for name in structure:
@@ -425,7 +553,7 @@ def apply_structure(
 
     for name, d in structure.items():
         full, module = targets[name]
-        conv = module.conv if isinstance(module, SearchableConv1d) else module
+        conv = module.conv if isinstance(module, SearchableConv1d) else as_dilated_conv(module)
         if mode == "single":
             conv.set_dilation(d)
             if conv is not module:
