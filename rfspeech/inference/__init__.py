@@ -1,0 +1,1 @@
+"""Inference: checkpoint → ready model, foreign checkpoints, synthesis."""
