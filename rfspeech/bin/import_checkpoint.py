@@ -31,7 +31,7 @@ def task(cfg: Any) -> dict[str, Any]:
     disc = f"{len(state['discriminator'])} tensors" if state["discriminator"] else "none (fresh at fine-tuning)"
     fp = state["feature_params"]
     print(f"imported {cfg.format} {cfg.checkpoint} (step {state['step']}) into {out}: generator "
-          f"{n_g:,} weights, discriminator {disc}; "
+          f"{n_g:,} parameters (weight-norm gains included), discriminator {disc}; "
           f"mel {fp['sample_rate']} Hz, hop {fp['hop_length']}, {fp['n_mels']} bins, fmin {fp['fmin']}, "
           f"fmax {fp['fmax']}, log {fp['log_base']}{', z-normalised' if fp['normalize'] else ''}")
     for note in state["imported"]["notes"]:
