@@ -77,9 +77,12 @@ def task(cfg: Any) -> dict[str, Any]:
     device = _check_common(cfg)
     ckpt = Path(cfg.checkpoint)
     generator, params = _load_vocoder(ckpt, device)
+    from rfspeech.inference.foreign import synthesis_features
+
+    wav_params, own_stats = synthesis_features(ckpt, params, cfg.get("peak_normalize"))
     inputs = collect_inputs(cfg.input_dir, params, model_name=str(ckpt), feats_yaml=cfg.get("feats_yaml"),
-                            stats=cfg.get("stats"), check_features=bool(cfg.check_features),
-                            max_utts=cfg.get("max_utts"))
+                            stats=cfg.get("stats") or own_stats, check_features=bool(cfg.check_features),
+                            max_utts=cfg.get("max_utts"), wav_params=wav_params, mel_layout=cfg.get("mel_layout"))
     for utt, why in inputs.bad:
         log.warning("skipped %s: %s", utt, why)
     if not inputs.mels:

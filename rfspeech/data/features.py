@@ -1,15 +1,23 @@
-"""Log-mel features: the official HiFi-GAN computation (numpy and differentiable torch) and statistics.
+"""Log-mel features: the official HiFi-GAN and ParallelWaveGAN computations (numpy and differentiable torch).
 
-Framing follows the official HiFi-GAN ``mel_spectrogram``: the waveform is reflect-padded by
-``(n_fft - hop_length) // 2`` on both sides and framed without centring, so a clip of ``L`` samples
-gives ``1 + (L + 2·pad − n_fft) // hop_length`` frames (``L // 256`` for the defaults) and frame ``t``
-is centred on sample ``t·hop + hop/2``: the vocoder's output ``frames × hop`` aligns with the first
-``frames × hop`` samples of the audio. Magnitudes are ``sqrt(re² + im² + 1e-9)`` (as official), the
-filterbank is librosa's Slaney mel filterbank, and the log is natural (``log_base="e"``) or base 10,
-after flooring at ``clamp``.
+Two framings (``FeatureParams.center``):
 
-The ParallelWaveGAN variant (``recipes/mel/pwg.yaml``) changes ``fmin/fmax`` to 80/7600, the log to
-base 10 and z-normalises every bin with train-set statistics (``stats.npz``, :class:`FeatureStats`).
+* HiFi-GAN (``center=False``, ``recipes/mel/hifigan*.yaml``), as the official ``mel_spectrogram``:
+  the waveform is reflect-padded by ``(n_fft - hop_length) // 2`` on both sides and framed without
+  centring, so a clip of ``L`` samples gives ``1 + (L + 2·pad − n_fft) // hop_length`` frames
+  (``L // 256`` for the defaults) and frame ``t`` is centred on sample ``t·hop + hop/2``: the
+  vocoder's output ``frames × hop`` aligns with the first ``frames × hop`` samples of the audio.
+  Magnitudes are ``sqrt(re² + im² + 1e-9)`` (``mag_eps``), natural log after flooring at ``1e-5``.
+  Official training peak-normalises the audio to 0.95 first (``mel=hifigan``); the official
+  ``inference.py`` does not (``mel=hifigan_inference``).
+* ParallelWaveGAN (``center=True``, ``recipes/mel/pwg*.yaml``), as its ``logmelfilterbank``:
+  librosa ``stft(center=True, pad_mode="reflect")``, i.e. ``n_fft // 2`` reflect padding, frame
+  ``t`` centred on sample ``t·hop``, ``1 + L // hop`` frames; magnitude ``|X|`` (``mag_eps=0``),
+  fmin 80, fmax 7600, ``log10(max(1e-10, mel))``, then z-normalised per bin with train statistics
+  (``stats.npz``, or the ``stats.h5`` of a ParallelWaveGAN run: :meth:`FeatureStats.load`).
+
+Both use a periodic Hann window of ``win_length`` centred in ``n_fft`` and librosa's Slaney mel
+filterbank (:func:`mel_filterbank`, tested equal to ``librosa.filters.mel``).
 """
 
 from __future__ import annotations
@@ -28,18 +36,20 @@ from rfspeech.io import atomic_path
 if TYPE_CHECKING:
     import torch
 
-_MAG_EPS = 1e-9  # added under the square root of the power, as the official HiFi-GAN code does
 PEAK = 0.95  # HiFi-GAN scales training audio to this peak before the mel
 
 
 def _pad(params: FeatureParams) -> int:
-    return (params.n_fft - params.hop_length) // 2
+    # librosa's centred framing pads n_fft // 2; HiFi-GAN's (n_fft - hop) // 2 and frames without centring
+    return params.n_fft // 2 if params.center else (params.n_fft - params.hop_length) // 2
 
 
 def num_frames(num_samples: int, params: FeatureParams) -> int:
     """Frames :func:`log_mel` returns for ``num_samples`` samples (0 when the clip is too short)."""
+    if num_samples < min_samples(params):
+        return 0
     padded = num_samples + 2 * _pad(params)
-    return max(0, 1 + (padded - params.n_fft) // params.hop_length) if padded >= params.n_fft else 0
+    return 1 + (padded - params.n_fft) // params.hop_length
 
 
 def min_samples(params: FeatureParams) -> int:
@@ -127,7 +137,7 @@ def log_mel(wav: np.ndarray, params: FeatureParams) -> np.ndarray:
     y = np.pad(wav, (pad, pad), mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(y, params.n_fft)[:: params.hop_length]
     spec = np.fft.rfft(frames * _window(params.n_fft, params.win_length), axis=-1)
-    mag = np.sqrt(spec.real**2 + spec.imag**2 + _MAG_EPS)
+    mag = np.sqrt(spec.real**2 + spec.imag**2 + float(params.mag_eps))
     mel = mel_filterbank(params).astype(np.float64) @ mag.T
     return _log(mel, params).astype(np.float32)
 
@@ -175,17 +185,47 @@ class FeatureStats:
 
     @classmethod
     def load(cls, path: str | Path, n_mels: int | None = None) -> FeatureStats:
+        """Read statistics: rfspeech's ``stats.npz``, or ParallelWaveGAN's ``stats.h5`` / ``stats.npy``.
+
+        ``stats.h5`` holds datasets ``mean`` and ``scale`` (read with ``h5py``, the ``h5`` extra);
+        ``stats.npy`` is ``[mean, scale]`` stacked, shape ``(2, n_mels)``, as ParallelWaveGAN writes it.
+
+        Raises:
+            DataError: missing or unreadable file, or shapes that do not fit ``n_mels`` (naming the file).
+        """
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: feature statistics not found (normalised features need stats.npz)")
         try:
-            with np.load(path) as z:
-                mean, scale = z["mean"].astype(np.float32), z["scale"].astype(np.float32)
+            if path.suffix.lower() in (".h5", ".hdf5"):
+                mean, scale = _read_h5_stats(path)
+            elif path.suffix.lower() == ".npy":
+                arr = np.load(path, allow_pickle=False)
+                if arr.ndim < 2 or arr.shape[0] != 2:
+                    raise DataError(f"{path}: expected [mean, scale] stacked as (2, n_mels), got shape {arr.shape}")
+                mean, scale = arr[0].reshape(-1), arr[1].reshape(-1)
+            else:
+                with np.load(path) as z:
+                    mean, scale = z["mean"], z["scale"]
+            mean, scale = np.asarray(mean, np.float32).reshape(-1), np.asarray(scale, np.float32).reshape(-1)
         except (OSError, ValueError, KeyError) as e:
             raise DataError(f"{path}: unreadable statistics ({e.__class__.__name__}: {e})") from None
         if mean.shape != scale.shape or mean.ndim != 1 or (n_mels is not None and mean.shape[0] != n_mels):
             raise DataError(f"{path}: statistics of shape {mean.shape}/{scale.shape} do not fit {n_mels} mel bins")
         return cls(mean, scale)
+
+
+def _read_h5_stats(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        import h5py
+    except ImportError:
+        raise DataError(f"{path}: reading stats.h5 needs h5py (pip install 'rfspeech[h5]'), or pass the "
+                        "statistics as stats.npy ([mean, scale]) / stats.npz (mean=, scale=)") from None
+    with h5py.File(path, "r") as f:
+        missing = [k for k in ("mean", "scale") if k not in f]
+        if missing:
+            raise DataError(f"{path}: no dataset(s) {missing} (datasets: {sorted(f.keys())})")
+        return np.asarray(f["mean"][()]), np.asarray(f["scale"][()])
 
 
 class FeatureExtractor:
@@ -208,8 +248,10 @@ class FeatureExtractor:
 
     def waveform(self, wav: np.ndarray) -> np.ndarray:
         """The waveform the features describe (peak-normalised when configured): the vocoder's target."""
-        wav = np.asarray(wav, dtype=np.float32)
-        return peak_normalize(wav) if self.params.peak_normalize else wav
+        if self.params.peak_normalize:
+            # scaled in float64, then rounded once, as the official librosa.util.normalize(audio) * 0.95
+            return peak_normalize(np.asarray(wav, dtype=np.float64)).astype(np.float32)
+        return np.asarray(wav, dtype=np.float32)
 
     def __call__(self, wav: np.ndarray) -> np.ndarray:
         """``(samples,)`` waveform → ``(n_mels, frames)`` float32."""
@@ -235,18 +277,57 @@ def load_feature_params(data_dir: str | Path) -> tuple[FeatureParams, FeatureSta
     return params, stats
 
 
-def load_mel(path: str | Path, n_mels: int | None = None) -> np.ndarray:
-    """Load one cached ``.npy`` feature, ``(n_mels, frames)`` float32, checking its shape."""
+MEL_LAYOUTS = ("auto", "mels_frames", "frames_mels")
+
+
+def load_mel(path: str | Path, n_mels: int | None = None, layout: str = "mels_frames") -> np.ndarray:
+    """Load one cached ``.npy`` feature as ``(n_mels, frames)`` float32, checking its shape.
+
+    Args:
+        path: the ``.npy`` file.
+        n_mels: expected mel bins (None: not checked; needed by ``layout="auto"``).
+        layout: how the file stores the mel: ``"mels_frames"`` (``(n_mels, T)`` or ``(1, n_mels, T)``:
+            rfspeech, official HiFi-GAN ``inference_e2e.py``), ``"frames_mels"`` (``(T, n_mels)``:
+            ParallelWaveGAN, ESPnet) or ``"auto"`` (the axis of length ``n_mels``; a file where both
+            axes have that length is an error asking for the layout).
+
+    Raises:
+        DataError: unreadable file or a shape that fits neither the layout nor ``n_mels``.
+    """
     path = Path(path)
+    if layout not in MEL_LAYOUTS:
+        raise DataError(f"mel layout must be one of {list(MEL_LAYOUTS)}, got {layout!r}")
     try:
         mel = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: feature file not found") from None
     except (OSError, ValueError, EOFError) as e:  # EOFError: an empty (0-byte) file
         raise DataError(f"{path}: unreadable feature file ({e.__class__.__name__})") from None
+    shape = mel.shape
+    if mel.ndim == 3 and shape[0] == 1 and layout != "frames_mels":
+        mel = mel[0]  # (1, n_mels, T): HiFi-GAN's inference_e2e.py input
+    if mel.ndim == 2 and layout == "auto":
+        if n_mels is None:
+            raise DataError(f"{path}: mel layout 'auto' needs the expected number of mel bins")
+        if mel.shape == (n_mels, n_mels):
+            raise DataError(f"{path}: shape {shape} is ambiguous ({n_mels} frames of {n_mels} bins): "
+                            "state the layout (mel_layout=mels_frames or frames_mels)")
+        layout = "frames_mels" if mel.shape[1] == n_mels else "mels_frames"
+    if mel.ndim == 2 and layout == "frames_mels":
+        mel = mel.T
     if mel.ndim != 2 or (n_mels is not None and mel.shape[0] != n_mels):
-        raise DataError(f"{path}: feature of shape {mel.shape}, expected ({n_mels}, frames)")
-    return mel.astype(np.float32, copy=False)
+        want = "(frames, n_mels)" if layout == "frames_mels" else "(n_mels, frames) or (1, n_mels, frames)"
+        raise DataError(f"{path}: feature of shape {shape}, expected {want} with n_mels={n_mels}")
+    return np.ascontiguousarray(mel, dtype=np.float32)
+
+
+def unverified_parameters(params: FeatureParams) -> list[str]:
+    """Parameters a bare mel array cannot show: every :class:`FeatureParams` key but ``n_mels``.
+
+    A folder of ``.npy`` mels from another toolkit has no ``feats.yaml``; its array shapes prove the
+    bin count only. Callers name these keys so the user knows what was taken on trust.
+    """
+    return [k for k in params.to_dict() if k != "n_mels"]
 
 
 # --------------------------------------------------------------------------- torch (differentiable)
@@ -286,6 +367,7 @@ def log_mel_torch(wav: torch.Tensor, params: FeatureParams, fmax: float | None |
     y = torch.nn.functional.pad(wav.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
     spec = torch.stft(y, params.n_fft, hop_length=params.hop_length, win_length=params.win_length, window=window,
                       center=False, return_complex=True)
-    mag = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + _MAG_EPS)
+    # mag_eps = 0 (ParallelWaveGAN's |X|) would give an infinite gradient at an exactly zero bin
+    mag = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + max(float(params.mag_eps), 1e-12))
     mel = torch.clamp(torch.matmul(basis, mag), min=params.clamp)
     return torch.log(mel) if params.log_base == "e" else torch.log10(mel)

@@ -103,8 +103,9 @@ def read_manifest(path: str | Path) -> list[Utterance]:
 class FeatureParams:
     """Log-mel parameters; saved beside features and compared wherever features meet a model.
 
-    Defaults follow the official HiFi-GAN LJSpeech recipe. The ParallelWaveGAN variant is
-    ``fmin=80, fmax=7600, log_base=10, normalize=True`` (z-normalised with train statistics).
+    Defaults follow the official HiFi-GAN LJSpeech recipe (``recipes/mel/hifigan.yaml``). The
+    ParallelWaveGAN variant (``recipes/mel/pwg.yaml``) is ``fmin=80, fmax=7600, log_base=10,
+    normalize=True, center=True, mag_eps=0`` (librosa framing, z-normalised with train statistics).
 
     Attributes:
         sample_rate: audio rate in Hz.
@@ -117,7 +118,13 @@ class FeatureParams:
         log_base: ``"e"`` (natural log, HiFi-GAN) or ``"10"`` (ParallelWaveGAN).
         clamp: floor of the magnitude before the log.
         normalize: z-normalise with ``stats.npz`` (train mean/scale).
-        peak_normalize: scale audio to peak 0.95 before the mel (HiFi-GAN training convention).
+        peak_normalize: scale audio to peak 0.95 before the mel (HiFi-GAN training convention; the
+            official HiFi-GAN ``inference.py`` does not: ``recipes/mel/hifigan_inference.yaml``).
+        center: frame as librosa's ``stft(center=True, pad_mode="reflect")`` (ParallelWaveGAN): pad
+            ``n_fft // 2`` on both sides, frame ``t`` centred on sample ``t·hop``, ``1 + L // hop``
+            frames. False (HiFi-GAN): pad ``(n_fft − hop) // 2``, no centring, ``L // hop`` frames.
+        mag_eps: added under the square root of the power (HiFi-GAN ``1e-9``; ParallelWaveGAN's
+            ``np.abs`` is ``0``).
     """
 
     sample_rate: int = 22050
@@ -131,21 +138,25 @@ class FeatureParams:
     clamp: float = 1e-5
     normalize: bool = False
     peak_normalize: bool = True
+    center: bool = False
+    mag_eps: float = 1e-9
 
     def __post_init__(self) -> None:
         # Types first: a value from YAML or a command line (``mel.n_fft=abc``) must fail with the key's name.
-        for key in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "clamp"):
+        for key in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "clamp", "mag_eps"):
             v = getattr(self, key)
-            integral = key not in ("fmin", "fmax", "clamp")
+            integral = key not in ("fmin", "fmax", "clamp", "mag_eps")
             if v is None and key == "fmax":
                 continue
             if (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
                     or (integral and v != int(v))):
                 kind = "an integer" if integral else "a finite number"
                 raise ConfigError(f"features.{key} must be {kind}, got {v!r}")
-        if any(v not in (True, False) for v in (self.normalize, self.peak_normalize)):
-            raise ConfigError(f"features.normalize/peak_normalize must be true or false, got "
-                              f"{self.normalize!r}/{self.peak_normalize!r}")
+        if any(v not in (True, False) for v in (self.normalize, self.peak_normalize, self.center)):
+            raise ConfigError(f"features.normalize/peak_normalize/center must be true or false, got "
+                              f"{self.normalize!r}/{self.peak_normalize!r}/{self.center!r}")
+        if self.mag_eps < 0:
+            raise ConfigError(f"features.mag_eps must be >= 0, got {self.mag_eps}")
         if self.log_base not in ("e", "10"):
             raise ConfigError(f"features.log_base must be 'e' or '10', got {self.log_base!r}")
         for key in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels"):

@@ -1,9 +1,11 @@
-"""Inference: checkpoint → ready model, synthesis, speed, text → mel → wav.
+"""Inference: checkpoint → ready model, foreign checkpoints, synthesis, speed, text → mel → wav.
 
 * :func:`rebuild` / :func:`load_generator` / :func:`load_acoustic` (:mod:`rfspeech.inference.loading`):
   a ready model from a checkpoint, its ``_target_`` resolved against an allow-list
   (:func:`register_model_class`, :func:`allow_module_prefix`), never an arbitrary callable.
 * :func:`finalize_for_inference`: search branches folded, weight norm removed.
+* :mod:`rfspeech.inference.foreign`: official HiFi-GAN / ParallelWaveGAN / BigVGAN checkpoints → rfspeech
+  checkpoints (``rfspeech-import``).
 * :func:`synthesize`, :func:`collect_inputs` (:mod:`rfspeech.inference.synthesis`): mel → wav, batched, timed.
 * :func:`measure`, :func:`generator_speed` (:mod:`rfspeech.inference.speed`): × real time, RTF.
 * :func:`synthesize_text`, :func:`text_to_mels` (:mod:`rfspeech.inference.tts`): text → mel → wav.

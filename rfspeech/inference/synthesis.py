@@ -11,6 +11,7 @@ padded utterance (within the generator's receptive field of its end) can differ.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from rfspeech.data.features import FeatureExtractor, FeatureStats, load_mel
 from rfspeech.data.manifest import FeatureParams, read_manifest
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.inference.speed import SpeedReport, device_name, prepare_for_inference
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -195,6 +198,8 @@ def collect_inputs(
     stats: str | Path | None = None,
     check_features: bool = True,
     max_utts: int | None = None,
+    wav_params: FeatureParams | None = None,
+    mel_layout: str | None = None,
 ) -> SynthesisInputs:
     """Read a synthesis input folder: ``utts.tsv`` manifest, ``*.npy`` log-mels, or ``*.wav``/``*.flac``.
 
@@ -213,6 +218,11 @@ def collect_inputs(
         stats: ``stats.npz`` for copy-synthesis with z-normalised features (default: found beside).
         check_features: refuse cached mels whose parameters cannot be found.
         max_utts: keep only the first N inputs (sorted by id).
+        wav_params: features computed from audio input (default ``model_params``; e.g. an imported
+            HiFi-GAN's inference features without peak normalisation).
+        mel_layout: layout of ``.npy`` mels without ``feats.yaml`` (another toolkit's): ``auto``,
+            ``mels_frames`` or ``frames_mels`` (:func:`rfspeech.data.features.load_mel`); stating it
+            accepts them, naming the parameters that cannot be verified.
 
     Raises:
         DataError: missing folder or nothing to synthesize.
@@ -250,26 +260,34 @@ def collect_inputs(
             model_params.check_matches(FeatureParams.load(path), this=f"vocoder {model_name}",
                                        that=f"features {path}")
             checked = str(path)
+        elif mel_layout:
+            from rfspeech.data.features import unverified_parameters
+
+            log.warning("%s: mels without feats.yaml read as %s; only n_mels=%d is verified, not %s", folder,
+                        mel_layout, model_params.n_mels, ", ".join(unverified_parameters(model_params)))
+            checked = f"unverified ({mel_layout}): {', '.join(unverified_parameters(model_params))}"
         elif check_features:
             raise ConfigError(f"{folder}: no feats.yaml beside the mels, so they cannot be checked against the "
-                              f"vocoder's mel parameters (pass feats_yaml=PATH, or check_features=false)")
+                              f"vocoder's mel parameters (pass feats_yaml=PATH, or mel_layout=auto|mels_frames|"
+                              f"frames_mels to accept another toolkit's mels unverified)")
 
     extractor = None
     if any(e[1] is None for e in entries):
         st = None
         if model_params.normalize:
-            sp = Path(stats) if stats else _find_beside(folder, "stats.npz")
+            sp = stats if isinstance(stats, FeatureStats) else (Path(stats) if stats else
+                                                                _find_beside(folder, "stats.npz"))
             if sp is None:
                 raise ConfigError(f"{folder}: the vocoder uses z-normalised mels: pass stats=PATH (its stats.npz) "
                                   "for copy-synthesis from audio")
-            st = FeatureStats.load(sp, n_mels=model_params.n_mels)
-        extractor = FeatureExtractor(model_params, st)
+            st = stats if isinstance(stats, FeatureStats) else FeatureStats.load(sp, n_mels=model_params.n_mels)
+        extractor = FeatureExtractor(wav_params or model_params, st)
 
     ids, mels, bad = [], [], []
     for utt_id, npy, audio in entries:
         try:
             if npy is not None:
-                mel = load_mel(npy, n_mels=model_params.n_mels)
+                mel = load_mel(npy, n_mels=model_params.n_mels, layout=mel_layout or "mels_frames")
                 if mel.shape[1] == 0 or not np.all(np.isfinite(mel)):
                     raise DataError(f"{npy}: empty or non-finite mel")
             else:
