@@ -1,0 +1,1 @@
+"""Checkpoint → ready model: loading, foreign checkpoints, synthesis."""

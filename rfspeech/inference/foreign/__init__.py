@@ -1,0 +1,1 @@
+"""Foreign checkpoints (official HiFi-GAN, ParallelWaveGAN, BigVGAN): layouts mapped to rfspeech models."""
