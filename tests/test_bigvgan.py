@@ -221,3 +221,17 @@ def test_receptive_field_of_the_published_22khz_topology() -> None:
     assert report.r_max_samples == 19258 and report.r_min_samples == 2158
     assert report.unproductive == []
     assert sum(layer.type == "AntiAliasActivation1d" for layer in report.layers) == 6 * 3 * 6 + 1
+
+
+def test_antialias_filter_equals_scipy_kaiser_design() -> None:
+    signal = pytest.importorskip("scipy.signal")
+    from rfspeech.layers.antialias import kaiser_sinc_filter1d
+
+    # ×2 resampling, 12 taps, half-width 0.3: Kaiser's attenuation estimate 51.02 dB gives β = 0.1102·(A − 8.7)
+    attenuation = 2.285 * (6 - 1) * math.pi * 4 * 0.3 + 7.95
+    beta = 0.1102 * (attenuation - 8.7)
+    reference = signal.firwin(12, 0.25, window=("kaiser", beta), fs=1.0, scale=True)
+    ours = kaiser_sinc_filter1d(0.25, 0.3, 12).flatten().double().numpy()
+    assert abs(ours - reference).max() < 1e-6
+    g = _tiny()
+    assert torch.equal(g.activation_post.upsample.filter.flatten(), kaiser_sinc_filter1d(0.25, 0.3, 12).flatten())
