@@ -60,6 +60,15 @@ def _anti_aliased(activation: str, channels: int, snake_logscale: bool) -> AntiA
     return AntiAliasActivation1d(_ACTIVATIONS[activation](channels, alpha_logscale=snake_logscale))
 
 
+def _wn_convs(channels: int, kernel_size: int, dilations: Sequence[int]) -> nn.ModuleList:
+    """Weight-normed length-preserving convs from the factory (searchable), drawn from N(0, 0.01)."""
+    convs = nn.ModuleList(
+        dilated_conv1d(channels, channels, kernel_size, dilation=int(d), weight_norm=True) for d in dilations)
+    for conv in convs:
+        init_weight_norm_conv_(conv)
+    return convs
+
+
 def _check_activation(activation: str) -> str:
     if activation not in _ACTIVATIONS:
         raise ConfigError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
@@ -88,12 +97,8 @@ class AMPBlock1(nn.Module):
                  activation: str = "snakebeta", snake_logscale: bool = True) -> None:
         super().__init__()
         _check_activation(activation)
-        self.convs1 = nn.ModuleList(
-            dilated_conv1d(channels, channels, kernel_size, dilation=int(d), weight_norm=True) for d in dilation)
-        self.convs2 = nn.ModuleList(
-            dilated_conv1d(channels, channels, kernel_size, dilation=1, weight_norm=True) for _ in dilation)
-        for conv in [*self.convs1, *self.convs2]:
-            init_weight_norm_conv_(conv)
+        self.convs1 = _wn_convs(channels, kernel_size, dilation)
+        self.convs2 = _wn_convs(channels, kernel_size, [1] * len(dilation))
         self.activations = nn.ModuleList(
             _anti_aliased(activation, channels, snake_logscale) for _ in range(2 * len(dilation)))
 
@@ -122,10 +127,7 @@ class AMPBlock2(nn.Module):
                  activation: str = "snakebeta", snake_logscale: bool = True) -> None:
         super().__init__()
         _check_activation(activation)
-        self.convs = nn.ModuleList(
-            dilated_conv1d(channels, channels, kernel_size, dilation=int(d), weight_norm=True) for d in dilation)
-        for conv in self.convs:
-            init_weight_norm_conv_(conv)
+        self.convs = _wn_convs(channels, kernel_size, dilation)
         self.activations = nn.ModuleList(
             _anti_aliased(activation, channels, snake_logscale) for _ in range(len(dilation)))
 

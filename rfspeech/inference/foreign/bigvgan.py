@@ -26,10 +26,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import nn
 
 from rfspeech.errors import ConfigError
+from rfspeech.models.hifigan import load_official_hifigan_state_dict
 
 __all__ = ["feature_params", "generator_args", "load_official_generator"]
 
@@ -105,25 +105,16 @@ def feature_params(config: Mapping[str, Any], *, peak_normalize: bool = True) ->
     )
 
 
-def _weight_normed(model: nn.Module) -> dict[str, bool]:
-    """Module paths owning a ``weight`` → whether it is a weight-norm parametrization."""
-    out: dict[str, bool] = {}
-    for name, module in model.named_modules():
-        plist = getattr(module, "parametrizations", None)
-        if plist is not None and "weight" in plist:
-            out[name] = True
-        elif isinstance(getattr(module, "weight", None), torch.Tensor):
-            out[name] = False
-    return out
-
-
 def load_official_generator(state: Mapping[str, Any], model: nn.Module) -> nn.Module:
     """Load an official BigVGAN generator state dict (or ``{"generator": state_dict}``) into ``model``.
+
+    The conversion is HiFi-GAN's (same legacy weight norm, same module names):
+    :func:`rfspeech.models.hifigan.load_official_hifigan_state_dict`.
 
     Args:
         state: the official state dict, or the dict of a ``bigvgan_generator.pt`` / ``g_XXXXXXXX`` file.
         model: a :class:`~rfspeech.models.bigvgan.BigVGANGenerator` built with :func:`generator_args` of
-            the checkpoint's ``config.json``.
+            the checkpoint's ``config.json`` (weight norm in place or already removed).
 
     Returns:
         ``model`` with the weights loaded.
@@ -131,36 +122,4 @@ def load_official_generator(state: Mapping[str, Any], model: nn.Module) -> nn.Mo
     Raises:
         ConfigError: missing or unexpected keys, or shapes that do not fit the configuration (one line).
     """
-    if isinstance(state.get("generator"), Mapping):
-        state = state["generator"]
-    owners = _weight_normed(model)
-    mapped: dict[str, torch.Tensor] = {}
-    folded: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        prefix, _, leaf = key.rpartition(".")
-        if leaf in ("weight_g", "weight_v") and prefix in owners:
-            if owners[prefix]:
-                mapped[f"{prefix}.parametrizations.weight.original{0 if leaf == 'weight_g' else 1}"] = value
-            else:
-                folded.setdefault(prefix, {})[leaf] = value
-        else:
-            mapped[key] = value
-    for prefix, parts in folded.items():
-        if len(parts) != 2:
-            raise ConfigError(f"BigVGAN state dict has {prefix}.{next(iter(parts))} without its pair")
-        v = parts["weight_v"]
-        mapped[f"{prefix}.weight"] = parts["weight_g"] * v / torch.linalg.vector_norm(
-            v, dim=tuple(range(1, v.dim())), keepdim=True)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(mapped)), sorted(set(mapped) - expected)
-    if missing or unexpected:
-        raise ConfigError(f"BigVGAN state dict does not match the generator: missing keys {missing[:5]}"
-                          f"{' …' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
-                          f"{' …' if len(unexpected) > 5 else ''}")
-    try:
-        model.load_state_dict(mapped, strict=True)
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
-        raise ConfigError(f"BigVGAN state dict does not fit the generator configuration: "
-                          f"{lines[0] if lines else str(exc).splitlines()[-1]}") from None
-    return model
+    return load_official_hifigan_state_dict(model, state, layout="BigVGAN")
