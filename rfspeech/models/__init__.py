@@ -3,6 +3,7 @@ acoustic model (text → mel)."""
 
 from rfspeech.models._base import VocoderGenerator, count_parameters
 from rfspeech.models.acoustic import AcousticModel
+from rfspeech.models.bigvgan import BigVGANGenerator as BigVGANGenerator  # noqa: F401
 from rfspeech.models.hifigan import (
     HiFiGANDiscriminator,
     HiFiGANGenerator,

@@ -188,7 +188,8 @@ def _wn_prefixes(model: nn.Module) -> dict[str, bool]:
     return out
 
 
-def load_official_hifigan_state_dict(generator: HiFiGANGenerator, state_dict: Mapping[str, Any]) -> HiFiGANGenerator:
+def load_official_hifigan_state_dict(generator: nn.Module, state_dict: Mapping[str, Any],
+                                     layout: str = "official HiFi-GAN") -> nn.Module:
     """Load a generator state dict in the official HiFi-GAN layout into ``generator``.
 
     The official code (legacy ``torch.nn.utils.weight_norm``) stores ``<module>.weight_g`` and
@@ -202,6 +203,7 @@ def load_official_hifigan_state_dict(generator: HiFiGANGenerator, state_dict: Ma
     Args:
         generator: a generator built with the checkpoint's configuration.
         state_dict: the official state dict (or a dict holding it under ``"generator"``).
+        layout: what the error messages call the state dict (BigVGAN reuses this loader).
 
     Returns:
         ``generator``, with the weights loaded.
@@ -226,7 +228,7 @@ def load_official_hifigan_state_dict(generator: HiFiGANGenerator, state_dict: Ma
     for prefix, parts in pending_fold.items():
         if set(parts) != {"weight_g", "weight_v"}:
             missing = "weight_v" if "weight_g" in parts else "weight_g"
-            raise ConfigError(f"official HiFi-GAN state dict has no {prefix}.{missing}")
+            raise ConfigError(f"{layout} state dict has no {prefix}.{missing}")
         v = parts["weight_v"]
         norm = torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())), keepdim=True)
         mapped[f"{prefix}.weight"] = parts["weight_g"] * v / norm
@@ -235,10 +237,10 @@ def load_official_hifigan_state_dict(generator: HiFiGANGenerator, state_dict: Ma
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = next((line.strip() for line in first if "size mismatch" in line), first[-1] if first else "")
-        raise ConfigError(f"official HiFi-GAN state dict does not fit the generator configuration: {detail}") from None
+        raise ConfigError(f"{layout} state dict does not fit the generator configuration: {detail}") from None
     if result.missing_keys or result.unexpected_keys:
         raise ConfigError(
-            "official HiFi-GAN state dict does not match the generator: "
+            f"{layout} state dict does not match the generator: "
             f"missing keys {sorted(result.missing_keys)[:5]}, unexpected keys {sorted(result.unexpected_keys)[:5]}"
         )
     return generator

@@ -35,6 +35,7 @@ from rfspeech.rf.rules import (
     builtin_module_kind,
     conv_step,
     merge_fields,
+    register_rule,
     shift_step,
     transposed_step,
     upsample_step,
@@ -811,3 +812,18 @@ def capture_hooks(model: nn.Module, walker: Walker, params: list[str], values: d
 
 
 __all__ = ["LayerMeta", "Op", "Walker", "capture_fx", "capture_hooks", "evaluate", "is_leaf", "op_name"]
+
+
+# ------------------------------------------------------------------------------------------ composite layers
+
+def _antialias_rule(module: nn.Module) -> Step:
+    """BigVGAN's up → point-wise activation → down block as one exact conv step (see ``field_taps``)."""
+    if builtin_module_kind(module.act) != "pointwise" and not isinstance(module.act, Snake):
+        raise RFRuleError(f"anti-aliased activation around {module_type_name(module.act)}: not point-wise")
+    first, last = module.field_taps()
+    return conv_step(last - first + 1, padding=-first)
+
+
+from rfspeech.layers.antialias import AntiAliasActivation1d, Snake  # noqa: E402 - after the rules it needs
+
+register_rule(AntiAliasActivation1d, _antialias_rule)
