@@ -1,0 +1,1 @@
+"""Inference: checkpoint to ready model, synthesis, chunked/streaming synthesis, export."""
