@@ -29,7 +29,7 @@ from torch import nn
 from rfspeech.errors import RFSpeechError
 from rfspeech.rf.rules import RFRuleError, Step
 
-__all__ = ["Context", "InputContext", "PhaseField", "context", "context_from_report"]
+__all__ = ["Context", "InputContext", "PhaseField", "context", "context_from_dict", "context_from_report"]
 
 
 @dataclass(frozen=True)
@@ -286,3 +286,20 @@ def context(model: nn.Module, input_name: str | None = None, *, inputs: Any = No
 
     report = analyze(model, inputs=inputs, hints=False)
     return context_from_report(report, input_name)
+
+
+def context_from_dict(d: dict[str, Any]) -> Context:
+    """Rebuild a :class:`Context` from :meth:`Context.to_dict` (e.g. an exported model's metadata)."""
+    try:
+        inputs = {}
+        for name, c in d["inputs"].items():
+            c = dict(c)
+            c["history_per_phase"] = tuple(c["history_per_phase"])
+            c["lookahead_per_phase"] = tuple(c["lookahead_per_phase"])
+            inputs[name] = InputContext(**c)
+        return Context(history_frames=int(d["history_frames"]), lookahead_frames=int(d["lookahead_frames"]),
+                       hop=int(d["hop"]), primary=str(d["primary"]),
+                       history_per_phase=tuple(d["history_per_phase"]),
+                       lookahead_per_phase=tuple(d["lookahead_per_phase"]), inputs=inputs)
+    except (KeyError, TypeError, ValueError) as e:
+        raise RFSpeechError(f"not a look-ahead context record ({type(e).__name__}: {e})") from None
