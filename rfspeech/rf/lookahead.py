@@ -117,26 +117,11 @@ def phase_fields(ops: list[Any], out_index: int) -> dict[str, PhaseField]:
     Raises:
         RFRuleError: an op the walker could not analyse reaches the output, or rates mismatch.
     """
-    values: list[dict[str, PhaseField]] = []
+    from rfspeech.rf.walker import evaluate
+
     errors: dict[int, str] = {}
-    for i, op in enumerate(ops):
-        if op.source is not None:
-            values.append({op.source: PhaseField.identity()})
-            continue
-        bad = next((errors[k] for k in op.inputs if k in errors), None) or op.error
-        if bad is not None:
-            errors[i] = bad
-            values.append({})
-            continue
-        ins = [values[k] for k in op.inputs]
-        merged: dict[str, PhaseField] = {}
-        for d in ins:
-            for name in d:
-                if name not in merged:
-                    merged[name] = _merge([e[name] for e in ins if name in e], op.what)
-        if op.step is not None:
-            merged = {name: f.apply(op.step) for name, f in merged.items()}
-        values.append(merged)
+    values, _ = evaluate(ops, poisoned=errors, identity=PhaseField.identity, merge=_merge,
+                         apply=lambda step, f: f.apply(step))
     if out_index in errors:
         raise RFRuleError(errors[out_index])
     return values[out_index]
