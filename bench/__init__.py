@@ -8,7 +8,8 @@ and a Markdown table beside it; see ``BENCHMARKS.md`` for the latest full table 
 * :mod:`bench.parity`: searched (``single``, ``merge``) vs hand-designed inference time;
 * :mod:`bench.synthesis`: × real time, plain eager with weight norm vs rfspeech's inference path;
 * :mod:`bench.features`: ``rfspeech-prepare`` features vs a per-file librosa loop;
-* :mod:`bench.training`: training samples/s and peak memory, plain vs search.
+* :mod:`bench.training`: training samples/s and peak memory, plain vs search;
+* :mod:`bench.streaming`: ONNX Runtime vs torch eager, chunked vs full (time, peak memory), streaming latency.
 """
 
-SECTIONS = ("search_overhead", "parity", "synthesis", "features", "training")
+SECTIONS = ("search_overhead", "parity", "synthesis", "features", "training", "streaming")

@@ -99,12 +99,19 @@ def _training(args: argparse.Namespace, progress: Callable[[str], None]) -> dict
     return training.run(quick=args.quick, repeats=args.repeats, progress=progress)
 
 
+def _streaming(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    from bench import streaming
+
+    return streaming.run(quick=args.quick, repeats=args.repeats, threads=args.threads, progress=progress)
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, Callable[[str], None]], dict[str, Any]]] = {
     "search_overhead": _search_overhead,
     "parity": _parity,
     "synthesis": _synthesis,
     "features": _features,
     "training": _training,
+    "streaming": _streaming,
 }
 
 

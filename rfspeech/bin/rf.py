@@ -69,6 +69,22 @@ def _from_checkpoint(path: str) -> tuple[Any, str, Any, float | None]:
     return model, str(model_cfg.get("name", "model")), model_cfg.get("generator"), segment
 
 
+def _lookahead(report: Any, model: Any, cfg: Any) -> dict[str, Any] | None:
+    """Print and return the look-ahead, history and chunk overlap of a vocoder (frames and ms), else None."""
+    from rfspeech.errors import RFSpeechError
+    from rfspeech.rf.lookahead import context_from_report
+
+    if not getattr(model, "hop_length", None):
+        return None
+    try:
+        ctx = context_from_report(report)
+    except RFSpeechError:
+        return None
+    sr = int(cfg.get("sample_rate") or 22050)
+    print(f"  streaming: {ctx.summary(sr)} at {sr} Hz")
+    return ctx.to_dict(sr)
+
+
 def run(cfg: Any) -> dict[str, Any]:
     """The task behind the console script (``cfg``: the composed ``recipes/rf.yaml``)."""
     from hydra.utils import instantiate
@@ -120,6 +136,9 @@ def run(cfg: Any) -> dict[str, Any]:
               + (" (segment_input=<name> to count it in another input)" if len(report.inputs) > 1 else ""))
     result = report.to_dict()
     result["segment_input"] = report.primary
+    lookahead = _lookahead(report, model, cfg)
+    if lookahead is not None:
+        result["lookahead"] = lookahead
     result["config"] = {"name": model_name, node: node_cfg}
     if submodule:
         result["config"]["submodule"] = str(submodule)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -146,7 +146,9 @@ class Op:
 
 
 def evaluate(ops: list[Op], overrides: dict[int, Step] | None = None, sources: tuple[str, ...] | None = None,
-             poisoned: dict[int, str] | None = None) -> tuple[list[dict[str, Field]], dict[int, dict[str, Field]]]:
+             poisoned: dict[int, str] | None = None, *, identity: Callable[[], Any] = Field.identity,
+             merge: Callable[[list[Any], str], Any] = merge_fields, apply: Callable[[Step, Any], Any] | None = None,
+             ) -> tuple[list[dict[str, Field]], dict[int, dict[str, Field]]]:
     """Fields of every op (per model input), and the merged input fields of every layer op.
 
     An op the walker could not analyse (``Op.error``) poisons everything computed from it; its
@@ -158,6 +160,8 @@ def evaluate(ops: list[Op], overrides: dict[int, Step] | None = None, sources: t
         overrides: replacement steps by op index (what-if analysis for the hints).
         sources: restrict to these model inputs (faster what-if analysis).
         poisoned: filled with ``{op index: error message}`` of every op that depends on an error.
+        identity, merge, apply: the field algebra (default :class:`Field` and ``step.apply(field)``),
+            e.g. the per-phase fields of :mod:`rfspeech.rf.lookahead`.
 
     Raises:
         RFRuleError: operands at different rates meet in a sum or concatenation.
@@ -167,7 +171,7 @@ def evaluate(ops: list[Op], overrides: dict[int, Step] | None = None, sources: t
     errors: dict[int, str] = {} if poisoned is None else poisoned
     for i, op in enumerate(ops):
         if op.source is not None:
-            values.append({op.source: Field.identity()} if sources is None or op.source in sources else {})
+            values.append({op.source: identity()} if sources is None or op.source in sources else {})
             continue
         # The earliest error wins: it is the cause of everything computed from it.
         bad = next((errors[k] for k in op.inputs if k in errors), None) or op.error
@@ -180,13 +184,13 @@ def evaluate(ops: list[Op], overrides: dict[int, Step] | None = None, sources: t
         for d in ins:
             for name in d:
                 if name not in merged:
-                    merged[name] = merge_fields([e[name] for e in ins if name in e], op.what)
+                    merged[name] = merge([e[name] for e in ins if name in e], op.what)
         if op.layer is not None:
             layer_inputs[i] = merged
         step = op.step if overrides is None else overrides.get(i, op.step)
         if step is not None:
             try:
-                merged = {name: step.apply(f) for name, f in merged.items()}
+                merged = {name: step.apply(f) if apply is None else apply(step, f) for name, f in merged.items()}
             except ValueError as e:
                 raise RFRuleError(f"{op.what}: {e}") from None
         values.append(merged)

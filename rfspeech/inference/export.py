@@ -1,0 +1,179 @@
+"""ONNX export of a finalized generator and an ONNX Runtime backend that synthesis (chunked too) can use.
+
+:func:`export_onnx` writes a generator with weight norm folded and a dynamic length axis; the
+look-ahead :class:`~rfspeech.rf.lookahead.Context`, the hop and the mel bins go into the file's
+metadata, so :class:`OnnxRuntimeGenerator` chunks and streams exactly like the torch model
+without the torch module. A model still in search mode (multi-branch wrappers) is refused unless
+``finalize=True`` folds it (:func:`rfspeech.search.finalize`: frozen ``multiple`` wrappers are
+merged exactly; wrappers still searching become plain convs at their searched dilation).
+
+ONNX and ONNX Runtime are the optional extra ``rfspeech[onnx]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rfspeech.errors import ConfigError, RFSpeechError
+from rfspeech.io import atomic_path
+from rfspeech.rf.lookahead import Context, context_from_dict
+
+__all__ = ["OnnxRuntimeGenerator", "check_finalized", "export_onnx", "forward_inputs"]
+
+METADATA_KEY = "rfspeech"
+
+
+def check_finalized(model: nn.Module, finalize: bool = False) -> nn.Module:
+    """Refuse (or, with ``finalize``, fold) search wrappers, in place.
+
+    Raises:
+        ConfigError: the model has multi-branch search wrappers and ``finalize`` is false.
+    """
+    from rfspeech.search import finalize as fold
+    from rfspeech.search import searchable_modules
+
+    wrapped = sorted(searchable_modules(model))
+    if wrapped:
+        if not finalize:
+            raise ConfigError(
+                f"model is still in search mode ({len(wrapped)} multi-branch convs, e.g. {wrapped[0]}): finalize it "
+                "first (rfspeech.search.finalize, or finalize=true to merge/unwrap the wrappers on export)")
+        fold(model)
+    return model
+
+
+def forward_inputs(model: nn.Module) -> list[str]:
+    """The tensor inputs the exported graph takes: the mel, and ``noise`` for a noise-driven model."""
+    from rfspeech.inference.chunked import takes_noise
+
+    return ["mel", "noise"] if takes_noise(model) else ["mel"]
+
+
+def export_onnx(model: nn.Module, out: str | Path, *, finalize: bool = False, opset: int = 17,
+                example_frames: int = 16, context: Context | None = None) -> Path:
+    """Export a generator to ONNX (weight norm folded, dynamic batch and length), atomically.
+
+    Args:
+        model: a mel → waveform generator (left untouched: a copy is exported).
+        out: the ``.onnx`` file.
+        finalize: fold search wrappers instead of refusing a model in search mode.
+        opset: ONNX opset.
+        example_frames: length of the tracing input (the graph is length-independent).
+        context: look-ahead record for the metadata (default: computed from the model).
+
+    Returns:
+        ``out`` as a Path.
+
+    Raises:
+        ConfigError: a model in search mode without ``finalize``.
+        RFSpeechError: onnx is not installed, or the exporter failed (message says why).
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise RFSpeechError("ONNX export needs the onnx extra: pip install 'rfspeech[onnx]'") from None
+    from rfspeech.layers.weight_norm import remove_weight_norm
+    from rfspeech.rf.lookahead import context as compute_context
+
+    gen = copy.deepcopy(model).float().cpu().eval()
+    check_finalized(gen, finalize)
+    remove_weight_norm(gen)
+    ctx = context or compute_context(gen)
+    names = forward_inputs(gen)
+    n_mels = int(gen.in_channels)
+    hop = int(ctx.hop)
+    example: tuple[torch.Tensor, ...] = (torch.randn(1, n_mels, example_frames),)
+    if "noise" in names:
+        example += (torch.randn(1, 1, example_frames * hop),)
+    axes = {"mel": {0: "batch", 2: "frames"}, "wav": {0: "batch", 2: "samples"}}
+    if "noise" in names:
+        axes["noise"] = {0: "batch", 2: "samples"}
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+                torch.onnx.export(gen, example, str(tmp), input_names=names, output_names=["wav"],
+                                  dynamic_axes=axes, opset_version=int(opset), dynamo=False)
+        except Exception as e:  # noqa: BLE001 - exporter errors are many and deep
+            raise RFSpeechError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        proto = onnx.load(str(tmp))
+        meta = {"model": type(model).__name__, "in_channels": n_mels, "hop_length": hop, "inputs": names,
+                "context": ctx.to_dict()}
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+        onnx.save(proto, str(tmp))
+    return out
+
+
+class OnnxRuntimeGenerator:
+    """An exported generator run by ONNX Runtime, called like the torch generator.
+
+    ``gen(mel)`` / ``gen(mel, noise)`` → ``(B, 1, T·hop)`` torch tensor; usable wherever synthesis
+    takes a generator, :func:`rfspeech.inference.chunked.synthesize_chunked` and
+    :class:`rfspeech.inference.streaming.StreamingSynthesizer` included (it carries the ``context``).
+
+    Args:
+        path: a file written by :func:`export_onnx`.
+        threads: intra-op threads (None: ONNX Runtime's default).
+        optimization: graph optimisation level: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"``.
+
+    Raises:
+        RFSpeechError: onnxruntime missing, or the file is not an rfspeech export.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, optimization: str = "all") -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RFSpeechError("backend=onnxruntime needs the onnx extra: pip install 'rfspeech[onnx]'") from None
+        levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+        if optimization not in levels:
+            raise ConfigError(f"optimization must be one of {sorted(levels)}, got {optimization!r}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = levels[optimization]
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise RFSpeechError(f"{self.path}: ONNX file not found")
+        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw is None:
+            raise RFSpeechError(f"{self.path}: no rfspeech metadata (export it with rfspeech-export)")
+        meta = json.loads(raw)
+        self.in_channels = int(meta["in_channels"])
+        self.hop_length = int(meta["hop_length"])
+        self.input_names = list(meta["inputs"])
+        self.context = context_from_dict(meta["context"])
+
+    def __call__(self, mel: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        feeds: dict[str, Any] = {"mel": mel.detach().to("cpu", torch.float32).contiguous().numpy()}
+        if "noise" in self.input_names:
+            if noise is None:
+                noise = torch.randn(mel.shape[0], 1, mel.shape[-1] * self.hop_length)
+            feeds["noise"] = noise.detach().to("cpu", torch.float32).contiguous().numpy()
+        elif noise is not None:
+            raise ConfigError(f"{self.path}: this generator takes no noise")
+        return torch.from_numpy(self.session.run(["wav"], feeds)[0])
+
+    def inference(self, mel: torch.Tensor) -> torch.Tensor:
+        """``(n_mels, T)`` or ``(B, n_mels, T)`` → ``(B, 1, T·hop)``, like :meth:`VocoderGenerator.inference`."""
+        if mel.dim() == 2:
+            mel = mel.unsqueeze(0)
+        if mel.dim() != 3 or mel.shape[1] != self.in_channels:
+            raise ConfigError(f"inference expects mel of shape (n_mels={self.in_channels}, T) or "
+                              f"(B, {self.in_channels}, T), got {tuple(mel.shape)}")
+        return self(mel)
