@@ -237,16 +237,9 @@ def load_feature_params(data_dir: str | Path) -> tuple[FeatureParams, FeatureSta
 
 def load_mel(path: str | Path, n_mels: int | None = None) -> np.ndarray:
     """Load one cached ``.npy`` feature, ``(n_mels, frames)`` float32, checking its shape."""
-    path = Path(path)
-    try:
-        mel = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: feature file not found") from None
-    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty (0-byte) file
-        raise DataError(f"{path}: unreadable feature file ({e.__class__.__name__})") from None
-    if mel.ndim != 2 or (n_mels is not None and mel.shape[0] != n_mels):
-        raise DataError(f"{path}: feature of shape {mel.shape}, expected ({n_mels}, frames)")
-    return mel.astype(np.float32, copy=False)
+    from rfspeech.data.npy import load_features
+
+    return load_features(path, n_mels)  # header checked before allocation: shape vs file size, real float dtype
 
 
 # --------------------------------------------------------------------------- torch (differentiable)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from rfspeech import strict_yaml
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.evaluate.runner import HIGHER_IS_BETTER, METRIC_COLUMNS, UNITS, list_audio, read_metrics_csv
 from rfspeech.evaluate.stats import summarize
@@ -95,8 +96,8 @@ def _read_json(path: Path) -> Any:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        return strict_yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise DataError(f"{path}: unreadable YAML ({e.__class__.__name__})") from None
 
 

@@ -218,6 +218,7 @@ def collect_inputs(
         ConfigError: mismatching or unverifiable feature parameters.
     """
     from rfspeech.data.features import FeatureExtractor, FeatureStats, load_mel
+    from rfspeech.data.ids import id_problem, utt_path
     from rfspeech.data.manifest import read_manifest
     from rfspeech.errors import DataError
 
@@ -229,7 +230,7 @@ def collect_inputs(
     if manifest.is_file():
         kind = "manifest"
         for u in read_manifest(manifest):
-            npy = folder / "feats" / f"{u.utt_id}.npy"
+            npy = utt_path(folder / "feats", u.utt_id, ".npy")
             entries.append((u.utt_id, npy if npy.is_file() else None, Path(u.audio)))
     else:
         npys = sorted(folder.glob("*.npy"))
@@ -271,6 +272,8 @@ def collect_inputs(
     ids, mels, bad = [], [], []
     for utt_id, npy, audio in entries:
         try:
+            if (why := id_problem(utt_id, ".wav")) is not None:  # a file name that cannot name an output
+                raise DataError(f"invalid utterance id {utt_id!r} ({why})")
             if npy is not None:
                 mel = load_mel(npy, n_mels=model_params.n_mels)
                 if mel.shape[1] == 0 or not np.all(np.isfinite(mel)):
