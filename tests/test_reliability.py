@@ -28,6 +28,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from faults import (
     assert_clean_error,
     cli,
     corpus_subset,
+    flip_tensor_bytes,
     leftovers,
     plant,
     run_main,
@@ -214,20 +216,46 @@ def test_sigkill_of_a_search_then_resume_gives_the_same_structure(work: Path, da
 
 
 # ---------------------------------------------------------------------------------------------- 2. corrupt
-def test_truncated_newest_checkpoint_falls_back_to_the_previous_with_a_warning(
-        work: Path, data: Path, reference: Path, capfd: pytest.CaptureFixture[str],
-        caplog: pytest.LogCaptureFixture) -> None:
-    run = work / "truncated"
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# truncated: torch cannot read it; bit-flipped: 8 bytes inside a tensor's storage, torch reads it and the
+# sha256 stored in the checkpoint catches it
+@pytest.mark.parametrize(("damage", "what"), [(_truncate, "unreadable checkpoint"),
+                                              (flip_tensor_bytes, "corrupted checkpoint")],
+                         ids=["truncated", "bit_flipped"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_with_a_warning(
+        damage: Callable[[Path], None], what: str, work: Path, data: Path, reference: Path,
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    run = work / f"damaged_{damage.__name__}"
     shutil.copytree(reference, run)
     newest = ckpt.checkpoint_path(run, STEPS)
-    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    damage(newest)
     with caplog.at_level(logging.INFO):
         res = run_main("train", f"data_dir={data}", f"out_dir={run}", *TRAIN, "resume=true", capfd=capfd)
     assert res.returncode == 0, res.stderr[-3000:]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(f"{newest.name}: unreadable checkpoint" in w and "previous" in w for w in warnings), warnings
+    assert any(f"{newest.name}: {what}" in w and "previous" in w for w in warnings), warnings
     assert f"resumed from {ckpt.checkpoint_path(run, STEPS - 1)} (step {STEPS - 1})" in caplog.text
     assert_same_training_state(run, reference)  # the last step recomputed from the one before: the same
+
+
+def test_missing_audio_in_the_manifest_is_found_before_the_first_step(
+        work: Path, data: Path, capfd: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "data"
+    shutil.copytree(data, bad)
+    tsv = bad / "train" / "utts.tsv"
+    lines = tsv.read_text(encoding="utf-8").splitlines()
+    cols = lines[3].split("\t")
+    cols[1] = str(tmp_path / "gone.wav")
+    lines[3] = "\t".join(cols)
+    tsv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    res = run_main("train", f"data_dir={bad}", f"out_dir={out}", *TRAIN, capfd=capfd)
+    assert_clean_error(res, f"{tsv}:4", "gone.wav", "not found")
+    made = [p for p in out.rglob("*") if p.is_file() and ".hydra" not in p.parts]
+    assert made == [], made
 
 
 def test_resume_with_no_readable_checkpoint_is_an_error_not_a_silent_restart(

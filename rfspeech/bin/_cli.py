@@ -80,11 +80,29 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
             extra.append("hydra/job_logging=none")
             extra.append("hydra/hydra_logging=none")
             sys.argv = [sys.argv[0], *argv, *extra]
-            return _main()
+            # Scripts with a run directory (train, search, train-tts) hold out_dir for their lifetime.
+            from rfspeech.train.lock import release
+
+            lock = guarded(_take_run_lock)(cfg) if run_dir is not None else None
+            try:
+                return _main()
+            finally:
+                release(lock)
 
         return entry
 
     return decorate
+
+
+def _take_run_lock(cfg: Any) -> Any:
+    """Take ``cfg.out_dir``'s run lock (:mod:`rfspeech.train.lock`); its path, or None (no out_dir, rank > 0)."""
+    from rfspeech.train.lock import take
+
+    try:
+        out_dir = cfg.get("out_dir") if cfg is not None else None
+    except Exception:  # an interpolation only Hydra resolves: the task validates out_dir itself
+        out_dir = None
+    return take(str(out_dir)) if out_dir else None
 
 
 def make_run_dir(cfg: Any, run_dir: str) -> None:

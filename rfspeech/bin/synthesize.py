@@ -32,6 +32,7 @@ import torch
 from omegaconf import OmegaConf
 
 from rfspeech.bin._cli import hydra_main, require
+from rfspeech.data.ids import utt_path
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.evaluate import tts
 from rfspeech.inference import collect_inputs, load_acoustic, load_generator, model_info, resolve_device, synthesize
@@ -53,7 +54,7 @@ def _wav_writer(out_dir: Path, sr: int) -> Any:
     def write(utt_id: str, wav: np.ndarray) -> None:
         buf = io.BytesIO()
         sf.write(buf, np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
-        with atomic_path(out_dir / f"{utt_id}.wav") as tmp:
+        with atomic_path(utt_path(out_dir, utt_id, ".wav")) as tmp:
             write_file(tmp, buf.getvalue())  # a full disk: OSError naming the file, not libsndfile's "System error."
 
     return write
@@ -186,7 +187,7 @@ def tts_task(cfg: Any) -> dict[str, Any]:
             if not res_m.mels:
                 raise DataError(f"nothing to synthesize: {len(res_m.bad)} text(s) unusable ({res_m.bad[0][1]})")
             for utt_id, mel in zip(res_m.utt_ids, res_m.mels):
-                with atomic_path(out_dir / f"{utt_id}.npy") as tmp:
+                with atomic_path(utt_path(out_dir, utt_id, ".npy")) as tmp:
                     save_npy(tmp, mel)
             a_params.save(out_dir / "feats.yaml")  # so rfspeech-synthesize checkpoint=VOC input_dir=out_dir checks them
             bad, n_done = res_m.bad, len(res_m.mels)

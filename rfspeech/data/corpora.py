@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rfspeech.data.audio import AUDIO_SUFFIXES
+from rfspeech.data.ids import id_problem, utt_path
 from rfspeech.errors import ConfigError, DataError
 
 #: LJSpeech's conventional held-out set: the last 500 sorted ids → 250 dev + 250 eval of 13,100.
@@ -54,9 +55,9 @@ def _decode(raw: bytes) -> tuple[str | None, str]:
         return None, f"text is not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})"
 
 
-def _find_audio(base: Path) -> Path | None:
+def _find_audio(folder: Path, utt_id: str) -> Path | None:
     for suffix in AUDIO_SUFFIXES:
-        p = base.with_suffix(suffix)
+        p = utt_path(folder, utt_id, suffix)  # "A.1" -> A.1.wav, not A.wav
         if p.is_file():
             return p
     return None
@@ -99,14 +100,15 @@ def scan_ljspeech(db_root: str | Path, speaker: str = "LJ") -> ScanResult:
             bad.append(BadFile(where, f"expected 3 '|'-separated fields (id|text|normalized text), got {len(fields)}"))
             continue
         utt_id, text, norm = (f.strip() for f in fields)
-        if not utt_id or "/" in utt_id or utt_id in (".", ".."):
-            bad.append(BadFile(where, f"invalid utterance id {utt_id!r}"))
+        why = id_problem(utt_id, ".flac", root / "wavs")
+        if why is not None:
+            bad.append(BadFile(where, f"invalid utterance id {utt_id!r} ({why})"))
             continue
         if utt_id in seen:
             bad.append(BadFile(where, f"duplicate utterance id {utt_id!r}"))
             continue
         seen.add(utt_id)
-        audio = _find_audio(root / "wavs" / utt_id)
+        audio = _find_audio(root / "wavs", utt_id)
         if audio is None:
             bad.append(BadFile(str(root / "wavs" / f"{utt_id}.wav"), f"audio file not found (listed in {where})"))
             continue
@@ -176,7 +178,11 @@ def scan_vctk(db_root: str | Path, layout: str = "auto", mic: str = "mic1",
             if layout == "0.92" and m["mic"] != mic:
                 continue
             utt_id = f"{spk}_{m['num']}"
-            txt = root / "txt" / spk / f"{utt_id}.txt"
+            why = id_problem(utt_id, ".wav", root)
+            if why is not None:
+                bad.append(BadFile(str(audio), f"invalid utterance id {utt_id!r} ({why})"))
+                continue
+            txt = utt_path(root / "txt" / spk, utt_id, ".txt")
             text: str | None = ""
             if txt.is_file():
                 text, why = _decode(txt.read_bytes())
@@ -216,6 +222,10 @@ def scan_folder(db_root: str | Path, speaker: str = "spk", recursive: bool = Tru
     for p in audio:
         rel = p.relative_to(root).with_suffix("")
         utt_id = "_".join(rel.parts)
+        why = id_problem(utt_id, ".wav", root)
+        if why is not None:
+            bad.append(BadFile(str(p), f"invalid utterance id {utt_id!r} ({why})"))
+            continue
         if utt_id in owner:
             bad.append(BadFile(str(p), f"duplicate utterance id {utt_id!r} (also {owner[utt_id]})"))
             continue

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from rfspeech.data.ids import utt_path
 from rfspeech.data.manifest import FEATS_YAML, MANIFEST, FeatureParams, Utterance, read_manifest
+from rfspeech.data.npy import check_features_header, load_features
 from rfspeech.errors import ConfigError, DataError
 
 _Item = TypeVar("_Item")
@@ -45,7 +47,7 @@ def read_audio(path: str | Path, sample_rate: int, peak_normalize: bool) -> np.n
 
 
 def feats_path(data_dir: Path, split: str, utt_id: str) -> Path:
-    return data_dir / split / "feats" / f"{utt_id}.npy"
+    return utt_path(data_dir / split / "feats", utt_id, ".npy")
 
 
 def load_corpus_params(data_dir: Path, feature_params: FeatureParams | None) -> FeatureParams:
@@ -80,13 +82,7 @@ def feats_frames(path: Path, utt_id: str, n_mels: int) -> int:
     """
     if not path.is_file():
         raise DataError(f"{path}: features of {utt_id} missing (run rfspeech-prepare with features)")
-    try:
-        shape = np.load(path, mmap_mode="r").shape
-    except (ValueError, OSError) as e:
-        raise DataError(f"{path}: unreadable features ({e})") from None
-    if len(shape) != 2 or shape[0] != n_mels:
-        raise DataError(f"{path}: expected features of shape ({n_mels}, frames), got {shape}")
-    return int(shape[1])
+    return int(check_features_header(path, n_mels).shape[1])
 
 
 class PreparedSplit(Dataset):
@@ -106,6 +102,10 @@ class PreparedSplit(Dataset):
         self.params = load_corpus_params(self.data_dir, feature_params)
         manifest = self.data_dir / split / MANIFEST
         self.utts: list[Utterance] = read_manifest(manifest) if manifest.is_file() else []
+        # Before any step: a missing audio file would otherwise surface at the first batch that draws it.
+        for line, u in enumerate(self.utts, start=2):
+            if not Path(u.audio).is_file():
+                raise DataError(f"{manifest}:{line}: audio of {u.utt_id!r} not found ({u.audio})")
         self._frames: list[int] | None = None
 
     def __len__(self) -> int:
@@ -125,12 +125,7 @@ class PreparedSplit(Dataset):
 
     def load_mel(self, index: int) -> np.ndarray:
         u = self.utts[index]
-        p = feats_path(self.data_dir, self.split, u.utt_id)
-        try:
-            mel = np.load(p).astype(np.float32, copy=False)
-        except (ValueError, OSError) as e:
-            raise DataError(f"{p}: unreadable features ({e})") from None
-        return mel
+        return load_features(feats_path(self.data_dir, self.split, u.utt_id), self.params.n_mels)
 
     def load_wav(self, index: int, frames: int) -> np.ndarray:
         """Audio of utterance ``index``, zero-padded or cut to ``frames · hop`` samples."""

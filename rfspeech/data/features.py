@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rfspeech.data.manifest import FEATS_YAML, STATS, FeatureParams
+from rfspeech.data.npy import read_header
 from rfspeech.errors import DataError
 from rfspeech.io import atomic_path
 
@@ -297,11 +298,13 @@ def load_mel(path: str | Path, n_mels: int | None = None, layout: str = "mels_fr
     path = Path(path)
     if layout not in MEL_LAYOUTS:
         raise DataError(f"mel layout must be one of {list(MEL_LAYOUTS)}, got {layout!r}")
+    # Header checked before allocation: shape vs file size, real float dtype (a forged header is one line).
+    header = read_header(path)
+    if header.dtype.kind != "f":
+        raise DataError(f"{path}: features of dtype {header.dtype}, expected real floating point (float32)")
     try:
         mel = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: feature file not found") from None
-    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty (0-byte) file
+    except (OSError, ValueError, EOFError) as e:
         raise DataError(f"{path}: unreadable feature file ({e.__class__.__name__})") from None
     shape = mel.shape
     if mel.ndim == 3 and shape[0] == 1 and layout != "frames_mels":

@@ -22,8 +22,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from rfspeech.data.ids import check_id
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.io import atomic_write_text, atomic_write_yaml
 
@@ -84,10 +83,14 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     if not rows or tuple(rows[0]) != _COLUMNS:
         raise DataError(f"{path}: first line must be the header {_HEADER!r}")
     out = []
+    seen: dict[str, int] = {}
     for i, row in enumerate(rows[1:], start=2):
         if len(row) != len(_COLUMNS):
             raise DataError(f"{path}:{i}: expected {len(_COLUMNS)} tab-separated fields, got {len(row)}")
         utt_id, audio, speaker, duration, text = row
+        check_id(utt_id, f"{path}:{i}")  # ids become file names (feats/<id>.npy, <out_dir>/<id>.wav)
+        if seen.setdefault(utt_id, i) != i:
+            raise DataError(f"{path}:{i}: duplicate utterance id {utt_id!r} (also line {seen[utt_id]})")
         try:
             dur = float(duration)
         except ValueError:
@@ -185,10 +188,9 @@ class FeatureParams:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: feature parameters not found (features must be extracted by rfspeech-prepare)")
-        try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise DataError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+        from rfspeech.strict_yaml import load_file
+
+        d = load_file(path, "feature parameters")  # not UTF-8, invalid YAML, duplicate keys: one line
         if not isinstance(d, dict):
             raise DataError(f"{path}: expected a mapping of feature parameters")
         return cls.from_dict(d, where=str(path))

@@ -25,6 +25,7 @@ import numpy as np
 from rfspeech.data.audio import read_audio, resample, trim_silence, write_audio
 from rfspeech.data.corpora import BadFile, Entry, scan_folder, scan_ljspeech, scan_vctk, split_by_speaker, split_sorted
 from rfspeech.data.features import FeatureExtractor, FeatureStats, mel_filterbank, min_samples
+from rfspeech.data.ids import utt_path
 from rfspeech.data.manifest import FEATS_YAML, MANIFEST, SPLITS, STATS, FeatureParams, Utterance, write_manifest
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.io import atomic_dir, atomic_write_text, atomic_write_yaml, save_npy
@@ -106,7 +107,7 @@ def _process(job: _Job) -> _Done:
                         f"{' after trimming' if job.trim else ''}; at least {shortest} needed)")
     stage = Path(job.stage)
     if changed:
-        write_audio(stage / "wavs" / f"{e.utt_id}.wav", wav, job.target_sr)
+        write_audio(utt_path(stage / "wavs", e.utt_id, ".wav"), wav, job.target_sr)
         audio = f"../wavs/{e.utt_id}.wav"  # relative to <split>/utts.tsv: the directory can move
     else:
         audio = str(Path(e.path).resolve())
@@ -117,7 +118,7 @@ def _process(job: _Job) -> _Done:
         # raw log-mel here; z-normalisation needs the train statistics, applied once splits are known
         mel = FeatureExtractor(replace(job.params, normalize=False))(wav)
         dt = time.process_time() - t0
-        save_npy(stage / _STAGE_FEATS / f"{e.utt_id}.npy", mel)
+        save_npy(utt_path(stage / _STAGE_FEATS, e.utt_id, ".npy"), mel)
         frames = mel.shape[1]
         s, s2 = mel.sum(axis=1, dtype=np.float64), np.square(mel, dtype=np.float64).sum(axis=1)
     return _Done(e.utt_id, audio, int(wav.shape[0]), frames, s, s2, dt)
@@ -317,8 +318,8 @@ def prepare(
                 d = by_id[e.utt_id]
                 rows.append(Utterance(e.utt_id, d.audio, e.speaker, d.num_samples / params.sample_rate, e.text))
                 if features:
-                    src = stage / _STAGE_FEATS / f"{e.utt_id}.npy"
-                    dst = stage / split / "feats" / f"{e.utt_id}.npy"
+                    src = utt_path(stage / _STAGE_FEATS, e.utt_id, ".npy")
+                    dst = utt_path(stage / split / "feats", e.utt_id, ".npy")
                     if stats is not None:
                         save_npy(dst, stats.normalize(np.load(src)))
                         src.unlink()

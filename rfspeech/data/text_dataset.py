@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from rfspeech.data.dataset import StepBatchSampler, feats_frames, feats_path, load_corpus_params
 from rfspeech.data.manifest import MANIFEST, FeatureParams, Utterance, read_manifest
+from rfspeech.data.npy import load_features
 from rfspeech.data.text import PAD_ID, text_to_sequence
 from rfspeech.errors import ConfigError, DataError
 
@@ -114,13 +115,10 @@ class TextMelDataset(Dataset):
 
     def load_mel(self, index: int) -> np.ndarray:
         path = self.feats_path(self.utts[index].utt_id)
-        try:
-            mel = np.load(path)
-        except (ValueError, OSError) as e:
-            raise DataError(f"{path}: unreadable features ({e})") from None
+        mel = load_features(path, self.params.n_mels)  # header checked first (size, real float dtype)
         if not np.isfinite(mel).all():
             raise DataError(f"{path}: features contain NaN or Inf")
-        return mel.astype(np.float32, copy=False)
+        return mel
 
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor, torch.Tensor]:
         return (self.utts[index].utt_id, torch.from_numpy(self.tokens[index].copy()),

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from rfspeech import strict_yaml
 from rfspeech.errors import DataError
 from rfspeech.evaluate.registry import REGISTRY, column_info
 from rfspeech.evaluate.runner import list_audio, read_metrics_csv
@@ -114,8 +115,8 @@ def _read_json(path: Path) -> Any:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        return strict_yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise DataError(f"{path}: unreadable YAML ({e.__class__.__name__})") from None
 
 

@@ -89,6 +89,10 @@ def _read(path: Path, role: str) -> tuple[np.ndarray, int]:
 
     if not path.is_file():
         raise _Bad(f"missing {role}", f"{path}: not found")
+    from rfspeech.data.audio import _wav_truncation  # libsndfile reads a cut-short data chunk without a word
+
+    if path.suffix.lower() == ".wav" and (why := _wav_truncation(path)):
+        raise _Bad("truncated", f"{path}: {why}")
     try:
         wav, sr = sf.read(str(path), dtype="float64", always_2d=True)
     except Exception as e:  # libsndfile raises LibsndfileError / RuntimeError / others on garbage

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rfspeech import integrity
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
 from rfspeech.layers.conv import iter_dilated_convs
@@ -186,6 +187,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise DataError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {first})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    integrity.verify(obj, path)  # a digest mismatch is a DataError like an unreadable file
     return obj
 
 

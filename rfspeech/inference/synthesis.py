@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from rfspeech.data.audio import read_audio, resample
 from rfspeech.data.features import FeatureExtractor, FeatureStats, load_mel
+from rfspeech.data.ids import id_problem, utt_path
 from rfspeech.data.manifest import FeatureParams, read_manifest
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.inference.speed import SpeedReport, device_name, prepare_for_inference
@@ -236,7 +237,7 @@ def collect_inputs(
     if manifest.is_file():
         kind = "manifest"
         for u in read_manifest(manifest):
-            npy = folder / "feats" / f"{u.utt_id}.npy"
+            npy = utt_path(folder / "feats", u.utt_id, ".npy")
             entries.append((u.utt_id, npy if npy.is_file() else None, Path(u.audio)))
     else:
         npys = sorted(folder.glob("*.npy"))
@@ -286,6 +287,8 @@ def collect_inputs(
     ids, mels, bad = [], [], []
     for utt_id, npy, audio in entries:
         try:
+            if (why := id_problem(utt_id, ".wav")) is not None:  # a file name that cannot name an output
+                raise DataError(f"invalid utterance id {utt_id!r} ({why})")
             if npy is not None:
                 mel = load_mel(npy, n_mels=model_params.n_mels, layout=mel_layout or "mels_frames")
                 if mel.shape[1] == 0 or not np.all(np.isfinite(mel)):

@@ -24,6 +24,7 @@ import yaml
 from torch import nn
 from torch.nn.utils import parametrize
 
+from rfspeech import strict_yaml
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.io import atomic_write_yaml
 from rfspeech.layers.conv import DilatedConv1d, strip_ddp_prefix
@@ -442,7 +443,7 @@ def load_structure(path: str | Path) -> dict[str, int]:
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read structure file ({e.__class__.__name__}: {e})") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = strict_yaml.safe_load(text)  # duplicate keys refused
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         raise DataError(f"{path}: invalid YAML ({first})") from None

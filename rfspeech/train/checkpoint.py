@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rfspeech import integrity
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.inference.loading import (
     extract_generator_state,
@@ -96,13 +97,15 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
     d = checkpoint_dir(out_dir)
     if not d.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CKPT_RE.match(p.name))]
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _CKPT_RE.match(p.name)) and not p.is_dir()]
     return [p for _, p in sorted(found)]
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """``torch.save`` to a temporary sibling, fsync, rename: a reader never sees half a file."""
     path = Path(path)
+    integrity.make_room(path)  # a directory named like the checkpoint would break the rename
+    state = integrity.seal(state)  # digest of the payload, verified by load_checkpoint
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         out = _WriteErrors(f)
         try:
@@ -135,7 +138,8 @@ class _WriteErrors:
 
 
 def load_latest(out_dir: str | Path, map_location: str | torch.device = "cpu", *, model_key: str = "generator",
-                what: str = "a training checkpoint (no generator/step)") -> tuple[Path, dict[str, Any]] | None:
+                what: str = "a training checkpoint (no generator/step)", required: tuple[str, ...] = (),
+                ) -> tuple[Path, dict[str, Any]] | None:
     """The newest readable step checkpoint of a run; unreadable newer ones are skipped with a warning.
 
     Args:
@@ -144,6 +148,8 @@ def load_latest(out_dir: str | Path, map_location: str | torch.device = "cpu", *
         model_key: entry a checkpoint of this kind of run must hold (with ``step``); files without it
             are skipped like unreadable ones.
         what: what such a file is, for the warning about a skipped one (``"<path>: not <what>; ..."``).
+        required: further entries a usable checkpoint must hold (a resume's optimiser states ...);
+            a readable file without them is skipped with a warning too.
 
     Returns:
         ``(path, state)`` or ``None`` when the run has no readable checkpoint.
@@ -156,6 +162,9 @@ def load_latest(out_dir: str | Path, map_location: str | torch.device = "cpu", *
             continue
         if model_key not in state or "step" not in state:
             log.warning("%s: not %s; falling back to the previous one", path, what)
+            continue
+        if missing := integrity.missing_entries(state, required):
+            log.warning("%s: incomplete checkpoint (lacks %s); falling back to the previous one", path, missing)
             continue
         return path, state
     return None

@@ -337,7 +337,7 @@ class BaseTrainer:
             if stale:
                 log.info("resume: removed %d partial checkpoint file(s) of an interrupted write", len(stale))
         found = ckpt.load_latest(self.out_dir, map_location="cpu", model_key=self.model_key,
-                                 what=self.checkpoint_what)
+                                 what=self.checkpoint_what, required=self.resume_keys)
         if found is None:
             present = ckpt.list_checkpoints(self.out_dir)
             if present:
