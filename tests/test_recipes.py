@@ -228,9 +228,12 @@ def compose_conf(conf: Path, primary: str) -> object:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+            # the search run's budget is set by the driver (voc.sh stage 3), not by which CLI loads the conf
+            budget = ["train.max_steps=${steps.search}"] if primary == "search" else []
             cfg = compose(config_name=primary, return_hydra_config=True, overrides=[
-                f"hydra.searchpath=[file://{conf.parent.parent}]", f"+{conf.parent.name}={conf.stem}", "data_dir=x"])
-            HydraConfig.instance().set_config(cfg)  # ${hydra:job.config_name} picks the steps of the run
+                f"hydra.searchpath=[file://{conf.parent.parent}]", f"+{conf.parent.name}={conf.stem}", "data_dir=x",
+                *budget])
+            HydraConfig.instance().set_config(cfg)
             with open_dict(cfg):
                 del cfg["hydra"]
             return OmegaConf.to_container(cfg, resolve=True)
@@ -253,6 +256,11 @@ def test_recipe_conf_composes_and_fits_the_recipe_mel(conf: Path) -> None:
     local = search["search"]["local"]
     assert search["train"]["max_steps"] >= local["search_interval"] * local["max_search_steps"]
     assert train["train"]["max_steps"] >= search["train"]["max_steps"]
+    # a pretrained start splits the searched arm's budget: search + fine-tune = the baseline's steps
+    if train.get("init_from"):
+        assert search["steps"]["search"] + search["steps"]["finetune"] == train["train"]["max_steps"]
+    # the conf reads the same whichever console script loads it
+    assert "hydra:" not in conf.read_text()
     mel = yaml.safe_load((recipes_dir() / "mel" / f"{recipe_mel(conf.parents[1])}.yaml").read_text())
     generator = instantiate(train["model"]["generator"], _convert_="all")
     assert generator.hop_length == mel["hop_length"]
