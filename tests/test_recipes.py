@@ -84,8 +84,29 @@ def test_recipe_layout_and_help(recipe: Path) -> None:
     r = run_recipe(recipe, "--help")
     assert r.returncode == 0, r.stderr
     for option in ("--stage", "--stop_stage", "--conf", "--tag", "--resume", "--n_gpus", "--db_root", "--seed",
-                   "--seeds"):
+                   "--seeds", "--from_scratch"):
         assert option in r.stdout
+
+
+def test_help_shows_the_recipes_own_defaults() -> None:
+    r = run_recipe(EGS / "mini" / "voc1", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "[conf/hifigan_tiny.yaml]" in r.stdout and "[1 2]" in r.stdout   # run.sh's, not the template's []
+    assert re.search(r"--n_gpus N .*\[0\]", r.stdout), r.stdout
+
+
+def test_pretrained_start_needs_its_checkpoint(tmp_path: Path) -> None:
+    conf = tmp_path / "conf" / "pre.yaml"
+    conf.parent.mkdir()
+    conf.write_text("# @package _global_\ninit_from: nope/checkpoint.pt   # a pretrained start\n")
+    r = run_recipe(EGS / "mini" / "voc1", "--stage", "2", "--stop_stage", "2", "--conf", str(conf),
+                   *isolated(tmp_path))
+    msg = one_line_error(r)
+    assert "init_from nope/checkpoint.pt not found" in msg and "--from_scratch true" in msg
+    # --from_scratch ignores it: the next missing input is the features
+    r = run_recipe(EGS / "mini" / "voc1", "--stage", "2", "--stop_stage", "2", "--conf", str(conf),
+                   "--from_scratch", "true", *isolated(tmp_path))
+    assert "hifigan/feats.yaml not found" in one_line_error(r)
 
 
 def one_line_error(r: subprocess.CompletedProcess[str], prefix: str = "error: ") -> str:
