@@ -84,8 +84,29 @@ def test_recipe_layout_and_help(recipe: Path) -> None:
     r = run_recipe(recipe, "--help")
     assert r.returncode == 0, r.stderr
     for option in ("--stage", "--stop_stage", "--conf", "--tag", "--resume", "--n_gpus", "--db_root", "--seed",
-                   "--seeds"):
+                   "--seeds", "--from_scratch"):
         assert option in r.stdout
+
+
+def test_help_shows_the_recipes_own_defaults() -> None:
+    r = run_recipe(EGS / "mini" / "voc1", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "[conf/hifigan_tiny.yaml]" in r.stdout and "[1 2]" in r.stdout   # run.sh's, not the template's []
+    assert re.search(r"--n_gpus N .*\[0\]", r.stdout), r.stdout
+
+
+def test_pretrained_start_needs_its_checkpoint(tmp_path: Path) -> None:
+    conf = tmp_path / "conf" / "pre.yaml"
+    conf.parent.mkdir()
+    conf.write_text("# @package _global_\ninit_from: nope/checkpoint.pt   # a pretrained start\n")
+    r = run_recipe(EGS / "mini" / "voc1", "--stage", "2", "--stop_stage", "2", "--conf", str(conf),
+                   *isolated(tmp_path))
+    msg = one_line_error(r)
+    assert "init_from nope/checkpoint.pt not found" in msg and "--from_scratch true" in msg
+    # --from_scratch ignores it: the next missing input is the features
+    r = run_recipe(EGS / "mini" / "voc1", "--stage", "2", "--stop_stage", "2", "--conf", str(conf),
+                   "--from_scratch", "true", *isolated(tmp_path))
+    assert "hifigan/feats.yaml not found" in one_line_error(r)
 
 
 def one_line_error(r: subprocess.CompletedProcess[str], prefix: str = "error: ") -> str:
@@ -228,9 +249,12 @@ def compose_conf(conf: Path, primary: str) -> object:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+            # the search run's budget is set by the driver (voc.sh stage 3), not by which CLI loads the conf
+            budget = ["train.max_steps=${steps.search}"] if primary == "search" else []
             cfg = compose(config_name=primary, return_hydra_config=True, overrides=[
-                f"hydra.searchpath=[file://{conf.parent.parent}]", f"+{conf.parent.name}={conf.stem}", "data_dir=x"])
-            HydraConfig.instance().set_config(cfg)  # ${hydra:job.config_name} picks the steps of the run
+                f"hydra.searchpath=[file://{conf.parent.parent}]", f"+{conf.parent.name}={conf.stem}", "data_dir=x",
+                *budget])
+            HydraConfig.instance().set_config(cfg)
             with open_dict(cfg):
                 del cfg["hydra"]
             return OmegaConf.to_container(cfg, resolve=True)
@@ -253,6 +277,11 @@ def test_recipe_conf_composes_and_fits_the_recipe_mel(conf: Path) -> None:
     local = search["search"]["local"]
     assert search["train"]["max_steps"] >= local["search_interval"] * local["max_search_steps"]
     assert train["train"]["max_steps"] >= search["train"]["max_steps"]
+    # a pretrained start splits the searched arm's budget: search + fine-tune = the baseline's steps
+    if train.get("init_from"):
+        assert search["steps"]["search"] + search["steps"]["finetune"] == train["train"]["max_steps"]
+    # the conf reads the same whichever console script loads it
+    assert "hydra:" not in conf.read_text()
     mel = yaml.safe_load((recipes_dir() / "mel" / f"{recipe_mel(conf.parents[1])}.yaml").read_text())
     generator = instantiate(train["model"]["generator"], _convert_="all")
     assert generator.hop_length == mel["hop_length"]

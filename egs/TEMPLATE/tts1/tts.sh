@@ -61,7 +61,10 @@ checkpoint=best       # acoustic checkpoint synthesized: best (validation mel L1
 datadir=data
 expdir=exp
 
-help_message=$(cat <<EOF
+# usage: the help text, printed by parse_options.sh on --help after the options before it are parsed, so the
+# defaults shown are the calling recipe's (run.sh passes its own before the command line's)
+usage() {
+  cat <<EOF
 Usage: $0 [options]
 Text-to-speech recipe: data -> features -> hand-designed acoustic model -> receptive-field search ->
 fine-tune -> vocoder + synthesis of the eval sentences -> MCD and duration error -> report
@@ -93,7 +96,7 @@ Options (--name value or --name=value; defaults in brackets):
                           extra overrides of the console scripts
   --download_url U, --download_dir D, --db_name N, --datadir D, --expdir D
 EOF
-)
+}
 
 # shellcheck source-path=SCRIPTDIR source=utils/parse_options.sh
 . utils/parse_options.sh
@@ -103,19 +106,6 @@ EOF
 stage_names[5]="vocoder + synthesize"
 
 # ------------------------------------------------------------------------------------------ helpers
-stage_start() { t0=${SECONDS}; }
-stage_done() { log "stage $1 ($(stage_name "$1")) done in $((SECONDS - t0)) s"; }
-
-# write_info RUN ARM SEED: info.json read by rfspeech-compare
-write_info() {
-  local tmp="$1/.info.json.tmp" name="$2"
-  [ "$3" = null ] || name="$2 seed $3"
-  mkdir -p "$1"
-  printf '{"name": "%s", "arm": "%s", "seed": %s, "experiment": "%s", "corpus": "%s", "mel": "%s", "task": "tts"}\n' \
-    "${name}" "$2" "$3" "${exp_name}" "${corpus}" "${mel}" > "${tmp}"
-  mv "${tmp}" "$1/info.json"
-}
-
 # train_tts RUN SEED [OVERRIDES...]: one rfspeech-train-tts run of the recipe conf (the run's own overrides
 # come last, so the search run keeps its budget under --train_opts "steps.train=N")
 train_tts() {
@@ -236,7 +226,7 @@ if run_stage 2; then
   cp "${conf}" "${expdir}/${exp_name}/conf.yaml"
   for s in "${seed_list[@]}"; do
     run="${expdir}/${exp_name}/hand_seed${s}"
-    write_info "${run}" hand-designed "${s}"
+    write_info "${run}" hand-designed "${s}" "${exp_name}" tts
     run_job "${exp_name}/hand_seed${s}" "${run}/logs/train.log" train_tts "${run}" "${s}"
   done
   wait_runs 2
@@ -278,7 +268,7 @@ if run_stage 4 && [ "${search}" = true ]; then
     structure="${expdir}/${exp_name}/search_seed${s}/structure.yaml"
     mkdir -p "${run}"
     cp "${structure}" "${run}/structure.yaml"
-    write_info "${run}" searched "${s}"
+    write_info "${run}" searched "${s}" "${exp_name}" tts
     run_job "${exp_name}/searched_seed${s}" "${run}/logs/train.log" train_tts "${run}" "${s}" "structure=${structure}"
   done
   wait_runs 4
@@ -304,7 +294,7 @@ if run_stage 5; then
   log "stage 5: synthesizing the eval sentences of ${feats}/eval from text"
   run_each synthesize.log synthesize_run "${runs[@]}"
   if [ "${copy_synthesis}" = true ]; then
-    write_info "${copysyn}" "vocoder copy-synthesis" null
+    write_info "${copysyn}" "vocoder copy-synthesis" null "${exp_name}" tts
     run_job "${exp_name}/vocoder_copysyn" "${copysyn}/logs/synthesize.log" rfspeech-synthesize \
       "checkpoint=${vocoder}" "input_dir=${feats}/eval" "out_dir=${copysyn}/synth" "device=${device}" progress=false
   fi

@@ -12,6 +12,15 @@
 #    2  train the hand-designed baseline of every conf   -> exp/<name>/hand_seed<S>/
 #    3  receptive-field search (global + local)          -> exp/<name>/search_seed<S>/structure.yaml
 #    4  fine-tune the searched structure, same budget    -> exp/<name>/searched_seed<S>/
+# Budgets: a recipe conf sets steps.train (stages 2 and 4) and steps.search (stage 3), with
+# train.max_steps: ${steps.train}; this driver gives each run its own (train.max_steps=${steps.search} in
+# stage 3), so a conf reads the same whichever console script loads it.
+# Pretrained start: a conf with a top-level init_from (a trained hand-designed checkpoint, e.g. the mini
+# recipe's egs/mini/pretrained/) compares fine-tuning instead of training from scratch: stage 2 continues
+# the checkpoint for steps.train steps; stage 3 wraps the same checkpoint for the search
+# (search.searchable.warm_start=true: its output is unchanged at step 0) for steps.search steps; stage 4
+# fine-tunes the searched structure from the search run's weights for steps.finetune steps
+# (steps.search + steps.finetune = steps.train: the same budget). --from_scratch true ignores init_from.
 #    5  synthesize the eval split with every model       -> exp/<name>/<run>/synth/*.wav, speed.json
 #    6  evaluate (MCD, PESQ, STOI, F0, MR-STFT, mel L1)  -> exp/<name>/<run>/eval/{metrics.csv,summary.json}
 #    7  compare                                          -> exp/<name>/report.html, report.md
@@ -47,11 +56,15 @@ compare_opts=""       # extra rfspeech-compare overrides (stage 7)
 search=true           # false: hand-designed arm only (stages 3 and 4 skipped)
 shared_search=false   # true: one search (first seed) fine-tuned with every seed; false: one search per seed
 checkpoint=best       # checkpoint synthesized: best (validation mel L1) | last
+from_scratch=false    # true: train every run from scratch even where the conf sets init_from (pretrained)
 launcher=""           # Hydra launcher overrides: stages 2-4 become one multirun per conf over the seeds
 datadir=data
 expdir=exp
 
-help_message=$(cat <<EOF
+# usage: the help text, printed by parse_options.sh on --help after the options before it are parsed, so the
+# defaults shown are the calling recipe's (run.sh passes its own before the command line's)
+usage() {
+  cat <<EOF
 Usage: $0 [options]
 Vocoder recipe: data -> features -> hand-designed baseline -> receptive-field search -> fine-tune
 -> synthesize -> evaluate -> report (exp/<name>/report.html). Paths are relative to the recipe directory.
@@ -74,13 +87,14 @@ Options (--name value or --name=value; defaults in brackets):
   --search B          run the searched arm (stages 3-4) [${search}]
   --shared_search B   one search shared by all seeds [${shared_search}]
   --checkpoint C      best | last [${checkpoint}]
+  --from_scratch B    ignore the confs' init_from (pretrained start): train from scratch [${from_scratch}]
   --launcher "k=v ..." run stages 2-4 as Hydra multiruns over the seeds through a launcher plugin,
                       e.g. "hydra/launcher=submitit_slurm hydra.launcher.gpus_per_node=1" [${launcher}]
   --prepare_opts, --train_opts, --search_opts, --synth_opts, --eval_opts, --compare_opts "k=v ..."
                       extra overrides of the console scripts
   --download_url U, --download_dir D, --db_name N, --datadir D, --expdir D
 EOF
-)
+}
 
 # shellcheck source-path=SCRIPTDIR source=utils/parse_options.sh
 . utils/parse_options.sh
@@ -88,25 +102,7 @@ EOF
 . utils/lib.sh
 
 # ------------------------------------------------------------------------------------------ helpers
-# CPU seconds (user + system) of every finished child of this shell: bash's times, which must run in this
-# shell itself (a $(...) subshell would count its own, empty, children), so it goes through a file.
-cpu_tmp=$(mktemp)
-trap 'rm -f "${cpu_tmp}"' EXIT
-cpu_mark() { times > "${cpu_tmp}"; }
-cpu_read() {
-  tail -n 1 "${cpu_tmp}" | awk '{ t = 0; for (i = 1; i <= NF; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] } printf "%.0f", t }'
-}
-stage_start() { t0=${SECONDS}; cpu_mark; c0=$(cpu_read); }
-stage_done() { cpu_mark; log "stage $1 done in $((SECONDS - t0)) s wall, $(($(cpu_read) - c0)) s cpu"; }
 run_cpu_times=true  # every run (lib.sh's run_job) also reports its CPU time
-
-# write_info RUN ARM SEED CONFNAME: info.json read by rfspeech-compare
-write_info() {
-  local tmp="$1/.info.json.tmp"
-  printf '{"name": "%s seed %s", "arm": "%s", "seed": %s, "experiment": "%s", "corpus": "%s", "mel": "%s"}\n' \
-    "$2" "$3" "$2" "$3" "$4" "${corpus}" "${mel}" > "${tmp}"
-  mv "${tmp}" "$1/info.json"
-}
 
 # train_run NAME RUN SEED ARM [OVERRIDES...]: rfspeech-train, then its receptive field and info.json
 train_run() {
@@ -226,6 +222,43 @@ search_seeds=("${seed_list[@]}")
 search_dir_of() {
   if [ "${shared_search}" = true ]; then echo "${expdir}/$1/search_seed${seed_list[0]}"; else echo "${expdir}/$1/search_seed$2"; fi
 }
+# Budgets of the search run and of the searched fine-tune from pretrained weights (Hydra interpolations of the
+# conf's steps.*, resolved by the console scripts)
+# shellcheck disable=SC2016
+search_budget='train.max_steps=${steps.search}' finetune_budget='train.max_steps=${steps.finetune}'
+# Start of each arm: from the conf's init_from (pretrained) unless --from_scratch true.
+declare -A pretrained=()
+for name in "${names[@]}"; do
+  init=$(sed -n 's/^init_from: *\([^ #]*\).*/\1/p' "${conf_file[${name}]}")
+  if [ -n "${init}" ] && [ "${init}" != null ] && [ "${from_scratch}" = false ]; then
+    pretrained[${name}]=${init}
+    if run_stage 2 || run_stage 3; then
+      [ -f "${init}" ] || die "conf ${conf_file[${name}]}: init_from ${init} not found (make it with the recipe's local/pretrain.sh, or pass --from_scratch true)"
+    fi
+    [ "${#launcher_args[@]}" -eq 0 ] || die "--launcher: not available with a pretrained start (conf ${conf_file[${name}]} sets init_from); use --nj"
+  fi
+done
+# start_of NAME: start_hand and start_search, the overrides of stages 2 and 3 that choose the start
+start_of() {
+  if [ -n "${pretrained[$1]:-}" ]; then
+    start_hand=()
+    start_search=(search.searchable.warm_start=true)
+  else
+    start_hand=(init_from=null)
+    start_search=(init_from=null)
+  fi
+}
+# searched_start NAME SEARCH_RUN: start_searched, the overrides of stage 4 (pretrained: the search run's last
+# weights, trained for steps.finetune more steps; from scratch: steps.train steps)
+searched_start() {
+  local last
+  start_searched=(init_from=null)
+  [ -n "${pretrained[$1]:-}" ] || return 0
+  last=$(find "$2/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2> /dev/null | sort | tail -n 1)
+  [ -n "${last}" ] || die "stage 4 ($(stage_name 4)): no step checkpoint in $2/checkpoints; run stage 3 ($(stage_name 3)) first"
+  start_searched=("init_from=${last}" "${finetune_budget}")
+}
+
 # every trained run of every experiment
 mapfile -t all_runs < <(runs_of "${names[@]}")
 
@@ -243,16 +276,18 @@ if run_stage 2; then
   need "${feats}/train/utts.tsv" 1 2
   log "stage 2: training the hand-designed baselines (${#names[@]} experiment(s) x ${#seed_list[@]} seed(s))"
   for name in "${names[@]}"; do
+    start_of "${name}"
     mkdir -p "${expdir}/${name}"
     cp "${conf_file[${name}]}" "${expdir}/${name}/conf.yaml"
     if [ "${#launcher_args[@]}" -gt 0 ]; then
       run_job "${name}/hand (multirun)" "${expdir}/${name}/logs/train_hand.log" \
-        multirun_train "${name}" hand hand-designed
+        multirun_train "${name}" hand hand-designed "${start_hand[@]}"
       continue
     fi
     for s in "${seed_list[@]}"; do
       run="${expdir}/${name}/hand_seed${s}"
-      run_job "${name}/hand_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" hand-designed
+      run_job "${name}/hand_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" hand-designed \
+        "${start_hand[@]}"
     done
   done
   wait_runs 2
@@ -266,16 +301,19 @@ if run_stage 3 && [ "${search}" = true ]; then
   need "${feats}/train/utts.tsv" 1 3
   log "stage 3: receptive-field search (${#names[@]} experiment(s) x ${#search_seeds[@]} seed(s))"
   for name in "${names[@]}"; do
+    start_of "${name}"
     if [ "${#launcher_args[@]}" -gt 0 ]; then
       run_job "${name}/search (multirun)" "${expdir}/${name}/logs/search.log" \
-        multirun rfspeech-search "${name}" search "${search_args[@]}"
+        multirun rfspeech-search "${name}" search "${search_budget}" "${start_search[@]}" \
+        "${search_args[@]}"
       continue
     fi
     for s in "${search_seeds[@]}"; do
       run="${expdir}/${name}/search_seed${s}"
       run_job "${name}/search_seed${s}" "${run}/logs/search.log" "${search_cmd[@]}" "${hydra_conf[@]}" \
         "+${conf_group[${name}]}=${conf_name[${name}]}" "data_dir=${feats}" "out_dir=${run}" "seed=${s}" \
-        "device=${device}" "resume=${resume}" progress=false "${search_args[@]}"
+        "device=${device}" "resume=${resume}" progress=false "${search_budget}" \
+        "${start_search[@]}" "${search_args[@]}"
     done
   done
   wait_runs 3
@@ -297,8 +335,9 @@ if run_stage 4 && [ "${search}" = true ]; then
       mkdir -p "${run}"
       cp "${structure}" "${run}/structure.yaml"
       [ "${#launcher_args[@]}" -eq 0 ] || continue
+      searched_start "${name}" "$(search_dir_of "${name}" "${s}")"
       run_job "${name}/searched_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" searched \
-        "structure=${structure}"
+        "structure=${structure}" "${start_searched[@]}"
     done
     if [ "${#launcher_args[@]}" -gt 0 ]; then
       structure="$(abspath "${expdir}/${name}")/search_seed\${seed}/structure.yaml"

@@ -7,6 +7,7 @@
 #
 #   bash egs/mini/tts1/run.sh                                   # everything
 #   bash egs/mini/tts1/run.sh --stage 5 --stop_stage 7          # re-synthesize, evaluate, compare
+#   bash egs/mini/tts1/run.sh --vocoder_checkpoint ""       # train the tiny vocoder in stage 5 instead
 #   bash egs/mini/tts1/run.sh --vocoder_checkpoint ../voc1/exp/hifigan_tiny/hand_seed1/checkpoints/best.pt
 #   bash egs/mini/tts1/run.sh --help                            # every option (egs/TEMPLATE/tts1/tts.sh)
 #
@@ -21,6 +22,8 @@ for arg in "$@"; do
 done
 
 # 50 utterances: 6 dev (validation) and 8 eval (held-out sentences synthesized and evaluated), 36 train.
+# The vocoder is the pretrained tiny HiFi-GAN (egs/mini/pretrained, made by egs/mini/local/pretrain.sh on the
+# same corpus with the same 8 eval sentences held out): a few hundred steps of vocoder training buzz.
 ./tts.sh \
   --corpus ljspeech \
   --db_root ../corpus \
@@ -28,6 +31,7 @@ done
   --prepare_opts "corpus.dev_size=6 corpus.eval_size=8" \
   --conf conf/acoustic_tiny.yaml \
   --vocoder_conf conf/hifigan_tiny.yaml \
+  --vocoder_checkpoint ../pretrained/hifigan_tiny/checkpoint.pt \
   "${seed_opts[@]}" \
   --n_gpus 0 \
   --nj 2 \

@@ -10,7 +10,7 @@
 # The functions read the driver's options and settings (stage, stop_stage, tag, nj, threads, n_gpus, seed,
 # seeds, search, checkpoint, corpus, mel, db_name, db_root, download_url, download_dir, datadir, expdir,
 # prepare_args) when they are called, so a driver may set those after sourcing this file; data_stages also
-# calls the driver's stage_start and stage_done.
+# is timed by stage_start and stage_done.
 # shellcheck disable=SC2154  # the variables above are the driver's: this file alone never assigns them
 
 # ------------------------------------------------------------------------------------------ logging, stages
@@ -27,6 +27,29 @@ stage_name() { echo "${stage_names[$1]:-stage $1}"; }
 
 # run_stage N: true when stage N lies in [stage, stop_stage]
 run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+
+# CPU seconds (user + system) of every finished child of this shell: bash's times, which must run in this
+# shell itself (a $(...) subshell would count its own, empty, children), so it goes through a file.
+cpu_tmp=$(mktemp)
+trap 'rm -f "${cpu_tmp}"' EXIT
+cpu_mark() { times > "${cpu_tmp}"; }
+cpu_read() {
+  tail -n 1 "${cpu_tmp}" | awk '{ t = 0; for (i = 1; i <= NF; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] } printf "%.0f", t }'
+}
+# stage_start; ...; stage_done N: log stage N's wall and CPU time
+stage_start() { t0=${SECONDS}; cpu_mark; c0=$(cpu_read); }
+stage_done() { cpu_mark; log "stage $1 ($(stage_name "$1")) done in $((SECONDS - t0)) s wall, $(($(cpu_read) - c0)) s cpu"; }
+
+# write_info RUN ARM SEED EXPERIMENT [TASK]: RUN/info.json, read by rfspeech-compare (SEED null: no seed)
+write_info() {
+  local tmp="$1/.info.json.tmp" name="$2" task=""
+  [ "$3" = null ] || name="$2 seed $3"
+  [ -z "${5:-}" ] || task=", \"task\": \"$5\""
+  mkdir -p "$1"
+  printf '{"name": "%s", "arm": "%s", "seed": %s, "experiment": "%s", "corpus": "%s", "mel": "%s"%s}\n' \
+    "${name}" "$2" "$3" "$4" "${corpus}" "${mel}" "${task}" > "${tmp}"
+  mv "${tmp}" "$1/info.json"
+}
 
 # need FILE STAGE_THAT_MAKES_IT CURRENT_STAGE: one-line error when an input is missing
 need() {

@@ -6,14 +6,15 @@
 #
 # `--foo-bar VALUE` (or `--foo-bar=VALUE`) sets the shell variable `foo_bar`, which must already
 # exist: an unknown option is an error.  A variable whose default is true/false only takes
-# true/false.  `--help` prints $help_message (when set) and exits.  Positional arguments stay in "$@".
+# true/false.  `--help` prints the script's `usage` function's output (when defined; it runs then, so
+# it shows the values of the options parsed before --help), else $help_message, and exits.  Positional arguments stay in "$@".
 # (Kaldi reserves --config; rfspeech recipes use --conf.)
 
 __rf_positional=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
-      printf '%s\n' "${help_message:-no help available}"
+      if declare -F usage > /dev/null; then usage; else printf '%s\n' "${help_message:-no help available}"; fi
       exit 0
       ;;
     --)
