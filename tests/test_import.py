@@ -459,7 +459,7 @@ def test_bigvgan_import_round_trip(tmp_path):
     from rfspeech.inference.foreign import bigvgan as mapping
 
     cfg = {"resblock": "1", "upsample_rates": [4, 4, 2, 2, 2, 2], "upsample_kernel_sizes": [8, 8, 4, 4, 4, 4],
-           "upsample_initial_channel": 32, "resblock_kernel_sizes": [3, 7, 11],
+           "upsample_initial_channel": 128, "resblock_kernel_sizes": [3, 7, 11],
            "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "activation": "snakebeta",
            "snake_logscale": True, "use_tanh_at_final": False, "use_bias_at_final": False, "num_mels": 80,
            "n_fft": 1024, "hop_size": 256, "win_size": 1024, "sampling_rate": 22050, "fmin": 0, "fmax": None}

@@ -70,7 +70,7 @@ def test_bad_options(tmp_path: Path) -> None:
     assert "--length_scale" in one_line_error(run(MINI, tmp_path, "--length_scale", "-1"))
     msg = one_line_error(run(MINI, tmp_path, "--conf", "conf/nope.yaml"))
     assert msg == "error: conf conf/nope.yaml not found (see ls conf/)"
-    msg = one_line_error(run(MINI, tmp_path, "--stage", "5", "--vocoder_conf", ""))
+    msg = one_line_error(run(MINI, tmp_path, "--stage", "5", "--vocoder_conf", "", "--vocoder_checkpoint", ""))
     assert "stage 5 (vocoder + synthesize): give --vocoder_conf" in msg
     assert not (tmp_path / "data").exists() and not (tmp_path / "exp").exists()
 

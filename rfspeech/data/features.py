@@ -305,7 +305,7 @@ def load_mel(path: str | Path, n_mels: int | None = None, layout: str = "mels_fr
     try:
         mel = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: unreadable feature file ({e.__class__.__name__})") from None
+        raise DataError(f"{path}: unreadable features ({e.__class__.__name__})") from None
     shape = mel.shape
     if mel.ndim == 3 and shape[0] == 1 and layout != "frames_mels":
         mel = mel[0]  # (1, n_mels, T): HiFi-GAN's inference_e2e.py input
@@ -320,7 +320,7 @@ def load_mel(path: str | Path, n_mels: int | None = None, layout: str = "mels_fr
         mel = mel.T
     if mel.ndim != 2 or (n_mels is not None and mel.shape[0] != n_mels):
         want = "(frames, n_mels)" if layout == "frames_mels" else "(n_mels, frames) or (1, n_mels, frames)"
-        raise DataError(f"{path}: feature of shape {shape}, expected {want} with n_mels={n_mels}")
+        raise DataError(f"{path}: expected features of shape {want} with n_mels={n_mels}, got {shape}")
     return np.ascontiguousarray(mel, dtype=np.float32)
 
 

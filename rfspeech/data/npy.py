@@ -59,7 +59,7 @@ def read_header(path: str | os.PathLike[str]) -> NpyHeader:
     except FileNotFoundError:
         raise DataError(f"{path}: feature file not found") from None
     except (OSError, ValueError, EOFError, SyntaxError, TypeError) as e:
-        raise DataError(f"{path}: not a readable .npy file ({e.__class__.__name__}: {_short(e)})") from None
+        raise DataError(f"{path}: unreadable features, not a .npy file ({e.__class__.__name__}: {_short(e)})") from None
     if dtype.hasobject:
         raise DataError(f"{path}: holds Python objects (dtype {dtype}), not numbers; refused (no pickles)")
     if any(not isinstance(n, int) or n < 0 for n in shape):
@@ -83,7 +83,7 @@ def check_features_header(path: str | os.PathLike[str], n_mels: int | None = Non
     if h.dtype.kind != "f":
         raise DataError(f"{path}: features of dtype {h.dtype}, expected real floating point (float32)")
     if len(h.shape) != 2 or (n_mels is not None and h.shape[0] != n_mels):
-        raise DataError(f"{path}: feature of shape {h.shape}, expected ({n_mels if n_mels else 'n_mels'}, frames)")
+        raise DataError(f"{path}: expected features of shape ({n_mels if n_mels else 'n_mels'}, frames), got {h.shape}")
     return h
 
 
@@ -97,7 +97,7 @@ def load_features(path: str | os.PathLike[str], n_mels: int | None = None) -> np
     try:
         mel = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: unreadable feature file ({e.__class__.__name__}: {_short(e)})") from None
+        raise DataError(f"{path}: unreadable features ({e.__class__.__name__}: {_short(e)})") from None
     return mel.astype(np.float32, copy=False)
 
 

@@ -295,7 +295,7 @@ def synthesis_features(checkpoint: str | Path, params: FeatureParams,
     from dataclasses import replace
 
     from rfspeech.data.features import FeatureStats
-    from rfspeech.train.checkpoint import load_checkpoint
+    from rfspeech.inference.loading import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     inf = state.get("inference_feature_params")
