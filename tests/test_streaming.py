@@ -202,3 +202,25 @@ def test_sample_rate_must_be_positive(tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match="sample_rate must be a positive integer"):
         rf_run(_compose_rf("model=hifigan_v3", f"out_dir={tmp_path}", "sample_rate=-5"))
     assert not (tmp_path / "rf.json").exists()
+
+
+def test_rf_sample_rate_from_the_checkpoint(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from hydra.utils import instantiate
+
+    from rfspeech.bin.rf import run as rf_run
+    from rfspeech.data.manifest import FeatureParams
+    from rfspeech.train.checkpoint import save_checkpoint
+
+    node = {"_target_": "rfspeech.models.hifigan.HiFiGANGenerator", "in_channels": 80,
+            **HIFIGAN_V3, "upsample_initial_channel": 16}
+    ckpt = save_checkpoint(tmp_path / "g.pt", {"generator": instantiate(node).state_dict(), "step": 0,
+                                               "structure": None, "config": {"model": {"generator": node}},
+                                               "feature_params": FeatureParams(sample_rate=24000).to_dict()})
+    rf_run(_compose_rf(f"checkpoint={ckpt}", f"out_dir={tmp_path / 'a'}", "segment=32", "hints=false"))
+    la = json.loads((tmp_path / "a" / "rf.json").read_text())["lookahead"]
+    assert la["sample_rate"] == 24000 and la["lookahead_ms"] == pytest.approx(1000 * 11 * 256 / 24000, abs=1e-3)
+    rf_run(_compose_rf(f"checkpoint={ckpt}", f"out_dir={tmp_path / 'b'}", "segment=32", "sample_rate=16000",
+                       "hints=false"))
+    assert json.loads((tmp_path / "b" / "rf.json").read_text())["lookahead"]["sample_rate"] == 16000
