@@ -62,9 +62,22 @@ def _wavenet() -> WaveNetGenerator:
     return WaveNetGenerator(layers=6, stacks=2, residual_channels=16, gate_channels=32, skip_channels=16).eval()
 
 
-@pytest.mark.parametrize("family", ["v1", "v3", "merged", "wavenet"])
+def _bigvgan() -> torch.nn.Module:
+    """recipes/model/bigvgan_debug.yaml at 64 channels (anti-aliased SnakeBeta AMP blocks)."""
+    import yaml
+    from hydra.utils import instantiate
+
+    from rfspeech.config import recipes_dir
+
+    cfg = yaml.safe_load((recipes_dir() / "model" / "bigvgan_debug.yaml").read_text())["generator"]
+    return instantiate({**cfg, "upsample_initial_channel": 64}).eval()
+
+
+@pytest.mark.parametrize("family", ["v1", "v3", "merged", "wavenet",
+                                    # its traced graph is large: the export alone takes ~40 s on one core
+                                    pytest.param("bigvgan", marks=pytest.mark.slow)])
 def test_onnx_parity_on_real_mel_full_and_chunked(family: str, real_mel: torch.Tensor, tmp_path: Path) -> None:
-    g = {"v1": _v1, "v3": _v3, "merged": _merged, "wavenet": _wavenet}[family]()
+    g = {"v1": _v1, "v3": _v3, "merged": _merged, "wavenet": _wavenet, "bigvgan": _bigvgan}[family]()
     path = export_onnx(g, tmp_path / "g.onnx")
     ort = OnnxRuntimeGenerator(path, threads=1)
     assert (ort.in_channels, ort.hop_length) == (80, 256)

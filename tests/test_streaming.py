@@ -121,3 +121,106 @@ def test_stream_bad_input() -> None:
         StreamingSynthesizer(g, 2).push(torch.randn(N_MELS, 1), torch.randn(1, 1, 256))
     s.reset()
     assert s.push(torch.randn(N_MELS, 1)).shape == (1, 1, 0)
+
+
+# ------------------------------------------------------------------------------------------ one set of look-ahead keys
+
+
+def _compose_rf(*overrides: str):  # noqa: ANN202 - DictConfig
+    from hydra import compose, initialize_config_dir
+
+    from rfspeech.config import recipes_dir
+
+    with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+        return compose(config_name="rf", overrides=list(overrides))
+
+
+def _eval(folder, arm: str, dilations: dict | None = None) -> None:  # noqa: ANN001
+    import json
+
+    from rfspeech.evaluate.runner import build_summary
+
+    rows = [{"utt_id": f"u{i}", "status": "ok", "speaker": "", "warnings": "", "errors": "", "mcd": 5.0 + i / 10}
+            for i in range(4)]
+    (folder / "eval").mkdir(parents=True)
+    (folder / "eval" / "summary.json").write_text(json.dumps(build_summary(rows, ["mcd"])))
+    (folder / "info.json").write_text(json.dumps({"arm": arm, **({"dilations": dilations} if dilations else {})}))
+
+
+def test_rf_json_and_structure_yaml_share_the_report_keys(tmp_path, capsys) -> None:  # noqa: ANN001
+    """rfspeech-rf's rf.json and a search's structure.yaml record the look-ahead under the keys the compare
+    report reads, with the same numbers for the same dilations; the report shows both arms'."""
+    import json
+
+    from hydra.utils import instantiate
+
+    from rfspeech.bin.rf import run as rf_run
+    from rfspeech.evaluate.report_data import aggregate, arms_of, load_experiment
+    from rfspeech.evaluate.report_md import render_markdown
+    from rfspeech.rf.lookahead import RECORD_KEYS, lookahead_record
+    from rfspeech.search import apply_structure, export_structure, receptive_field, save_structure
+
+    # hand-designed arm: rfspeech-rf on the recipe's V3 at 24 kHz (sample_rate= without '+')
+    hand = tmp_path / "hand"
+    rf_run(_compose_rf("model=hifigan_v3", f"out_dir={hand}", "sample_rate=24000", "hints=false"))
+    assert "look-ahead 11 frames (117.3 ms)" in capsys.readouterr().out
+    la = json.loads((hand / "rf.json").read_text())["lookahead"]
+    assert (la["lookahead_frames"], la["history_frames"], la["lookahead_ms"], la["sample_rate"]) == (11, 11, 117.333,
+                                                                                                    24000)
+    assert la["lookahead_mean_frames"] == pytest.approx(9.587890625)  # what the search budget bounds
+    g = instantiate(_compose_rf("model=hifigan_v3").model.generator)
+    _eval(hand, "hand-designed", export_structure(g))
+
+    # searched arm: structure.yaml as the search writes it, receptive_field + the look-ahead record
+    searched = tmp_path / "searched"
+    structure = {p: d + 2 for p, d in export_structure(g).items()}
+    apply_structure(g, structure, mode="single")
+    record = lookahead_record(g, 24000)
+    assert set(record) == set(RECORD_KEYS)
+    save_structure(searched / "structure.yaml", structure, {"mode": "single"}, {**receptive_field(g), **record})
+    _eval(searched, "searched")
+    # rfspeech-rf structure= on the same file gives the same numbers under the same keys
+    rf_run(_compose_rf("model=hifigan_v3", f"structure={searched / 'structure.yaml'}", f"out_dir={tmp_path / 'rf2'}",
+                       "sample_rate=24000", "hints=false"))
+    la2 = json.loads((tmp_path / "rf2" / "rf.json").read_text())["lookahead"]
+    assert {k: la2[k] for k in RECORD_KEYS} == record and record["lookahead_frames"] > 11
+
+    exps = [load_experiment(hand), load_experiment(searched)]
+    assert exps[0].context["lookahead_frames"] == 11 and exps[1].context == {
+        k: record[k] for k in exps[1].context}
+    arms = arms_of(exps)
+    md = render_markdown(aggregate(exps, title="t", created="now", reference_arm="hand-designed", arms=arms,
+                                   utterances=[], ref_audio={}, figures=[]))
+    row = next(line for line in md.splitlines() if line.startswith("| look-ahead / history"))
+    assert "look-ahead 11 frames (117.3 ms) / history 11 frames (117.3 ms)" in row
+    assert f"look-ahead {record['lookahead_frames']} frames ({record['lookahead_ms']:.1f} ms)" in row
+
+
+def test_sample_rate_must_be_positive(tmp_path) -> None:  # noqa: ANN001
+    from rfspeech.bin.rf import run as rf_run
+
+    with pytest.raises(ConfigError, match="sample_rate must be a positive integer"):
+        rf_run(_compose_rf("model=hifigan_v3", f"out_dir={tmp_path}", "sample_rate=-5"))
+    assert not (tmp_path / "rf.json").exists()
+
+
+def test_rf_sample_rate_from_the_checkpoint(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from hydra.utils import instantiate
+
+    from rfspeech.bin.rf import run as rf_run
+    from rfspeech.data.manifest import FeatureParams
+    from rfspeech.train.checkpoint import save_checkpoint
+
+    node = {"_target_": "rfspeech.models.hifigan.HiFiGANGenerator", "in_channels": 80,
+            **HIFIGAN_V3, "upsample_initial_channel": 16}
+    ckpt = save_checkpoint(tmp_path / "g.pt", {"generator": instantiate(node).state_dict(), "step": 0,
+                                               "structure": None, "config": {"model": {"generator": node}},
+                                               "feature_params": FeatureParams(sample_rate=24000).to_dict()})
+    rf_run(_compose_rf(f"checkpoint={ckpt}", f"out_dir={tmp_path / 'a'}", "segment=32", "hints=false"))
+    la = json.loads((tmp_path / "a" / "rf.json").read_text())["lookahead"]
+    assert la["sample_rate"] == 24000 and la["lookahead_ms"] == pytest.approx(1000 * 11 * 256 / 24000, abs=1e-3)
+    rf_run(_compose_rf(f"checkpoint={ckpt}", f"out_dir={tmp_path / 'b'}", "segment=32", "sample_rate=16000",
+                       "hints=false"))
+    assert json.loads((tmp_path / "b" / "rf.json").read_text())["lookahead"]["sample_rate"] == 16000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -195,3 +196,151 @@ def test_cli_bad_arguments(checkpoint: Path, tmp_path: Path) -> None:
     assert r.returncode == 2 and "none" in r.stderr
     r = _cli(f"checkpoint={checkpoint}", cwd=tmp_path)
     assert r.returncode == 2 and "input_dir is required" in r.stderr
+
+
+# --------------------------------------------------------------------------- chunked / ONNX Runtime / bad input
+
+
+def _tiny() -> nn.Module:
+    from rfspeech.models.hifigan import HiFiGANGenerator
+
+    torch.manual_seed(0)
+    return HiFiGANGenerator(**{k: v for k, v in TINY_GENERATOR.items() if k != "_target_"}).eval()
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_synthesize_chunked_equals_whole(batch_size: int) -> None:
+    """The library call the CLI makes: chunked == whole utterance (float32, ≤ 1e-5), padded batches too."""
+    from rfspeech.rf.lookahead import context
+
+    g = _tiny()
+    ctx = context(g)
+    rng = np.random.default_rng(1)
+    n = 2 * ctx.overlap_frames + 9  # long enough that inner chunks see neither border
+    mels = [rng.standard_normal((80, t)).astype(np.float32) - 4 for t in (n, 17)]
+    whole = synthesize(g, mels, sample_rate=22050, batch_size=batch_size, warmup=False)
+    for chunk in (1, 7, n + 3):
+        res = synthesize(g, mels, sample_rate=22050, batch_size=batch_size, warmup=False, chunk_frames=chunk,
+                         context=ctx)
+        for a, b in zip(res.wavs, whole.wavs):
+            assert a.shape == b.shape and np.abs(a - b).max() <= 1e-5, chunk
+        assert res.speed.extra["chunk_frames"] == chunk and res.speed.extra["first_chunk_seconds"] > 0
+    with pytest.raises(ConfigError, match="chunk_frames must be an integer >= 1"):
+        synthesize(g, mels, sample_rate=22050, chunk_frames=0)
+
+
+def _compose(*overrides: str) -> object:
+    from hydra import compose, initialize_config_dir
+
+    from rfspeech.config import recipes_dir
+
+    with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+        return compose(config_name="synthesize", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def mel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("mels")
+    rng = np.random.default_rng(2)
+    for name, t in (("long", 70), ("short", 11)):
+        np.save(d / f"{name}.npy", (rng.standard_normal((80, t)) - 4).astype(np.float32))
+    FeatureParams().save(d / "feats.yaml")
+    return d
+
+
+def _wavs(folder: Path) -> dict[str, np.ndarray]:
+    return {p.stem: sf.read(p, dtype="int16")[0].astype(np.int32) for p in sorted(folder.glob("*.wav"))}
+
+
+def test_cli_chunked_writes_the_same_files(checkpoint: Path, mel_dir: Path, tmp_path: Path) -> None:
+    from rfspeech.bin.synthesize import task
+    from rfspeech.inference import load_generator
+    from rfspeech.rf.lookahead import context
+
+    task(_compose(f"checkpoint={checkpoint}", f"input_dir={mel_dir}", f"out_dir={tmp_path / 'whole'}",
+                  "progress=false"))
+    task(_compose(f"checkpoint={checkpoint}", f"input_dir={mel_dir}", f"out_dir={tmp_path / 'chunked'}",
+                  "chunk_frames=6", "batch_size=2", "progress=false"))
+    whole, chunked = _wavs(tmp_path / "whole"), _wavs(tmp_path / "chunked")
+    assert sorted(whole) == sorted(chunked) == ["long", "short"]
+    for k in whole:  # float outputs equal ≤ 1e-5 (library test above): at most one int16 step apart
+        assert whole[k].shape == chunked[k].shape and np.abs(whole[k] - chunked[k]).max() <= 1
+    ctx = context(load_generator(checkpoint)[0])
+    s = json.loads((tmp_path / "chunked" / "speed.json").read_text())
+    assert (s["backend"], s["chunk_frames"]) == ("torch", 6)
+    assert (s["lookahead_frames"], s["history_frames"]) == (ctx.lookahead_frames, ctx.history_frames)
+    assert s["lookahead_ms"] == pytest.approx(1000 * ctx.lookahead_frames * 256 / 22050, abs=1e-3)
+    assert s["first_audio_algorithmic_frames"] == ctx.lookahead_frames + 6
+    assert s["first_audio_algorithmic_ms"] == pytest.approx(1000 * (ctx.lookahead_frames + 6) * 256 / 22050, abs=1e-3)
+    assert s["first_audio_compute_ms"] > 0
+    assert s["first_audio_ms"] == pytest.approx(s["first_audio_algorithmic_ms"] + s["first_audio_compute_ms"], abs=1e-2)
+    assert s["rtf"] > 0 and s["x_real_time"] == pytest.approx(1 / s["rtf"])
+    w = json.loads((tmp_path / "whole" / "speed.json").read_text())
+    assert w["chunk_frames"] is None and w["lookahead_frames"] == ctx.lookahead_frames
+    assert w["first_audio_algorithmic_frames"] == 70  # whole utterance: the first (longest) one must be in
+
+
+def test_cli_onnxruntime_backend(checkpoint: Path, mel_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from rfspeech.bin.synthesize import task
+    from rfspeech.inference import load_generator
+    from rfspeech.inference.export import export_onnx
+
+    task(_compose(f"checkpoint={checkpoint}", f"input_dir={mel_dir}", f"out_dir={tmp_path / 'torch'}",
+                  "progress=false"))
+    ref = _wavs(tmp_path / "torch")
+    onnx = export_onnx(load_generator(checkpoint)[0], tmp_path / "g.onnx")
+    for name, extra in (("ort", []), ("ort_chunked", ["chunk_frames=5"]), ("ort_file", [f"onnx={onnx}"])):
+        task(_compose(f"checkpoint={checkpoint}", f"input_dir={mel_dir}", f"out_dir={tmp_path / name}",
+                      "backend=onnxruntime", "threads=1", "progress=false", *extra))
+        out = _wavs(tmp_path / name)
+        for k in ref:  # ONNX Runtime parity ≤ 1e-4 in float: a few int16 steps at most
+            assert np.abs(out[k] - ref[k]).max() <= 4, (name, k)
+        s = json.loads((tmp_path / name / "speed.json").read_text())
+        assert s["backend"] == "onnxruntime" and s["lookahead_frames"] > 0
+    assert s["onnx"] == str(onnx.resolve())
+
+
+def _search_checkpoint(path: Path) -> Path:
+    from hydra.utils import instantiate
+
+    from rfspeech.search import make_searchable
+    from rfspeech.train.checkpoint import save_checkpoint
+
+    g = instantiate(TINY_GENERATOR)
+    make_searchable(g)
+    return save_checkpoint(path, {"generator": g.state_dict(), "step": 0, "structure": None, "searchable": {},
+                                  "config": {"model": {"generator": dict(TINY_GENERATOR)}},
+                                  "feature_params": FeatureParams().to_dict()})
+
+
+def test_cli_chunk_and_backend_bad_input(checkpoint: Path, mel_dir: Path, tmp_path: Path) -> None:
+    base = (f"checkpoint={checkpoint}", f"input_dir={mel_dir}", f"out_dir={tmp_path / 'o'}")
+    cases = [(["chunk_frames=0"], "chunk_frames must be an integer >= 1"),
+             (["chunk_frames=2.5"], "chunk_frames must be an integer >= 1"),
+             (["chunk_frames=abc"], "chunk_frames must be an integer >= 1"),
+             (["backend=tensorrt"], "backend=tensorrt: unknown backend (choose one of torch, onnxruntime)"),
+             ([f"onnx={tmp_path / 'g.onnx'}"], "pass backend=onnxruntime")]
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        search = _search_checkpoint(tmp_path / "search.pt")
+        cases.append(([f"checkpoint={search}", "backend=onnxruntime"], "still in search mode"))
+    for extra, message in cases:
+        r = _cli(*base, *extra, cwd=tmp_path)
+        assert r.returncode == 2, (extra, r.stderr)
+        errors = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]  # (log lines may precede)
+        assert "Traceback" not in r.stderr and len(errors) == 1 and message in errors[0], (extra, r.stderr)
+        assert not (tmp_path / "o").exists()
+
+
+def test_missing_onnxruntime_names_the_extra(checkpoint: Path, mel_dir: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from rfspeech.bin.synthesize import task
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("onnx") else real(name, *a))
+    with pytest.raises(ConfigError, match=r"needs onnxruntime and onnx: pip install 'rfspeech\[onnx\]'") as e:
+        task(_compose(f"checkpoint={checkpoint}", f"input_dir={mel_dir}", f"out_dir={tmp_path / 'o'}",
+                      "backend=onnxruntime"))
+    assert "\n" not in str(e.value) and not (tmp_path / "o").exists()

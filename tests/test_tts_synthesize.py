@@ -18,6 +18,7 @@ from rfspeech.data.manifest import FeatureParams, Utterance, write_manifest
 from rfspeech.data.text import num_symbols, text_to_sequence
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.evaluate import tts
+from rfspeech.inference import tts as inference_tts
 from rfspeech.models.acoustic import acoustic_debug
 from rfspeech.train.acoustic import AcousticTrainer, load_acoustic, warmup_lr
 from rfspeech.train.checkpoint import load_generator, save_checkpoint
@@ -319,3 +320,62 @@ def test_text_needs_an_acoustic_model(models: dict[str, Path]) -> None:
     for extra in ("text=Hi.", "text_file=f.txt", "duration_eval_dir=d"):
         with pytest.raises(ConfigError, match="needs an acoustic model"):
             task(_compose(f"checkpoint={models['vocoder']}", extra, "out_dir=o"))
+
+
+# --------------------------------------------------------------------------- streaming text → mel → wav
+
+
+def test_stream_text_equals_whole_synthesis(models: dict[str, Path]) -> None:
+    acoustic, _ = load_acoustic(models["acoustic"])
+    vocoder, _ = load_generator(models["vocoder"])
+    items = [("a", "The cat sat on the mat, and the dog sat on the log."), ("b", "???"), ("c", "Hello world.")]
+    whole = tts.synthesize_text(acoustic, vocoder, items, sample_rate=22050, warmup=False)
+    blocks: dict[str, list[np.ndarray]] = {}
+    ended: list[str] = []
+    res = inference_tts.stream_text(acoustic, vocoder, items, sample_rate=22050, chunk_frames=3, block_frames=2,
+                          on_audio=lambda u, w: blocks.setdefault(u, []).append(w), on_end=ended.append)
+    assert res.utt_ids == ended == ["a", "c"] and res.bad[0][0] == "b"
+    for utt, ref in zip(whole.utt_ids, whole.wavs):
+        got = np.concatenate(blocks[utt])
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1e-5
+        assert len(blocks[utt]) > 1  # handed out block by block, not at the end
+    assert res.first_audio_seconds >= res.first_chunk_seconds > 0
+    assert res.speed.audio_seconds == pytest.approx(sum(w.size for w in whole.wavs) / 22050)
+    with pytest.raises(ConfigError, match="chunk_frames must be an integer >= 1"):
+        inference_tts.stream_text(acoustic, vocoder, items, sample_rate=22050, chunk_frames=0)
+
+
+def test_cli_stream_mode(models: dict[str, Path], tmp_path: Path) -> None:
+    from rfspeech.rf.lookahead import context
+
+    f = tmp_path / "sentences.txt"
+    f.write_text("The cat sat on the mat.\nBirds sing at dawn, then they stop.\n", encoding="utf-8")
+    common = (f"acoustic_checkpoint={models['acoustic']}", f"checkpoint={models['vocoder']}", f"text_file={f}",
+              "progress=false")
+    task(_compose(*common, f"out_dir={tmp_path / 'whole'}"))
+    task(_compose(*common, f"out_dir={tmp_path / 'stream'}", "stream=true", "chunk_frames=4"))
+    for utt in ("utt0001", "utt0002"):
+        a, _ = sf.read(tmp_path / "whole" / f"{utt}.wav", dtype="int16")
+        b, _ = sf.read(tmp_path / "stream" / f"{utt}.wav", dtype="int16")
+        assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert not list((tmp_path / "stream").glob(".*.tmp"))
+    s = json.loads((tmp_path / "stream" / "speed.json").read_text())
+    la = context(load_generator(models["vocoder"])[0]).lookahead_frames
+    assert s["stream"] is True and s["chunk_frames"] == 4 and s["block_frames"] == 4 and s["backend"] == "torch"
+    assert s["lookahead_frames"] == la and s["first_audio_algorithmic_frames"] == la + 4
+    assert s["first_audio_compute_ms"] >= s["first_chunk_compute_ms"] > 0 and s["rtf"] > 0
+    assert s["input_kind"] == "text_file" and s["n_utterances"] == 2
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["stream=true"], "stream=true needs chunk_frames=N"),
+    (["stream=true", "chunk_frames=4", "checkpoint=null"], "pass acoustic_checkpoint=TTS and checkpoint=VOC"),
+    (["stream=true", "chunk_frames=4", "stream_block_frames=0"], "chunk_frames must be an integer >= 1"),
+    (["chunk_frames=-2"], "chunk_frames must be an integer >= 1"),
+])
+def test_stream_bad_arguments(models: dict[str, Path], tmp_path: Path, overrides: list[str], message: str) -> None:
+    cfg = _compose(f"acoustic_checkpoint={models['acoustic']}", f"checkpoint={models['vocoder']}", "text=Hi.",
+                   f"out_dir={tmp_path / 'o'}", *overrides)
+    with pytest.raises(ConfigError, match=message):
+        task(cfg)
+    assert not (tmp_path / "o").exists()

@@ -20,20 +20,11 @@ from rfspeech.errors import ConfigError
 FORMATS = ("onnx",)
 
 
-def search_form(state: dict[str, Any]) -> str | None:
-    """Why a checkpoint's generator is multi-branch (not finalized), or None for a finalized one."""
-    if state.get("structure") and (state.get("structure_mode") or "single") == "multiple":
-        return "trained in structure mode 'multiple' (multi-branch convs)"
-    if not state.get("structure") and state.get("searchable") is not None:
-        return "a search checkpoint (multi-branch search wrappers)"
-    return None
-
-
 def run(cfg: Any) -> dict[str, Any]:
     """The task behind the console script (``cfg``: the composed ``recipes/export.yaml``)."""
     import torch
 
-    from rfspeech.inference.export import export_onnx
+    from rfspeech.inference.export import export_onnx, search_form
     from rfspeech.train.checkpoint import load_checkpoint, load_generator
 
     fmt = str(cfg.format)

@@ -5,6 +5,7 @@ Usage::
     rfspeech-rf model=hifigan_v1 segment=32 out_dir=exp/rf/hifigan_v1 [probe=true]
     rfspeech-rf model=acoustic submodule=decoder units=frames segment=200 out_dir=exp/rf/acoustic_decoder
     rfspeech-rf model=my_pwg 'inputs={z:[1,1,1024],c:[1,80,8]}' segment=32 out_dir=exp/rf/my_pwg
+    rfspeech-rf model=hifigan_v1 structure=exp/search/structure.yaml sample_rate=24000 out_dir=exp/rf/searched
 
 ``segment`` is counted in units of ``segment_input`` (default: the model's mel input, i.e. the first
 input the output runs faster than, e.g. ``c`` of a ParallelWaveGAN ``forward(z, c)``; else the first
@@ -13,7 +14,9 @@ argument); the summary says which. ``inputs`` gives a multi-input model's exampl
 
 Prints the per-layer table and a summary, writes ``out_dir/rf.json`` (the full
 :class:`rfspeech.rf.RFReport`, plus the model config and the probe when asked) and
-``out_dir/rf.png`` (field growth through the layers, segment drawn in).
+``out_dir/rf.png`` (field growth through the layers, segment drawn in). For a vocoder the summary
+also gives the look-ahead, history and chunk overlap in frames and ms (``sample_rate``: the
+checkpoint's, else 22050 Hz), in ``rf.json["lookahead"]`` under the keys the compare report reads.
 """
 
 from __future__ import annotations
@@ -59,18 +62,36 @@ def _probe_shapes(model: Any, report: Any,
     return shapes
 
 
-def _from_checkpoint(path: str) -> tuple[Any, str, Any, float | None]:
-    """Generator of a training/search checkpoint (structure applied), its name, config and segment in frames."""
+def _from_checkpoint(path: str) -> tuple[Any, str, Any, float | None, int]:
+    """Generator of a training/search checkpoint (structure applied), its name, config, segment in frames
+    and sample rate (its feature parameters)."""
     model, params = load_generator(path)
     config = load_checkpoint(path, map_location="cpu").get("config") or {}
     model_cfg = config.get("model") or {}
     segment_size = (config.get("train") or {}).get("segment_size")
     segment = float(segment_size) / params.hop_length if segment_size else None
-    return model, str(model_cfg.get("name", "model")), model_cfg.get("generator"), segment
+    return model, str(model_cfg.get("name", "model")), model_cfg.get("generator"), segment, int(params.sample_rate)
 
 
-def _lookahead(report: Any, model: Any, cfg: Any) -> dict[str, Any] | None:
-    """Print and return the look-ahead, history and chunk overlap of a vocoder (frames and ms), else None."""
+DEFAULT_SAMPLE_RATE = 22050
+
+
+def _sample_rate(cfg: Any, from_checkpoint: int | None) -> int:
+    """``sample_rate=`` (a positive integer), else the checkpoint's, else 22050 Hz."""
+    value = cfg.get("sample_rate")
+    if value is None:
+        return from_checkpoint or DEFAULT_SAMPLE_RATE
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"sample_rate must be a positive integer (Hz), got {value!r}")
+    return int(value)
+
+
+def _lookahead(report: Any, model: Any, sr: int) -> dict[str, Any] | None:
+    """Print and return the look-ahead, history and chunk overlap of a vocoder (frames and ms), else None.
+
+    The dict (:meth:`rfspeech.rf.lookahead.Context.to_dict`) carries the keys the compare report
+    reads (``lookahead_frames``, ``history_frames``, ``_ms``), the same as ``structure.yaml``'s record.
+    """
     from rfspeech.errors import RFSpeechError
     from rfspeech.rf.lookahead import context_from_report
 
@@ -80,9 +101,18 @@ def _lookahead(report: Any, model: Any, cfg: Any) -> dict[str, Any] | None:
         ctx = context_from_report(report)
     except RFSpeechError:
         return None
-    sr = int(cfg.get("sample_rate") or 22050)
     print(f"  streaming: {ctx.summary(sr)} at {sr} Hz")
+    if ctx.lookahead_mean_frames is not None:
+        print(f"  (search budget measure: mean look-ahead {ctx.lookahead_mean_frames:.4g} frames over output phases; "
+              f"exact max {ctx.lookahead_frames})")
     return ctx.to_dict(sr)
+
+
+def _apply_structure_file(model: Any, path: str) -> None:
+    """The dilations of a ``structure.yaml`` (rfspeech-search) set on ``model`` (plain convs, mode single)."""
+    from rfspeech.search import apply_structure, load_structure
+
+    apply_structure(model, load_structure(path), mode="single")
 
 
 def run(cfg: Any) -> dict[str, Any]:
@@ -94,9 +124,11 @@ def run(cfg: Any) -> dict[str, Any]:
 
     segment = cfg.get("segment")
     node = "generator"
+    ckpt_sr = None
+    sr = _sample_rate(cfg, None)  # a bad value fails before any work
     if cfg.get("checkpoint"):
         # The model a run actually trained (its structure applied), as the recipes record it.
-        model, model_name, node_cfg, ckpt_segment = _from_checkpoint(str(cfg.checkpoint))
+        model, model_name, node_cfg, ckpt_segment, ckpt_sr = _from_checkpoint(str(cfg.checkpoint))
         if segment is None:
             segment = ckpt_segment
     else:
@@ -113,6 +145,9 @@ def run(cfg: Any) -> dict[str, Any]:
             cause = e.__cause__ or e
             raise ConfigError(f"model.{node} of {model_name}: {cause}") from None
         node_cfg = OmegaConf.to_container(cfg.model[node], resolve=True)
+    sr = _sample_rate(cfg, ckpt_sr)
+    if cfg.get("structure"):
+        _apply_structure_file(model, str(cfg.structure))
     submodule = cfg.get("submodule")
     if submodule:
         try:
@@ -136,7 +171,7 @@ def run(cfg: Any) -> dict[str, Any]:
               + (" (segment_input=<name> to count it in another input)" if len(report.inputs) > 1 else ""))
     result = report.to_dict()
     result["segment_input"] = report.primary
-    lookahead = _lookahead(report, model, cfg)
+    lookahead = _lookahead(report, model, sr)
     if lookahead is not None:
         result["lookahead"] = lookahead
     result["config"] = {"name": model_name, node: node_cfg}
@@ -144,6 +179,8 @@ def run(cfg: Any) -> dict[str, Any]:
         result["config"]["submodule"] = str(submodule)
     if cfg.get("checkpoint"):
         result["config"]["checkpoint"] = str(cfg.checkpoint)
+    if cfg.get("structure"):
+        result["config"]["structure"] = str(cfg.structure)
     if cfg.get("probe", False):
         shapes = _probe_shapes(model, report, given)
         p = probe(model, shapes, period={n: f.period for n, f in report.inputs.items()}, n_positions=report.period,

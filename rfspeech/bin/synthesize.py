@@ -14,15 +14,24 @@ must match, see :mod:`rfspeech.inference.tts`)::
     rfspeech-synthesize acoustic_checkpoint=TTS input_dir=data/eval duration_eval_dir=exp/x/eval out_dir=null
 
 ``text=`` is taken verbatim (commas, quotes and brackets need no Hydra quoting).
+
+Chunked, ONNX Runtime and streaming (the same files; ``speed.json`` gains first-audio latency and
+the look-ahead, see :func:`rfspeech.inference.speed.latency_fields`)::
+
+    rfspeech-synthesize checkpoint=CKPT input_dir=DIR out_dir=DIR chunk_frames=16           # exact chunked
+    rfspeech-synthesize checkpoint=CKPT input_dir=DIR out_dir=DIR backend=onnxruntime [onnx=G.onnx]
+    rfspeech-synthesize acoustic_checkpoint=TTS checkpoint=VOC text_file=F out_dir=DIR stream=true chunk_frames=8
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +42,20 @@ from omegaconf import OmegaConf
 
 from rfspeech.bin._cli import hydra_main, require
 from rfspeech.data.ids import utt_path
-from rfspeech.errors import ConfigError, DataError
+from rfspeech.errors import ConfigError, DataError, RFSpeechError
 from rfspeech.evaluate import tts
-from rfspeech.inference import collect_inputs, load_acoustic, load_generator, model_info, resolve_device, synthesize
+from rfspeech.inference import (
+    collect_inputs,
+    load_acoustic,
+    load_checkpoint,
+    load_generator,
+    model_info,
+    resolve_device,
+    synthesize,
+)
+from rfspeech.inference.chunked import check_chunk_frames
+from rfspeech.inference.export import check_backend, onnx_backend, search_form
+from rfspeech.inference.speed import latency_fields
 from rfspeech.inference.tts import read_text_file, text_id, texts_of_split
 from rfspeech.io import atomic_path, atomic_write_text, save_npy, write_file
 
@@ -63,9 +83,74 @@ def _wav_writer(out_dir: Path, sr: int) -> Any:
 def _check_common(cfg: Any) -> Any:
     if int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    _check_vocoding(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     return resolve_device(str(cfg.device))
+
+
+def _check_vocoding(cfg: Any) -> tuple[int | None, str]:
+    """``chunk_frames`` and ``backend`` checked before anything is loaded or written."""
+    chunk = cfg.get("chunk_frames")
+    chunk = None if chunk is None else check_chunk_frames(chunk)
+    onnx = cfg.get("onnx")
+    backend = check_backend(cfg.get("backend") or "torch", export=not onnx)
+    if onnx and backend != "onnxruntime":
+        raise ConfigError(f"onnx={onnx} is run by ONNX Runtime: pass backend=onnxruntime")
+    if backend == "onnxruntime" and resolve_device(str(cfg.device)).type != "cpu":
+        raise ConfigError(f"backend=onnxruntime runs on the CPU: pass device=cpu (got device={cfg.device})")
+    if cfg.get("stream"):
+        if not cfg.get("acoustic_checkpoint") or not cfg.get("checkpoint"):
+            raise ConfigError("stream=true streams text -> mel -> wav: pass acoustic_checkpoint=TTS and checkpoint=VOC")
+        if chunk is None:
+            raise ConfigError("stream=true needs chunk_frames=N (frames per vocoder call)")
+        if cfg.get("stream_block_frames") is not None:
+            check_chunk_frames(cfg.stream_block_frames)
+    return chunk, backend
+
+
+@contextlib.contextmanager
+def _backend(generator: Any, ckpt: Path, cfg: Any) -> Iterator[Any]:
+    """The generator synthesis runs: the torch module, or it (or ``onnx=``) through ONNX Runtime.
+
+    The caller has refused a checkpoint still in search mode (:func:`_refuse_search_mode`) before writing anything.
+    """
+    _, backend = _check_vocoding(cfg)
+    if backend == "torch":
+        yield generator
+        return
+    with onnx_backend(generator, onnx_path=cfg.get("onnx"), threads=cfg.get("threads")) as gen:
+        yield gen
+
+
+def _refuse_search_mode(ckpt: Path, cfg: Any) -> None:
+    """backend=onnxruntime exporting a checkpoint still in search mode: a clear error, before anything is written."""
+    if cfg.get("backend") != "onnxruntime" or cfg.get("onnx"):
+        return
+    why = search_form(load_checkpoint(ckpt, map_location="cpu"))
+    if why:
+        raise ConfigError(f"{ckpt}: backend=onnxruntime needs a finalized generator, this one is still in search "
+                          f"mode ({why}): export it with rfspeech-export finalize=true and pass onnx=FILE")
+
+
+def _context(generator: Any) -> Any:
+    """The generator's look-ahead context, or None (with a warning) when the walker cannot analyse it."""
+    from rfspeech.inference.chunked import resolve_context
+
+    try:
+        return resolve_context(generator)
+    except RFSpeechError as e:
+        log.warning("look-ahead not recorded in speed.json: %s", e)
+        return None
+
+
+def _latency(speed: dict[str, Any], ctx: Any, cfg: Any, sr: int, hop: int, first: float | None,
+             first_frames: int | None) -> None:
+    chunk, backend = _check_vocoding(cfg)
+    speed.update(backend=backend, **latency_fields(ctx, sample_rate=sr, hop_length=hop, chunk_frames=chunk,
+                                                   first_compute_seconds=first, first_frames=first_frames))
+    if cfg.get("onnx"):
+        speed["onnx"] = str(Path(cfg.onnx).resolve())
 
 
 def task(cfg: Any) -> dict[str, Any]:
@@ -78,6 +163,7 @@ def task(cfg: Any) -> dict[str, Any]:
     device = _check_common(cfg)
     ckpt = Path(cfg.checkpoint)
     generator, params = _load_vocoder(ckpt, device)
+    _refuse_search_mode(ckpt, cfg)
     from rfspeech.inference.foreign import synthesis_features
 
     wav_params, own_stats = synthesis_features(ckpt, params, cfg.get("peak_normalize"))
@@ -90,13 +176,21 @@ def task(cfg: Any) -> dict[str, Any]:
         raise DataError(f"{cfg.input_dir}: no usable input ({len(inputs.bad)} bad: {inputs.bad[0][1]})"
                         if inputs.bad else f"{cfg.input_dir}: no input")
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     sr = int(params.sample_rate)
     write = _wav_writer(out_dir, sr)
-    result = synthesize(generator, inputs.mels, sample_rate=sr, batch_size=int(cfg.batch_size), device=device,
-                        warmup=bool(cfg.warmup), prepare=True, seed=cfg.get("seed"), progress=bool(cfg.progress),
-                        on_done=lambda i, w: write(inputs.utt_ids[i], w))
+    chunk, _ = _check_vocoding(cfg)
+    with _backend(generator, ckpt, cfg) as gen:
+        ctx = _context(gen)
+        if chunk is not None and ctx is None:
+            raise ConfigError(f"chunk_frames={chunk}: the look-ahead of {ckpt} cannot be analysed (see the warning); "
+                              "synthesize whole utterances (chunk_frames=null)")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = synthesize(gen, inputs.mels, sample_rate=sr, batch_size=int(cfg.batch_size), device=device,
+                            warmup=bool(cfg.warmup), prepare=True, seed=cfg.get("seed"), progress=bool(cfg.progress),
+                            on_done=lambda i, w: write(inputs.utt_ids[i], w), chunk_frames=chunk, context=ctx)
     speed = result.speed.to_dict()
+    first = speed.pop("first_chunk_seconds", None) if chunk is not None else speed.get("first_batch_seconds")
+    _latency(speed, ctx, cfg, sr, int(params.hop_length), first, speed.get("first_batch_frames"))
     speed.update(checkpoint=str(ckpt.resolve()), input_dir=str(Path(cfg.input_dir).resolve()), input_kind=inputs.kind,
                  feats_yaml=inputs.feats_yaml, n_bad=len(inputs.bad), model=model_info(generator))
     if inputs.bad:
@@ -106,7 +200,19 @@ def task(cfg: Any) -> dict[str, Any]:
     print(f"synthesized {len(result.wavs)} utterances ({speed['audio_seconds']:.1f} s of audio) into {out_dir}: "
           f"{speed['x_real_time']:.2f}x real time (RTF {speed['rtf']:.4f}) on {speed['device']} "
           f"with {speed['threads']} threads" + (f"; {len(inputs.bad)} bad inputs skipped" if inputs.bad else ""))
+    print(_latency_line(speed))
     return speed
+
+
+def _latency_line(speed: dict[str, Any]) -> str:
+    mode = f"chunks of {speed['chunk_frames']} frames" if speed.get("chunk_frames") else "whole utterances"
+    text = f"{speed['backend']} backend, {mode}: first audio after {speed['first_audio_ms']:.1f} ms"
+    text += (f" ({speed['first_audio_algorithmic_ms']:.1f} ms algorithmic + "
+             f"{speed['first_audio_compute_ms']:.1f} ms compute)")
+    if speed.get("lookahead_frames") is not None:
+        text += (f"; look-ahead {speed['lookahead_frames']} frames ({speed['lookahead_ms']:.1f} ms), "
+                 f"history {speed['history_frames']} frames ({speed['history_ms']:.1f} ms)")
+    return text
 
 
 # --------------------------------------------------------------------------- text mode
@@ -157,6 +263,7 @@ def tts_task(cfg: Any) -> dict[str, Any]:
     if cfg.get("checkpoint") and out_dir is not None:
         v_path = Path(cfg.checkpoint)
         vocoder, v_params = _load_vocoder(v_path, device)
+        _refuse_search_mode(v_path, cfg)
         # Before any work: a vocoder fed mels of other parameters makes noise without complaint.
         feature_check = tts.check_feature_match(
             a_params, v_params, acoustic_name=str(a_path), vocoder_name=str(v_path),
@@ -168,17 +275,30 @@ def tts_task(cfg: Any) -> dict[str, Any]:
                       model=model_info(acoustic), feature_params=a_params.to_dict())
         if kind == "manifest":
             common["input_dir"] = str(Path(cfg.input_dir).resolve())
-        if vocoder is not None:
+        if vocoder is not None and cfg.get("stream"):
+            summary, bad, n_done = _stream(cfg, acoustic, vocoder, v_path, v_params, items, out_dir, device,
+                                           length_scale)
+            summary.update(common, checkpoint=str(v_path.resolve()), vocoder_model=model_info(vocoder),
+                           feature_check=feature_check)
+            what = "utterances (streamed)"
+        elif vocoder is not None:
             sr = int(v_params.sample_rate)
-            res = tts.synthesize_text(acoustic, vocoder, items, sample_rate=sr, length_scale=length_scale,
-                                      batch_size=int(cfg.batch_size), device=device, warmup=bool(cfg.warmup),
-                                      seed=cfg.get("seed"), progress=bool(cfg.progress),
-                                      on_done=_wav_writer(out_dir, sr))
+            chunk, _ = _check_vocoding(cfg)
+            with _backend(vocoder, v_path, cfg) as gen:
+                ctx = _context(gen)
+                if chunk is not None and ctx is None:
+                    raise ConfigError(f"chunk_frames={chunk}: the look-ahead of {v_path} cannot be analysed")
+                res = tts.synthesize_text(acoustic, gen, items, sample_rate=sr, length_scale=length_scale,
+                                          batch_size=int(cfg.batch_size), device=device, warmup=bool(cfg.warmup),
+                                          seed=cfg.get("seed"), progress=bool(cfg.progress),
+                                          on_done=_wav_writer(out_dir, sr), chunk_frames=chunk, context=ctx)
             bad, n_done = res.bad, len(res.wavs)
             summary = res.speed.to_dict()
+            vs = res.vocoder_speed.to_dict()
+            first = vs.get("first_chunk_seconds") if chunk is not None else vs.get("first_batch_seconds")
+            _latency(summary, ctx, cfg, sr, int(v_params.hop_length), first, vs.get("first_batch_frames"))
             summary.update(common, checkpoint=str(v_path.resolve()), vocoder_model=model_info(vocoder),
-                           feature_check=feature_check, acoustic=res.acoustic_speed.to_dict(),
-                           vocoder=res.vocoder_speed.to_dict())
+                           feature_check=feature_check, acoustic=res.acoustic_speed.to_dict(), vocoder=vs)
             what = "utterances"
         else:
             res_m = tts.text_to_mels(acoustic, items, sample_rate=a_params.sample_rate, hop_length=a_params.hop_length,
@@ -205,6 +325,8 @@ def tts_task(cfg: Any) -> dict[str, Any]:
         print(f"synthesized {n_done} {what} from text ({summary['audio_seconds']:.1f} s of audio) into {out_dir}: "
               f"{summary['x_real_time']:.2f}x real time end to end on {summary['device']} with "
               f"{summary['threads']} threads" + (f"; {len(bad)} texts skipped" if bad else ""))
+        if summary.get("backend"):
+            print(_latency_line(summary))
     if dur_dir is not None:
         rows = tts.duration_errors(acoustic, cfg.input_dir, feature_params=a_params, device=device,
                                    max_utts=cfg.get("max_utts"), progress=bool(cfg.progress))
@@ -218,6 +340,66 @@ def tts_task(cfg: Any) -> dict[str, Any]:
               + (f" (columns added to {dur_dir / 'metrics.csv'})" if merged else ""))
         summary["duration_eval"] = dsum
     return summary
+
+
+class _StreamWriter:
+    """One wav per utterance written block by block as audio becomes final; renamed into place at its end."""
+
+    def __init__(self, out_dir: Path, sr: int) -> None:
+        self.out_dir, self.sr = out_dir, sr
+        self._open: tuple[str, Any, Any] | None = None  # (utt_id, atomic_path context, SoundFile)
+
+    def write(self, utt_id: str, block: np.ndarray) -> None:
+        if self._open is None:
+            cm = atomic_path(utt_path(self.out_dir, utt_id, ".wav"))
+            tmp = cm.__enter__()
+            self._open = (utt_id, cm, sf.SoundFile(str(tmp), "w", self.sr, 1, "PCM_16", format="WAV"))
+        self._open[2].write(np.clip(block, -1.0, 1.0))
+        self._open[2].flush()  # final audio reaches the file now, not at the end of the utterance
+
+    def end(self, utt_id: str) -> None:
+        if self._open is not None:
+            _, cm, f = self._open
+            self._open = None
+            f.close()
+            cm.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        if self._open is not None:
+            _, cm, f = self._open
+            self._open = None
+            f.close()
+            cm.__exit__(RuntimeError, RuntimeError("aborted"), None)  # removes the temp file
+
+
+def _stream(cfg: Any, acoustic: Any, vocoder: Any, v_path: Path, v_params: Any, items: list[tuple[str, str]],
+            out_dir: Path, device: Any, length_scale: float) -> tuple[dict[str, Any], list[tuple[str, str]], int]:
+    """Text -> mel -> streamed wav (stream=true): audio written as soon as it is final."""
+    from rfspeech.inference.speed import prepare_for_inference
+    from rfspeech.inference.tts import stream_text
+
+    chunk, _ = _check_vocoding(cfg)
+    sr = int(v_params.sample_rate)
+    prepare_for_inference(vocoder)
+    vocoder.to(device).eval()
+    writer = _StreamWriter(out_dir, sr)
+    with _backend(vocoder, v_path, cfg) as gen:
+        ctx = _context(gen)
+        if ctx is None:
+            raise ConfigError(f"stream=true: the look-ahead of {v_path} cannot be analysed")
+        try:
+            res = stream_text(acoustic, gen, items, sample_rate=sr, chunk_frames=int(chunk),
+                              block_frames=cfg.get("stream_block_frames"), length_scale=length_scale, device=device,
+                              warmup=bool(cfg.warmup), seed=cfg.get("seed"), context=ctx,
+                              progress=bool(cfg.progress), on_audio=writer.write, on_end=writer.end)
+        except BaseException:
+            writer.abort()
+            raise
+    summary = res.speed.to_dict()
+    _latency(summary, ctx, cfg, sr, int(v_params.hop_length), res.first_audio_seconds, None)
+    # the first audio waits for the acoustic model too: its compute is inside first_audio_compute_ms
+    summary["first_chunk_compute_ms"] = round(1000.0 * res.first_chunk_seconds, 3)
+    return summary, res.bad, len(res.utt_ids)
 
 
 def _mean(s: dict[str, Any]) -> str:

@@ -120,15 +120,19 @@ def _read_yaml(path: Path) -> Any:
         raise DataError(f"{path}: unreadable YAML ({e.__class__.__name__})") from None
 
 
-_CONTEXT_KEYS = ("lookahead_frames", "history_frames", "lookahead_ms", "history_ms", "overlap_frames",
-                 "lookahead_samples", "history_samples")
+# The exact record of rfspeech.rf.lookahead (Context.record / to_dict). Not the search's
+# receptive_field "lookahead" / "lookahead_samples": those are the mean over output phases (the budget's
+# measure), which would sit beside exact frames under one label.
+_CONTEXT_KEYS = ("lookahead_frames", "history_frames", "lookahead_ms", "history_ms", "overlap_frames", "overlap_ms",
+                 "lookahead_mean_frames", "history_mean_frames")
 
 
 def find_context(doc: Any) -> dict[str, Any] | None:
     """Look-ahead / history of an ``rf.json`` or ``structure.yaml`` document, wherever it is recorded.
 
-    Accepted: the keys ``lookahead_frames``, ``history_frames`` (and ``_ms`` / ``_samples``,
-    ``overlap_frames``) at the top level or under ``context``, ``lookahead`` or ``receptive_field``.
+    Accepted: the keys of :meth:`rfspeech.rf.lookahead.Context.record` (``lookahead_frames``,
+    ``history_frames``, their ``_ms``, ``overlap_*``, ``*_mean_frames``) at the top level or under
+    ``context``, ``lookahead`` (``rf.json`` of ``rfspeech-rf``) or ``receptive_field`` (``structure.yaml``).
     """
     if not isinstance(doc, dict):
         return None

@@ -12,9 +12,13 @@ ONNX and ONNX Runtime are the optional extra ``rfspeech[onnx]``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib.util
 import json
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +29,45 @@ from rfspeech.errors import ConfigError, RFSpeechError
 from rfspeech.io import atomic_path
 from rfspeech.rf.lookahead import Context, context_from_dict
 
-__all__ = ["OnnxRuntimeGenerator", "check_finalized", "export_onnx", "forward_inputs"]
+__all__ = ["BACKENDS", "OnnxRuntimeGenerator", "check_backend", "check_finalized", "export_onnx", "forward_inputs",
+           "onnx_backend", "search_form"]
 
 METADATA_KEY = "rfspeech"
+BACKENDS = ("torch", "onnxruntime")
+ONNX_EXTRA = "pip install 'rfspeech[onnx]'"
+
+
+def check_backend(backend: Any, *, export: bool = True) -> str:
+    """A synthesis backend name, checked: ``torch`` or ``onnxruntime`` (whose packages must be importable).
+
+    Args:
+        backend: the ``backend=`` value.
+        export: the ONNX file is still to be written (needs ``onnx`` besides ``onnxruntime``).
+
+    Raises:
+        ConfigError: an unknown backend, or ``onnxruntime`` without the packages (one line naming the extra).
+    """
+    name = str(backend)
+    if name not in BACKENDS:
+        raise ConfigError(f"backend={name}: unknown backend (choose one of {', '.join(BACKENDS)})")
+    if name == "onnxruntime":
+        missing = [m for m in ("onnxruntime", "onnx")[: 2 if export else 1] if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ConfigError(f"backend=onnxruntime needs {' and '.join(missing)}: {ONNX_EXTRA}")
+    return name
+
+
+def search_form(state: dict[str, Any]) -> str | None:
+    """Why a checkpoint's generator is multi-branch (not finalized), or None for a finalized one.
+
+    Args:
+        state: a training/search checkpoint as :func:`rfspeech.inference.load_checkpoint` returns it.
+    """
+    if state.get("structure") and (state.get("structure_mode") or "single") == "multiple":
+        return "trained in structure mode 'multiple' (multi-branch convs)"
+    if not state.get("structure") and state.get("searchable") is not None:
+        return "a search checkpoint (multi-branch search wrappers)"
+    return None
 
 
 def check_finalized(model: nn.Module, finalize: bool = False) -> nn.Module:
@@ -177,3 +217,33 @@ class OnnxRuntimeGenerator:
             raise ConfigError(f"inference expects mel of shape (n_mels={self.in_channels}, T) or "
                               f"(B, {self.in_channels}, T), got {tuple(mel.shape)}")
         return self(mel)
+
+
+@contextlib.contextmanager
+def onnx_backend(generator: nn.Module | None = None, *, onnx_path: str | Path | None = None,
+                 threads: int | None = None) -> Iterator[OnnxRuntimeGenerator]:
+    """An :class:`OnnxRuntimeGenerator` for synthesis: from ``onnx_path``, or ``generator`` exported to a temp file.
+
+    Args:
+        generator: the finalized torch generator (exported when ``onnx_path`` is None; otherwise its
+            mel bins and hop are checked against the file's).
+        onnx_path: an existing :func:`export_onnx` file.
+        threads: ONNX Runtime intra-op threads.
+
+    Raises:
+        ConfigError: the file's mel bins or hop differ from ``generator``'s, or neither is given.
+    """
+    if onnx_path is not None:
+        gen = OnnxRuntimeGenerator(onnx_path, threads=threads)
+        if generator is not None:
+            want = (int(generator.in_channels), int(generator.hop_length))
+            if (gen.in_channels, gen.hop_length) != want:
+                raise ConfigError(f"{onnx_path}: the ONNX generator reads {gen.in_channels} mels at hop "
+                                  f"{gen.hop_length}, the checkpoint's {want[0]} mels at hop {want[1]}")
+        yield gen
+        return
+    if generator is None:
+        raise ConfigError("onnx_backend needs a generator to export or an onnx_path")
+    with tempfile.TemporaryDirectory(prefix="rfspeech-onnx-") as tmp:
+        path = export_onnx(generator, Path(tmp) / "generator.onnx")
+        yield OnnxRuntimeGenerator(path, threads=threads)

@@ -172,3 +172,52 @@ def generator_speed(
     audio = batch_size * frames * hop / sample_rate
     return measure(work, audio, device=dev, warmup=warmup, repeats=repeats,
                    extra={"batch_size": batch_size, "frames": frames, "prepared": prepare})
+
+
+def latency_fields(
+    context: Any,
+    *,
+    sample_rate: int,
+    hop_length: int,
+    chunk_frames: int | None,
+    first_compute_seconds: float | None,
+    first_frames: int | None = None,
+) -> dict[str, Any]:
+    """First-audio latency and look-ahead figures for ``speed.json``.
+
+    Time to first audio = algorithmic latency + compute. The algorithmic part is what a streaming
+    caller must wait for before the first sample can exist: the chunk and its look-ahead
+    (``lookahead_frames + chunk_frames``) in chunked mode, the whole first utterance
+    (``first_frames``) otherwise. The compute part is measured (the first chunk, or the first
+    whole utterance).
+
+    Args:
+        context: the generator's :class:`~rfspeech.rf.lookahead.Context`, or None when it could not
+            be computed (the look-ahead fields are then null).
+        sample_rate: output rate.
+        hop_length: samples per frame.
+        chunk_frames: chunk size, or None for whole-utterance synthesis.
+        first_compute_seconds: measured compute of the first chunk / utterance.
+        first_frames: frames of the first utterance (whole-utterance mode).
+
+    Returns:
+        ``chunk_frames``, ``lookahead_frames``, ``history_frames``, ``overlap_frames`` and their
+        ``_ms``, ``first_audio_algorithmic_frames``, ``first_audio_algorithmic_ms``,
+        ``first_audio_compute_ms``, ``first_audio_ms`` (None where unknown).
+    """
+    def ms(frames: int | None) -> float | None:
+        return None if frames is None else round(1000.0 * frames * hop_length / sample_rate, 3)
+
+    out: dict[str, Any] = {"chunk_frames": chunk_frames}
+    for key in ("lookahead", "history", "overlap"):
+        frames = None if context is None else int(getattr(context, f"{key}_frames"))
+        out[f"{key}_frames"], out[f"{key}_ms"] = frames, ms(frames)
+    if chunk_frames is not None:
+        algorithmic = None if context is None else int(context.lookahead_frames) + int(chunk_frames)
+    else:
+        algorithmic = first_frames
+    compute = None if first_compute_seconds is None else round(1000.0 * first_compute_seconds, 3)
+    out.update(first_audio_algorithmic_frames=algorithmic, first_audio_algorithmic_ms=ms(algorithmic),
+               first_audio_compute_ms=compute,
+               first_audio_ms=None if compute is None or algorithmic is None else round(ms(algorithmic) + compute, 3))
+    return out

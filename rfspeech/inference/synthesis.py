@@ -2,6 +2,13 @@
 
 The synthesis path is the fast one: search branches folded, weight norm removed
 (:func:`rfspeech.inference.speed.prepare_for_inference`), eval mode, ``torch.inference_mode()``.
+The generator may also be a backend called like one (:class:`rfspeech.inference.export.OnnxRuntimeGenerator`).
+
+``chunk_frames=N`` synthesizes every utterance in chunks of ``N`` frames, each run with exactly the
+context it reads (:mod:`rfspeech.inference.chunked`): the output equals whole-utterance synthesis
+(≤ 1e-5, float32) while the working memory is bounded by the chunk. The speed report then also
+holds the measured compute time of the first chunk (``first_chunk_seconds``), the time to first
+audio a streaming caller would wait on top of the algorithmic latency (look-ahead + chunk).
 
 Batching sorts utterances by length and pads each mel on the right with its own minimum (a
 silence-like value that works for natural-log, log10 and z-normalised features); outputs are cut
@@ -28,6 +35,7 @@ from rfspeech.data.ids import id_problem, utt_path
 from rfspeech.data.manifest import FeatureParams, read_manifest
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.inference.speed import SpeedReport, device_name, prepare_for_inference
+from rfspeech.rf.lookahead import Context
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,8 @@ def synthesize(
     seed: int | None = 0,
     progress: bool = False,
     on_done: Callable[[int, np.ndarray], None] | None = None,
+    chunk_frames: int | None = None,
+    context: Context | None = None,
 ) -> SynthesisResult:
     """Synthesize waveforms from log-mels.
 
@@ -91,16 +101,27 @@ def synthesize(
         progress: tqdm progress bar over batches.
         on_done: called as ``on_done(index, wav)`` as soon as each waveform is ready (e.g. to write it),
             outside the timed region.
+        chunk_frames: synthesize in chunks of this many frames (exact, see the module docstring);
+            None: whole utterances.
+        context: the look-ahead context to chunk with (default: the generator's own, computed once
+            from its analytic receptive field, or carried by an ONNX backend).
 
     Returns:
-        :class:`SynthesisResult` with waveforms in input order and the speed of the timed pass.
+        :class:`SynthesisResult` with waveforms in input order and the speed of the timed pass
+        (``extra``: ``chunk_frames``, ``first_batch_seconds`` / ``first_batch_frames`` of the first
+        timed batch and, chunked, ``first_chunk_seconds``).
 
     Raises:
-        ConfigError: a mel whose bin count differs from ``generator.in_channels``, or an empty mel.
+        ConfigError: a mel whose bin count differs from ``generator.in_channels``, an empty mel,
+            ``chunk_frames`` not an integer ≥ 1.
     """
+    from rfspeech.inference.chunked import check_chunk_frames, iter_chunked, resolve_context
+
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if chunk_frames is not None:
+        chunk_frames = check_chunk_frames(chunk_frames)
     n_mels, hop = int(generator.in_channels), int(generator.hop_length)
     tensors = []
     for i, m in enumerate(mels):
@@ -108,12 +129,16 @@ def synthesize(
         if t.dim() != 2 or t.size(0) != n_mels or t.size(1) == 0:
             raise ConfigError(f"mel #{i}: shape {tuple(t.shape)}, the generator expects ({n_mels}, frames > 0)")
         tensors.append(t)
-    if prepare:
-        prepare_for_inference(generator)
-    generator.to(dev).eval()
+    is_module = isinstance(generator, nn.Module)
+    if is_module:
+        if prepare:
+            prepare_for_inference(generator)
+        generator.to(dev).eval()
+    ctx = resolve_context(generator, context) if chunk_frames is not None else None
     lengths = [t.size(1) for t in tensors]
     batches = _batches(lengths, batch_size)
     wavs: list[np.ndarray | None] = [None] * len(tensors)
+    first_chunk: list[float] = []  # compute time of each batch's first chunk
 
     def run(batch: list[int]) -> torch.Tensor:
         T = max(lengths[i] for i in batch)
@@ -122,7 +147,18 @@ def synthesize(
             for i in batch
         ]).to(dev, non_blocking=True)
         with torch.inference_mode():
-            y = generator(x)
+            if chunk_frames is None:
+                y = generator(x)
+            else:
+                t0 = time.perf_counter()
+                parts = []
+                for _, audio in iter_chunked(generator, x, chunk_frames, context=ctx):
+                    if not parts:
+                        if dev.type == "cuda":
+                            torch.cuda.synchronize(dev)
+                        first_chunk.append(time.perf_counter() - t0)
+                    parts.append(audio)
+                y = torch.cat(parts, dim=-1)
         if y.dim() != 3 or y.size(0) != len(batch) or y.size(-1) != T * hop:
             raise ConfigError(f"generator returned shape {tuple(y.shape)} for mels {tuple(x.shape)}; "
                               f"expected ({len(batch)}, 1, {T * hop})")
@@ -134,16 +170,21 @@ def synthesize(
     if warmup and batches:
         run(batches[0])
         n_warm = 1
+        first_chunk.clear()
         if seed is not None:
             torch.manual_seed(seed)  # the timed pass draws the same noise as an unwarmed one
     wall = 0.0
+    first_batch = (0.0, 0)
     for batch in tqdm(batches, desc="synthesize", unit="batch", disable=not progress, dynamic_ncols=True):
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         t0 = time.perf_counter()
         y = run(batch)
         out = y[:, 0].float().cpu()  # the copy back is part of the synthesis cost
-        wall += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        if not wall:
+            first_batch = (dt, max(lengths[i] for i in batch))
+        wall += dt
         for j, i in enumerate(batch):
             w = out[j, : lengths[i] * hop].numpy().astype(np.float32)
             wavs[i] = w
@@ -156,8 +197,11 @@ def synthesize(
         rtf=wall / audio if audio > 0 else float("inf"),
         device=str(dev), device_name=device_name(dev), threads=torch.get_num_threads(), repeats=1, warmup=n_warm,
         wall_all=[wall], extra={"batch_size": batch_size, "n_utterances": len(tensors), "sample_rate": sample_rate,
-                                "hop_length": hop},
+                                "hop_length": hop, "chunk_frames": chunk_frames,
+                                "first_batch_seconds": first_batch[0], "first_batch_frames": first_batch[1]},
     )
+    if first_chunk:
+        speed.extra["first_chunk_seconds"] = first_chunk[0]
     return SynthesisResult([w for w in wavs if w is not None], speed)
 
 

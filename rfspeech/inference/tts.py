@@ -9,6 +9,12 @@ vocoder *reads* normalised mels, so nothing is de-normalised in between. The sta
 stored in checkpoints; :func:`check_feature_match` compares the ``stats.npz`` of both training
 ``data_dir`` when it can find them and refuses different ones.
 
+Streaming (:func:`stream_text`): the acoustic model's mel is fed to a
+:class:`~rfspeech.inference.streaming.StreamingSynthesizer` in blocks and every block of audio is
+handed out as soon as it is final; the samples equal whole-utterance synthesis. The acoustic model
+itself runs on the whole sentence (its duration predictor needs all tokens), so the first audio
+waits for it plus the vocoder's first chunk.
+
 The duration-error evaluation of acoustic models lives in :mod:`rfspeech.evaluate.tts`.
 """
 
@@ -158,6 +164,20 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+def _sequences(model: nn.Module, items: Sequence[tuple[str, str]]) -> tuple[list[str], list[torch.Tensor],
+                                                                          list[tuple[str, str]]]:
+    """Symbol-id sequences of the texts the model can speak: ``(ids, sequences, bad)``."""
+    symbol_set = str(getattr(model, "symbol_set", "chars"))
+    ids, seqs, bad = [], [], []
+    for utt_id, text in items:
+        try:
+            seqs.append(torch.tensor(text_to_sequence(text, symbol_set=symbol_set), dtype=torch.long))
+            ids.append(utt_id)
+        except DataError as e:
+            bad.append((utt_id, str(e)))
+    return ids, seqs, bad
+
+
 def text_to_mels(
     model: nn.Module,
     items: Sequence[tuple[str, str]],
@@ -191,14 +211,7 @@ def text_to_mels(
         raise ConfigError(f"length_scale must be a positive number, got {length_scale!r}")
     dev = torch.device(device)
     model.to(dev).eval()
-    symbol_set = str(getattr(model, "symbol_set", "chars"))
-    ids, seqs, bad = [], [], []
-    for utt_id, text in items:
-        try:
-            seqs.append(torch.tensor(text_to_sequence(text, symbol_set=symbol_set), dtype=torch.long))
-            ids.append(utt_id)
-        except DataError as e:
-            bad.append((utt_id, str(e)))
+    ids, seqs, bad = _sequences(model, items)
 
     def infer(seq: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -263,6 +276,8 @@ def synthesize_text(
     seed: int | None = 0,
     progress: bool = False,
     on_done: Callable[[str, np.ndarray], None] | None = None,
+    chunk_frames: int | None = None,
+    context: Any = None,
 ) -> TTSResult:
     """Text → log-mel (acoustic model) → waveform (vocoder, :func:`rfspeech.inference.synthesis.synthesize`).
 
@@ -280,6 +295,8 @@ def synthesize_text(
         seed: noise seed of noise-driven vocoders (None: leave the RNG alone).
         progress: progress bars.
         on_done: ``on_done(utt_id, wav)`` as soon as each waveform is ready (outside the timing).
+        chunk_frames: vocoder in exact chunks of this many frames (None: whole utterances).
+        context: the vocoder's look-ahead context for chunking (default: its own).
 
     Returns:
         :class:`TTSResult`.
@@ -299,7 +316,8 @@ def synthesize_text(
                         + (f" ({a.bad[0][0]}: {a.bad[0][1]})" if a.bad else ""))
     done = None if on_done is None else (lambda i, w: on_done(a.utt_ids[i], w))
     v = synthesize(vocoder, a.mels, sample_rate=sample_rate, batch_size=batch_size, device=device, warmup=warmup,
-                   prepare=True, seed=seed, progress=progress, on_done=done)
+                   prepare=True, seed=seed, progress=progress, on_done=done, chunk_frames=chunk_frames,
+                   context=context)
     audio = v.speed.audio_seconds
     wall = a.speed.wall_seconds + v.speed.wall_seconds
     total = SpeedReport(
@@ -312,3 +330,138 @@ def synthesize_text(
     return TTSResult(a.utt_ids, a.mels, v.wavs, a.bad, a.speed, v.speed, total)
 
 
+
+
+# --------------------------------------------------------------------------- streaming text → mel → wav
+
+
+@dataclass
+class StreamResult:
+    """Streaming text-to-speech: what was synthesized and how fast.
+
+    Attributes:
+        utt_ids: ids synthesized, in input order.
+        bad: ``(utt_id, reason)`` of texts skipped.
+        speed: end to end (acoustic model + streaming vocoder compute; the callbacks are not timed).
+        first_audio_seconds: compute from the first timed sentence's start (acoustic model included)
+            to its first final audio block.
+        first_chunk_seconds: the vocoder's compute for that first block alone.
+    """
+
+    utt_ids: list[str]
+    bad: list[tuple[str, str]]
+    speed: SpeedReport
+    first_audio_seconds: float
+    first_chunk_seconds: float
+
+
+def stream_text(
+    acoustic: nn.Module,
+    vocoder: Any,
+    items: Sequence[tuple[str, str]],
+    *,
+    sample_rate: int,
+    chunk_frames: int,
+    block_frames: int | None = None,
+    length_scale: float = 1.0,
+    device: str | torch.device = "cpu",
+    warmup: bool = True,
+    seed: int | None = 0,
+    context: Any = None,
+    progress: bool = False,
+    on_audio: Callable[[str, np.ndarray], None] | None = None,
+    on_end: Callable[[str], None] | None = None,
+) -> StreamResult:
+    """Text → mel → streamed waveform: audio handed out block by block as soon as it is final.
+
+    Args:
+        acoustic: trained acoustic model (``inference(tokens) -> (1, n_mels, T)``).
+        vocoder: prepared generator in eval mode, or a backend (ONNX Runtime).
+        items: ``(utt_id, text)`` pairs.
+        sample_rate: the vocoder's output rate.
+        chunk_frames: frames per vocoder call (≥ 1).
+        block_frames: frames pushed at a time, as an incremental acoustic model would deliver them
+            (default ``chunk_frames``).
+        length_scale: speaking-rate factor.
+        device: where the torch models run.
+        warmup: stream the first sentence once untimed.
+        seed: noise seed of noise-driven vocoders (None: leave the RNG alone).
+        context: the vocoder's look-ahead context (default: its own).
+        progress: tqdm over sentences.
+        on_audio: ``on_audio(utt_id, wav_block)`` for every final float32 block, in order (not timed).
+        on_end: ``on_end(utt_id)`` after a sentence's last block.
+
+    Returns:
+        :class:`StreamResult`.
+
+    Raises:
+        DataError: no text could be synthesized.
+        ConfigError: ``chunk_frames``/``block_frames`` not integers ≥ 1, mismatching mel bins.
+    """
+    from rfspeech.inference.chunked import check_chunk_frames, resolve_context
+    from rfspeech.inference.streaming import StreamingSynthesizer
+
+    chunk_frames = check_chunk_frames(chunk_frames)
+    block = chunk_frames if block_frames is None else check_chunk_frames(block_frames)
+    n_mels = getattr(acoustic, "n_mels", None)
+    if n_mels is not None and int(n_mels) != int(vocoder.in_channels):
+        raise ConfigError(f"the acoustic model predicts {n_mels} mel bins, the vocoder reads {vocoder.in_channels}")
+    dev = torch.device(device)
+    acoustic.to(dev).eval()
+    ids, seqs, bad = _sequences(acoustic, items)
+    if not seqs:
+        raise DataError(f"nothing to synthesize: {len(bad)} text(s) unusable" + (f" ({bad[0][0]}: {bad[0][1]})"
+                                                                              if bad else ""))
+    ctx = resolve_context(vocoder, context)
+    hop = int(vocoder.hop_length)
+
+    def one(utt_id: str, seq: torch.Tensor, emit: bool) -> tuple[float, float, float, int]:
+        """Stream one sentence: (compute seconds, first-audio seconds, first-chunk seconds, frames)."""
+        busy, first, first_chunk = 0.0, -1.0, -1.0
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            mel = acoustic.inference(seq.to(dev), length_scale=float(length_scale))
+            _sync(dev)
+            busy += time.perf_counter() - t0
+            s = StreamingSynthesizer(vocoder, chunk_frames, context=ctx)
+            frames = int(mel.shape[-1])
+            starts = list(range(0, frames, block)) + [None]  # None: the end of the sentence (flush)
+            for a in starts:
+                t1 = time.perf_counter()
+                audio = s.flush() if a is None else s.push(mel[..., a:a + block])
+                _sync(dev)
+                dt = time.perf_counter() - t1
+                busy += dt
+                if audio.shape[-1] and first < 0:
+                    first, first_chunk = busy, dt
+                if emit and on_audio is not None and audio.shape[-1]:
+                    on_audio(utt_id, audio[0, 0].float().cpu().numpy().astype(np.float32))
+        if emit and on_end is not None:
+            on_end(utt_id)
+        return busy, first, first_chunk, frames
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    n_warm = 0
+    if warmup:
+        one(ids[0], seqs[0], emit=False)
+        n_warm = 1
+        if seed is not None:
+            torch.manual_seed(seed)
+    wall, frames_total, first = 0.0, 0, (0.0, 0.0)
+    for k, (utt_id, seq) in enumerate(tqdm(list(zip(ids, seqs)), desc="stream", unit="utt", disable=not progress,
+                                           dynamic_ncols=True)):
+        busy, f_audio, f_chunk, frames = one(utt_id, seq, emit=True)
+        if k == 0:
+            first = (f_audio, f_chunk)
+        wall += busy
+        frames_total += frames
+    audio = frames_total * hop / float(sample_rate)
+    speed = SpeedReport(
+        audio_seconds=audio, wall_seconds=wall, x_real_time=audio / wall if wall > 0 else float("inf"),
+        rtf=wall / audio if audio > 0 else float("inf"), device=str(dev), device_name=device_name(dev),
+        threads=torch.get_num_threads(), repeats=1, warmup=n_warm, wall_all=[wall],
+        extra={"n_utterances": len(ids), "sample_rate": sample_rate, "hop_length": hop, "chunk_frames": chunk_frames,
+               "block_frames": block, "length_scale": float(length_scale), "stream": True},
+    )
+    return StreamResult(ids, bad, speed, first[0], first[1])

@@ -101,6 +101,8 @@ class LowPassFilter1d(nn.Module):
         if self.padding:
             x = F.pad(x, (self.pad_left, self.pad_right), mode=self.padding_mode)
         channels = x.shape[1]
+        if torch.jit.is_tracing():  # ONNX export: a conv's groups must be a constant, not a traced size
+            channels = int(channels)
         return F.conv1d(x, self.filter.expand(channels, -1, -1), stride=self.stride, groups=channels)
 
 
@@ -130,6 +132,8 @@ class UpSample1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
+        if torch.jit.is_tracing():  # ONNX export: a conv's groups must be a constant, not a traced size
+            channels = int(channels)
         x = F.pad(x, (self.pad, self.pad), mode="replicate")
         # Zero insertion divides the signal's energy per sample by the ratio: the gain restores it.
         x = self.ratio * F.conv_transpose1d(x, self.filter.expand(channels, -1, -1), stride=self.stride,

@@ -15,6 +15,23 @@ the last unit of every model input that ``n`` depends on, as integers. From thos
 
 The per-phase numbers averaged over the output period equal the analytic field's ``lo``/``hi``
 (:class:`rfspeech.rf.InputField`) exactly; the tests check it.
+
+**Two look-ahead numbers, and which one is which.** The documents share one set of key names
+(read by the compare report, :func:`rfspeech.evaluate.report_data.find_context`):
+
+* ``lookahead_frames`` / ``history_frames`` (+ ``_ms``, ``overlap_frames``): the exact context,
+  integers, the *maximum over output phases*, counted from the frame's own index: what chunked
+  and streaming synthesis use. ``rfspeech-rf`` writes them in ``rf.json["lookahead"]``
+  (:meth:`Context.to_dict`); :meth:`Context.record` / :func:`lookahead_record` give the compact
+  form for ``structure.yaml``'s ``receptive_field`` mapping.
+* ``lookahead_mean_frames`` / ``history_mean_frames``: the analytic field's right/left side
+  (``hi`` and ``-lo`` of the mel input), a fraction, the *mean over output phases* counted from
+  each sample's own position ``n / hop``. This is what the search's look-ahead budget bounds
+  (``max_lookahead_frames``, :func:`rfspeech.search.local.lookahead`; it appears there as
+  ``receptive_field.lookahead``). The two differ by less than one frame plus the rounding up:
+  HiFi-GAN V1 has ``hi`` = 12.23 and 13 exact frames, V3 9.59 and 11. A budget of ``B`` mean
+  frames therefore allows an exact look-ahead of up to about ``ceil(B) + 1`` frames; budget in
+  ``lookahead_frames`` when the number must bound a streaming latency exactly.
 """
 
 from __future__ import annotations
@@ -29,7 +46,12 @@ from torch import nn
 from rfspeech.errors import RFSpeechError
 from rfspeech.rf.rules import RFRuleError, Step
 
-__all__ = ["Context", "InputContext", "PhaseField", "context", "context_from_dict", "context_from_report"]
+__all__ = ["RECORD_KEYS", "Context", "InputContext", "PhaseField", "context", "context_from_dict",
+           "context_from_report", "lookahead_record"]
+
+# The keys every document (rf.json "lookahead", structure.yaml "receptive_field", speed.json) uses.
+RECORD_KEYS = ("lookahead_frames", "history_frames", "overlap_frames", "lookahead_ms", "history_ms", "overlap_ms",
+               "lookahead_mean_frames", "history_mean_frames", "hop", "sample_rate")
 
 
 @dataclass(frozen=True)
@@ -164,6 +186,9 @@ class Context:
         history_per_phase: the primary input's history per output phase ``0 … hop-1``, frames.
         lookahead_per_phase: the primary input's look-ahead per output phase, frames.
         inputs: every model input's :class:`InputContext`.
+        lookahead_mean_frames: the analytic field's right side ``hi`` of the primary input (mean over
+            output phases, from each sample's own position; what the search budget bounds), or None.
+        history_mean_frames: its left side ``-lo``, or None.
     """
 
     history_frames: int
@@ -173,6 +198,8 @@ class Context:
     history_per_phase: tuple[int, ...]
     lookahead_per_phase: tuple[int, ...]
     inputs: dict[str, InputContext]
+    lookahead_mean_frames: float | None = None
+    history_mean_frames: float | None = None
 
     @property
     def overlap_frames(self) -> int:
@@ -196,6 +223,11 @@ class Context:
             for key in ("history", "lookahead", "overlap"):
                 out[f"{key}_ms"] = round(self.ms(out[f"{key}_frames"], sample_rate), 3)
         return out
+
+    def record(self, sample_rate: int | None = None) -> dict[str, Any]:
+        """The compact record (:data:`RECORD_KEYS`, no per-phase lists) for ``structure.yaml`` and ``speed.json``."""
+        full = self.to_dict(sample_rate)
+        return {k: full[k] for k in RECORD_KEYS if full.get(k) is not None}
 
     def summary(self, sample_rate: int | None = None) -> str:
         """One line: look-ahead, history and overlap in frames (and ms with ``sample_rate``)."""
@@ -246,10 +278,13 @@ def context_from_report(report: Any, input_name: str | None = None) -> Context:
                                     history_frames=-(-h // u), lookahead_frames=-(-a // u),
                                     history_per_phase=tuple(hist), lookahead_per_phase=tuple(look))
     p = inputs[primary]
+    field = report.inputs.get(primary) if isinstance(getattr(report, "inputs", None), dict) else None
     return Context(history_frames=max(c.history_frames for c in inputs.values()),
                    lookahead_frames=max(c.lookahead_frames for c in inputs.values()), hop=hop, primary=primary,
                    history_per_phase=p.history_per_phase, lookahead_per_phase=p.lookahead_per_phase,
-                   inputs=inputs)
+                   inputs=inputs,
+                   lookahead_mean_frames=None if field is None else round(float(field.hi), 6),
+                   history_mean_frames=None if field is None else round(float(-field.lo), 6))
 
 
 def context(model: nn.Module, input_name: str | None = None, *, inputs: Any = None) -> Context:
@@ -273,6 +308,20 @@ def context(model: nn.Module, input_name: str | None = None, *, inputs: Any = No
     return context_from_report(report, input_name)
 
 
+def lookahead_record(model: nn.Module | Any, sample_rate: int | None = None) -> dict[str, Any] | None:
+    """:meth:`Context.record` of a generator (or of an :class:`rfspeech.rf.RFReport`), None when it has none.
+
+    For the ``receptive_field`` mapping of ``structure.yaml`` (``{**receptive_field(model), **record}``):
+    never raises, since a failed analysis must not end a search (a model with no integer hop, such as
+    an acoustic decoder, has no look-ahead in frames of audio).
+    """
+    try:
+        ctx = context(model) if isinstance(model, nn.Module) else context_from_report(model)
+    except RFSpeechError:
+        return None
+    return ctx.record(sample_rate)
+
+
 def context_from_dict(d: dict[str, Any]) -> Context:
     """Rebuild a :class:`Context` from :meth:`Context.to_dict` (e.g. an exported model's metadata)."""
     try:
@@ -285,6 +334,8 @@ def context_from_dict(d: dict[str, Any]) -> Context:
         return Context(history_frames=int(d["history_frames"]), lookahead_frames=int(d["lookahead_frames"]),
                        hop=int(d["hop"]), primary=str(d["primary"]),
                        history_per_phase=tuple(d["history_per_phase"]),
-                       lookahead_per_phase=tuple(d["lookahead_per_phase"]), inputs=inputs)
+                       lookahead_per_phase=tuple(d["lookahead_per_phase"]), inputs=inputs,
+                       lookahead_mean_frames=d.get("lookahead_mean_frames"),
+                       history_mean_frames=d.get("history_mean_frames"))
     except (KeyError, TypeError, ValueError) as e:
         raise RFSpeechError(f"not a look-ahead context record ({type(e).__name__}: {e})") from None
