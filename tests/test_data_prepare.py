@@ -280,3 +280,32 @@ def test_out_dir_must_not_contain_the_corpus(tmp_path: Path) -> None:
         prep.prepare("ljspeech", root, tmp_path, **FAST)
     with pytest.raises(ConfigError, match="corpus must be one of"):
         prep.prepare("libritts", root, tmp_path / "d", **FAST)
+
+
+def test_prepared_corpus_keeps_the_splits_of_an_earlier_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the recipes' stages 0 and 1: manifests without features (trimmed audio rewritten), then features of them
+    src = tmp_path / "wavs"
+    src.mkdir()
+    for i in range(5):
+        voice = synthetic_voice(0.5, 22050, seed=i)
+        sf.write(src / f"u{i}.wav", np.concatenate([np.zeros(8000, np.float32), voice]), 22050)
+        (src / f"u{i}.txt").write_text(f"text {i}")
+    prep.prepare("folder", src, tmp_path / "prep", features=False, trim=True, dev_size=2, eval_size=1, **FAST)
+    code, err = run_cli(monkeypatch, capsys, "corpus=prepared", f"db_root={tmp_path / 'prep'}",
+                        f"out_dir={tmp_path / 'feats'}", "nj=1")
+    assert code == 0, err
+    utts = _check_prepared(tmp_path / "feats", FeatureParams(), 5)
+    for split in SPLITS:
+        before = read_manifest(tmp_path / "prep" / split / "utts.tsv")
+        assert [(u.utt_id, u.speaker, u.text, u.audio) for u in utts[split]] == \
+            [(u.utt_id, u.speaker, u.text, u.audio) for u in before]  # same split, same (trimmed) audio
+    assert [len(utts[s]) for s in SPLITS] == [2, 2, 1]
+    assert all(0.45 < u.duration < 0.6 for u in utts["train"])  # trimmed once, in the first run
+    # a directory that was not prepared is named, and corpus options of a scan are refused
+    code, err = run_cli(monkeypatch, capsys, "corpus=prepared", f"db_root={src}", f"out_dir={tmp_path / 'x'}")
+    assert code == 2 and "utts.tsv: manifest not found" in err
+    code, err = run_cli(monkeypatch, capsys, "corpus=prepared", "+corpus.dev_size=2", f"db_root={tmp_path / 'prep'}",
+                        f"out_dir={tmp_path / 'x'}")
+    assert code == 2 and "unknown option(s) ['dev_size']" in err

@@ -84,8 +84,9 @@ def test_recipe_layout_and_help(recipe: Path) -> None:
     r = run_recipe(recipe, "--help")
     assert r.returncode == 0, r.stderr
     for option in ("--stage", "--stop_stage", "--conf", "--tag", "--resume", "--n_gpus", "--db_root", "--seed",
-                   "--seeds", "--from_scratch"):
+                   "--seeds", "--from_scratch", "--nj", "--cmd", "--gpu_cmd", "--structure_mode"):
         assert option in r.stdout
+    assert "--launcher" not in r.stdout   # one execution path: jobs (run_job), not Hydra launchers
 
 
 def test_help_shows_the_recipes_own_defaults() -> None:
@@ -204,6 +205,73 @@ def test_bad_conf_and_options(tmp_path: Path) -> None:
     assert "--conf is empty" in msg
     msg = one_line_error(run_recipe(mini, "stray"))
     assert "unexpected argument" in msg
+    msg = one_line_error(run_recipe(mini, "--structure_mode", "fold", *isolated(tmp_path)))
+    assert "--structure_mode must be single, multiple or merge" in msg
+    msg = one_line_error(run_recipe(mini, "--launcher", "hydra/launcher=basic"), prefix="./voc.sh: invalid option")
+    assert "--launcher" in msg
+
+
+def test_stage_1_computes_features_of_stage_0_through_the_job_wrapper(tmp_path: Path) -> None:
+    """Stage 0 writes the splits (no features), stage 1 reads them (corpus=prepared); --cmd wraps every job."""
+    import numpy as np
+    import soundfile as sf
+
+    from rfspeech.data.manifest import read_manifest
+    from rfspeech.data.testing import synthetic_voice
+
+    db = tmp_path / "voice"
+    db.mkdir()
+    for i in range(6):
+        sf.write(db / f"u{i}.wav", np.concatenate([np.zeros(6000, np.float32), synthetic_voice(0.5, 22050, seed=i)]),
+                 22050)
+    wrap = tmp_path / "wrap.sh"   # a --cmd wrapper as srun would be: runs its command, passes its status through
+    wrap.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path}/wrapped.txt\nexec "$@"\n')
+    wrap.chmod(0o755)
+    r = run_recipe(TEMPLATE, "--stage", "0", "--stop_stage", "1", "--db_root", str(db), "--cmd", str(wrap),
+                   "--prepare_opts", "trim=true corpus.dev_size=2 corpus.eval_size=1 nj=1", *isolated(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = (tmp_path / "wrapped.txt").read_text().splitlines()
+    assert len(calls) == 2 and all(c.startswith("rfspeech-prepare ") for c in calls)
+    assert "features=false" in calls[0] and "corpus.dev_size=2" in calls[0] and "trim=true" in calls[0]
+    prep = tmp_path / "data" / "prep"
+    assert f"corpus=prepared db_root={prep}" in calls[1] and "nj=1" in calls[1]
+    assert "corpus.dev_size" not in calls[1] and "trim" not in calls[1]   # stage 0's options stay in stage 0
+    assert not (prep / "feats.yaml").exists()
+    for split in ("train", "dev", "eval"):
+        kept = read_manifest(prep / split / "utts.tsv")
+        assert read_manifest(tmp_path / "data" / "hifigan" / split / "utts.tsv") == kept  # same split and audio
+        assert all(Path(u.audio).parent == (prep / "wavs").resolve() for u in kept)
+        assert sorted(p.stem for p in (tmp_path / "data" / "hifigan" / split / "feats").glob("*.npy")) == \
+            [u.utt_id for u in kept]
+
+
+def test_report_adds_the_search_runs_cost_to_the_searched_arm(tmp_path: Path) -> None:
+    """The recipe's exp layout: searched_seed<S>/info.json names ../search_seed<S>, whose cost.json counts."""
+    import json
+
+    from rfspeech.evaluate.report_data import arm_cost, load_experiment
+
+    def run_dir(name: str, cost: dict, info: dict) -> Path:
+        d = tmp_path / name
+        (d / "eval").mkdir(parents=True)
+        (d / "eval" / "summary.json").write_text(json.dumps({"metrics": {"mcd": {"mean": 6.0, "n": 2}}}))
+        (d / "cost.json").write_text(json.dumps({**cost, "gpu_seconds": 0.0, "wall_seconds": 1.0,
+                                                 "global_proxy_steps": 0}))
+        (d / "info.json").write_text(json.dumps(info))
+        return d
+
+    run_dir("search_seed1", {"train_steps": 0, "search_steps": 400, "cpu_seconds": 50.0,
+                             "init_from": "pretrained.pt"}, {})
+    searched = run_dir("searched_seed1", {"train_steps": 600, "search_steps": 0, "cpu_seconds": 70.0,
+                                          "init_from": "search_seed1/checkpoints/ckpt_400.pt"},
+                       {"arm": "searched", "seed": 1, "cost_from": ["../search_seed1"]})
+    exp = load_experiment(searched)
+    assert exp.cost["train_steps"] == 600 and exp.cost["search_steps"] == 400 and exp.cost["cpu_seconds"] == 120.0
+    assert exp.cost["init_from"] == "pretrained.pt"
+    assert arm_cost([exp])["total"]["total_steps"] == 1000
+    (searched / "info.json").write_text(json.dumps({"arm": "searched", "cost_from": ["../search_seed9"]}))
+    with pytest.raises(Exception, match="search_seed9/cost.json not found"):
+        load_experiment(searched)
 
 
 def test_mini_runs_two_seeds_per_arm_unless_told(tmp_path: Path) -> None:

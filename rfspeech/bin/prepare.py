@@ -5,9 +5,12 @@ Usage::
     rfspeech-prepare corpus=ljspeech db_root=DIR out_dir=DIR [skip_bad=true] [features=false] [mel=pwg]
     rfspeech-prepare corpus=vctk db_root=VCTK-Corpus-0.92 out_dir=data/vctk mel=hifigan_24k \\
         corpus.holdout_speakers=2
+    rfspeech-prepare corpus=prepared db_root=data/prep out_dir=data/hifigan mel=hifigan
 
 Options: ``recipes/prepare.yaml``, ``recipes/corpus/<name>.yaml`` (``corpus.*``) and
 ``recipes/mel/<name>.yaml`` (``mel.*``, the feature parameters; ``mel.sample_rate`` is the target rate).
+``corpus=prepared`` reads the splits of an earlier run's ``out_dir`` (e.g. one with ``features=false``) as they are
+and computes their features: the recipes' stage 1 so consumes stage 0's output.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from rfspeech.errors import ConfigError
 _CORPUS_KEYS = {
     "ljspeech": {"name", "speaker", "dev_size", "eval_size"},
     "folder": {"name", "speaker", "dev_size", "eval_size"},
+    "prepared": {"name"},
     "vctk": {"name", "layout", "mic", "speakers", "dev_per_speaker", "eval_per_speaker", "holdout_speakers"},
 }
 
@@ -34,11 +38,11 @@ def run(cfg: Any) -> None:
     for key in ("db_root", "out_dir"):
         if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
             raise ConfigError(
-                f"{key} is required: rfspeech-prepare corpus=ljspeech|vctk|folder db_root=DIR out_dir=DIR"
+                f"{key} is required: rfspeech-prepare corpus=ljspeech|vctk|folder|prepared db_root=DIR out_dir=DIR"
             )
     corpus = OmegaConf.to_container(cfg.corpus, resolve=True)
     if not isinstance(corpus, dict) or "name" not in corpus:
-        raise ConfigError("corpus must name a config in recipes/corpus/ (corpus=ljspeech|vctk|folder)")
+        raise ConfigError("corpus must name a config in recipes/corpus/ (corpus=ljspeech|vctk|folder|prepared)")
     name = str(corpus["name"])
     if name not in _CORPUS_KEYS:
         raise ConfigError(f"corpus.name must be one of {sorted(_CORPUS_KEYS)}, got {name!r}")

@@ -26,13 +26,22 @@ from rfspeech.data.audio import read_audio, resample, trim_silence, write_audio
 from rfspeech.data.corpora import BadFile, Entry, scan_folder, scan_ljspeech, scan_vctk, split_by_speaker, split_sorted
 from rfspeech.data.features import FeatureExtractor, FeatureStats, mel_filterbank, min_samples
 from rfspeech.data.ids import utt_path
-from rfspeech.data.manifest import FEATS_YAML, MANIFEST, SPLITS, STATS, FeatureParams, Utterance, write_manifest
+from rfspeech.data.manifest import (
+    FEATS_YAML,
+    MANIFEST,
+    SPLITS,
+    STATS,
+    FeatureParams,
+    Utterance,
+    read_manifest,
+    write_manifest,
+)
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.io import atomic_dir, atomic_write_text, atomic_write_yaml, save_npy
 
 log = logging.getLogger("rfspeech.prepare")
 
-CORPORA = ("ljspeech", "vctk", "folder")
+CORPORA = ("ljspeech", "vctk", "folder", "prepared")
 BAD_FILES = "bad_files.txt"
 SUMMARY = "prepare.yaml"
 _STAGE_FEATS = "_feats"
@@ -222,8 +231,10 @@ def prepare(
     """Prepare a corpus into per-split data directories, with log-mel features unless ``features=False``.
 
     Args:
-        corpus: ``"ljspeech"``, ``"vctk"`` or ``"folder"``.
-        db_root: corpus root (LJSpeech-1.1, VCTK 0.92 / 0.80, or a folder of wav/flac).
+        corpus: ``"ljspeech"``, ``"vctk"``, ``"folder"``, or ``"prepared"``: ``db_root`` is the output of an
+            earlier run (e.g. a recipe's stage 0, ``features=False``) whose splits and manifests are kept
+            as they are: the recipe's stage 1 computes features from stage 0's output this way.
+        db_root: corpus root (LJSpeech-1.1, VCTK 0.92 / 0.80, a folder of wav/flac, or a prepared directory).
         out_dir: output directory (replaced atomically; must not contain ``db_root``).
         features: extract log-mels (``<split>/feats/<id>.npy`` and ``feats.yaml``).
         feature_params: mel parameters; the target sample rate is ``feature_params.sample_rate``
@@ -271,6 +282,10 @@ def prepare(
         entries, bad = scan_ljspeech(db, speaker=speaker or "LJ")
     elif corpus == "vctk":
         entries, bad = scan_vctk(db, layout=vctk_layout, mic=vctk_mic, speakers=speakers)
+    elif corpus == "prepared":
+        kept = {split: [Entry(u.utt_id, Path(u.audio), u.speaker, u.text) for u in read_manifest(db / split / MANIFEST)]
+                for split in SPLITS}
+        entries, bad = [e for split in SPLITS for e in kept[split]], []
     else:
         entries, bad = scan_folder(db, speaker=speaker or "spk")
     if bad and not skip_bad:
@@ -301,6 +316,8 @@ def prepare(
             splits = split_by_speaker(good, dev_per_speaker, eval_per_speaker,
                                       holdout_speakers if isinstance(holdout_speakers, int)
                                       else list(holdout_speakers))
+        elif corpus == "prepared":
+            splits = {split: [e for e in kept[split] if e.utt_id in by_id] for split in SPLITS}
         else:
             splits = split_sorted(good, dev_size, eval_size)
 

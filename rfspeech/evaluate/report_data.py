@@ -11,7 +11,9 @@ An experiment folder (the contract with the recipes and the trainer) holds::
     rf.json               rfspeech-rf output with ``r_min`` / ``r_max`` and look-ahead / history (optional)
     cost.json             training cost: ``train_steps``, ``search_steps``, ``global_proxy_steps``,
                           ``cpu_seconds``, ``gpu_seconds``, ``wall_seconds``, ``init_from`` (optional)
-    info.json             ``name``, ``arm`` ("hand-designed", "searched", ...), ``seed``, ``n_params`` (optional)
+    info.json             ``name``, ``arm`` ("hand-designed", "searched", ...), ``seed``, ``n_params``, ``cost_from``
+                          (optional; ``cost_from``: run folders, relative to this one, whose cost.json counts in
+                          this run's budget, e.g. the searched arm's search run: their costs are added)
 
 Without ``info.json`` the experiment is named after its folder and its arm is ``searched`` when it
 has a ``structure.yaml``, else ``hand-designed``. Runs of the same arm (several seeds) are
@@ -184,11 +186,14 @@ def load_experiment(path: str | Path) -> Experiment:
         if isinstance(rf_doc, dict):
             rf = rf_doc
             context = find_context(rf_doc) or context
-    cost = None
-    if (path / "cost.json").is_file():
-        cost = _read_json(path / "cost.json")
-        if not isinstance(cost, dict):
-            raise DataError(f"{path / 'cost.json'}: expected a JSON object")
+    cost = _read_cost(path)
+    for extra in info.get("cost_from") or []:
+        more = _read_cost(path / str(extra))
+        if more is None:
+            raise DataError(f"{path / 'info.json'}: cost_from {extra}: {path / str(extra) / 'cost.json'} not found")
+        # the earlier run's start is the arm's start (the fine-tune's init_from is the earlier run's checkpoint)
+        cost = more if cost is None else {**cost, **{k: float(cost.get(k) or 0) + float(more.get(k) or 0)
+                                                     for k in COST_KEYS}, "init_from": more.get("init_from")}
     synth_audio: dict[str, Path] = {}
     if (path / "synth").is_dir():
         try:
@@ -199,6 +204,16 @@ def load_experiment(path: str | Path) -> Experiment:
     return Experiment(path=path, name=str(info.get("name") or path.name), arm=arm, seed=info.get("seed"),
                       summary=summary, rows=rows, speed=speed, structure=structure, structure_settings=settings,
                       rf=rf, info=info, synth_audio=synth_audio, cost=cost, context=context)
+
+
+def _read_cost(path: Path) -> dict[str, Any] | None:
+    """``path/cost.json`` (None when absent)."""
+    if not (path / "cost.json").is_file():
+        return None
+    cost = _read_json(path / "cost.json")
+    if not isinstance(cost, dict):
+        raise DataError(f"{path / 'cost.json'}: expected a JSON object")
+    return cost
 
 
 def unique_names(exps: list[Experiment]) -> None:

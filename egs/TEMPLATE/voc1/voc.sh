@@ -7,8 +7,8 @@
 #
 # Stages (each runnable alone: --stage N --stop_stage M):
 #   -1  download the corpus (skipped when --db_root already holds it)
-#    0  data preparation: splits and manifests          -> data/prep/{train,dev,eval}/utts.tsv
-#    1  features (+ statistics when the mel normalises)  -> data/<mel>/ (feats.yaml, */feats/*.npy)
+#    0  data preparation: checks, audio, splits          -> data/prep/{train,dev,eval}/utts.tsv (+ wavs/)
+#    1  features of stage 0's splits (+ statistics)      -> data/<mel>/ (feats.yaml, */feats/*.npy)
 #    2  train the hand-designed baseline of every conf   -> exp/<name>/hand_seed<S>/
 #    3  receptive-field search (global + local)          -> exp/<name>/search_seed<S>/structure.yaml
 #    4  fine-tune the searched structure, same budget    -> exp/<name>/searched_seed<S>/
@@ -20,14 +20,17 @@
 # the checkpoint for steps.train steps; stage 3 wraps the same checkpoint for the search
 # (search.searchable.warm_start=true: its output is unchanged at step 0) for steps.search steps; stage 4
 # fine-tunes the searched structure from the search run's weights for steps.finetune steps
-# (steps.search + steps.finetune = steps.train: the same budget). --from_scratch true ignores init_from.
+# (steps.search + steps.finetune = steps.train: the same budget; the searched run's info.json names the search
+# run, whose cost.json the report adds to the fine-tune's). --from_scratch true ignores init_from.
 #    5  synthesize the eval split with every model       -> exp/<name>/<run>/synth/*.wav, speed.json
 #    6  evaluate (MCD, PESQ, STOI, F0, MR-STFT, mel L1)  -> exp/<name>/<run>/eval/{metrics.csv,summary.json}
 #    7  compare                                          -> exp/<name>/report.html, report.md
 # Stages 2 and 4 also record the receptive field of each trained model (rfspeech-rf -> <run>/rf.json).
 #
 # Only the package's console scripts do the work (rfspeech-prepare, -train, -search, -rf, -synthesize,
-# -evaluate, -compare); each run logs to <run>/logs/<stage>.log.
+# -evaluate, -compare); each run logs to <run>/logs/<stage>.log. One execution path (utils/lib.sh run_job):
+# every run is a job, --nj at once, its console scripts started here or through --cmd / --gpu_cmd (e.g. srun
+# on Slurm), with torchrun inside for --n_gpus > 1 (why not Hydra launchers: egs/TEMPLATE/voc1/README.md).
 set -euo pipefail
 
 # ------------------------------------------------------------------------------------------ options
@@ -40,7 +43,9 @@ n_gpus=1              # 0: CPU; 1: one GPU (CPU when none); >1: torchrun DDP ove
 db_root=""            # corpus root (empty: <download_dir>/<db_name>)
 seed=1                # seed of the single run per arm
 seeds=""              # several seeds per arm, e.g. "1 2 3" (overrides --seed)
-nj=1                  # runs at once (seeds, arms, experiments): useful on CPU and on multi-GPU nodes
+nj=1                  # runs at once (seeds, arms, experiments): CPU, multi-GPU nodes, or jobs queued by --cmd
+cmd=""                # wrapper of every job's console scripts, e.g. "srun -p cpu -c 4" (empty: run here)
+gpu_cmd=""            # wrapper of training, search and synthesis jobs (empty: --cmd), e.g. "srun --gres=gpu:1"
 threads=0             # torch threads per run (0: nproc / nj when nj > 1, else torch's default)
 corpus=ljspeech       # rfspeech-prepare corpus: ljspeech | vctk | folder
 db_name=""            # directory name of the downloaded corpus (default db_root)
@@ -57,7 +62,11 @@ search=true           # false: hand-designed arm only (stages 3 and 4 skipped)
 shared_search=false   # true: one search (first seed) fine-tuned with every seed; false: one search per seed
 checkpoint=best       # checkpoint synthesized: best (validation mel L1) | last
 from_scratch=false    # true: train every run from scratch even where the conf sets init_from (pretrained)
-launcher=""           # Hydra launcher overrides: stages 2-4 become one multirun per conf over the seeds
+# STRUCTURE_MODE (lead: switch once rfspeech-train continues from the search run's wrappers): how stage 4 builds
+# the searched generator. single: the searched dilations as plain convs, weights from the search run's last
+# checkpoint (pretrained start); multiple | merge keep the search model's branches (searched_start passes
+# structure_from_search=true then: the key rfspeech-train must have for it).
+structure_mode=single
 datadir=data
 expdir=exp
 
@@ -80,7 +89,10 @@ Options (--name value or --name=value; defaults in brackets):
   --db_root DIR       corpus root [${db_root:-<download_dir>/<db_name>}]
   --seed S            seed of the single run per arm [${seed}]
   --seeds "S [S ...]" several seeds per arm (overrides --seed) [${seeds}]
-  --nj N              runs at once [${nj}]
+  --nj N              runs (jobs) at once [${nj}]
+  --cmd "W"           wrapper of every job's console scripts, e.g. "srun -p cpu -c 4" [${cmd}]
+  --gpu_cmd "W"       wrapper of training/search/synthesis jobs (empty: --cmd), e.g. "srun --gres=gpu:4"
+                      with --n_gpus 4 (torchrun in the job) [${gpu_cmd}]
   --threads N         torch threads per run, 0 automatic [${threads}]
   --corpus C          ljspeech | vctk | folder [${corpus}]
   --mel M             recipes/mel/M.yaml [${mel}]
@@ -88,9 +100,9 @@ Options (--name value or --name=value; defaults in brackets):
   --shared_search B   one search shared by all seeds [${shared_search}]
   --checkpoint C      best | last [${checkpoint}]
   --from_scratch B    ignore the confs' init_from (pretrained start): train from scratch [${from_scratch}]
-  --launcher "k=v ..." run stages 2-4 as Hydra multiruns over the seeds through a launcher plugin,
-                      e.g. "hydra/launcher=submitit_slurm hydra.launcher.gpus_per_node=1" [${launcher}]
-  --prepare_opts, --train_opts, --search_opts, --synth_opts, --eval_opts, --compare_opts "k=v ..."
+  --structure_mode M  stage 4's searched generator: single | multiple | merge [${structure_mode}]
+  --prepare_opts "k=v ..." rfspeech-prepare overrides of stage 0 (stage 1: its mel.* and nj keys) [${prepare_opts}]
+  --train_opts, --search_opts, --synth_opts, --eval_opts, --compare_opts "k=v ..."
                       extra overrides of the console scripts
   --download_url U, --download_dir D, --db_name N, --datadir D, --expdir D
 EOF
@@ -104,60 +116,39 @@ EOF
 # ------------------------------------------------------------------------------------------ helpers
 run_cpu_times=true  # every run (lib.sh's run_job) also reports its CPU time
 
-# train_run NAME RUN SEED ARM [OVERRIDES...]: rfspeech-train, then its receptive field and info.json
+# train_run NAME RUN SEED ARM COST_FROM [OVERRIDES...]: rfspeech-train, then its receptive field and info.json
+# (COST_FROM: write_info's, may be empty)
 train_run() {
-  local name=$1 run=$2 s=$3 arm=$4
-  shift 4
-  "${train_cmd[@]}" "${hydra_conf[@]}" "+${conf_group[$name]}=${conf_name[$name]}" \
+  local name=$1 run=$2 s=$3 arm=$4 cost_from=$5
+  shift 5
+  launch "${train_cmd[@]}" "${hydra_conf[@]}" "+${conf_group[$name]}=${conf_name[$name]}" \
     data_dir="${feats}" out_dir="${run}" seed="${s}" device="${device}" resume="${resume}" progress=false \
     "$@" "${train_args[@]}"
-  rfspeech-rf checkpoint="$(ckpt_of "${run}")" segment=null out_dir="${run}"
-  write_info "${run}" "${arm}" "${s}" "${name}"
-}
-
-# abspath PATH: absolute form of a (possibly not yet existing) path, for jobs that run elsewhere
-abspath() { case "$1" in /*) echo "$1" ;; *) echo "${PWD}/$1" ;; esac; }
-
-# multirun SCRIPT NAME KIND [OVERRIDES...]: one Hydra multirun of a conf over the seeds through --launcher;
-# every job writes exp/<name>/<kind>_seed<S> (${seed} is resolved by Hydra in each job).
-multirun() {
-  local script=$1 name=$2 kind=$3 seeds_csv
-  shift 3
-  if [ "${kind}" = search ]; then seeds_csv=$(IFS=,; echo "${search_seeds[*]}"); else seeds_csv=$(IFS=,; echo "${seed_list[*]}"); fi
-  "${script}" -m "${launcher_args[@]}" "${hydra_conf[@]}" "+${conf_group[${name}]}=${conf_name[${name}]}" \
-    "hydra.sweep.dir=$(abspath "${expdir}/${name}/multirun/${kind}")" "data_dir=$(abspath "${feats}")" \
-    "seed=${seeds_csv}" "out_dir=$(abspath "${expdir}/${name}")/${kind}_seed\${seed}" "device=${device}" \
-    "resume=${resume}" progress=false "$@"
-}
-# multirun_train NAME KIND ARM [OVERRIDES...]: the training multirun, then each run's receptive field and info.json
-multirun_train() {
-  local name=$1 kind=$2 arm=$3 s run
-  shift 3
-  multirun rfspeech-train "${name}" "${kind}" "$@" "${train_args[@]}"
-  for s in "${seed_list[@]}"; do
-    run="${expdir}/${name}/${kind}_seed${s}"
-    rfspeech-rf checkpoint="$(ckpt_of "${run}")" segment=null out_dir="${run}"
-    write_info "${run}" "${arm}" "${s}" "${name}"
-  done
+  launch rfspeech-rf checkpoint="$(ckpt_of "${run}")" segment=null out_dir="${run}"
+  write_info "${run}" "${arm}" "${s}" "${name}" "" "${cost_from}"
 }
 
 # synthesize_run RUN: the eval split through RUN's checkpoint
 synthesize_run() {
-  rfspeech-synthesize "checkpoint=$(ckpt_of "$1")" "input_dir=${feats}/eval" "out_dir=$1/synth" "device=${device}" \
-    progress=false "${synth_args[@]}"
+  launch rfspeech-synthesize "checkpoint=$(ckpt_of "$1")" "input_dir=${feats}/eval" "out_dir=$1/synth" \
+    "device=${device}" progress=false "${synth_args[@]}"
 }
 # evaluate_run RUN: RUN's synthesized eval split against the reference
 evaluate_run() {
-  rfspeech-evaluate "ref_dir=${feats}/eval" "syn_dir=$1/synth" "out_dir=$1/eval" "feats_yaml=${feats}/feats.yaml" \
-    "jobs=${eval_jobs}" progress=false "${eval_args[@]}"
+  launch rfspeech-evaluate "ref_dir=${feats}/eval" "syn_dir=$1/synth" "out_dir=$1/eval" \
+    "feats_yaml=${feats}/feats.yaml" "jobs=${eval_jobs}" progress=false "${eval_args[@]}"
 }
 
 # ------------------------------------------------------------------------------------------ checks
 check_options "$@"
 case "${checkpoint}" in best|last) ;; *) die "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
+case "${structure_mode}" in single|multiple|merge) ;;
+  *) die "--structure_mode must be single, multiple or merge, got '${structure_mode}'" ;;
+esac
 derive_settings
-# With GPUs and --nj > 1, every run slot gets its own --n_gpus GPUs.
-if [ "${n_gpus}" -gt 0 ] && [ "${nj}" -gt 1 ]; then slot_gpus "${n_gpus}"; fi
+# With GPUs and --nj > 1, every local run slot gets its own --n_gpus GPUs (a --gpu_cmd/--cmd scheduler places
+# the jobs itself).
+if [ "${n_gpus}" -gt 0 ] && [ "${nj}" -gt 1 ] && [ -z "${gpu_cmd}${cmd}" ]; then slot_gpus "${n_gpus}"; fi
 
 # Recipe confs: Hydra experiment files ("# @package _global_"), composed into every rfspeech-train and
 # rfspeech-search call as +<dir name>=<file name> with the conf's parent directory on the search path.
@@ -200,10 +191,6 @@ read -r -a search_args <<< "${search_opts}"
 read -r -a synth_args <<< "${synth_opts}"
 read -r -a eval_args <<< "${eval_opts}"
 read -r -a compare_args <<< "${compare_opts}"
-read -r -a launcher_args <<< "${launcher}"
-if [ "${#launcher_args[@]}" -gt 0 ] && [ "${n_gpus}" -gt 1 ]; then
-  die "--launcher starts one process per job: use --n_gpus 0 or 1 (multi-GPU jobs need the launcher's own DDP setup)"
-fi
 
 if [ "${n_gpus}" -gt 1 ]; then
   command -v torchrun > /dev/null || die "--n_gpus ${n_gpus} needs torchrun on PATH"
@@ -235,7 +222,6 @@ for name in "${names[@]}"; do
     if run_stage 2 || run_stage 3; then
       [ -f "${init}" ] || die "conf ${conf_file[${name}]}: init_from ${init} not found (make it with the recipe's local/pretrain.sh, or pass --from_scratch true)"
     fi
-    [ "${#launcher_args[@]}" -eq 0 ] || die "--launcher: not available with a pretrained start (conf ${conf_file[${name}]} sets init_from); use --nj"
   fi
 done
 # start_of NAME: start_hand and start_search, the overrides of stages 2 and 3 that choose the start
@@ -252,11 +238,14 @@ start_of() {
 # weights, trained for steps.finetune more steps; from scratch: steps.train steps)
 searched_start() {
   local last
-  start_searched=(init_from=null)
+  start_searched=(init_from=null "structure_mode=${structure_mode}")
   [ -n "${pretrained[$1]:-}" ] || return 0
   last=$(find "$2/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2> /dev/null | sort | tail -n 1)
   [ -n "${last}" ] || die "stage 4 ($(stage_name 4)): no step checkpoint in $2/checkpoints; run stage 3 ($(stage_name 3)) first"
-  start_searched=("init_from=${last}" "${finetune_budget}")
+  start_searched=("init_from=${last}" "${finetune_budget}" "structure_mode=${structure_mode}")
+  # STRUCTURE_MODE: multiple/merge continue the search run's branches (its alphas folded by merge); the key is
+  # the pipeline's (lead: rename here if rfspeech-train spells it differently).
+  [ "${structure_mode}" = single ] || start_searched+=(structure_from_search=true)
 }
 
 # every trained run of every experiment
@@ -279,15 +268,10 @@ if run_stage 2; then
     start_of "${name}"
     mkdir -p "${expdir}/${name}"
     cp "${conf_file[${name}]}" "${expdir}/${name}/conf.yaml"
-    if [ "${#launcher_args[@]}" -gt 0 ]; then
-      run_job "${name}/hand (multirun)" "${expdir}/${name}/logs/train_hand.log" \
-        multirun_train "${name}" hand hand-designed "${start_hand[@]}"
-      continue
-    fi
     for s in "${seed_list[@]}"; do
       run="${expdir}/${name}/hand_seed${s}"
-      run_job "${name}/hand_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" hand-designed \
-        "${start_hand[@]}"
+      run_job --gpu "${name}/hand_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" \
+        hand-designed "" "${start_hand[@]}"
     done
   done
   wait_runs 2
@@ -302,15 +286,9 @@ if run_stage 3 && [ "${search}" = true ]; then
   log "stage 3: receptive-field search (${#names[@]} experiment(s) x ${#search_seeds[@]} seed(s))"
   for name in "${names[@]}"; do
     start_of "${name}"
-    if [ "${#launcher_args[@]}" -gt 0 ]; then
-      run_job "${name}/search (multirun)" "${expdir}/${name}/logs/search.log" \
-        multirun rfspeech-search "${name}" search "${search_budget}" "${start_search[@]}" \
-        "${search_args[@]}"
-      continue
-    fi
     for s in "${search_seeds[@]}"; do
       run="${expdir}/${name}/search_seed${s}"
-      run_job "${name}/search_seed${s}" "${run}/logs/search.log" "${search_cmd[@]}" "${hydra_conf[@]}" \
+      run_job --gpu "${name}/search_seed${s}" "${run}/logs/search.log" "${search_cmd[@]}" "${hydra_conf[@]}" \
         "+${conf_group[${name}]}=${conf_name[${name}]}" "data_dir=${feats}" "out_dir=${run}" "seed=${s}" \
         "device=${device}" "resume=${resume}" progress=false "${search_budget}" \
         "${start_search[@]}" "${search_args[@]}"
@@ -334,17 +312,11 @@ if run_stage 4 && [ "${search}" = true ]; then
       structure="$(search_dir_of "${name}" "${s}")/structure.yaml"
       mkdir -p "${run}"
       cp "${structure}" "${run}/structure.yaml"
-      [ "${#launcher_args[@]}" -eq 0 ] || continue
       searched_start "${name}" "$(search_dir_of "${name}" "${s}")"
-      run_job "${name}/searched_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" searched \
-        "structure=${structure}" "${start_searched[@]}"
+      # the searched arm's budget: this run + its search run (../search_seed<S>, relative to the run)
+      run_job --gpu "${name}/searched_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" searched \
+        "../$(basename "$(search_dir_of "${name}" "${s}")")" "structure=${structure}" "${start_searched[@]}"
     done
-    if [ "${#launcher_args[@]}" -gt 0 ]; then
-      structure="$(abspath "${expdir}/${name}")/search_seed\${seed}/structure.yaml"
-      [ "${shared_search}" = false ] || structure=$(abspath "$(search_dir_of "${name}" "${seed_list[0]}")/structure.yaml")
-      run_job "${name}/searched (multirun)" "${expdir}/${name}/logs/train_searched.log" \
-        multirun_train "${name}" searched searched "structure=${structure}"
-    fi
   done
   wait_runs 4
   stage_done 4
@@ -359,7 +331,7 @@ if run_stage 5; then
     need "$(ckpt_of "${run}")" "$(trained_in "${run}")" 5
   done
   log "stage 5: synthesizing ${feats}/eval with every model"
-  run_each synthesize.log synthesize_run "${all_runs[@]}"
+  run_each --gpu synthesize.log synthesize_run "${all_runs[@]}"
   wait_runs 5
   stage_done 5
 fi

@@ -8,6 +8,7 @@
 #   ./run.sh --db_root /data/LJSpeech-1.1       # use an existing copy (stage -1 then skips itself)
 #   ./run.sh --conf "conf/hifigan_v2.yaml conf/wavenet.yaml" --seeds "1 2 3" --nj 3 --n_gpus 1
 #   ./run.sh --stage 2 --n_gpus 4               # DDP on 4 GPUs (train.batch_size stays the global batch)
+#   ./run.sh --nj 8 --n_gpus 4 --gpu_cmd "srun -p gpu --gres=gpu:4 -c 32"   # Slurm: 8 jobs at once
 #   ./run.sh --db_root ../../../../shared/data/ljspeech-mini --conf conf/debug.yaml --n_gpus 0   # smoke run
 #   ./run.sh --help
 #

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Helpers shared by the rfspeech recipe drivers (egs/TEMPLATE/voc1/voc.sh, egs/TEMPLATE/tts1/tts.sh): logging,
-# stage selection and input checks, the parallel job runner, the option checks every driver has, and stages
-# -1 to 1 (download, data preparation, features), which are the same for every recipe. Source it after
+# stage selection and input checks, the job runner (the recipes' one execution path: see
+# egs/TEMPLATE/voc1/README.md), the option checks every driver has, and stages -1 to 1 (download, data
+# preparation, features), which are the same for every recipe. Source it after
 # utils/parse_options.sh (its own variables are then no options):
 #
 #   # shellcheck source-path=SCRIPTDIR source=utils/lib.sh
@@ -9,7 +10,7 @@
 #
 # The functions read the driver's options and settings (stage, stop_stage, tag, nj, threads, n_gpus, seed,
 # seeds, search, checkpoint, corpus, mel, db_name, db_root, download_url, download_dir, datadir, expdir,
-# prepare_args) when they are called, so a driver may set those after sourcing this file; data_stages also
+# prepare_args, and cmd / gpu_cmd where the driver has them) when they are called, so a driver may set those after sourcing this file; data_stages also
 # is timed by stage_start and stage_done.
 # shellcheck disable=SC2154  # the variables above are the driver's: this file alone never assigns them
 
@@ -40,14 +41,17 @@ cpu_read() {
 stage_start() { t0=${SECONDS}; cpu_mark; c0=$(cpu_read); }
 stage_done() { cpu_mark; log "stage $1 ($(stage_name "$1")) done in $((SECONDS - t0)) s wall, $(($(cpu_read) - c0)) s cpu"; }
 
-# write_info RUN ARM SEED EXPERIMENT [TASK]: RUN/info.json, read by rfspeech-compare (SEED null: no seed)
+# write_info RUN ARM SEED EXPERIMENT [TASK [COST_FROM]]: RUN/info.json, read by rfspeech-compare (SEED null: no
+# seed; TASK may be empty). COST_FROM: a run directory, relative to RUN, whose cost.json counts in RUN's budget
+# (the searched arm's search run: the report adds its steps and seconds to the fine-tune's).
 write_info() {
-  local tmp="$1/.info.json.tmp" name="$2" task=""
+  local tmp="$1/.info.json.tmp" name="$2" task="" cost_from=""
   [ "$3" = null ] || name="$2 seed $3"
   [ -z "${5:-}" ] || task=", \"task\": \"$5\""
+  [ -z "${6:-}" ] || cost_from=", \"cost_from\": [\"$6\"]"
   mkdir -p "$1"
-  printf '{"name": "%s", "arm": "%s", "seed": %s, "experiment": "%s", "corpus": "%s", "mel": "%s"%s}\n' \
-    "${name}" "$2" "$3" "$4" "${corpus}" "${mel}" "${task}" > "${tmp}"
+  printf '{"name": "%s", "arm": "%s", "seed": %s, "experiment": "%s", "corpus": "%s", "mel": "%s"%s%s}\n' \
+    "${name}" "$2" "$3" "$4" "${corpus}" "${mel}" "${task}" "${cost_from}" > "${tmp}"
   mv "${tmp}" "$1/info.json"
 }
 
@@ -131,11 +135,16 @@ ckpt_of() {
   echo "${last:-$1/checkpoints/best.pt}"
 }
 
-# ------------------------------------------------------------------------------------------ parallel runs
-# Parallel runs: start up to $nj at once, each logging to its own file; wait_runs reports every failure and
-# stops the recipe. Two settings of the driver: after slot_gpus N, run slot k gets the GPUs k*N .. k*N+N-1
+# ------------------------------------------------------------------------------------------ jobs
+# The one execution path of every stage: run_job starts a job (up to $nj at once), each logging to its own
+# file; wait_runs reports every failure and stops the recipe. A job's console scripts run through the driver's
+# --cmd wrapper (--gpu_cmd for jobs started with run_job --gpu: training, search, synthesis), Kaldi's
+# run.pl/queue.pl/slurm.pl idea as a command prefix: empty runs them here; "srun --gres=gpu:1 --time=48:00:00"
+# runs each on a Slurm node (a wrapper must run the command in the foreground, pass its output through and
+# return its exit status). Multi-GPU jobs are torchrun inside the wrapper (the driver's --n_gpus).
+# Two more settings of the driver: after slot_gpus N, local run slot k gets the GPUs k*N .. k*N+N-1
 # (positions in an existing CUDA_VISIBLE_DEVICES, else device numbers); with run_cpu_times=true every run's
-# log ends with its CPU time, reported when it is done.
+# log ends with the CPU time of the job's processes on this machine, reported when it is done.
 run_pids=()
 run_logs=()
 run_names=()
@@ -143,6 +152,10 @@ slot_pids=()
 gpus_per_slot=0
 visible_gpus=()
 run_cpu_times=false
+job_wrapper=()  # the wrapper of the running job (set by run_job inside the job; none outside one)
+
+# launch COMMAND [ARGS...]: COMMAND through the job's wrapper (a driver's job functions call console scripts so)
+launch() { "${job_wrapper[@]}" "$@"; }
 
 # slot_gpus N: give every run slot its own N GPUs
 slot_gpus() {
@@ -172,8 +185,12 @@ wait_for_slot() {  # sets slot to a free slot, waiting while all nj are busy
     sleep 1
   done
 }
-run_job() {  # run_job NAME LOG COMMAND [ARGS...]
-  local name=$1 logf=$2 gpus=""
+# run_job [--gpu] NAME LOG COMMAND [ARGS...]: COMMAND as a job; a console script runs through the wrapper
+# (--gpu: gpu_cmd, else cmd), a shell function calls its console scripts with launch
+run_job() {
+  local wrapper=${cmd:-} name logf gpus=""
+  if [ "$1" = --gpu ]; then wrapper=${gpu_cmd:-${cmd:-}}; shift; fi
+  name=$1 logf=$2
   shift 2
   mkdir -p "$(dirname "${logf}")"
   wait_for_slot
@@ -187,8 +204,9 @@ run_job() {  # run_job NAME LOG COMMAND [ARGS...]
       # shellcheck disable=SC2030  # meant for this run only
       export CUDA_VISIBLE_DEVICES=${gpus}
     fi
+    read -r -a job_wrapper <<< "${wrapper}" || true
     start=${SECONDS}
-    "$@"
+    if declare -F "$1" > /dev/null; then "$@"; else launch "$@"; fi
     echo "# finished in $((SECONDS - start)) s wall"
     # with run_cpu_times, the last line is (bash's times) the CPU time of this shell and of everything it started
     if [ "${run_cpu_times}" = true ]; then times; fi
@@ -198,12 +216,15 @@ run_job() {  # run_job NAME LOG COMMAND [ARGS...]
   run_logs+=("${logf}")
   run_names+=("${name}")
 }
-# run_each LOG FUNCTION RUN...: FUNCTION RUN as a job for every RUN, named <experiment>/<run>, logging to RUN/logs/LOG
+# run_each [--gpu] LOG FUNCTION RUN...: FUNCTION RUN as a job for every RUN, named <experiment>/<run>, logging to
+# RUN/logs/LOG
 run_each() {
-  local logname=$1 func=$2 run
+  local gpu=() logname func run
+  if [ "$1" = --gpu ]; then gpu=(--gpu); shift; fi
+  logname=$1 func=$2
   shift 2
   for run in "$@"; do
-    run_job "${run#"${expdir}/"}" "${run}/logs/${logname}" "${func}" "${run}"
+    run_job "${gpu[@]}" "${run#"${expdir}/"}" "${run}/logs/${logname}" "${func}" "${run}"
   done
 }
 run_times() {  # run_times LOG: "W s wall" (with run_cpu_times: ", cpu user U system S") of a finished run's log
@@ -286,34 +307,31 @@ download_corpus() {
 need_corpus() {
   [ -d "${db_root}" ] || die "stage $1 ($(stage_name "$1")): corpus directory ${db_root} not found (--db_root); run stage -1 (download) or pass --db_root DIR"
 }
-# run_prepare STAGE NAME OUT_DIR FEATURES: rfspeech-prepare of db_root into OUT_DIR (logs in OUT_DIR.logs/NAME.log)
-run_prepare() {
-  run_job "$2" "$3.logs/$2.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" "out_dir=$3" "mel=${mel}" \
-    "features=$4" progress=false "${prepare_args[@]}"
-  wait_runs "$1"
-}
-
-# prepare_data: stage 0, splits and manifests of db_root -> prep
+# prepare_data: stage 0, corpus scan, checks, audio conversion (the mel's rate; trim= etc. of --prepare_opts) and
+# splits of db_root -> prep (manifests <split>/utts.tsv, converted audio in prep/wavs; no features)
 prepare_data() {
   local split
   need_corpus 0
   log "stage 0: data preparation of ${db_root} (${corpus}) -> ${prep}"
-  run_prepare 0 prepare "${prep}" false
+  run_job prepare "${prep}.logs/prepare.log" rfspeech-prepare "corpus=${corpus}" "db_root=${db_root}" \
+    "out_dir=${prep}" "mel=${mel}" features=false progress=false "${prepare_args[@]}"
+  wait_runs 0
   for split in train dev eval; do
     log "  ${split}: $(($(wc -l < "${prep}/${split}/utts.tsv") - 1)) utterances"
   done
 }
 
-# make_features: stage 1, features (+ statistics) of the prepared splits -> feats
+# make_features: stage 1, features (+ train statistics) of stage 0's splits and audio, kept as they are
+# (rfspeech-prepare corpus=prepared db_root=prep) -> feats; of --prepare_opts only the mel.* and nj keys apply
 make_features() {
-  local split
+  local opt feature_args=()
   need "${prep}/eval/utts.tsv" 0 1
-  need_corpus 1
-  log "stage 1: features (mel=${mel}) -> ${feats}"
-  run_prepare 1 features "${feats}" true
-  for split in train dev eval; do
-    cmp -s <(cut -f 1 "${prep}/${split}/utts.tsv") <(cut -f 1 "${feats}/${split}/utts.tsv") \
-      || die "stage 1 (features): the ${split} split of ${feats} differs from ${prep} (corpus changed since stage 0?); rerun stage 0"
+  for opt in "${prepare_args[@]}"; do
+    case "${opt}" in mel.*|+mel.*|nj=*) feature_args+=("${opt}") ;; esac
   done
+  log "stage 1: features (mel=${mel}) of ${prep} -> ${feats}"
+  run_job features "${feats}.logs/features.log" rfspeech-prepare corpus=prepared "db_root=${prep}" \
+    "out_dir=${feats}" "mel=${mel}" features=true progress=false "${feature_args[@]}"
+  wait_runs 1
   [ ! -f "${feats}/stats.npz" ] || log "  train statistics: ${feats}/stats.npz (features z-normalised)"
 }
