@@ -670,9 +670,9 @@ def validate_search(cfg: Mapping[str, Any]) -> tuple[RunConfig, LoopConfig, GANC
 
 def validate_train_tts(cfg: Mapping[str, Any]) -> tuple[RunConfig, LoopConfig, AcousticConfig]:
     """Checks of ``rfspeech-train-tts`` (``recipes/train_tts.yaml``)."""
-    run = _check_run_top(cfg)
-    if run.amp == "fp16":
+    if cfg.get("amp") == "fp16":
         raise ConfigError("amp: must be null or bf16 for the acoustic model, got 'fp16'")
+    run = _check_run_top(cfg)
     loop, acoustic = _check_train_section(cfg, "tts", AcousticConfig)
     _check_searchable(_section(cfg, "search"), "search")
     return run, loop, acoustic
