@@ -456,7 +456,8 @@ def check_feature_params(node: Any, where: str) -> None:
     d = _known(node)
     sr = _int(f"{where}.sample_rate", d["sample_rate"], ge=1000, le=768_000) if "sample_rate" in d else None
     n_fft = _int(f"{where}.n_fft", d["n_fft"], ge=16, le=1 << 16) if "n_fft" in d else None
-    hop = _int(f"{where}.hop_length", d["hop_length"], ge=1, le=1 << 16) if "hop_length" in d else None
+    if "hop_length" in d:
+        _int(f"{where}.hop_length", d["hop_length"], ge=1, le=1 << 16)
     if "win_length" in d:
         win = _int(f"{where}.win_length", d["win_length"], ge=1)
         if n_fft is not None and win > n_fft:
@@ -473,14 +474,8 @@ def check_feature_params(node: Any, where: str) -> None:
     top = fmax if fmax is not None else (sr / 2 if sr is not None else None)
     if fmin is not None and top is not None and fmin >= top:
         raise ConfigError(f"{where}.fmin: must be < fmax ({top:g}), got {fmin:g}")
-    for key in ("normalize", "peak_normalize", "center"):
-        if key in d:
-            _bool(f"{where}.{key}", d[key])
-    if "clamp" in d:
-        _float(f"{where}.clamp", d["clamp"], gt=0.0)
-    if "mag_eps" in d:
-        _float(f"{where}.mag_eps", d["mag_eps"], ge=0.0)
-    del hop
+    _each(d, where, {"normalize": (_bool, {}), "peak_normalize": (_bool, {}), "center": (_bool, {}),
+                     "clamp": (_float, {"gt": 0.0}), "mag_eps": (_float, {"ge": 0.0})})
 
 
 def _hop_of(cfg: Mapping[str, Any]) -> int | None:
@@ -503,45 +498,45 @@ def _hop_of(cfg: Mapping[str, Any]) -> int | None:
         return None
 
 
+def _each(d: Mapping[str, Any], where: str, rules: Mapping[str, tuple[Callable[..., Any], dict[str, Any]]]) -> None:
+    """Apply ``rules`` ({key: (check, its keyword arguments)}) to the keys of ``d`` that are present."""
+    for key, (check, kw) in rules.items():
+        if key in d:
+            check(f"{where}.{key}" if where else key, d[key], **kw)
+
+
+_OPTIMIZER_RULES = {"lr": (_float, {"gt": 0.0}), "eps": (_float, {"gt": 0.0}), "weight_decay": (_float, {"ge": 0.0}),
+                    "momentum": (_float, {"ge": 0.0})}
+_SCHEDULER_RULES = {"gamma": (_float, {"gt": 0.0, "le": 1.0}), "warmup_steps": (_int, {"ge": 0}),
+                    "decay": (_choice, {"choices": ("none", "inv_sqrt")}), "step_size": (_int, {"ge": 1}),
+                    "T_max": (_int, {"ge": 1})}
+
+
+def _check_node(node: Any, key: str, rules: Mapping[str, tuple[Callable[..., Any], dict[str, Any]]]) -> dict[str, Any]:
+    """The checked keys of an optimiser/scheduler node (``{}`` when null or unresolved)."""
+    if node is None or node is UNRESOLVED:
+        return {}
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{key}: must be a mapping with _target_ (or null), got {node!r}")
+    d = _known(node)
+    _each(d, key, rules)
+    return d
+
+
 def _check_optimizer(node: Any, key: str) -> None:
     """``lr > 0`` finite, ``betas`` in [0, 1), ``eps > 0``, ``weight_decay >= 0`` of an optimiser node."""
-    if node is None or node is UNRESOLVED:
-        return
-    if not isinstance(node, Mapping):
-        raise ConfigError(f"{key}: must be a mapping with _target_, got {node!r}")
-    d = _known(node)
-    if "lr" in d:
-        _float(f"{key}.lr", d["lr"], gt=0.0)
+    d = _check_node(node, key, _OPTIMIZER_RULES)
     if "betas" in d:
         betas = d["betas"]
         if not isinstance(betas, list | tuple) or len(betas) != 2:
             raise ConfigError(f"{key}.betas: must be a pair [beta1, beta2], got {betas!r}")
         for i, b in enumerate(betas):
             _float(f"{key}.betas[{i}]", b, ge=0.0, lt=1.0)
-    if "eps" in d:
-        _float(f"{key}.eps", d["eps"], gt=0.0)
-    if "weight_decay" in d:
-        _float(f"{key}.weight_decay", d["weight_decay"], ge=0.0)
-    if "momentum" in d:
-        _float(f"{key}.momentum", d["momentum"], ge=0.0)
 
 
 def _check_scheduler(node: Any, key: str) -> None:
     """``gamma`` in (0, 1], ``warmup_steps >= 0``, ``decay`` in {none, inv_sqrt} of a scheduler node."""
-    if node is None or node is UNRESOLVED:
-        return
-    if not isinstance(node, Mapping):
-        raise ConfigError(f"{key}: must be a mapping with _target_ or null, got {node!r}")
-    d = _known(node)
-    if "gamma" in d:
-        _float(f"{key}.gamma", d["gamma"], gt=0.0, le=1.0)
-    if "warmup_steps" in d:
-        _int(f"{key}.warmup_steps", d["warmup_steps"], ge=0)
-    if "decay" in d:
-        _choice(f"{key}.decay", d["decay"], ("none", "inv_sqrt"))
-    for k in ("step_size", "T_max"):
-        if k in d:
-            _int(f"{key}.{k}", d[k], ge=1)
+    _check_node(node, key, _SCHEDULER_RULES)
 
 
 def _check_structure(cfg: Mapping[str, Any]) -> None:
@@ -573,13 +568,8 @@ def _check_searchable(node: Mapping[str, Any], where: str) -> None:
         hi = _dilation(f"{where}.max_dilation", d["max_dilation"])
         if hi < lo:
             raise ConfigError(f"{where}.max_dilation: must be >= min_dilation ({lo}), got {hi}")
-    for key in ("warm_start", "enabled"):
-        if key in d:
-            _bool(f"{where}.{key}", d[key])
-    if "search_interval" in d:
-        _int(f"{where}.search_interval", d["search_interval"], ge=1)
-    if "max_search_steps" in d:
-        _int(f"{where}.max_search_steps", d["max_search_steps"], ge=0)
+    _each(d, where, {"warm_start": (_bool, {}), "enabled": (_bool, {}), "search_interval": (_int, {"ge": 1}),
+                     "max_search_steps": (_int, {"ge": 0})})
 
 
 def _check_global(node: Mapping[str, Any], where: str) -> None:
