@@ -158,9 +158,9 @@ def make_run_dir(cfg: Any, run_dir: str) -> None:
 def _remove_failed_start(path: Path, *, created: bool, had_hydra: bool) -> None:
     """After a failed start, remove what it left in the run directory: Hydra's ``.hydra/`` (unless it was there
     before) and, when this start created the directory and no checkpoint was written, the directory itself."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    if created and not any((path / "checkpoints").glob("*.pt")):
+    if int(os.environ.get("RANK", "0")) != 0 or any((path / "checkpoints").glob("*.pt")):
+        return  # other ranks leave it to rank 0; a run that wrote checkpoints keeps its record
+    if created:
         shutil.rmtree(path, ignore_errors=True)
     elif not had_hydra:
         shutil.rmtree(path / ".hydra", ignore_errors=True)
