@@ -64,7 +64,7 @@ def make_trainer(data: Path, out: Path, max_steps: int, **kw: object) -> Acousti
         config={"model": {"acoustic": {"_target_": "rfspeech.models.acoustic.acoustic_debug"}}},
     )
     args.update(kw)
-    return AcousticTrainer(**args)  # type: ignore[arg-type]
+    return AcousticTrainer.from_kwargs(**args)
 
 
 # ------------------------------------------------------------------------------------------------ data

@@ -263,5 +263,5 @@ def test_cli_trains_into_out_dir_without_timestamped_folders(data_dir: Path, tmp
 
     bad = run_cli(f"data_dir={data_dir}", f"out_dir={out}", "train.segment_size=5000", cwd=tmp_path)
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1].startswith("error: train.segment_size=5000")
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: train.segment_size: must be a multiple")
     assert "Traceback" not in bad.stderr

@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from rfspeech.bin._cli import hydra_main, require
 from rfspeech.errors import ConfigError
+from rfspeech.evaluate.report import write_report
 
 
 def task(cfg: Any) -> None:
-    from omegaconf import OmegaConf
-
-    from rfspeech.evaluate.report import write_report
-
     require(cfg, "exps", "out_dir")
     exps = cfg.exps
     exps = [exps] if isinstance(exps, str) else [str(p) for p in OmegaConf.to_container(exps)]

@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from rfspeech.bin._cli import hydra_main, require
+from rfspeech.data.manifest import FeatureParams
+from rfspeech.evaluate.registry import EvalOptions
+from rfspeech.evaluate.runner import evaluate_dirs
 
 log = logging.getLogger("rfspeech.evaluate")
 
@@ -15,16 +20,9 @@ _RUN_KEYS = ("ref_dir", "syn_dir", "out_dir", "ids_from", "jobs", "progress", "f
 
 
 def task(cfg: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    from rfspeech.evaluate.registry import EvalOptions
-    from rfspeech.evaluate.runner import evaluate_dirs
-
     require(cfg, "ref_dir", "syn_dir", "out_dir")
     flat = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in _RUN_KEYS}
     if cfg.get("feats_yaml"):
-        from rfspeech.data.manifest import FeatureParams
-
         flat["mel_l1_feature_params"] = FeatureParams.load(cfg.feats_yaml).to_dict()
     options = EvalOptions.from_flat(**flat)
     summary = evaluate_dirs(cfg.ref_dir, cfg.syn_dir, cfg.out_dir, options, ids_from=str(cfg.ids_from),

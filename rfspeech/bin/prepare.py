@@ -17,7 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from rfspeech.bin._cli import hydra_main, log
+from rfspeech.data.manifest import FeatureParams
+from rfspeech.data.prepare import prepare
 from rfspeech.errors import ConfigError
 
 _CORPUS_KEYS = {
@@ -30,11 +34,6 @@ _CORPUS_KEYS = {
 
 def run(cfg: Any) -> None:
     """Validate the config and call :func:`rfspeech.data.prepare.prepare`."""
-    from omegaconf import OmegaConf
-
-    from rfspeech.data.manifest import FeatureParams
-    from rfspeech.data.prepare import prepare
-
     for key in ("db_root", "out_dir"):
         if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
             raise ConfigError(

@@ -1,4 +1,4 @@
-"""``rfspeech-train-tts data_dir=DIR out_dir=DIR [model=acoustic] [tts=default] [key=value ...]``.
+"""``rfspeech-train-tts data_dir=DIR out_dir=DIR [model=acoustic] [tts=default] [key=value ...]``: train text → mel.
 
 Trains the conv acoustic model (text → mel). Config: ``recipes/train_tts.yaml``. Hydra's run directory
 is pinned to ``out_dir`` (no timestamped folders; one folder for every torchrun rank). With
@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from rfspeech.bin._cli import hydra_main, require, to_container, write_config
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError
+from rfspeech.runconfig import ModelSetup, Optim, acoustic_run, kwargs_of
 from rfspeech.search import apply_structure, load_structure
 
 # Re-exported: the acoustic model's search wiring lives in rfspeech.search.pipeline (with the vocoder's).
@@ -39,7 +40,8 @@ def build_trainer(cfg: Any, **overrides: Any) -> Any:
     require(cfg, "data_dir", "out_dir")
     if "model" not in cfg or "acoustic" not in cfg.model:
         raise ConfigError("model.acoustic missing from the config (choose model=acoustic or model=acoustic_debug)")
-    seed_everything(int(cfg.seed))
+    run, loop, settings = acoustic_run(cfg)  # every value checked here: one ConfigError naming the key
+    seed_everything(run.seed)
     model = build_acoustic(cfg.model.acoustic)
     structure = None
     mode = str(cfg.get("structure_mode") or "single")
@@ -56,22 +58,19 @@ def build_trainer(cfg: Any, **overrides: Any) -> Any:
         search, searchable = acoustic_local_search(cfg, model)
     t = cfg.tts
     features = FeatureParams.from_dict(to_container(cfg.features), where="features") if cfg.get("features") else None
-    kwargs: dict[str, Any] = dict(
-        model=model, optimizer=instantiate(t.optimizer, _convert_="all"),
-        scheduler=instantiate(t.scheduler, _convert_="all") if t.get("scheduler") else None,
-        data_dir=cfg.data_dir, out_dir=cfg.out_dir, feature_params=features,
-        batch_size=int(t.batch_size), max_steps=int(t.max_steps), seed=int(cfg.seed), num_workers=int(t.num_workers),
-        grad_clip=t.get("grad_clip"), max_bad_steps=int(t.max_bad_steps), log_interval=int(t.log_interval),
-        checkpoint_interval=int(t.checkpoint_interval), keep_last=int(t.keep_last),
-        validation_interval=int(t.validation_interval), val_max_utts=int(t.val_max_utts),
-        n_mel_images=int(t.n_mel_images), max_frames=t.get("max_frames"), bucket_batches=int(t.bucket_batches),
-        skip_bad=bool(t.get("skip_bad", False)), device=str(cfg.device), amp=cfg.get("amp"),
-        resume=bool(cfg.get("resume", False)), init_from=cfg.get("init_from"), structure=structure,
-        structure_mode=mode, search=search, searchable=searchable, config=to_container(cfg),
-        tensorboard=bool(cfg.get("tensorboard", True)), progress=bool(cfg.get("progress", True)),
-    )
+    optim = Optim(instantiate(t.optimizer, _convert_="all"),
+                  instantiate(t.scheduler, _convert_="all") if t.get("scheduler") else None)
+    setup = ModelSetup(structure=structure, structure_mode=mode, search=search, searchable=searchable)
+    if not overrides:
+        return AcousticTrainer(model, optim, run, loop, settings, feature_params=features, setup=setup,
+                               config=to_container(cfg))
+    # The flat keyword API (tests, callers replacing single values): every value checked again.
+    kwargs: dict[str, Any] = dict(model=model, optimizer=optim.optimizer, scheduler=optim.scheduler,
+                                  feature_params=features, **kwargs_of(run), **kwargs_of(loop), **kwargs_of(settings),
+                                  **kwargs_of(setup), config=to_container(cfg))
     kwargs.update(overrides)
-    return AcousticTrainer(**kwargs)
+    return AcousticTrainer.from_kwargs(**kwargs)
+
 
 
 def _save_structure(trainer: Any, cfg: Any) -> Path | None:

@@ -22,6 +22,9 @@ from torch import nn
 
 from rfspeech.errors import ConfigError
 from rfspeech.layers.conv import strip_ddp_prefix
+from rfspeech.rf import analyze
+from rfspeech.rf.analyze import _with_dilation
+from rfspeech.rf.walker import evaluate
 from rfspeech.search.model import _replace, _targets, export_structure, save_structure, searchable_modules
 from rfspeech.search.op import SearchableConv1d
 
@@ -63,8 +66,6 @@ def receptive_field(model: nn.Module, segment: float | None = None) -> dict[str,
         ``{"units", "r_min", "r_max", "jump", "r_min_samples", "r_max_samples"}`` (+ ``segment``,
         ``i_min``, ``unproductive`` when ``segment`` is given), or None.
     """
-    from rfspeech.rf import analyze
-
     try:
         with plain_view(model) as plain:
             # A model whose forward is not one conv stack (the acoustic model aligns text to frames) names its part.
@@ -113,8 +114,6 @@ class _Lookahead:
     """The look-ahead of a model's structure and what-if variants, from one analytic capture."""
 
     def __init__(self, model: nn.Module, primary: str = "auto", inputs: Any = None) -> None:
-        from rfspeech.rf import analyze
-
         with plain_view(model) as plain:
             report = analyze(plain, hints=False, primary=primary, inputs=inputs)
         self.primary = report.primary
@@ -127,9 +126,6 @@ class _Lookahead:
                 self.index.setdefault(strip_ddp_prefix(op.layer.name), i)
 
     def __call__(self, structure: dict[str, int] | None = None) -> Fraction:
-        from rfspeech.rf.analyze import _with_dilation
-        from rfspeech.rf.walker import evaluate
-
         overrides = {}
         for path, d in (structure or {}).items():
             i = self.index.get(path)

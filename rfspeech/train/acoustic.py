@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -35,6 +35,7 @@ from rfspeech.data.manifest import FEATS_YAML, MANIFEST, FeatureParams
 from rfspeech.data.text_dataset import TextMelBatchSampler, TextMelDataset, collate_text_mel
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
 from rfspeech.inference.loading import load_acoustic, short_error
+from rfspeech.runconfig import AcousticConfig, LoopConfig, ModelSetup, Optim, RunConfig
 from rfspeech.search import export_structure
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
@@ -92,38 +93,20 @@ class AcousticTrainer(BaseTrainer):
 
     Args:
         model: the acoustic model (already wrapped by ``make_searchable`` or built from a structure if wanted).
-        optimizer: ``params -> Optimizer``.
-        scheduler: ``optimizer -> LRScheduler`` (stepped every step) or None.
-        data_dir: prepared corpus (``feats.yaml``, ``train/``, optional ``dev/``).
-        out_dir: run directory (``checkpoints/``, ``tensorboard/``).
+        optim: optimiser and scheduler (stepped every step) factories (:class:`~rfspeech.runconfig.Optim`).
+        run: the run's top-level settings (:class:`~rfspeech.runconfig.RunConfig`; ``amp``: None or ``"bf16"``,
+            autocast on CUDA).
+        loop: the training loop (:class:`~rfspeech.runconfig.LoopConfig`).
+        settings: the acoustic model's data options (:class:`~rfspeech.runconfig.AcousticConfig`: n_mel_images,
+            max_frames, bucket_batches, skip_bad).
         feature_params: expected feature parameters, checked against ``feats.yaml`` (None: take them).
-        batch_size: global batch (all ranks together).
-        max_steps: stop after this many optimiser steps.
-        seed: sampling seed.
-        num_workers: DataLoader workers per rank.
-        grad_clip: clip the gradient norm (None: no clipping; the norm is logged).
-        max_bad_steps: consecutive non-finite steps that stop training.
-        log_interval: steps between scalar writes.
-        checkpoint_interval: steps between checkpoints (0: only at the end).
-        keep_last: step checkpoints kept.
-        validation_interval: steps between validations (0: never).
-        val_max_utts: dev utterances used by validation.
-        n_mel_images: validation utterances whose predicted mels go to TensorBoard.
-        max_frames: drop training utterances longer than this (None: keep all).
-        bucket_batches: batches per length bucket of the sampler.
-        skip_bad: skip unusable utterances (logged) instead of failing.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
-        amp: None or ``"bf16"`` (autocast on CUDA).
-        resume: continue from the newest readable checkpoint of ``out_dir`` (fresh start when none).
-        init_from: checkpoint whose model weights to start from (fine-tuning).
-        structure: fixed structure the model was built with (recorded).
-        structure_mode: ``single`` / ``multiple`` / ``merge`` (recorded).
-        search: local search object (``after_step``, ``state_dict``, ``load_state_dict``) or None.
-        searchable: ``make_searchable`` arguments used on the model (recorded for :func:`load_acoustic`).
+        setup: structure the model was built with, searchable arguments, the local search
+            (:class:`~rfspeech.runconfig.ModelSetup`).
         config: resolved run config stored in checkpoints (must hold ``model.acoustic`` for loading).
-        tensorboard: write TensorBoard events (rank 0).
-        progress: tqdm progress bar (rank 0).
         dist_info: the process's place in a torchrun job (None: from the environment).
+
+    :meth:`from_kwargs` keeps the flat keyword API of earlier versions (its defaults: ``max_steps=200_000``,
+    ``grad_clip=1.0``).
 
     ``fit`` reports the best and last teacher-forced validation mel L1 in its :class:`TrainResult`.
     """
@@ -134,51 +117,30 @@ class AcousticTrainer(BaseTrainer):
     checkpoint_what = "an acoustic-model checkpoint"
     resume_keys = ("acoustic", "optim", "step", "rng")
 
+    direct_kwargs = ("model",)
+    flat_defaults: ClassVar[dict[str, Any]] = {"max_steps": 200_000, "grad_clip": 1.0}
+    settings_class = AcousticConfig
+    optim_class = Optim
+
     def __init__(
         self,
         model: nn.Module,
-        optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None,
-        data_dir: str | Path,
-        out_dir: str | Path,
+        optim: Optim,
+        run: RunConfig,
+        loop: LoopConfig,
+        settings: AcousticConfig,
+        *,
         feature_params: FeatureParams | None = None,
-        batch_size: int = 16,
-        max_steps: int = 200_000,
-        seed: int = 1234,
-        num_workers: int = 2,
-        grad_clip: float | None = 1.0,
-        max_bad_steps: int = 10,
-        log_interval: int = 100,
-        checkpoint_interval: int = 5000,
-        keep_last: int = 5,
-        validation_interval: int = 1000,
-        val_max_utts: int = 16,
-        n_mel_images: int = 2,
-        max_frames: int | None = None,
-        bucket_batches: int = 8,
-        skip_bad: bool = False,
-        device: str = "auto",
-        amp: str | None = None,
-        resume: bool = False,
-        init_from: str | Path | None = None,
-        structure: dict[str, int] | None = None,
-        structure_mode: str = "single",
-        search: Any | None = None,
-        searchable: dict[str, Any] | None = None,
+        setup: ModelSetup | None = None,
         config: dict[str, Any] | None = None,
-        tensorboard: bool = True,
-        progress: bool = True,
         dist_info: D.DistInfo | None = None,
     ) -> None:
+        amp, max_frames, skip_bad = run.amp, settings.max_frames, settings.skip_bad
         if amp not in (None, "bf16"):
             raise ConfigError(f"amp must be null or 'bf16' for the acoustic model, got {amp!r}")
-        super().__init__(
-            data_dir=data_dir, out_dir=out_dir, batch_size=batch_size, max_steps=max_steps, seed=seed,
-            num_workers=num_workers, grad_clip=grad_clip, max_bad_steps=max_bad_steps, log_interval=log_interval,
-            checkpoint_interval=checkpoint_interval, keep_last=keep_last, validation_interval=validation_interval,
-            val_max_utts=val_max_utts, device=device, structure=structure, structure_mode=structure_mode,
-            save_last=True, search=search, searchable=searchable, config=config, tensorboard=tensorboard,
-            progress=progress, dist_info=dist_info)
+        super().__init__(run, loop, setup=setup, config=config, dist_info=dist_info)
+        self.settings = settings
+        n_mel_images, bucket_batches = settings.n_mel_images, settings.bucket_batches
         self.n_mel_images = int(n_mel_images)
         self.bucket_batches = int(bucket_batches)
         self.amp = amp if self.device.type == "cuda" else None
@@ -198,12 +160,12 @@ class AcousticTrainer(BaseTrainer):
         self._check_model_fits(model)
 
         self.model = model.to(self.device)
-        self.optim = optimizer(self.model.parameters())
-        self.sched = scheduler(self.optim) if scheduler is not None else None
-        if resume:
+        self.optim = optim.optimizer(self.model.parameters())
+        self.sched = optim.scheduler(self.optim) if optim.scheduler is not None else None
+        if run.resume:
             self._resume()
-        elif init_from:
-            self._init_from(init_from)
+        elif run.init_from:
+            self._init_from(run.init_from)
 
         self.model_train = self._wrap_ddp(self.model)
 

@@ -19,9 +19,9 @@ from hydra.utils import instantiate
 from rfspeech.config import require, to_container
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError
+from rfspeech.runconfig import kwargs_of, vocoder_run
 from rfspeech.search import apply_structure, load_structure
 from rfspeech.train import checkpoint as ckpt
-from rfspeech.train.losses import LOSS_WEIGHTS
 from rfspeech.train.trainer import Trainer
 
 log = logging.getLogger("rfspeech.train")
@@ -113,6 +113,7 @@ def make_trainer(
         **overrides: Trainer keyword arguments that replace the config's (out_dir, max_steps, ...).
     """
     require(cfg, "data_dir", "out_dir")
+    typed = vocoder_run(cfg)  # every value checked here: one ConfigError naming the key
     init_generator = True
     if generator is None or discriminator is None:
         g, d = build_models(cfg)
@@ -125,37 +126,17 @@ def make_trainer(
     features = None
     if cfg.get("features"):
         features = FeatureParams.from_dict(to_container(cfg.features), where="features")
-    given = dict(to_container(t.loss_weights)) if t.get("loss_weights") is not None else {}
-    unknown = sorted(set(given) - set(LOSS_WEIGHTS))
-    if unknown:
-        raise ConfigError(f"train.loss_weights: unknown key(s) {unknown}; known: {list(LOSS_WEIGHTS)}")
-    weights = {**LOSS_WEIGHTS, **given}
-    sched_g = instantiate(t.scheduler_g, _convert_="all") if t.get("scheduler_g") else None
-    sched_d = instantiate(t.scheduler_d, _convert_="all") if t.get("scheduler_d") else None
     kwargs: dict[str, Any] = dict(
         generator=generator, discriminator=discriminator,
         optimizer_g=instantiate(t.optimizer_g, _convert_="all"),
         optimizer_d=instantiate(t.optimizer_d, _convert_="all"),
-        scheduler_g=sched_g, scheduler_d=sched_d,
-        data_dir=cfg.data_dir, out_dir=cfg.out_dir, feature_params=features,
-        segment_size=int(t.segment_size), batch_size=int(t.batch_size), max_steps=int(t.max_steps),
-        seed=int(cfg.seed), num_workers=int(t.num_workers), lr_decay_unit=str(t.lr_decay_unit),
-        lambda_adv=float(weights["adv"]), lambda_fm=float(weights["fm"]), lambda_mel=float(weights["mel"]),
-        lambda_stft=float(weights["stft"]),
-        stft_resolutions=to_container(t.stft_resolutions) if t.get("stft_resolutions") is not None else None,
-        discriminator_start_step=int(t.get("discriminator_start_step", 0)),
-        loss_mel=to_container(t.loss_mel) if t.get("loss_mel") is not None else None,
-        grad_clip=t.get("grad_clip"), max_bad_steps=int(t.max_bad_steps),
-        log_interval=int(t.log_interval), checkpoint_interval=int(t.checkpoint_interval),
-        keep_last=int(t.keep_last), validation_interval=int(t.validation_interval),
-        val_max_utts=int(t.val_max_utts), n_audio_samples=int(t.n_audio_samples),
-        min_segment_frames=int(t.get("min_segment_frames", 4)),
-        device=str(cfg.device), amp=cfg.get("amp"), compile=bool(cfg.get("compile", False)),
-        resume=bool(cfg.get("resume", False)), init_from=cfg.get("init_from"),
+        scheduler_g=instantiate(t.scheduler_g, _convert_="all") if t.get("scheduler_g") else None,
+        scheduler_d=instantiate(t.scheduler_d, _convert_="all") if t.get("scheduler_d") else None,
+        feature_params=features, **kwargs_of(typed.run), **kwargs_of(typed.loop), **kwargs_of(typed.gan),
         structure=structure, structure_mode=str(cfg.get("structure_mode") or "single"),
         structure_args=structure_args(cfg), init_generator=init_generator,
         search=search, searchable=searchable, config=to_container(cfg),
-        tensorboard=bool(cfg.get("tensorboard", True)), progress=bool(cfg.get("progress", True)),
     )
     kwargs.update(overrides)
-    return Trainer(**kwargs)
+    return Trainer.from_kwargs(**kwargs)
+

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rfspeech.data.manifest import FEATS_YAML, FeatureParams
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
+from rfspeech.runconfig import LoopConfig, ModelSetup, RunConfig, build_checked, split_kwargs
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
 from rfspeech.train.cost import CostMeter
@@ -107,28 +108,10 @@ class BaseTrainer:
     """Model-independent part of a trainer (see the module docstring for the hooks).
 
     Args:
-        data_dir: prepared corpus.
-        out_dir: run directory (``checkpoints/``, ``tensorboard/``).
-        batch_size: global batch size (all ranks together).
-        max_steps: stop after this many optimiser steps.
-        seed: sampling seed.
-        num_workers: DataLoader worker processes per rank.
-        grad_clip: clip gradient norms to this value (None: no clipping).
-        max_bad_steps: consecutive non-finite steps that stop training.
-        log_interval: steps between scalar writes.
-        checkpoint_interval: steps between checkpoints (0: only at the end).
-        keep_last: step checkpoints kept (``best.pt`` is kept apart).
-        validation_interval: steps between validations (0: never).
-        val_max_utts: dev utterances used by validation.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (used when ``dist_info`` is None).
-        structure: fixed structure the model was built with (recorded in checkpoints).
-        structure_mode: ``single`` / ``multiple`` / ``merge`` (recorded with the structure).
-        save_last: write a checkpoint when training ends.
-        search: local search object (``after_step``, ``state_dict``, ``load_state_dict``) or None.
-        searchable: ``make_searchable`` keyword arguments used on the model (recorded).
+        run: the run's top-level settings (data_dir, out_dir, seed, device, resume ...).
+        loop: the training loop (batch, steps, intervals, clipping, keep_last).
+        setup: how the model was built (structure, searchable wrapping) and the local search driving it.
         config: resolved run config stored in checkpoints.
-        tensorboard: write TensorBoard events (rank 0).
-        progress: show a tqdm progress bar (rank 0).
         dist_info: the process's place in a torchrun job (None: read from the environment).
     """
 
@@ -148,64 +131,48 @@ class BaseTrainer:
 
     def __init__(
         self,
+        run: RunConfig,
+        loop: LoopConfig,
         *,
-        data_dir: str | Path,
-        out_dir: str | Path,
-        batch_size: int,
-        max_steps: int,
-        seed: int,
-        num_workers: int,
-        grad_clip: float | None,
-        max_bad_steps: int,
-        log_interval: int,
-        checkpoint_interval: int,
-        keep_last: int,
-        validation_interval: int,
-        val_max_utts: int,
-        device: str,
-        structure: dict[str, int] | None,
-        structure_mode: str,
-        save_last: bool,
-        search: Any | None,
-        searchable: dict[str, Any] | None,
-        config: dict[str, Any] | None,
-        tensorboard: bool,
-        progress: bool,
-        dist_info: D.DistInfo | None,
+        setup: ModelSetup | None = None,
+        config: dict[str, Any] | None = None,
+        dist_info: D.DistInfo | None = None,
     ) -> None:
-        if max_steps < 0:
-            raise ConfigError(f"{self.section}.max_steps must be >= 0, got {max_steps}")
-        if max_bad_steps < 1:
-            raise ConfigError(f"{self.section}.max_bad_steps must be >= 1, got {max_bad_steps}")
-        self.dist = dist_info or D.init_distributed(device)
+        setup = setup or ModelSetup()
+        if loop.max_steps < 0:
+            raise ConfigError(f"{self.section}.max_steps must be >= 0, got {loop.max_steps}")
+        if loop.max_bad_steps < 1:
+            raise ConfigError(f"{self.section}.max_bad_steps must be >= 1, got {loop.max_bad_steps}")
+        self.run, self.loop, self.setup = run, loop, setup
+        self.dist = dist_info or D.init_distributed(run.device)
         self.device = self.dist.device
-        self.data_dir = Path(data_dir)
-        self.out_dir = Path(out_dir)
-        self.batch_size = int(batch_size)
-        self.max_steps = int(max_steps)
-        self.seed = int(seed)
-        self.num_workers = int(num_workers)
-        self.grad_clip = grad_clip
-        self.max_bad_steps = int(max_bad_steps)
-        self.log_interval = max(1, int(log_interval))
-        self.checkpoint_interval = int(checkpoint_interval)
-        self.keep_last = int(keep_last)
-        self.validation_interval = int(validation_interval)
-        self.val_max_utts = int(val_max_utts)
-        self.structure = dict(structure) if structure else None
-        self.structure_mode = structure_mode
-        self.save_last = bool(save_last)
-        self.search = search
-        self.searchable = dict(searchable) if searchable is not None else None
+        self.data_dir = Path(run.data_dir)
+        self.out_dir = Path(run.out_dir)
+        self.batch_size = int(loop.batch_size)
+        self.max_steps = int(loop.max_steps)
+        self.seed = int(run.seed)
+        self.num_workers = int(loop.num_workers)
+        self.grad_clip = loop.grad_clip
+        self.max_bad_steps = int(loop.max_bad_steps)
+        self.log_interval = max(1, int(loop.log_interval))
+        self.checkpoint_interval = int(loop.checkpoint_interval)
+        self.keep_last = int(loop.keep_last)
+        self.validation_interval = int(loop.validation_interval)
+        self.val_max_utts = int(loop.val_max_utts)
+        self.structure = dict(setup.structure) if setup.structure else None
+        self.structure_mode = setup.structure_mode
+        self.save_last = bool(loop.save_last)
+        self.search = setup.search
+        self.searchable = dict(setup.searchable) if setup.searchable is not None else None
         self.config = config or {}
-        self.tensorboard = tensorboard
-        self.progress = progress
+        self.tensorboard = run.tensorboard
+        self.progress = run.progress
         # Set by the subclass: the training features, and the autocast mode (None, "bf16" or "fp16").
         self.feature_params: FeatureParams
         self.amp: str | None = None
 
         # Running cost totals (cost.json, and "cost" in every checkpoint so resumes accumulate them).
-        self.cost = CostMeter("search_steps" if search is not None else "train_steps",
+        self.cost = CostMeter("search_steps" if self.search is not None else "train_steps",
                               init_from=self.config.get("init_from"),
                               gpus=self.dist.world_size if self.device.type == "cuda" else 0)
 
@@ -215,6 +182,38 @@ class BaseTrainer:
         self.bad_steps = 0
         self._consecutive_bad = 0
         self._last_ckpt: Path | None = None
+
+    #: Keyword arguments of :meth:`from_kwargs` outside the dataclasses (the model and optimiser arguments).
+    direct_kwargs: ClassVar[tuple[str, ...]] = ()
+    #: Defaults of the flat keyword API that differ from the dataclasses' (e.g. the acoustic model's grad_clip).
+    flat_defaults: ClassVar[dict[str, Any]] = {}
+    #: The subclass's model-specific settings dataclass (:class:`GANConfig`, :class:`AcousticConfig`).
+    settings_class: ClassVar[Any] = None
+    #: The subclass's optimiser dataclass (:class:`GANOptim`, :class:`Optim`).
+    optim_class: ClassVar[Any] = None
+    #: Flat keyword → settings field renames.
+    flat_renames: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def from_kwargs(cls, *args: Any, **kwargs: Any) -> Any:
+        """Build from the flat keyword arguments of the pre-dataclass API (``batch_size=``, ``device=`` ...).
+
+        Every value is checked as the console scripts check it (:mod:`rfspeech.runconfig`); positional
+        ``args`` and :attr:`direct_kwargs` go to the constructor as they are.
+        """
+        kwargs = {**cls.flat_defaults, **kwargs}
+        direct = {k: kwargs.pop(k) for k in cls.direct_kwargs if k in kwargs}
+        (run, loop, settings, optim, setup), rest = split_kwargs(
+            kwargs, RunConfig, LoopConfig, cls.settings_class, cls.optim_class, ModelSetup, rename=cls.flat_renames)
+        known = {"feature_params", "config", "dist_info"}
+        unknown = sorted(set(rest) - known)
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_kwargs: unexpected keyword argument(s) {unknown}")
+        where = cls.section
+        return cls(*args, **direct, optim=cls.optim_class(**optim), run=build_checked(RunConfig, run, ""),
+                   loop=build_checked(LoopConfig, loop, where),
+                   settings=build_checked(cls.settings_class, settings, where, cls.flat_renames),
+                   setup=ModelSetup(**setup), **rest)
 
     # ------------------------------------------------------------------------------------------ hooks
     @property

@@ -12,7 +12,8 @@ One training step, identical for every vocoder (no per-model branches):
    The discriminator's parameters are frozen for this pass (its gradients would be thrown away).
 
 Before ``discriminator_start_step`` (ParallelWaveGAN: 100 k) the discriminator is neither updated nor
-run, and the generator trains on its non-adversarial terms alone (mel and/or STFT).
+run, and the generator trains on its non-adversarial terms alone (mel and/or STFT); the discriminator's
+learning-rate schedule starts with its first update (as ParallelWaveGAN's).
 
 Validation (rank 0, every ``validation_interval`` steps): mel L1 over whole dev utterances, audio and
 mel images to TensorBoard; the best one is kept as ``checkpoints/best.pt``.
@@ -45,10 +46,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from rfspeech.data.dataset import PreparedSplit, SegmentBatchSampler, SegmentDataset, collate_segments
+from rfspeech.data.features import log_mel_torch
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError
+from rfspeech.rf import analyze
+from rfspeech.runconfig import GANConfig, GANOptim, LoopConfig, ModelSetup, RunConfig
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
+from rfspeech.train import losses
 from rfspeech.train.common import (
     BaseTrainer,
     OptimizerFactory,
@@ -58,6 +63,7 @@ from rfspeech.train.common import (
     grad_norm,
 )
 from rfspeech.train.logging import log_audio, log_mel
+from rfspeech.train.losses import PWG_STFT_RESOLUTIONS
 
 log = logging.getLogger(__name__)
 
@@ -72,133 +78,61 @@ class Trainer(BaseTrainer):
         generator: mel → waveform module (``hop_length`` / ``in_channels`` attributes are checked
             when present); already wrapped by ``make_searchable`` or built from a structure if wanted.
         discriminator: waveform → ``(logits, fmaps)`` module.
-        optimizer_g: ``params -> Optimizer`` (e.g. ``functools.partial(torch.optim.AdamW, lr=2e-4, ...)``).
-        optimizer_d: the same for the discriminator.
-        scheduler_g: ``optimizer -> LRScheduler`` or None (constant learning rate).
-        scheduler_d: the same for the discriminator.
-        data_dir: prepared corpus (``rfspeech-prepare`` output) with ``train`` and ``dev`` splits.
-        out_dir: run directory (``checkpoints/``, ``tensorboard/``).
+        optim: optimiser and scheduler factories of both models (:class:`~rfspeech.runconfig.GANOptim`).
+        run: the run's top-level settings (:class:`~rfspeech.runconfig.RunConfig`: data_dir, out_dir, seed,
+            device, amp, compile, resume, init_from, tensorboard, progress).
+        loop: the training loop (:class:`~rfspeech.runconfig.LoopConfig`: batch, steps, intervals, clipping).
+        settings: the GAN step (:class:`~rfspeech.runconfig.GANConfig`: segment, loss weights, STFT loss,
+            discriminator start, loss mel, ...).
         feature_params: expected feature parameters; checked against ``data_dir/feats.yaml``
             (None: take them from there).
-        segment_size: training segment in samples (multiple of the hop).
-        batch_size: global batch size (all ranks together).
-        max_steps: stop after this many optimiser steps.
-        seed: seed of segment sampling and validation noise.
-        num_workers: DataLoader worker processes per rank.
-        lr_decay_unit: ``"epoch"`` or ``"step"`` (when the schedulers step).
-        lambda_adv: weight of the generator's adversarial loss.
-        lambda_fm: weight of feature matching.
-        lambda_mel: weight of the mel L1.
-        lambda_stft: weight of the multi-resolution STFT loss (spectral convergence + log magnitude).
-        stft_resolutions: its ``(fft_size, hop_size, win_length)`` triples (default ParallelWaveGAN's).
-        discriminator_start_step: steps trained without the discriminator (and without the
-            adversarial and feature-matching terms) before the GAN starts.
-        loss_mel: overrides of the feature parameters for the loss mel (default ``{"fmax": None}``).
-        grad_clip: clip gradient norms to this value (None: no clipping; the norm is still logged).
-        max_bad_steps: consecutive non-finite steps that stop training.
-        log_interval: steps between TensorBoard scalar writes.
-        checkpoint_interval: steps between checkpoints (0: only at the end).
-        keep_last: step checkpoints kept (``best.pt`` is kept apart).
-        validation_interval: steps between validations (0: never).
-        val_max_utts: dev utterances used by validation.
-        n_audio_samples: validation utterances whose audio and mel images go to TensorBoard.
-        min_segment_frames: smallest accepted segment (in frames).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
-        amp: None, ``"bf16"`` or ``"fp16"`` (autocast of the forward passes; fp16 with loss scaling).
-        compile: wrap the generator and discriminator forwards in ``torch.compile``.
-        resume: continue from the newest readable checkpoint in ``out_dir`` (fresh start when none).
-        init_from: checkpoint to fine-tune from (weights only; discriminator optional).
-        structure: the fixed structure the generator was built with (recorded in checkpoints).
-        structure_mode: ``single`` / ``multiple`` / ``merge`` (recorded with the structure).
-        structure_args: SearchableConv1d arguments the structure was applied with (multiple/merge).
-        init_generator: with ``init_from``, load the generator weights too (False when the caller
-            already loaded them, e.g. before applying a structure).
-        save_last: write a checkpoint when training ends (off for throw-away runs such as the
-            global search's candidates).
-        search: a local search object (``after_step(step, writer) -> bool``, ``state_dict()``,
-            ``load_state_dict()``), or None.
-        searchable: ``make_searchable`` keyword arguments used on the generator (recorded so
-            :func:`rfspeech.train.checkpoint.load_generator` can rebuild it).
+        setup: how the generator was built (:class:`~rfspeech.runconfig.ModelSetup`: structure, its mode and
+            arguments, whether ``init_from`` loads the generator, searchable arguments, the local search).
         config: resolved run config (plain dict) stored in checkpoints.
-        tensorboard: write TensorBoard events (rank 0).
-        progress: show a tqdm progress bar (rank 0).
         dist_info: the process's place in a torchrun job (None: read from the environment).
+
+    :meth:`from_kwargs` keeps the flat keyword API (``batch_size=``, ``lambda_mel=`` ...) of earlier versions.
     """
+
+    direct_kwargs = ("generator", "discriminator")
+    settings_class = GANConfig
+    optim_class = GANOptim
 
     def __init__(
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        optimizer_g: OptimizerFactory,
-        optimizer_d: OptimizerFactory,
-        scheduler_g: SchedulerFactory | None,
-        scheduler_d: SchedulerFactory | None,
-        data_dir: str | Path,
-        out_dir: str | Path,
+        optim: GANOptim,
+        run: RunConfig,
+        loop: LoopConfig,
+        settings: GANConfig,
+        *,
         feature_params: FeatureParams | None = None,
-        segment_size: int = 8192,
-        batch_size: int = 16,
-        max_steps: int = 2_500_000,
-        seed: int = 1234,
-        num_workers: int = 2,
-        lr_decay_unit: str = "epoch",
-        lambda_adv: float = 1.0,
-        lambda_fm: float = 2.0,
-        lambda_mel: float = 45.0,
-        lambda_stft: float = 0.0,
-        stft_resolutions: Sequence[Sequence[int]] | None = None,
-        discriminator_start_step: int = 0,
-        loss_mel: dict[str, Any] | None = None,
-        grad_clip: float | None = None,
-        max_bad_steps: int = 10,
-        log_interval: int = 100,
-        checkpoint_interval: int = 5000,
-        keep_last: int = 5,
-        validation_interval: int = 1000,
-        val_max_utts: int = 16,
-        n_audio_samples: int = 4,
-        min_segment_frames: int = 4,
-        device: str = "auto",
-        amp: str | None = None,
-        compile: bool = False,
-        resume: bool = False,
-        init_from: str | Path | None = None,
-        structure: dict[str, int] | None = None,
-        structure_mode: str = "single",
-        structure_args: dict[str, Any] | None = None,
-        init_generator: bool = True,
-        save_last: bool = True,
-        search: Any | None = None,
-        searchable: dict[str, Any] | None = None,
+        setup: ModelSetup | None = None,
         config: dict[str, Any] | None = None,
-        tensorboard: bool = True,
-        progress: bool = True,
         dist_info: D.DistInfo | None = None,
     ) -> None:
+        setup = setup or ModelSetup()
+        lr_decay_unit, amp, resume, init_from = settings.lr_decay_unit, run.amp, run.resume, run.init_from
         if lr_decay_unit not in ("epoch", "step"):
             raise ConfigError(f"train.lr_decay_unit must be 'epoch' or 'step', got {lr_decay_unit!r}")
         if amp not in (None, "bf16", "fp16"):
             raise ConfigError(f"amp must be null, 'bf16' or 'fp16', got {amp!r}")
-        super().__init__(
-            data_dir=data_dir, out_dir=out_dir, batch_size=batch_size, max_steps=max_steps, seed=seed,
-            num_workers=num_workers, grad_clip=grad_clip, max_bad_steps=max_bad_steps, log_interval=log_interval,
-            checkpoint_interval=checkpoint_interval, keep_last=keep_last, validation_interval=validation_interval,
-            val_max_utts=val_max_utts, device=device, structure=structure, structure_mode=structure_mode,
-            save_last=save_last, search=search, searchable=searchable, config=config, tensorboard=tensorboard,
-            progress=progress, dist_info=dist_info)
-        self.segment_size = int(segment_size)
+        super().__init__(run, loop, setup=setup, config=config, dist_info=dist_info)
+        self.settings = settings
+        self.segment_size = int(settings.segment_size)
         self.lr_decay_unit = lr_decay_unit
-        self.lambda_adv, self.lambda_fm, self.lambda_mel = float(lambda_adv), float(lambda_fm), float(lambda_mel)
-        self.lambda_stft = float(lambda_stft)
-        self.stft_resolutions = _stft_resolutions(stft_resolutions)
-        self.discriminator_start_step = int(discriminator_start_step)
+        self.lambda_adv, self.lambda_fm = float(settings.lambda_adv), float(settings.lambda_fm)
+        self.lambda_mel, self.lambda_stft = float(settings.lambda_mel), float(settings.lambda_stft)
+        self.stft_resolutions = _stft_resolutions(settings.stft_resolutions)
+        self.discriminator_start_step = int(settings.discriminator_start_step)
         if self.discriminator_start_step < 0:
-            raise ConfigError(f"train.discriminator_start_step must be >= 0, got {discriminator_start_step}")
-        self.n_audio_samples = int(n_audio_samples)
-        self.min_segment_frames = int(min_segment_frames)
+            raise ConfigError(f"train.discriminator_start_step must be >= 0, got {settings.discriminator_start_step}")
+        self.n_audio_samples = int(settings.n_audio_samples)
+        self.min_segment_frames = int(settings.min_segment_frames)
         self.amp = amp
-        self.structure_args = dict(structure_args or {})
-        self.init_generator = bool(init_generator)
+        self.structure_args = dict(setup.structure_args or {})
+        self.init_generator = bool(setup.init_generator)
         self.init_from = init_from
 
         # ---- data and its checks (all before any step) ----
@@ -213,11 +147,11 @@ class Trainer(BaseTrainer):
         # ---- model, optimisers, schedulers ----
         self.generator = generator.to(self.device)
         self.discriminator = discriminator.to(self.device)
-        self.optim_g = optimizer_g(self.generator.parameters())
-        self.optim_d = optimizer_d(self.discriminator.parameters())
-        self.sched_g = scheduler_g(self.optim_g) if scheduler_g is not None else None
-        self.sched_d = scheduler_d(self.optim_d) if scheduler_d is not None else None
-        self.loss_mel_params = _loss_mel_params(self.feature_params, loss_mel)
+        self.optim_g = optim.optimizer_g(self.generator.parameters())
+        self.optim_d = optim.optimizer_d(self.discriminator.parameters())
+        self.sched_g = optim.scheduler_g(self.optim_g) if optim.scheduler_g is not None else None
+        self.sched_d = optim.scheduler_d(self.optim_d) if optim.scheduler_d is not None else None
+        self.loss_mel_params = _loss_mel_params(self.feature_params, settings.loss_mel)
 
         self._dry_run()
         if resume:
@@ -233,7 +167,7 @@ class Trainer(BaseTrainer):
         self.d_train = self._wrap_ddp(self.discriminator)
         self._g_fwd: nn.Module | Callable[..., Any] = self.g_train
         self._d_fwd: nn.Module | Callable[..., Any] = self.d_train
-        if compile:
+        if run.compile:
             self._g_fwd = torch.compile(self.g_train)
             self._d_fwd = torch.compile(self.d_train)
         use_scaler = amp == "fp16" and self.device.type == "cuda"
@@ -339,8 +273,6 @@ class Trainer(BaseTrainer):
     # ------------------------------------------------------------------------------------------ step
     def _mel(self, wav: torch.Tensor) -> torch.Tensor:
         """Loss log-mel ``(B, n_mels, frames)`` of ``(B, 1, samples)`` audio, always in float32."""
-        from rfspeech.data.features import log_mel_torch
-
         with torch.autocast(self.device.type, enabled=False):
             return log_mel_torch(wav.float(), self.loss_mel_params)
 
@@ -354,8 +286,6 @@ class Trainer(BaseTrainer):
         Returns:
             Loss values, or None when the step was (partly) skipped for a non-finite value.
         """
-        from rfspeech.train import losses
-
         mel = mel.to(self.device, non_blocking=True)
         wav = wav.to(self.device, non_blocking=True)
         n = wav.size(0)
@@ -405,8 +335,6 @@ class Trainer(BaseTrainer):
 
     def _discriminator_step(self, wav: torch.Tensor, fake: torch.Tensor) -> dict[str, float] | None:
         """One LSGAN update of the discriminator on ``[real; fake]``; None when it was non-finite (skipped)."""
-        from rfspeech.train import losses
-
         n = wav.size(0)
         self.optim_d.zero_grad(set_to_none=True)
         with self._autocast():
@@ -450,9 +378,13 @@ class Trainer(BaseTrainer):
         self.discriminator.train()
 
     def _step_schedulers(self, stats: dict[str, float] | None) -> None:
-        # The schedule follows the step count (skipped steps included), per step or per epoch.
+        # The schedule follows the step count (skipped steps included), per step or per epoch. The
+        # discriminator's starts with its training (as ParallelWaveGAN's): before discriminator_start_step its
+        # optimiser never steps, and stepping its scheduler would decay an unused rate (and make torch warn
+        # "lr_scheduler.step() before optimizer.step()"). With discriminator_start_step=0 nothing changes.
         if self.lr_decay_unit == "step" or self.step % self.steps_per_epoch == 0:
-            for sched in (self.sched_g, self.sched_d):
+            d_trained = self.step > self.discriminator_start_step
+            for sched in (self.sched_g, self.sched_d if d_trained else None):
                 if sched is not None:
                     sched.step()
 
@@ -509,8 +441,6 @@ class Trainer(BaseTrainer):
 # ---------------------------------------------------------------------------------------------- helpers
 def _stft_resolutions(value: Sequence[Sequence[int]] | None) -> tuple[tuple[int, int, int], ...]:
     """Checked ``(fft_size, hop_size, win_length)`` triples (default ParallelWaveGAN's)."""
-    from rfspeech.train.losses import PWG_STFT_RESOLUTIONS
-
     if value is None:
         return PWG_STFT_RESOLUTIONS
     try:
@@ -537,8 +467,6 @@ def _loss_mel_params(features: FeatureParams, overrides: dict[str, Any] | None) 
 
 def _receptive_field(generator: nn.Module) -> tuple[float | None, float | None]:
     """``(r_min, r_max)`` of the generator in mel frames (:mod:`rfspeech.rf`), or Nones when it cannot be analysed."""
-    from rfspeech.rf import analyze
-
     try:
         report = analyze(generator)
         return float(report.r_min), float(report.r_max)
