@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from rfspeech.data.features import FeatureExtractor
 from rfspeech.data.manifest import FeatureParams, Utterance, read_manifest, write_manifest
@@ -230,3 +232,75 @@ def test_length_problem_bounds() -> None:
     assert gta.length_problem(9, 2560, 256) is None
     assert gta.length_problem(12, 2560, 256) is not None
     assert "-2.0 hops" in (gta.length_problem(8, 2560, 256) or "")
+
+
+# --------------------------------------------------------------------------- tts1 recipes (stages 8-10)
+
+GTA_SCRIPTS = ("rfspeech-gta", "rfspeech-check-mels")
+needs_gta_scripts = pytest.mark.skipif(
+    any(shutil.which(t, path=str(Path(sys.executable).parent)) is None for t in GTA_SCRIPTS),
+    reason="rfspeech-gta / rfspeech-check-mels not installed beside this interpreter (pip install -e .)")
+
+
+def test_recipe_help_lists_the_gta_options() -> None:
+    from tests.test_recipes_tts import MINI, recipe_env
+
+    r = subprocess.run(["bash", str(MINI / "run.sh"), "--help"], capture_output=True, text=True, env=recipe_env(),
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    for text in ("--gta B", "--gta_conf F", "--gta_opts", "8 GTA fine-tune the vocoder", "10 compare the four"):
+        assert text in r.stdout
+    assert "[conf/hifigan_tiny_gta.yaml]" in r.stdout  # the mini recipe's default
+
+
+@pytest.mark.parametrize("recipe", ["mini", "ljspeech"])
+def test_gta_confs_compose_and_fit_their_vocoders(recipe: str) -> None:
+    from tests.test_recipes_tts import EGS, compose_conf
+
+    conf = {"mini": EGS / "mini" / "tts1" / "conf" / "hifigan_tiny_gta.yaml",
+            "ljspeech": EGS / "ljspeech" / "tts1" / "conf" / "hifigan_v1_gta.yaml"}[recipe]
+    cfg = compose_conf(conf, "train")
+    assert cfg["train"]["max_steps"] > 0 and cfg["model"]["generator"]["in_channels"] == 80
+    if recipe == "mini":  # the fine-tune starts from the shipped pretrained vocoder: same architecture
+        pre = yaml.safe_load((EGS / "mini" / "pretrained" / "hifigan_tiny" / "gan" / "config.yaml").read_text())
+        assert cfg["model"]["generator"] == pre["model"]["generator"]
+        assert cfg["model"]["discriminator"] == pre["model"]["discriminator"]
+    else:
+        assert cfg["model"]["name"] == "hifigan_v1"
+
+
+@needs_gta_scripts
+def test_recipe_gta_errors(tmp_path: Path) -> None:
+    from tests.test_recipes_tts import MINI, one_line_error, run
+
+    assert "option --gta takes true or false" in one_line_error(run(MINI, tmp_path, "--gta", "maybe"))
+    msg = one_line_error(run(MINI, tmp_path, "--stage", "8", "--gta_conf", "conf/nope.yaml"))
+    assert msg == "error: gta_conf conf/nope.yaml not found (see ls conf/)"
+    msg = one_line_error(run(MINI, tmp_path, "--stage", "8", "--stop_stage", "8"))
+    assert msg.startswith("error: stage 8 (GTA fine-tune the vocoder): ") and "run stage 1 (features) first" in msg
+    msg = one_line_error(run(MINI, tmp_path, "--stage", "9", "--stop_stage", "9"))
+    assert msg.startswith("error: stage 9 (GTA synthesize + evaluate): ")
+
+
+@pytest.mark.slow
+@needs_gta_scripts
+def test_mini_recipe_gta_stages_smoke(tmp_path: Path) -> None:
+    """Stages 0-10 of the mini recipe with tiny budgets: GTA folders, fine-tuned vocoders, the four-way report."""
+    from tests.test_recipes_tts import MINI, run
+
+    r = run(MINI, tmp_path, "--seed", "1", "--nj", "2", "--train_opts", "steps.train=6 steps.search=4",
+            "--search_opts", "search.search_interval=2 search.max_search_steps=2",
+            "--gta_opts", "train.max_steps=2 train.checkpoint_interval=1 train.validation_interval=1", timeout=900)
+    assert r.returncode == 0, f"stdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-4000:]}"
+    exp = tmp_path / "exp" / "acoustic_tiny"
+    assert json.loads((exp / "hand_seed1" / "rf.json").read_text())["r_max"] > 1
+    for kind, arm in (("hand", "hand-designed"), ("searched", "searched")):
+        g = exp / f"gta_{kind}_seed1"
+        assert _frames(g / "data" / "train" / "feats") == _frames(tmp_path / "data" / "hifigan" / "train" / "feats")
+        assert json.loads((g / "info.json").read_text())["arm"] == f"{arm} + GTA vocoder"
+        assert (g / "vocoder" / "checkpoints").is_dir() and (g / "data" / "check_mels.json").is_file()
+        assert json.loads((g / "eval" / "summary.json").read_text())["metrics"]["mcd"]["n"] == 8
+    md = (exp / "combinations" / "report.md").read_text()
+    for arm in ("hand-designed", "searched", "hand-designed + GTA vocoder", "searched + GTA vocoder"):
+        assert f"| {arm} |" in md
+    assert "| searched + GTA vocoder |" in r.stdout
