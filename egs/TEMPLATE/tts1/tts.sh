@@ -178,8 +178,10 @@ gta_finetune() {
   g=$(gta_run_of "$1")
   rfspeech-gta "acoustic_checkpoint=$(ckpt_of "$1")" "data_dir=${feats}" "split=[train,dev]" "out_dir=${g}/data" \
     "device=${device}" progress=false
-  # A mismatch of parameters fails rfspeech-train below; the value range is a finding, printed in the log.
-  rfspeech-check-mels "vocoder=${vocoder}" "data_dir=${g}/data" "json=${g}/data/check_mels.json" || rc=$?
+  # Parameters and value range against the vocoder and this corpus's ground-truth features: a parameter mismatch
+  # also fails rfspeech-train below; a value-range finding is printed in the log and kept in check_mels.json.
+  rfspeech-check-mels "vocoder=${vocoder}" "data_dir=${g}/data" "vocoder_data_dir=${feats}" \
+    "json=${g}/data/check_mels.json" || rc=$?
   [ "${rc}" -le 1 ] || return "${rc}"
   "${train_cmd[@]}" "${hydra_conf[@]}" "+${gta_group}=${gta_base}" "data_dir=${g}/data" "out_dir=${g}/vocoder" \
     "init_from=${vocoder}" "seed=$(seed_of "$1")" "device=${device}" "resume=${resume}" progress=false "${gta_args[@]}"

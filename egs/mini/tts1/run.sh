@@ -4,7 +4,7 @@
 # two seeds per arm run side by side, and a tiny HiFi-GAN vocoder, on CPU in a few minutes. Ends with
 # synthesized wavs of the held-out eval sentences (exp/acoustic_tiny/<run>/synth/*.wav), MCD and duration
 # error per arm, and the report (exp/acoustic_tiny/report.html); then (stages 8-10) the vocoder fine-tuned on
-# each acoustic run's GTA (teacher-forced) mels, 200 steps each, and the four combinations compared
+# each acoustic run's GTA (teacher-forced) mels, 100 steps each, and the four combinations compared
 # (exp/acoustic_tiny/combinations/report.html).
 #
 #   bash egs/mini/tts1/run.sh                                   # everything
