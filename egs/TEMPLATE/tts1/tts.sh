@@ -22,9 +22,19 @@
 #    7  compare                                            -> exp/<name>/report.html, report.md
 # Stages 5-7 also run copy-synthesis of the eval split through the vocoder (exp/<name>/vocoder_copysyn/, its
 # own report): the MCD the vocoder alone costs, the floor under the acoustic models' numbers.
+# Stages 8-10 (--gta true) fine-tune the vocoder on each acoustic model's GTA mels and compare the four
+# combinations (vocoder on ground-truth mels vs GTA-fine-tuned, hand-designed vs searched acoustic model):
+#    8  GTA fine-tune the vocoder: teacher-forced mels of train + dev through each acoustic run (MAS durations
+#       of the reference mels: exactly the recordings' frame count), checked against the vocoder, then the
+#       vocoder of stage 5 fine-tuned on them (--gta_conf, the same budget for every run)
+#                                                          -> exp/<name>/gta_<run>/{data,vocoder}/
+#    9  synthesize the eval sentences from text through each acoustic model and its GTA vocoder, evaluate
+#                                                          -> exp/<name>/gta_<run>/{synth,eval}/
+#   10  compare the four combinations                      -> exp/<name>/combinations/report.html, report.md
+# Stage 2 also records the receptive field of each hand-designed acoustic model's decoder (<run>/rf.json).
 #
-# Only the package's console scripts do the work (rfspeech-prepare, -train-tts, -train, -synthesize,
-# -evaluate, -compare); each run logs to <run>/logs/<stage>.log.
+# Only the package's console scripts do the work (rfspeech-prepare, -train-tts, -train, -rf, -gta, -check-mels,
+# -synthesize, -evaluate, -compare); each run logs to <run>/logs/<stage>.log.
 set -euo pipefail
 
 # ------------------------------------------------------------------------------------------ options
@@ -58,6 +68,9 @@ length_scale=1.0      # speaking rate of the synthesis (>1 slower)
 search=true           # false: hand-designed arm only (stages 3 and 4 skipped)
 copy_synthesis=true   # also synthesize and evaluate the vocoder alone on the reference mels
 checkpoint=best       # acoustic checkpoint synthesized: best (validation mel L1) | last
+gta=true              # stages 8-10: GTA fine-tune the vocoder per acoustic run, compare the four combinations
+gta_conf=""           # vocoder recipe conf of the GTA fine-tunes (rfspeech-train experiment YAML; "": --vocoder_conf)
+gta_opts=""           # extra rfspeech-train overrides of the GTA fine-tunes (stage 8)
 datadir=data
 expdir=exp
 
@@ -68,11 +81,13 @@ usage() {
 Usage: $0 [options]
 Text-to-speech recipe: data -> features -> hand-designed acoustic model -> receptive-field search ->
 fine-tune -> vocoder + synthesis of the eval sentences -> MCD and duration error -> report
-(exp/<name>/report.html). Paths are relative to the recipe directory.
+(exp/<name>/report.html) -> GTA fine-tune of the vocoder per acoustic model -> the four combinations
+compared (exp/<name>/combinations/report.html). Paths are relative to the recipe directory.
 
 Options (--name value or --name=value; defaults in brackets):
   --stage N               first stage: -1 download, 0 data, 1 features, 2 train, 3 search, 4 fine-tune,
-                          5 vocoder + synthesize, 6 evaluate, 7 compare [${stage}]
+                          5 vocoder + synthesize, 6 evaluate, 7 compare, 8 GTA fine-tune the vocoder,
+                          9 GTA synthesize + evaluate, 10 compare the four combinations [${stage}]
   --stop_stage N          last stage [${stop_stage}]
   --conf F                acoustic-model recipe conf (rfspeech-train-tts experiment YAML) [${conf}]
   --vocoder_conf F        vocoder recipe conf (rfspeech-train experiment YAML), trained in stage 5 [${vocoder_conf}]
@@ -90,9 +105,12 @@ Options (--name value or --name=value; defaults in brackets):
   --search B              run the searched arm (stages 3-4) [${search}]
   --copy_synthesis B      evaluate the vocoder alone on the reference mels too [${copy_synthesis}]
   --checkpoint C          best | last [${checkpoint}]
+  --gta B                 stages 8-10: GTA fine-tune of the vocoder, four combinations compared [${gta}]
+  --gta_conf F            vocoder recipe conf of the GTA fine-tunes (empty: --vocoder_conf) [${gta_conf}]
   --length_scale X        speaking rate of the synthesis [${length_scale}]
   --eval_metrics L        rfspeech-evaluate metrics, e.g. "[mcd,f0]" [${eval_metrics}]
-  --prepare_opts, --train_opts, --search_opts, --vocoder_opts, --synth_opts, --eval_opts, --compare_opts "k=v ..."
+  --prepare_opts, --train_opts, --search_opts, --vocoder_opts, --gta_opts, --synth_opts, --eval_opts,
+  --compare_opts "k=v ..."
                           extra overrides of the console scripts
   --download_url U, --download_dir D, --db_name N, --datadir D, --expdir D
 EOF
@@ -104,6 +122,9 @@ EOF
 # shellcheck source-path=SCRIPTDIR source=utils/lib.sh
 . utils/lib.sh
 stage_names[5]="vocoder + synthesize"
+stage_names[8]="GTA fine-tune the vocoder"
+stage_names[9]="GTA synthesize + evaluate"
+stage_names[10]="compare the four combinations"
 
 # ------------------------------------------------------------------------------------------ helpers
 # train_tts RUN SEED [OVERRIDES...]: one rfspeech-train-tts run of the recipe conf (the run's own overrides
@@ -138,10 +159,58 @@ train_vocoder() {
   touch "${voc_dir}/.done"
 }
 
+# record_rf RUN: the receptive field of a hand-designed run's decoder (RUN/rf.json, the report's RF column); the
+# run's resolved config.yaml is rfspeech-rf's config, so the model is exactly the one trained
+record_rf() {
+  rfspeech-rf --config-dir "$(cd "$1" && pwd)" --config-name config +node=acoustic +submodule=decoder +units=frames \
+    "out_dir=$1"
+}
+
+# gta_run_of RUN: the GTA folder of an acoustic run (exp/<name>/gta_<run>); seed_of RUN, arm_of RUN
+gta_run_of() { echo "$(dirname "$1")/gta_$(basename "$1")"; }
+seed_of() { echo "${1##*_seed}"; }
+arm_of() { if [[ "$1" == */searched_seed* ]]; then echo searched; else echo hand-designed; fi; }
+
+# gta_finetune RUN: RUN's teacher-forced mels of train + dev as a prepared corpus, checked against the vocoder,
+# then the vocoder fine-tuned on them (init_from the stage 5 vocoder; the recordings are the targets)
+gta_finetune() {
+  local g rc=0
+  g=$(gta_run_of "$1")
+  rfspeech-gta "acoustic_checkpoint=$(ckpt_of "$1")" "data_dir=${feats}" "split=[train,dev]" "out_dir=${g}/data" \
+    "device=${device}" progress=false
+  # Parameters and value range against the vocoder and this corpus's ground-truth features: a parameter mismatch
+  # also fails rfspeech-train below; a value-range finding is printed in the log and kept in check_mels.json.
+  rfspeech-check-mels "vocoder=${vocoder}" "data_dir=${g}/data" "vocoder_data_dir=${feats}" \
+    "json=${g}/data/check_mels.json" || rc=$?
+  [ "${rc}" -le 1 ] || return "${rc}"
+  "${train_cmd[@]}" "${hydra_conf[@]}" "+${gta_group}=${gta_base}" "data_dir=${g}/data" "out_dir=${g}/vocoder" \
+    "init_from=${vocoder}" "seed=$(seed_of "$1")" "device=${device}" "resume=${resume}" progress=false "${gta_args[@]}"
+  touch "${g}/vocoder/.done"
+}
+
+# gta_evaluate RUN: the eval sentences through RUN's acoustic model and its GTA vocoder, scored like stage 6
+gta_evaluate() {
+  local g f
+  g=$(gta_run_of "$1")
+  write_info "${g}" "$(arm_of "$1") + GTA vocoder" "$(seed_of "$1")" "${exp_name}" tts
+  # The report's dilation and receptive-field columns describe the acoustic model, the same as RUN's.
+  for f in structure.yaml rf.json; do
+    if [ -f "$1/${f}" ]; then cp "$1/${f}" "${g}/${f}"; fi
+  done
+  rfspeech-synthesize "acoustic_checkpoint=$(ckpt_of "$1")" "checkpoint=$(ckpt_of "${g}/vocoder")" \
+    "input_dir=${feats}/eval" "out_dir=${g}/synth" "length_scale=${length_scale}" "device=${device}" progress=false \
+    "${synth_args[@]}"
+  rfspeech-evaluate "ref_dir=${feats}/eval" "syn_dir=${g}/synth" "out_dir=${g}/eval" "metrics=${eval_metrics}" \
+    "feats_yaml=${feats}/feats.yaml" "jobs=${eval_jobs}" progress=false "${eval_args[@]}"
+  rfspeech-synthesize "acoustic_checkpoint=$(ckpt_of "$1")" "input_dir=${feats}/eval" "duration_eval_dir=${g}/eval" \
+    out_dir=null "device=${device}" progress=false
+}
+
 # ------------------------------------------------------------------------------------------ checks
 check_options "$@"
 [[ "${length_scale}" =~ ^[0-9]*\.?[0-9]+$ ]] || die "--length_scale must be a positive number, got '${length_scale}'"
 case "${checkpoint}" in best|last) ;; *) die "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
+case "${gta}" in true|false) ;; *) die "--gta must be true or false, got '${gta}'" ;; esac
 case "${corpus}" in ljspeech|vctk) ;; *) die "--corpus must be ljspeech or vctk (a corpus with transcripts), got '${corpus}'" ;; esac
 derive_settings
 
@@ -184,11 +253,22 @@ else
   fi
 fi
 
+if [ "${gta}" = true ] && run_stage 8; then
+  gta_conf=${gta_conf:-${vocoder_conf}}
+  [ -n "${gta_conf}" ] || die "stage 8 ($(stage_name 8)): give --gta_conf (the vocoder conf of the GTA fine-tune) or --gta false"
+  check_conf "${gta_conf}" "gta_conf"
+  [ "$(dirname "$(conf_dir_of "${gta_conf}")")" = "${conf_root}" ] \
+    || die "--gta_conf ${gta_conf}: must live in a directory beside the conf's (${conf_root})"
+  gta_group=$(basename "$(conf_dir_of "${gta_conf}")")
+  gta_base=$(basename "${gta_conf}" .yaml)
+fi
+
 # Extra overrides: split on blanks into arrays (no globbing); values with blanks are not supported.
 read -r -a prepare_args <<< "${prepare_opts}"
 read -r -a train_args <<< "${train_opts}"
 read -r -a search_args <<< "${search_opts}"
 read -r -a vocoder_args <<< "${vocoder_opts}"
+read -r -a gta_args <<< "${gta_opts}"
 read -r -a synth_args <<< "${synth_opts}"
 read -r -a eval_args <<< "${eval_opts}"
 read -r -a compare_args <<< "${compare_opts}"
@@ -201,13 +281,19 @@ else
   train_tts_cmd=(rfspeech-train-tts)
   train_cmd=(rfspeech-train)
 fi
-need_tools rfspeech-prepare rfspeech-train-tts rfspeech-train rfspeech-synthesize rfspeech-evaluate rfspeech-compare
+need_tools rfspeech-prepare rfspeech-train-tts rfspeech-train rfspeech-rf rfspeech-synthesize rfspeech-evaluate \
+  rfspeech-compare
+if [ "${gta}" = true ] && run_stage 8; then need_tools rfspeech-gta rfspeech-check-mels; fi
 
 # every trained acoustic model (hand-designed, then searched); synth_runs adds the vocoder's copy-synthesis
 mapfile -t runs < <(runs_of "${exp_name}")
 copysyn=${expdir}/${exp_name}/vocoder_copysyn
 synth_runs=("${runs[@]}")
 [ "${copy_synthesis}" = false ] || synth_runs+=("${copysyn}")
+# the GTA counterpart of every acoustic run (stages 8-10) and the four-way report
+gta_runs=()
+for run in "${runs[@]}"; do gta_runs+=("$(gta_run_of "${run}")"); done
+combinations=${expdir}/${exp_name}/combinations
 
 log "$0 (stages ${stage}..${stop_stage}; experiment: ${exp_name:-none}; seeds: ${seed_list[*]}; nj ${nj})"
 recipe_start=${SECONDS}
@@ -228,6 +314,11 @@ if run_stage 2; then
     run="${expdir}/${exp_name}/hand_seed${s}"
     write_info "${run}" hand-designed "${s}" "${exp_name}" tts
     run_job "${exp_name}/hand_seed${s}" "${run}/logs/train.log" train_tts "${run}" "${s}"
+  done
+  wait_runs 2
+  for s in "${seed_list[@]}"; do
+    run="${expdir}/${exp_name}/hand_seed${s}"
+    run_job "${exp_name}/hand_seed${s}" "${run}/logs/rf.log" record_rf "${run}"
   done
   wait_runs 2
   stage_done 2
@@ -343,6 +434,51 @@ if run_stage 7; then
   fi
   log "synthesized eval sentences: ${expdir}/${exp_name}/<run>/synth/*.wav"
   log "report: ${report}/report.html (and report.md); vocoder: ${copysyn}/report.html"
+fi
+
+# ------------------------------------------------------------------------------------------ stage 8
+if run_stage 8 && [ "${gta}" = true ]; then
+  stage_start
+  need "${feats}/dev/utts.tsv" 1 8
+  for run in "${runs[@]}"; do need "$(ckpt_of "${run}")" "$(trained_in "${run}")" 8; done
+  [ -f "${vocoder}" ] || die "stage 8 ($(stage_name 8)): vocoder ${vocoder} not found; run stage 5 ($(stage_name 5)) first"
+  log "stage 8: GTA mels of train + dev through each acoustic model; ${vocoder} fine-tuned on them (${gta_conf})"
+  run_each gta.log gta_finetune "${runs[@]}"
+  wait_runs 8
+  for run in "${runs[@]}"; do
+    log "  $(gta_run_of "${run}")/data: $(grep -m 1 '^verdict:' "${run}/logs/gta.log" || echo 'verdict: n/a')"
+  done
+  stage_done 8
+fi
+
+# ------------------------------------------------------------------------------------------ stage 9
+if run_stage 9 && [ "${gta}" = true ]; then
+  stage_start
+  need "${feats}/eval/utts.tsv" 1 9
+  for run in "${gta_runs[@]}"; do need "${run}/vocoder/.done" 8 9; done
+  log "stage 9: synthesizing and evaluating the eval sentences through each acoustic model and its GTA vocoder"
+  run_each gta_evaluate.log gta_evaluate "${runs[@]}"
+  wait_runs 9
+  stage_done 9
+fi
+
+# ------------------------------------------------------------------------------------------ stage 10
+if run_stage 10 && [ "${gta}" = true ]; then
+  stage_start
+  need_each eval/summary.json 6 10 "${runs[@]}"
+  need_each eval/summary.json 9 10 "${gta_runs[@]}"
+  log "stage 10: comparing the four combinations (vocoder on ground-truth vs GTA mels x hand-designed vs searched)"
+  exps=$(IFS=,; echo "${runs[*]},${gta_runs[*]}")
+  run_job "${exp_name}/combinations" "${combinations}/logs/compare.log" rfspeech-compare "exps=[${exps}]" \
+    "out_dir=${combinations}" \
+    "title='${exp_name} (${corpus}): vocoder on ground-truth mels vs GTA fine-tuned, hand-designed vs searched acoustic model'" \
+    reference_arm=hand-designed "${compare_args[@]}"
+  wait_runs 10
+  stage_done 10
+  log "results (mean ± 95% CI; arms without '+ GTA vocoder' use the vocoder of stage 5, trained on ground-truth mels):"
+  awk '/^\|/ { on = 1; print; next } on { exit }' "${combinations}/report.md"
+  log "GTA fine-tunes: ${expdir}/${exp_name}/gta_<run>/vocoder (their cost: vocoder/cost.json; not in the acoustic budget)"
+  log "report: $(cd "${combinations}" && pwd)/report.html (and report.md)"
 fi
 
 log "finished stages ${stage}..${stop_stage} in $((SECONDS - recipe_start)) s"

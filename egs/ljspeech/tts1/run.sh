@@ -17,6 +17,11 @@
 # Vocoder: unless --vocoder_checkpoint is given, stage 5 reuses ../voc1's hand-designed HiFi-GAN V1 when that
 # recipe has trained it (same corpus, split and mel), else trains conf/hifigan_v1.yaml (2.5M steps: days);
 # --vocoder_checkpoint "" --vocoder_conf F trains F even then.
+# GTA (stages 8-10): the vocoder is fine-tuned on each acoustic run's teacher-forced mels with
+# conf/hifigan_v1_gta.yaml (100k steps each), and the four combinations (vocoder on ground-truth vs GTA mels,
+# hand-designed vs searched acoustic model) are compared in exp/<conf>/combinations/report.html. A command line
+# with its own --vocoder_conf fine-tunes with that conf instead (unless --gta_conf is given too); --gta false
+# stops after stage 7.
 #
 # Expected run times on one GPU (estimates, not measured here: no GPU was available when this was written):
 # the 200k-step acoustic runs take about a day each on a V100-class GPU (SpeedySpeech-scale model, ~10
@@ -28,6 +33,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 voc_opts=(--vocoder_conf conf/hifigan_v1.yaml)
+gta_opts=(--gta_conf conf/hifigan_v1_gta.yaml)
+for arg in "$@"; do
+  case "${arg}" in --vocoder_conf|--vocoder_conf=*|--gta_conf|--gta_conf=*) gta_opts=() ;; esac
+done
 voc1_v1=../voc1/exp/hifigan_v1/hand_seed1/checkpoints/best.pt
 if [ -f "${voc1_v1}" ]; then
   echo "$(date '+%F %T') vocoder: reusing ${voc1_v1} (egs/ljspeech/voc1); --vocoder_checkpoint overrides it"
@@ -41,4 +50,5 @@ fi
   --mel hifigan \
   --conf conf/acoustic.yaml \
   "${voc_opts[@]}" \
+  "${gta_opts[@]}" \
   "$@"
