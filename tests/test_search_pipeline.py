@@ -145,3 +145,40 @@ def test_global_search_under_two_gloo_ranks_shares_the_candidates(data_dir: Path
     assert len(glob["finalists"]) == 2 and glob["search_best"]
     cost = json.loads((out / "cost.json").read_text())
     assert cost["global_proxy_steps"] == glob["evaluations"] * 2 + 2 * 2
+
+
+def test_search_every_k_steps_runs_plain_convs_between_search_steps() -> None:
+    from torch import nn
+
+    from rfspeech.search import LocalSearch, make_searchable, searchable_modules
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 4, 3, padding=3, dilation=3), nn.Tanh(),
+                          nn.Conv1d(4, 4, 3, padding=2, dilation=2))
+    plain = nn.Sequential(*(m for m in model))  # the same conv modules, before wrapping
+    x = torch.randn(2, 4, 50)
+    with torch.no_grad():
+        ref = plain(x).clone()
+    make_searchable(model, convs="all")
+    ops = searchable_modules(model)
+    search = LocalSearch(model, search_interval=4, max_search_steps=2, search_every=3)
+    full = model.eval()(x).detach()
+    model.train()
+    for step in range(1, 7):
+        model.zero_grad(set_to_none=True)
+        on = step % 3 == 0
+        assert all(op.searching is on for op in ops.values())
+        y = model(x)
+        if not on:  # the current dilation alone: the hand-designed convs' output, α without gradient
+            assert torch.allclose(y, ref, atol=1e-6)
+        y.square().mean().backward()
+        assert all((op.alpha.grad is not None) is on for op in ops.values())
+        search.after_step(step)
+        if step == 1:  # eval runs the full multi-branch op whatever the schedule (no weight changed yet)
+            assert not ops["0"].searching
+            assert torch.allclose(model.eval()(x), full, atol=1e-6) and not torch.allclose(full, ref, atol=1e-3)
+            model.train()
+    state = search.state_dict()
+    again = LocalSearch(model, search_interval=4, max_search_steps=2, search_every=3)
+    again.load_state_dict(state)  # resumed after step 6: step 7 does not search, step 9 does
+    assert not any(op.searching for op in ops.values())
