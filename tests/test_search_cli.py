@@ -44,7 +44,7 @@ def searched(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = subprocess.run(
         [sys.executable, "-m", "rfspeech.bin.search", f"data_dir={data_dir}", f"out_dir={out}", "device=cpu",
          "progress=false", "search=debug", "train.max_steps=4", "train.validation_interval=4",
-         "search.global.population=2", "search.global.generations=0",
+         "search.global.population=2", "search.global.generations=0", "search.alpha_lr=1e-3",
          # one gene per resblock kernel (3 genes) keeps the space small
          "+search.global.groups={k3: ['resblocks.*.convs1.*'], k3b: ['resblocks.*.convs2.*']}"],
         cwd=out.parent, env=env, capture_output=True, text=True, timeout=600)
@@ -79,6 +79,9 @@ def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
     cost = json.loads((searched / "cost.json").read_text())
     assert cost["global_proxy_steps"] == log["global"]["evaluations"] * 2 + 2 * 2 * 2
     assert cost["search_steps"] == 4
+    groups = ckpt.load_checkpoint(ckpt.checkpoint_path(searched, 4))["optim_g"]["param_groups"]
+    assert len(groups) == 2 and groups[1]["weight_decay"] == 0.0
+    assert groups[1]["lr"] / groups[0]["lr"] == pytest.approx(1e-3 / 2e-4)  # both decayed by the scheduler
     assert (searched / "search" / "structure_step2.yaml").is_file()
     assert (searched / "search" / "structure_step4.yaml").is_file()
 
@@ -213,7 +216,7 @@ def test_resumed_local_search_matches_an_uninterrupted_one(data_dir: Path, tmp_p
     # rounds after steps 1, 2, 3; interrupted after step 2 (one round still to come)
     common = (f"data_dir={data_dir}", "search=debug", "search.global.enabled=false", "search.local.search_interval=1",
               "search.local.max_search_steps=3", "train.checkpoint_interval=2", "train.validation_interval=0",
-              "tensorboard=false")
+              "tensorboard=false", "search.local.search_every=2")
     full = run_search_in_process(*common, f"out_dir={tmp_path / 'full'}", "train.max_steps=4")
     run_search_in_process(*common, f"out_dir={tmp_path / 'split'}", "train.max_steps=2")
     resumed = run_search_in_process(*common, f"out_dir={tmp_path / 'split'}", "train.max_steps=4", "resume=true")
@@ -221,6 +224,8 @@ def test_resumed_local_search_matches_an_uninterrupted_one(data_dir: Path, tmp_p
     a = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "full", 4))
     b = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "split", 4))
     assert a["search"]["rounds"] == b["search"]["rounds"] == 3
+    assert a["search"]["step"] == b["search"]["step"] == 4  # search_every=2: the schedule resumes in step
+    assert len(a["optim_g"]["param_groups"]) == 1  # no search.alpha_lr: one group, as before
     assert all(torch.equal(a["generator"][k], b["generator"][k]) for k in a["generator"])
 
 
