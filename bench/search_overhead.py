@@ -13,7 +13,13 @@ Timing follows :mod:`bench.common`: warm-up, interleaved rounds with a rotating 
 pinned, medians and paired ratios with their spread. ``--ops`` adds a per-conv table (plain conv
 vs each implementation, forward + backward) for the conv shapes of the model.
 
-Run: ``python -m bench.search_overhead [--quick] [--models v1,v2,wavenet] [--threads N] [--ops] [--out FILE.json]``.
+``--search-every K`` adds a ``skip`` arm (the wrapped generator between search steps: every op at its
+current dilation alone, :class:`rfspeech.search.LocalSearch` ``search_every``) and the amortised step
+of searching on every K-th step only: ``((K − 1)·skip + search) / (K · plain)``, from the paired
+per-round times (wall and CPU).
+
+Run: ``python -m bench.search_overhead [--quick] [--models v1,v2,wavenet] [--threads N] [--ops] [--search-every K]
+[--out FILE.json]``.
 """
 
 from __future__ import annotations
@@ -47,6 +53,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 TARGET = 1.3
+#: Issue 18's targets for the search step / plain step: WaveNet ≤ 1.15, HiFi-GAN ≤ 1.10.
+TARGETS = {"wavenet": 1.15}
+TARGET_HIFIGAN = 1.10
+
+
+def target_for(model: str) -> float:
+    """The step-ratio target of a preset."""
+    return TARGETS.get(model, TARGET_HIFIGAN)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -130,8 +144,8 @@ def make_generator_step(gen: nn.Module, mel: torch.Tensor) -> Callable[[], None]
     return step
 
 
-def arms(preset: dict[str, Any], seed: int = 0) -> dict[str, tuple[nn.Module, nn.Module]]:
-    """``plain``/``search``/``naive`` generator + discriminator pairs with identical initial weights."""
+def arms(preset: dict[str, Any], seed: int = 0, skip: bool = False) -> dict[str, tuple[nn.Module, nn.Module]]:
+    """``plain``/``search``/``naive`` (+ ``skip``) generator + discriminator pairs with identical initial weights."""
     import copy
 
     from rfspeech.search import make_searchable
@@ -139,11 +153,30 @@ def arms(preset: dict[str, Any], seed: int = 0) -> dict[str, tuple[nn.Module, nn
     torch.manual_seed(seed)
     gen, disc = build_models(preset)
     out = {"plain": (gen, disc)}
-    for name, extra in (("search", {}), ("naive", {"naive": True})):
+    for name, extra in (("search", {}), ("naive", {"naive": True}), *((("skip", {}),) if skip else ())):
         g, d = copy.deepcopy(gen), copy.deepcopy(disc)
         make_searchable(g, **extra)
+        if name == "skip":
+            for m in g.modules():
+                if hasattr(m, "searching"):
+                    m.searching = False
         out[name] = (g, d)
     return out
+
+
+def amortized(tim: dict[str, Any], k: int) -> dict[str, Any]:
+    """Per-round ``((k − 1)·skip + search) / (k · plain)`` (wall and CPU): searching every k-th step."""
+    from bench.common import quantiles
+
+    n = min(len(tim["plain"].wall), len(tim["search"].wall), len(tim["skip"].wall))
+    wall = [((k - 1) * tim["skip"].wall[i] + tim["search"].wall[i]) / (k * tim["plain"].wall[i]) for i in range(n)]
+    q1, med, q3 = quantiles(wall)
+    m = min(len(tim["plain"].cpu), len(tim["search"].cpu), len(tim["skip"].cpu))
+    cpu = [((k - 1) * tim["skip"].cpu[i] + tim["search"].cpu[i]) / (k * tim["plain"].cpu[i]) for i in range(m)
+           if tim["plain"].cpu[i] > 0]
+    return {"k": int(k), "ratio": round_sig(med), "q1": round_sig(q1), "q3": round_sig(q3),
+            "min": round_sig(min(wall)), "max": round_sig(max(wall)), "rounds": n,
+            "cpu_ratio": round_sig(quantiles(cpu)[1]) if cpu else None}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,10 +238,10 @@ def conv_table(gen: nn.Module, mel: torch.Tensor, repeats: int = 5) -> list[dict
 
 
 def measure(model: str = "v2", repeats: int = 5, warmup: int = 1, breakdown: bool = True, ops: bool = False,
-            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+            progress: Callable[[str], None] | None = None, search_every: int = 1) -> dict[str, Any]:
     """Time one preset; return its ratios and context."""
     preset = PRESETS[model]
-    pairs = arms(preset)
+    pairs = arms(preset, skip=search_every > 1)
     gen = pairs["plain"][0]
     frames = preset["segment"] // gen.hop_length
     g = torch.Generator().manual_seed(1)
@@ -225,11 +258,16 @@ def measure(model: str = "v2", repeats: int = 5, warmup: int = 1, breakdown: boo
         "search_overhead": paired_ratio(tim["search"], tim["plain"]),
         "naive_overhead": paired_ratio(tim["naive"], tim["plain"]),
         "search_vs_naive": paired_ratio(tim["search"], tim["naive"]),
+        "target": target_for(model),
     }
+    if search_every > 1:
+        out["skip_overhead"] = paired_ratio(tim["skip"], tim["plain"])
+        out["search_every"] = amortized(tim, search_every)
     if breakdown:
         gsteps = {name: make_generator_step(gd[0], mel) for name, gd in pairs.items()}
         gt = interleaved(gsteps, warmup=warmup, repeats=repeats)
         out["generator_only"] = {"search": paired_ratio(gt["search"], gt["plain"]),
+                                 **({"skip": paired_ratio(gt["skip"], gt["plain"])} if "skip" in gt else {}),
                                  "naive": paired_ratio(gt["naive"], gt["plain"]),
                                  "generator_share_of_plain_step": round_sig(gt["plain"].median / tim["plain"].median)}
     if ops:
@@ -239,7 +277,8 @@ def measure(model: str = "v2", repeats: int = 5, warmup: int = 1, breakdown: boo
 
 
 def run(quick: bool = False, models: Sequence[str] | None = None, threads: int | None = None,
-        repeats: int | None = None, ops: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        repeats: int | None = None, ops: bool = False, progress: Callable[[str], None] | None = None,
+        search_every: int = 1, breakdown: bool | None = None) -> dict[str, Any]:
     """Measure the search overhead; returns a dict with ``search_overhead`` / ``naive_overhead`` ratios.
 
     Args:
@@ -250,6 +289,8 @@ def run(quick: bool = False, models: Sequence[str] | None = None, threads: int |
         repeats: timed rounds (default 3 quick, 5 otherwise).
         ops: add the per-conv implementation table.
         progress: status-line callback.
+        search_every: > 1 adds the ``skip`` arm and the amortised ratio of searching every k-th step.
+        breakdown: also time the generator alone (default: not when ``quick``).
 
     Returns:
         ``{"search_overhead": float, "naive_overhead": float, "search_overhead_max": float,
@@ -260,7 +301,9 @@ def run(quick: bool = False, models: Sequence[str] | None = None, threads: int |
     n_threads = pin_threads(1 if threads is None and quick else threads)
     models = list(models) if models else (["quick"] if quick else ["v1", "v2", "wavenet"])
     repeats = repeats if repeats is not None else (3 if quick else 5)
-    results = {m: measure(m, repeats=repeats, breakdown=not quick, ops=ops, progress=progress) for m in models}
+    breakdown = (not quick) if breakdown is None else bool(breakdown)
+    results = {m: measure(m, repeats=repeats, breakdown=breakdown, ops=ops, progress=progress,
+                          search_every=search_every) for m in models}
     head = results[models[0]]
     worst = max(r["search_overhead"]["ratio"] for r in results.values())
     return {
@@ -277,14 +320,18 @@ def run(quick: bool = False, models: Sequence[str] | None = None, threads: int |
 
 def markdown(result: dict[str, Any]) -> str:
     """A small Markdown table of the ratios."""
-    lines = ["| model | searchable / plain step | naive / plain step | generator-only searchable / plain |",
-             "| --- | --- | --- | --- |"]
+    lines = ["| model | searchable / plain step (CPU) | naive / plain step | generator-only searchable / plain "
+             "| search every k-th step / plain (CPU) |",
+             "| --- | --- | --- | --- | --- |"]
     for name, r in result["results"].items():
         s, n = r["search_overhead"], r["naive_overhead"]
         g = r.get("generator_only", {}).get("search")
-        lines.append(f"| {name} | {s['ratio']:.3g} (IQR {s['q1']:.3g}–{s['q3']:.3g}) | "
+        a = r.get("search_every")
+        lines.append(f"| {name} | {s['ratio']:.3g} (IQR {s['q1']:.3g}–{s['q3']:.3g}; CPU {s.get('cpu_ratio')}) | "
                      f"{n['ratio']:.3g} (IQR {n['q1']:.3g}–{n['q3']:.3g}) | "
-                     + (f"{g['ratio']:.3g}" if g else "") + " |")
+                     + (f"{g['ratio']:.3g}" if g else "") + " | "
+                     + (f"k={a['k']}: {a['ratio']:.3g} (IQR {a['q1']:.3g}–{a['q3']:.3g}; CPU {a['cpu_ratio']})"
+                        if a else "") + " |")
     return "\n".join(lines)
 
 
@@ -295,10 +342,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--ops", action="store_true", help="add the per-conv implementation table")
+    parser.add_argument("--search-every", type=int, default=1,
+                        help="K > 1: add the amortised step of searching on every K-th step only")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the generator-only timing")
     parser.add_argument("--out", default=None, help="write the result JSON here")
     args = parser.parse_args(argv)
     result = run(quick=args.quick, models=args.models.split(",") if args.models else None, threads=args.threads,
-                 repeats=args.repeats, ops=args.ops, progress=lambda s: print(s, file=sys.stderr, flush=True))
+                 repeats=args.repeats, ops=args.ops, progress=lambda s: print(s, file=sys.stderr, flush=True),
+                 search_every=args.search_every, breakdown=False if args.no_breakdown else None)
     print(markdown(result))
     if args.ops:
         for name, r in result["results"].items():

@@ -44,7 +44,7 @@ def searched(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     res = subprocess.run(
         [sys.executable, "-m", "rfspeech.bin.search", f"data_dir={data_dir}", f"out_dir={out}", "device=cpu",
          "progress=false", "search=debug", "train.max_steps=4", "train.validation_interval=4",
-         "search.global.population=2", "search.global.generations=0",
+         "search.global.population=2", "search.global.generations=0", "search.alpha_lr=1e-3",
          # one gene per resblock kernel (3 genes) keeps the space small
          "+search.global.groups={k3: ['resblocks.*.convs1.*'], k3b: ['resblocks.*.convs2.*']}"],
         cwd=out.parent, env=env, capture_output=True, text=True, timeout=600)
@@ -70,6 +70,18 @@ def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
     log = json.loads((searched / "search_log.json").read_text())
     assert [h["step"] for h in log["local"]["history"]] == [2, 4]
     assert log["global"]["evaluations"] >= 2
+    # search=debug re-scores 2 finalists twice (seeds seed+1, seed+2): both scores recorded, and the noise
+    finalists = glob["settings"]["global"]["finalists"]
+    assert len(finalists) == 2 and all(len(f["rescores"]) == 2 for f in finalists)
+    assert glob["settings"]["global"]["best"] == finalists[0]["structure"]
+    assert glob["settings"]["global"]["search_best"] and "score_noise" in glob["settings"]["global"]
+    assert doc["settings"]["global"]["finalists"] == finalists
+    cost = json.loads((searched / "cost.json").read_text())
+    assert cost["global_proxy_steps"] == log["global"]["evaluations"] * 2 + 2 * 2 * 2
+    assert cost["search_steps"] == 4
+    groups = ckpt.load_checkpoint(ckpt.checkpoint_path(searched, 4))["optim_g"]["param_groups"]
+    assert len(groups) == 2 and groups[1]["weight_decay"] == 0.0
+    assert groups[1]["lr"] / groups[0]["lr"] == pytest.approx(1e-3 / 2e-4)  # both decayed by the scheduler
     assert (searched / "search" / "structure_step2.yaml").is_file()
     assert (searched / "search" / "structure_step4.yaml").is_file()
 
@@ -128,11 +140,83 @@ def test_fine_tune_single_structure_from_the_search_weights(searched: Path, data
     assert all(torch.equal(v, src_d[k]) for k, v in tr.discriminator.state_dict().items())
 
 
+def _search_model(path: Path) -> torch.nn.Module:
+    """The multi-branch search model of a search checkpoint (wrappers, α and weights), eval mode."""
+    from rfspeech.inference.loading import build_from_node, shape_like
+
+    state = ckpt.load_checkpoint(path)
+    gen = build_from_node(state["config"]["model"]["generator"], str(path))
+    assert shape_like(gen, state) == "searchable"
+    gen.load_state_dict(state["generator"])
+    return gen.eval()
+
+
+@pytest.mark.parametrize("mode", ["merge", "multiple"])
+def test_continue_the_search_run(searched: Path, data_dir: Path, tmp_path: Path, mode: str) -> None:
+    """merge/multiple from the search run itself: the same function as the search model, then fine-tuned."""
+    from rfspeech.bin.train import make_trainer
+    from rfspeech.data.dataset import PreparedSplit
+    from rfspeech.search import searchable_modules
+
+    search_ckpt = ckpt.checkpoint_path(searched, 4)
+    mel = torch.from_numpy(PreparedSplit(data_dir, "dev").load_mel(0)).unsqueeze(0)
+    with torch.no_grad():
+        ref = _search_model(search_ckpt)(mel)
+    overrides = (f"data_dir={data_dir}", f"structure={searched / 'structure.yaml'}", f"structure_mode={mode}",
+                 f"init_from={search_ckpt}", "train.max_steps=2", "train.validation_interval=0",
+                 "train.checkpoint_interval=2", "tensorboard=false")
+    tr = make_trainer(compose("train", f"out_dir={tmp_path / 'inproc'}", *overrides))
+    tr.generator.eval()
+    with torch.no_grad():
+        out = tr.generator(mel)
+    assert (out - ref).abs().max().item() <= 1e-5
+    if mode == "merge":
+        assert not searchable_modules(tr.generator)
+    else:  # the searched α kept (not re-initialised), candidates frozen
+        src = ckpt.load_checkpoint(search_ckpt)["generator"]
+        alphas = {k: v for k, v in tr.generator.state_dict().items() if k.endswith(".alpha")}
+        assert alphas and all(torch.equal(v, src[k]) for k, v in alphas.items())
+    # the discriminator continues too
+    src_d = ckpt.load_checkpoint(search_ckpt)["discriminator"]
+    assert all(torch.equal(v, src_d[k]) for k, v in tr.discriminator.state_dict().items())
+
+    # through the CLI: 2 fine-tune steps; cost.json holds the search's steps as well (equal-budget accounting)
+    run = tmp_path / "cli"
+    res = subprocess.run([sys.executable, "-m", "rfspeech.bin.train", f"out_dir={run}", "device=cpu",
+                          "progress=false", *overrides], cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "continuing the search run" in res.stderr
+    cost = json.loads((run / "cost.json").read_text())
+    search_cost = json.loads((searched / "cost.json").read_text())
+    assert cost["train_steps"] == 2 and cost["search_steps"] == 4
+    assert cost["global_proxy_steps"] == search_cost["global_proxy_steps"] > 0
+    assert cost["cpu_seconds"] > search_cost["cpu_seconds"]
+    state = ckpt.load_checkpoint(ckpt.checkpoint_path(run, 2))
+    assert state["structure_mode"] == mode and state["structure_args"]["expand_rate"] == 0.5
+    gen, _ = ckpt.load_generator(ckpt.checkpoint_path(run, 2))  # rebuilds with the search's candidates
+    assert torch.isfinite(gen.inference(mel)).all()
+
+
+def test_structure_from_search_true_needs_a_search_checkpoint(searched: Path, data_dir: Path, tmp_path: Path) -> None:
+    from rfspeech.bin.train import make_trainer
+    from rfspeech.errors import ConfigError
+
+    hand = tmp_path / "hand"
+    make_trainer(compose("train", f"data_dir={data_dir}", f"out_dir={hand}", "train.max_steps=1",
+                         "train.validation_interval=0", "tensorboard=false")).fit()
+    cfg = compose("train", f"data_dir={data_dir}", f"out_dir={tmp_path / 'x'}",
+                  f"structure={searched / 'structure.yaml'}", "structure_mode=merge",
+                  "structure_from_search=true", f"init_from={ckpt.checkpoint_path(hand, 1)}")
+    with pytest.raises(ConfigError, match="structure_from_search=true: init_from=.* is not a search checkpoint"):
+        make_trainer(cfg)
+
+
 def test_resumed_local_search_matches_an_uninterrupted_one(data_dir: Path, tmp_path: Path) -> None:
     # rounds after steps 1, 2, 3; interrupted after step 2 (one round still to come)
     common = (f"data_dir={data_dir}", "search=debug", "search.global.enabled=false", "search.local.search_interval=1",
               "search.local.max_search_steps=3", "train.checkpoint_interval=2", "train.validation_interval=0",
-              "tensorboard=false")
+              "tensorboard=false", "search.local.search_every=2")
     full = run_search_in_process(*common, f"out_dir={tmp_path / 'full'}", "train.max_steps=4")
     run_search_in_process(*common, f"out_dir={tmp_path / 'split'}", "train.max_steps=2")
     resumed = run_search_in_process(*common, f"out_dir={tmp_path / 'split'}", "train.max_steps=4", "resume=true")
@@ -140,6 +224,8 @@ def test_resumed_local_search_matches_an_uninterrupted_one(data_dir: Path, tmp_p
     a = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "full", 4))
     b = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "split", 4))
     assert a["search"]["rounds"] == b["search"]["rounds"] == 3
+    assert a["search"]["step"] == b["search"]["step"] == 4  # search_every=2: the schedule resumes in step
+    assert len(a["optim_g"]["param_groups"]) == 1  # no search.alpha_lr: one group, as before
     assert all(torch.equal(a["generator"][k], b["generator"][k]) for k in a["generator"])
 
 

@@ -13,7 +13,8 @@ Pipeline (``recipes/search.yaml``):
    (``out_dir/search/structure_step<N>.yaml`` after each round, TensorBoard ``search/dilation/*``).
 3. ``out_dir/structure.yaml`` (structure, settings, receptive field) and ``out_dir/search_log.json``.
 
-Under torchrun the global search runs on rank 0 (its result is broadcast) and the local search takes
+Under torchrun every rank runs the global search, scoring its share of each generation on its own
+device (the scores are gathered, so all ranks take the same decisions), and the local search takes
 identical decisions on every rank. ``resume=true`` continues an interrupted search: the global search
 from its state file, the local search from the newest checkpoint (its state is in the checkpoints).
 """
@@ -34,6 +35,7 @@ from rfspeech.search.pipeline import (
     searched_paths,
 )
 from rfspeech.train import distributed as D
+from rfspeech.train.build import adopt_init_model, model_overridden
 
 __all__ = ["CandidateScorer", "global_space", "main", "run_global_search", "run_search", "searchable_args",
            "searched_paths", "task"]
@@ -41,6 +43,7 @@ __all__ = ["CandidateScorer", "global_space", "main", "run_global_search", "run_
 
 def task(cfg: Any) -> dict[str, Any]:
     require(cfg, "data_dir", "out_dir")
+    adopt_init_model(cfg, model_overridden())  # an imported/pretrained init_from brings its model
     dist_info = D.init_distributed(str(cfg.device), timeout_s=float(cfg.get("dist_timeout_s", 7200)))
     try:
         result = run_search(cfg, dist_info)

@@ -18,10 +18,13 @@ from rfspeech.train import distributed
 
 # Re-exported: the config → model/trainer builders moved to rfspeech.train.build (existing imports keep working).
 from rfspeech.train.build import (
+    adopt_init_model,
     apply_structure_from,
     build_models,
+    carry_search_cost,
     load_init_before_structure,
     make_trainer,
+    model_overridden,
     seed_everything,
     structure_args,
 )
@@ -33,7 +36,9 @@ __all__ = ["apply_structure_from", "build_models", "load_init_before_structure",
 def task(cfg: Any) -> dict[str, Any]:
     require(cfg, "data_dir", "out_dir")
     try:
+        adopt_init_model(cfg, model_overridden())  # an imported/pretrained init_from brings its model
         trainer = make_trainer(cfg)
+        carry_search_cost(cfg, trainer)  # a fine-tune of a search run counts the search's cost
         write_config(cfg, cfg.out_dir)
         result = trainer.fit()
     finally:

@@ -186,6 +186,12 @@ class LocalSearch:
             at the start is brought within it first (largest dilations halved); a budget no
             structure meets is a ConfigError.
         lookahead_input: the input the budget counts in (``auto``: the mel input).
+        search_every: search on every k-th training step only (1: every step, RF-Next). The steps
+            between run each wrapper at its current dilation alone, at a plain conv's cost, and
+            leave ``α`` untouched, so the search's overhead per step is divided by about ``k``
+            (``bench/search_overhead.py --search-every``); ``α`` then gets ``1/k`` of the updates
+            (raise ``search.alpha_lr`` or the interval to compensate) and the shared weights are
+            trained mostly at the current dilation. Evaluation always runs the full op.
     """
 
     def __init__(
@@ -199,6 +205,7 @@ class LocalSearch:
         record_receptive_field: bool = True,
         max_lookahead: float | None = None,
         lookahead_input: str = "auto",
+        search_every: int = 1,
     ) -> None:
         if int(search_interval) < 1:
             raise ValueError(f"search_interval must be >= 1, got {search_interval}")
@@ -213,6 +220,10 @@ class LocalSearch:
         self.record_receptive_field = bool(record_receptive_field)
         self.rounds = 0
         self.last_step = 0
+        if int(search_every) < 1:
+            raise ConfigError(f"search_every must be >= 1, got {search_every}")
+        self.search_every = int(search_every)
+        self.step = 0
         self.history: list[dict[str, Any]] = []
         if not self.ops():
             log.warning("LocalSearch: the model has no SearchableConv1d (call make_searchable first)")
@@ -222,6 +233,13 @@ class LocalSearch:
         if self.max_lookahead is not None and self.ops():
             self._la = _Lookahead(model, self.lookahead_input)
             self._fit_budget()
+        self._schedule(1)
+
+    def _schedule(self, next_step: int) -> None:
+        """Whether the wrappers search during training step ``next_step`` (every ``search_every``-th)."""
+        on = self.search_every == 1 or next_step % self.search_every == 0
+        for op in self.ops().values():
+            op.searching = on
 
     def _within(self) -> bool:
         assert self._la is not None and self.max_lookahead is not None
@@ -288,6 +306,8 @@ class LocalSearch:
                        min_dilation=first.min_dilation, max_dilation=first.max_dilation)
         if self.max_lookahead is not None:
             out.update(max_lookahead=self.max_lookahead, lookahead_input=self.lookahead_input)
+        if self.search_every != 1:
+            out.update(search_every=self.search_every)
         out.update(self.settings)
         return out
 
@@ -326,6 +346,8 @@ class LocalSearch:
             step: number of optimiser steps completed (1-based).
             writer: a TensorBoard ``SummaryWriter`` (rank 0), or None.
         """
+        self.step = int(step)
+        self._schedule(self.step + 1)
         if not self.due(step):
             return False
         changed = self.search_round(step)
@@ -364,6 +386,7 @@ class LocalSearch:
     def state_dict(self) -> dict[str, Any]:
         """The schedule's state (the wrappers' own state is in the model's state_dict)."""
         return {"rounds": self.rounds, "last_step": self.last_step, "history": [dict(h) for h in self.history],
+                "step": self.step,
                 "search_interval": self.search_interval, "max_search_steps": self.max_search_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -371,3 +394,5 @@ class LocalSearch:
         self.rounds = int(state.get("rounds", 0))
         self.last_step = int(state.get("last_step", 0))
         self.history = [dict(h) for h in state.get("history", [])]
+        self.step = int(state.get("step", self.last_step))
+        self._schedule(self.step + 1)

@@ -618,6 +618,9 @@ class SearchableConv1d(nn.Module):
         self.register_buffer("frozen", torch.tensor(bool(frozen), **factory))
         self._rates: tuple[int, ...] = ()
         self._d = start
+        #: False: training forwards use the current dilation alone (set by LocalSearch(search_every=k)
+        #: between search steps; not state: the schedule sets it again on resume). Eval is unaffected.
+        self.searching = True
         if rates is not None:
             self._set_rates(rates)
         else:
@@ -772,6 +775,16 @@ class SearchableConv1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
+        if not self.searching and self.training and len(self._rates) > 1 and self._d in self._rates:
+            # A step without search (LocalSearch(search_every=k) between search steps): the current
+            # dilation alone, at a plain conv's cost. α stays out of the graph (no gradient, so Adam
+            # leaves it as it is), except under torch.distributed, where DDP needs every parameter
+            # in the graph: there it enters through Σŵ = 1 (zero gradient; Adam's momentum still moves it).
+            weight = conv.weight
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                weight = weight * self.branch_weights().sum()
+            return F.conv1d(_pad(x, (self.kernel_size - 1) * self._d, self.causal), weight, conv.bias,
+                            dilation=self._d, groups=conv.groups)
         w = self.branch_weights()
         if len(self._rates) == 1:
             # One candidate: a plain conv; ŵ (= 1) still scales the weight so α stays in the graph

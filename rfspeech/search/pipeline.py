@@ -13,14 +13,14 @@ Pipeline (``recipes/search.yaml``):
    (``out_dir/search/structure_step<N>.yaml`` after each round, TensorBoard ``search/dilation/*``).
 3. ``out_dir/structure.yaml`` (structure, settings, receptive field) and ``out_dir/search_log.json``.
 
-Under torchrun the global search runs on rank 0 (its result is broadcast) and the local search takes
+Under torchrun every rank runs the global search, scoring its share of each generation on its own
+device (the scores are gathered, so all ranks take the same decisions), and the local search takes
 identical decisions on every rank. ``resume=true`` continues an interrupted search: the global search
 from its state file, the local search from the newest checkpoint (its state is in the checkpoints).
 """
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import functools
 import hashlib
@@ -40,17 +40,23 @@ from rfspeech.data.manifest import FEATS_YAML, FeatureParams
 from rfspeech.errors import ConfigError
 from rfspeech.io import atomic_path, atomic_write_text
 from rfspeech.layers.conv import iter_dilated_convs
+from rfspeech.layers.weight_norm import detached_copy
 from rfspeech.search import (
     GlobalSearch,
     LocalSearch,
+    LookaheadPrune,
     ReceptiveFieldPrune,
     apply_structure,
     expand_groups,
     export_structure,
     load_structure,
+    lookahead,
+    lookahead_budget,
     make_searchable,
     receptive_field,
     save_structure,
+    searchable_modules,
+    worker_device,
 )
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
@@ -62,27 +68,128 @@ from rfspeech.train.trainer import TrainingDiverged
 
 log = logging.getLogger("rfspeech.search")
 
-__all__ = ["CandidateScorer", "acoustic_local_search", "acoustic_search_args", "global_space", "run_global_search",
-           "run_search", "searchable_args", "searched_paths"]
+__all__ = ["AlphaParamGroups", "CandidateScorer", "acoustic_local_search", "acoustic_search_args", "global_space",
+           "lookahead_limit", "run_global_search", "run_search", "search_models", "searchable_args", "searched_paths"]
 
 _WRAP_KEYS = ("include", "exclude")
 
 
 def searchable_args(cfg: Any) -> dict[str, Any]:
-    """``make_searchable`` keyword arguments (include/exclude + SearchableConv1d settings)."""
+    """``make_searchable`` keyword arguments (include/exclude + SearchableConv1d settings).
+
+    ``search.searchable.warm_start: null`` (the default) means warm start exactly when the run
+    starts from trained weights (``init_from``): the current dilation's branch dominates at step 0,
+    so searching a trained vocoder does not destroy it. It needs an odd ``num_branches``; with an
+    even count the default falls back to the official equal ``α`` (said in the log), an explicit
+    ``true`` is an error.
+    """
     args = dict(to_container(cfg.search.searchable) or {})
+    if args.get("warm_start") is None:
+        warm = bool(cfg.get("init_from"))
+        if warm and int(args.get("num_branches") or 3) % 2 == 0:
+            log.warning("search.searchable.warm_start: off for init_from with num_branches=%s (warm start needs "
+                        "an odd branch count)", args.get("num_branches"))
+            warm = False
+        args["warm_start"] = warm
     return {k: v for k, v in args.items() if v is not None or k in _WRAP_KEYS}
 
 
 def searched_paths(generator: torch.nn.Module, args: Mapping[str, Any]) -> list[str]:
-    """Paths ``make_searchable`` would wrap (asked of a copy, so include/exclude and skips match exactly)."""
+    """Paths ``make_searchable`` would wrap (asked of a copy, so include/exclude and skips match exactly).
+
+    Raises:
+        ConfigError: no conv would be wrapped (``make_searchable`` names why).
+    """
     quiet = logging.getLogger("rfspeech.search")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the real wrapping logs the list (and the skipped convs) later
     try:
-        return make_searchable(copy.deepcopy(generator), **args)
+        return list(make_searchable(detached_copy(generator), **args))
     finally:
         quiet.setLevel(level)
+
+
+class AlphaParamGroups:
+    """An optimiser factory that puts the search's ``α`` in their own parameter group (``search.alpha_lr``).
+
+    The trainer calls ``optimizer_g(generator.parameters())``; this wraps that factory so the
+    ``α`` of every :class:`~rfspeech.search.SearchableConv1d` of ``model`` get learning rate
+    ``alpha_lr`` and no weight decay (RF-Next's ImageNet-S setting: a separate α rate, no decay; a
+    decayed α drifts towards 0, where the gradient through ``|α|`` vanishes). Searching a trained
+    model with Adam: ``α`` at lr 1e-2 can be pushed to 0 in the first steps and stick there
+    (field notes); 1e-3 keeps the branches alive.
+
+    Args:
+        factory: the configured optimiser factory (``params -> Optimizer``).
+        model: the wrapped generator (its ``α`` are found by identity when the optimiser is built).
+        alpha_lr: learning rate of the ``α`` group.
+    """
+
+    def __init__(self, factory: Any, model: torch.nn.Module, alpha_lr: float) -> None:
+        self.factory = factory
+        self.model = model
+        self.alpha_lr = float(alpha_lr)
+
+    def __call__(self, params: Any) -> torch.optim.Optimizer:
+        params = list(params)
+        alphas = {id(op.alpha) for op in searchable_modules(self.model).values()}
+        rest = [p for p in params if id(p) not in alphas]
+        alpha = [p for p in params if id(p) in alphas]
+        groups: list[dict[str, Any]] = [{"params": rest}]
+        if alpha:
+            groups.append({"params": alpha, "lr": self.alpha_lr, "weight_decay": 0.0})
+        return self.factory(groups)
+
+
+def _alpha_overrides(cfg: Any, generator: torch.nn.Module) -> dict[str, Any]:
+    """``make_trainer`` overrides for ``search.alpha_lr`` (none when unset: α train with the generator's rate)."""
+    alpha_lr = cfg.search.get("alpha_lr")
+    if alpha_lr is None:
+        return {}
+    if not float(alpha_lr) > 0:
+        raise ConfigError(f"search.alpha_lr must be positive, got {alpha_lr}")
+    from hydra.utils import instantiate  # the user's optimiser config, as make_trainer builds it
+
+    factory = instantiate(cfg.train.optimizer_g, _convert_="all")
+    return {"optimizer_g": AlphaParamGroups(factory, generator, float(alpha_lr))}
+
+
+def lookahead_limit(cfg: Any, fp: FeatureParams) -> float | None:
+    """The look-ahead budget in mel frames from ``search.local.max_lookahead_frames`` / ``max_lookahead_ms``."""
+    local = cfg.search.local
+    try:
+        return lookahead_budget(frames=local.get("max_lookahead_frames"), ms=local.get("max_lookahead_ms"),
+                                hop_length=fp.hop_length, sample_rate=fp.sample_rate)
+    except ConfigError as e:
+        raise ConfigError(f"search.local: {e}") from None
+
+
+def _check_budget(generator: torch.nn.Module, paths: list[str], budget: float, args: Mapping[str, Any],
+                  fp: FeatureParams) -> None:
+    """A budget that no structure meets (every searched conv at its smallest dilation) is one clear line."""
+    floor = int(args.get("min_dilation") or 1)
+    model = detached_copy(generator)
+    apply_structure(model, {p: floor for p in paths}, mode="single")
+    least = lookahead(model)
+    if least > budget + 1e-9:
+        ms = least * fp.hop_length / fp.sample_rate * 1000.0
+        raise ConfigError(f"search.local.max_lookahead: budget {budget:g} frames "
+                          f"({budget * fp.hop_length / fp.sample_rate * 1000.0:.1f} ms) cannot be met: with every "
+                          f"searched conv at dilation {floor} the generator still looks {least:g} frames ({ms:.1f} ms)"
+                          " ahead")
+
+
+def _lookahead_record(generator: torch.nn.Module, fp: FeatureParams) -> dict[str, Any] | None:
+    """The searched generator's look-ahead/history (:func:`rfspeech.rf.lookahead.context`), or None."""
+    from rfspeech.rf.lookahead import context
+    from rfspeech.search.local import plain_view
+
+    try:
+        with plain_view(generator) as plain:
+            return context(plain).to_dict(fp.sample_rate)
+    except Exception as e:  # noqa: BLE001 - a failed analysis must not lose the search result; said loudly
+        log.warning("look-ahead not recorded: %s: %s", type(e).__name__, e)
+        return None
 
 
 def global_space(generator: torch.nn.Module, paths: list[str], choices: list[int],
@@ -123,6 +230,13 @@ class CandidateScorer:
     """Score a global-search candidate: a short training run from the shared initialisation.
 
     Picklable (plain config dict and paths), so the global search can run it in worker processes.
+    Called as ``scorer(structure)`` it is the search score (seed ``cfg.seed``); as
+    ``scorer(structure, repeat)`` it is the finalists' re-score (``GlobalSearch(rescore_fn=)``):
+    the same proxy run with seed ``cfg.seed + 1 + repeat`` (other batches, other noise), and
+    ``rescore_steps`` steps when given.
+
+    Each process trains on its own device: :func:`rfspeech.search.worker_device` of ``cfg.device``
+    for its worker slot (``cuda:i`` round-robin over the pool, and over the ranks under torchrun).
 
     Args:
         cfg: the resolved search config (plain dict).
@@ -132,10 +246,13 @@ class CandidateScorer:
         val_utts: dev utterances of the validation score.
         work_dir: scratch directory of the candidate runs.
         threads: torch threads per candidate process (None: leave torch's default).
+        workers_per_rank: the pool size (spreads ranks × workers over the GPUs).
+        rescore_steps: training steps of a re-score (None: ``steps``).
     """
 
     def __init__(self, cfg: dict[str, Any], init_path: str, groups: dict[str, list[str]], steps: int,
-                 val_utts: int, work_dir: str, threads: int | None = None) -> None:
+                 val_utts: int, work_dir: str, threads: int | None = None, workers_per_rank: int = 1,
+                 rescore_steps: int | None = None) -> None:
         self.cfg = cfg
         self.init_path = init_path
         self.groups = groups
@@ -143,22 +260,34 @@ class CandidateScorer:
         self.val_utts = int(val_utts)
         self.work_dir = work_dir
         self.threads = threads
+        self.workers_per_rank = max(1, int(workers_per_rank))
+        self.rescore_steps = int(rescore_steps) if rescore_steps else self.steps
 
-    def __call__(self, choice: dict[str, int]) -> float:
+    def device(self) -> torch.device:
+        """This worker's device."""
+        device = worker_device(str(self.cfg.get("device", "auto")), workers_per_rank=self.workers_per_rank)
+        return resolve_device(device)
+
+    def __call__(self, choice: dict[str, int], repeat: int | None = None) -> float:
         if self.threads:
             torch.set_num_threads(int(self.threads))
         cfg = OmegaConf.create(self.cfg)
+        steps = self.steps
+        tag = hashlib.sha1(json.dumps(choice, sort_keys=True).encode()).hexdigest()[:12]
+        if repeat is not None:
+            cfg.seed = int(cfg.seed) + 1 + int(repeat)
+            steps = self.rescore_steps
+            tag = f"{tag}_r{int(repeat)}"
         generator, discriminator = build_models(cfg)
         init = torch.load(self.init_path, map_location="cpu", weights_only=True)
         generator.load_state_dict(init["generator"])
         discriminator.load_state_dict(init["discriminator"])
         apply_structure(generator, expand_groups(choice, self.groups), mode="single")
-        tag = hashlib.sha1(json.dumps(choice, sort_keys=True).encode()).hexdigest()[:12]
         trainer = make_trainer(
-            cfg, generator, discriminator, out_dir=Path(self.work_dir) / tag, max_steps=self.steps, resume=False,
+            cfg, generator, discriminator, out_dir=Path(self.work_dir) / tag, max_steps=steps, resume=False,
             init_from=None, tensorboard=False, progress=False, checkpoint_interval=0, validation_interval=0,
             save_last=False, num_workers=0, val_max_utts=self.val_utts,
-            dist_info=DistInfo(device=resolve_device(str(cfg.device))),
+            dist_info=DistInfo(device=self.device()),
         )
         try:
             trainer.fit()
@@ -173,49 +302,100 @@ def _build_generator(cfg: dict[str, Any]) -> torch.nn.Module:
 
 
 def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch.nn.Module, paths: list[str],
-                      segment_frames: int, out_dir: Path) -> tuple[dict[str, int], dict[str, Any]]:
-    """Run the global search (rank 0); return the best per-layer structure and a summary."""
+                      segment_frames: int, out_dir: Path, *, max_lookahead: float | None = None,
+                      dist_info: Any = None) -> tuple[dict[str, int], dict[str, Any]]:
+    """Run the global search; return the best per-layer structure and a summary.
+
+    Under torchrun (``dist_info.distributed``) every rank calls this: ``GlobalSearch(distributed=True)``
+    shares each generation's candidates among the ranks (each on its own device) and gathers the
+    scores, so every rank ends with the same result; rank 0 writes the files.
+
+    Args:
+        max_lookahead: look-ahead budget in mel frames: candidates over it are pruned
+            (:class:`rfspeech.search.LookaheadPrune`) before the receptive-field pruning.
+        dist_info: the run's :class:`rfspeech.train.distributed.DistInfo` (None: one process).
+    """
     g = cfg.search["global"]
+    distributed = bool(dist_info is not None and dist_info.distributed)
+    is_main = dist_info is None or dist_info.is_main
     args = searchable_args(cfg)
     groups_cfg = to_container(g.groups) if g.get("groups") else None
     space, groups, hand = global_space(generator, paths, list(g.choices), groups_cfg, args.get("max_dilation"))
     out_dir.mkdir(parents=True, exist_ok=True)
     init_path = out_dir / "init.pt"
-    if not init_path.is_file():
+    if is_main and not init_path.is_file():
         with atomic_path(init_path) as tmp, open(tmp, "wb") as f:
             torch.save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict()}, f)
+    if distributed:
+        D.barrier()  # init.pt written before any rank's candidate reads it
     plain_cfg = to_container(cfg)
+    n_workers = int(g.n_workers)
     threads = g.get("threads_per_worker")
-    if threads is None and int(g.n_workers) > 1:  # share the cores between the candidate processes
-        threads = max(1, (os.cpu_count() or 1) // int(g.n_workers))
+    if threads is None and n_workers > 1:  # share the cores between the candidate processes
+        threads = max(1, (os.cpu_count() or 1) // n_workers)
+    finalists = int(g.get("finalists") or 0)
     scorer = CandidateScorer(plain_cfg, str(init_path), groups, int(g.candidate_steps), int(g.candidate_val_utts),
-                             str(out_dir / "candidates"), threads=threads)
+                             str(out_dir / "candidates"), threads=threads, workers_per_rank=n_workers,
+                             rescore_steps=g.get("rescore_steps"))
     prune = None
+    build = functools.partial(_build_generator, plain_cfg)
     if g.get("prune", True):
-        prune = ReceptiveFieldPrune(functools.partial(_build_generator, plain_cfg), segment=segment_frames,
-                                    groups=groups, max_unproductive=int(g.max_unproductive))
+        prune = ReceptiveFieldPrune(build, segment=segment_frames, groups=groups,
+                                    max_unproductive=int(g.max_unproductive))
+    if max_lookahead is not None:
+        prune = LookaheadPrune(build, max_lookahead, groups=groups, then=prune)
     search = GlobalSearch(
         space, scorer, population=int(g.population), generations=int(g.generations), mutation=float(g.mutation),
         crossover=float(g.crossover), elite=int(g.elite), selection=str(g.selection), immigrants=float(g.immigrants),
         seed=int(cfg.seed), seeds=[hand] if g.get("seed_hand_designed", True) else None, prune_fn=prune,
-        n_workers=int(g.n_workers), out_dir=out_dir, resume=bool(cfg.get("resume", False)),
+        n_workers=n_workers, out_dir=out_dir, resume=bool(cfg.get("resume", False)),
+        finalists=finalists, rescore_fn=scorer if finalists else None,
+        rescore_repeats=int(g.get("rescore_repeats") or 1), distributed=distributed,
     )
-    log.info("global search: %d genes, %d combinations, population %d, %d generations", len(space),
-             search.space_size, int(g.population), int(g.generations))
+    log.info("global search: %d genes, %d combinations, population %d, %d generations%s", len(space),
+             search.space_size, int(g.population), int(g.generations),
+             f", {finalists} finalists re-scored x{search.rescore_repeats}" if finalists else "")
     result = search.run()
     best = expand_groups(result.best, groups)
+    rescored = sum(len(f.get("rescores") or []) for f in result.finalists)
     summary = {"best": result.best, "best_score": result.best_score, "evaluations": result.evaluations,
-               "generations": result.generations, "groups": groups, "space": space}
-    save_structure(out_dir / "best.yaml", best,
-                   settings={"global": {k: v for k, v in summary.items() if k != "generations"}})
-    writer = create_writer(Path(cfg.out_dir) / "tensorboard", enabled=bool(cfg.get("tensorboard", True)))
-    for gen in result.generations:
-        for key in ("best_score", "mean_score"):
-            value = gen.get(key)
-            if isinstance(value, int | float) and math.isfinite(value):
-                writer.add_scalar(f"search/global_{key}", float(value), int(gen["generation"]))
-    writer.close()
+               "rescored": rescored, "generations": result.generations, "groups": groups, "space": space,
+               "search_best": result.search_best, "search_best_score": result.search_best_score,
+               "finalists": [{k: v for k, v in f.items()} for f in result.finalists],
+               "score_noise": result.score_noise, "max_lookahead": max_lookahead}
+    proxy = int(result.evaluations) * int(g.candidate_steps) + rescored * scorer.rescore_steps
+    summary["proxy_steps"] = proxy
+    if result.finalists:
+        log.info("global search: chose %s (mean re-score %.4g); best by its single score %s (%.4g); score noise sd %s",
+                 result.best, result.best_score, result.search_best, result.search_best_score,
+                 "n/a" if result.score_noise is None else f"{result.score_noise:.4g}")
+    if is_main:
+        save_structure(out_dir / "best.yaml", best,
+                       settings={"global": {k: v for k, v in summary.items() if k != "generations"}})
+        writer = create_writer(Path(cfg.out_dir) / "tensorboard", enabled=bool(cfg.get("tensorboard", True)))
+        for gen in result.generations:
+            for key in ("best_score", "mean_score"):
+                value = gen.get(key)
+                if isinstance(value, int | float) and math.isfinite(value):
+                    writer.add_scalar(f"search/global_{key}", float(value), int(gen["generation"]))
+        writer.close()
     return best, summary
+
+
+def search_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
+    """The generator and discriminator a search starts from (``init_from`` weights loaded when given).
+
+    Returns:
+        ``(generator, discriminator, init_generator)``; ``init_generator`` is False when the
+        generator already holds the ``init_from`` weights (loaded before the convs are wrapped).
+    """
+    generator, discriminator = build_models(cfg)
+    if cfg.get("init_from") and not cfg.get("resume"):
+        # Search from trained (hand-designed) weights: load them before the convs are wrapped.
+        state = ckpt.load_checkpoint(cfg.init_from)
+        ckpt.load_generator_weights(generator, ckpt.extract_generator_state(state, cfg.init_from), str(cfg.init_from))
+        return generator, discriminator, False
+    return generator, discriminator, True
 
 
 def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
@@ -228,26 +408,21 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
                           f"{fp.hop_length}")
     segment_frames = int(cfg.train.segment_size) // fp.hop_length
     args = searchable_args(cfg)
-    generator, discriminator = build_models(cfg)
-    init_generator = True
-    if cfg.get("init_from") and not cfg.get("resume"):
-        # Search from trained (hand-designed) weights: load them before the convs are wrapped.
-        state = ckpt.load_checkpoint(cfg.init_from)
-        ckpt.load_generator_weights(generator, ckpt.extract_generator_state(state, cfg.init_from), str(cfg.init_from))
-        init_generator = False
+    budget = lookahead_limit(cfg, fp)
+    generator, discriminator, init_generator = search_models(cfg)
     paths = searched_paths(generator, args)
-    if not paths:
-        raise ConfigError("search.searchable: no searchable conv in the generator (check include/exclude)")
+    if budget is not None:
+        _check_budget(generator, paths, budget, args, fp)
     global_cost: dict[str, Any] | None = None
     g = cfg.search["global"]
     if g.get("enabled", False):
         # The trainer's checks (features, hop, segment vs receptive field, a dry run) before the global
         # search, which can run for hours before the local search's trainer would see a bad config.
-        make_trainer(cfg, copy.deepcopy(generator), copy.deepcopy(discriminator), resume=False, init_from=None,
+        make_trainer(cfg, detached_copy(generator), detached_copy(discriminator), resume=False, init_from=None,
                      tensorboard=False, progress=False, dist_info=DistInfo(device=resolve_device(str(cfg.device))))
     if dist_info.is_main:
         write_config(cfg, out)
-    summary: dict[str, Any] = {"searched_layers": paths}
+    summary: dict[str, Any] = {"searched_layers": paths, "searchable": args, "max_lookahead": budget}
 
     # ---- global search ----
     if g.get("enabled", False):
@@ -257,15 +432,15 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
             best = load_structure(best_file)
             log.info("global search: reusing %s", best_file)
             global_cost = read_cost(out)  # what the finished global search spent (None if unknown)
-        elif dist_info.is_main:
+        else:
             meter = CostMeter("global_proxy_steps", init_from=cfg.get("init_from"))
             best, summary["global"] = run_global_search(cfg, generator, discriminator, paths, segment_frames,
-                                                        out / "global")
+                                                        out / "global", max_lookahead=budget, dist_info=dist_info)
             global_cost = meter.totals(0)
-            global_cost["global_proxy_steps"] = int(summary["global"]["evaluations"]) * int(g.candidate_steps)
-            # Written now (the local search may be interrupted before its first checkpoint).
-            atomic_write_text(out / COST_FILE, json.dumps(global_cost, indent=2) + "\n")
-        best = D.broadcast_object(best)
+            global_cost["global_proxy_steps"] = int(summary["global"]["proxy_steps"])
+            if dist_info.is_main:  # written now (the local search may be interrupted before its first checkpoint)
+                atomic_write_text(out / COST_FILE, json.dumps(global_cost, indent=2) + "\n")
+        best = D.broadcast_object(best)  # every rank computed it; rank 0's copy makes it certain
         apply_structure(generator, best, mode="single")
         log.info("global search best: %s", best)
 
@@ -276,9 +451,10 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         make_searchable(generator, **args)
         local = LocalSearch(generator, int(local_cfg.search_interval), int(local_cfg.max_search_steps),
                             out_dir=out / "search" if dist_info.is_main else None,
-                            settings={"searched_layers": len(paths)}, segment=segment_frames)
+                            settings={"searched_layers": len(paths)}, segment=segment_frames, max_lookahead=budget,
+                            search_every=int(local_cfg.get("search_every") or 1))
         trainer = make_trainer(cfg, generator, discriminator, search=local, searchable=args, dist_info=dist_info,
-                               init_generator=init_generator)
+                               init_generator=init_generator, **_alpha_overrides(cfg, generator))
         if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it
             trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "wall_seconds")})
         result = trainer.fit()
@@ -296,12 +472,23 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
     structure = {p: d for p, d in structure.items() if p in set(paths)}
     if dist_info.is_main:
         rf = receptive_field(generator, segment_frames)
+        ahead = _lookahead_record(generator, fp)
+        if rf is not None and ahead is not None:  # the keys the compare report and rfspeech-rf read
+            rf.update({k: ahead[k] for k in ("lookahead_frames", "history_frames", "lookahead_ms", "history_ms")
+                       if k in ahead})
+        glob = summary.get("global", {})
         settings = {**settings, "searchable": args, "model": to_container(cfg.model.generator),
-                    "global": {k: v for k, v in summary.get("global", {}).items() if k in ("best", "best_score")}}
+                    "init_from": cfg.get("init_from"), "alpha_lr": cfg.search.get("alpha_lr"),
+                    "global": {k: glob[k] for k in ("best", "best_score", "search_best", "search_best_score",
+                                                    "finalists", "score_noise", "proxy_steps") if k in glob}}
+        if budget is not None:
+            settings["max_lookahead_frames"] = budget
+        if ahead is not None:
+            settings["lookahead"] = ahead
         save_structure(out / "structure.yaml", structure, settings, rf)
         atomic_write_text(out / "search_log.json",
-                          json.dumps({**summary, "structure": structure, "receptive_field": rf}, indent=2,
-                                     default=_json_default))
+                          json.dumps({**summary, "structure": structure, "receptive_field": rf, "lookahead": ahead},
+                                     indent=2, default=_json_default))
     return {"structure": structure, "structure_file": str(out / "structure.yaml"), "receptive_field": rf}
 
 

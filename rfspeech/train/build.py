@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,8 @@ from rfspeech.train.trainer import Trainer
 
 log = logging.getLogger("rfspeech.train")
 
-__all__ = ["apply_structure_from", "build_models", "load_init_before_structure", "make_trainer", "seed_everything",
-           "structure_args"]
+__all__ = ["adopt_init_model", "apply_structure_from", "build_models", "carry_search_cost", "continues_search",
+           "load_init_before_structure", "make_trainer", "model_overridden", "seed_everything", "structure_args"]
 
 
 def seed_everything(seed: int) -> None:
@@ -55,22 +56,157 @@ def build_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 def apply_structure_from(cfg: Any, generator: torch.nn.Module) -> dict[str, int] | None:
-    """Build the fixed searched generator when ``structure=`` is set; return the structure."""
+    """Build the fixed searched generator when ``structure=`` is set; return the structure.
+
+    Continuing the search run (:func:`continues_search`): the generator holds the search
+    checkpoint's wrappers, weights and ``α`` (:func:`load_init_before_structure`), and the structure
+    is applied ``from_search`` (merge folds the searched ``α`` and weights: the merged model computes
+    what the multi-branch search model computes; multiple freezes the searched candidates and ``α``).
+    """
     if not cfg.get("structure"):
         return None
     mode = str(cfg.get("structure_mode") or "single")
     if mode not in ("single", "multiple", "merge"):
         raise ConfigError(f"structure_mode must be single, multiple or merge, got {mode!r}")
     structure = load_structure(cfg.structure)
-    apply_structure(generator, structure, mode=mode, **structure_args(cfg))
-    log.info("generator built from %s (mode %s): %s", cfg.structure, mode, structure)
+    from_search = continues_search(cfg, generator)
+    apply_structure(generator, structure, mode=mode, from_search=from_search, **structure_args(cfg))
+    log.info("generator built from %s (mode %s%s): %s", cfg.structure, mode,
+             ", continuing the search run" if from_search else "", structure)
     return dict(structure)
 
 
+def _search_init(cfg: Any) -> dict[str, Any] | None:
+    """The ``init_from`` checkpoint's search arguments when it is a search run's (else None)."""
+    if not (cfg.get("init_from") and cfg.get("structure")):
+        return None
+    path = Path(str(cfg.init_from))
+    key = (str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else 0)
+    if key not in _SEARCH_INIT:  # asked several times while one trainer is built
+        state = ckpt.load_checkpoint(path)
+        found = None if state.get("structure") or state.get("searchable") is None else dict(state["searchable"])
+        _SEARCH_INIT.clear()
+        _SEARCH_INIT[key] = found
+    return _SEARCH_INIT[key]
+
+
+_SEARCH_INIT: dict[tuple[str, int], dict[str, Any] | None] = {}
+
+
+def continues_search(cfg: Any, generator: torch.nn.Module | None = None) -> bool:
+    """Whether ``structure=`` is applied to the search run itself (``structure_from_search``).
+
+    ``structure_from_search``: ``auto`` (default) continues the search run when ``init_from`` is a
+    search checkpoint and ``structure_mode`` is ``merge`` or ``multiple`` (RF-Next's rfmerge /
+    rfmultiple: searched ``α`` and weights kept); ``true`` also for ``single`` (same weights as
+    ``false`` there) and makes a non-search ``init_from`` an error; ``false`` restarts the
+    branches from equal weights.
+
+    Raises:
+        ConfigError: ``true`` without a search checkpoint as ``init_from``.
+    """
+    flag = cfg.get("structure_from_search", "auto")
+    if not cfg.get("structure") or flag is False or str(flag).lower() == "false":
+        return False
+    if generator is not None:
+        from rfspeech.search import searchable_modules
+
+        wrapped = bool(searchable_modules(generator))
+    else:
+        wrapped = _search_init(cfg) is not None
+    if flag is True or str(flag).lower() == "true":
+        if not wrapped:
+            raise ConfigError(f"structure_from_search=true: init_from={cfg.get('init_from')} is not a search "
+                              "checkpoint (rfspeech-search's checkpoints/ckpt_*.pt)")
+        return True
+    if str(flag).lower() != "auto":
+        raise ConfigError(f"structure_from_search must be auto, true or false, got {flag!r}")
+    return wrapped and str(cfg.get("structure_mode") or "single") in ("merge", "multiple")
+
+
 def structure_args(cfg: Any) -> dict[str, Any]:
-    """SearchableConv1d arguments for ``multiple``/``merge`` structures (``structure_args`` in the config)."""
+    """SearchableConv1d arguments for ``multiple``/``merge`` structures (``structure_args`` in the config).
+
+    Continuing a search run, they are the search's own (recorded in its checkpoint), so a merged or
+    multiple generator rebuilds with the search's candidates.
+    """
     args = cfg.get("structure_args")
-    return dict(to_container(args)) if args else {}
+    given = dict(to_container(args)) if args else {}
+    if continues_search(cfg):
+        from rfspeech.search import SEARCH_ARGS
+
+        searched = {k: v for k, v in (_search_init(cfg) or {}).items() if k in SEARCH_ARGS and v is not None}
+        if given and any(given.get(k) != v for k, v in searched.items() if k in given):
+            log.warning("structure_args %s ignored: continuing the search run uses its own %s", given, searched)
+        return searched
+    return given
+
+
+def model_overridden() -> bool | None:
+    """Whether the command line chose the model (``model=``, ``model.*``, ``experiment=``); None outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    keys = [str(o).lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task]
+    return any(k == "model" or k.startswith("model.") or k == "experiment" for k in keys)
+
+
+def adopt_init_model(cfg: Any, model_given: bool | None) -> bool:
+    """Take ``model.generator``/``model.discriminator`` from the ``init_from`` checkpoint, in place.
+
+    When the user chose no model (``model_given`` false) and the checkpoint's model differs from the
+    config's default, its nodes replace the config's: an imported or pretrained checkpoint runs
+    without a hand-picked ``model=``. The nodes go through the allow-list of
+    :func:`rfspeech.inference.loading.build_from_node` first (built once, so a refused target or
+    arguments fail here, in one line), never through Hydra on an unchecked target. With a model
+    given, nothing changes: weights that do not fit stay a clear error when they are loaded.
+
+    Returns:
+        True when the config's model was replaced.
+    """
+    if not cfg.get("init_from") or model_given is not False:
+        return False
+    from omegaconf import open_dict
+
+    from rfspeech.inference.loading import build_from_node
+
+    path = str(cfg.init_from)
+    saved = (ckpt.load_checkpoint(path).get("config") or {}).get("model") or {}
+    current = to_container(cfg.model) if cfg.get("model") is not None else {}
+    nodes = {k: saved[k] for k in ("generator", "discriminator") if isinstance(saved.get(k), dict)}
+    if "generator" not in nodes or all(nodes[k] == current.get(k) for k in nodes):
+        return False
+    for key, node in nodes.items():
+        build_from_node(node, f"{path}: config.model.{key}")
+    with open_dict(cfg):
+        for key, node in nodes.items():
+            cfg.model[key] = node
+        if saved.get("name"):
+            cfg.model["name"] = saved["name"]
+    log.info("model: taken from init_from %s (%s; pass model=... to choose another)", path,
+             saved.get("name") or nodes["generator"].get("_target_"))
+    return True
+
+
+def carry_search_cost(cfg: Any, trainer: Any) -> None:
+    """A fresh fine-tune of a search run counts that run's cost (equal-budget accounting).
+
+    With ``init_from`` a search checkpoint, the search steps, global-search proxy steps and seconds
+    it recorded are added to this run's ``cost.json``, so the searched arm's totals (search S steps
+    + fine-tune N − S steps + proxy steps) compare with the hand-designed arm's N steps.
+    """
+    if not cfg.get("init_from") or trainer.step != 0 or getattr(trainer, "cost", None) is None:
+        return
+    state = ckpt.load_checkpoint(cfg.init_from)
+    cost = state.get("cost")
+    if state.get("search") is None or not isinstance(cost, dict):
+        return
+    from rfspeech.train.cost import STEP_KEYS, TIME_KEYS
+
+    trainer.cost.add(**{k: cost[k] for k in (*STEP_KEYS, *TIME_KEYS) if isinstance(cost.get(k), int | float)})
+    log.info("init_from %s: its search cost counted in this run's cost.json (%s)", cfg.init_from,
+             {k: cost.get(k) for k in STEP_KEYS})
 
 
 def load_init_before_structure(cfg: Any, generator: torch.nn.Module) -> bool:
