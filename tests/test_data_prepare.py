@@ -308,4 +308,4 @@ def test_prepared_corpus_keeps_the_splits_of_an_earlier_run(
     assert code == 2 and "utts.tsv: manifest not found" in err
     code, err = run_cli(monkeypatch, capsys, "corpus=prepared", "+corpus.dev_size=2", f"db_root={tmp_path / 'prep'}",
                         f"out_dir={tmp_path / 'x'}")
-    assert code == 2 and "unknown option(s) ['dev_size']" in err
+    assert code == 2 and "corpus.dev_size: unknown key" in err

@@ -317,9 +317,10 @@ def _search_checkpoint(path: Path) -> Path:
 
 def test_cli_chunk_and_backend_bad_input(checkpoint: Path, mel_dir: Path, tmp_path: Path) -> None:
     base = (f"checkpoint={checkpoint}", f"input_dir={mel_dir}", f"out_dir={tmp_path / 'o'}")
-    cases = [(["chunk_frames=0"], "chunk_frames must be an integer >= 1"),
-             (["chunk_frames=2.5"], "chunk_frames must be an integer >= 1"),
-             (["chunk_frames=abc"], "chunk_frames must be an integer >= 1"),
+    # the typed run-config check names the key first: error: <key>: <what is wrong>
+    cases = [(["chunk_frames=0"], "chunk_frames: must be >= 1, got 0"),
+             (["chunk_frames=2.5"], "chunk_frames: must be an integer, got 2.5"),
+             (["chunk_frames=abc"], "chunk_frames: must be an integer, got 'abc'"),
              (["backend=tensorrt"], "backend=tensorrt: unknown backend (choose one of torch, onnxruntime)"),
              ([f"onnx={tmp_path / 'g.onnx'}"], "pass backend=onnxruntime")]
     if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
