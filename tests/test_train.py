@@ -190,6 +190,18 @@ def test_init_from_a_generator_only_checkpoint(data_dir: Path, tmp_path: Path,
         trainer(data_dir, tmp_path / "ft2", f"init_from={tmp_path / 'bad.pt'}")
 
 
+def test_resume_without_a_checkpoint_still_starts_from_init_from(data_dir: Path, tmp_path: Path) -> None:
+    """A run killed before its first checkpoint, resumed: the same start as the uninterrupted run, not scratch."""
+    from rfspeech.bin.train import build_models
+
+    gen, _ = build_models(compose(data_dir, tmp_path, "seed=99"))
+    path = tmp_path / "g_only.pt"
+    torch.save({"generator": gen.state_dict()}, path)
+    tr = trainer(data_dir, tmp_path / "ft", f"init_from={path}", "resume=true", "train.max_steps=2",
+                 "train.validation_interval=0")
+    assert tr.step == 0 and same_params(gen, tr.generator) == []
+
+
 def test_load_generator_rebuilds_a_synthesis_ready_generator(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     tr = trainer(data_dir, out, "train.max_steps=2", "train.validation_interval=0")

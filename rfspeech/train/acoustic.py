@@ -162,9 +162,7 @@ class AcousticTrainer(BaseTrainer):
         self.model = model.to(self.device)
         self.optim = optim.optimizer(self.model.parameters())
         self.sched = optim.scheduler(self.optim) if optim.scheduler is not None else None
-        if run.resume:
-            self._resume()
-        elif run.init_from:
+        if not (run.resume and self._resume()) and run.init_from:
             self._init_from(run.init_from)
 
         self.model_train = self._wrap_ddp(self.model)

@@ -324,8 +324,11 @@ class BaseTrainer:
             fp = FeatureParams.from_dict(state["feature_params"], where=f"{path}:feature_params")
             fp.check_matches(self.feature_params, f"checkpoint {path}", str(self.data_dir / FEATS_YAML))
 
-    def _resume(self) -> None:
-        """Continue from the newest readable checkpoint of ``out_dir`` (fresh start when there is none).
+    def _resume(self) -> bool:
+        """Continue from the newest readable checkpoint of ``out_dir``; False (fresh start) when there is none.
+
+        A fresh start still honours ``init_from`` (the caller's job): a resumed run killed before its first
+        checkpoint must start from the same weights as the uninterrupted run, not from scratch.
 
         Raises:
             DataError: checkpoints exist but none is readable (starting afresh would let keep_last
@@ -343,10 +346,11 @@ class BaseTrainer:
                 raise DataError(f"resume=true: no readable checkpoint in {ckpt.checkpoint_dir(self.out_dir)} "
                                 f"({len(present)} unreadable, newest {present[-1].name}); remove them to start "
                                 "from scratch")
-            log.info("resume: no checkpoint in %s, starting from scratch", ckpt.checkpoint_dir(self.out_dir))
-            return
+            log.info("resume: no checkpoint in %s, starting afresh", ckpt.checkpoint_dir(self.out_dir))
+            return False
         path, state = found
         self._restore(path, state)
+        return True
 
     def _restore(self, path: Path, state: dict[str, Any]) -> None:
         """Continue from a checkpoint found by a resume: check it, load it, remember it as the last one."""

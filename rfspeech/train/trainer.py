@@ -154,9 +154,7 @@ class Trainer(BaseTrainer):
         self.loss_mel_params = _loss_mel_params(self.feature_params, settings.loss_mel)
 
         self._dry_run()
-        if resume:
-            self._resume()
-        elif init_from:
+        if not (resume and self._resume()) and init_from:
             self._init_from(init_from)
         if self.step == 0 and self.dist.rank:
             # Different ranks draw different generator noise (WaveNet); rank 0 keeps the seeded stream.

@@ -235,11 +235,15 @@ start_of() {
   fi
 }
 # searched_start NAME SEARCH_RUN: start_searched, the overrides of stage 4 (pretrained: the search run's last
-# weights, trained for steps.finetune more steps; from scratch: steps.train steps)
+# weights, trained for steps.finetune more steps; from scratch: steps.train steps), and searched_cost_from
 searched_start() {
   local last
   start_searched=(init_from=null "structure_mode=${structure_mode}")
+  # from scratch, the search run's cost is added by the report (info.json cost_from); continuing from the search
+  # checkpoint, rfspeech-train already counts it in the fine-tune's cost.json (counted once, never twice)
+  searched_cost_from="../$(basename "$2")"
   [ -n "${pretrained[$1]:-}" ] || return 0
+  searched_cost_from=""
   last=$(find "$2/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2> /dev/null | sort | tail -n 1)
   [ -n "${last}" ] || die "stage 4 ($(stage_name 4)): no step checkpoint in $2/checkpoints; run stage 3 ($(stage_name 3)) first"
   start_searched=("init_from=${last}" "${finetune_budget}" "structure_mode=${structure_mode}")
@@ -313,9 +317,9 @@ if run_stage 4 && [ "${search}" = true ]; then
       mkdir -p "${run}"
       cp "${structure}" "${run}/structure.yaml"
       searched_start "${name}" "$(search_dir_of "${name}" "${s}")"
-      # the searched arm's budget: this run + its search run (../search_seed<S>, relative to the run)
+      # the searched arm's budget: this run + its search run (see searched_start: counted once)
       run_job --gpu "${name}/searched_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" searched \
-        "../$(basename "$(search_dir_of "${name}" "${s}")")" "structure=${structure}" "${start_searched[@]}"
+        "${searched_cost_from}" "structure=${structure}" "${start_searched[@]}"
     done
   done
   wait_runs 4
