@@ -568,8 +568,9 @@ def _check_searchable(node: Mapping[str, Any], where: str) -> None:
         hi = _dilation(f"{where}.max_dilation", d["max_dilation"])
         if hi < lo:
             raise ConfigError(f"{where}.max_dilation: must be >= min_dilation ({lo}), got {hi}")
-    _each(d, where, {"warm_start": (_bool, {}), "enabled": (_bool, {}), "search_interval": (_int, {"ge": 1}),
-                     "max_search_steps": (_int, {"ge": 0})})
+    # warm_start null: decided from init_from (rfspeech.search.pipeline)
+    _each(d, where, {"warm_start": (_bool, {"optional": True}), "enabled": (_bool, {}),
+                     "search_interval": (_int, {"ge": 1}), "max_search_steps": (_int, {"ge": 0})})
 
 
 def _check_global(node: Mapping[str, Any], where: str) -> None:

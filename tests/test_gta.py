@@ -55,7 +55,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gta")
     data = make_corpus(root / "data")
     torch.manual_seed(0)
-    result = AcousticTrainer(
+    result = AcousticTrainer.from_kwargs(
         model=acoustic_debug(), optimizer=lambda p: torch.optim.AdamW(p, lr=2e-3),
         scheduler=lambda o: warmup_lr(o, warmup_steps=1), data_dir=data, out_dir=root / "tts", batch_size=2,
         max_steps=2, num_workers=0, checkpoint_interval=0, validation_interval=0, device="cpu", progress=False,

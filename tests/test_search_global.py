@@ -189,13 +189,14 @@ def test_worker_devices_round_robin_with_mocked_gpus(monkeypatch) -> None:
     monkeypatch.delenv("LOCAL_RANK")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    # registered before the initializer runs, so teardown restores the unset state (not slot 3)
+    monkeypatch.setattr(global_search, "_WORKER_INDEX", None)
+    monkeypatch.delenv("RFSPEECH_WORKER_INDEX", raising=False)
     counter = multiprocessing.get_context("spawn").Value("i", 0)
     seen = []
     for _ in range(4):  # the pool initializer hands out distinct slots
         global_search._init_worker(counter)
         seen.append(worker_device("auto"))
-    monkeypatch.setattr(global_search, "_WORKER_INDEX", None)
-    monkeypatch.delenv("RFSPEECH_WORKER_INDEX", raising=False)
     assert seen == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
 
 
