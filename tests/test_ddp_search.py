@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from test_ddp_train import free_port
 from train_fixtures import make_prepared
 
 
+@pytest.mark.heavy
 def test_local_search_under_two_gloo_processes_takes_identical_decisions(tmp_path: Path) -> None:
     data = make_prepared(tmp_path / "data", n_train=4, n_dev=1, n_eval=0)
     out = tmp_path / "exp"

@@ -159,6 +159,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.heavy
 def test_cli_writes_outputs_and_fails_cleanly(folders: tuple[Path, Path], tmp_path: Path) -> None:
     ref, syn = folders
     ok = _cli(f"ref_dir={ref}", f"syn_dir={syn}", f"out_dir={tmp_path / 'e'}", "metrics=[pesq,stoi]", "jobs=1",

@@ -138,6 +138,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.heavy
 def test_cli_export_and_search_mode_error(tmp_path: Path) -> None:
     plain = _checkpoint(tmp_path / "plain.pt", searchable=False)
     r = _cli(f"checkpoint={plain}", "format=onnx", f"out={tmp_path / 'g.onnx'}", cwd=tmp_path)

@@ -26,6 +26,7 @@ def recipe_env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.heavy
 def test_pretrain_ci_size_writes_a_checkpoint_the_main_job_can_start_from(tmp_path: Path) -> None:
     if shutil.which("rfspeech-train", path=recipe_env()["PATH"]) is None:
         pytest.skip("rfspeech console scripts not installed")

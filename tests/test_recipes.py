@@ -211,6 +211,7 @@ def test_bad_conf_and_options(tmp_path: Path) -> None:
     assert "--launcher" in msg
 
 
+@pytest.mark.heavy
 def test_stage_1_computes_features_of_stage_0_through_the_job_wrapper(tmp_path: Path) -> None:
     """Stage 0 writes the splits (no features), stage 1 reads them (corpus=prepared); --cmd wraps every job."""
     import numpy as np

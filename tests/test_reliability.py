@@ -154,6 +154,7 @@ def _kill_at_random_point(proc: subprocess.Popen, run: Path, rng: random.Random,
     return True
 
 
+@pytest.mark.heavy
 def test_sigkill_at_random_points_then_resume_equals_the_uninterrupted_run(work: Path, data: Path,
                                                                          reference: Path) -> None:
     seed = int(os.environ.get("RFSPEECH_FAULT_SEED", time.time_ns() % 100_000))

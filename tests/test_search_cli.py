@@ -151,6 +151,7 @@ def _search_model(path: Path) -> torch.nn.Module:
     return gen.eval()
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("mode", ["merge", "multiple"])
 def test_continue_the_search_run(searched: Path, data_dir: Path, tmp_path: Path, mode: str) -> None:
     """merge/multiple from the search run itself: the same function as the search model, then fine-tuned."""

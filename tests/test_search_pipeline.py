@@ -84,6 +84,7 @@ def test_candidate_scorer_device_per_worker_and_rank(monkeypatch: pytest.MonkeyP
     assert CandidateScorer({"device": "cpu"}, "init.pt", {}, 2, 1, "w").device() == torch.device("cpu")
 
 
+@pytest.mark.heavy
 def test_lookahead_budget_bounds_the_search_and_is_recorded(data_dir: Path, tmp_path: Path) -> None:
     from rfspeech.search import lookahead
     from rfspeech.search.pipeline import run_search
@@ -125,6 +126,7 @@ def test_impossible_lookahead_budget_is_one_line(data_dir: Path, tmp_path: Path)
     assert not (tmp_path / "x" / "structure.yaml").exists()
 
 
+@pytest.mark.heavy
 def test_global_search_under_two_gloo_ranks_shares_the_candidates(data_dir: Path, tmp_path: Path) -> None:
     """Every rank runs the global search on its share of the candidates (no rank waits on a broadcast)."""
     out = tmp_path / "exp"

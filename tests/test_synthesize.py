@@ -315,6 +315,7 @@ def _search_checkpoint(path: Path) -> Path:
                                   "feature_params": FeatureParams().to_dict()})
 
 
+@pytest.mark.heavy
 def test_cli_chunk_and_backend_bad_input(checkpoint: Path, mel_dir: Path, tmp_path: Path) -> None:
     base = (f"checkpoint={checkpoint}", f"input_dir={mel_dir}", f"out_dir={tmp_path / 'o'}")
     # the typed run-config check names the key first: error: <key>: <what is wrong>
