@@ -114,11 +114,15 @@ def test_mini_main_job_path_from_the_pretrained_checkpoint(tmp_path: Path) -> No
     assert (mini / cost["searched"]["init_from"]).resolve().parent == (exp / "search_seed1" / "checkpoints").resolve()
     assert "warm_start: true" in (exp / "search_seed1" / "config.yaml").read_text()
     assert (cost["hand"]["train_steps"], cost["search"]["search_steps"], cost["searched"]["train_steps"]) == (12, 6, 6)
-    # the report counts the search run in the searched arm's budget: the same 12 steps per arm
-    assert json.loads((exp / "searched_seed1" / "info.json").read_text())["cost_from"] == ["../search_seed1"]
+    # the fine-tune continues the search run's checkpoint, so rfspeech-train counts the search run in its own
+    # cost.json (search steps and seconds carried) and the report must not add it a second time (no cost_from):
+    # the same 12 steps per arm
+    assert "cost_from" not in json.loads((exp / "searched_seed1" / "info.json").read_text())
+    assert cost["searched"]["search_steps"] == cost["search"]["search_steps"] == 6
+    assert cost["searched"]["cpu_seconds"] > cost["search"]["cpu_seconds"] > 0
     arms = report["cost"]["arms"]
     assert arms["hand-designed"]["total"]["total_steps"] == arms["searched"]["total"]["total_steps"] == 12
-    assert arms["searched"]["total"]["cpu_seconds"] > cost["searched"]["cpu_seconds"]
+    assert arms["searched"]["total"]["cpu_seconds"] == pytest.approx(cost["searched"]["cpu_seconds"])
     assert not any("training steps" in w for w in report["cost"]["warnings"])
     md = (exp / "report.md").read_text()
     assert "## Cost" in md
