@@ -90,3 +90,23 @@ def test_a_model_given_that_does_not_fit_stays_a_clear_error(imported, tmp_path:
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {path}: generator weights do not fit the model config"), last
     assert "Traceback" not in res.stderr
+
+
+def test_a_model_chosen_by_a_conf_file_is_not_replaced_by_init_from(imported, tmp_path: Path) -> None:
+    """A recipe conf (on hydra.searchpath) that changes the model's arguments is a choice, as ``model.*=`` is.
+
+    Before, only the command line counted: the repair study's mis-designed dilations were silently swapped
+    for the checkpoint's model. Here the conf's model keeps its arguments, so the imported weights (another
+    width) do not fit it: the clear error, not a run of the checkpoint's model.
+    """
+    path, data = imported
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "mine.yaml").write_text("# @package _global_\nmodel:\n  generator:\n"
+                                    "    resblock_dilation_sizes: [[2, 3, 5], [2, 3, 5], [2, 3, 5]]\n")
+    res = _cli("train", f"hydra.searchpath=[file://{tmp_path}]", "+conf=mine", f"data_dir={data}",
+               f"out_dir={tmp_path / 'ft'}", f"init_from={path}", "train.max_steps=1", "train.validation_interval=0",
+               "tensorboard=false", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "model: taken from init_from" not in res.stderr
+    assert f"error: {path}: generator weights do not fit the model config" in res.stderr.strip().splitlines()[-1]

@@ -142,14 +142,34 @@ def structure_args(cfg: Any) -> dict[str, Any]:
     return given
 
 
-def model_overridden() -> bool | None:
-    """Whether the command line chose the model (``model=``, ``model.*``, ``experiment=``); None outside Hydra."""
+def model_overridden(cfg: Any = None) -> bool | None:
+    """Whether the user chose the model; None outside Hydra.
+
+    Chosen on the command line (``model=``, ``model.*``, ``experiment=``), or by a config file: a recipe
+    conf (``+conf=...``, ``--config-name``) whose ``model`` differs from the one the primary config gives
+    with no overrides. The second case matters: a conf that changes the model's arguments (e.g. the repair
+    study's mis-designed dilations) and gives ``init_from`` must not have its model silently replaced by
+    the checkpoint's.
+
+    Args:
+        cfg: the composed run config; without it only the command line is looked at.
+    """
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return None
-    keys = [str(o).lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task]
-    return any(k == "model" or k.startswith("model.") or k == "experiment" for k in keys)
+    hc = HydraConfig.get()
+    keys = [str(o).lstrip("+~").split("=", 1)[0] for o in hc.overrides.task]
+    if any(k == "model" or k.startswith("model.") or k == "experiment" for k in keys):
+        return True
+    if cfg is None or cfg.get("model") is None:
+        return False
+    from hydra import compose
+
+    # the search path of the run (hydra.searchpath) composes the same primary config, with no task overrides
+    keep = [str(o) for o in hc.overrides.hydra if str(o).lstrip("+~").startswith("hydra.searchpath")]
+    default = compose(config_name=hc.job.config_name, overrides=keep)
+    return to_container(cfg.model) != to_container(default.get("model") or {})
 
 
 def adopt_init_model(cfg: Any, model_given: bool | None) -> bool:
