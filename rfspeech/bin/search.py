@@ -43,7 +43,7 @@ __all__ = ["CandidateScorer", "global_space", "main", "run_global_search", "run_
 
 def task(cfg: Any) -> dict[str, Any]:
     require(cfg, "data_dir", "out_dir")
-    adopt_init_model(cfg, model_overridden(cfg))  # an imported/pretrained init_from brings its model
+    adopt_init_model(cfg, lambda: model_overridden(cfg))  # an imported/pretrained init_from brings its model
     dist_info = D.init_distributed(str(cfg.device), timeout_s=float(cfg.get("dist_timeout_s", 7200)))
     try:
         result = run_search(cfg, dist_info)

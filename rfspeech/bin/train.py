@@ -36,7 +36,7 @@ __all__ = ["apply_structure_from", "build_models", "load_init_before_structure",
 def task(cfg: Any) -> dict[str, Any]:
     require(cfg, "data_dir", "out_dir")
     try:
-        adopt_init_model(cfg, model_overridden(cfg))  # an imported/pretrained init_from brings its model
+        adopt_init_model(cfg, lambda: model_overridden(cfg))  # an imported/pretrained init_from brings its model
         trainer = make_trainer(cfg)
         carry_search_cost(cfg, trainer)  # a fine-tune of a search run counts the search's cost
         write_config(cfg, cfg.out_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +173,11 @@ def model_overridden(cfg: Any = None) -> bool | None:
     return to_container(cfg.model) != to_container(default.get("model") or {})
 
 
-def adopt_init_model(cfg: Any, model_given: bool | None) -> bool:
+def adopt_init_model(cfg: Any, model_given: bool | None | Callable[[], bool | None]) -> bool:
     """Take ``model.generator``/``model.discriminator`` from the ``init_from`` checkpoint, in place.
+
+    ``model_given`` may be a function (e.g. ``lambda: model_overridden(cfg)``), called only when there is an
+    ``init_from``: deciding it composes the primary config again, which runs without one need not pay.
 
     When the user chose no model (``model_given`` false) and the checkpoint's model differs from the
     config's default, its nodes replace the config's: an imported or pretrained checkpoint runs
@@ -185,7 +189,9 @@ def adopt_init_model(cfg: Any, model_given: bool | None) -> bool:
     Returns:
         True when the config's model was replaced.
     """
-    if not cfg.get("init_from") or model_given is not False:
+    if not cfg.get("init_from"):
+        return False
+    if (model_given() if callable(model_given) else model_given) is not False:
         return False
     from omegaconf import open_dict
 
