@@ -447,35 +447,61 @@ def _section(node: Mapping[str, Any], key: str) -> dict[str, Any]:
     return _known(value)
 
 
-def check_feature_params(node: Any, where: str) -> None:
-    """Check mel feature parameters: sample rate, FFT, hop, window, ``fmin < fmax <= sr/2``, ``n_mels``."""
+#: Memory bounds of the feature parameters (a ``feats.yaml`` with ``n_fft: 1e12`` must not hang a run):
+#: far beyond every published setting (n_fft 2048, hop 512, 128 mel bins at 44.1 kHz).
+MAX_SAMPLE_RATE = 768_000
+MAX_FFT = 1 << 16
+
+
+def check_feature_params(node: Any, where: str, *, sep: str = ".") -> None:
+    """Check mel feature parameters: the one typed rule set of ``features.*``, ``mel.*``, every ``feats.yaml``
+    (:meth:`rfspeech.data.manifest.FeatureParams.from_dict`) and a checkpoint's ``feature_params``.
+
+    Types are strict; sample rate in [1000, 768000] Hz; ``n_fft`` in [16, 65536]; ``hop_length`` in
+    [1, 65536]; ``win_length <= n_fft``; ``n_mels <= n_fft // 2 + 1``; ``fmin < fmax <= sample_rate / 2``;
+    ``clamp > 0``, ``mag_eps >= 0``.
+
+    Args:
+        node: the parameters (a mapping; None and unresolved are skipped).
+        where: the config key or file, for messages.
+        sep: between ``where`` and a key: ``"."`` for config keys (``features.n_fft``), ``": "`` for files
+            (``data/feats.yaml: n_fft``).
+    """
     if node is None or node is UNRESOLVED:
         return
     if not isinstance(node, Mapping):
         raise ConfigError(f"{where}: must be a mapping of feature parameters, got {node!r}")
     d = _known(node)
-    sr = _int(f"{where}.sample_rate", d["sample_rate"], ge=1000, le=768_000) if "sample_rate" in d else None
-    n_fft = _int(f"{where}.n_fft", d["n_fft"], ge=16, le=1 << 16) if "n_fft" in d else None
+
+    def k(key: str) -> str:
+        return f"{where}{sep}{key}"
+
+    sr = _int(k("sample_rate"), d["sample_rate"], ge=1000, le=MAX_SAMPLE_RATE) if "sample_rate" in d else None
+    n_fft = _int(k("n_fft"), d["n_fft"], ge=16, le=MAX_FFT) if "n_fft" in d else None
     if "hop_length" in d:
-        _int(f"{where}.hop_length", d["hop_length"], ge=1, le=1 << 16)
+        _int(k("hop_length"), d["hop_length"], ge=1, le=MAX_FFT)
     if "win_length" in d:
-        win = _int(f"{where}.win_length", d["win_length"], ge=1)
+        win = _int(k("win_length"), d["win_length"], ge=1, le=MAX_FFT)
         if n_fft is not None and win > n_fft:
-            raise ConfigError(f"{where}.win_length: must be <= n_fft ({n_fft}), got {win}")
+            raise ConfigError(f"{k('win_length')}: must be <= n_fft ({n_fft}), got {win}")
     if "n_mels" in d:
-        n_mels = _int(f"{where}.n_mels", d["n_mels"], ge=1)
+        n_mels = _int(k("n_mels"), d["n_mels"], ge=1, le=MAX_FFT // 2 + 1)
         if n_fft is not None and n_mels > n_fft // 2 + 1:
-            raise ConfigError(f"{where}.n_mels: must be <= n_fft // 2 + 1 = {n_fft // 2 + 1} "
+            raise ConfigError(f"{k('n_mels')}: must be <= n_fft // 2 + 1 = {n_fft // 2 + 1} "
                               f"(frequency bins of n_fft={n_fft}), got {n_mels}")
-    fmin = _float(f"{where}.fmin", d["fmin"], ge=0.0) if "fmin" in d else None
-    fmax = _float(f"{where}.fmax", d["fmax"], gt=0.0, optional=True) if "fmax" in d else None
+    fmin = _float(k("fmin"), d["fmin"], ge=0.0) if "fmin" in d else None
+    fmax = _float(k("fmax"), d["fmax"], gt=0.0, optional=True) if "fmax" in d else None
     if sr is not None and fmax is not None and fmax > sr / 2:
-        raise ConfigError(f"{where}.fmax: must be <= sample_rate / 2 = {sr / 2:g}, got {fmax:g}")
+        raise ConfigError(f"{k('fmax')}: must be <= sample_rate / 2 = {sr / 2:g}, got {fmax:g}")
     top = fmax if fmax is not None else (sr / 2 if sr is not None else None)
     if fmin is not None and top is not None and fmin >= top:
-        raise ConfigError(f"{where}.fmin: must be < fmax ({top:g}), got {fmin:g}")
-    _each(d, where, {"normalize": (_bool, {}), "peak_normalize": (_bool, {}), "center": (_bool, {}),
-                     "clamp": (_float, {"gt": 0.0}), "mag_eps": (_float, {"ge": 0.0})})
+        raise ConfigError(f"{k('fmin')}: must be < fmax ({top:g}), got {fmin:g}")
+    if "log_base" in d and str(d["log_base"]) not in ("e", "10"):
+        raise ConfigError(f"{k('log_base')}: must be e or 10, got {d['log_base']!r}")
+    for key, (check, kw) in {"normalize": (_bool, {}), "peak_normalize": (_bool, {}), "center": (_bool, {}),
+                             "clamp": (_float, {"gt": 0.0}), "mag_eps": (_float, {"ge": 0.0})}.items():
+        if key in d:
+            check(k(key), d[key], **kw)
 
 
 def _hop_of(cfg: Mapping[str, Any]) -> int | None:

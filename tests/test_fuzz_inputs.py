@@ -301,12 +301,15 @@ def test_half_truncated_wav_is_flagged_in_evaluation(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def _state(step: int) -> dict:
+    import random
+
     torch.manual_seed(step)
+    np.random.seed(step)
+    random.seed(step)
     return {"generator": {"w": torch.randn(64, 64), "b": torch.randn(64)}, "discriminator": {"w": torch.randn(32)},
             "optim_g": {"state": {0: {"exp_avg": torch.randn(8)}},
                         "param_groups": [{"lr": 2e-4, "betas": (0.8, 0.99)}]},
-            "optim_d": {}, "step": step, "rng": {"python": [3, [1, 2], None]},
-            "best_val": float("inf")}
+            "optim_d": {}, "step": step, "rng": ckpt.rng_state(), "best_val": float("inf")}
 
 
 def test_digest_is_stored_verified_and_stable(tmp_path: Path) -> None:

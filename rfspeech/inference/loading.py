@@ -7,7 +7,9 @@ A checkpoint is a shared file, so loading one must never run code it names. :fun
    (:func:`resolve_target`): callables defined under an allowed module prefix (``rfspeech.models.``)
    or registered with :func:`register_model_class` (foreign families add theirs there); anything else
    (``builtins.open``, ``shutil.copyfile`` ...) is a one-line :class:`ConfigError` naming the file;
-3. checks the stored arguments against the callable's signature and calls it (no Hydra);
+3. checks the stored arguments against the callable's signature and annotations (a ``bool`` argument
+   takes only a bool; no string holding an OmegaConf interpolation ``${...}``; no ``_partial_``,
+   ``_args_`` or ``_recursive_``: :mod:`rfspeech.inference.schema`) and calls it (no Hydra, no OmegaConf);
 4. gives the fresh model the form its weights were saved in (:func:`shape_like`: structure or
    search wrappers), loads the weights, and finalises it (:func:`finalize_for_inference`: search
    branches folded, weight norm removed), in eval mode on ``device``.
@@ -31,6 +33,7 @@ from torch import nn
 from rfspeech import integrity
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
+from rfspeech.inference.schema import NODE_META_KEYS, check_arguments, check_checkpoint, check_model_node
 from rfspeech.layers.conv import iter_dilated_convs
 from rfspeech.layers.weight_norm import remove_weight_norm
 from rfspeech.search import apply_structure, finalize, make_searchable
@@ -39,10 +42,12 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "allow_module_prefix",
+    "build_config_node",
     "build_from_node",
     "checkpoint_config",
     "extract_generator_state",
     "finalize_for_inference",
+    "is_allowed_target",
     "load_acoustic",
     "load_checkpoint",
     "load_generator",
@@ -120,6 +125,15 @@ def resolve_target(target: Any, where: str) -> Callable[..., Any]:
     return obj
 
 
+def is_allowed_target(target: Any) -> bool:
+    """Whether :func:`resolve_target` admits ``target`` (an allow-listed model class or factory)."""
+    try:
+        resolve_target(target, "")
+    except ConfigError:
+        return False
+    return True
+
+
 def _plain(value: Any) -> bool:
     """Plain data only: no nested ``_target_`` node can smuggle in a call."""
     if value is None or isinstance(value, bool | int | float | str):
@@ -132,16 +146,20 @@ def _plain(value: Any) -> bool:
 
 
 def build_from_node(node: Any, where: str) -> nn.Module:
-    """Build a model from a checkpoint's config node (``_target_`` + constructor arguments), allow-listed.
+    """Build a model from a config node (``_target_`` + constructor arguments), allow-listed and typed.
+
+    The one way rfspeech builds a model of its own from stored or configured data: checkpoints
+    (:func:`rebuild`, ``init_from=``), imported configs and the run configs' ``model.*`` nodes
+    (:func:`build_config_node`). Nothing here goes through OmegaConf or Hydra.
 
     Raises:
-        ConfigError: refused target, arguments the signature does not accept, missing or non-plain values,
-            or a constructor that rejects them.
+        ConfigError: refused target, ``_partial_``/``_args_``/``_recursive_``, arguments the signature does
+            not accept, values not of the annotated type (``causal: "false"`` is not a bool), strings holding
+            ``${``, integers beyond the memory bound, or a constructor that rejects them.
     """
-    if not isinstance(node, dict) or "_target_" not in node:
-        raise ConfigError(f"{where}: expected a model node with _target_, got {type(node).__name__}")
+    node = check_model_node(node, where)
     fn = resolve_target(node["_target_"], where)
-    kwargs = {k: v for k, v in node.items() if k not in ("_target_", "_convert_", "_recursive_", "_partial_")}
+    kwargs = {k: v for k, v in node.items() if k not in NODE_META_KEYS}
     bad = sorted(k for k, v in kwargs.items() if not _plain(v))
     if bad:
         raise ConfigError(f"{where}: argument(s) {bad} are not plain values")
@@ -159,23 +177,70 @@ def build_from_node(node: Any, where: str) -> nn.Module:
         sig.bind(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where}: {node['_target_']}: {e}") from None
+    check_arguments(fn, kwargs, where)
     try:
         model = fn(**kwargs)
     except RFSpeechError:
         raise
-    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+    except Exception as e:  # any constructor failure on checked plain values is a config problem, in one line
         raise ConfigError(f"{where}: {node['_target_']} rejects its arguments ({short_error(e)})") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{where}: {node['_target_']} did not build an nn.Module")
     return model
 
 
+def build_config_node(node: Any, where: str) -> nn.Module:
+    """Build the model of a run config's node (``model.generator`` ...; user YAML, resolved once here).
+
+    An allow-listed target (rfspeech's models, registered classes) is built by :func:`build_from_node`,
+    typed against its constructor, like a checkpoint's node. A target outside the allow-list is the
+    user's own class named in their own YAML: Hydra's ``instantiate`` builds it, from the resolved
+    values, after the same refusal of ``${`` strings (a resolved value holding ``${`` would be resolved
+    a second time).
+
+    Args:
+        node: an OmegaConf node or a plain mapping.
+        where: the config key, for messages (``"model.generator"``).
+
+    Raises:
+        ConfigError: see :func:`build_from_node`; a node that is not a mapping with ``_target_``.
+    """
+    from omegaconf import OmegaConf
+
+    try:
+        plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except Exception as e:  # an interpolation that does not resolve
+        raise ConfigError(f"{where}: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(plain, dict) or "_target_" not in plain:
+        raise ConfigError(f"{where}: expected a model node with _target_, got {plain!r}"[:300])
+    if is_allowed_target(plain["_target_"]):
+        return build_from_node(plain, where)
+    from rfspeech.inference.schema import refuse_interpolations
+
+    refuse_interpolations(plain, where)
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(plain, _convert_="all")
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, RFSpeechError):
+            raise cause from None
+        raise ConfigError(f"{where}: {str(e).splitlines()[0]}") from None
+
+
 # ---------------------------------------------------------------------------------------------- files
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint (or any weights-only torch file) as a dict; never runs code from it.
 
+    The file's digest is verified (:mod:`rfspeech.integrity`) and its entries checked against the
+    checkpoint schema (:func:`rfspeech.inference.schema.check_checkpoint`) before it is returned.
+
     Raises:
-        DataError: missing, truncated or otherwise unreadable file.
+        DataError: missing, truncated or otherwise unreadable file, a digest that does not match, an
+            entry of the wrong type (``step: "abc"``, ``config`` not a mapping, a structure dilation
+            of 2**64, an interpolation string ...).
     """
     path = Path(path)
     if not path.is_file():
@@ -188,7 +253,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     integrity.verify(obj, path)  # a digest mismatch is a DataError like an unreadable file
-    return obj
+    return check_checkpoint(obj, path)  # every entry of its type before any reader looks at it
 
 
 def checkpoint_config(path: str | Path) -> dict[str, Any]:

@@ -33,8 +33,8 @@ from torch import nn
 
 from rfspeech.data.manifest import FEATS_YAML, MANIFEST, FeatureParams
 from rfspeech.data.text_dataset import TextMelBatchSampler, TextMelDataset, collate_text_mel
-from rfspeech.errors import ConfigError, DataError, RFSpeechError
-from rfspeech.inference.loading import load_acoustic, short_error
+from rfspeech.errors import ConfigError, DataError
+from rfspeech.inference.loading import build_config_node, load_acoustic, short_error
 from rfspeech.runconfig import AcousticConfig, LoopConfig, ModelSetup, Optim, RunConfig
 from rfspeech.search import export_structure
 from rfspeech.train import checkpoint as ckpt
@@ -328,14 +328,5 @@ def load_latest_acoustic(out_dir: str | Path) -> tuple[Path, dict[str, Any]] | N
 
 
 def build_acoustic(node: Any) -> nn.Module:
-    """Instantiate a ``model.acoustic`` config node (``_target_`` + arguments), config errors made clear."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node, _convert_="all")
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, RFSpeechError):
-            raise cause from None
-        raise ConfigError(f"model.acoustic: {str(e).splitlines()[0]}") from None
+    """Build a ``model.acoustic`` config node (``_target_`` + arguments): allow-listed and typed, errors made clear."""
+    return build_config_node(node, "model.acoustic")

@@ -1,8 +1,9 @@
 """Build a vocoder run from its composed config: models, structure, init weights, the :class:`Trainer`.
 
 Used by ``rfspeech-train`` and ``rfspeech-search`` (its candidates and local search); the config
-is the composed ``recipes/train.yaml`` / ``recipes/search.yaml`` (user-written, so Hydra ``instantiate``
-is used on it; checkpoints are rebuilt through the allow-list of :mod:`rfspeech.inference.loading`).
+is the composed ``recipes/train.yaml`` / ``recipes/search.yaml`` (user-written: Hydra ``instantiate`` builds its
+optimisers and schedulers; models, also those adopted from ``init_from``, are built through the allow-listed,
+typed :func:`rfspeech.inference.loading.build_config_node`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from rfspeech.config import require, to_container
@@ -44,15 +44,13 @@ def build_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
     for node in ("generator", "discriminator"):
         if "model" not in cfg or node not in cfg.model:
             raise ConfigError(f"model.{node} missing from the config (choose a model=... from recipes/model/)")
+    from rfspeech.inference.loading import build_config_node
+
     seed_everything(int(cfg.seed))
-    try:
-        generator = instantiate(cfg.model.generator, _convert_="all")
-        discriminator = instantiate(cfg.model.discriminator, _convert_="all")
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(f"model: {str(e).splitlines()[0]}") from None
+    # rfspeech's models go through the allow-listed, typed builder (also what init_from adopted); a user's own
+    # class named in their own YAML through Hydra, after the same interpolation check.
+    generator = build_config_node(cfg.model.generator, "model.generator")
+    discriminator = build_config_node(cfg.model.discriminator, "model.discriminator")
     return generator, discriminator
 
 
@@ -181,10 +179,13 @@ def adopt_init_model(cfg: Any, model_given: bool | None | Callable[[], bool | No
 
     When the user chose no model (``model_given`` false) and the checkpoint's model differs from the
     config's default, its nodes replace the config's: an imported or pretrained checkpoint runs
-    without a hand-picked ``model=``. The nodes go through the allow-list of
-    :func:`rfspeech.inference.loading.build_from_node` first (built once, so a refused target or
-    arguments fail here, in one line), never through Hydra on an unchecked target. With a model
-    given, nothing changes: weights that do not fit stay a clear error when they are loaded.
+    without a hand-picked ``model=``. The checkpoint passed the schema check when it was read
+    (:func:`rfspeech.inference.schema.check_checkpoint`: no ``${`` string anywhere in its config, no
+    ``_partial_``/``_args_``/``_recursive_``), and each node is built once here by the allow-listed, typed
+    :func:`rfspeech.inference.loading.build_from_node` (a refused target, a ``causal: "false"`` string
+    fail here, in one line). Only such inert, checked data enters the run config, and
+    :func:`build_models` builds it through the same allow-listed path, never through Hydra. With a
+    model given, nothing changes: weights that do not fit stay a clear error when they are loaded.
 
     Returns:
         True when the config's model was replaced.

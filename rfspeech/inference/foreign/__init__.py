@@ -155,15 +155,16 @@ def _few(items: list[str], n: int = 4) -> str:
                                                                    else "") + "]"
 
 
-def build(node: Mapping[str, Any]) -> nn.Module:
-    """Instantiate a ``{"_target_": ..., **kwargs}`` model node."""
-    from hydra.utils import instantiate
+def build(node: Mapping[str, Any], where: str | Path | None = None) -> nn.Module:
+    """Build a ``{"_target_": ..., **kwargs}`` model node mapped from a foreign config (a hostile file).
 
-    try:
-        return instantiate(dict(node), _convert_="all")
-    except Exception as e:  # hydra wraps constructor errors
-        cause = e.__cause__ if isinstance(e.__cause__, ConfigError) else e
-        raise ConfigError(f"{node.get('_target_')}: {' '.join(str(cause).split())[:200]}") from None
+    Through the allow-listed, typed :func:`rfspeech.inference.loading.build_from_node`, never Hydra: a
+    ``config.json`` value such as ``"${oc.create:...}"`` or ``"resblock": true`` is a one-line error naming
+    the config file and the argument.
+    """
+    from rfspeech.inference.loading import build_from_node
+
+    return build_from_node(dict(node), f"{where}: model" if where else str(node.get("_target_")))
 
 
 # ---------------------------------------------------------------------------------------------- result
@@ -235,7 +236,7 @@ def import_bigvgan(*, checkpoint: str | Path, config: str | Path, discriminator:
         raise ConfigError(f"{config}: config has no {e}") from None
     features = fp if isinstance(fp, FeatureParams) else FeatureParams.from_dict(dict(fp), where=str(config))
     node = {"_target_": args.pop("_target_", BIGVGAN_TARGET), **args}
-    generator = build(node)
+    generator = build(node, config)
     hop = getattr(generator, "hop_length", None)
     if hop is not None and int(hop) != features.hop_length:
         raise ConfigError(f"{config}: product of upsample_rates = {hop} differs from hop_size = {features.hop_length}")
