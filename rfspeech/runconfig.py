@@ -17,8 +17,9 @@ The trainers take the dataclasses instead of dozens of keyword arguments:
 * :class:`ModelSetup` — how the model was built (structure, searchable wrapping, local search).
 
 :func:`validate` maps a config name (``train``, ``train_tts``, ``search``, ``prepare``, ``synthesize``,
-``evaluate``, ``compare``) to its checks; :func:`vocoder_run` / :func:`acoustic_run` build the typed
-objects of a training run. Constructing a dataclass directly trusts its caller; :meth:`build` checks.
+``evaluate``, ``compare``, ``rf``, ``export``, ``gta``, ``check_mels``, ``import``) to its checks;
+:func:`vocoder_run` / :func:`acoustic_run` build the typed objects of a training run. Constructing a
+dataclass directly trusts its caller; :meth:`build` checks.
 
 This module imports no torch at load time: validation runs before the heavy imports.
 """
@@ -239,7 +240,8 @@ class LoopConfig:
         grad_clip: clip gradient norms to this value (None: no clipping; the norm is still logged).
         max_bad_steps: consecutive non-finite steps that stop training.
         log_interval: steps between scalar writes.
-        checkpoint_interval: steps between checkpoints (0: only at the end).
+        checkpoint_interval: steps between checkpoints (>= 1 in a console script's config; 0, only at the end,
+            for throw-away runs built in code such as global-search candidates).
         keep_last: step checkpoints kept (``best.pt`` is kept apart).
         validation_interval: steps between validations (0: never).
         val_max_utts: dev utterances used by validation.
@@ -629,6 +631,11 @@ def _check_global(node: Mapping[str, Any], where: str) -> None:
 def _check_train_section(cfg: Mapping[str, Any], section: str, extra: Any) -> tuple[LoopConfig, Any]:
     node = _section(cfg, section)
     loop = _build(LoopConfig, node, section)
+    if loop.checkpoint_interval < 1:
+        # docs/reliability.md: a killed run loses at most this many steps; 0 (checkpoint only at the end) is
+        # for throw-away library runs (global-search candidates), not for a console script's run.
+        raise ConfigError(f"{section}.checkpoint_interval: must be >= 1 (steps a killed run can lose; set it above "
+                          f"max_steps for a checkpoint at the end only), got {loop.checkpoint_interval}")
     if extra is GANConfig:
         weights = node.get("loss_weights")
         if weights is not None and not isinstance(weights, Mapping):
@@ -779,6 +786,129 @@ def validate_compare(cfg: Mapping[str, Any]) -> None:
         _float("max_audio_seconds", d["max_audio_seconds"], gt=0.0, optional=True)
 
 
+_SPLITS = ("train", "dev", "eval")
+_MEL_LAYOUTS = ("auto", "mels_frames", "frames_mels")
+
+
+def _paths(cfg: Mapping[str, Any], required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> None:
+    """Path keys: a required one must be given (not null, empty or ``???``), any given one must be a path
+    (a string or a number: a folder may be called ``2024``), never a list, a mapping or a bool."""
+    for key in required:
+        value = cfg.get(key)
+        if value is UNRESOLVED:
+            continue
+        if value is None or value == "" or OMISSING(value):
+            raise ConfigError(f"{key} is required (pass {key}=...)")
+        _path(key, value, optional=False)
+    for key in optional:
+        value = cfg.get(key)
+        if value is not UNRESOLVED and not OMISSING(value):
+            _path(key, value)
+
+
+def _optional_str(d: Mapping[str, Any], *keys: str) -> None:
+    for key in keys:
+        if key in d and d[key] is not None and not isinstance(d[key], str):
+            raise ConfigError(f"{key}: must be a string or null, got {d[key]!r}")
+
+
+def validate_rf(cfg: Mapping[str, Any]) -> None:
+    """Checks of ``rfspeech-rf`` (``recipes/rf.yaml``)."""
+    d = _known(cfg)
+    _paths(cfg, required=("out_dir",), optional=("checkpoint", "structure"))
+    if d.get("segment") is not None:
+        _float("segment", d["segment"], gt=0.0, le=float(MAX_SEGMENT_SIZE))
+    if "frames" in d:
+        _int("frames", d["frames"], ge=1, le=1 << 16)
+    if "method" in d:
+        _choice("method", d["method"], ("auto", "fx", "hooks"))
+    for key in ("probe", "hints"):
+        if key in d:
+            _bool(key, d[key])
+    _optional_str(d, "segment_input", "node", "submodule", "units")
+    if "sample_rate" in d:
+        _int("sample_rate", d["sample_rate"], ge=1000, le=MAX_SAMPLE_RATE, optional=True)
+    inputs = d.get("inputs")
+    if inputs is not None:
+        if not isinstance(inputs, Mapping) or not inputs:
+            raise ConfigError(f"inputs: must map forward argument names to shapes, e.g. "
+                              f"inputs='{{z:[1,1,1024],c:[1,80,8]}}', got {inputs!r}")
+        for name, shape in inputs.items():
+            if not isinstance(shape, list) or not shape:
+                raise ConfigError(f"inputs.{name}: a shape is a list of positive integers (batch, channels, length), "
+                                  f"got {shape!r}")
+            for i, v in enumerate(shape):
+                _int(f"inputs.{name}[{i}]", v, ge=1, le=MAX_SEGMENT_SIZE)
+
+
+def validate_export(cfg: Mapping[str, Any]) -> None:
+    """Checks of ``rfspeech-export`` (``recipes/export.yaml``)."""
+    d = _known(cfg)
+    _paths(cfg, required=("checkpoint", "out"))
+    if "format" in d:
+        _choice("format", d["format"], ("onnx",))
+    if "opset" in d:
+        _int("opset", d["opset"], ge=7, le=30)
+    for key in ("finalize", "check"):
+        if key in d:
+            _bool(key, d[key])
+
+
+def _split_list(key: str, value: Any) -> list[str]:
+    splits = value if isinstance(value, list) else [value]
+    if not splits:
+        raise ConfigError(f"{key}: must be one of {', '.join(_SPLITS)} or a list of them, got []")
+    for s in splits:
+        _choice(key, s, _SPLITS)
+    return splits
+
+
+def validate_gta(cfg: Mapping[str, Any]) -> None:
+    """Checks of ``rfspeech-gta`` (``recipes/gta.yaml``)."""
+    d = _known(cfg)
+    _paths(cfg, required=("data_dir", "out_dir"), optional=("acoustic_checkpoint", "mel_dir", "feats_yaml"))
+    if "mode" in d:
+        _choice("mode", d["mode"], ("teacher_forced", "external"))
+    if "split" in d:
+        _split_list("split", d["split"])
+    if "mel_layout" in d:
+        _choice("mel_layout", d["mel_layout"], _MEL_LAYOUTS)
+    if "tolerance_hops" in d:
+        _float("tolerance_hops", d["tolerance_hops"], ge=0.0, le=1e6)
+    for key in ("skip_bad", "progress"):
+        if key in d:
+            _bool(key, d[key])
+    if "max_utts" in d:
+        _int("max_utts", d["max_utts"], ge=1, optional=True)
+    if "device" in d:
+        check_device("device", d["device"])
+    for key in ("data_dir", "out_dir"):  # the GTA corpus is written beside, never into, its reference
+        if key not in d:
+            return
+    if isinstance(d["data_dir"], str) and isinstance(d["out_dir"], str) and \
+            os.path.realpath(d["data_dir"]) == os.path.realpath(d["out_dir"]):
+        raise ConfigError(f"out_dir: must differ from data_dir (the reference corpus), got {d['out_dir']}")
+
+
+def validate_check_mels(cfg: Mapping[str, Any]) -> None:
+    """Checks of ``rfspeech-check-mels`` (``recipes/check_mels.yaml``)."""
+    d = _known(cfg)
+    _paths(cfg, required=("vocoder",), optional=("acoustic", "mel_dir", "data_dir", "feats_yaml", "stats",
+                                                 "vocoder_data_dir", "json"))
+    if "split" in d:
+        _choice("split", d["split"], _SPLITS)
+    if "mel_layout" in d:
+        _choice("mel_layout", d["mel_layout"], _MEL_LAYOUTS)
+
+
+def validate_import(cfg: Mapping[str, Any]) -> None:
+    """Checks of ``rfspeech-import`` (``recipes/import.yaml``)."""
+    d = _known(cfg)
+    if "format" in d:
+        _choice("format", d["format"], ("hifigan", "pwg", "bigvgan"))
+    _paths(cfg, required=("format", "checkpoint", "config", "out"), optional=("discriminator", "stats"))
+
+
 _VALIDATORS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "train": validate_train,
     "search": validate_search,
@@ -787,6 +917,11 @@ _VALIDATORS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "synthesize": validate_synthesize,
     "evaluate": validate_evaluate,
     "compare": validate_compare,
+    "rf": validate_rf,
+    "export": validate_export,
+    "gta": validate_gta,
+    "check_mels": validate_check_mels,
+    "import": validate_import,
 }
 
 

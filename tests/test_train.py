@@ -110,7 +110,7 @@ def test_parallel_wavegan_objective_trains_the_generator_alone_until_the_discrim
 
     out = tmp_path / "pwg"
     tr = trainer(data_dir, out, "model=wavenet_debug", "train.max_steps=4", "train.log_interval=1",
-                 "train.validation_interval=0", "train.checkpoint_interval=0", "train.discriminator_start_step=2",
+                 "train.validation_interval=0", "train.checkpoint_interval=1000", "train.discriminator_start_step=2",
                  "train.loss_weights={adv: 4.0, fm: 0.0, mel: 0.0, stft: 1.0}")
     d0 = {k: v.clone() for k, v in tr.discriminator.state_dict().items()}
     g0 = {k: v.clone() for k, v in tr.generator.state_dict().items()}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
 import os
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,7 @@ from omegaconf import OmegaConf
 
 from rfspeech.config import recipes_dir, require, to_container, write_config
 from rfspeech.errors import RFSpeechError
+from rfspeech.io import RUN_SUBDIRS, atomic_write_bytes, refuse_linked_dirs
 from rfspeech.runconfig import did_you_mean, validate, validator
 from rfspeech.train.lock import release, take
 
@@ -29,6 +32,45 @@ def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and ``kill`` send), raised like Ctrl-C so every cleanup path runs."""
+
+
+#: Exit status of a run ended by SIGTERM (128 + 15, as a shell reports a process killed by it).
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Any:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (only in this process).
+
+    The run then ends as after Ctrl-C: ``finally`` blocks release the run lock and clean a failed start,
+    and :func:`guarded` prints one line (``error: terminated (SIGTERM)``) and exits with 143. A second
+    SIGTERM during that cleanup is ignored (SIGKILL still ends the process). Forked children (DataLoader
+    workers) keep the default action.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a forked child inherited the handler: die as it would have
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,6 +86,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
         except OSError as e:  # disk full and friends
             fail(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
+        except Terminated:
+            fail("terminated (SIGTERM)", code=EXIT_SIGTERM)
         except KeyboardInterrupt:
             fail("interrupted", code=130)
 
@@ -72,18 +116,24 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
             return guarded_task(cfg)
 
         def entry() -> Any:
+            with sigterm_as_interrupt():  # SIGTERM ends the run like Ctrl-C: one line, lock released, exit 143
+                return guarded(_entry)()
+
+        def _entry() -> Any:
             # Hydra writes ./outputs/<date>/<time> unless told otherwise; keep runs where the user says.
             argv = sys.argv[1:]
             if any(a in ("--help", "-h") for a in argv):
                 print(_summary(task), end="\n\n", flush=True)
             cfg = check_overrides(config_name, argv)
             if cfg is not None:  # every value checked before anything is written (no run dir, no .hydra)
-                guarded(validate)(config_name, cfg)
+                validate(config_name, cfg)
             target = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), run_dir)
             path = _run_dir_path(cfg, target) if cfg is not None and target else None
+            if path is not None:  # links where the run writes (and rotates checkpoints) would lead outside it
+                refuse_linked_dirs(path, RUN_SUBDIRS)
             created = path is not None and not path.exists()
             if path is not None:
-                guarded(_mkdir)(path)
+                _mkdir(path)
             extra = []
             if not any(a.startswith("hydra.run.dir=") for a in argv):
                 extra.append(f"hydra.run.dir={run_dir or '.'}")
@@ -93,8 +143,8 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
                       f"hydra.help.app_name={Path(sys.argv[0]).name or config_name}"]
             sys.argv = [sys.argv[0], *argv, *extra]
             # Scripts with a run directory (train, search, train-tts) hold out_dir for their lifetime.
-            lock = guarded(_take_run_lock)(cfg) if run_dir is not None else None
-            had_hydra = path is not None and (path / ".hydra").exists()
+            lock = _take_run_lock(cfg) if run_dir is not None else None
+            before = _StartRecord.capture(path) if path is not None else None
             ok = False
             try:
                 result = _main()
@@ -105,8 +155,8 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
                 raise
             finally:
                 release(lock)
-                if not ok and path is not None:
-                    _remove_failed_start(path, created=created, had_hydra=had_hydra)
+                if not ok and before is not None:
+                    before.restore_after_failed_start(created=created)
 
         return entry
 
@@ -155,15 +205,63 @@ def make_run_dir(cfg: Any, run_dir: str) -> None:
         _mkdir(path)
 
 
-def _remove_failed_start(path: Path, *, created: bool, had_hydra: bool) -> None:
-    """After a failed start, remove what it left in the run directory: Hydra's ``.hydra/`` (unless it was there
-    before) and, when this start created the directory and no checkpoint was written, the directory itself."""
-    if int(os.environ.get("RANK", "0")) != 0 or any((path / "checkpoints").glob("*.pt")):
-        return  # other ranks leave it to rank 0; a run that wrote checkpoints keeps its record
-    if created:
-        shutil.rmtree(path, ignore_errors=True)
-    elif not had_hydra:
-        shutil.rmtree(path / ".hydra", ignore_errors=True)
+class _StartRecord:
+    """What a run directory held before this run started: Hydra's ``.hydra/`` files, ``config.yaml``, checkpoints.
+
+    A start that fails (a bad ``init_from``, ``resume=true`` with no readable checkpoint, a signal) before its
+    first checkpoint must leave an existing run directory as it found it: Hydra has already written (or
+    overwritten) ``.hydra/`` by then, and the task may have written ``config.yaml``.
+    """
+
+    def __init__(self, path: Path, hydra: dict[str, bytes] | None, config: bytes | None,
+                 checkpoints: dict[str, int]) -> None:
+        self.path, self.hydra, self.config, self.checkpoints = path, hydra, config, checkpoints
+
+    @staticmethod
+    def _checkpoints(path: Path) -> dict[str, int]:
+        d = path / "checkpoints"
+        try:
+            return {p.name: p.stat().st_mtime_ns for p in d.glob("*.pt") if p.is_file()}
+        except OSError:
+            return {}
+
+    @classmethod
+    def capture(cls, path: Path) -> _StartRecord:
+        hydra_dir = path / ".hydra"
+        hydra = None
+        if hydra_dir.is_dir():
+            hydra = {p.name: p.read_bytes() for p in hydra_dir.iterdir() if p.is_file() and not p.is_symlink()}
+        config = path / "config.yaml"
+        return cls(path, hydra, config.read_bytes() if config.is_file() else None, cls._checkpoints(path))
+
+    def restore_after_failed_start(self, *, created: bool) -> None:
+        """Put ``.hydra/`` and ``config.yaml`` back as they were, or remove the directory this start created.
+
+        A run that wrote a checkpoint before failing is no failed start: its record stays. Only rank 0 cleans.
+        """
+        if int(os.environ.get("RANK", "0")) != 0 or self._checkpoints(self.path) != self.checkpoints:
+            return
+        with contextlib.suppress(OSError):
+            if created:
+                shutil.rmtree(self.path, ignore_errors=True)
+                return
+            hydra_dir = self.path / ".hydra"
+            if self.hydra is None:
+                if hydra_dir.is_dir() and not hydra_dir.is_symlink():
+                    shutil.rmtree(hydra_dir, ignore_errors=True)
+            elif hydra_dir.is_dir() and not hydra_dir.is_symlink():
+                for p in hydra_dir.iterdir():
+                    if p.name not in self.hydra and p.is_file():
+                        p.unlink()
+                for name, data in self.hydra.items():
+                    f = hydra_dir / name
+                    if not f.is_file() or f.read_bytes() != data:
+                        atomic_write_bytes(f, data)
+            config = self.path / "config.yaml"
+            if self.config is None:
+                config.unlink(missing_ok=True)
+            elif not config.is_file() or config.read_bytes() != self.config:
+                atomic_write_bytes(config, self.config)
 
 
 def check_overrides(config_name: str, argv: list[str]) -> Any:

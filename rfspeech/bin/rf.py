@@ -117,9 +117,9 @@ def _apply_structure_file(model: Any, path: str) -> None:
 
 def run(cfg: Any) -> dict[str, Any]:
     """The task behind the console script (``cfg``: the composed ``recipes/rf.yaml``)."""
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from rfspeech.inference.loading import build_config_node
     from rfspeech.rf import analyze, plot_report, probe
 
     segment = cfg.get("segment")
@@ -139,11 +139,8 @@ def run(cfg: Any) -> dict[str, Any]:
             raise ConfigError(f"model config {cfg.model.get('name', '')!r} has no '{node}' node to analyse "
                               "(model=<name> from recipes/model/, node=<key>)")
         model_name = cfg.model.get("name", "model")
-        try:
-            model = instantiate(cfg.model[node])
-        except Exception as e:  # noqa: BLE001 - instantiate wraps constructor errors
-            cause = e.__cause__ or e
-            raise ConfigError(f"model.{node} of {model_name}: {cause}") from None
+        # allow-listed and typed for rfspeech's models (a user's own class through Hydra): as training builds it
+        model = build_config_node(cfg.model[node], f"model.{node}")
         node_cfg = OmegaConf.to_container(cfg.model[node], resolve=True)
     sr = _sample_rate(cfg, ckpt_sr)
     if cfg.get("structure"):

@@ -41,7 +41,7 @@ from rfspeech.inference.loading import (
     shape_like,
     short_error,
 )
-from rfspeech.io import atomic_path
+from rfspeech.io import atomic_path, inside, refuse_linked_dirs
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,7 @@ def remove_stale_temporaries(out_dir: str | Path) -> list[Path]:
     d = checkpoint_dir(out_dir)
     if not d.is_dir():
         return []
+    _deletable(out_dir)
     stale = [p for p in d.iterdir() if p.name.startswith((".ckpt_", f".{BEST}.")) and p.name.endswith(".tmp")]
     for p in stale:
         p.unlink(missing_ok=True)
@@ -191,9 +192,23 @@ def prune_checkpoints(out_dir: str | Path, keep_last: int) -> list[Path]:
         return []
     ckpts = list_checkpoints(out_dir)
     doomed = ckpts[:-keep_last]
+    if doomed:
+        _deletable(out_dir)
     for p in doomed:
         p.unlink(missing_ok=True)
     return doomed
+
+
+def _deletable(out_dir: str | Path) -> None:
+    """Refuse to delete in a ``checkpoints/`` folder that is a link or lies outside ``out_dir``.
+
+    Rotation deletes files by name: through a symlinked folder it would delete another run's (or anyone's)
+    ``ckpt_*.pt``. The run checks this at its start (:func:`rfspeech.io.refuse_linked_dirs`); this is the
+    last line before a deletion.
+    """
+    refuse_linked_dirs(out_dir, (CKPT_DIR,))
+    if not inside(out_dir, checkpoint_dir(out_dir)):
+        raise DataError(f"{checkpoint_dir(out_dir)}: not inside {out_dir}; nothing deleted")
 
 
 # ---------------------------------------------------------------------------------------------- weights

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rfspeech.data.manifest import FEATS_YAML, FeatureParams
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
+from rfspeech.io import refuse_linked_dirs
 from rfspeech.runconfig import LoopConfig, ModelSetup, RunConfig, build_checked, split_kwargs
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
@@ -148,6 +149,8 @@ class BaseTrainer:
         self.device = self.dist.device
         self.data_dir = Path(run.data_dir)
         self.out_dir = Path(run.out_dir)
+        # checkpoints/ and tensorboard/ links would send writes, and checkpoint rotation's deletions, elsewhere
+        refuse_linked_dirs(self.out_dir, ("checkpoints", "tensorboard"))
         self.batch_size = int(loop.batch_size)
         self.max_steps = int(loop.max_steps)
         self.seed = int(run.seed)
