@@ -180,8 +180,8 @@ def build_from_node(node: Any, where: str) -> nn.Module:
     check_arguments(fn, kwargs, where)
     try:
         model = fn(**kwargs)
-    except RFSpeechError:
-        raise
+    except RFSpeechError as e:  # the model's own check: named by file and node
+        raise type(e)(f"{where}: {e}") from None
     except Exception as e:  # any constructor failure on checked plain values is a config problem, in one line
         raise ConfigError(f"{where}: {node['_target_']} rejects its arguments ({short_error(e)})") from None
     if not isinstance(model, nn.Module):

@@ -114,7 +114,8 @@ def _describe(ann: Any) -> str:
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(ann))
     if origin in (list, tuple, cabc.Sequence, cabc.Iterable, cabc.Collection, cabc.MutableSequence):
-        return "a " + _plural(ann)[:-1]
+        args = [a for a in typing.get_args(ann) if a is not Ellipsis]
+        return f"a list of {_plural(args[0])}" if args else "a list"
     if origin in (dict, cabc.Mapping, cabc.MutableMapping):
         return "a mapping"
     return {bool: "a bool (true or false)", int: "an integer", float: "a number", str: "a string"}.get(

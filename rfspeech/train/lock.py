@@ -97,13 +97,16 @@ def _read(path: Path) -> dict[str, Any] | None:
     return info
 
 
-def _identity(path: Path) -> tuple[int, int, int, int] | None:
-    """``(device, inode, size, mtime)`` of the lock file, or None when it is gone."""
+def _identity(path: Path) -> tuple[int, int, int, bytes] | None:
+    """``(device, inode, mtime, contents)`` of the lock file, or None when it is gone (or unreadable)."""
     try:
         st = os.stat(path, follow_symlinks=False)
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    except OSError:
+        data = b"<unreadable>"
+    return st.st_dev, st.st_ino, st.st_mtime_ns, data
 
 
 def _stale(path: Path, info: dict[str, Any]) -> tuple[bool | None, str]:
