@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 from rfspeech.config import require, to_container, write_config
 from rfspeech.data.manifest import FEATS_YAML, FeatureParams
 from rfspeech.errors import ConfigError
+from rfspeech.inference.loading import extract_generator_state, load_checkpoint, load_generator_weights
 from rfspeech.io import atomic_path, atomic_write_text
 from rfspeech.layers.conv import iter_dilated_convs
 from rfspeech.layers.weight_norm import detached_copy
@@ -59,12 +60,11 @@ from rfspeech.search import (
     searchable_modules,
     worker_device,
 )
-from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
+from rfspeech.train.common import TrainingDiverged
 from rfspeech.train.cost import COST_FILE, CostMeter, read_cost
 from rfspeech.train.distributed import DistInfo, resolve_device
 from rfspeech.train.logging import create_writer
-from rfspeech.train.trainer import TrainingDiverged
 
 log = logging.getLogger("rfspeech.search")
 
@@ -392,8 +392,8 @@ def search_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
     generator, discriminator = build_models(cfg)
     if cfg.get("init_from") and not cfg.get("resume"):
         # Search from trained (hand-designed) weights: load them before the convs are wrapped.
-        state = ckpt.load_checkpoint(cfg.init_from)
-        ckpt.load_generator_weights(generator, ckpt.extract_generator_state(state, cfg.init_from), str(cfg.init_from))
+        state = load_checkpoint(cfg.init_from)
+        load_generator_weights(generator, extract_generator_state(state, cfg.init_from), str(cfg.init_from))
         return generator, discriminator, False
     return generator, discriminator, True
 
