@@ -27,80 +27,38 @@ This module imports no torch at load time: validation runs before the heavy impo
 from __future__ import annotations
 
 import difflib
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rfspeech.checks import (
+    MAX_DILATION,
+    MAX_SAMPLE_RATE,
+    MAX_SEGMENT_SIZE,
+    UNRESOLVED,
+    boolean,
+    check_feature_params,
+    choice,
+    integer,
+    known,
+    omitted,
+    range_error,
+    real,
+)
 from rfspeech.errors import ConfigError
 
-__all__ = ["MAX_DILATION", "MAX_SEGMENT_SIZE", "AcousticConfig", "GANConfig", "GANOptim", "LoopConfig", "ModelSetup",
-           "Optim", "RunConfig", "acoustic_run", "build_checked", "check_device", "check_feature_params",
-           "did_you_mean", "kwargs_of", "validate", "validator", "vocoder_run"]
+__all__ = ["AcousticConfig", "GANConfig", "GANOptim", "LoopConfig", "ModelSetup", "Optim", "RunConfig", "acoustic_run",
+           "build_checked", "check_device", "did_you_mean", "kwargs_of", "validate", "validator", "vocoder_run"]
 
-#: Largest dilation accepted in a structure or a search space (WaveNet's largest is 512).
-MAX_DILATION = 8192
-#: Largest training segment in samples (HiFi-GAN 8192, BigVGAN 65536); beyond it one batch exhausts memory.
-MAX_SEGMENT_SIZE = 1 << 20
-_MAX_INT = (1 << 63) - 1
-
-
-# ------------------------------------------------------------------------------------------- value checks
-def _num(key: str, value: Any, *, integer: bool, optional: bool = False, ge: float | None = None,
-         gt: float | None = None, le: float | None = None, lt: float | None = None) -> Any:
-    """``value`` as an int/float after strict type and range checks (None when ``optional`` and null)."""
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{key}: must be {'an integer' if integer else 'a number'}, got null")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key}: must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{key}: must be finite, got {value}")
-    if integer:
-        if isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{key}: must be an integer, got {value!r} (not truncated)")
-        if abs(value) > _MAX_INT:
-            raise ConfigError(f"{key}: {value:g} is out of range")
-        value = int(value)
-    else:
-        value = float(value)
-    bounds = [(ge, value >= ge if ge is not None else True, ">="), (gt, value > gt if gt is not None else True, ">"),
-              (le, value <= le if le is not None else True, "<="), (lt, value < lt if lt is not None else True, "<")]
-    for bound, ok, op in bounds:
-        if not ok:
-            return _range_error(key, value, op, bound)
-    return value
-
-
-def _range_error(key: str, value: Any, op: str, bound: Any) -> Any:
-    raise ConfigError(f"{key}: must be {op} {bound:g}, got {value:g}" if isinstance(bound, float)
-                      else f"{key}: must be {op} {bound}, got {value}")
-
-
-def _int(key: str, value: Any, **kw: Any) -> Any:
-    return _num(key, value, integer=True, **kw)
-
-
-def _float(key: str, value: Any, **kw: Any) -> Any:
-    return _num(key, value, integer=False, **kw)
-
-
-def _bool(key: str, value: Any, optional: bool = False) -> Any:
-    if value is None and optional:
-        return None
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: must be true or false{' (or null)' if optional else ''}, got {value!r}")
-    return value
-
-
-def _choice(key: str, value: Any, choices: tuple[Any, ...]) -> Any:
-    if value not in choices:
-        shown = ", ".join("null" if c is None else str(c) for c in choices)
-        raise ConfigError(f"{key}: must be one of {shown}, got {value!r}")
-    return value
+# The value checks and the feature-parameter rules live in rfspeech.checks (the foundation layer): the checkpoint
+# schema (rfspeech.inference) and FeatureParams (rfspeech.data) use the same rules from below this module.
+_int = integer
+_float = real
+_bool = boolean
+_choice = choice
+_range_error = range_error
 
 
 def _path(key: str, value: Any, optional: bool = True) -> str | None:
@@ -402,16 +360,6 @@ def split_kwargs(kwargs: dict[str, Any], *classes: Any, rename: Mapping[str, str
 
 
 # ------------------------------------------------------------------------------------------- helpers
-class _Unresolved:
-    """A value only Hydra can resolve (``${hydra:...}``): left to the task."""
-
-    def __repr__(self) -> str:
-        return "<unresolved>"
-
-
-UNRESOLVED = _Unresolved()
-
-
 def plain(cfg: Any) -> Any:
     """A plain container of ``cfg`` with interpolations resolved (:data:`UNRESOLVED` where that fails)."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -432,12 +380,11 @@ def plain(cfg: Any) -> Any:
     return cfg
 
 
-def _known(node: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in node.items() if v is not UNRESOLVED and not OMISSING(v)}
+_known = known
 
 
 def OMISSING(v: Any) -> bool:  # noqa: N802 - mirrors OmegaConf's '???'
-    return isinstance(v, str) and v == "???"
+    return omitted(v)
 
 
 def _section(node: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -447,63 +394,6 @@ def _section(node: Mapping[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key}: must be a mapping, got {value!r}")
     return _known(value)
-
-
-#: Memory bounds of the feature parameters (a ``feats.yaml`` with ``n_fft: 1e12`` must not hang a run):
-#: far beyond every published setting (n_fft 2048, hop 512, 128 mel bins at 44.1 kHz).
-MAX_SAMPLE_RATE = 768_000
-MAX_FFT = 1 << 16
-
-
-def check_feature_params(node: Any, where: str, *, sep: str = ".") -> None:
-    """Check mel feature parameters: the one typed rule set of ``features.*``, ``mel.*``, every ``feats.yaml``
-    (:meth:`rfspeech.data.manifest.FeatureParams.from_dict`) and a checkpoint's ``feature_params``.
-
-    Types are strict; sample rate in [1000, 768000] Hz; ``n_fft`` in [16, 65536]; ``hop_length`` in
-    [1, 65536]; ``win_length <= n_fft``; ``n_mels <= n_fft // 2 + 1``; ``fmin < fmax <= sample_rate / 2``;
-    ``clamp > 0``, ``mag_eps >= 0``.
-
-    Args:
-        node: the parameters (a mapping; None and unresolved are skipped).
-        where: the config key or file, for messages.
-        sep: between ``where`` and a key: ``"."`` for config keys (``features.n_fft``), ``": "`` for files
-            (``data/feats.yaml: n_fft``).
-    """
-    if node is None or node is UNRESOLVED:
-        return
-    if not isinstance(node, Mapping):
-        raise ConfigError(f"{where}: must be a mapping of feature parameters, got {node!r}")
-    d = _known(node)
-
-    def k(key: str) -> str:
-        return f"{where}{sep}{key}"
-
-    sr = _int(k("sample_rate"), d["sample_rate"], ge=1000, le=MAX_SAMPLE_RATE) if "sample_rate" in d else None
-    n_fft = _int(k("n_fft"), d["n_fft"], ge=16, le=MAX_FFT) if "n_fft" in d else None
-    if "hop_length" in d:
-        _int(k("hop_length"), d["hop_length"], ge=1, le=MAX_FFT)
-    if "win_length" in d:
-        win = _int(k("win_length"), d["win_length"], ge=1, le=MAX_FFT)
-        if n_fft is not None and win > n_fft:
-            raise ConfigError(f"{k('win_length')}: must be <= n_fft ({n_fft}), got {win}")
-    if "n_mels" in d:
-        n_mels = _int(k("n_mels"), d["n_mels"], ge=1, le=MAX_FFT // 2 + 1)
-        if n_fft is not None and n_mels > n_fft // 2 + 1:
-            raise ConfigError(f"{k('n_mels')}: must be <= n_fft // 2 + 1 = {n_fft // 2 + 1} "
-                              f"(frequency bins of n_fft={n_fft}), got {n_mels}")
-    fmin = _float(k("fmin"), d["fmin"], ge=0.0) if "fmin" in d else None
-    fmax = _float(k("fmax"), d["fmax"], gt=0.0, optional=True) if "fmax" in d else None
-    if sr is not None and fmax is not None and fmax > sr / 2:
-        raise ConfigError(f"{k('fmax')}: must be <= sample_rate / 2 = {sr / 2:g}, got {fmax:g}")
-    top = fmax if fmax is not None else (sr / 2 if sr is not None else None)
-    if fmin is not None and top is not None and fmin >= top:
-        raise ConfigError(f"{k('fmin')}: must be < fmax ({top:g}), got {fmin:g}")
-    if "log_base" in d and str(d["log_base"]) not in ("e", "10"):
-        raise ConfigError(f"{k('log_base')}: must be e or 10, got {d['log_base']!r}")
-    for key, (check, kw) in {"normalize": (_bool, {}), "peak_normalize": (_bool, {}), "center": (_bool, {}),
-                             "clamp": (_float, {"gt": 0.0}), "mag_eps": (_float, {"ge": 0.0})}.items():
-        if key in d:
-            check(k(key), d[key], **kw)
 
 
 def _hop_of(cfg: Mapping[str, Any]) -> int | None:
@@ -596,7 +486,7 @@ def _check_searchable(node: Mapping[str, Any], where: str) -> None:
         hi = _dilation(f"{where}.max_dilation", d["max_dilation"])
         if hi < lo:
             raise ConfigError(f"{where}.max_dilation: must be >= min_dilation ({lo}), got {hi}")
-    # warm_start null: decided from init_from (rfspeech.search.pipeline)
+    # warm_start null: decided from init_from (rfspeech.runs.search)
     _each(d, where, {"warm_start": (_bool, {"optional": True}), "enabled": (_bool, {}),
                      "search_interval": (_int, {"ge": 1}), "max_search_steps": (_int, {"ge": 0})})
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rfspeech.checks import check_feature_params
 from rfspeech.errors import ConfigError
 from rfspeech.runconfig import (
     AcousticConfig,
@@ -19,7 +20,6 @@ from rfspeech.runconfig import (
     RunConfig,
     build_checked,
     check_device,
-    check_feature_params,
     did_you_mean,
     validate,
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rfspeech.config import recipes_dir, require, to_container, write_config
+from rfspeech.config import recipes_dir
 from rfspeech.errors import RFSpeechError
 from rfspeech.io import RUN_SUBDIRS, atomic_write_bytes, refuse_linked_dirs
 from rfspeech.runconfig import did_you_mean, validate, validator
@@ -25,7 +25,7 @@ from rfspeech.train.lock import release, take
 
 log = logging.getLogger("rfspeech")
 
-__all__ = ["fail", "guarded", "hydra_main", "log", "require", "to_container", "write_config"]
+__all__ = ["fail", "guarded", "hydra_main", "log"]
 
 
 def fail(message: str, code: int = 2) -> None:

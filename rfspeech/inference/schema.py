@@ -12,7 +12,7 @@ The rules:
 
 * every entry has its type: ``step``/``epoch``/``bad_steps`` non-negative integers, state dicts
   mappings of tensors, ``config``/``search``/``searchable``/``cost``/``rng`` ... mappings;
-* ``feature_params`` obey the typed feature rules of :func:`rfspeech.runconfig.check_feature_params`
+* ``feature_params`` obey the typed feature rules of :func:`rfspeech.checks.check_feature_params`
   (the same as every ``feats.yaml``), memory bounds included;
 * ``structure`` maps module paths to integer dilations in ``[1, MAX_DILATION]``; ``searchable`` and
   ``structure_args`` are typed like :class:`~rfspeech.search.op.SearchableConv1d`'s arguments;
@@ -42,8 +42,8 @@ from typing import Any
 
 import torch
 
+from rfspeech.checks import MAX_DILATION, MAX_SEGMENT_SIZE
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
-from rfspeech.runconfig import MAX_DILATION, MAX_SEGMENT_SIZE
 
 __all__ = ["MAX_MODEL_INT", "REFUSED_NODE_KEYS", "check_arguments", "check_checkpoint", "check_model_node",
            "refuse_interpolations", "show"]
