@@ -951,13 +951,14 @@ else:
 @pytest.mark.heavy
 def test_racing_recoverers_in_separate_processes(tmp_path: Path) -> None:
     """Four processes start together on a directory with a stale lock, twice: exactly one holds it."""
+    import inspect
     import time
 
     for attempt in range(2):
         out = tmp_path / f"r{attempt}"
         _write_lock(out, _dead_pid())
         go = time.time() + 3.0  # after every racer's interpreter start
-        procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(out), str(go), lock.__file__],
+        procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(out), str(go), inspect.getfile(lock)],
                                   stdout=subprocess.PIPE, text=True) for _ in range(4)]
         results = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
         assert results == ["held", "refused", "refused", "refused"], results
