@@ -165,7 +165,7 @@ def test_disabled_discriminator_neither_warns_nor_decays_its_rate(tmp_path: Path
     from train_fixtures import make_prepared, trainer
 
     data = make_prepared(tmp_path / "data", n_train=4, n_dev=0, n_eval=0)
-    common = ("train.max_steps=2", "train.validation_interval=0", "train.checkpoint_interval=0",
+    common = ("train.max_steps=2", "train.validation_interval=0", "train.checkpoint_interval=1000",
               "train.lr_decay_unit=step", "tensorboard=false")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
