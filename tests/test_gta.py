@@ -118,8 +118,8 @@ def test_gta_cli_writes_splits_and_summary(corpus: dict[str, Path], tmp_path: Pa
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["split=test"], "split must be one of"),
-    (["mode=magic"], "mode=magic: expected one of teacher_forced, external"),
+    (["split=test"], "split: must be one of train, dev, eval, got 'test'"),
+    (["mode=magic"], "mode: must be one of teacher_forced, external, got 'magic'"),
     (["mode=external"], "mode=external needs mel_dir="),
     ([], "mode=teacher_forced needs acoustic_checkpoint="),
 ])
