@@ -327,7 +327,7 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
         with atomic_path(init_path) as tmp, open(tmp, "wb") as f:
             torch.save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict()}, f)
     if distributed:
-        D.barrier()  # init.pt written before any rank's candidate reads it
+        D.barrier(dist_info)  # init.pt written before any rank's candidate reads it
     plain_cfg = to_container(cfg)
     n_workers = int(g.n_workers)
     threads = g.get("threads_per_worker")
@@ -440,7 +440,7 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
             global_cost["global_proxy_steps"] = int(summary["global"]["proxy_steps"])
             if dist_info.is_main:  # written now (the local search may be interrupted before its first checkpoint)
                 atomic_write_text(out / COST_FILE, json.dumps(global_cost, indent=2) + "\n")
-        best = D.broadcast_object(best)  # every rank computed it; rank 0's copy makes it certain
+        best = D.broadcast_object(best, dist_info)  # every rank computed it; rank 0's copy makes it certain
         apply_structure(generator, best, mode="single")
         log.info("global search best: %s", best)
 
