@@ -588,6 +588,18 @@ def _check_global(node: Mapping[str, Any], where: str) -> None:
             _bool(f"{where}.{key}", d[key])
     if d.get("threads_per_worker") is not None:
         _int(f"{where}.threads_per_worker", d["threads_per_worker"], ge=1)
+    if "backend" in d:
+        _choice(f"{where}.backend", d["backend"], ("local", "ray"))
+    if d.get("ray_address") is not None and not isinstance(d["ray_address"], str):
+        raise ConfigError(f"{where}.ray_address: must be null, auto or HOST:PORT, got {d['ray_address']!r}")
+    if "num_cpus" in d:
+        _float(f"{where}.num_cpus", d["num_cpus"], gt=0.0)
+    if "num_gpus" in d:
+        _float(f"{where}.num_gpus", d["num_gpus"], ge=0.0)
+    if "max_retries" in d:
+        _int(f"{where}.max_retries", d["max_retries"], ge=0)
+    if "retry_exceptions" in d:
+        _bool(f"{where}.retry_exceptions", d["retry_exceptions"])
     if "choices" in d:
         choices = d["choices"]
         if not isinstance(choices, list) or not choices:

@@ -154,6 +154,11 @@ class GlobalSearch:
         distributed: under an initialised ``torch.distributed`` group, every rank runs this
             search with the same settings and scores its share of each generation; the scores
             are gathered so all ranks take the same decisions (rank 0 writes the state).
+        executor: runs the scoring jobs elsewhere instead of here or in the process pool:
+            ``executor([(fn, args), ...])`` yields every ``fn(*args)`` in submission order (e.g.
+            :class:`rfspeech.search.ray_backend.RayExecutor`, one Ray task per candidate);
+            ``n_workers`` and ``mp_context`` are then unused. The search's decisions do not depend
+            on where the jobs ran.
     """
 
     def __init__(
@@ -180,6 +185,7 @@ class GlobalSearch:
         rescore_fn: Callable[[dict[str, int], int], float] | None = None,
         rescore_repeats: int = 3,
         distributed: bool = False,
+        executor: Callable[[list[tuple[Callable[..., Any], tuple[Any, ...]]]], Iterator[Any]] | None = None,
     ) -> None:
         if not space:
             raise ConfigError("global search: the search space is empty")
@@ -238,6 +244,7 @@ class GlobalSearch:
         self.rescore_fn = rescore_fn
         self.rescore_repeats = int(rescore_repeats)
         self.distributed = bool(distributed)
+        self.executor = executor
         self.rescored: dict[tuple[Candidate, int], float] = {}
         self.cache: dict[Candidate, Evaluation] = {}
         self.history: list[Evaluation] = []
@@ -294,6 +301,9 @@ class GlobalSearch:
         return self._pool
 
     def _local(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]], idx: list[int]) -> Iterator[Any]:
+        if self.executor is not None:
+            yield from self.executor([calls[i] for i in idx])
+            return
         if self.n_workers == 1 or len(idx) <= 1:
             for i in idx:
                 fn, args = calls[i]

@@ -58,6 +58,7 @@ from rfspeech.search import (
     searchable_modules,
     worker_device,
 )
+from rfspeech.search.global_search import LOG_FILE as GLOBAL_LOG_FILE
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
 from rfspeech.train.build import build_models, make_trainer
@@ -297,6 +298,50 @@ class CandidateScorer:
         return score if math.isfinite(score) else math.inf
 
 
+def _global_executor(g: Any, plain_cfg: dict[str, Any], out_dir: Path, distributed: bool) -> Any:
+    """The global search's job executor for ``search.global.backend`` (None: the local pool).
+
+    ``ray``: one Ray task per candidate (:class:`rfspeech.search.ray_backend.RayExecutor`); the
+    candidates train on ``cuda`` when they get GPUs (``num_gpus``), else on ``cpu`` (``plain_cfg`` is
+    adjusted so). Under torchrun it is refused: one driver submits the candidates.
+    """
+    backend = str(g.get("backend") or "local")
+    if backend == "local":
+        return None
+    if backend != "ray":
+        raise ConfigError(f"search.global.backend: must be local or ray, got {backend!r}")
+    if distributed:
+        raise ConfigError("search.global.backend=ray: start rfspeech-search without torchrun (one driver sends the "
+                          "candidates to Ray), then go on with torchrun ... resume=true (it reuses global/best.yaml)")
+    from rfspeech.search.ray_backend import RayExecutor
+
+    num_gpus = float(g.get("num_gpus") or 0)
+    device = str(plain_cfg.get("device", "auto"))
+    if num_gpus > 0 and device == "cpu":
+        raise ConfigError(f"search.global.num_gpus={num_gpus:g} with device=cpu: use device=auto or cuda")
+    if num_gpus == 0 and device.startswith("cuda"):
+        raise ConfigError(f"search.global.num_gpus=0 with device={device}: give each candidate a GPU "
+                          "(search.global.num_gpus=1) or use device=cpu")
+    plain_cfg["device"] = "cuda" if num_gpus > 0 else "cpu"  # Ray's CUDA_VISIBLE_DEVICES: cuda:0 is the task's GPU
+    return RayExecutor(address=g.get("ray_address"), num_cpus=float(g.get("num_cpus") or 1), num_gpus=num_gpus,
+                       max_retries=int(g.get("max_retries", 3)),
+                       retry_exceptions=bool(g.get("retry_exceptions", False)), log_path=out_dir / GLOBAL_LOG_FILE)
+
+
+def backend_cost(summary: Mapping[str, Any]) -> dict[str, float]:
+    """CPU/GPU seconds a global search spent outside this process tree (Ray tasks), to add to cost.json.
+
+    The local pool's workers are children of this process (already in its CPU time); a Ray task's
+    CPU and GPU seconds were measured in the task. What Ray's own processes hand back to this process
+    when it shuts a local Ray down is subtracted, so nothing is counted twice.
+    """
+    b = summary.get("backend") or {}
+    if b.get("backend") != "ray":
+        return {"cpu_seconds": 0.0, "gpu_seconds": 0.0}
+    return {"cpu_seconds": float(b.get("cpu_seconds", 0.0)) - float(b.get("shutdown_cpu_seconds", 0.0)),
+            "gpu_seconds": float(b.get("gpu_seconds", 0.0))}
+
+
 def _build_generator(cfg: dict[str, Any]) -> torch.nn.Module:
     return build_models(OmegaConf.create(cfg))[0]
 
@@ -333,6 +378,9 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
     threads = g.get("threads_per_worker")
     if threads is None and n_workers > 1:  # share the cores between the candidate processes
         threads = max(1, (os.cpu_count() or 1) // n_workers)
+    executor = _global_executor(g, plain_cfg, out_dir, distributed)
+    if executor is not None and threads is None:
+        threads = max(1, int(float(g.get("num_cpus") or 1)))  # the CPUs Ray gave each candidate
     finalists = int(g.get("finalists") or 0)
     scorer = CandidateScorer(plain_cfg, str(init_path), groups, int(g.candidate_steps), int(g.candidate_val_utts),
                              str(out_dir / "candidates"), threads=threads, workers_per_rank=n_workers,
@@ -350,19 +398,24 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
         seed=int(cfg.seed), seeds=[hand] if g.get("seed_hand_designed", True) else None, prune_fn=prune,
         n_workers=n_workers, out_dir=out_dir, resume=bool(cfg.get("resume", False)),
         finalists=finalists, rescore_fn=scorer if finalists else None,
-        rescore_repeats=int(g.get("rescore_repeats") or 1), distributed=distributed,
+        rescore_repeats=int(g.get("rescore_repeats") or 1), distributed=distributed, executor=executor,
     )
     log.info("global search: %d genes, %d combinations, population %d, %d generations%s", len(space),
              search.space_size, int(g.population), int(g.generations),
              f", {finalists} finalists re-scored x{search.rescore_repeats}" if finalists else "")
-    result = search.run()
+    try:
+        result = search.run()
+    finally:
+        if executor is not None:
+            executor.close()
     best = expand_groups(result.best, groups)
     rescored = sum(len(f.get("rescores") or []) for f in result.finalists)
     summary = {"best": result.best, "best_score": result.best_score, "evaluations": result.evaluations,
                "rescored": rescored, "generations": result.generations, "groups": groups, "space": space,
                "search_best": result.search_best, "search_best_score": result.search_best_score,
                "finalists": [{k: v for k, v in f.items()} for f in result.finalists],
-               "score_noise": result.score_noise, "max_lookahead": max_lookahead}
+               "score_noise": result.score_noise, "max_lookahead": max_lookahead,
+               "backend": executor.summary() if executor is not None else {"backend": "local", "n_workers": n_workers}}
     proxy = int(result.evaluations) * int(g.candidate_steps) + rescored * scorer.rescore_steps
     summary["proxy_steps"] = proxy
     if result.finalists:
@@ -438,6 +491,8 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
                                                         out / "global", max_lookahead=budget, dist_info=dist_info)
             global_cost = meter.totals(0)
             global_cost["global_proxy_steps"] = int(summary["global"]["proxy_steps"])
+            for key, value in backend_cost(summary["global"]).items():  # candidates trained on other machines
+                global_cost[key] = float(global_cost[key] + value)
             if dist_info.is_main:  # written now (the local search may be interrupted before its first checkpoint)
                 atomic_write_text(out / COST_FILE, json.dumps(global_cost, indent=2) + "\n")
         best = D.broadcast_object(best, dist_info)  # every rank computed it; rank 0's copy makes it certain
