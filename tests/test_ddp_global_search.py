@@ -112,13 +112,9 @@ def _reference(data: Path, root: Path, population: int) -> Path:
         from rfspeech.search.pipeline import run_search
 
         out = root / f"single{population}"
-        threads = torch.get_num_threads()
-        try:
-            with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
-                cfg = compose("search", overrides=_overrides(data, out, population, 1))
-            run_search(cfg, DistInfo())
-        finally:
-            torch.set_num_threads(threads)  # the in-process scorer set one thread
+        with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
+            cfg = compose("search", overrides=_overrides(data, out, population, 1))
+        run_search(cfg, DistInfo())  # (the scorer sets one torch thread; conftest resets it for every test)
         _REFERENCE[population] = out
     return _REFERENCE[population]
 
@@ -149,3 +145,7 @@ def test_global_search_under_torchrun_finishes_and_chooses_like_one_process(
     for key, score in scores.items():
         assert score == pytest.approx(ref_scores[key], rel=1e-6, abs=0.0)
     assert best == ref_best
+    from rfspeech.train.cost import read_cost
+
+    ref = _reference(data_dir, root, population)
+    assert read_cost(out)["global_proxy_steps"] == read_cost(ref)["global_proxy_steps"]

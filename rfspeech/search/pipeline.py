@@ -342,6 +342,12 @@ def backend_cost(summary: Mapping[str, Any]) -> dict[str, float]:
             "gpu_seconds": float(b.get("gpu_seconds", 0.0))}
 
 
+def _sum_over_ranks(value: float, dist_info: DistInfo) -> float:
+    """``value`` summed over the ranks of a torchrun job (a collective: every rank calls it)."""
+    t = torch.tensor([value], dtype=torch.float64, device=dist_info.device)
+    return float(D.all_reduce_mean(t, dist_info).item()) * dist_info.world_size
+
+
 def _build_generator(cfg: dict[str, Any]) -> torch.nn.Module:
     return build_models(OmegaConf.create(cfg))[0]
 
@@ -493,6 +499,8 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
             global_cost["global_proxy_steps"] = int(summary["global"]["proxy_steps"])
             for key, value in backend_cost(summary["global"]).items():  # candidates trained on other machines
                 global_cost[key] = float(global_cost[key] + value)
+            if dist_info.distributed:  # every rank trained its share of the candidates: their CPU time too
+                global_cost["cpu_seconds"] = _sum_over_ranks(float(global_cost["cpu_seconds"]), dist_info)
             if dist_info.is_main:  # written now (the local search may be interrupted before its first checkpoint)
                 atomic_write_text(out / COST_FILE, json.dumps(global_cost, indent=2) + "\n")
         best = D.broadcast_object(best, dist_info)  # every rank computed it; rank 0's copy makes it certain
@@ -511,7 +519,8 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         trainer = make_trainer(cfg, generator, discriminator, search=local, searchable=args, dist_info=dist_info,
                                init_generator=init_generator, **_alpha_overrides(cfg, generator))
         if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it
-            trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "wall_seconds")})
+            trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "gpu_seconds",
+                                                              "wall_seconds")})
         result = trainer.fit()
         summary["local"] = {"history": local.history, "rounds": local.rounds, "steps": result.step,
                             "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
