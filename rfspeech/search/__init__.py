@@ -9,6 +9,8 @@
   :func:`unwrap_searchable`, :func:`finalize` — the model-level API.
 * :class:`LocalSearch` — the expectation-guided local search schedule the trainer drives.
 * :class:`GlobalSearch` — the evolutionary global search over coarse combinations.
+* :class:`SearchStrategy` / :func:`register_strategy` (:mod:`rfspeech.search.strategy`) — the registry of
+  search strategies (``rfnext`` and any registered one): wrap, search, export, apply, finalize.
 """
 
 from rfspeech.search.global_search import (
@@ -53,11 +55,23 @@ from rfspeech.search.op import (
     searchable_layout,
     unsearchable_reason,
 )
+from rfspeech.search.strategy import (
+    STRATEGIES,
+    Schedule,
+    SearchStrategy,
+    get_strategy,
+    read_structure,
+    register_strategy,
+    write_structure,
+)
 
 __all__ = [
     "CONV_SCOPES",
     "MODES",
     "SEARCH_ARGS",
+    "STRATEGIES",
+    "Schedule",
+    "SearchStrategy",
     "Evaluation",
     "GlobalSearch",
     "GlobalSearchResult",
@@ -75,6 +89,7 @@ __all__ = [
     "expand_groups",
     "export_structure",
     "finalize",
+    "get_strategy",
     "load_structure",
     "lookahead",
     "lookahead_budget",
@@ -83,7 +98,9 @@ __all__ = [
     "merge_searchable",
     "merged_conv",
     "multi_dilation_conv1d",
+    "read_structure",
     "receptive_field",
+    "register_strategy",
     "round_half_up",
     "round_toward",
     "save_structure",
@@ -95,4 +112,5 @@ __all__ = [
     "validate_structure",
     "worker_device",
     "worker_index",
+    "write_structure",
 ]
