@@ -591,6 +591,11 @@ def _check_global(node: Mapping[str, Any], where: str) -> None:
             _bool(f"{where}.{key}", d[key])
     if d.get("threads_per_worker") is not None:
         _int(f"{where}.threads_per_worker", d["threads_per_worker"], ge=1)
+    if d.get("backend") is not None:
+        from rfspeech.search.backends import BACKENDS, make_backend  # torch-free, but only search configs need it
+
+        if d["backend"] not in BACKENDS:
+            make_backend(str(d["backend"]), where=f"{where}.backend")  # the one-line error naming the registered
     if "choices" in d:
         choices = d["choices"]
         if not isinstance(choices, list) or not choices:

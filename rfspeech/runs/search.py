@@ -45,7 +45,9 @@ from rfspeech.layers.conv import iter_dilated_convs
 from rfspeech.layers.weight_norm import detached_copy
 from rfspeech.runs.train import adopt_init_model, build_models, make_trainer, model_overridden
 from rfspeech.search import (
+    BackendSettings,
     GlobalSearch,
+    GlobalSearchConfig,
     LookaheadPrune,
     ReceptiveFieldPrune,
     apply_structure,
@@ -53,6 +55,7 @@ from rfspeech.search import (
     load_structure,
     lookahead,
     lookahead_budget,
+    make_backend,
     receptive_field,
     save_structure,
     worker_device,
@@ -348,14 +351,14 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
                                     max_unproductive=int(g.max_unproductive))
     if max_lookahead is not None:
         prune = LookaheadPrune(build, max_lookahead, groups=groups, then=prune)
-    search = GlobalSearch(
-        space, scorer, population=int(g.population), generations=int(g.generations), mutation=float(g.mutation),
+    config = GlobalSearchConfig(
+        population=int(g.population), generations=int(g.generations), mutation=float(g.mutation),
         crossover=float(g.crossover), elite=int(g.elite), selection=str(g.selection), immigrants=float(g.immigrants),
-        seed=int(cfg.seed), seeds=[hand] if g.get("seed_hand_designed", True) else None, prune_fn=prune,
-        n_workers=n_workers, out_dir=out_dir, resume=bool(cfg.get("resume", False)),
-        finalists=finalists, rescore_fn=scorer if finalists else None,
-        rescore_repeats=int(g.get("rescore_repeats") or 1), distributed=distributed,
-    )
+        seed=int(cfg.seed), seeds=[hand] if g.get("seed_hand_designed", True) else None, finalists=finalists,
+        rescore_repeats=int(g.get("rescore_repeats") or 1), out_dir=out_dir, resume=bool(cfg.get("resume", False)))
+    backend = make_backend(g.get("backend"), BackendSettings(n_workers=n_workers, distributed=distributed))
+    search = GlobalSearch(space, scorer, config, prune_fn=prune, rescore_fn=scorer if finalists else None,
+                          backend=backend)
     log.info("global search: %d genes, %d combinations, population %d, %d generations%s", len(space),
              search.space_size, int(g.population), int(g.generations),
              f", {finalists} finalists re-scored x{search.rescore_repeats}" if finalists else "")

@@ -8,20 +8,29 @@
   :func:`apply_structure` (``single`` / ``multiple`` / ``merge``), :func:`merge_searchable`,
   :func:`unwrap_searchable`, :func:`finalize` — the model-level API.
 * :class:`LocalSearch` — the expectation-guided local search schedule the trainer drives.
-* :class:`GlobalSearch` — the evolutionary global search over coarse combinations.
+* :class:`GlobalSearch` — the evolutionary global search over coarse combinations; its candidates are
+  scored by a registered backend (:mod:`rfspeech.search.backends`: ``local`` today).
 * :class:`SearchStrategy` / :func:`register_strategy` (:mod:`rfspeech.search.strategy`) — the registry of
   search strategies (``rfnext`` and any registered one): wrap, search, export, apply, finalize.
 """
 
+from rfspeech.search.backends import (
+    BACKENDS,
+    Backend,
+    BackendSettings,
+    make_backend,
+    register_backend,
+    worker_device,
+    worker_index,
+)
 from rfspeech.search.global_search import (
     Evaluation,
     GlobalSearch,
+    GlobalSearchConfig,
     GlobalSearchResult,
     LookaheadPrune,
     ReceptiveFieldPrune,
     expand_groups,
-    worker_device,
-    worker_index,
 )
 from rfspeech.search.local import LocalSearch, dilation_limits, lookahead, lookahead_budget, receptive_field
 from rfspeech.search.model import (
@@ -66,6 +75,12 @@ from rfspeech.search.strategy import (
 )
 
 __all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendSettings",
+    "GlobalSearchConfig",
+    "make_backend",
+    "register_backend",
     "CONV_SCOPES",
     "MODES",
     "SEARCH_ARGS",
