@@ -109,7 +109,7 @@ def _reference(data: Path, root: Path, population: int) -> Path:
     if population not in _REFERENCE:
         from hydra import compose, initialize_config_dir
 
-        from rfspeech.search.pipeline import run_search
+        from rfspeech.runs.search import run_search
 
         out = root / f"single{population}"
         with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):

@@ -22,8 +22,9 @@ import yaml
 from train_fixtures import REPO, make_prepared
 
 from rfspeech.errors import ConfigError, RFSpeechError
-from rfspeech.search import pipeline
-from rfspeech.search.ray_backend import RayExecutor, ray_available
+from rfspeech.runs import search as pipeline
+from rfspeech.search.backends import BACKENDS, BackendSettings, LocalBackend, make_backend
+from rfspeech.search.ray_backend import RayBackend, RaySettings, ray_available
 from rfspeech.train.cost import read_cost
 from rfspeech.train.distributed import DistInfo
 
@@ -39,7 +40,7 @@ def _compose(*overrides: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------- fast checks
 @pytest.mark.parametrize(("override", "message"), [
-    ("search.global.backend=slurm", "search.global.backend: must be one of local, ray"),
+    ("search.global.backend=slurm", "search.global.backend: unknown global-search backend 'slurm'"),
     ("search.global.num_cpus=0", "search.global.num_cpus"),
     ("search.global.num_gpus=-1", "search.global.num_gpus"),
     ("search.global.max_retries=-1", "search.global.max_retries"),
@@ -53,31 +54,40 @@ def test_bad_backend_settings_are_one_line_errors(override: str, message: str) -
         validate("search", cfg)
 
 
-def test_the_default_backend_is_the_local_pool(tmp_path: Path) -> None:
-    cfg = _compose("data_dir=x", f"out_dir={tmp_path}", "search=debug")
-    assert cfg.search["global"].backend == "local"
-    assert pipeline._global_executor(cfg.search["global"], {"device": "cpu"}, tmp_path, False) is None
+def test_ray_is_a_registered_backend_and_local_stays_the_default(tmp_path: Path) -> None:
+    g = _compose("data_dir=x", f"out_dir={tmp_path}", "search=debug").search["global"]
+    assert g.backend == "local" and "ray" in BACKENDS
+    assert isinstance(make_backend(g.backend), LocalBackend)
+    assert make_backend(None).summary() == {"backend": "local", "n_workers": 1}
 
 
-def test_ray_backend_refuses_torchrun_and_mismatched_devices(tmp_path: Path) -> None:
-    g = _compose("data_dir=x", f"out_dir={tmp_path}", "search=debug", "search.global.backend=ray").search["global"]
+def test_ray_settings_come_from_the_search_global_keys() -> None:
+    g = _compose("data_dir=x", "out_dir=y", "search=debug", "search.global.backend=ray",
+                 "search.global.ray_address=auto", "search.global.num_gpus=0.5", "search.global.max_retries=1")
+    from rfspeech.config import to_container
+
+    ray = RaySettings.from_options(to_container(g.search["global"]))
+    assert ray == RaySettings(address="auto", num_cpus=1.0, num_gpus=0.5, max_retries=1, retry_exceptions=False)
+    with pytest.raises(ConfigError, match="search.global.num_cpus: must be > 0"):
+        RaySettings(num_cpus=0)
+
+
+def test_ray_backend_refuses_torchrun() -> None:
     with pytest.raises(ConfigError, match="without torchrun"):
-        pipeline._global_executor(g, {"device": "cpu"}, tmp_path, True)
-    gpu = _compose("data_dir=x", f"out_dir={tmp_path}", "search=debug", "search.global.backend=ray",
-                   "search.global.num_gpus=1").search["global"]
-    with pytest.raises(ConfigError, match="num_gpus=1 with device=cpu"):
-        pipeline._global_executor(gpu, {"device": "cpu"}, tmp_path, False)
-    with pytest.raises(ConfigError, match="num_gpus=0 with device=cuda"):
-        pipeline._global_executor(g, {"device": "cuda"}, tmp_path, False)
+        make_backend("ray", BackendSettings(distributed=True))
 
 
 @needs_ray
-def test_candidates_without_gpus_train_on_cpu(tmp_path: Path) -> None:
-    g = _compose("data_dir=x", f"out_dir={tmp_path}", "search=debug", "search.global.backend=ray").search["global"]
-    plain = {"device": "auto"}
-    executor = pipeline._global_executor(g, plain, tmp_path, False)
-    assert isinstance(executor, RayExecutor) and plain["device"] == "cpu"  # not started: no Ray yet
-    assert executor.num_cpus == 1.0 and executor.max_retries == 3
+def test_candidates_train_on_the_gpus_ray_gives_them() -> None:
+    cpu_only = make_backend("ray", BackendSettings(options={"num_cpus": 2}))
+    assert isinstance(cpu_only, RayBackend) and cpu_only.writes  # not started: no Ray yet
+    assert cpu_only.candidate_device("auto") == "cpu" and cpu_only.candidate_threads() == 2
+    with pytest.raises(ConfigError, match="num_gpus=0 with device=cuda"):
+        cpu_only.candidate_device("cuda")
+    gpu = make_backend("ray", BackendSettings(options={"num_gpus": 1}))
+    assert gpu.candidate_device("auto") == "cuda"
+    with pytest.raises(ConfigError, match="num_gpus=1 with device=cpu"):
+        gpu.candidate_device("cpu")
 
 
 def test_ray_backend_without_ray_installed_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,7 +95,7 @@ def test_ray_backend_without_ray_installed_says_how_to_install(monkeypatch: pyte
 
     monkeypatch.setattr(rb, "ray_available", lambda: False)
     with pytest.raises(ConfigError, match=r'pip install -e "\.\[ray\]"'):
-        rb.RayExecutor()
+        make_backend("ray")
 
 
 def test_backend_cost_adds_the_tasks_and_takes_out_rays_own_processes() -> None:
@@ -163,15 +173,15 @@ def test_ray_backend_chooses_like_the_local_pool(ray_session: None, data_dir: Pa
 @pytest.mark.heavy
 def test_a_killed_ray_worker_is_retried_and_counted(ray_session: None, data_dir: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[RayExecutor] = []
-    real = pipeline._global_executor
+    made: list[RayBackend] = []
+    real = BACKENDS["ray"]
 
-    def keep(*args: Any) -> Any:
-        executor = real(*args)
-        made.append(executor)
-        return executor
+    def keep(settings: BackendSettings) -> RayBackend:
+        backend = real(settings)
+        made.append(backend)
+        return backend
 
-    monkeypatch.setattr(pipeline, "_global_executor", keep)
+    monkeypatch.setitem(BACKENDS, "ray", keep)
     killed: list[int] = []
     stop = threading.Event()
 
@@ -200,12 +210,15 @@ def test_a_killed_ray_worker_is_retried_and_counted(ray_session: None, data_dir:
 
 @pytest.mark.heavy
 def test_a_job_failing_after_its_retries_stops_the_search_after_the_jobs_before_it(ray_session: None) -> None:
-    with RayExecutor(max_retries=0, progress_every_s=5.0) as executor:
-        results = executor([(abs, (-1,)), (os._exit, (3,)), (abs, (-2,))])  # the second job's worker dies
+    backend = RayBackend(ray=RaySettings(max_retries=0, progress_every_s=5.0))
+    try:
+        results = backend.map([(abs, (-1,)), (os._exit, (3,)), (abs, (-2,))])  # the second job's worker dies
         assert list(islice(results, 1)) == [1]  # what came before is delivered first (and checkpointed)
         with pytest.raises(RFSpeechError, match="job 1 failed after 1 attempt"):
             next(results)
-        raised = executor([(int, ("not a number",))])
+        raised = backend.map([(int, ("not a number",))])
         with pytest.raises(ValueError, match="not a number"):  # a job's own exception comes back as itself
             next(raised)
-    assert executor.summary()["failed"] == 2
+    finally:
+        backend.close()
+    assert backend.summary()["failed"] == 2
