@@ -816,8 +816,10 @@ def validate_check_mels(cfg: Mapping[str, Any]) -> None:
 def validate_import(cfg: Mapping[str, Any]) -> None:
     """Checks of ``rfspeech-import`` (``recipes/import.yaml``)."""
     d = _known(cfg)
-    if "format" in d:
-        _choice("format", d["format"], ("hifigan", "pwg", "bigvgan"))
+    # the format's name only: formats are a registry (rfspeech.inference.foreign.register_format), checked by the
+    # run with the registered names in its message; importing it here would load torch before validation
+    if "format" in d and (not isinstance(d["format"], str) or not d["format"]):
+        raise ConfigError(f"format: must be the name of a registered checkpoint format, got {d['format']!r}")
     _paths(cfg, required=("format", "checkpoint", "config", "out"), optional=("discriminator", "stats"))
 
 

@@ -127,6 +127,7 @@ CASES: list[tuple[str, str, str]] = [
     ("rfspeech-check-mels", "json=true", "json"),
     ("rfspeech-check-mels", "+bogus=1", "bogus"),
     ("rfspeech-import", "format=onnx", "format"),
+    ("rfspeech-import", "format=[hifigan]", "format"),
     ("rfspeech-import", "checkpoint=[1]", "checkpoint"),
     ("rfspeech-import", "stats=false", "stats"),
     ("rfspeech-import", "+bogus=1", "bogus"),
