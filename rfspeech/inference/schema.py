@@ -290,9 +290,10 @@ def _check_structure(path: Path | str, state: Mapping[str, Any]) -> None:
         hints = _hints(SearchableConv1d)
         hints.update({"include": str | list[str] | None, "exclude": str | list[str] | None, "convs": str})
         for name, value in args.items():
-            ann = hints.get(name)
-            if ann is None:
-                raise DataError(f"{path}: {key}.{name}: not an argument of the search wrappers")
+            if not isinstance(name, str):
+                raise DataError(f"{path}: {key}: argument names are strings, got {show(name)}")
+            # the wrappers' own arguments typed; others (search.strategy ... recorded beside them) plain data
+            ann = hints.get(name, str | int | float | bool | list | dict | None)
             if not _matches(value, ann):
                 raise DataError(f"{path}: {key}.{name}: must be {_describe(ann)}, got {show(value)}")
         for name in ("min_dilation", "max_dilation"):
