@@ -409,7 +409,7 @@ def test_help_prints_the_stage_table_and_the_common_options(recipe: Path) -> Non
     assert r.returncode == 0, r.stderr
     driver = DRIVERS[recipe.name]
     for n, _fn in [("-1", ""), ("0", ""), ("1", ""), *_stage_table(driver)]:
-        assert re.search(rf"^ +{re.escape(n)}  \S", r.stdout, flags=re.M), (n, r.stdout)
+        assert re.search(rf"^ +{re.escape(n)} \S", r.stdout, flags=re.M), (n, r.stdout)
     for option in ("--stage", "--stop_stage", "--seeds", "--nj", "--cmd", "--gpu_cmd", "--search", "--checkpoint"):
         assert option in r.stdout
 

@@ -46,7 +46,7 @@ stage_usage() {
   echo "Stages (--stage N --stop_stage M runs those in between; each needs the outputs of the stages before it):"
   for i in "${!_stage_nums[@]}"; do
     n=${_stage_nums[$i]}
-    printf '  %3s  %-29s -> %s%s\n' "${n}" "${_stage_names[${n}]}" "${_stage_makes[${n}]}" \
+    printf '  %3s %-29s -> %s%s\n' "${n}" "${_stage_names[${n}]}" "${_stage_makes[${n}]}" \
       "${_stage_options[$i]:+ (when --${_stage_options[$i]} true)}"
   done
 }
