@@ -70,8 +70,8 @@ def build_trainer(cfg: Any, typed: tuple[RunConfig, LoopConfig, AcousticConfig] 
     require(cfg, "data_dir", "out_dir")
     if "model" not in cfg or "acoustic" not in cfg.model:
         raise ConfigError("model.acoustic missing from the config (choose model=acoustic or model=acoustic_debug)")
-    run, loop, settings = typed or acoustic_run(cfg)
-    seed_everything(run.seed)
+    run_config, loop, settings = typed or acoustic_run(cfg)
+    seed_everything(run_config.seed)
     model = build_acoustic(cfg.model.acoustic)
     structure = None
     mode = str(cfg.get("structure_mode") or "single")
@@ -91,7 +91,7 @@ def build_trainer(cfg: Any, typed: tuple[RunConfig, LoopConfig, AcousticConfig] 
     optim = Optim(instantiate(t.optimizer, _convert_="all"),
                   instantiate(t.scheduler, _convert_="all") if t.get("scheduler") else None)
     setup = ModelSetup(structure=structure, structure_mode=mode, search=search, searchable=searchable)
-    return AcousticTrainer(model, optim, run, loop, settings, feature_params=features, setup=setup,
+    return AcousticTrainer(model, optim, run_config, loop, settings, feature_params=features, setup=setup,
                            config=to_container(cfg))
 
 def _save_structure(trainer: Any, cfg: Any) -> Path | None:
