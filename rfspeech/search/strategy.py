@@ -75,7 +75,11 @@ class Schedule:
 
 
 class Searcher(Protocol):
-    """What the trainer drives (``rfspeech.train.common``): one object per searched model."""
+    """What the trainer drives (``rfspeech.train.common``): one object per searched model.
+
+    It may also have ``bind_dist(dist_info)``: the trainer then hands it the training run's ranks, so its
+    collectives and file writing follow the run, not the process's world group.
+    """
 
     history: list[dict[str, Any]]
 

@@ -37,6 +37,8 @@ from_scratch=false    # true: train every run from scratch even where the conf s
 # checkpoint (pretrained start); multiple | merge keep the search model's branches (searched_start passes
 # structure_from_search=true then: the key rfspeech-train must have for it).
 structure_mode=single
+global_backend=""     # where stage 3's global-search candidates train: local | ray (empty: the conf's, else local)
+ray_address=""        # --global_backend ray: auto or HOST:PORT of a running Ray cluster (empty: ray.init() here)
 
 # ------------------------------------------------------------------------------------------ stage table
 add_data_stages       # -1 download, 0 data preparation, 1 features
@@ -64,6 +66,10 @@ Options (--name value or --name=value; defaults in brackets):
   --shared_search B   one search shared by all seeds [${shared_search}]
   --from_scratch B    ignore the confs' init_from (pretrained start): train from scratch [${from_scratch}]
   --structure_mode M  stage 4's searched generator: single | multiple | merge [${structure_mode}]
+  --global_backend B  stage 3's global-search candidates: local (this job's processes) | ray (Ray tasks;
+                      pip install -e ".[ray]"; needs --n_gpus <= 1) [${global_backend}]
+  --ray_address A     with --global_backend ray: auto | HOST:PORT of a cluster started with ray start
+                      (empty: ray.init() in the search job) [${ray_address}]
 EOF
   common_usage
 }
@@ -76,6 +82,18 @@ recipe_init
 case "${structure_mode}" in single|multiple|merge) ;;
   *) die "--structure_mode must be single, multiple or merge, got '${structure_mode}'" ;;
 esac
+# --global_backend / --ray_address: search.global.* overrides of stage 3 (before --search_opts, which may override)
+global_args=()
+case "${global_backend}" in
+  "") ;;
+  local|ray) global_args+=("search.global.backend=${global_backend}") ;;
+  *) die "--global_backend must be local or ray, got '${global_backend}'" ;;
+esac
+[ -z "${ray_address}" ] || global_args+=("search.global.ray_address=${ray_address}")
+if [ "${global_backend}" = ray ] && [ "${n_gpus}" -gt 1 ] && run_stage 3 && stage_enabled 3; then
+  die "--global_backend ray: stage 3 sends its candidates to Ray from one process, not a torchrun job (--n_gpus ${n_gpus});" \
+    "use --n_gpus 1 (candidates get GPUs with --search_opts search.global.num_gpus=1)"
+fi
 
 # Recipe confs: Hydra experiment files ("# @package _global_"), composed into every rfspeech-train and
 # rfspeech-search call as +<dir name>=<file name> with the conf's parent directory on the search path.
@@ -220,7 +238,7 @@ search_stage() {
       run_job --gpu "${name}/search_seed${s}" "${run}/logs/search.log" "${search_cmd[@]}" "${hydra_conf[@]}" \
         "+${conf_group[${name}]}=${conf_name[${name}]}" "data_dir=${feats}" "out_dir=${run}" "seed=${s}" \
         "device=${device}" "resume=${resume}" progress=false "${search_budget}" \
-        "${start_search[@]}" "${search_args[@]}"
+        "${start_search[@]}" "${global_args[@]}" "${search_args[@]}"
     done
   done
   wait_runs 3
