@@ -49,8 +49,8 @@ from rfspeech.checks import (
 )
 from rfspeech.errors import ConfigError
 
-__all__ = ["AcousticConfig", "GANConfig", "GANOptim", "LoopConfig", "ModelSetup", "Optim", "RunConfig", "acoustic_run",
-           "build_checked", "check_device", "did_you_mean", "kwargs_of", "validate", "validator", "vocoder_run"]
+__all__ = ["AcousticConfig", "GANConfig", "GANOptim", "LoopConfig", "ModelSetup", "Optim", "RunConfig", "VocoderRun",
+           "acoustic_run", "build_checked", "check_device", "did_you_mean", "validate", "validator", "vocoder_run"]
 
 # The value checks and the feature-parameter rules live in rfspeech.checks (the foundation layer): the checkpoint
 # schema (rfspeech.inference) and FeatureParams (rfspeech.data) use the same rules from below this module.
@@ -332,32 +332,6 @@ def build_checked(cls: Any, values: Mapping[str, Any], where: str, rename: Mappi
     if cls is RunConfig:
         return RunConfig.build(values, where)
     return _build(cls, values, where, rename)
-
-
-def kwargs_of(obj: Any) -> dict[str, Any]:
-    """A dataclass's fields as keyword arguments (not deep-copied, unlike ``dataclasses.asdict``)."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
-
-
-def split_kwargs(kwargs: dict[str, Any], *classes: Any, rename: Mapping[str, str] | None = None,
-                 defaults: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Split flat trainer keyword arguments (the pre-dataclass API) over ``classes`` by field name.
-
-    Returns:
-        One dict per class, and the keywords no class has.
-    """
-    rename = rename or {}
-    rest = {**(defaults or {}), **kwargs}
-    parts: list[dict[str, Any]] = []
-    for cls in classes:
-        names = {f.name for f in fields(cls)}
-        part = {}
-        for key in list(rest):
-            name = rename.get(key, key)
-            if name in names:
-                part[key] = rest.pop(key)
-        parts.append(part)
-    return parts, rest
 
 
 # ------------------------------------------------------------------------------------------- helpers

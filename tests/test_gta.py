@@ -19,6 +19,7 @@ from rfspeech.data.manifest import FeatureParams, Utterance, read_manifest, writ
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.inference import gta, load_acoustic
 from rfspeech.models.acoustic import acoustic_debug
+from rfspeech.runconfig import AcousticConfig, LoopConfig, Optim, RunConfig
 from rfspeech.train.acoustic import AcousticTrainer, warmup_lr
 from tests.train_fixtures import REPO, synth_wav, trainer
 
@@ -55,12 +56,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gta")
     data = make_corpus(root / "data")
     torch.manual_seed(0)
-    result = AcousticTrainer.from_kwargs(
-        model=acoustic_debug(), optimizer=lambda p: torch.optim.AdamW(p, lr=2e-3),
-        scheduler=lambda o: warmup_lr(o, warmup_steps=1), data_dir=data, out_dir=root / "tts", batch_size=2,
-        max_steps=2, num_workers=0, checkpoint_interval=0, validation_interval=0, device="cpu", progress=False,
-        tensorboard=False, config={"data_dir": str(data),
-                                   "model": {"acoustic": {"_target_": "rfspeech.models.acoustic.acoustic_debug"}}},
+    result = AcousticTrainer(
+        acoustic_debug(), Optim(lambda p: torch.optim.AdamW(p, lr=2e-3), lambda o: warmup_lr(o, warmup_steps=1)),
+        RunConfig(data_dir=str(data), out_dir=str(root / "tts"), device="cpu", progress=False, tensorboard=False),
+        LoopConfig(batch_size=2, max_steps=2, num_workers=0, checkpoint_interval=0, validation_interval=0,
+                   grad_clip=1.0), AcousticConfig(),
+        config={"data_dir": str(data), "model": {"acoustic": {"_target_": "rfspeech.models.acoustic.acoustic_debug"}}},
     ).fit()
     assert result.checkpoint is not None
     return {"root": root, "data": data, "acoustic": result.checkpoint}

@@ -395,3 +395,57 @@ def test_full_scale_confs_are_the_published_ones() -> None:
     assert vctk["model"]["generator"]["upsample_rates"] == [5, 5, 4, 3]
     assert vctk["model"]["generator"]["upsample_initial_channel"] == 512
     assert recipe_mel(EGS / "vctk" / "voc1") == "hifigan_24k"
+
+
+# ---------------------------------------------------------------------------------------- shared scaffolding
+DRIVERS = {"voc1": TEMPLATE / "voc.sh", "tts1": EGS / "TEMPLATE" / "tts1" / "tts.sh"}
+LIB = TEMPLATE / "utils" / "lib.sh"
+
+
+def _functions(script: Path) -> set[str]:
+    return set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\(\) *\{", script.read_text(), flags=re.M))
+
+
+def _stage_table(script: Path) -> list[tuple[str, str]]:
+    """``(number, function)`` of every ``add_stage`` line of a driver, in order."""
+    return re.findall(r"^add_stage (-?\d+) (\w+) ", script.read_text(), flags=re.M)
+
+
+@pytest.mark.parametrize("driver", DRIVERS.values(), ids=DRIVERS.keys())
+def test_a_driver_is_its_stage_table_and_its_stages(driver: Path) -> None:
+    text = driver.read_text()
+    table = _stage_table(driver)
+    numbers = [int(n) for n, _ in table]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers) and numbers[0] == 2
+    assert "add_data_stages" in text                           # stages -1..1 come from lib.sh's table entries
+    assert all(fn in _functions(driver) for _, fn in table)    # every stage is a function of the driver
+    # the scaffolding is lib.sh's alone: no driver redefines it or declares the common options itself
+    assert not (_functions(driver) & _functions(LIB))
+    for option in ("stage", "stop_stage", "seeds", "nj", "cmd", "datadir", "expdir"):
+        assert not re.search(rf"^{option}=", text, flags=re.M), option
+    assert "run_stages" in text and not re.search(r"^if run_stage \d", text, flags=re.M)
+
+
+@pytest.mark.parametrize("recipe", [EGS / "mini" / "voc1", EGS / "mini" / "tts1"], ids=["voc1", "tts1"])
+def test_help_prints_the_stage_table_and_the_common_options(recipe: Path) -> None:
+    r = run_recipe(recipe, "--help")
+    assert r.returncode == 0, r.stderr
+    driver = DRIVERS[recipe.name]
+    for n, _fn in [("-1", ""), ("0", ""), ("1", ""), *_stage_table(driver)]:
+        assert re.search(rf"^ +{re.escape(n)} \S", r.stdout, flags=re.M), (n, r.stdout)
+    for option in ("--stage", "--stop_stage", "--seeds", "--nj", "--cmd", "--gpu_cmd", "--search", "--checkpoint"):
+        assert option in r.stdout
+
+
+def test_internal_names_are_no_options(tmp_path: Path) -> None:
+    r = run_recipe(EGS / "mini" / "voc1", "--_stage_nums", "1", *isolated(tmp_path))
+    assert r.returncode != 0 and "invalid option --_stage_nums" in r.stderr
+
+
+def test_a_stage_off_by_its_option_is_skipped_and_said(tmp_path: Path) -> None:
+    fake_features(tmp_path)
+    r = run_recipe(EGS / "mini" / "voc1", "--stage", "3", "--stop_stage", "4", "--search", "false",
+                   *isolated(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "stage 3 (search): skipped (--search false)" in r.stdout
+    assert "stage 4 (fine-tune): skipped (--search false)" in r.stdout

@@ -22,6 +22,7 @@ from rfspeech.runconfig import (
     check_device,
     did_you_mean,
     validate,
+    vocoder_run,
 )
 from rfspeech.train.acoustic import AcousticTrainer
 from rfspeech.train.common import BaseTrainer
@@ -152,13 +153,13 @@ def test_did_you_mean() -> None:
     assert did_you_mean("zzz", ["data_dir"]) == ""
 
 
-def test_flat_keyword_api_is_checked_too() -> None:
+def test_typed_settings_are_checked_where_they_are_built() -> None:
+    # no flat keyword path is left: a value reaches a trainer only through a checked dataclass
     with pytest.raises(ConfigError, match="train.batch_size: must be an integer, got 1.5"):
-        Trainer.from_kwargs(generator=None, discriminator=None, optimizer_g=None, optimizer_d=None,
-                            data_dir="d", out_dir="o", batch_size=1.5, device="cpu")
-    with pytest.raises(TypeError, match="unexpected keyword argument"):
-        Trainer.from_kwargs(generator=None, discriminator=None, optimizer_g=None, optimizer_d=None,
-                            data_dir="d", out_dir="o", device="cpu", bogus=1)
+        build_checked(LoopConfig, {"batch_size": 1.5}, "train")
+    with pytest.raises(ConfigError, match="train.batch_size: must be an integer, got 1.5"):
+        vocoder_run(_compose("train", "data_dir=d", "out_dir=o", "device=cpu", "train.batch_size=1.5"))
+    assert not hasattr(Trainer, "from_kwargs")
 
 
 def test_disabled_discriminator_neither_warns_nor_decays_its_rate(tmp_path: Path) -> None:

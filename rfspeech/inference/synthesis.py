@@ -40,6 +40,34 @@ from rfspeech.rf.lookahead import Context
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class SynthesisSettings:
+    """How synthesis runs: built once by the caller (``rfspeech-synthesize``: from its config) and passed to
+    :func:`synthesize`, :func:`rfspeech.inference.tts.synthesize_text` and :func:`rfspeech.inference.tts.stream_text`.
+
+    Attributes:
+        batch_size: utterances per forward pass.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or a device).
+        warmup: run the first batch once untimed before timing everything (kernel selection, caches).
+        prepare: fold search branches and remove weight norm first (:func:`prepare_for_inference`).
+        seed: seeds torch before synthesis (noise-driven generators such as WaveNet); None: leave it.
+        progress: tqdm progress bar.
+        chunk_frames: synthesize in chunks of this many frames (exact, see the module docstring);
+            None: whole utterances (streaming needs it).
+        context: the look-ahead context to chunk with (default: the generator's own, computed once
+            from its analytic receptive field, or carried by an ONNX backend).
+    """
+
+    batch_size: int = 1
+    device: str | torch.device = "cpu"
+    warmup: bool = True
+    prepare: bool = True
+    seed: int | None = 0
+    progress: bool = False
+    chunk_frames: int | None = None
+    context: Context | None = None
+
+
 @dataclass
 class SynthesisResult:
     """Waveforms and the speed they were made at.
@@ -74,17 +102,10 @@ def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 def synthesize(
     generator: nn.Module,
     mels: Sequence[np.ndarray | torch.Tensor],
+    settings: SynthesisSettings | None = None,
     *,
     sample_rate: int,
-    batch_size: int = 1,
-    device: str | torch.device = "cpu",
-    warmup: bool = True,
-    prepare: bool = True,
-    seed: int | None = 0,
-    progress: bool = False,
     on_done: Callable[[int, np.ndarray], None] | None = None,
-    chunk_frames: int | None = None,
-    context: Context | None = None,
 ) -> SynthesisResult:
     """Synthesize waveforms from log-mels.
 
@@ -92,19 +113,10 @@ def synthesize(
         generator: vocoder with ``in_channels``, ``hop_length`` and
             ``forward(mel: (B, in_channels, T)) -> (B, 1, T · hop)``.
         mels: ``(n_mels, T_i)`` arrays or tensors.
+        settings: batch, device, warm-up, seed, chunking (:class:`SynthesisSettings`; None: its defaults).
         sample_rate: the generator's output rate (for the speed figures).
-        batch_size: utterances per forward pass.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or a device).
-        warmup: run the first batch once untimed before timing everything (kernel selection, caches).
-        prepare: fold search branches and remove weight norm first (:func:`prepare_for_inference`).
-        seed: seeds torch before synthesis (noise-driven generators such as WaveNet); None: leave it.
-        progress: tqdm progress bar over batches.
         on_done: called as ``on_done(index, wav)`` as soon as each waveform is ready (e.g. to write it),
             outside the timed region.
-        chunk_frames: synthesize in chunks of this many frames (exact, see the module docstring);
-            None: whole utterances.
-        context: the look-ahead context to chunk with (default: the generator's own, computed once
-            from its analytic receptive field, or carried by an ONNX backend).
 
     Returns:
         :class:`SynthesisResult` with waveforms in input order and the speed of the timed pass
@@ -117,6 +129,9 @@ def synthesize(
     """
     from rfspeech.inference.chunked import check_chunk_frames, iter_chunked, resolve_context
 
+    s = settings or SynthesisSettings()
+    batch_size, device, warmup, prepare, seed = s.batch_size, s.device, s.warmup, s.prepare, s.seed
+    progress, chunk_frames, context = s.progress, s.chunk_frames, s.context
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from rfspeech.inference.loading import extract_generator_state, load_checkpoint,
 from rfspeech.io import atomic_path, atomic_write_text
 from rfspeech.layers.conv import iter_dilated_convs
 from rfspeech.layers.weight_norm import detached_copy
+from rfspeech.runconfig import ModelSetup, VocoderRun, vocoder_run
 from rfspeech.runs.train import adopt_init_model, build_models, make_trainer, model_overridden
 from rfspeech.search import (
     BackendSettings,
@@ -66,6 +68,7 @@ from rfspeech.train.common import TrainingDiverged
 from rfspeech.train.cost import COST_FILE, CostMeter, read_cost
 from rfspeech.train.distributed import DistInfo, resolve_device
 from rfspeech.train.logging import create_writer
+from rfspeech.train.trainer import preflight
 
 log = logging.getLogger("rfspeech.search")
 
@@ -246,7 +249,7 @@ class CandidateScorer:
     for its worker slot (``cuda:i`` round-robin over the pool, and over the ranks under torchrun).
 
     Args:
-        cfg: the resolved search config (plain dict).
+        cfg: the resolved search config (plain dict: the models are built from it).
         init_path: ``torch.save`` of the shared ``generator``/``discriminator`` initial weights.
         groups: ``{gene: [paths]}`` of the search space.
         steps: training steps per candidate.
@@ -255,12 +258,15 @@ class CandidateScorer:
         threads: torch threads per candidate process (None: leave torch's default).
         workers_per_rank: the pool size (spreads ranks × workers over the GPUs).
         rescore_steps: training steps of a re-score (None: ``steps``).
+        typed: the search run's typed settings (None: built from ``cfg``); each candidate runs them with its
+            own out_dir, steps and seed, and no checkpoints, validation or logging.
     """
 
     def __init__(self, cfg: dict[str, Any], init_path: str, groups: dict[str, list[str]], steps: int,
                  val_utts: int, work_dir: str, threads: int | None = None, workers_per_rank: int = 1,
-                 rescore_steps: int | None = None) -> None:
+                 rescore_steps: int | None = None, typed: VocoderRun | None = None) -> None:
         self.cfg = cfg
+        self.typed = typed
         self.init_path = init_path
         self.groups = groups
         self.steps = int(steps)
@@ -290,18 +296,25 @@ class CandidateScorer:
         generator.load_state_dict(init["generator"])
         discriminator.load_state_dict(init["discriminator"])
         apply_structure(generator, expand_groups(choice, self.groups), mode="single")
-        trainer = make_trainer(
-            cfg, generator, discriminator, out_dir=Path(self.work_dir) / tag, max_steps=steps, resume=False,
-            init_from=None, tensorboard=False, progress=False, checkpoint_interval=0, validation_interval=0,
-            save_last=False, num_workers=0, val_max_utts=self.val_utts,
-            dist_info=DistInfo(device=self.device()),
-        )
+        base = self.typed or vocoder_run(cfg)
+        typed = replace(
+            base,
+            run=replace(base.run, out_dir=str(Path(self.work_dir) / tag), seed=int(cfg.seed), resume=False,
+                        init_from=None, tensorboard=False, progress=False),
+            loop=replace(base.loop, max_steps=steps, checkpoint_interval=0, validation_interval=0,
+                         save_last=False, num_workers=0, val_max_utts=self.val_utts))
+        trainer = make_trainer(cfg, generator, discriminator, typed=typed, dist_info=DistInfo(device=self.device()))
         try:
             trainer.fit()
         except TrainingDiverged:
             return math.inf
         score = trainer.validate()
         return score if math.isfinite(score) else math.inf
+
+
+def _features(cfg: Any) -> FeatureParams | None:
+    """The expected feature parameters of ``features:`` (None: whatever ``data_dir/feats.yaml`` holds)."""
+    return FeatureParams.from_dict(to_container(cfg.features), where="features") if cfg.get("features") else None
 
 
 def backend_cost(summary: Mapping[str, Any]) -> dict[str, float]:
@@ -330,7 +343,7 @@ def _build_generator(cfg: dict[str, Any]) -> torch.nn.Module:
 
 def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch.nn.Module, paths: list[str],
                       segment_frames: int, out_dir: Path, *, max_lookahead: float | None = None,
-                      dist_info: Any = None) -> tuple[dict[str, int], dict[str, Any]]:
+                      dist_info: Any = None, typed: VocoderRun | None = None) -> tuple[dict[str, int], dict[str, Any]]:
     """Run the global search; return the best per-layer structure and a summary.
 
     Under torchrun (``dist_info.distributed``) every rank calls this: ``GlobalSearch(distributed=True)``
@@ -341,7 +354,9 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
         max_lookahead: look-ahead budget in mel frames: candidates over it are pruned
             (:class:`rfspeech.search.LookaheadPrune`) before the receptive-field pruning.
         dist_info: the run's :class:`rfspeech.train.distributed.DistInfo` (None: one process).
+        typed: the run's typed settings (None: built from ``cfg``).
     """
+    typed = typed or vocoder_run(cfg)
     g = cfg.search["global"]
     distributed = bool(dist_info is not None and dist_info.distributed)
     is_main = dist_info is None or dist_info.is_main
@@ -369,7 +384,7 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
     finalists = int(g.get("finalists") or 0)
     scorer = CandidateScorer(plain_cfg, str(init_path), groups, int(g.candidate_steps), int(g.candidate_val_utts),
                              str(out_dir / "candidates"), threads=threads, workers_per_rank=n_workers,
-                             rescore_steps=g.get("rescore_steps"))
+                             rescore_steps=g.get("rescore_steps"), typed=typed)
     prune = None
     build = functools.partial(_build_generator, plain_cfg)
     if g.get("prune", True):
@@ -431,9 +446,17 @@ def search_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
     return generator, discriminator, True
 
 
-def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
-    """The whole ``rfspeech-search`` pipeline; returns ``{structure, structure_file, ...}``."""
+def run_search(cfg: Any, dist_info: Any, typed: VocoderRun | None = None) -> dict[str, Any]:
+    """The whole ``rfspeech-search`` pipeline; returns ``{structure, structure_file, ...}``.
+
+    Args:
+        cfg: the composed ``recipes/search.yaml``.
+        dist_info: this process's place in a torchrun job.
+        typed: the run's typed settings (:func:`rfspeech.runconfig.vocoder_run`), built once by the
+            console script; None builds them here.
+    """
     require(cfg, "data_dir", "out_dir")
+    typed = typed or vocoder_run(cfg)
     out = Path(cfg.out_dir)
     fp = FeatureParams.load(Path(cfg.data_dir) / FEATS_YAML)
     if int(cfg.train.segment_size) % fp.hop_length:
@@ -449,10 +472,9 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
     global_cost: dict[str, Any] | None = None
     g = cfg.search["global"]
     if g.get("enabled", False):
-        # The trainer's checks (features, hop, segment vs receptive field, a dry run) before the global
-        # search, which can run for hours before the local search's trainer would see a bad config.
-        make_trainer(cfg, detached_copy(generator), detached_copy(discriminator), resume=False, init_from=None,
-                     tensorboard=False, progress=False, dist_info=DistInfo(device=resolve_device(str(cfg.device))))
+        # The trainer's checks (features, hop, segment vs receptive field, a forward of both models) before
+        # the global search, which can run for hours before the local search's trainer would see a bad config.
+        preflight(generator, discriminator, typed.run, typed.gan, _features(cfg))
     if dist_info.is_main:
         write_config(cfg, out)
     summary: dict[str, Any] = {"searched_layers": paths, "strategy": strategy.name, "searchable": strategy.record(),
@@ -469,7 +491,8 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         else:
             meter = CostMeter("global_proxy_steps", init_from=cfg.get("init_from"))
             best, summary["global"] = run_global_search(cfg, generator, discriminator, paths, segment_frames,
-                                                        out / "global", max_lookahead=budget, dist_info=dist_info)
+                                                        out / "global", max_lookahead=budget, dist_info=dist_info,
+                                                        typed=typed)
             global_cost = meter.totals(0)
             global_cost["global_proxy_steps"] = int(summary["global"]["proxy_steps"])
             for key, value in backend_cost(summary["global"]).items():  # candidates trained on other machines
@@ -491,8 +514,9 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
             search_interval=int(local_cfg.search_interval), max_search_steps=int(local_cfg.max_search_steps),
             search_every=int(local_cfg.get("search_every") or 1), out_dir=out / "search" if dist_info.is_main else None,
             segment=segment_frames, max_lookahead=budget, settings={"searched_layers": len(paths)}))
-        trainer = make_trainer(cfg, generator, discriminator, search=local, searchable=strategy.record(),
-                               dist_info=dist_info, init_generator=init_generator,
+        trainer = make_trainer(cfg, generator, discriminator, typed=typed, dist_info=dist_info,
+                               setup=ModelSetup(search=local, searchable=strategy.record(),
+                                                init_generator=init_generator),
                                **_alpha_overrides(cfg, generator, strategy))
         if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it
             trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "gpu_seconds",
@@ -541,13 +565,18 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def run(cfg: Any) -> dict[str, Any]:
-    """The run behind ``rfspeech-search`` (``cfg``: the composed ``recipes/search.yaml``)."""
+def run(cfg: Any, typed: VocoderRun) -> dict[str, Any]:
+    """The run behind ``rfspeech-search``.
+
+    Args:
+        cfg: the composed ``recipes/search.yaml``.
+        typed: its training run's typed settings, built once by the console script.
+    """
     require(cfg, "data_dir", "out_dir")
     adopt_init_model(cfg, lambda: model_overridden(cfg))  # an imported/pretrained init_from brings its model
     dist_info = D.init_distributed(str(cfg.device), timeout_s=float(cfg.get("dist_timeout_s", 7200)))
     try:
-        result = run_search(cfg, dist_info)
+        result = run_search(cfg, dist_info, typed)
     finally:
         D.cleanup()
     if dist_info.is_main:

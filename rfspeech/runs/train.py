@@ -12,6 +12,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from rfspeech.inference.loading import (
     load_generator_weights,
     shape_like,
 )
-from rfspeech.runconfig import kwargs_of, vocoder_run
+from rfspeech.runconfig import GANOptim, ModelSetup, VocoderRun, vocoder_run
 from rfspeech.search import apply_structure
 from rfspeech.search.strategy import RFNext, read_structure
 from rfspeech.train import distributed
@@ -277,59 +278,65 @@ def make_trainer(
     generator: torch.nn.Module | None = None,
     discriminator: torch.nn.Module | None = None,
     *,
-    structure: dict[str, int] | None = None,
-    search: Any | None = None,
-    searchable: dict[str, Any] | None = None,
-    **overrides: Any,
-) -> Any:
-    """Build a :class:`rfspeech.train.trainer.Trainer` from a resolved run config.
+    typed: VocoderRun | None = None,
+    setup: ModelSetup | None = None,
+    optimizer_g: Any = None,
+    dist_info: Any = None,
+) -> Trainer:
+    """Build a :class:`rfspeech.train.trainer.Trainer` from a run config and its typed form.
 
     Args:
-        cfg: the ``train.yaml`` / ``search.yaml`` config.
-        generator: prebuilt generator (e.g. wrapped by ``make_searchable``); None builds it (and
-            applies ``structure=`` when set).
+        cfg: the composed ``train.yaml`` / ``search.yaml`` config (models, optimisers and schedulers are
+            instantiated from it; it is stored in checkpoints).
+        generator: prebuilt generator (e.g. wrapped by a search strategy); None builds it (and applies
+            ``structure=`` when set).
         discriminator: prebuilt discriminator; None builds it.
-        structure: the structure the prebuilt generator carries (recorded in checkpoints).
-        search: local search object passed to the trainer.
-        searchable: ``make_searchable`` arguments used on the generator.
-        **overrides: Trainer keyword arguments that replace the config's (out_dir, max_steps, ...).
+        typed: the typed run (:class:`~rfspeech.runconfig.VocoderRun`), built once by the caller; None
+            builds it from ``cfg`` here (every value checked: one ConfigError naming the key).
+        setup: how a prebuilt generator was built (local search, the strategy's record, whether
+            ``init_from`` still loads it); the structure fields come from ``cfg``.
+        optimizer_g: the generator's optimiser factory (None: ``train.optimizer_g``), e.g. the search's
+            own parameter group (:class:`rfspeech.runs.search.AlphaParamGroups`).
+        dist_info: the process's place in a torchrun job (None: read from the environment).
     """
     require(cfg, "data_dir", "out_dir")
-    typed = vocoder_run(cfg)  # every value checked here: one ConfigError naming the key
-    init_generator = True
+    typed = typed or vocoder_run(cfg)
+    setup = setup or ModelSetup()
+    structure = setup.structure
     if generator is None or discriminator is None:
         g, d = build_models(cfg)
         if generator is None:
             generator = g
-            init_generator = not load_init_before_structure(cfg, generator)
+            setup = replace(setup, init_generator=not load_init_before_structure(cfg, generator))
             structure = apply_structure_from(cfg, generator)
         discriminator = discriminator if discriminator is not None else d
+    setup = replace(setup, structure=structure, structure_mode=str(cfg.get("structure_mode") or "single"),
+                    structure_args=structure_args(cfg))
     t = cfg.train
     features = None
     if cfg.get("features"):
         features = FeatureParams.from_dict(to_container(cfg.features), where="features")
-    kwargs: dict[str, Any] = dict(
-        generator=generator, discriminator=discriminator,
-        optimizer_g=instantiate(t.optimizer_g, _convert_="all"),
+    optim = GANOptim(
+        optimizer_g=optimizer_g or instantiate(t.optimizer_g, _convert_="all"),
         optimizer_d=instantiate(t.optimizer_d, _convert_="all"),
         scheduler_g=instantiate(t.scheduler_g, _convert_="all") if t.get("scheduler_g") else None,
         scheduler_d=instantiate(t.scheduler_d, _convert_="all") if t.get("scheduler_d") else None,
-        feature_params=features, **kwargs_of(typed.run), **kwargs_of(typed.loop), **kwargs_of(typed.gan),
-        structure=structure, structure_mode=str(cfg.get("structure_mode") or "single"),
-        structure_args=structure_args(cfg), init_generator=init_generator,
-        search=search, searchable=searchable, config=to_container(cfg),
     )
-    kwargs.update(overrides)
-    return Trainer.from_kwargs(**kwargs)
+    return Trainer(generator, discriminator, optim, typed.run, typed.loop, typed.gan, feature_params=features,
+                   setup=setup, config=to_container(cfg), dist_info=dist_info)
 
 
+def run(cfg: Any, typed: VocoderRun) -> dict[str, Any]:
+    """The run behind ``rfspeech-train``.
 
-def run(cfg: Any) -> dict[str, Any]:
-    """The run behind ``rfspeech-train`` (``cfg``: the composed ``recipes/train.yaml``)."""
+    Args:
+        cfg: the composed ``recipes/train.yaml`` (models and optimisers are built from it).
+        typed: its typed settings, built once by the console script (:func:`rfspeech.runconfig.vocoder_run`).
+    """
     require(cfg, "data_dir", "out_dir")
     try:
         adopt_init_model(cfg, lambda: model_overridden(cfg))  # an imported/pretrained init_from brings its model
-        trainer = make_trainer(cfg)
+        trainer = make_trainer(cfg, typed=typed)
         carry_search_cost(cfg, trainer)  # a fine-tune of a search run counts the search's cost
         write_config(cfg, cfg.out_dir)
         result = trainer.fit()

@@ -52,6 +52,7 @@ from rfspeech.search.model import (
     validate_structure,
 )
 from rfspeech.search.op import (
+    RFNextSettings,
     SearchableConv1d,
     as_dilated_conv,
     candidate_offset,
@@ -92,6 +93,7 @@ __all__ = [
     "GlobalSearchResult",
     "LocalSearch",
     "LookaheadPrune",
+    "RFNextSettings",
     "ReceptiveFieldPrune",
     "SearchableConv1d",
     "Wrapped",

@@ -16,6 +16,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,14 @@ from rfspeech.errors import ConfigError, DataError
 from rfspeech.io import atomic_write_yaml
 from rfspeech.layers.conv import DilatedConv1d, strip_ddp_prefix
 from rfspeech.layers.weight_norm import apply_weight_norm
-from rfspeech.search.op import SearchableConv1d, as_dilated_conv, unsearchable_reason
+from rfspeech.search.op import RFNextSettings, SearchableConv1d, as_dilated_conv, unsearchable_reason
 
 log = logging.getLogger("rfspeech.search")
 
 MODES = ("single", "multiple", "merge")
 
 #: Keyword arguments :func:`make_searchable` / :func:`apply_structure` pass to SearchableConv1d.
-SEARCH_ARGS = ("num_branches", "expand_rate", "min_dilation", "max_dilation", "alpha_init", "impl", "naive",
-               "warm_start", "warm_share")
+SEARCH_ARGS = tuple(f.name for f in fields(RFNextSettings))
 
 #: Which convs :func:`make_searchable` considers: factory convs only, every eligible ``nn.Conv1d``,
 #: or ``auto`` (factory convs when the model has any, else every eligible ``nn.Conv1d``).
@@ -233,7 +233,7 @@ def make_searchable(
                 log.info("not searching %s: %s", path, reason)
             continue
         try:
-            op = SearchableConv1d(module, **args)
+            op = SearchableConv1d(module, RFNextSettings(**args))
         except ValueError as e:
             raise ConfigError(f"make_searchable: {path}: {e}") from None
         _replace(model, full, op)
@@ -383,21 +383,21 @@ def save_structure(
 ) -> None:
     """Write a structure file (YAML, atomically).
 
-    Top-level keys: ``strategy`` (the search strategy whose structure it is, :mod:`rfspeech.search.strategy`),
-    ``structure`` (``{module path: dilation}`` for ``rfnext``; another strategy's values as it exports
-    them), ``settings`` (the search settings) and ``receptive_field`` (e.g. ``r_min``/``r_max`` from
-    :mod:`rfspeech.rf`, or null).
+    Top-level keys: ``strategy`` (the search strategy whose structure it is, :mod:`rfspeech.search.strategy`;
+    absent for RF-Next's), ``structure`` (``{module path: dilation}`` for ``rfnext``; another strategy's
+    values as it exports them), ``settings`` (the search settings) and ``receptive_field`` (e.g.
+    ``r_min``/``r_max`` from :mod:`rfspeech.rf`, or null).
     """
     if strategy == "rfnext":
         clean = {strip_ddp_prefix(str(k)): int(v) for k, v in structure.items()}
     else:
         clean = {strip_ddp_prefix(str(k)): _yaml_safe(v) for k, v in structure.items()}
-    doc = {
-        "strategy": str(strategy),
+    doc: dict[str, Any] = {} if strategy == "rfnext" else {"strategy": str(strategy)}  # no key: RF-Next's
+    doc.update({
         "structure": clean,
         "settings": _yaml_safe(dict(settings or {})),
         "receptive_field": None if receptive_field is None else _yaml_safe(dict(receptive_field)),
-    }
+    })
     atomic_write_yaml(path, doc)
 
 
@@ -583,7 +583,7 @@ def apply_structure(
             continue
         conv.set_dilation(d)
         try:
-            op = SearchableConv1d(conv, frozen=True, **args)
+            op = SearchableConv1d(conv, RFNextSettings(**args), frozen=True)
         except ValueError as e:
             raise ConfigError(f"apply_structure: {name}: {e}") from None
         _replace(model, full, merged_conv(op) if mode == "merge" else op)

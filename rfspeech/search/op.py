@@ -52,6 +52,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -521,6 +522,33 @@ def multi_dilation_conv1d(
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RFNextSettings:
+    """Settings of the RF-Next operator: ``search.searchable`` of ``rfspeech-search`` besides the conv selection.
+
+    Attributes:
+        num_branches: candidate count (RF-Next: 2 or 3).
+        expand_rate: ``e`` of the candidates ``round((1-e)·d), d, round((1+e)·d)``.
+        min_dilation: lower bound of every dilation.
+        max_dilation: upper bound (None: unbounded).
+        alpha_init: the constant ``α`` starts from after every expand (RF-Next: 0.01).
+        impl: ``"auto"`` / ``"mix"`` / ``"dense"`` / ``"naive"`` (see :func:`multi_dilation_conv1d`).
+        naive: shorthand for ``impl="naive"`` (one conv per branch, for benchmarks).
+        warm_start: start (and restart after every expand) with the current dilation dominant.
+        warm_share: the current dilation's share of ``Σ|α|`` under ``warm_start``, in ``(0, 1)``.
+    """
+
+    num_branches: int = 3
+    expand_rate: float = 0.5
+    min_dilation: int = 1
+    max_dilation: int | None = None
+    alpha_init: float = 0.01
+    impl: str = "auto"
+    naive: bool = False
+    warm_start: bool = False
+    warm_share: float = 0.99
+
+
 class SearchableConv1d(nn.Module):
     """A length-preserving conv run at several candidate dilations that share its weight (RF-Next operator).
 
@@ -552,17 +580,9 @@ class SearchableConv1d(nn.Module):
 
     Args:
         conv: a :class:`rfspeech.layers.DilatedConv1d` (odd kernel > 1, stride 1).
-        num_branches: candidate count (RF-Next: 2 or 3).
-        expand_rate: ``e`` of the candidates ``round((1-e)·d), d, round((1+e)·d)``.
-        min_dilation: lower bound of every dilation.
-        max_dilation: upper bound (None: unbounded).
-        alpha_init: the constant ``α`` starts from after every expand (RF-Next: 0.01).
-        impl: ``"auto"`` / ``"mix"`` / ``"dense"`` / ``"naive"`` (see :func:`multi_dilation_conv1d`).
-        naive: shorthand for ``impl="naive"`` (one conv per branch, for benchmarks).
+        settings: the operator's settings (:class:`RFNextSettings`; None: its defaults).
         frozen: keep the candidates fixed (estimate/expand do nothing; ``α`` still trains).
         rates: explicit initial candidates instead of expanding the conv's dilation.
-        warm_start: start (and restart after every expand) with the current dilation dominant.
-        warm_share: the current dilation's share of ``Σ|α|`` under ``warm_start``, in ``(0, 1)``.
 
     Shapes:
         ``(B, C_in, T)`` → ``(B, C_out, T)``.
@@ -571,19 +591,16 @@ class SearchableConv1d(nn.Module):
     def __init__(
         self,
         conv: nn.Conv1d,
-        num_branches: int = 3,
-        expand_rate: float = 0.5,
-        min_dilation: int = 1,
-        max_dilation: int | None = None,
-        alpha_init: float = 0.01,
-        impl: str = "auto",
-        naive: bool = False,
+        settings: RFNextSettings | None = None,
+        *,
         frozen: bool = False,
         rates: Sequence[int] | None = None,
-        warm_start: bool = False,
-        warm_share: float = 0.99,
     ) -> None:
         super().__init__()
+        s = settings or RFNextSettings()
+        num_branches, expand_rate, alpha_init = s.num_branches, s.expand_rate, s.alpha_init
+        min_dilation, max_dilation, warm_start, warm_share = s.min_dilation, s.max_dilation, s.warm_start, s.warm_share
+        impl = "naive" if s.naive else s.impl
         conv = as_dilated_conv(conv)
         if warm_start and int(num_branches) % 2 == 0:
             raise ValueError(f"warm_start needs an odd num_branches (the current dilation must be a candidate), "
@@ -596,7 +613,6 @@ class SearchableConv1d(nn.Module):
             raise ValueError(f"expand_rate must be in [0, 1), got {expand_rate}")
         if int(min_dilation) < 1 or (max_dilation is not None and int(max_dilation) < int(min_dilation)):
             raise ValueError(f"bad dilation bounds [{min_dilation}, {max_dilation}]")
-        impl = "naive" if naive else impl
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         self.conv = conv

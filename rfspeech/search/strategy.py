@@ -16,7 +16,8 @@ Its life in a search run (:mod:`rfspeech.runs.search` drives it; the trainer see
    goes into every checkpoint, so a resumed search continues exactly.
 4. :meth:`~SearchStrategy.export` — the searched architecture as data, ``{module path: value}`` (RF-Next:
    the dilation; a learned-spacing conv: its tap positions), written to ``structure.yaml`` under
-   ``structure`` with ``strategy: <name>`` beside it (:func:`write_structure`, :func:`read_structure`).
+   ``structure`` with ``strategy: <name>`` beside it (:func:`write_structure`, :func:`read_structure`;
+   RF-Next's files name none).
 5. :meth:`~SearchStrategy.apply` — a fresh model given an exported structure (``rfspeech-train
    structure=``, checkpoint loading); :meth:`~SearchStrategy.finalize` folds the strategy's modules
    into plain convs for inference and export (:func:`finalize_all` does it for every strategy).
@@ -38,6 +39,7 @@ from typing import Any, ClassVar, Protocol
 from torch import nn
 
 from rfspeech.errors import ConfigError
+from rfspeech.search.op import RFNextSettings
 
 __all__ = ["DEFAULT", "STRATEGIES", "RFNext", "RFNextSettings", "Schedule", "SearchStrategy", "Searcher",
            "finalize_all", "get_strategy", "read_structure", "register_strategy", "strategy_from_record",
@@ -73,7 +75,11 @@ class Schedule:
 
 
 class Searcher(Protocol):
-    """What the trainer drives (``rfspeech.train.common``): one object per searched model."""
+    """What the trainer drives (``rfspeech.train.common``): one object per searched model.
+
+    It may also have ``bind_dist(dist_info)``: the trainer then hands it the training run's ranks, so its
+    collectives and file writing follow the run, not the process's world group.
+    """
 
     history: list[dict[str, Any]]
 
@@ -289,33 +295,6 @@ def _patterns(value: str | Iterable[str] | None) -> list[str] | None:
 
 
 # ------------------------------------------------------------------------------------------------- RF-Next
-@dataclass(frozen=True)
-class RFNextSettings:
-    """RF-Next's search settings (``search.searchable``; see :class:`rfspeech.search.SearchableConv1d`).
-
-    Attributes:
-        num_branches: candidate dilations per conv.
-        expand_rate: candidates ``round((1 ± e)·d)`` around the current dilation ``d``.
-        min_dilation: smallest dilation.
-        max_dilation: largest dilation (None: unbounded).
-        alpha_init: initial branch weight.
-        impl: forward implementation (``auto``, ``mix``, ``naive``, ...).
-        naive: force the naive implementation (one conv per branch).
-        warm_start: the current dilation's branch dominates at step 0 (searching trained weights).
-        warm_share: its share of ``α`` then.
-    """
-
-    num_branches: int = 3
-    expand_rate: float = 0.5
-    min_dilation: int = 1
-    max_dilation: int | None = None
-    alpha_init: float = 0.01
-    impl: str = "auto"
-    naive: bool = False
-    warm_start: bool = False
-    warm_share: float = 0.99
-
-
 @register_strategy
 class RFNext(SearchStrategy):
     """RF-Next (Gao et al.): every searched conv becomes a multi-dilation :class:`~rfspeech.search.SearchableConv1d`

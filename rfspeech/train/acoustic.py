@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,9 +99,6 @@ class AcousticTrainer(BaseTrainer):
         config: resolved run config stored in checkpoints (must hold ``model.acoustic`` for loading).
         dist_info: the process's place in a torchrun job (None: from the environment).
 
-    :meth:`from_kwargs` keeps the flat keyword API of earlier versions (its defaults: ``max_steps=200_000``,
-    ``grad_clip=1.0``).
-
     ``fit`` reports the best and last teacher-forced validation mel L1 in its :class:`TrainResult`.
     """
 
@@ -110,11 +107,6 @@ class AcousticTrainer(BaseTrainer):
     model_key = "acoustic"
     checkpoint_what = "an acoustic-model checkpoint"
     resume_keys = ("acoustic", "optim", "step", "rng")
-
-    direct_kwargs = ("model",)
-    flat_defaults: ClassVar[dict[str, Any]] = {"max_steps": 200_000, "grad_clip": 1.0}
-    settings_class = AcousticConfig
-    optim_class = Optim
 
     def __init__(
         self,

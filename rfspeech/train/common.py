@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from rfspeech.data.manifest import FEATS_YAML, FeatureParams
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
 from rfspeech.io import refuse_linked_dirs
-from rfspeech.runconfig import LoopConfig, ModelSetup, RunConfig, build_checked, split_kwargs
+from rfspeech.runconfig import LoopConfig, ModelSetup, RunConfig
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
 from rfspeech.train.cost import CostMeter
@@ -187,38 +187,6 @@ class BaseTrainer:
         self.bad_steps = 0
         self._consecutive_bad = 0
         self._last_ckpt: Path | None = None
-
-    #: Keyword arguments of :meth:`from_kwargs` outside the dataclasses (the model and optimiser arguments).
-    direct_kwargs: ClassVar[tuple[str, ...]] = ()
-    #: Defaults of the flat keyword API that differ from the dataclasses' (e.g. the acoustic model's grad_clip).
-    flat_defaults: ClassVar[dict[str, Any]] = {}
-    #: The subclass's model-specific settings dataclass (:class:`GANConfig`, :class:`AcousticConfig`).
-    settings_class: ClassVar[Any] = None
-    #: The subclass's optimiser dataclass (:class:`GANOptim`, :class:`Optim`).
-    optim_class: ClassVar[Any] = None
-    #: Flat keyword → settings field renames.
-    flat_renames: ClassVar[dict[str, str]] = {}
-
-    @classmethod
-    def from_kwargs(cls, *args: Any, **kwargs: Any) -> Any:
-        """Build from the flat keyword arguments of the pre-dataclass API (``batch_size=``, ``device=`` ...).
-
-        Every value is checked as the console scripts check it (:mod:`rfspeech.runconfig`); positional
-        ``args`` and :attr:`direct_kwargs` go to the constructor as they are.
-        """
-        kwargs = {**cls.flat_defaults, **kwargs}
-        direct = {k: kwargs.pop(k) for k in cls.direct_kwargs if k in kwargs}
-        (run, loop, settings, optim, setup), rest = split_kwargs(
-            kwargs, RunConfig, LoopConfig, cls.settings_class, cls.optim_class, ModelSetup, rename=cls.flat_renames)
-        known = {"feature_params", "config", "dist_info"}
-        unknown = sorted(set(rest) - known)
-        if unknown:
-            raise TypeError(f"{cls.__name__}.from_kwargs: unexpected keyword argument(s) {unknown}")
-        where = cls.section
-        return cls(*args, **direct, optim=cls.optim_class(**optim), run=build_checked(RunConfig, run, ""),
-                   loop=build_checked(LoopConfig, loop, where),
-                   settings=build_checked(cls.settings_class, settings, where, cls.flat_renames),
-                   setup=ModelSetup(**setup), **rest)
 
     # ------------------------------------------------------------------------------------------ hooks
     @property

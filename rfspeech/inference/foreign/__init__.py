@@ -186,10 +186,8 @@ def build(node: Mapping[str, Any], where: str | Path | None = None) -> nn.Module
 def rfspeech_checkpoint(
     *,
     fmt: str,
-    generator: nn.Module,
-    generator_node: dict[str, Any],
-    discriminator: nn.Module | None,
-    discriminator_node: dict[str, Any],
+    generator: tuple[nn.Module, dict[str, Any]],
+    discriminator: tuple[nn.Module | None, dict[str, Any]],
     features: FeatureParams,
     inference_features: FeatureParams | None = None,
     stats: tuple[Any, Any] | None = None,
@@ -198,7 +196,12 @@ def rfspeech_checkpoint(
     sources: dict[str, str | None],
     notes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The rfspeech checkpoint dict of an imported model (the layout ``rfspeech-train`` writes)."""
+    """The rfspeech checkpoint dict of an imported model (the layout ``rfspeech-train`` writes).
+
+    ``generator`` and ``discriminator`` are ``(module, config node)`` pairs (the node a run would
+    instantiate: ``_target_`` and arguments); a discriminator module of None keeps no weights.
+    """
+    (generator, generator_node), (discriminator, discriminator_node) = generator, discriminator
     config = {
         "model": {"name": f"imported_{fmt}", "generator": generator_node, "discriminator": discriminator_node},
         "features": features.to_dict(),
@@ -258,8 +261,8 @@ def import_bigvgan(*, checkpoint: str | Path, config: str | Path, discriminator:
     sd = state_dict_of(load_torch_file(checkpoint, "BigVGAN generator checkpoint"), checkpoint, "generator")
     load_into(generator, convert_norms(sd, set(generator.state_dict())), checkpoint, "generator state dict")
     return rfspeech_checkpoint(
-        fmt="bigvgan", generator=generator, generator_node=node, discriminator=None,
-        discriminator_node=dict(HIFIGAN_DISCRIMINATOR), features=features,
+        fmt="bigvgan", generator=(generator, node), discriminator=(None, dict(HIFIGAN_DISCRIMINATOR)),
+        features=features,
         inference_features=None, sources={"checkpoint": str(checkpoint), "config": str(config)},
         notes=["BigVGAN discriminators (MPD + MRD) are not imported: fine-tuning starts a fresh HiFi-GAN "
                "discriminator"])

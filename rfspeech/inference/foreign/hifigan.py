@@ -157,7 +157,7 @@ def import_hifigan(*, checkpoint: str | Path, config: str | Path, discriminator:
     else:
         notes.append("no do_ file: fine-tuning starts a fresh discriminator")
     return rfspeech_checkpoint(
-        fmt="hifigan", generator=generator, generator_node=node, discriminator=disc, discriminator_node=disc_node,
+        fmt="hifigan", generator=(generator, node), discriminator=(disc, disc_node),
         features=features, inference_features=feature_params(cfg, inference=True, path=config), step=step,
         epoch=epoch, sources={"checkpoint": str(checkpoint), "config": str(config),
                               "discriminator": str(discriminator) if discriminator else None},

@@ -223,7 +223,7 @@ def import_pwg(*, checkpoint: str | Path, config: str | Path, discriminator: str
     if gain not in (None, 1, 1.0) and float(gain) > 0:
         notes.append(f"its training audio was scaled by global_gain_scale={gain}")
     return rfspeech_checkpoint(
-        fmt="pwg", generator=generator, generator_node=node, discriminator=disc, discriminator_node=d_node,
+        fmt="pwg", generator=(generator, node), discriminator=(disc, d_node),
         features=features, stats=mean_scale, step=int(obj.get("steps", 0) or 0), epoch=int(obj.get("epochs", 0) or 0),
         sources={"checkpoint": str(checkpoint), "config": str(config), "stats": str(stats) if stats else None},
         notes=notes)

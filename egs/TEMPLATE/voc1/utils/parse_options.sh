@@ -5,7 +5,7 @@
 #   . utils/parse_options.sh
 #
 # `--foo-bar VALUE` (or `--foo-bar=VALUE`) sets the shell variable `foo_bar`, which must already
-# exist: an unknown option is an error.  A variable whose default is true/false only takes
+# exist (and not start with _): an unknown option is an error.  A variable whose default is true/false only takes
 # true/false.  `--help` prints the script's `usage` function's output (when defined; it runs then, so
 # it shows the values of the options parsed before --help), else $help_message, and exits.  Positional arguments stay in "$@".
 # (Kaldi reserves --config; rfspeech recipes use --conf.)
@@ -44,7 +44,8 @@ while [ $# -gt 0 ]; do
   esac
   __rf_name="${__rf_opt#--}"
   __rf_name="${__rf_name//-/_}"
-  if ! [[ "$__rf_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || ! declare -p "$__rf_name" >/dev/null 2>&1; then
+  # a name starting with _ is the scripts' own (utils/lib.sh), never an option
+  if ! [[ "$__rf_name" =~ ^[A-Za-z][A-Za-z0-9_]*$ ]] || ! declare -p "$__rf_name" >/dev/null 2>&1; then
     echo "$0: invalid option $__rf_opt (no variable ${__rf_name} in this script; see --help)" >&2
     exit 1
   fi
