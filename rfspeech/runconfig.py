@@ -751,6 +751,24 @@ def validate_compare(cfg: Mapping[str, Any]) -> None:
             _int(key, d[key], ge=0)
     if "max_audio_seconds" in d:
         _float("max_audio_seconds", d["max_audio_seconds"], gt=0.0, optional=True)
+    if "min_runs" in d:
+        _int("min_runs", d["min_runs"], ge=2)
+    if "method" in d:
+        _choice("method", d["method"], ("t", "bootstrap"))
+    if "level" in d:
+        _float("level", d["level"], ge=0.5, lt=1.0)
+    if "n_boot" in d:
+        _int("n_boot", d["n_boot"], ge=100)
+    if "margin" in d:
+        _float("margin", d["margin"], gt=0.0, optional=True)
+    if d.get("primary") is not None and not isinstance(d["primary"], str):
+        raise ConfigError(f"primary: must be a metric column name or null, got {d['primary']!r}")
+    th = d.get("thresholds")
+    if th is not None:
+        if not isinstance(th, Mapping):
+            raise ConfigError(f"thresholds: must be a mapping of metric column to a threshold, got {th!r}")
+        for k, v in th.items():
+            _float(f"thresholds.{k}", v, ge=0.0)
 
 
 _VALIDATORS: dict[str, Callable[[Mapping[str, Any]], Any]] = {

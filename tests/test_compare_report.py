@@ -50,58 +50,85 @@ def _shift(values: list[float], by: float, wobble: float = 1.0) -> list[float]:
 
 # --------------------------------------------------------------------------- verdict
 
+SEED_NOISE = {1: 0.001, 2: -0.002, 3: 0.0015}
+
+
+def _seeds(name: str, arm: str, cols: dict[str, list[float]], noise: float = 1.0,
+           seeds: tuple[int, ...] = (1, 2, 3)) -> list[Experiment]:
+    """One run per seed: every value of seed s shifted by noise · SEED_NOISE[s] (a small seed effect)."""
+    return [_exp(f"{name}{s}", arm, {c: [None if v is None else v + noise * SEED_NOISE.get(s, 0.0) for v in vals]
+                                     for c, vals in cols.items()}, seed=s) for s in seeds]
+
 
 def test_verdict_better_worse_and_no_difference() -> None:
     stoi = [0.70, 0.72, 0.74, 0.76, 0.78, 0.80]
     pesq = [1.5, 1.6, 1.7, 1.8, 1.9, 2.0]
     stft = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
-    hand = _exp("h", "hand-designed", {"mcd": REF_MCD, "pesq": pesq, "stoi": stoi, "stft_distance": stft})
-    searched = _exp("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "pesq": _shift(pesq, 0.0, 10.0),
-                                      "stoi": _shift(stoi, 0.05), "stft_distance": _shift(stft, 0.3)})
-    data = _data([hand, searched])
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD, "pesq": pesq, "stoi": stoi, "stft_distance": stft})
+    searched = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "pesq": pesq, "stoi": _shift(stoi, 0.05),
+                                        "stft_distance": _shift(stft, 0.3)}, noise=-2.0)
+    data = _data(hand + searched)
     assert data.verdict == ["searched is significantly better than hand-designed on MCD and STOI, worse on MR-STFT, "
-                            "with no significant difference on PESQ (95 % intervals of paired per-utterance "
-                            "differences vs hand-designed, n = 6)."]
+                            "with no significant difference on PESQ (paired by seed, n = 3 seeds: t-interval over "
+                            "per-seed paired mean differences, 95 %, Holm over 4 metrics)."]
     md = render_markdown(data)
     assert md.index("## Verdict") < md.index("## Arms") and f"**{data.verdict[0]}**" in md
+    assert "The run (seed) is the unit." in md and "## Differences vs hand-designed" in md
     assert data.verdict[0] in render_html(data)
 
 
 def test_verdict_no_significant_difference_and_worse_only() -> None:
-    hand = _exp("h", "hand-designed", {"mcd": REF_MCD, "stoi": [0.7, 0.71, 0.72, 0.73, 0.74, 0.75]})
-    same = _exp("s", "searched", {"mcd": _shift(REF_MCD, 0.0, 5.0), "stoi": _shift([0.7, 0.71, 0.72, 0.73, 0.74,
-                                                                                     0.75], 0.0, 1.0)})
-    assert _data([hand, same]).verdict == ["searched: no significant difference from hand-designed on MCD and STOI "
-                                           "(95 % intervals of paired per-utterance differences vs hand-designed, "
-                                           "n = 6)."]
-    worse = _exp("s", "searched", {"mcd": _shift(REF_MCD, 0.5), "stoi": _shift([0.7, 0.71, 0.72, 0.73, 0.74,
-                                                                                0.75], 0.0, 1.0)})
-    assert _data([hand, worse]).verdict[0].startswith("searched is significantly worse than hand-designed on MCD, "
-                                                      "with no significant difference on STOI (95 %")
-    assert _data([hand]).verdict == ["One arm only (hand-designed): nothing to compare."]
-    no_rows = _exp("s", "searched", {"mcd": _shift(REF_MCD, 0.5)})
-    no_rows.rows = None
-    assert _data([hand, no_rows]).verdict[0].startswith("No verdict")
+    stoi = [0.7, 0.71, 0.72, 0.73, 0.74, 0.75]
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD, "stoi": stoi})
+    same = _seeds("s", "searched", {"mcd": REF_MCD, "stoi": stoi}, noise=-2.0)
+    assert _data(hand + same).verdict == ["searched vs hand-designed: no significant difference on MCD and STOI "
+                                          "(paired by seed, n = 3 seeds: t-interval over per-seed paired mean "
+                                          "differences, 95 %, Holm over 2 metrics)."]
+    worse = _seeds("s", "searched", {"mcd": _shift(REF_MCD, 0.5), "stoi": stoi}, noise=-2.0)
+    assert _data(hand + worse).verdict[0].startswith("searched is significantly worse than hand-designed on MCD, "
+                                                     "with no significant difference on STOI (paired by seed")
+    assert _data(hand).verdict == ["One arm only (hand-designed): nothing to compare."]
+
+
+def test_too_few_runs_gives_no_verdict_and_no_winner() -> None:
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD}, seeds=(1, 2))
+    searched = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -1.0)}, seeds=(1, 2))
+    data = _data(hand + searched)
+    assert data.verdict == ["searched vs hand-designed: too few runs for a verdict (n = 2; 3 needed); the tables "
+                            "describe the runs, they test no difference."]
+    assert data.paired["searched"]["mcd"]["verdict"] == "too few runs"
+    assert data.paired["searched"]["mcd"]["mean"] == pytest.approx(-1.0)  # the descriptive difference is kept
+    assert data.winners == {"mcd": None}
+    md = render_markdown(data)
+    assert "too few runs for a verdict (n = 2; 3 needed)" in md and "(too few runs, n = 2 seeds)" in md
+    single = _data([_exp("h", "hand-designed", {"mcd": REF_MCD}), _exp("s", "searched", {"mcd": REF_MCD})])
+    assert "too few runs for a verdict (n = 1; 3 needed)" in single.verdict[0]
 
 
 # --------------------------------------------------------------------------- no bold ties
 
 
 def test_only_a_significant_winner_is_bold() -> None:
-    hand = _exp("h", "hand-designed", {"mcd": REF_MCD, "pesq": [2.0] * 3 + [2.2] * 3})
-    tie = _exp("s", "searched", {"mcd": list(REF_MCD), "pesq": _shift([2.0] * 3 + [2.2] * 3, 0.0, 10.0)})
-    data = _data([hand, tie])
+    pesq = [2.0] * 3 + [2.2] * 3
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD, "pesq": pesq})
+    tie = _seeds("s", "searched", {"mcd": list(REF_MCD), "pesq": pesq}, noise=-5.0)
+    data = _data(hand + tie)
     assert data.winners == {"mcd": None, "pesq": None}
     md = render_markdown(data)
     arm_rows = [line for line in md.splitlines() if line.startswith(("| hand-designed |", "| searched |"))][:2]
     assert arm_rows and not any("**" in r for r in arm_rows)
     assert 'class="best"' not in render_html(data)
-    better = _exp("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "pesq": _shift([2.0] * 3 + [2.2] * 3, 0.0, 10.0)})
-    data = _data([hand, better])
+    better = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "pesq": pesq}, noise=-5.0)
+    data = _data(hand + better)
     assert data.winners == {"mcd": "searched", "pesq": None}
-    row = next(line for line in render_markdown(data).splitlines() if line.startswith("| searched | 1 |"))
-    assert row.count("**") == 2 and "**6.500" in row
+    row = next(line for line in render_markdown(data).splitlines() if line.startswith("| searched | 3 |"))
+    assert row.count("**") == 2 and "**6.4" in row
     assert render_html(data).count('class="best"') == 1
+    # a significant difference below the practical threshold is no win: negligible
+    small = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -0.05), "pesq": pesq}, noise=-0.2)
+    data = _data(hand + small)
+    assert data.paired["searched"]["mcd"]["verdict"] == "negligible" and data.winners["mcd"] is None
+    assert "a negligible difference on MCD (below 0.100)" in data.verdict[0]
 
 
 # --------------------------------------------------------------------------- caveats
@@ -109,15 +136,16 @@ def test_only_a_significant_winner_is_bold() -> None:
 
 def test_degenerate_metrics_are_caveats_and_leave_the_verdict() -> None:
     none = [None] * 6
-    hand = _exp("h", "hand-designed", {"mcd": REF_MCD, "f0_rmse": none, "vuv_error": [0.1] * 6,
-                                       "frame_periodicity": [0.99] * 3 + [0.98] * 3})
-    searched = _exp("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "f0_rmse": none, "vuv_error": [0.1] * 6,
-                                      "frame_periodicity": [0.1] * 3 + [0.12] * 3})
-    data = _data([hand, searched])
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD, "f0_rmse": none, "vuv_error": [0.1] * 6,
+                                         "frame_periodicity": [0.99] * 3 + [0.98] * 3}, noise=0.0)
+    searched = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "f0_rmse": none, "vuv_error": [0.1] * 6,
+                                        "frame_periodicity": [0.1] * 3 + [0.12] * 3}, noise=0.0)
+    data = _data(hand + searched)
     text = "\n".join(data.caveats)
     assert "F0 RMSE could not be computed in any experiment (no voiced frames)" in text
     assert "V/UV err has the same value (0.1) in every experiment" in text
     assert "hand-designed: the output is a frame-rate buzz (frame periodicity 0.9" in text
+    assert [data.paired["searched"][c]["verdict"] for c in ("f0_rmse", "vuv_error")] == ["left out", "left out"]
     assert "searched: the output is a frame-rate buzz" not in text
     assert data.degenerate == {"f0_rmse", "vuv_error"}
     assert "F0" not in data.verdict[0] and "V/UV" not in data.verdict[0] and "MCD" in data.verdict[0]

@@ -89,6 +89,10 @@ CASES: list[tuple[str, str, str]] = [
     ("rfspeech-evaluate", "min_duration=-1", "min_duration"),
     ("rfspeech-evaluate", "+bogus=1", "bogus"),
     ("rfspeech-compare", "max_audio=-1", "max_audio"),
+    ("rfspeech-compare", "method=anova", "method"),
+    ("rfspeech-compare", "thresholds.mcd=-1", "thresholds.mcd"),
+    ("rfspeech-compare", "thresholds.mdc=0.2", "thresholds.mdc"),
+    ("rfspeech-compare", "min_runs=1", "min_runs"),
 ]
 
 #: The default run's subset: one or more per console script, every error class (type, range, strict bool,
@@ -97,7 +101,7 @@ FAST = {
     "train.batch_size=1.5", "train.optimizer_d.lr=nan", "train.optimizer_g.betas=[2,3]", "device=foo",
     "resume=maybe", "amp=fp16", "structure={tmp}/huge.yaml", "+train.bogus=1", "+bogus=1", "data_dr=x",
     "train.keep_last=-1", "train.segment_size=1e12", "search.local.search_interval=0", "tts.skip_bad=maybe",
-    "mel.fmin=9000", "nj=abc", "threads=0", "jobs=0", "min_duration=-1", "max_audio=-1",
+    "mel.fmin=9000", "nj=abc", "threads=0", "jobs=0", "min_duration=-1", "max_audio=-1", "method=anova",
 }
 
 

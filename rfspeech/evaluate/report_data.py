@@ -17,10 +17,14 @@ An experiment folder (the contract with the recipes and the trainer) holds::
 
 Without ``info.json`` the experiment is named after its folder and its arm is ``searched`` when it
 has a ``structure.yaml``, else ``hand-designed``. Runs of the same arm (several seeds) are
-aggregated: mean over runs with a 95 % Student-t interval over runs (one run: the interval over
-its utterances), and every arm is compared with the reference arm (``hand-designed`` by default)
-utterance by utterance (paired differences, averaged over each arm's runs first). The verdict
-sentence, the bold "winner" cells and the caveats are all computed here from those intervals, so
+aggregated descriptively: mean over runs with a 95 % Student-t interval over runs (one run: the
+interval over its utterances). Every arm is compared with the reference arm (``hand-designed`` by
+default) at the level of runs, the unit of replication (:func:`paired_differences`,
+:mod:`rfspeech.evaluate.comparison`): runs paired by seed when both arms have the same seeds, else
+the arms' run means; a t-interval over the per-seed paired mean differences (Welch over run means),
+or a two-level bootstrap (seeds, then utterances); Holm over the metrics; practical thresholds under
+which a significant difference is "negligible"; fewer than 3 runs in an arm: "too few runs for a
+verdict". The verdict sentences, the bold "winner" cells and the caveats are all computed here, so
 the Markdown and HTML renderings say the same thing.
 """
 
@@ -38,8 +42,10 @@ import numpy as np
 import yaml
 
 from rfspeech import strict_yaml
-from rfspeech.errors import DataError
+from rfspeech.errors import ConfigError, DataError
+from rfspeech.evaluate.comparison import Run, Settings, compare_metric, compare_metrics, too_few_runs_text
 from rfspeech.evaluate.registry import REGISTRY, column_info
+from rfspeech.evaluate.report_text import num
 from rfspeech.evaluate.runner import list_audio, read_metrics_csv
 from rfspeech.evaluate.stats import summarize
 
@@ -278,35 +284,50 @@ def _per_utt(runs: list[Experiment], col: str) -> dict[str, float]:
     return {u: float(np.mean(v)) for u, v in acc.items()}
 
 
-def verdict_of(s: dict[str, Any], col: str) -> str:
-    """``better`` / ``worse`` / ``no significant difference`` / ``n/a`` of a difference (arm − reference) at 95 %."""
-    if s.get("ci95") is None:
-        return "n/a"
-    up = higher_is_better(col)
-    if (s["ci95_low"] > 0) if up else (s["ci95_high"] < 0):
-        return "better"
-    if (s["ci95_high"] < 0) if up else (s["ci95_low"] > 0):
-        return "worse"
-    return "no significant difference"
+def runs_of(runs: list[Experiment], col: str) -> list[Run]:
+    """The arm's runs as :class:`~rfspeech.evaluate.comparison.Run` values of ``col`` (per utterance + summary mean)."""
+    out = []
+    for r in runs:
+        vals = {str(row["utt_id"]): float(row[col]) for row in r.rows or []
+                if row.get("status") == "ok" and isinstance(row.get(col), float) and math.isfinite(row[col])}
+        m = (r.metric(col) or {}).get("mean")
+        out.append(Run(seed=r.seed, values=vals, mean=float(m) if isinstance(m, int | float) else None))
+    return out
 
 
-def paired_differences(arms: OrderedDict[str, list[Experiment]], reference: str,
-                       columns: list[str]) -> dict[str, dict[str, Any]]:
-    """For each arm ≠ ``reference``: per metric, mean ± CI of (arm − reference) over shared utterances."""
+def paired_differences(arms: OrderedDict[str, list[Experiment]], reference: str, columns: list[str],
+                       settings: Settings | None = None, exclude: set[str] | frozenset[str] = frozenset()
+                       ) -> dict[str, dict[str, Any]]:
+    """For each arm ≠ ``reference``: per metric, the run-level (seed-level) difference arm − reference.
+
+    The run (seed) is the unit: runs are paired by seed when both arms have the same seeds, else the
+    arms' run means are compared; the interval is a t-interval over the per-seed paired differences
+    (or Welch's over run means), or a two-level bootstrap (seeds, then utterances) with
+    ``settings.method="bootstrap"``; Holm's adjustment runs over the metrics of each arm (``exclude``:
+    columns left out of the family, e.g. degenerate ones, reported with verdict ``left out``); fewer than
+    ``settings.min_runs`` runs in an arm give ``too few runs``. See :mod:`rfspeech.evaluate.comparison`.
+
+    Returns:
+        ``{arm: {column: statistics}}`` (:func:`rfspeech.evaluate.comparison.compare_metrics`).
+    """
+    st = settings or Settings()
     out: dict[str, dict[str, Any]] = {}
     if reference not in arms:
         return out
+    family = [c for c in columns if c not in exclude]
+    ref = {c: runs_of(arms[reference], c) for c in columns}
     for arm, runs in arms.items():
-        if arm == reference or not all(r.rows for r in runs) or not all(r.rows for r in arms[reference]):
+        if arm == reference:
             continue
-        per = {}
+        mine = {c: runs_of(runs, c) for c in columns}
+        per = compare_metrics(mine, ref, family, higher_is_better=higher_is_better, settings=st)
         for c in columns:
-            a, b = _per_utt(runs, c), _per_utt(arms[reference], c)
-            shared = sorted(set(a) & set(b))
-            s = summarize([a[u] - b[u] for u in shared])
-            s["verdict"] = verdict_of(s, c)
-            per[c] = s
-        out[arm] = per
+            if c not in per:
+                s = compare_metric(mine[c], ref[c], higher_is_better=higher_is_better(c),
+                                   threshold=st.threshold(c), settings=st)
+                s.update(verdict="left out", p_holm=None, role="left out")
+                per[c] = s
+        out[arm] = {c: per[c] for c in columns}
     return out
 
 
@@ -407,45 +428,75 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def verdict(paired: dict[str, dict[str, Any]], reference: str | None, arms: list[str], columns: list[str],
-            degenerate: set[str]) -> list[str]:
-    """One sentence per compared arm, from the 95 % intervals of its paired per-utterance differences.
+def _level_text(level: float) -> str:
+    return f"{level * 100:g} %"
 
-    E.g. "searched is significantly better than hand-designed on MCD and STOI, worse on MR-STFT, with no
-    significant difference on PESQ (95 % intervals of paired per-utterance differences, n = 50)."
+
+def verdict(paired: dict[str, dict[str, Any]], reference: str | None, arms: list[str], columns: list[str],
+            degenerate: set[str], settings: Settings | None = None) -> list[str]:
+    """One sentence per compared arm, from its run-level (seed-level) differences (:func:`paired_differences`).
+
+    E.g. "searched is significantly better than hand-designed on MCD and STOI, worse on MR-STFT, with a
+    negligible difference on PESQ (below 0.05) and no significant difference on F0 RMSE (paired by seed,
+    n = 5 seeds: t-interval over per-seed paired mean differences, 95 %, Holm over 4 metrics)." With fewer
+    than ``settings.min_runs`` runs in an arm: "searched vs hand-designed: too few runs for a verdict
+    (n = 2; 3 needed); the tables describe the runs only."
     """
+    st = settings or Settings()
     if len(arms) < 2:
         return [f"One arm only ({arms[0] if arms else '–'}): nothing to compare."]
     if not paired:
-        return [f"No verdict: the arms cannot be compared utterance by utterance (eval/metrics.csv missing in "
-                f"an experiment of {_join(arms)})."]
+        return [f"No verdict: no metric could be compared between {_join(arms)}."]
     out = []
     for arm, per in paired.items():
-        groups: dict[str, list[str]] = {"better": [], "worse": [], "no significant difference": [], "n/a": []}
-        for c in columns:
-            if c in degenerate or c not in per:
-                continue
-            groups[per[c]["verdict"]].append(label(c))
-        ns = sorted({per[c]["n"] for c in columns if c in per and c not in degenerate})
-        n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}" if ns else "n = 0"
-        tail = f" (95 % intervals of paired per-utterance differences vs {reference}, {n_text})"
-        if not groups["better"] and not groups["worse"]:
-            tested = groups["no significant difference"]
-            text = (f"{arm}: no significant difference from {reference} on "
-                    + (_join(tested) if tested else "any metric"))
-        else:
-            parts = []
-            if groups["better"]:
-                parts.append(f"significantly better than {reference} on {_join(groups['better'])}")
-            if groups["worse"]:
-                parts.append(("significantly worse than " if not groups["better"] else "worse on ")
-                             + (f"{reference} on " if not groups["better"] else "") + _join(groups["worse"]))
-            if groups["no significant difference"]:
-                parts.append(f"with no significant difference on {_join(groups['no significant difference'])}")
+        tested = [c for c in columns if c not in degenerate and c in per]
+        n_min = min((min(s["n_runs"]) for s in per.values()), default=0)
+        if n_min < st.min_runs:
+            out.append(f"{arm} vs {reference}: {too_few_runs_text(n_min, st.min_runs)}; the tables describe the "
+                       "runs, they test no difference.")
+            continue
+        if not tested:
+            out.append(f"{arm} vs {reference}: no metric tells the arms apart (see the caveats).")
+            continue
+        groups: dict[str, list[str]] = {}
+        for c in tested:
+            groups.setdefault(per[c]["verdict"], []).append(c)
+        lab = {c: label(c) for c in tested}
+        parts = []
+        if groups.get("better"):
+            parts.append(f"significantly better than {reference} on {_join([lab[c] for c in groups['better']])}")
+        if groups.get("worse"):
+            parts.append(("worse on " if parts else f"significantly worse than {reference} on ")
+                         + _join([lab[c] for c in groups["worse"]]))
+        if groups.get("equivalent"):
+            parts.append(f"equivalent on {_join([lab[c] for c in groups['equivalent']])} (within ±"
+                         + ", ±".join(num(per[c].get("margin"), c) for c in groups["equivalent"]) + ")")
+        tail_parts = []
+        if groups.get("negligible"):
+            tail_parts.append("a negligible difference on " + _join([
+                f"{lab[c]} (below {num(per[c]['threshold'], c)})" for c in groups["negligible"]]))
+        if groups.get("undecided"):
+            tail_parts.append(f"an undecided comparison on {_join([lab[c] for c in groups['undecided']])}")
+        if groups.get("no significant difference"):
+            tail_parts.append("no significant difference on "
+                              + _join([lab[c] for c in groups["no significant difference"]]))
+        if parts:
             text = f"{arm} is " + ", ".join(parts)
-        if groups["n/a"]:
-            text += f"; too few utterances to test {_join(groups['n/a'])}"
-        out.append(text + tail + ".")
+            if tail_parts:
+                text += ", with " + " and ".join(tail_parts)
+        else:
+            text = f"{arm} vs {reference}: " + " and ".join(tail_parts) if tail_parts else f"{arm} vs {reference}:"
+        if groups.get("n/a"):
+            text += f"; nothing to test on {_join([lab[c] for c in groups['n/a']])}"
+        first = per[tested[0]]
+        n_text = (f"paired by seed, n = {first['n']} seeds" if first["paired"]
+                  else f"run means, {first['n_runs'][0]} vs {first['n_runs'][1]} runs")
+        family = [c for c in tested if per[c].get("role") == "secondary" and per[c].get("p_holm") is not None]
+        holm_text = f", Holm over {len(family)} metrics" if len(family) > 1 else ""
+        primary = next((c for c in tested if per[c].get("role") == "primary"), None)
+        prim_text = f"; primary {lab[primary]}" if primary else ""
+        text += f" ({n_text}: {first['method']}, {_level_text(st.level)}{holm_text}{prim_text})."
+        out.append(text)
     return out
 
 
@@ -457,17 +508,19 @@ def _disjoint(a: dict[str, Any], b: dict[str, Any], col: str) -> bool:
 
 
 def winners(arm_stats: dict[str, dict[str, Any]], paired: dict[str, dict[str, Any]], reference: str | None,
-            columns: list[str], degenerate: set[str]) -> dict[str, str | None]:
+            columns: list[str], degenerate: set[str], min_runs: int = 3) -> dict[str, str | None]:
     """Per column, the arm significantly better than every other arm, or None (ties are not bold).
 
-    Against the reference arm the paired per-utterance interval decides; between two other arms
-    (or without per-utterance rows) their 95 % intervals must not overlap.
+    Against the reference arm the run-level verdict decides (``better``; a negligible difference is
+    no win); between two other arms their 95 % intervals over runs must not overlap. No arm wins while
+    any arm has fewer than ``min_runs`` runs.
     """
     out: dict[str, str | None] = {}
     names = list(arm_stats)
+    enough = all(st["runs"] >= min_runs for st in arm_stats.values())
     for c in columns:
         out[c] = None
-        if c in degenerate or len(names) < 2:
+        if c in degenerate or len(names) < 2 or not enough:
             continue
         for a in names:
             ok = True
@@ -605,6 +658,7 @@ class ReportData:
     costs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     cost_warnings: list[str] = field(default_factory=list)
     speakers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
 
 
 def pick_utterances(exps: list[Experiment], limit: int) -> list[str]:
@@ -623,19 +677,23 @@ def pick_utterances(exps: list[Experiment], limit: int) -> list[str]:
 
 def aggregate(exps: list[Experiment], *, title: str, created: str, reference_arm: str,
               arms: OrderedDict[str, list[Experiment]], utterances: list[str], ref_audio: dict[str, Path],
-              figures: list[tuple[str, str, bytes]]) -> ReportData:
+              figures: list[tuple[str, str, bytes]], settings: Settings | None = None) -> ReportData:
     """Everything the report says about loaded experiments (statistics, verdict, caveats, cost)."""
+    st = settings or Settings()
     columns = metric_columns(exps)
     arm_stats = {arm: aggregate_arm(runs, columns) for arm, runs in arms.items()}
-    paired = paired_differences(arms, reference_arm, columns)
     notes, degenerate = caveats(exps, arm_stats, columns)
+    if st.primary is not None and st.primary not in columns:
+        raise ConfigError(f"primary={st.primary!r} is none of the metrics compared {columns}")
+    paired = paired_differences(arms, reference_arm, columns, st, exclude=degenerate)
     costs = {arm: arm_cost(runs) for arm, runs in arms.items()}
     return ReportData(
         title=title, created=created, experiments=exps, columns=columns, arms=arms, arm_stats=arm_stats,
         reference_arm=reference_arm, paired=paired, dilation_columns=dilation_columns(arms), utterances=utterances,
         ref_audio=ref_audio, figures=figures, eval_parameters=exps[0].summary.get("parameters") or {},
-        verdict=verdict(paired, reference_arm, list(arms), columns, degenerate), caveats=notes,
-        degenerate=degenerate, winners=winners(arm_stats, paired, reference_arm, columns, degenerate),
+        verdict=verdict(paired, reference_arm, list(arms), columns, degenerate, st), caveats=notes,
+        degenerate=degenerate, winners=winners(arm_stats, paired, reference_arm, columns, degenerate, st.min_runs),
+        settings=st,
         costs=costs, cost_warnings=cost_warnings(costs, reference_arm) if any(costs.values()) else [],
         speakers=speaker_table(arms, columns),
     )

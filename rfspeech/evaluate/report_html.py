@@ -72,8 +72,9 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
     h.append("</section>")
 
     h.append('<h2 id="arms">Arms</h2><p class="note">Mean ± 95 % confidence interval: over runs (seeds) when an arm '
-             "has several, else over the utterances of its run. Highlighted: significantly better than every other "
-             "arm (ties are not highlighted).</p>")
+             "has several, else over the utterances of its run (descriptive). Highlighted: significantly better than "
+             "every other arm at the run level (ties, negligible differences and arms with too few runs are not "
+             "highlighted).</p>")
     rows = []
     for arm, st in data.arm_stats.items():
         seeds = ", ".join(str(s) for s in st["seeds"] if s is not None)
@@ -85,16 +86,18 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
                     + "".join(f"<th>{e(T.header_label(c))}</th>" for c in cols), rows))
 
     if data.paired:
-        h.append(f'<h2 id="paired">Paired differences vs {e(str(data.reference_arm))}</h2><p class="note">Per '
-                 "utterance: arm − reference (each arm averaged over its runs), mean ± 95 % CI; green: significantly "
-                 "better, red: significantly worse.</p>")
+        h.append(f'<h2 id="paired">Differences vs {e(str(data.reference_arm))}</h2><p class="note">'
+                 f"{e(T.statistics_note(data.settings))} Green: better, red: worse.</p>")
         rows = []
         for arm, per in data.paired.items():
             row = [_td(arm, "l w")]
             for c in cols:
                 s = per[c]
-                row.append(_stat_td(s, c, {"better": "better", "worse": "worse"}.get(s["verdict"], ""),
-                                    f'<br><span class="ci">n={s["n"]}</span>'))
+                n = (f"n = {s['n']} seeds" if s.get("paired") else f"{s['n_runs'][0]} vs {s['n_runs'][1]} runs")
+                p = s.get("p_holm")
+                extra = f'<br><span class="ci">{e(s["verdict"])}; {e(n)}' + (
+                    f"; p {p:.2g}" if p is not None else "") + "</span>"
+                row.append(_stat_td(s, c, {"better": "better", "worse": "worse"}.get(s["verdict"], ""), extra))
             rows.append("".join(row))
         h.append(_table("paired-table", '<th class="l">arm</th>' + "".join(f"<th>Δ {e(label(c))}</th>" for c in cols),
                         rows))

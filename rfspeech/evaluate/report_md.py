@@ -78,8 +78,9 @@ def render_markdown(data: ReportData, figure_dir: str = "figures", base: str | P
         out += ["", "Caveats:", ""] + [f"- {c}" for c in data.caveats]
 
     out += ["", "## Arms", "",
-            "Mean ± 95 % CI: over runs (seeds) when an arm has several, else over the utterances of its run. "
-            "Bold: significantly better than every other arm (ties are not bold).", ""]
+            "Mean ± 95 % CI: over runs (seeds) when an arm has several, else over the utterances of its run "
+            "(descriptive). Bold: significantly better than every other arm at the run level (ties, negligible "
+            "differences and arms with too few runs are not bold).", ""]
     rows = []
     for arm, st in data.arm_stats.items():
         cells = [arm, str(st["runs"]), T.params(st["n_params"]), T.xrt(st["x_real_time"]["mean"])]
@@ -90,10 +91,8 @@ def render_markdown(data: ReportData, figure_dir: str = "figures", base: str | P
     out += _table(["arm", "runs", "params", "× real time", *[T.header_label(c) for c in cols]], rows)
 
     if data.paired:
-        out += ["", f"## Paired differences vs {data.reference_arm}", "",
-                "Per utterance (arm − reference, each arm averaged over its runs), mean ± 95 % CI.", ""]
-        rows = [[arm] + [f"{T.mean_ci(per[c], c)} ({per[c]['verdict']}, n={per[c]['n']})" for c in cols]
-                for arm, per in data.paired.items()]
+        out += ["", f"## Differences vs {data.reference_arm}", "", T.statistics_note(data.settings), ""]
+        rows = [[arm] + [T.difference_cell(per[c], c) for c in cols] for arm, per in data.paired.items()]
         out += _table(["arm", *[label(c) for c in cols]], rows)
 
     if any(data.costs.values()):
