@@ -108,7 +108,8 @@ def test_arm_aggregation_over_seeds(report: tuple[Path, object]) -> None:
     paired = data.paired["searched"]["pesq"]
     assert paired["n_runs"] == [2, 2] and not paired["paired"] and paired["n_utts"] == 3
     assert paired["mean"] > 0 and paired["verdict"] == "too few runs"
-    assert "too few runs for a verdict (n = 2; 3 needed)" in data.verdict[0]
+    assert "too few runs for a verdict (n = 2; 3 needed)" in data.verdict[1]
+    assert data.verdict[0].startswith("searched: 2 of 2 runs changed dilations from hand-designed (2 layers in all")
     digest = json.loads(Path(report[0] / "report.json").read_text())
     assert digest["paired_differences"]["searched"]["pesq"]["verdict"] == "too few runs"
     assert digest["statistics"]["unit"] == "run (seed)" and digest["statistics"]["min_runs"] == 3

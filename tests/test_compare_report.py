@@ -68,24 +68,26 @@ def test_verdict_better_worse_and_no_difference() -> None:
     searched = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "pesq": pesq, "stoi": _shift(stoi, 0.05),
                                         "stft_distance": _shift(stft, 0.3)}, noise=-2.0)
     data = _data(hand + searched)
-    assert data.verdict == ["searched is significantly better than hand-designed on MCD and STOI, worse on MR-STFT, "
-                            "with no significant difference on PESQ (paired by seed, n = 3 seeds: t-interval over "
-                            "per-seed paired mean differences, 95 %, Holm over 4 metrics)."]
+    assert data.verdict[1:] == ["searched is significantly better than hand-designed on MCD and STOI, worse on "
+                                "MR-STFT, with no significant difference on PESQ (paired by seed, n = 3 seeds: "
+                                "t-interval over per-seed paired mean differences, 95 %, Holm over 4 metrics)."]
     md = render_markdown(data)
-    assert md.index("## Verdict") < md.index("## Arms") and f"**{data.verdict[0]}**" in md
+    assert md.index("## Verdict") < md.index("## Arms") and f"**{data.verdict[1]}**" in md
     assert "The run (seed) is the unit." in md and "## Differences vs hand-designed" in md
-    assert data.verdict[0] in render_html(data)
+    assert data.verdict[1] in render_html(data)
+    assert data.verdict[0] == ("searched: dilations not recorded, so whether its structure differs from hand-designed "
+                               "is unknown.")
 
 
 def test_verdict_no_significant_difference_and_worse_only() -> None:
     stoi = [0.7, 0.71, 0.72, 0.73, 0.74, 0.75]
     hand = _seeds("h", "hand-designed", {"mcd": REF_MCD, "stoi": stoi})
     same = _seeds("s", "searched", {"mcd": REF_MCD, "stoi": stoi}, noise=-2.0)
-    assert _data(hand + same).verdict == ["searched vs hand-designed: no significant difference on MCD and STOI "
+    assert _data(hand + same).verdict[1:] == ["searched vs hand-designed: no significant difference on MCD and STOI "
                                           "(paired by seed, n = 3 seeds: t-interval over per-seed paired mean "
                                           "differences, 95 %, Holm over 2 metrics)."]
     worse = _seeds("s", "searched", {"mcd": _shift(REF_MCD, 0.5), "stoi": stoi}, noise=-2.0)
-    assert _data(hand + worse).verdict[0].startswith("searched is significantly worse than hand-designed on MCD, "
+    assert _data(hand + worse).verdict[1].startswith("searched is significantly worse than hand-designed on MCD, "
                                                      "with no significant difference on STOI (paired by seed")
     assert _data(hand).verdict == ["One arm only (hand-designed): nothing to compare."]
 
@@ -94,7 +96,7 @@ def test_too_few_runs_gives_no_verdict_and_no_winner() -> None:
     hand = _seeds("h", "hand-designed", {"mcd": REF_MCD}, seeds=(1, 2))
     searched = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -1.0)}, seeds=(1, 2))
     data = _data(hand + searched)
-    assert data.verdict == ["searched vs hand-designed: too few runs for a verdict (n = 2; 3 needed); the tables "
+    assert data.verdict[1:] == ["searched vs hand-designed: too few runs for a verdict (n = 2; 3 needed); the tables "
                             "describe the runs, they test no difference."]
     assert data.paired["searched"]["mcd"]["verdict"] == "too few runs"
     assert data.paired["searched"]["mcd"]["mean"] == pytest.approx(-1.0)  # the descriptive difference is kept
@@ -102,7 +104,41 @@ def test_too_few_runs_gives_no_verdict_and_no_winner() -> None:
     md = render_markdown(data)
     assert "too few runs for a verdict (n = 2; 3 needed)" in md and "(too few runs, n = 2 seeds)" in md
     single = _data([_exp("h", "hand-designed", {"mcd": REF_MCD}), _exp("s", "searched", {"mcd": REF_MCD})])
-    assert "too few runs for a verdict (n = 1; 3 needed)" in single.verdict[0]
+    assert "too few runs for a verdict (n = 1; 3 needed)" in single.verdict[1]
+
+
+# --------------------------------------------------------------------------- structure first
+
+
+HAND_D = {"blocks.0.conv": 1, "blocks.1.conv": 3, "blocks.2.conv": 5}
+
+
+def test_the_verdict_says_first_whether_the_structure_changed() -> None:
+    hand = [_exp(f"h{s}", "hand-designed", {"mcd": _shift(REF_MCD, 0.0, s)}, seed=s, dilations=dict(HAND_D),
+                 rf={"r_min": 8.0, "r_max": 26.45, "units": "frames"}) for s in (1, 2, 3)]
+    kept = [_exp(f"s{s}", "searched", {"mcd": _shift(REF_MCD, -1.0, s)}, seed=s, dilations=dict(HAND_D),
+                 rf={"r_min": 8.0, "r_max": 26.45, "units": "frames"}) for s in (1, 2, 3)]
+    data = _data(hand + kept)
+    assert data.verdict[0] == ("searched: the search kept the hand-designed dilations in every run; differences come "
+                               "from training, not from the receptive field.")
+    assert data.verdict[1].startswith("searched is significantly better than hand-designed on MCD")
+    assert data.structures["searched"]["runs_changed"] == 0 and data.structures["searched"]["compared_layers"] == 3
+    md = render_markdown(data)
+    assert md.index("the search kept the hand-designed dilations") < md.index("significantly better")
+    assert "## Structure vs hand-designed" in md and "| searched | 3 | 0/3 | none | 26.45 → 26.45 |" in md
+    moved = [_exp(f"s{s}", "searched", {"mcd": _shift(REF_MCD, -1.0, s)}, seed=s,
+                  dilations={**HAND_D, **({"blocks.1.conv": 2, "blocks.2.conv": 9} if s == 1 else
+                                         {"blocks.1.conv": 4} if s == 2 else {})},
+                  rf={"r_min": 8.0, "r_max": {1: 30.0, 2: 28.1, 3: 26.45}[s], "units": "frames"}) for s in (1, 2, 3)]
+    data = _data(hand + moved)
+    assert data.verdict[0] == ("searched: 2 of 3 runs changed dilations from hand-designed (2 layers in all, 0–2 per "
+                               "run); receptive field r_max 26.45 → 26.45–30 frames.")
+    layers = data.structures["searched"]["layers"]
+    assert layers == {"blocks.1.conv": {"runs": 2, "from": 3, "to": [2, 4]}, "blocks.2.conv": {"runs": 1, "from": 5,
+                                                                                                "to": [9]}}
+    md = render_markdown(data)
+    assert "| searched | 3 | 2/3 | blocks.1.conv 3→2,4 (2); blocks.2.conv 5→9 (1) | 26.45 → 26.45–30 |" in md
+    assert 'id="structure-table"' in render_html(data)
 
 
 # --------------------------------------------------------------------------- no bold ties
@@ -115,20 +151,22 @@ def test_only_a_significant_winner_is_bold() -> None:
     data = _data(hand + tie)
     assert data.winners == {"mcd": None, "pesq": None}
     md = render_markdown(data)
+    md = md[md.index("## Arms"):]
     arm_rows = [line for line in md.splitlines() if line.startswith(("| hand-designed |", "| searched |"))][:2]
     assert arm_rows and not any("**" in r for r in arm_rows)
     assert 'class="best"' not in render_html(data)
     better = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "pesq": pesq}, noise=-5.0)
     data = _data(hand + better)
     assert data.winners == {"mcd": "searched", "pesq": None}
-    row = next(line for line in render_markdown(data).splitlines() if line.startswith("| searched | 3 |"))
+    md = render_markdown(data)
+    row = next(line for line in md[md.index("## Arms"):].splitlines() if line.startswith("| searched | 3 |"))
     assert row.count("**") == 2 and "**6.4" in row
     assert render_html(data).count('class="best"') == 1
     # a significant difference below the practical threshold is no win: negligible
     small = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -0.05), "pesq": pesq}, noise=-0.2)
     data = _data(hand + small)
     assert data.paired["searched"]["mcd"]["verdict"] == "negligible" and data.winners["mcd"] is None
-    assert "a negligible difference on MCD (below 0.100)" in data.verdict[0]
+    assert "a negligible difference on MCD (below 0.100)" in data.verdict[1]
 
 
 # --------------------------------------------------------------------------- caveats
@@ -148,7 +186,7 @@ def test_degenerate_metrics_are_caveats_and_leave_the_verdict() -> None:
     assert [data.paired["searched"][c]["verdict"] for c in ("f0_rmse", "vuv_error")] == ["left out", "left out"]
     assert "searched: the output is a frame-rate buzz" not in text
     assert data.degenerate == {"f0_rmse", "vuv_error"}
-    assert "F0" not in data.verdict[0] and "V/UV" not in data.verdict[0] and "MCD" in data.verdict[0]
+    assert "F0" not in data.verdict[1] and "V/UV" not in data.verdict[1] and "MCD" in data.verdict[1]
     md = render_markdown(data)
     assert "Caveats:" in md and "- F0 RMSE could not be computed" in md
     assert "F0 RMSE could not be computed" in render_html(data)

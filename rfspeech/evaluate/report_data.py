@@ -598,6 +598,102 @@ def cost_warnings(costs: dict[str, dict[str, Any] | None], reference: str | None
 # --------------------------------------------------------------------------- dilations
 
 
+def _rf_value(rf: dict[str, Any] | None, key: str) -> float | None:
+    v = (rf or {}).get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def structure_changes(arms: OrderedDict[str, list[Experiment]], reference: str | None) -> dict[str, dict[str, Any]]:
+    """Per arm ≠ ``reference``: which layers of which runs differ from the reference arm's dilations, and the RF.
+
+    The reference dilations are those of the reference arm's first run that records them (a run's
+    ``structure.yaml``, else its ``synth/speed.json`` or ``info.json``); only layers both record are compared.
+
+    Returns:
+        ``{arm: {"runs", "runs_known", "runs_changed", "searched" (runs with a structure.yaml),
+        "layers": {path: {"runs": how many runs changed it, "from": reference dilation, "to": [values]}},
+        "per_run": [changed layer count or None], "compared_layers", "reference_consistent",
+        "rf_reference": {"r_min", "r_max", "units"} | None, "rf_runs": [{"name", "r_min", "r_max"}]}}``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    if reference is None or reference not in arms:
+        return out
+    ref_runs = arms[reference]
+    ref_known = [r.dilations for r in ref_runs if r.dilations]
+    ref_d = ref_known[0] if ref_known else None
+    consistent = all(d == ref_d for d in ref_known)
+    ref_rf = next((r.rf for r in ref_runs if r.rf), None)
+    for arm, runs in arms.items():
+        if arm == reference:
+            continue
+        layers: dict[str, dict[str, Any]] = {}
+        per_run: list[int | None] = []
+        compared = 0
+        for r in runs:
+            d = r.dilations
+            if not d or not ref_d:
+                per_run.append(None)
+                continue
+            shared = [k for k in d if k in ref_d]
+            compared = max(compared, len(shared))
+            changed = [k for k in shared if d[k] != ref_d[k]]
+            per_run.append(len(changed) if shared else None)
+            for k in changed:
+                entry = layers.setdefault(k, {"runs": 0, "from": ref_d[k], "to": []})
+                entry["runs"] += 1
+                if d[k] not in entry["to"]:
+                    entry["to"].append(d[k])
+        known = [n for n in per_run if n is not None]
+        out[arm] = {
+            "runs": len(runs), "runs_known": len(known), "runs_changed": sum(1 for n in known if n > 0),
+            "searched": sum(1 for r in runs if r.structure), "layers": layers, "per_run": per_run,
+            "compared_layers": compared, "reference_consistent": consistent,
+            "rf_reference": ({k: ref_rf.get(k) for k in ("r_min", "r_max", "units", "unit") if k in ref_rf}
+                             if ref_rf else None),
+            "rf_runs": [{"name": r.name, "r_min": _rf_value(r.rf, "r_min"), "r_max": _rf_value(r.rf, "r_max")}
+                        for r in runs],
+        }
+    return out
+
+
+def _range_text(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}"
+
+
+def structure_verdict(changes: dict[str, dict[str, Any]], reference: str | None) -> list[str]:
+    """One sentence per compared arm saying whether its structure differs from the reference's, before any metric.
+
+    E.g. "searched: the search kept the hand-designed dilations in every run; differences come from training,
+    not from the receptive field." or "searched: 3 of 3 runs changed dilations from hand-designed (5 layers
+    in all, 2–4 per run); receptive field r_max 81.3 → 40.1–52.6 frames."
+    """
+    out = []
+    for arm, c in changes.items():
+        who = "the search kept" if c["searched"] else "same dilations as"
+        if c["runs_known"] == 0:
+            out.append(f"{arm}: dilations not recorded, so whether its structure differs from {reference} is unknown.")
+            continue
+        if c["runs_changed"] == 0:
+            where = "every run" if c["runs_known"] == c["runs"] else (
+                f"every run that records them ({c['runs_known']} of {c['runs']})")
+            kept = (f"the search kept the {reference} dilations in {where}" if who == "the search kept"
+                    else f"same dilations as {reference} in {where}")
+            out.append(f"{arm}: {kept}; differences come from training, not from the receptive field.")
+            continue
+        counts = [n for n in c["per_run"] if n is not None]
+        text = (f"{arm}: {c['runs_changed']} of {c['runs_known']} runs changed dilations from {reference} "
+                f"({len(c['layers'])} layer{'s' if len(c['layers']) != 1 else ''} in all, "
+                f"{_range_text([float(n) for n in counts])} per run)")
+        ref_rf = (c.get("rf_reference") or {}).get("r_max")
+        mine = [x["r_max"] for x in c["rf_runs"] if x["r_max"] is not None]
+        if ref_rf is not None and mine:
+            units = (c.get("rf_reference") or {}).get("units") or (c.get("rf_reference") or {}).get("unit") or "frames"
+            text += f"; receptive field r_max {float(ref_rf):.4g} → {_range_text(mine)} {units}"
+        out.append(text + ".")
+    return out
+
+
 @dataclass
 class DilationColumn:
     """One column of the dilation table: an arm (or a group of its runs with the same dilations)."""
@@ -659,6 +755,7 @@ class ReportData:
     cost_warnings: list[str] = field(default_factory=list)
     speakers: dict[str, dict[str, Any]] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
+    structures: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def pick_utterances(exps: list[Experiment], limit: int) -> list[str]:
@@ -687,11 +784,15 @@ def aggregate(exps: list[Experiment], *, title: str, created: str, reference_arm
         raise ConfigError(f"primary={st.primary!r} is none of the metrics compared {columns}")
     paired = paired_differences(arms, reference_arm, columns, st, exclude=degenerate)
     costs = {arm: arm_cost(runs) for arm, runs in arms.items()}
+    structures = structure_changes(arms, reference_arm)
+    metric_lines = verdict(paired, reference_arm, list(arms), columns, degenerate, st)
+    # the structure first: a metric difference is credited to the search only when the structure changed
+    lines = [*structure_verdict(structures, reference_arm), *metric_lines]
     return ReportData(
         title=title, created=created, experiments=exps, columns=columns, arms=arms, arm_stats=arm_stats,
         reference_arm=reference_arm, paired=paired, dilation_columns=dilation_columns(arms), utterances=utterances,
         ref_audio=ref_audio, figures=figures, eval_parameters=exps[0].summary.get("parameters") or {},
-        verdict=verdict(paired, reference_arm, list(arms), columns, degenerate, st), caveats=notes,
+        verdict=lines, caveats=notes, structures=structures,
         degenerate=degenerate, winners=winners(arm_stats, paired, reference_arm, columns, degenerate, st.min_runs),
         settings=st,
         costs=costs, cost_warnings=cost_warnings(costs, reference_arm) if any(costs.values()) else [],

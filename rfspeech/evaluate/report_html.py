@@ -71,6 +71,14 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
                  + "</ul></div>")
     h.append("</section>")
 
+    if data.structures:
+        h.append(f'<h2 id="structure">Structure vs {e(str(data.reference_arm))}</h2><p class="note">Which layers\' '
+                 "dilations differ from the reference arm's, in how many runs, and the receptive field (r_max). "
+                 "A metric difference can be credited to the receptive field only where the structure changed.</p>")
+        h.append(_table("structure-table", "".join(f'<th class="l">{e(x)}</th>' for x in T.STRUCTURE_HEAD),
+                        ["".join([_td(r[0], "l w"), _td(r[1]), _td(r[2]), _td(r[3], "l w"), _td(r[4])])
+                         for r in T.structure_rows(data.structures)]))
+
     h.append('<h2 id="arms">Arms</h2><p class="note">Mean ± 95 % confidence interval: over runs (seeds) when an arm '
              "has several, else over the utterances of its run (descriptive). Highlighted: significantly better than "
              "every other arm at the run level (ties, negligible differences and arms with too few runs are not "

@@ -77,6 +77,13 @@ def render_markdown(data: ReportData, figure_dir: str = "figures", base: str | P
     if data.caveats:
         out += ["", "Caveats:", ""] + [f"- {c}" for c in data.caveats]
 
+    if data.structures:
+        out += ["", f"## Structure vs {data.reference_arm}", "",
+                "Which layers' dilations differ from the reference arm's, in how many runs, and the receptive field "
+                "(r_max) of the reference and of the arm's runs. A metric difference can be credited to the "
+                "receptive field only where the structure changed.", ""]
+        out += _table(T.STRUCTURE_HEAD, T.structure_rows(data.structures))
+
     out += ["", "## Arms", "",
             "Mean ± 95 % CI: over runs (seeds) when an arm has several, else over the utterances of its run "
             "(descriptive). Bold: significantly better than every other arm at the run level (ties, negligible "

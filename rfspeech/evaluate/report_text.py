@@ -151,3 +151,26 @@ def difference_cell(s: dict[str, Any], col: str) -> str:
     if s.get("p_holm") is not None:
         extra.append(f"p{'' if s.get('role') == 'primary' else '_Holm'} {s['p_holm']:.2g}")
     return f"{mean_ci(s, col)} ({', '.join(extra)})"
+
+
+def structure_rows(structures: dict[str, dict[str, Any]], limit: int = 8) -> list[list[str]]:
+    """Rows of the structure table: arm, runs, runs that changed dilations, layers changed, receptive field."""
+    rows = []
+    for arm, c in structures.items():
+        layers = sorted(c["layers"].items(), key=lambda kv: (-kv[1]["runs"], kv[0]))
+        cells = [f"{p} {v['from']}→{','.join(str(x) for x in sorted(v['to']))} ({v['runs']})"
+                 for p, v in layers[:limit]]
+        if len(layers) > limit:
+            cells.append(f"+{len(layers) - limit} more")
+        ref = (c.get("rf_reference") or {}).get("r_max")
+        mine = [x["r_max"] for x in c["rf_runs"] if x["r_max"] is not None]
+        rf = "–"
+        if mine:
+            lo, hi = min(mine), max(mine)
+            rf = (f"{ref:.4g} → " if ref is not None else "") + (f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}")
+        changed = "–" if c["runs_known"] == 0 else f"{c['runs_changed']}/{c['runs_known']}"
+        rows.append([arm, str(c["runs"]), changed, "; ".join(cells) or "none", rf])
+    return rows
+
+
+STRUCTURE_HEAD = ["arm", "runs", "runs with changed dilations", "layers changed (runs)", "r_max: reference → arm"]
