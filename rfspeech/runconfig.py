@@ -569,7 +569,12 @@ def _check_searchable(node: Mapping[str, Any], where: str) -> None:
         if hi < lo:
             raise ConfigError(f"{where}.max_dilation: must be >= min_dilation ({lo}), got {hi}")
     # warm_start null: decided from init_from (rfspeech.search.pipeline)
-    _each(d, where, {"warm_start": (_bool, {"optional": True}), "enabled": (_bool, {}),
+    for key in ("warm_share", "warm_share_end"):
+        if key in d:
+            _float(f"{where}.{key}", d[key], gt=0.0, lt=1.0, optional=key == "warm_share_end")
+    if "warm_anneal_rounds" in d:
+        _int(f"{where}.warm_anneal_rounds", d["warm_anneal_rounds"], ge=1, optional=True)
+    _each(d, where, {"warm_start": (_bool, {"optional": True}), "enabled": (_bool, {}), "keep_alpha": (_bool, {}),
                      "search_interval": (_int, {"ge": 1}), "max_search_steps": (_int, {"ge": 0})})
 
 

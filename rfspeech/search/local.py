@@ -192,6 +192,12 @@ class LocalSearch:
             (``bench/search_overhead.py --search-every``); ``α`` then gets ``1/k`` of the updates
             (raise ``search.alpha_lr`` or the interval to compensate) and the shared weights are
             trained mostly at the current dilation. Evaluation always runs the full op.
+        warm_share_end: anneal the warm start: the share of the current dilation's branch at each
+            restart after round ``k`` goes linearly from the wrappers' ``warm_share`` (step 0: the
+            model unchanged) to this value at round ``warm_anneal_rounds``, then stays. Lower shares
+            put more weight on the neighbours after a move, so the next estimate needs fewer steps to
+            cross a rounding threshold (measured in docs/results/repair_search.md). None: constant.
+        warm_anneal_rounds: rounds of the anneal (None: ``max_search_steps``).
     """
 
     def __init__(
@@ -206,6 +212,8 @@ class LocalSearch:
         max_lookahead: float | None = None,
         lookahead_input: str = "auto",
         search_every: int = 1,
+        warm_share_end: float | None = None,
+        warm_anneal_rounds: int | None = None,
     ) -> None:
         if int(search_interval) < 1:
             raise ValueError(f"search_interval must be >= 1, got {search_interval}")
@@ -223,6 +231,14 @@ class LocalSearch:
         if int(search_every) < 1:
             raise ConfigError(f"search_every must be >= 1, got {search_every}")
         self.search_every = int(search_every)
+        if warm_share_end is not None and not 0.0 < float(warm_share_end) < 1.0:
+            raise ConfigError(f"warm_share_end must be in (0, 1), got {warm_share_end}")
+        if warm_anneal_rounds is not None and int(warm_anneal_rounds) < 1:
+            raise ConfigError(f"warm_anneal_rounds must be >= 1, got {warm_anneal_rounds}")
+        self.warm_share_end = None if warm_share_end is None else float(warm_share_end)
+        self.warm_anneal_rounds = int(warm_anneal_rounds) if warm_anneal_rounds else max(1, self.max_search_steps)
+        #: each wrapper's configured share (the step-0 start of the anneal)
+        self._share0 = {p: op.warm_share for p, op in searchable_modules(model).items()}
         self.step = 0
         self.history: list[dict[str, Any]] = []
         if not self.ops():
@@ -295,6 +311,14 @@ class LocalSearch:
         for op in self.ops().values():
             torch.distributed.broadcast(op.alpha.data, src=0)
 
+    def warm_share_at(self, path: str, round_: int) -> float | None:
+        """The warm start's share for restarts after round ``round_`` (None: the wrapper's own, no anneal)."""
+        if self.warm_share_end is None:
+            return None
+        start = self._share0.get(path, 0.99)
+        frac = min(1.0, max(0, int(round_)) / self.warm_anneal_rounds)
+        return start + (self.warm_share_end - start) * frac
+
     def all_settings(self) -> dict[str, Any]:
         """The settings written into structure files."""
         ops = self.ops()
@@ -308,6 +332,13 @@ class LocalSearch:
             out.update(max_lookahead=self.max_lookahead, lookahead_input=self.lookahead_input)
         if self.search_every != 1:
             out.update(search_every=self.search_every)
+        if ops:
+            first = next(iter(ops.values()))
+            out.update(keep_alpha=first.keep_alpha)
+            if first.warm_start:
+                out.update(warm_share=self._share0.get(next(iter(ops)), first.warm_share))
+        if self.warm_share_end is not None:
+            out.update(warm_share_end=self.warm_share_end, warm_anneal_rounds=self.warm_anneal_rounds)
         out.update(self.settings)
         return out
 
@@ -329,7 +360,7 @@ class LocalSearch:
                     ops[path]._set_current(before[path])
             limits = dilation_limits(self.model, self.max_lookahead, _la=self._la)  # type: ignore[arg-type]
         for path, op in ops.items():
-            op.expand(limit=limits.get(path))
+            op.expand(limit=limits.get(path), warm_share=self.warm_share_at(path, self.rounds + 1))
         after = {p: op.dilation for p, op in ops.items()}
         self.rounds += 1
         self.last_step = int(step)

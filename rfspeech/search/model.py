@@ -37,7 +37,7 @@ MODES = ("single", "multiple", "merge")
 
 #: Keyword arguments :func:`make_searchable` / :func:`apply_structure` pass to SearchableConv1d.
 SEARCH_ARGS = ("num_branches", "expand_rate", "min_dilation", "max_dilation", "alpha_init", "impl", "naive",
-               "warm_start", "warm_share")
+               "warm_start", "warm_share", "keep_alpha")
 
 #: Which convs :func:`make_searchable` considers: factory convs only, every eligible ``nn.Conv1d``,
 #: or ``auto`` (factory convs when the model has any, else every eligible ``nn.Conv1d``).
@@ -209,7 +209,7 @@ def make_searchable(
             their plain pre/post convs as they are; else every eligible ``nn.Conv1d``),
             ``factory`` or ``all``.
         **search_args: ``num_branches``, ``expand_rate``, ``min_dilation``, ``max_dilation``,
-            ``alpha_init``, ``impl``, ``naive``, ``warm_start``, ``warm_share`` for every wrapper.
+            ``alpha_init``, ``impl``, ``naive``, ``warm_start``, ``warm_share``, ``keep_alpha`` for every wrapper.
 
     Returns:
         The paths wrapped by this call, in module order (a ``list``); its ``skipped`` attribute
@@ -484,7 +484,10 @@ def apply_structure(
     is the search model itself (wrapped, trained) and its wrappers are kept as they are: ``multiple``
     freezes their candidates with the searched ``α``; ``merge`` folds the searched ``α`` and the
     trained weights into one dense conv, so the merged model computes exactly what the
-    multi-branch search model computes (≤ 1e-5); ``single`` unwraps at the searched dilation. The
+    multi-branch search model computes (≤ 1e-5); ``single`` unwraps at the searched dilation. A
+    wrapper that has not trained since its last restart (the run ended on a round that changed its
+    candidates) first goes back to the ``α`` and candidates it learned before that restart
+    (:meth:`SearchableConv1d.restore_learned`), so what is folded is learned, not the restart values. The
     fine-tune continues from there instead of restarting from equal branch weights. Every
     wrapper named must sit at the structure's dilation (else the structure is not this run's).
 
@@ -530,15 +533,23 @@ def apply_structure(
         if off:
             raise ConfigError("apply_structure(from_search=True) needs the search model at the structure's "
                               f"dilations: {', '.join(off[:10])}")
+        restored = []
         for name in structure:
             full, op = targets[name]
             if mode == "single":
                 op.conv.set_dilation(op.dilation)
                 _replace(model, full, op.conv)
-            elif mode == "multiple":
+                continue
+            # a run that ended on a round restarted α there: fold what it learned, not the restart values
+            if op.restore_learned():
+                restored.append(name)
+            if mode == "multiple":
                 op.freeze()
             else:
                 _replace(model, full, merged_conv(op))
+        if restored:
+            log.info("apply_structure(from_search): %d wrapper(s) had not trained since their last restart; their "
+                     "learned α and candidates before it are used", len(restored))
         log.info("applied structure (%s, from the search run) to %d convs", mode, len(structure))
         return list(structure)
     if mode != "single":

@@ -452,7 +452,9 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         local = LocalSearch(generator, int(local_cfg.search_interval), int(local_cfg.max_search_steps),
                             out_dir=out / "search" if dist_info.is_main else None,
                             settings={"searched_layers": len(paths)}, segment=segment_frames, max_lookahead=budget,
-                            search_every=int(local_cfg.get("search_every") or 1))
+                            search_every=int(local_cfg.get("search_every") or 1),
+                            warm_share_end=local_cfg.get("warm_share_end"),
+                            warm_anneal_rounds=local_cfg.get("warm_anneal_rounds"))
         trainer = make_trainer(cfg, generator, discriminator, search=local, searchable=args, dist_info=dist_info,
                                init_generator=init_generator, **_alpha_overrides(cfg, generator))
         if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it
