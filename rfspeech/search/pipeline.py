@@ -58,6 +58,7 @@ from rfspeech.search import (
     searchable_modules,
     worker_device,
 )
+from rfspeech.search.reach import reachability, schedule_from
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
 from rfspeech.train.build import build_models, make_trainer
@@ -448,6 +449,10 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
     local_cfg = cfg.search.local
     rf = None
     if local_cfg.get("enabled", True) and int(local_cfg.max_search_steps) > 0:
+        if dist_info.is_main:  # how far the schedule can move each layer at best, against the RF analysis's targets
+            alpha_lr = cfg.search.get("alpha_lr") or cfg.train.optimizer_g.get("lr")
+            start = {p: d for p, d in export_structure(generator).items() if p in set(paths)}
+            summary["reach"] = reachability(start, schedule_from(args, local_cfg, alpha_lr), generator, segment_frames)
         make_searchable(generator, **args)
         local = LocalSearch(generator, int(local_cfg.search_interval), int(local_cfg.max_search_steps),
                             out_dir=out / "search" if dist_info.is_main else None,
