@@ -141,6 +141,35 @@ def test_the_verdict_says_first_whether_the_structure_changed() -> None:
     assert 'id="structure-table"' in render_html(data)
 
 
+def test_what_the_search_saw() -> None:
+    from rfspeech.evaluate.report_data import search_view
+
+    def layer(d: int, e: float, shift: float, to: int) -> dict:
+        return {"dilation": d, "candidates": [d - 1, d, d + 1], "weights": [0.1, 0.8, 0.1], "expectation": e,
+                "to_threshold": round(0.5 - abs(e - d), 5), "shift": shift, "to": to, "restart": None}
+
+    log = {"local": {"history": [
+        {"step": 50, "round": 1, "structure": {"a": 15, "b": 3, "c": 5},
+         "layers": {"a": layer(15, 14.2, 0.4, 14), "b": layer(3, 3.45, 0.2, 3), "c": layer(5, 5.1, 0.05, 5)}},
+        {"step": 100, "round": 2, "structure": {"a": 13, "b": 3, "c": 5},
+         "layers": {"a": layer(14, 13.4, 0.3, 13), "b": layer(3, 3.3, 0.25, 3), "c": layer(5, 5.0, 0.01, 5)}}]},
+        "reach": {"warnings": ["search budget (...) cannot reach ..."]}}
+    v = search_view(log)
+    assert v["moved"] == {"a": [15, 13]} and v["near"] == {"b": 0.05} and v["shifts"][0] == ["a", 0.4]
+    assert v["rounds"] == 2 and v["reach_warnings"] and v["diagnostics"]
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD})
+    searched = _seeds("s", "searched", {"mcd": REF_MCD}, noise=-2.0)
+    searched[0].search_log = log
+    md = render_markdown(_data(hand + searched))
+    line = next(x for x in md.splitlines() if x.startswith("- s1: "))
+    assert "2 rounds over 3 layers; 1 moved (a 15→13); 1 more came within 0.1 of moving (b (0.050))" in line
+    assert "largest α shifts a 0.40, b 0.25, c 0.05" in line and "before it ran: search budget" in line
+    assert md.index("## What the search saw") < md.index("## Arms")
+    # an older log (structures only) still says what moved
+    old = search_view({"local": {"history": [{"step": 1, "structure": {"a": 15}}, {"step": 2, "structure": {"a": 9}}]}})
+    assert old["moved"] == {"a": [15, 9]} and not old["diagnostics"]
+
+
 # --------------------------------------------------------------------------- no bold ties
 
 

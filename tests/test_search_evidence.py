@@ -136,3 +136,29 @@ def test_a_checkpoint_without_the_evidence_buffers_loads() -> None:
     fresh.load_state_dict(state)  # strict
     torch.testing.assert_close(fresh.alpha, op.alpha)
     assert fresh.fresh and fresh.rates_saved.tolist() == [0, 0, 0] and not fresh.restore_learned()
+
+
+def test_each_round_records_what_the_search_saw() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(dilated_conv1d(1, 1, 3, dilation=5), dilated_conv1d(1, 1, 3, dilation=3))
+    make_searchable(net, warm_start=True)
+    search = LocalSearch(net, search_interval=10, max_search_steps=2)
+    _push(net[0], 1, steps=60)  # layer 0 moves down; layer 1 sees nothing
+
+    class Writer:
+        def __init__(self) -> None:
+            self.scalars: dict[str, list[tuple[int, float]]] = {}
+
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            self.scalars.setdefault(tag, []).append((step, value))
+
+    w = Writer()
+    search.after_step(10, writer=w)
+    seen = search.history[-1]["layers"]
+    a, b = seen["0"], seen["1"]
+    assert a["candidates"] == [3, 5, 7] and a["dilation"] == 5 and a["to"] < 5 and a["restart"] == "candidates"
+    assert a["to_threshold"] < 0 and a["shift"] > 0.4 and sum(a["weights"]) == pytest.approx(1.0, abs=1e-4)
+    assert b == {"dilation": 3, "candidates": [2, 3, 4], "weights": pytest.approx([0.005, 0.99, 0.005], abs=1e-5),
+                 "expectation": pytest.approx(3.0), "to_threshold": pytest.approx(0.5), "shift": 0.0, "to": 3,
+                 "restart": None}
+    assert w.scalars["search/expectation/0"] == [(10, a["expectation"])] and "search/dilation/1" in w.scalars

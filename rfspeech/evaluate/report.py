@@ -97,6 +97,7 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "verdict": data.verdict, "caveats": data.caveats, "degenerate_metrics": sorted(data.degenerate),
         "winners": data.winners, "arms": data.arm_stats, "paired_differences": data.paired,
         "statistics": statistics_digest(data.settings), "structures": data.structures,
+        "search_views": data.search_views,
         "cost": cost_digest(data), "speakers": data.speakers,
         "experiments": [{"name": x.name, "path": str(x.path), "arm": x.arm, "seed": x.seed, "n_params": x.n_params,
                          "speed": x.speed and {k: x.speed.get(k) for k in ("x_real_time", "rtf", "device", "threads")},

@@ -8,6 +8,7 @@ An experiment folder (the contract with the recipes and the trainer) holds::
     synth/speed.json      rfspeech-synthesize speed, with the model's parameter count and dilations (optional)
     structure.yaml        searched structure: ``structure`` {module path: dilation}, ``settings``,
                           ``receptive_field``, look-ahead (optional)
+    search_log.json       the search run's log (optional: the report's "what the search saw")
     rf.json               rfspeech-rf output with ``r_min`` / ``r_max`` and look-ahead / history (optional)
     cost.json             training cost: ``train_steps``, ``search_steps``, ``global_proxy_steps``,
                           ``cpu_seconds``, ``gpu_seconds``, ``wall_seconds``, ``init_from`` (optional)
@@ -89,6 +90,7 @@ class Experiment:
     synth_audio: dict[str, Path] = field(default_factory=dict)
     cost: dict[str, Any] | None = None
     context: dict[str, Any] | None = None  # look-ahead / history, when recorded
+    search_log: dict[str, Any] | None = None  # the search run's search_log.json, when copied beside structure.yaml
 
     @property
     def n_params(self) -> int | None:
@@ -192,6 +194,9 @@ def load_experiment(path: str | Path) -> Experiment:
         if isinstance(rf_doc, dict):
             rf = rf_doc
             context = find_context(rf_doc) or context
+    search_log = _read_json(path / "search_log.json") if (path / "search_log.json").is_file() else None
+    if search_log is not None and not isinstance(search_log, dict):
+        raise DataError(f"{path / 'search_log.json'}: expected a JSON object")
     cost = _read_cost(path)
     for extra in info.get("cost_from") or []:
         more = _read_cost(path / str(extra))
@@ -209,7 +214,7 @@ def load_experiment(path: str | Path) -> Experiment:
     arm = str(info.get("arm") or ("searched" if structure else "hand-designed"))
     return Experiment(path=path, name=str(info.get("name") or path.name), arm=arm, seed=info.get("seed"),
                       summary=summary, rows=rows, speed=speed, structure=structure, structure_settings=settings,
-                      rf=rf, info=info, synth_audio=synth_audio, cost=cost, context=context)
+                      rf=rf, info=info, synth_audio=synth_audio, cost=cost, context=context, search_log=search_log)
 
 
 def _read_cost(path: Path) -> dict[str, Any] | None:
@@ -595,6 +600,83 @@ def cost_warnings(costs: dict[str, dict[str, Any] | None], reference: str | None
     return out
 
 
+# --------------------------------------------------------------------------- what the search saw
+
+#: A layer "came within this of moving" when its expectation got this close to a rounding threshold.
+NEAR_MOVE = 0.1
+
+
+def search_view(log: dict[str, Any], top: int = 3) -> dict[str, Any] | None:
+    """What a search run's ``search_log.json`` says about its local search, in a few numbers.
+
+    Returns:
+        ``{"rounds", "layers", "moved": {path: [from, to]}, "near": {path: closest distance to a rounding
+        threshold without moving}, "shifts": [[path, largest total-variation shift of its branch weights]]
+        (the ``top`` largest), "reach_warnings": [...], "diagnostics": whether per-layer weights were recorded}``,
+        or None when the log has no local search.
+    """
+    hist = ((log.get("local") or {}).get("history")) or []
+    if not hist:
+        return None
+    first, last = hist[0], hist[-1]
+    start: dict[str, int] = {}
+    layers_seen = any(h.get("layers") for h in hist)
+    if layers_seen:
+        for h in hist:
+            for p, v in (h.get("layers") or {}).items():
+                start.setdefault(p, int(v.get("dilation", 0)))
+    end = {p: int(d) for p, d in (last.get("structure") or {}).items()}
+    if not start:  # an older log: structures only; the first round's structure is after one round
+        start = {p: int(d) for p, d in (first.get("structure") or {}).items()}
+    moved = {p: [start[p], end[p]] for p in end if p in start and start[p] != end[p]}
+    near: dict[str, float] = {}
+    shifts: dict[str, float] = {}
+    for h in hist:
+        for p, v in (h.get("layers") or {}).items():
+            gap = v.get("to_threshold")
+            if gap is not None and 0 < gap < NEAR_MOVE and p not in moved:
+                near[p] = min(near.get(p, 1.0), float(gap))
+            if v.get("shift") is not None:
+                shifts[p] = max(shifts.get(p, 0.0), float(v["shift"]))
+    top_shifts = sorted(shifts.items(), key=lambda kv: -kv[1])[:top]
+    return {"rounds": len(hist), "layers": len(end), "moved": moved, "near": dict(sorted(near.items(),
+                                                                                         key=lambda kv: kv[1])),
+            "shifts": [[p, round(v, 3)] for p, v in top_shifts],
+            "reach_warnings": list(((log.get("reach") or {}).get("warnings")) or []), "diagnostics": layers_seen}
+
+
+def search_views(exps: list[Experiment]) -> dict[str, dict[str, Any]]:
+    """:func:`search_view` of every experiment that carries a search log."""
+    out = {}
+    for e in exps:
+        if e.search_log:
+            v = search_view(e.search_log)
+            if v is not None:
+                out[e.name] = v
+    return out
+
+
+def search_view_text(v: dict[str, Any], limit: int = 6) -> str:
+    """One line: rounds, layers moved, layers near a move, largest α shifts, budget warnings."""
+    def few(items: list[str]) -> str:
+        return ", ".join(items[:limit]) + (f", +{len(items) - limit} more" if len(items) > limit else "")
+
+    parts = [f"{v['rounds']} rounds over {v['layers']} layers"]
+    moved = [f"{p} {a}→{b}" for p, (a, b) in v["moved"].items()]
+    parts.append(f"{len(moved)} moved" + (f" ({few(moved)})" if moved else ""))
+    if v["diagnostics"]:
+        near = [f"{p} ({g:.3f})" for p, g in v["near"].items()]
+        parts.append(f"{len(near)} more came within {NEAR_MOVE} of moving" + (f" ({few(near)})" if near else ""))
+        if v["shifts"]:
+            parts.append("largest α shifts " + ", ".join(f"{p} {x:.2f}" for p, x in v["shifts"]))
+    else:
+        parts.append("no branch weights recorded (an older search log)")
+    text = "; ".join(parts)
+    if v["reach_warnings"]:
+        text += "; before it ran: " + " / ".join(v["reach_warnings"])
+    return text
+
+
 # --------------------------------------------------------------------------- dilations
 
 
@@ -756,6 +838,7 @@ class ReportData:
     speakers: dict[str, dict[str, Any]] = field(default_factory=dict)
     settings: Settings = field(default_factory=Settings)
     structures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    search_views: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def pick_utterances(exps: list[Experiment], limit: int) -> list[str]:
@@ -792,7 +875,7 @@ def aggregate(exps: list[Experiment], *, title: str, created: str, reference_arm
         title=title, created=created, experiments=exps, columns=columns, arms=arms, arm_stats=arm_stats,
         reference_arm=reference_arm, paired=paired, dilation_columns=dilation_columns(arms), utterances=utterances,
         ref_audio=ref_audio, figures=figures, eval_parameters=exps[0].summary.get("parameters") or {},
-        verdict=lines, caveats=notes, structures=structures,
+        verdict=lines, caveats=notes, structures=structures, search_views=search_views(exps),
         degenerate=degenerate, winners=winners(arm_stats, paired, reference_arm, columns, degenerate, st.min_runs),
         settings=st,
         costs=costs, cost_warnings=cost_warnings(costs, reference_arm) if any(costs.values()) else [],

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from rfspeech.evaluate import report_text as T
-from rfspeech.evaluate.report_data import ReportData, label
+from rfspeech.evaluate.report_data import NEAR_MOVE, ReportData, label, search_view_text
 from rfspeech.evaluate.report_figures import audio_data_uri
 from rfspeech.evaluate.report_md import cost_rows, dilation_rows
 
@@ -78,6 +78,13 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
         h.append(_table("structure-table", "".join(f'<th class="l">{e(x)}</th>' for x in T.STRUCTURE_HEAD),
                         ["".join([_td(r[0], "l w"), _td(r[1]), _td(r[2]), _td(r[3], "l w"), _td(r[4])])
                          for r in T.structure_rows(data.structures)]))
+
+    if data.search_views:
+        h.append('<h2 id="search-saw">What the search saw</h2><p class="note">From each searched run\'s '
+                 f"search_log.json: layers moved, layers whose expectation came within {NEAR_MOVE} of a rounding "
+                 "threshold without moving, and the largest shifts of the branch weights from their last restart."
+                 "</p><ul>" + "".join(f"<li><b>{e(name)}</b>: {e(search_view_text(v))}</li>"
+                                     for name, v in data.search_views.items()) + "</ul>")
 
     h.append('<h2 id="arms">Arms</h2><p class="note">Mean ± 95 % confidence interval: over runs (seeds) when an arm '
              "has several, else over the utterances of its run (descriptive). Highlighted: significantly better than "

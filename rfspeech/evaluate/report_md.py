@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rfspeech.evaluate import report_text as T
-from rfspeech.evaluate.report_data import DilationColumn, ReportData, label
+from rfspeech.evaluate.report_data import NEAR_MOVE, DilationColumn, ReportData, label, search_view_text
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -83,6 +83,13 @@ def render_markdown(data: ReportData, figure_dir: str = "figures", base: str | P
                 "(r_max) of the reference and of the arm's runs. A metric difference can be credited to the "
                 "receptive field only where the structure changed.", ""]
         out += _table(T.STRUCTURE_HEAD, T.structure_rows(data.structures))
+
+    if data.search_views:
+        out += ["", "## What the search saw", "",
+                f"From each searched run's search_log.json: layers moved, layers whose expectation came within "
+                f"{NEAR_MOVE} of a rounding threshold without moving (the distance), and the largest shifts of the "
+                "branch weights from their last restart (total variation).", ""]
+        out += [f"- {name}: {search_view_text(v)}" for name, v in data.search_views.items()]
 
     out += ["", "## Arms", "",
             "Mean ± 95 % CI: over runs (seeds) when an arm has several, else over the utterances of its run "

@@ -344,11 +344,32 @@ class LocalSearch:
 
     # -- the schedule --------------------------------------------------------------------------
 
+    @staticmethod
+    def observe(op: SearchableConv1d) -> dict[str, Any]:
+        """What a wrapper's ``α`` say before an estimate: candidates, normalised weights, expectation, margins.
+
+        ``to_threshold`` = ``0.5 − |E − d|``: how far the expectation is from the rounding threshold that
+        moves the dilation (≤ 0: it moves, ties toward ``d`` aside); ``shift`` = total-variation distance
+        between the weights and their last restart (``½ Σ |ŵ − ŵ_start|``): how much the evidence moved them.
+        """
+        w = op.branch_weights().detach().double().cpu()
+        e = op.expectation()
+        return {"dilation": op.dilation, "candidates": list(op.candidates),
+                "weights": [round(float(v), 5) for v in w.tolist()], "expectation": round(e, 5),
+                "to_threshold": round(0.5 - abs(e - op.dilation), 5),
+                "shift": round(0.5 * float((w - op.start_weights().double().cpu()).abs().sum()), 5)}
+
     def search_round(self, step: int) -> bool:
-        """Run one estimate + expand round now; return whether any dilation changed."""
+        """Run one estimate + expand round now; return whether any dilation changed.
+
+        The round is recorded in :attr:`history`: the structure after it and, per searched conv,
+        :meth:`observe` before the estimate, the dilation after it and why ``α`` restarted (``restart``:
+        ``candidates`` / ``settled`` / ``every round``, None when kept).
+        """
         self.sync_alphas()
         ops = self.ops()
         before = {p: op.dilation for p, op in ops.items()}
+        seen = {p: self.observe(op) for p, op in ops.items()}
         for op in ops.values():
             op.estimate()
         limits: dict[str, int] = {}
@@ -365,7 +386,9 @@ class LocalSearch:
         self.rounds += 1
         self.last_step = int(step)
         changed = {p: (before[p], after[p]) for p in after if before[p] != after[p]}
-        self.history.append({"step": int(step), "round": self.rounds, "structure": dict(after)})
+        for p, op in ops.items():
+            seen[p].update(to=after[p], restart=op.last_reset)
+        self.history.append({"step": int(step), "round": self.rounds, "structure": dict(after), "layers": seen})
         log.info("search round %d/%d at step %d: %s", self.rounds, self.max_search_steps, step,
                  ", ".join(f"{p} {a}->{b}" for p, (a, b) in changed.items()) or "no dilation changed")
         return bool(changed)
@@ -405,9 +428,13 @@ class LocalSearch:
         return structure
 
     def log_to(self, writer: Any, step: int, rf: dict[str, Any] | None = None) -> None:
-        """Dilation of every searched conv (and the receptive field) as TensorBoard scalars."""
+        """Dilation and the round's expectation of every searched conv (and the receptive field) as TensorBoard
+        scalars (``search/dilation/<path>``, ``search/expectation/<path>``)."""
+        layers = (self.history[-1].get("layers") or {}) if self.history else {}
         for path, op in self.ops().items():
             writer.add_scalar(f"search/dilation/{path}", op.dilation, step)
+            if path in layers:
+                writer.add_scalar(f"search/expectation/{path}", layers[path]["expectation"], step)
         if rf:
             writer.add_scalar("search/receptive_field", rf["r_max"], step)
             writer.add_scalar("search/receptive_field_min", rf["r_min"], step)
