@@ -248,8 +248,8 @@ def check_reach(structure: Mapping[str, int], sch: Schedule, targets: Mapping[st
 
 
 def schedule_from(searchable: Mapping[str, Any], local: Mapping[str, Any], alpha_lr: float) -> Schedule:
-    """The :class:`Schedule` of ``rfspeech-search``'s config: ``search.searchable`` (as resolved by the pipeline,
-    warm start decided), ``search.local`` and the α learning rate."""
+    """The :class:`Schedule` of ``rfspeech-search``'s config: ``search.searchable`` (the RF-Next strategy's
+    record: warm start decided), ``search.local`` (rounds, interval) and the α learning rate."""
     defaults = Schedule(rounds=0, interval=1, alpha_lr=1.0)
 
     def get(node: Mapping[str, Any], key: str) -> Any:
@@ -264,8 +264,9 @@ def schedule_from(searchable: Mapping[str, Any], local: Mapping[str, Any], alpha
         max_dilation=None if searchable.get("max_dilation") is None else int(searchable["max_dilation"]),
         alpha_init=float(get(searchable, "alpha_init")), warm_start=bool(searchable.get("warm_start") or False),
         warm_share=float(get(searchable, "warm_share")),
-        warm_share_end=None if local.get("warm_share_end") is None else float(local["warm_share_end"]),
-        warm_anneal_rounds=None if local.get("warm_anneal_rounds") is None else int(local["warm_anneal_rounds"]),
+        warm_share_end=None if searchable.get("warm_share_end") is None else float(searchable["warm_share_end"]),
+        warm_anneal_rounds=(None if searchable.get("warm_anneal_rounds") is None
+                            else int(searchable["warm_anneal_rounds"])),
         keep_alpha=bool(get(searchable, "keep_alpha")))
 
 
