@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -94,19 +95,25 @@ def receptive_field(model: nn.Module, segment: float | None = None) -> dict[str,
 
 @contextlib.contextmanager
 def plain_view(model: nn.Module) -> Iterator[nn.Module]:
-    """The model (DDP wrapper removed) with every wrapper swapped for its own conv at the current dilation."""
+    """The model (DDP wrapper removed) with every wrapper swapped for its own conv.
+
+    A searching wrapper stands for its structure: the conv at its current dilation. A frozen one
+    (the ``multiple`` mode) computes all its branches for good, so it reads as far as its largest
+    candidate: the conv at that dilation (the receptive field and look-ahead of the multi-branch op).
+    """
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module  # the DDP wrapper's forward would run collectives on this rank alone
     swapped: list[tuple[str, SearchableConv1d]] = []
     try:
         for _path, (full, module) in _targets(model).items():
             if isinstance(module, SearchableConv1d):
-                module.conv.set_dilation(module.dilation)
+                module.conv.set_dilation(max(module.candidates) if module.is_frozen else module.dilation)
                 _replace(model, full, module.conv)
                 swapped.append((full, module))
         yield model
     finally:
         for full, module in swapped:
+            module.conv.set_dilation(module.dilation)
             _replace(model, full, module)
 
 
@@ -141,6 +148,59 @@ def lookahead(model: nn.Module, primary: str = "auto", inputs: Any = None) -> fl
     """Look-ahead of ``model`` at its current dilations: the right side of the analytic field, in
     units of ``primary`` (``auto``: the mel input; frames for a vocoder, mean over output phases)."""
     return float(_Lookahead(model, primary, inputs)())
+
+
+def lookahead_of_structure(model: nn.Module, structure: dict[str, int], primary: str = "auto") -> float:
+    """Look-ahead of ``model`` with the convs named in ``structure`` at those dilations (the others as they are)."""
+    return float(_Lookahead(model, primary)(structure))
+
+
+def fit_branches(model: nn.Module, max_lookahead: float, ops: dict[str, SearchableConv1d], learned: bool = False,
+                 primary: str = "auto") -> dict[str, tuple[int, ...]]:
+    """Shrink the candidates of ``ops`` (``{path: wrapper}``) jointly so the multi-branch model stays within
+    ``max_lookahead``: every branch is computed, so each wrapper looks as far ahead as its largest candidate.
+
+    The largest fraction ``f`` of every wrapper's room above its dilation that fits is found by bisection
+    (the look-ahead grows with every candidate); each wrapper's candidates are then capped at
+    ``d + ⌊f·(r_max − d)⌋``: rebuilt symmetric below that cap (:meth:`SearchableConv1d.candidates_for`, ``α``
+    restarted), or, ``learned=True`` (``α`` learned by a search run), the candidates above it dropped and
+    the others' ``α`` kept. Candidates are never dropped below the wrapper's own dilation; a structure
+    over the budget must be refused before (:func:`lookahead_of_structure`).
+
+    Returns:
+        ``{path: candidates}`` of the wrappers changed.
+    """
+    la = _Lookahead(model, primary)
+    budget = Fraction(max_lookahead).limit_denominator(10**6)
+    base = {p: op.dilation for p, op in ops.items()}
+    top = {p: max(op.candidates) for p, op in ops.items()}
+
+    def caps(f: float) -> dict[str, int]:
+        return {p: base[p] + math.floor(f * (top[p] - base[p]) + 1e-9) for p in ops}
+
+    if la(caps(1.0)) <= budget:
+        return {}
+    lo, hi = 0.0, 1.0
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        if la(caps(mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    limit = caps(lo)
+    changed = {}
+    for p, op in ops.items():
+        if max(op.candidates) <= limit[p]:
+            continue
+        if learned:
+            op._set_rates([r for r in op.candidates if r <= limit[p]] or [op.dilation])
+        else:
+            op._set_rates(op.candidates_for(op.dilation, limit[p]))
+            op.reset_alpha()
+        changed[p] = op.candidates
+    log.warning("look-ahead budget %g frames: the branches of %d conv(s) shrunk to fit it%s", float(max_lookahead),
+                len(changed), " (the learned α of the dropped candidates are lost)" if learned else "")
+    return changed
 
 
 def dilation_limits(model: nn.Module, max_lookahead: float, primary: str = "auto", inputs: Any = None,

@@ -308,6 +308,8 @@ class RFNextSettings:
         warm_share_end: anneal the warm share of restarts linearly to this over ``warm_anneal_rounds``
             rounds (None: constant; :class:`~rfspeech.search.LocalSearch`).
         warm_anneal_rounds: rounds of the anneal (None: all of them).
+        candidates: ``{module path: candidate dilations}`` of a ``multiple``/``merge`` structure exactly as it
+            was applied (recorded by the trainer in checkpoints; None: built around each dilation).
     """
 
     num_branches: int = 3
@@ -322,10 +324,11 @@ class RFNextSettings:
     keep_alpha: bool = True
     warm_share_end: float | None = None
     warm_anneal_rounds: int | None = None
+    candidates: dict[str, list[int]] | None = None
 
 
-#: RF-Next settings that drive the schedule (LocalSearch), not the wrapped convs.
-_SCHEDULE_KEYS = ("warm_share_end", "warm_anneal_rounds")
+#: RF-Next settings that drive the schedule (LocalSearch) or record a structure, not the wrapped convs.
+_SCHEDULE_KEYS = ("warm_share_end", "warm_anneal_rounds", "candidates")
 
 
 @register_strategy
@@ -395,6 +398,8 @@ class RFNext(SearchStrategy):
 
         args = self._args() if mode != "single" else {}
         args = {k: v for k, v in args.items() if k not in ("warm_start", "warm_share")}
+        if mode != "single" and self.settings.candidates:
+            args["candidates"] = self.settings.candidates
         return apply_structure(model, structure, mode=mode, **args)
 
     def finalize(self, model: nn.Module) -> nn.Module:
