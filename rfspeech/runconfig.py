@@ -464,7 +464,12 @@ def _check_searchable(node: Mapping[str, Any], where: str) -> None:
         if hi < lo:
             raise ConfigError(f"{where}.max_dilation: must be >= min_dilation ({lo}), got {hi}")
     # warm_start null: decided from init_from (rfspeech.runs.search)
-    _each(d, where, {"warm_start": (_bool, {"optional": True}), "enabled": (_bool, {}),
+    for key in ("warm_share", "warm_share_end"):
+        if key in d:
+            _float(f"{where}.{key}", d[key], gt=0.0, lt=1.0, optional=key == "warm_share_end")
+    if "warm_anneal_rounds" in d:
+        _int(f"{where}.warm_anneal_rounds", d["warm_anneal_rounds"], ge=1, optional=True)
+    _each(d, where, {"warm_start": (_bool, {"optional": True}), "enabled": (_bool, {}), "keep_alpha": (_bool, {}),
                      "search_interval": (_int, {"ge": 1}), "max_search_steps": (_int, {"ge": 0})})
 
 
@@ -670,6 +675,24 @@ def validate_compare(cfg: Mapping[str, Any]) -> None:
             _int(key, d[key], ge=0)
     if "max_audio_seconds" in d:
         _float("max_audio_seconds", d["max_audio_seconds"], gt=0.0, optional=True)
+    if "min_runs" in d:
+        _int("min_runs", d["min_runs"], ge=2)
+    if "method" in d:
+        _choice("method", d["method"], ("t", "bootstrap"))
+    if "level" in d:
+        _float("level", d["level"], ge=0.5, lt=1.0)
+    if "n_boot" in d:
+        _int("n_boot", d["n_boot"], ge=100)
+    if "margin" in d:
+        _float("margin", d["margin"], gt=0.0, optional=True)
+    if d.get("primary") is not None and not isinstance(d["primary"], str):
+        raise ConfigError(f"primary: must be a metric column name or null, got {d['primary']!r}")
+    th = d.get("thresholds")
+    if th is not None:
+        if not isinstance(th, Mapping):
+            raise ConfigError(f"thresholds: must be a mapping of metric column to a threshold, got {th!r}")
+        for k, v in th.items():
+            _float(f"thresholds.{k}", v, ge=0.0)
 
 
 _SPLITS = ("train", "dev", "eval")

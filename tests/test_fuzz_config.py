@@ -134,6 +134,10 @@ CASES: list[tuple[str, str, str]] = [
     # ---- issue 25 item 4: intervals >= 1 as docs/reliability.md says
     ("rfspeech-train", "train.checkpoint_interval=0", "train.checkpoint_interval"),
     ("rfspeech-train-tts", "tts.checkpoint_interval=0", "tts.checkpoint_interval"),
+    ("rfspeech-compare", "method=anova", "method"),
+    ("rfspeech-compare", "thresholds.mcd=-1", "thresholds.mcd"),
+    ("rfspeech-compare", "thresholds.mdc=0.2", "thresholds.mdc"),
+    ("rfspeech-compare", "min_runs=1", "min_runs"),
 ]
 
 #: The default run's subset: one or more per console script, every error class (type, range, strict bool,
@@ -144,7 +148,7 @@ FAST = {
     "train.keep_last=-1", "train.segment_size=1e12", "search.local.search_interval=0", "tts.skip_bad=maybe",
     "mel.fmin=9000", "nj=abc", "threads=0", "jobs=0", "min_duration=-1", "max_audio=-1",
     "frames=abc", "out_dir=[a,b]", "opset=abc", "tolerance_hops=abc", "max_utts=-1", "skip_bad=maybe",
-    "vocoder=[a,b]", "checkpoint=[1]", "train.checkpoint_interval=0",
+    "vocoder=[a,b]", "checkpoint=[1]", "train.checkpoint_interval=0", "method=anova",
 }
 
 

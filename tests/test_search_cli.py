@@ -70,6 +70,13 @@ def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
     assert (searched / "global" / "global_search_log.jsonl").read_text().strip()
     log = json.loads((searched / "search_log.json").read_text())
     assert [h["step"] for h in log["local"]["history"]] == [2, 4]
+    # diagnostics per round and layer; the reachability check before the search
+    seen = log["local"]["history"][-1]["layers"]["resblocks.0.convs1.1"]
+    assert sum(seen["weights"]) == pytest.approx(1.0, abs=1e-4) and len(seen["weights"]) == len(seen["candidates"])
+    assert seen["to_threshold"] == pytest.approx(0.5 - abs(seen["expectation"] - seen["dilation"]), abs=1e-4)
+    assert seen["to"] == structure["resblocks.0.convs1.1"]
+    assert log["reach"]["schedule"]["rounds"] == 2 and log["reach"]["schedule"]["alpha_lr"] == 1e-3
+    assert set(log["reach"]["best_case"]) == set(structure)
     assert log["global"]["evaluations"] >= 2
     # search=debug re-scores 2 finalists twice (seeds seed+1, seed+2): both scores recorded, and the noise
     finalists = glob["settings"]["global"]["finalists"]
@@ -91,6 +98,7 @@ def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
     scalars = acc.Tags()["scalars"]
     assert "search/dilation/resblocks.0.convs1.1" in scalars
     assert [e.step for e in acc.Scalars("search/dilation/resblocks.0.convs1.1")] == [2, 4]
+    assert [e.step for e in acc.Scalars("search/expectation/resblocks.0.convs1.1")] == [2, 4]
     assert "loss/mel" in scalars
 
     # the search checkpoint rebuilds into a plain generator at the searched dilations

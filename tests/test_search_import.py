@@ -74,6 +74,45 @@ def test_search_init_from_an_imported_checkpoint_warm_starts(imported, tmp_path:
     assert state["cost"]["search_steps"] == 3 and state["cost"]["init_from"] == str(path)
 
 
+def test_global_search_from_a_pretrained_model_fine_tunes_its_candidates(imported, tmp_path: Path) -> None:
+    """With init_from the global search's candidates start from the pretrained generator and discriminator
+    (global/init.pt), their proxy steps counted in cost.json; then the local search runs as usual."""
+    path, data = imported
+    out = tmp_path / "search"
+    res = _cli("search", f"data_dir={data}", f"out_dir={out}", f"init_from={path}", "search.global.enabled=true",
+               "search.global.choices=[1,2]", "search.global.population=2", "search.global.generations=0",
+               "search.global.candidate_steps=1", "search.global.candidate_val_utts=1", "search.global.n_workers=1",
+               "+search.global.groups={all: ['resblocks.*']}", "search.local.search_interval=1",
+               "search.local.max_search_steps=1", "train.max_steps=1", "train.validation_interval=0",
+               "tensorboard=false", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-4000:]
+    init = torch.load(out / "global" / "init.pt", weights_only=True)
+    state = loading.load_checkpoint(path)
+    for k, v in state["discriminator"].items():
+        assert torch.equal(init["discriminator"][k], v), k
+    ref, _ = loading.load_generator(path)  # finalised: weight norm folded; compare what the weights compute
+    from hydra import compose, initialize_config_dir
+
+    from rfspeech.inference.loading import finalize_for_inference
+    from rfspeech.runs.search import search_models
+
+    with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
+        cfg = compose("search", overrides=["device=cpu", f"data_dir={data}", f"init_from={path}"])
+    from rfspeech.runs.train import adopt_init_model
+
+    adopt_init_model(cfg, model_given=False)
+    gen, _, _ = search_models(cfg)
+    gen.load_state_dict(init["generator"])
+    gen = finalize_for_inference(gen.eval())
+    mel = torch.randn(1, ref.in_channels, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(gen(mel), ref(mel))
+    log = yaml.safe_load((out / "search_log.json").read_text())
+    assert log["global"]["candidates_start"] == f"init_from {path}"
+    cost = yaml.safe_load((out / "cost.json").read_text())
+    assert cost["global_proxy_steps"] == log["global"]["evaluations"] * 1 and cost["search_steps"] == 1
+
+
 def test_train_init_from_an_imported_checkpoint_takes_its_model(imported, tmp_path: Path) -> None:
     path, data = imported
     res = _cli("train", f"data_dir={data}", f"out_dir={tmp_path / 'ft'}", f"init_from={path}", "train.max_steps=2",

@@ -304,7 +304,8 @@ def check_overrides(config_name: str, argv: list[str]) -> Any:
 
 #: Config subtrees whose keys are open: constructor arguments (``+model.generator.x=``), structure and feature
 #: overrides. A ``+key=`` anywhere else adds a key nothing reads, and is refused like a plain unknown key.
-OPEN_KEYS = ("model.", "structure_args.", "features.", "train.loss_mel.", "search.global.groups.", "experiment.")
+OPEN_KEYS = ("model.", "structure_args.", "features.", "train.loss_mel.", "search.global.groups.", "experiment.",
+             "thresholds.")
 
 
 def _override_key(arg: str) -> str:

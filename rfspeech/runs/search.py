@@ -4,7 +4,10 @@ Pipeline (``recipes/search.yaml``):
 
 1. optional **global search** (``search.global.enabled``): an evolutionary search over coarse dilation
    combinations; each candidate is trained for ``candidate_steps`` steps from one shared initialisation
-   (``out_dir/global/init.pt``) and scored by validation mel L1; candidates whose receptive field makes
+   (``out_dir/global/init.pt``: with ``init_from``, the pretrained generator and discriminator, so each
+   candidate is a short fine-tune of the trained vocoder with the candidate's dilations applied
+   (``apply_structure``, ``single``); without it, the random initialisation) and scored by validation
+   mel L1; its proxy steps count in ``cost.json`` (``global_proxy_steps``); candidates whose receptive field makes
    layers unproductive for the training segment are pruned first (:mod:`rfspeech.rf`); candidates
    are scored in ``n_workers`` processes. The best combination (``out_dir/global/best.yaml``) seeds
 2. the **local search** during training, by the strategy ``search.strategy``
@@ -62,6 +65,7 @@ from rfspeech.search import (
     save_structure,
     worker_device,
 )
+from rfspeech.search.reach import reachability, schedule_from
 from rfspeech.search.strategy import SELECTION_KEYS, Schedule, SearchStrategy, get_strategy, write_structure
 from rfspeech.train import distributed as D
 from rfspeech.train.common import TrainingDiverged
@@ -413,6 +417,8 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
                "backend": backend.summary() if hasattr(backend, "summary") else {"backend": g.get("backend")}}
     proxy = int(result.evaluations) * int(g.candidate_steps) + rescored * scorer.rescore_steps
     summary["proxy_steps"] = proxy
+    # what each candidate's proxy run starts from (init.pt): the pretrained vocoder, or a random initialisation
+    summary["candidates_start"] = f"init_from {cfg.init_from}" if cfg.get("init_from") else "random initialisation"
     if result.finalists:
         log.info("global search: chose %s (mean re-score %.4g); best by its single score %s (%.4g); score noise sd %s",
                  result.best, result.best_score, result.search_best, result.search_best_score,
@@ -439,9 +445,17 @@ def search_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
     """
     generator, discriminator = build_models(cfg)
     if cfg.get("init_from") and not cfg.get("resume"):
-        # Search from trained (hand-designed) weights: load them before the convs are wrapped.
+        # Search from trained (hand-designed) weights: load them before the convs are wrapped. The
+        # discriminator too: the global search's candidates are short fine-tunes from both (global/init.pt).
         state = load_checkpoint(cfg.init_from)
         load_generator_weights(generator, extract_generator_state(state, cfg.init_from), str(cfg.init_from))
+        disc = state.get("discriminator")
+        if isinstance(disc, dict) and disc:
+            try:
+                discriminator.load_state_dict(disc)
+            except RuntimeError as e:
+                log.warning("init_from %s: discriminator weights do not fit (%s); the global search's candidates "
+                            "start it from scratch", cfg.init_from, str(e).splitlines()[0][:200])
         return generator, discriminator, False
     return generator, discriminator, True
 
@@ -509,6 +523,12 @@ def run_search(cfg: Any, dist_info: Any, typed: VocoderRun | None = None) -> dic
     local_cfg = cfg.search.local
     rf = None
     if local_cfg.get("enabled", True) and int(local_cfg.max_search_steps) > 0:
+        if dist_info.is_main and strategy.name == "rfnext":
+            # how far the schedule can move each layer at best, against the receptive-field analysis's targets
+            alpha_lr = cfg.search.get("alpha_lr") or cfg.train.optimizer_g.get("lr")
+            start = {p: d for p, d in strategy.export(generator).items() if p in set(paths)}
+            summary["reach"] = reachability(start, schedule_from(strategy.record(), local_cfg, alpha_lr), generator,
+                                            segment_frames)
         strategy.wrap(generator)
         local = strategy.searcher(generator, Schedule(
             search_interval=int(local_cfg.search_interval), max_search_steps=int(local_cfg.max_search_steps),
@@ -545,7 +565,8 @@ def run_search(cfg: Any, dist_info: Any, typed: VocoderRun | None = None) -> dic
         settings = {**settings, "searchable": strategy.record(), "model": to_container(cfg.model.generator),
                     "init_from": cfg.get("init_from"), "alpha_lr": cfg.search.get("alpha_lr"),
                     "global": {k: glob[k] for k in ("best", "best_score", "search_best", "search_best_score",
-                                                    "finalists", "score_noise", "proxy_steps") if k in glob}}
+                                                    "finalists", "score_noise", "proxy_steps", "candidates_start")
+                               if k in glob}}
         if budget is not None:
             settings["max_lookahead_frames"] = budget
         if ahead is not None:

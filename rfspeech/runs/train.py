@@ -33,6 +33,7 @@ from rfspeech.inference.loading import (
 )
 from rfspeech.runconfig import GANOptim, ModelSetup, VocoderRun, vocoder_run
 from rfspeech.search import apply_structure
+from rfspeech.search.model import branch_candidates, structure_budget
 from rfspeech.search.strategy import RFNext, read_structure
 from rfspeech.train import distributed
 from rfspeech.train.trainer import Trainer
@@ -87,7 +88,9 @@ def apply_structure_from(cfg: Any, generator: torch.nn.Module) -> dict[str, Any]
         log.info("generator built from %s (%s, mode %s)", cfg.structure, cls.name, mode)
         return dict(structure)
     from_search = continues_search(cfg, generator)
-    apply_structure(generator, structure, mode=mode, from_search=from_search, **structure_args(cfg))
+    # the look-ahead budget the search ran under holds for every mode (multiple/merge: all their branches)
+    apply_structure(generator, structure, mode=mode, from_search=from_search,
+                    max_lookahead=structure_budget(cfg.structure), **structure_args(cfg))
     log.info("generator built from %s (mode %s%s): %s", cfg.structure, mode,
              ", continuing the search run" if from_search else "", structure)
     return dict(structure)
@@ -161,6 +164,19 @@ def structure_args(cfg: Any) -> dict[str, Any]:
             log.warning("structure_args %s ignored: continuing the search run uses its own %s", given, searched)
         return searched
     return given
+
+
+def _recorded_structure_args(cfg: Any, generator: torch.nn.Module, structure: dict[str, Any] | None) -> dict[str, Any]:
+    """What checkpoints record as ``structure_args``: :func:`structure_args`, plus, for an RF-Next ``multiple`` /
+    ``merge`` structure, every conv's candidates as applied (fitted to a budget or learned by the search run), so
+    loading rebuilds the shapes that were trained."""
+    args = structure_args(cfg)
+    if not structure or str(cfg.get("structure_mode") or "single") == "single":
+        return args
+    if cfg.get("structure") and not issubclass(read_structure(cfg.structure)[0], RFNext):
+        return args
+    rates = branch_candidates(generator)
+    return {**args, "candidates": rates} if rates else args
 
 
 def model_overridden(cfg: Any = None) -> bool | None:
@@ -311,7 +327,7 @@ def make_trainer(
             structure = apply_structure_from(cfg, generator)
         discriminator = discriminator if discriminator is not None else d
     setup = replace(setup, structure=structure, structure_mode=str(cfg.get("structure_mode") or "single"),
-                    structure_args=structure_args(cfg))
+                    structure_args=_recorded_structure_args(cfg, generator, structure))
     t = cfg.train
     features = None
     if cfg.get("features"):

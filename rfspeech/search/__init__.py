@@ -32,13 +32,21 @@ from rfspeech.search.global_search import (
     ReceptiveFieldPrune,
     expand_groups,
 )
-from rfspeech.search.local import LocalSearch, dilation_limits, lookahead, lookahead_budget, receptive_field
+from rfspeech.search.local import (
+    LocalSearch,
+    dilation_limits,
+    fit_branches,
+    lookahead,
+    lookahead_budget,
+    receptive_field,
+)
 from rfspeech.search.model import (
     CONV_SCOPES,
     MODES,
     SEARCH_ARGS,
     Wrapped,
     apply_structure,
+    branch_candidates,
     export_structure,
     finalize,
     load_structure,
@@ -48,6 +56,7 @@ from rfspeech.search.model import (
     save_structure,
     searchable_modules,
     searchable_report,
+    structure_budget,
     unwrap_searchable,
     validate_structure,
 )
@@ -99,6 +108,7 @@ __all__ = [
     "Wrapped",
     "apply_structure",
     "as_dilated_conv",
+    "branch_candidates",
     "candidate_offset",
     "choose_impl",
     "dilation_limits",
@@ -106,6 +116,7 @@ __all__ = [
     "expand_groups",
     "export_structure",
     "finalize",
+    "fit_branches",
     "get_strategy",
     "load_structure",
     "lookahead",
@@ -124,6 +135,7 @@ __all__ = [
     "searchable_layout",
     "searchable_modules",
     "searchable_report",
+    "structure_budget",
     "unsearchable_reason",
     "unwrap_searchable",
     "validate_structure",

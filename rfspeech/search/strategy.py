@@ -41,8 +41,8 @@ from torch import nn
 from rfspeech.errors import ConfigError
 from rfspeech.search.op import RFNextSettings
 
-__all__ = ["DEFAULT", "STRATEGIES", "RFNext", "RFNextSettings", "Schedule", "SearchStrategy", "Searcher",
-           "finalize_all", "get_strategy", "read_structure", "register_strategy", "strategy_from_record",
+__all__ = ["DEFAULT", "STRATEGIES", "RFNext", "RFNextSearchSettings", "RFNextSettings", "Schedule", "SearchStrategy",
+           "Searcher", "finalize_all", "get_strategy", "read_structure", "register_strategy", "strategy_from_record",
            "write_structure"]
 
 #: The strategy of ``rfspeech-search`` when ``search.strategy`` is not given (and of unnamed records).
@@ -295,6 +295,27 @@ def _patterns(value: str | Iterable[str] | None) -> list[str] | None:
 
 
 # ------------------------------------------------------------------------------------------------- RF-Next
+@dataclass(frozen=True)
+class RFNextSearchSettings(RFNextSettings):
+    """RF-Next's search settings (``search.searchable``): the operator's (:class:`RFNextSettings`) and the schedule's.
+
+    Attributes:
+        warm_share_end: anneal the warm share of restarts linearly to this over ``warm_anneal_rounds``
+            rounds (None: constant; :class:`~rfspeech.search.LocalSearch`).
+        warm_anneal_rounds: rounds of the anneal (None: all of them).
+        candidates: ``{module path: candidate dilations}`` of a ``multiple``/``merge`` structure exactly as it
+            was applied (recorded by the trainer in checkpoints; None: built around each dilation).
+    """
+
+    warm_share_end: float | None = None
+    warm_anneal_rounds: int | None = None
+    candidates: dict[str, list[int]] | None = None
+
+
+#: RF-Next settings that drive the schedule (LocalSearch) or record a structure, not the wrapped convs.
+_SCHEDULE_KEYS = ("warm_share_end", "warm_anneal_rounds", "candidates")
+
+
 @register_strategy
 class RFNext(SearchStrategy):
     """RF-Next (Gao et al.): every searched conv becomes a multi-dilation :class:`~rfspeech.search.SearchableConv1d`
@@ -302,7 +323,7 @@ class RFNext(SearchStrategy):
     new candidates around it (:class:`~rfspeech.search.LocalSearch`). Structure values are dilations."""
 
     name = "rfnext"
-    Settings = RFNextSettings
+    Settings = RFNextSearchSettings
     config_key = "searchable"
     modes = ("single", "multiple", "merge")
 
@@ -326,7 +347,7 @@ class RFNext(SearchStrategy):
 
     def _args(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self.settings).items()
-                if v is not None and v != getattr(RFNextSettings, k)}
+                if v is not None and v != getattr(RFNextSettings, k) and k not in _SCHEDULE_KEYS}
 
     def wrap(self, model: nn.Module) -> list[str]:
         from rfspeech.search.model import make_searchable
@@ -343,7 +364,9 @@ class RFNext(SearchStrategy):
 
         return LocalSearch(model, schedule.search_interval, schedule.max_search_steps, out_dir=schedule.out_dir,
                            settings=dict(schedule.settings), segment=schedule.segment,
-                           max_lookahead=schedule.max_lookahead, search_every=schedule.search_every)
+                           max_lookahead=schedule.max_lookahead, search_every=schedule.search_every,
+                           warm_share_end=self.settings.warm_share_end,
+                           warm_anneal_rounds=self.settings.warm_anneal_rounds)
 
     def export(self, model: nn.Module) -> dict[str, Any]:
         from rfspeech.search.model import export_structure
@@ -360,6 +383,8 @@ class RFNext(SearchStrategy):
 
         args = self._args() if mode != "single" else {}
         args = {k: v for k, v in args.items() if k not in ("warm_start", "warm_share")}
+        if mode != "single" and self.settings.candidates:
+            args["candidates"] = self.settings.candidates
         return apply_structure(model, structure, mode=mode, **args)
 
     def finalize(self, model: nn.Module) -> nn.Module:

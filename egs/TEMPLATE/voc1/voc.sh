@@ -257,6 +257,10 @@ finetune_stage() {
       structure="$(search_dir_of "${name}" "${s}")/structure.yaml"
       mkdir -p "${run}"
       cp "${structure}" "${run}/structure.yaml"
+      # the search's log beside it: the report's "what the search saw" (rounds, branch weights, reach)
+      if [ -f "$(dirname "${structure}")/search_log.json" ]; then
+        cp "$(dirname "${structure}")/search_log.json" "${run}/search_log.json"
+      fi
       searched_start "${name}" "$(search_dir_of "${name}" "${s}")"
       # the searched arm's budget: this run + its search run (see searched_start: counted once)
       run_job --gpu "${name}/searched_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" searched \
