@@ -1,9 +1,16 @@
-"""``rfspeech-export``: write a trained generator as ONNX for ONNX Runtime (or any ONNX runtime).
+"""``rfspeech-export``: write a trained generator as ONNX, or as a slim inference checkpoint.
 
 Usage::
 
     rfspeech-export checkpoint=exp/x/checkpoints/best.pt format=onnx out=exp/x/generator.onnx [finalize=true]
+    rfspeech-export checkpoint=exp/imported/hifigan_v2.pt format=checkpoint out=exp/imported/hifigan_v2_g.pt
 
+``format=checkpoint`` keeps what synthesis needs (generator, config, feature parameters, structure,
+search state) and drops the discriminator, optimiser, scheduler and RNG states
+(:func:`rfspeech.train.checkpoint.slim_state`): an imported HiFi-GAN V2 goes from 287 MB to 3.7 MB, a V2
+training checkpoint from 860 MB. Every reader of checkpoints takes the result except ``resume=true``.
+
+ONNX:
 The generator is rebuilt as trained (structure applied), weight norm folded, the length axis left
 dynamic; the look-ahead context, hop and mel bins go into the file's metadata so
 :class:`rfspeech.inference.export.OnnxRuntimeGenerator` synthesizes (chunked and streaming too)
@@ -12,12 +19,13 @@ without torch modules. A checkpoint still in search mode is refused unless ``fin
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rfspeech.bin._cli import hydra_main
 from rfspeech.errors import ConfigError
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "checkpoint")
 
 
 def run(cfg: Any) -> dict[str, Any]:
@@ -31,6 +39,8 @@ def run(cfg: Any) -> dict[str, Any]:
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt}: supported formats are {', '.join(FORMATS)}")
     path = str(cfg.checkpoint)
+    if fmt == "checkpoint":
+        return _slim(cfg, path)
     why = search_form(load_checkpoint(path))
     if why and not bool(cfg.finalize):
         raise ConfigError(f"{path}: the model is still in search mode ({why}): finalize it, or pass finalize=true "
@@ -51,6 +61,33 @@ def run(cfg: Any) -> dict[str, Any]:
         print(f"onnxruntime vs torch on a random mel: max abs difference {diff:.3g}")
         print(ort_gen.context.summary(params.sample_rate))
     print(f"wrote {out}")
+    return result
+
+
+def _slim(cfg: Any, path: str) -> dict[str, Any]:
+    """``format=checkpoint``: the inference checkpoint of ``path`` (checked to synthesise as the original)."""
+    import torch
+
+    from rfspeech.train.checkpoint import load_checkpoint, load_generator, save_checkpoint, slim_state
+
+    state = load_checkpoint(path)
+    generator, params = load_generator(path)  # refuses a file that is not a vocoder checkpoint, before writing
+    out = save_checkpoint(str(cfg.out), slim_state(state))
+    result: dict[str, Any] = {"out": str(out), "sample_rate": params.sample_rate}
+    if bool(cfg.check):
+        from rfspeech.inference.chunked import takes_noise
+
+        slim, _ = load_generator(out)
+        rng = torch.Generator().manual_seed(0)
+        args = [torch.randn(1, params.n_mels, 20, generator=rng) - 4.0]
+        if takes_noise(generator):
+            args.append(torch.randn(1, 1, 20 * params.hop_length, generator=rng))
+        with torch.no_grad():
+            diff = float((slim(*args) - generator(*args)).abs().max())
+        result["max_abs_diff"] = diff
+        print(f"slim checkpoint vs the original on a random mel: max abs difference {diff:.3g}")
+    sizes = [os.path.getsize(p) / 1e6 for p in (out, path)]
+    print(f"wrote {out} ({sizes[0]:.1f} MB; {path}: {sizes[1]:.1f} MB)")
     return result
 
 
