@@ -640,8 +640,19 @@ def _check_run_top(cfg: Mapping[str, Any]) -> RunConfig:
     return run
 
 
+def check_model_chosen(cfg: Mapping[str, Any]) -> None:
+    """A vocoder run needs a model: ``model=<preset>``, or ``init_from=`` whose checkpoint brings one."""
+    if cfg.get("model") is None and not cfg.get("init_from"):
+        from rfspeech.config import group_options
+
+        names = ", ".join(name for name, _ in group_options("model", node="generator")[0])
+        raise ConfigError(f"model: none chosen: pass model=<preset> ({names}) or init_from=CKPT to use the "
+                          "checkpoint's model")
+
+
 def validate_train(cfg: Mapping[str, Any]) -> tuple[RunConfig, LoopConfig, GANConfig]:
     """Checks of ``rfspeech-train`` (``recipes/train.yaml``); returns the typed run."""
+    check_model_chosen(cfg)
     run = _check_run_top(cfg)
     loop, gan = _check_train_section(cfg, "train", GANConfig)
     return run, loop, gan

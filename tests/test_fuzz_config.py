@@ -33,9 +33,9 @@ ENTRY = {
 
 #: Arguments every case of a script gets ({tmp}: the case's own folder, also its working directory).
 BASE = {
-    "rfspeech-train": ["data_dir={tmp}/data", "out_dir={tmp}/out", "device=cpu"],
+    "rfspeech-train": ["data_dir={tmp}/data", "out_dir={tmp}/out", "device=cpu", "model=hifigan_debug", "train=debug"],
     "rfspeech-train-tts": ["data_dir={tmp}/data", "out_dir={tmp}/out", "device=cpu"],
-    "rfspeech-search": ["data_dir={tmp}/data", "out_dir={tmp}/out", "device=cpu"],
+    "rfspeech-search": ["data_dir={tmp}/data", "out_dir={tmp}/out", "device=cpu", "model=hifigan_debug", "train=debug"],
     "rfspeech-prepare": ["db_root={tmp}/db", "out_dir={tmp}/out"],
     "rfspeech-synthesize": ["checkpoint={tmp}/ckpt.pt", "input_dir={tmp}/mels", "out_dir={tmp}/out"],
     "rfspeech-evaluate": ["ref_dir={tmp}/ref", "syn_dir={tmp}/syn", "out_dir={tmp}/out"],

@@ -50,10 +50,22 @@ def task(cfg: Any) -> dict[str, Any]:
     finally:
         D.cleanup()
     if dist_info.is_main:
-        rf = result["receptive_field"]
-        rf_text = f"; receptive field {rf['r_min']:.1f}-{rf['r_max']:.1f} frames" if rf else ""
-        print(f"searched {len(result['structure'])} layers{rf_text}; wrote {result['structure_file']}")
+        print(search_summary(result))
     return result
+
+
+def search_summary(result: dict[str, Any]) -> str:
+    """The closing line of a search run: rounds done, layers searched and changed, receptive field, file."""
+    rf = result["receptive_field"]
+    rf_text = f"; receptive field {rf['r_min']:.1f}-{rf['r_max']:.1f} frames" if rf else ""
+    structure, start = result["structure"], result.get("start_structure") or {}
+    changed = sum(1 for p, d in structure.items() if start.get(p, d) != d)
+    rounds = (f"local search {result['rounds']} of {result['rounds_asked']} rounds"
+              + ("" if result["rounds"] >= result["rounds_asked"] else " (too few steps: see the warning above)")
+              if result.get("rounds_asked") else "no local search")
+    glob = "global search, then " if result.get("global") else ""
+    return (f"{glob}{rounds}: {len(structure)} layers searched, {changed} changed{rf_text}; "
+            f"wrote {result['structure_file']}")
 
 
 main = hydra_main("search", run_dir="${out_dir}")(task)

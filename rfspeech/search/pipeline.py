@@ -398,6 +398,30 @@ def search_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
     return generator, discriminator, True
 
 
+def planned_rounds(cfg: Any) -> tuple[int, int]:
+    """``(rounds the run's train.max_steps allows, rounds asked for)`` of the local search (0, 0 when it is off)."""
+    local = cfg.search.local
+    if not local.get("enabled", True) or int(local.max_search_steps) <= 0:
+        return 0, 0
+    asked = int(local.max_search_steps)
+    return min(asked, int(cfg.train.max_steps) // max(1, int(local.search_interval))), asked
+
+
+def check_search_length(cfg: Any) -> None:
+    """Refuse a search run too short for one local-search round: it would write the structure it started with.
+
+    Raises:
+        ConfigError: ``train.max_steps`` below ``search.local.search_interval``.
+    """
+    done, asked = planned_rounds(cfg)
+    if asked and not done:
+        interval = int(cfg.search.local.search_interval)
+        raise ConfigError(
+            f"train.max_steps={int(cfg.train.max_steps)} is shorter than one local-search round "
+            f"(search.local.search_interval={interval}): nothing would be searched; set train.max_steps="
+            f"{interval * asked} for all {asked} rounds, or a smaller search.local.search_interval")
+
+
 def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
     """The whole ``rfspeech-search`` pipeline; returns ``{structure, structure_file, ...}``."""
     require(cfg, "data_dir", "out_dir")
@@ -407,10 +431,12 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         raise ConfigError(f"train.segment_size={cfg.train.segment_size} must be a multiple of the hop length "
                           f"{fp.hop_length}")
     segment_frames = int(cfg.train.segment_size) // fp.hop_length
+    check_search_length(cfg)
     args = searchable_args(cfg)
     budget = lookahead_limit(cfg, fp)
     generator, discriminator, init_generator = search_models(cfg)
     paths = searched_paths(generator, args)
+    start_structure = {p: d for p, d in export_structure(generator).items() if p in set(paths)}
     if budget is not None:
         _check_budget(generator, paths, budget, args, fp)
     global_cost: dict[str, Any] | None = None
@@ -461,6 +487,10 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         summary["local"] = {"history": local.history, "rounds": local.rounds, "steps": result.step,
                             "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
         settings = local.all_settings()
+        if not local.rounds and not g.get("enabled", False):
+            raise ConfigError(f"the local search ran 0 of {local.max_search_steps} rounds in {result.step} steps "
+                              f"(search.local.search_interval={local.search_interval}): nothing was searched and "
+                              "no structure.yaml written; raise train.max_steps")
         if not local.finished:
             log.warning("local search ran %d of %d rounds in %d steps (search_interval=%d): raise train.max_steps",
                         local.rounds, local.max_search_steps, result.step, local.search_interval)
@@ -489,7 +519,10 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         atomic_write_text(out / "search_log.json",
                           json.dumps({**summary, "structure": structure, "receptive_field": rf, "lookahead": ahead},
                                      indent=2, default=_json_default))
-    return {"structure": structure, "structure_file": str(out / "structure.yaml"), "receptive_field": rf}
+    rounds = summary.get("local", {}).get("rounds", 0)
+    return {"structure": structure, "structure_file": str(out / "structure.yaml"), "receptive_field": rf,
+            "rounds": rounds, "rounds_asked": planned_rounds(cfg)[1], "start_structure": start_structure,
+            "global": "global" in summary or global_cost is not None}
 
 
 def _json_default(obj: Any) -> Any:
