@@ -78,7 +78,7 @@ expdir=exp
 # defaults shown are the calling recipe's (run.sh passes its own before the command line's)
 usage() {
   cat <<EOF
-Usage: $0 [options]
+Usage: ${RF_RECIPE:-$0} [options]
 Text-to-speech recipe: data -> features -> hand-designed acoustic model -> receptive-field search ->
 fine-tune -> vocoder + synthesis of the eval sentences -> MCD and duration error -> report
 (exp/<name>/report.html) -> GTA fine-tune of the vocoder per acoustic model -> the four combinations
@@ -208,23 +208,23 @@ gta_evaluate() {
 
 # ------------------------------------------------------------------------------------------ checks
 check_options "$@"
-[[ "${length_scale}" =~ ^[0-9]*\.?[0-9]+$ ]] || die "--length_scale must be a positive number, got '${length_scale}'"
-case "${checkpoint}" in best|last) ;; *) die "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
-case "${gta}" in true|false) ;; *) die "--gta must be true or false, got '${gta}'" ;; esac
-case "${corpus}" in ljspeech|vctk) ;; *) die "--corpus must be ljspeech or vctk (a corpus with transcripts), got '${corpus}'" ;; esac
+[[ "${length_scale}" =~ ^[0-9]*\.?[0-9]+$ ]] || usage_error "--length_scale must be a positive number, got '${length_scale}'"
+case "${checkpoint}" in best|last) ;; *) usage_error "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
+case "${gta}" in true|false) ;; *) usage_error "--gta must be true or false, got '${gta}'" ;; esac
+case "${corpus}" in ljspeech|vctk) ;; *) usage_error "--corpus must be ljspeech or vctk (a corpus with transcripts), got '${corpus}'" ;; esac
 derive_settings
 
 # check_conf FILE WHAT: a recipe conf is a Hydra experiment file ("# @package _global_")
 check_conf() {
-  [ -f "$1" ] || die "$2 $1 not found (see ls conf/)"
-  [[ "$1" == *.yaml ]] || die "$2 $1: must be a .yaml file"
+  [ -f "$1" ] || usage_error "$2 $1 not found (see ls conf/)"
+  [[ "$1" == *.yaml ]] || usage_error "$2 $1: must be a .yaml file"
   head -n 5 "$1" | grep -q '^# @package _global_' \
-    || die "$2 $1: not a recipe conf (its first line must be '# @package _global_')"
+    || usage_error "$2 $1: not a recipe conf (its first line must be '# @package _global_')"
 }
 conf_dir_of() { cd "$(dirname "$1")" && pwd; }
 
 if [ "${stop_stage}" -ge 2 ] && [ "${stage}" -le 7 ]; then
-  [ -n "${conf}" ] || die "--conf is empty: stages 2-7 need the acoustic-model recipe conf (e.g. conf/acoustic_tiny.yaml)"
+  [ -n "${conf}" ] || usage_error "--conf is empty: stages 2-7 need the acoustic-model recipe conf (e.g. conf/acoustic_tiny.yaml)"
 fi
 exp_name=""
 hydra_conf=()
@@ -232,7 +232,7 @@ conf_root=""
 if [ -n "${conf}" ]; then
   check_conf "${conf}" "conf"
   conf_group=$(basename "$(conf_dir_of "${conf}")")
-  [[ "${conf_group}" =~ ^[A-Za-z0-9_]+$ ]] || die "conf ${conf}: its directory name '${conf_group}' must be letters, digits or _"
+  [[ "${conf_group}" =~ ^[A-Za-z0-9_]+$ ]] || usage_error "conf ${conf}: its directory name '${conf_group}' must be letters, digits or _"
   conf_base=$(basename "${conf}" .yaml)
   conf_root=$(dirname "$(conf_dir_of "${conf}")")
   hydra_conf=("hydra.searchpath=[file://${conf_root}]")
@@ -247,7 +247,7 @@ else
     [ -n "${vocoder_conf}" ] || die "stage 5 ($(stage_name 5)): give --vocoder_conf (a vocoder to train) or --vocoder_checkpoint"
     check_conf "${vocoder_conf}" "vocoder_conf"
     [ "$(dirname "$(conf_dir_of "${vocoder_conf}")")" = "${conf_root}" ] \
-      || die "--vocoder_conf ${vocoder_conf}: must live in a directory beside the conf's (${conf_root})"
+      || usage_error "--vocoder_conf ${vocoder_conf}: must live in a directory beside the conf's (${conf_root})"
     voc_group=$(basename "$(conf_dir_of "${vocoder_conf}")")
     voc_base=$(basename "${vocoder_conf}" .yaml)
   fi
@@ -258,7 +258,7 @@ if [ "${gta}" = true ] && run_stage 8; then
   [ -n "${gta_conf}" ] || die "stage 8 ($(stage_name 8)): give --gta_conf (the vocoder conf of the GTA fine-tune) or --gta false"
   check_conf "${gta_conf}" "gta_conf"
   [ "$(dirname "$(conf_dir_of "${gta_conf}")")" = "${conf_root}" ] \
-    || die "--gta_conf ${gta_conf}: must live in a directory beside the conf's (${conf_root})"
+    || usage_error "--gta_conf ${gta_conf}: must live in a directory beside the conf's (${conf_root})"
   gta_group=$(basename "$(conf_dir_of "${gta_conf}")")
   gta_base=$(basename "${gta_conf}" .yaml)
 fi

@@ -74,7 +74,7 @@ expdir=exp
 # defaults shown are the calling recipe's (run.sh passes its own before the command line's)
 usage() {
   cat <<EOF
-Usage: $0 [options]
+Usage: ${RF_RECIPE:-$0} [options]
 Vocoder recipe: data -> features -> hand-designed baseline -> receptive-field search -> fine-tune
 -> synthesize -> evaluate -> report (exp/<name>/report.html). Paths are relative to the recipe directory.
 
@@ -141,9 +141,9 @@ evaluate_run() {
 
 # ------------------------------------------------------------------------------------------ checks
 check_options "$@"
-case "${checkpoint}" in best|last) ;; *) die "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
+case "${checkpoint}" in best|last) ;; *) usage_error "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
 case "${structure_mode}" in single|multiple|merge) ;;
-  *) die "--structure_mode must be single, multiple or merge, got '${structure_mode}'" ;;
+  *) usage_error "--structure_mode must be single, multiple or merge, got '${structure_mode}'" ;;
 esac
 derive_settings
 # With GPUs and --nj > 1, every local run slot gets its own --n_gpus GPUs (a --gpu_cmd/--cmd scheduler places
@@ -156,19 +156,19 @@ declare -A conf_group=() conf_name=() conf_file=()
 names=()
 read -r -a conf_list <<< "${conf}" || true
 if [ "${stop_stage}" -ge 2 ] && [ "${stage}" -le 7 ]; then
-  [ "${#conf_list[@]}" -gt 0 ] || die "--conf is empty: stages 2-7 need at least one recipe conf (e.g. conf/hifigan_v1.yaml)"
+  [ "${#conf_list[@]}" -gt 0 ] || usage_error "--conf is empty: stages 2-7 need at least one recipe conf (e.g. conf/hifigan_v1.yaml)"
 fi
 for c in "${conf_list[@]}"; do
-  [ -f "${c}" ] || die "conf ${c} not found (a recipe conf such as conf/$(basename "${c%.yaml}").yaml; see ls conf/)"
-  [[ "${c}" == *.yaml ]] || die "conf ${c}: must be a .yaml file"
+  [ -f "${c}" ] || usage_error "conf ${c} not found (a recipe conf such as conf/$(basename "${c%.yaml}").yaml; see ls conf/)"
+  [[ "${c}" == *.yaml ]] || usage_error "conf ${c}: must be a .yaml file"
   head -n 5 "${c}" | grep -q '^# @package _global_' \
-    || die "conf ${c}: not a recipe conf (its first line must be '# @package _global_'; see egs/TEMPLATE/voc1/README.md)"
+    || usage_error "conf ${c}: not a recipe conf (its first line must be '# @package _global_'; see egs/TEMPLATE/voc1/README.md)"
   cdir=$(cd "$(dirname "${c}")" && pwd)
   group=$(basename "${cdir}")
-  [[ "${group}" =~ ^[A-Za-z0-9_]+$ ]] || die "conf ${c}: its directory name '${group}' must be letters, digits or _"
+  [[ "${group}" =~ ^[A-Za-z0-9_]+$ ]] || usage_error "conf ${c}: its directory name '${group}' must be letters, digits or _"
   base=$(basename "${c}" .yaml)
   name=${base}${tag:+_${tag}}
-  [ -z "${conf_file[${name}]+x}" ] || die "conf ${c}: experiment name ${name} given twice"
+  [ -z "${conf_file[${name}]+x}" ] || usage_error "conf ${c}: experiment name ${name} given twice"
   names+=("${name}")
   conf_group[${name}]=${group}
   conf_name[${name}]=${base}
@@ -179,7 +179,7 @@ hydra_conf=()
 if [ "${#names[@]}" -gt 0 ]; then
   for c in "${conf_list[@]}"; do
     [ "$(cd "$(dirname "$(dirname "${c}")")" && pwd)" = "$(cd "$(dirname "$(dirname "${conf_list[0]}")")" && pwd)" ] \
-      || die "--conf: every conf must live in the same directory (got ${conf_list[0]} and ${c})"
+      || usage_error "--conf: every conf must live in the same directory (got ${conf_list[0]} and ${c})"
   done
   hydra_conf=("hydra.searchpath=[file://${conf_root}]")
 fi

@@ -17,6 +17,8 @@
 # ------------------------------------------------------------------------------------------ logging, stages
 log() { echo "$(date '+%F %T') $*"; }
 die() { echo "error: $*" >&2; exit 1; }
+# usage_error MESSAGE: a bad option value, exit status 2 (as parse_options.sh and the console scripts)
+usage_error() { echo "error: $*" >&2; exit 2; }
 is_int() { [[ "$1" =~ ^-?[0-9]+$ ]]; }
 
 # stage_name N: the stage's name in messages; a driver renames a stage with stage_names[N]=...
@@ -77,13 +79,13 @@ need_tools() {
 # ------------------------------------------------------------------------------------------ options
 # check_options "$@": the options every driver has (parse_options.sh leaves only stray arguments in "$@")
 check_options() {
-  [ $# -eq 0 ] || die "unexpected argument(s): $* (options take the form --name value; see --help)"
-  is_int "${stage}" || die "--stage must be an integer, got '${stage}'"
-  is_int "${stop_stage}" || die "--stop_stage must be an integer, got '${stop_stage}'"
-  [[ "${n_gpus}" =~ ^[0-9]+$ ]] || die "--n_gpus must be an integer >= 0, got '${n_gpus}'"
-  [[ "${nj}" =~ ^[1-9][0-9]*$ ]] || die "--nj must be an integer >= 1, got '${nj}'"
-  [[ "${threads}" =~ ^[0-9]+$ ]] || die "--threads must be an integer >= 0, got '${threads}'"
-  [[ "${tag}" =~ ^[A-Za-z0-9_.-]*$ ]] || die "--tag may only hold letters, digits, '.', '_' and '-', got '${tag}'"
+  [ $# -eq 0 ] || usage_error "unexpected argument(s): $* (options take the form --name value; see --help)"
+  is_int "${stage}" || usage_error "--stage must be an integer, got '${stage}'"
+  is_int "${stop_stage}" || usage_error "--stop_stage must be an integer, got '${stop_stage}'"
+  [[ "${n_gpus}" =~ ^[0-9]+$ ]] || usage_error "--n_gpus must be an integer >= 0, got '${n_gpus}'"
+  [[ "${nj}" =~ ^[1-9][0-9]*$ ]] || usage_error "--nj must be an integer >= 1, got '${nj}'"
+  [[ "${threads}" =~ ^[0-9]+$ ]] || usage_error "--threads must be an integer >= 0, got '${threads}'"
+  [[ "${tag}" =~ ^[A-Za-z0-9_.-]*$ ]] || usage_error "--tag may only hold letters, digits, '.', '_' and '-', got '${tag}'"
 }
 
 # derive_settings: seed_list (from --seeds, else --seed; checked), job_threads, device, eval_jobs, and the
@@ -91,8 +93,8 @@ check_options() {
 derive_settings() {
   local s
   read -r -a seed_list <<< "${seeds:-${seed}}" || true
-  [ "${#seed_list[@]}" -gt 0 ] || die "--seeds is empty"
-  for s in "${seed_list[@]}"; do is_int "${s}" || die "seeds must be integers, got '${s}'"; done
+  [ "${#seed_list[@]}" -gt 0 ] || usage_error "--seeds is empty"
+  for s in "${seed_list[@]}"; do is_int "${s}" || usage_error "seeds must be integers, got '${s}'"; done
 
   job_threads=${threads}
   if [ "${job_threads}" -eq 0 ] && [ "${nj}" -gt 1 ]; then
