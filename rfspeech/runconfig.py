@@ -352,7 +352,8 @@ class ModelSetup:
         init_generator: with ``init_from``, load the model weights too (False when the caller already
             loaded them, e.g. before applying a structure).
         search: local search object (``after_step``, ``state_dict``, ``load_state_dict``) or None.
-        searchable: ``make_searchable`` keyword arguments used on the model (recorded for rebuilding).
+        searchable: the search strategy's record of the wrapping (:meth:`SearchStrategy.record`; recorded
+            for rebuilding, :func:`rfspeech.search.strategy.strategy_from_record`).
     """
 
     structure: dict[str, int] | None = None
@@ -547,10 +548,12 @@ def _check_structure(cfg: Mapping[str, Any]) -> None:
     if not path or path is UNRESOLVED:
         return
     # Imported here: rfspeech.search loads torch, which validation of every other config does without.
-    from rfspeech.search.model import load_structure
+    from rfspeech.search.strategy import RFNext, read_structure
 
-    for module, dilation in load_structure(str(path)).items():
-        _dilation(f"structure ({path}): {module}", dilation)
+    cls, structure = read_structure(str(path))  # the file's strategy validates its values
+    if issubclass(cls, RFNext):
+        for module, dilation in structure.items():
+            _dilation(f"structure ({path}): {module}", dilation)
 
 
 def _dilation(key: str, value: Any) -> int:
@@ -568,7 +571,7 @@ def _check_searchable(node: Mapping[str, Any], where: str) -> None:
         hi = _dilation(f"{where}.max_dilation", d["max_dilation"])
         if hi < lo:
             raise ConfigError(f"{where}.max_dilation: must be >= min_dilation ({lo}), got {hi}")
-    # warm_start null: decided from init_from (rfspeech.search.pipeline)
+    # warm_start null: decided from init_from (rfspeech.runs.search)
     _each(d, where, {"warm_start": (_bool, {"optional": True}), "enabled": (_bool, {}),
                      "search_interval": (_int, {"ge": 1}), "max_search_steps": (_int, {"ge": 0})})
 
@@ -588,6 +591,11 @@ def _check_global(node: Mapping[str, Any], where: str) -> None:
             _bool(f"{where}.{key}", d[key])
     if d.get("threads_per_worker") is not None:
         _int(f"{where}.threads_per_worker", d["threads_per_worker"], ge=1)
+    if d.get("backend") is not None:
+        from rfspeech.search.backends import BACKENDS, make_backend  # torch-free, but only search configs need it
+
+        if d["backend"] not in BACKENDS:
+            make_backend(str(d["backend"]), where=f"{where}.backend")  # the one-line error naming the registered
     if "choices" in d:
         choices = d["choices"]
         if not isinstance(choices, list) or not choices:
@@ -662,6 +670,10 @@ def validate_search(cfg: Mapping[str, Any]) -> tuple[RunConfig, LoopConfig, GANC
     """Checks of ``rfspeech-search`` (``recipes/search.yaml``): the training run and ``search.*``."""
     run, loop, gan = validate_train(cfg)
     search = _section(cfg, "search")
+    if search.get("strategy") not in (None, UNRESOLVED):
+        from rfspeech.search.strategy import get_strategy  # torch, only for a search config
+
+        get_strategy(search["strategy"])
     _check_searchable(_section(search, "searchable"), "search.searchable")
     _check_searchable(_section(search, "local"), "search.local")
     _check_global(_section(search, "global"), "search.global")

@@ -111,7 +111,7 @@ def _official_files(root: Path) -> None:
     """cp_hifigan/{g_02500000, do_02500000, config.json}: the shipped tiny HiFi-GAN as the official code saves it."""
     from test_import import _MPD, _MSD, HIFIGAN_CONFIG, _randomize
 
-    from rfspeech.train.checkpoint import load_checkpoint
+    from rfspeech.inference.loading import load_checkpoint
 
     state = load_checkpoint(TINY)
     official = {}
@@ -185,7 +185,7 @@ def test_byo_walkthrough_runs_at_ci_size(tmp_path: Path) -> None:
     assert "resampled to the vocoder's 22050 Hz" in synth_log and "1 file(s) at 16000 Hz" in synth_log
     assert json.loads((exp / "imported" / "rf" / "rf.json").read_text())["r_max"] > 0
     # the fine-tune took its model from init_from; best.pt is the slim inference checkpoint
-    from rfspeech.train.checkpoint import load_checkpoint
+    from rfspeech.inference.loading import load_checkpoint
 
     best = load_checkpoint(exp / "ft" / "checkpoints" / "best.pt")
     assert best["inference_only"] and "discriminator" not in best and "optim_g" not in best

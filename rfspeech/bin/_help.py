@@ -30,6 +30,7 @@ option's chain comes first, then the group's other options.
 
 from __future__ import annotations
 
+import functools
 import re
 import textwrap
 from collections.abc import Iterator
@@ -105,6 +106,12 @@ def _split_inline(rest: str) -> tuple[str, str | None, int | None]:
 
 def parse_comments(path: str | Path) -> FileComments:
     """Read the descriptions a recipe YAML file gives (see the module docstring for the conventions)."""
+    p = Path(path)
+    return _parse_cached(str(p.resolve()), p.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(path: str, mtime_ns: int) -> FileComments:
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     out = FileComments()
     i = 0

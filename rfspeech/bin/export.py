@@ -33,7 +33,7 @@ def run(cfg: Any) -> dict[str, Any]:
     import torch
 
     from rfspeech.inference.export import export_onnx, search_form
-    from rfspeech.train.checkpoint import load_checkpoint, load_generator
+    from rfspeech.inference.loading import load_checkpoint, load_generator
 
     fmt = str(cfg.format)
     if fmt not in FORMATS:
@@ -68,7 +68,8 @@ def _slim(cfg: Any, path: str) -> dict[str, Any]:
     """``format=checkpoint``: the inference checkpoint of ``path`` (checked to synthesise as the original)."""
     import torch
 
-    from rfspeech.train.checkpoint import load_checkpoint, load_generator, save_checkpoint, slim_state
+    from rfspeech.inference.loading import load_checkpoint, load_generator
+    from rfspeech.train.checkpoint import save_checkpoint, slim_state
 
     state = load_checkpoint(path)
     generator, params = load_generator(path)  # refuses a file that is not a vocoder checkpoint, before writing
