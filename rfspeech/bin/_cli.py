@@ -77,8 +77,10 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
             if any(a in ("--help", "-h") for a in argv):
                 from rfspeech.bin._help import render, script_help
 
+                shown = split_flags(argv)[0]
+                preset = guarded(train_preset_override)(config_name, shown)
                 try:
-                    print(render(script_help(config_name, split_flags(argv)[0])), flush=True)
+                    print(render(script_help(config_name, shown + ([preset] if preset else []))), flush=True)
                 except BrokenPipeError:  # rfspeech-x --help | head
                     sys.stdout = None
                 return None

@@ -171,6 +171,14 @@ gta_run_of() { echo "$(dirname "$1")/gta_$(basename "$1")"; }
 seed_of() { echo "${1##*_seed}"; }
 arm_of() { if [[ "$1" == */searched_seed* ]]; then echo searched; else echo hand-designed; fi; }
 
+# vocoder_init: what the GTA fine-tune continues: a vocoder trained in stage 5 from its newest step checkpoint
+# (generator and discriminator; best.pt holds the generator alone), a --vocoder_checkpoint as it is
+vocoder_init() {
+  local last=""
+  [ -n "${vocoder_checkpoint}" ] || last=$(find "${voc_dir}/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2>/dev/null | sort | tail -n 1)
+  echo "${last:-${vocoder}}"
+}
+
 # gta_finetune RUN: RUN's teacher-forced mels of train + dev as a prepared corpus, checked against the vocoder,
 # then the vocoder fine-tuned on them (init_from the stage 5 vocoder; the recordings are the targets)
 gta_finetune() {
@@ -184,7 +192,7 @@ gta_finetune() {
     "json=${g}/data/check_mels.json" || rc=$?
   [ "${rc}" -le 1 ] || return "${rc}"
   "${train_cmd[@]}" "${hydra_conf[@]}" "+${gta_group}=${gta_base}" "data_dir=${g}/data" "out_dir=${g}/vocoder" \
-    "init_from=${vocoder}" "seed=$(seed_of "$1")" "device=${device}" "resume=${resume}" progress=false "${gta_args[@]}"
+    "init_from=$(vocoder_init)" "seed=$(seed_of "$1")" "device=${device}" "resume=${resume}" progress=false "${gta_args[@]}"
   touch "${g}/vocoder/.done"
 }
 
