@@ -169,19 +169,20 @@ def test_byo_walkthrough_runs_at_ci_size(tmp_path: Path) -> None:
     _inputs(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    logs = {}
+    logs: list[tuple[str, subprocess.CompletedProcess]] = []
     for words in commands(BYO, ("bash",)):
         words = ci_size(words)
         res = subprocess.run([sys.executable, "-m", f"rfspeech.bin.{MODULE[words[0]]}", *words[1:]], cwd=tmp_path,
                              env=env, capture_output=True, text=True, timeout=900)
         assert res.returncode == 0, f"{' '.join(words)}\n{res.stderr[-3000:]}"
-        logs[" ".join(words[:3])] = res
+        logs.append((" ".join(words), res))
     exp = tmp_path / "exp"
     # the import took the model from config.json; copy-synthesis resampled the 16 kHz clip, and said so
     copy = json.loads((exp / "imported" / "copy" / "speed.json").read_text())
     assert copy["resampled_from"] == {"16000": 1} and copy["n_bad"] == 0
     assert len(list((exp / "imported" / "copy").glob("*.wav"))) == 12
-    synth_log = next(r.stderr for k, r in logs.items() if k.startswith("rfspeech-synthesize") and "copy" in k)
+    synth_log = next(r.stderr for k, r in logs
+                     if k.startswith("rfspeech-synthesize") and "out_dir=exp/imported/copy" in k)
     assert "resampled to the vocoder's 22050 Hz" in synth_log and "1 file(s) at 16000 Hz" in synth_log
     assert json.loads((exp / "imported" / "rf" / "rf.json").read_text())["r_max"] > 0
     # the fine-tune took its model from init_from; best.pt is the slim inference checkpoint
@@ -194,7 +195,7 @@ def test_byo_walkthrough_runs_at_ci_size(tmp_path: Path) -> None:
     assert {"discriminator", "optim_g", "optim_d", "rng"} <= set(step)
     assert json.loads((exp / "ft" / "cost.json").read_text()) == step["cost"]
     # the search ran its rounds from the imported weights; the searched fine-tune counts them
-    search_line = next(r.stdout for k, r in logs.items() if k.startswith("rfspeech-search")).strip().splitlines()[-1]
+    search_line = next(r.stdout for k, r in logs if k.startswith("rfspeech-search")).strip().splitlines()[-1]
     assert search_line.startswith("local search 2 of 2 rounds: 72 layers searched"), search_line
     assert json.loads((exp / "searched" / "cost.json").read_text())["search_steps"] == 4
     assert json.loads((exp / "ft" / "eval" / "summary.json").read_text())

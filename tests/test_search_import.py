@@ -89,7 +89,7 @@ def test_train_init_from_an_imported_checkpoint_takes_its_model(imported, tmp_pa
 def test_a_model_given_that_does_not_fit_stays_a_clear_error(imported, tmp_path: Path) -> None:
     path, data = imported
     res = _cli("search", f"data_dir={data}", f"out_dir={tmp_path / 'x'}", f"init_from={path}", "model=hifigan_debug",
-               "search.global.enabled=false", cwd=tmp_path)
+               "search.global.enabled=false", "search.local.search_interval=2", cwd=tmp_path)
     assert res.returncode == 2
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {path}: generator weights do not fit the model config"), last
