@@ -50,7 +50,7 @@ from rfspeech.checks import (
 from rfspeech.errors import ConfigError
 
 __all__ = ["AcousticConfig", "GANConfig", "GANOptim", "LoopConfig", "ModelSetup", "Optim", "RunConfig", "VocoderRun",
-           "acoustic_run", "build_checked", "check_device", "did_you_mean", "validate", "validator", "vocoder_run"]
+           "acoustic_run", "build_checked", "check_device", "check_model_chosen", "did_you_mean", "validate", "validator", "vocoder_run"]
 
 # The value checks and the feature-parameter rules live in rfspeech.checks (the foundation layer): the checkpoint
 # schema (rfspeech.inference) and FeatureParams (rfspeech.data) use the same rules from below this module.
@@ -560,8 +560,19 @@ def _check_run_top(cfg: Mapping[str, Any]) -> RunConfig:
     return run
 
 
+def check_model_chosen(cfg: Mapping[str, Any]) -> None:
+    """A vocoder run needs a model: ``model=<preset>``, or ``init_from=`` whose checkpoint brings one."""
+    if cfg.get("model") is None and not cfg.get("init_from"):
+        from rfspeech.config import group_options
+
+        names = ", ".join(name for name, _ in group_options("model", node="generator")[0])
+        raise ConfigError(f"model: none chosen: pass model=<preset> ({names}) or init_from=CKPT to use the "
+                          "checkpoint's model")
+
+
 def validate_train(cfg: Mapping[str, Any]) -> tuple[RunConfig, LoopConfig, GANConfig]:
     """Checks of ``rfspeech-train`` (``recipes/train.yaml``); returns the typed run."""
+    check_model_chosen(cfg)
     run = _check_run_top(cfg)
     loop, gan = _check_train_section(cfg, "train", GANConfig)
     return run, loop, gan
@@ -755,7 +766,7 @@ def validate_export(cfg: Mapping[str, Any]) -> None:
     d = _known(cfg)
     _paths(cfg, required=("checkpoint", "out"))
     if "format" in d:
-        _choice("format", d["format"], ("onnx",))
+        _choice("format", d["format"], ("onnx", "checkpoint"))
     if "opset" in d:
         _int("opset", d["opset"], ge=7, le=30)
     for key in ("finalize", "check"):

@@ -57,15 +57,17 @@ def test_parse_options_sets_variables_kaldi_style(tmp_path: Path) -> None:
 
 
 def test_parse_options_rejects_unknown_and_malformed_options(tmp_path: Path) -> None:
+    """Option errors exit 2 (as the console scripts) with one line naming the script."""
     r = parse(tmp_path, "--no_such_option", "1")
-    assert r.returncode != 0 and "--no_such_option" in r.stderr and r.stdout == ""
+    assert r.returncode == 2 and "--no_such_option" in r.stderr and r.stdout == ""
+    assert r.stderr.startswith(f"error: {tmp_path / 'opts.sh'}: invalid option --no_such_option")
     r = parse(tmp_path, "--flag", "maybe")
-    assert r.returncode != 0 and "true or false" in r.stderr
+    assert r.returncode == 2 and "true or false" in r.stderr
     r = parse(tmp_path, "--stage")
-    assert r.returncode != 0 and "needs a value" in r.stderr
+    assert r.returncode == 2 and "needs a value" in r.stderr
     # a name that is not a shell identifier must not reach printf -v
     r = parse(tmp_path, "--a;b", "1")
-    assert r.returncode != 0 and "invalid option" in r.stderr
+    assert r.returncode == 2 and "invalid option" in r.stderr
 
 
 def test_parse_options_help(tmp_path: Path) -> None:
@@ -218,10 +220,12 @@ def test_bad_conf_and_options(tmp_path: Path) -> None:
     plain.write_text("train:\n  max_steps: 1\n")
     msg = one_line_error(run_recipe(mini, "--conf", str(plain), *isolated(tmp_path)))
     assert "not a recipe conf" in msg and "@package _global_" in msg
-    msg = one_line_error(run_recipe(mini, "--no_such_option", "1"), prefix="./voc.sh: invalid option")
-    assert "--no_such_option" in msg
-    msg = one_line_error(run_recipe(mini, "--stage", "two"))
-    assert "--stage" in msg
+    # the recipe the user ran is named (run.sh, not the ./voc.sh it calls), exit status 2
+    r = run_recipe(mini, "--no_such_option", "1")
+    msg = one_line_error(r, prefix=f"error: {mini / 'run.sh'}: invalid option --no_such_option")
+    assert r.returncode == 2 and "voc.sh" not in msg and f"see {mini / 'run.sh'} --help" in msg
+    r = run_recipe(mini, "--stage", "two")
+    assert "--stage" in one_line_error(r) and r.returncode == 2
     msg = one_line_error(run_recipe(mini, "--seeds", "1 x"))
     assert "seeds" in msg
     msg = one_line_error(run_recipe(mini, "--conf", "", "--stage", "2"))
@@ -230,7 +234,8 @@ def test_bad_conf_and_options(tmp_path: Path) -> None:
     assert "unexpected argument" in msg
     msg = one_line_error(run_recipe(mini, "--structure_mode", "fold", *isolated(tmp_path)))
     assert "--structure_mode must be single, multiple or merge" in msg
-    msg = one_line_error(run_recipe(mini, "--launcher", "hydra/launcher=basic"), prefix="./voc.sh: invalid option")
+    msg = one_line_error(run_recipe(mini, "--launcher", "hydra/launcher=basic"),
+                         prefix=f"error: {mini / 'run.sh'}: invalid option")
     assert "--launcher" in msg
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_fixtures import compose, make_prepared, trainer
+from train_fixtures import compose, debug_overrides, make_prepared, trainer
 
 from rfspeech.data.dataset import PreparedSplit, SegmentBatchSampler, SegmentDataset
 from rfspeech.errors import ConfigError, RFSpeechError
@@ -260,7 +260,7 @@ def test_bad_input_is_reported_before_the_first_step(data_dir: Path, tmp_path: P
 # ------------------------------------------------------------------------------------------ CLI
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "rfspeech.bin.train", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "rfspeech.bin.train", *debug_overrides(args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

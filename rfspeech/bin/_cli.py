@@ -123,7 +123,18 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
             # Hydra writes ./outputs/<date>/<time> unless told otherwise; keep runs where the user says.
             argv = sys.argv[1:]
             if any(a in ("--help", "-h") for a in argv):
-                print(_summary(task), end="\n\n", flush=True)
+                from rfspeech.bin._help import render, script_help
+
+                shown = split_flags(argv)[0]
+                preset = guarded(train_preset_override)(config_name, shown)
+                try:
+                    print(render(script_help(config_name, shown + ([preset] if preset else []))), flush=True)
+                except BrokenPipeError:  # rfspeech-x --help | head
+                    sys.stdout = None
+                return None
+            preset = guarded(train_preset_override)(config_name, argv)
+            if preset is not None:  # the model's own recipe (train=default → pwg for a WaveNet)
+                argv = [*argv, preset]
             cfg = check_overrides(config_name, argv)
             if cfg is not None:  # every value checked before anything is written (no run dir, no .hydra)
                 validate(config_name, cfg)
@@ -141,7 +152,7 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
                 extra.append("hydra.output_subdir=null")
             extra += ["hydra/job_logging=none", "hydra/hydra_logging=none", "hydra.help.header=",
                       f"hydra.help.app_name={Path(sys.argv[0]).name or config_name}"]
-            sys.argv = [sys.argv[0], *argv, *extra]
+            sys.argv = [sys.argv[0], *_hydra_argv(argv, extra)]
             # Scripts with a run directory (train, search, train-tts) hold out_dir for their lifetime.
             lock = _take_run_lock(cfg) if run_dir is not None else None
             before = _StartRecord.capture(path) if path is not None else None
@@ -163,6 +174,40 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
     return decorate
 
 
+#: Hydra flags that take a value (``--cfg job``); ``--info`` takes one of :data:`_INFO_VALUES` or none.
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                "-cd", "--experimental-rerun", "--shell-completion"}
+_INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(overrides, flags)`` of a command line: Hydra's flags keep their values (``--cfg job``)."""
+    overrides, flags = [], []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("-"):
+            flags.append(a)
+            takes = a in _VALUE_FLAGS or (a in ("--info", "-i") and i + 1 < len(argv) and argv[i + 1] in _INFO_VALUES)
+            if takes and i + 1 < len(argv):
+                flags.append(argv[i + 1])
+                i += 1
+        else:
+            overrides.append(a)
+        i += 1
+    return overrides, flags
+
+
+def _hydra_argv(argv: list[str], extra: list[str]) -> list[str]:
+    """``argv`` and our ``extra`` overrides in the order Hydra's parser takes: every override, then the flags.
+
+    argparse takes the overrides (a ``nargs='*'`` positional) in one run: ``data_dir=x --cfg job`` followed by
+    more overrides would leave those unrecognised.
+    """
+    overrides, flags = split_flags(argv)
+    return [*overrides, *extra, *flags]
+
+
 def _take_run_lock(cfg: Any) -> Any:
     """Take ``cfg.out_dir``'s run lock (:mod:`rfspeech.train.lock`); its path, or None (no out_dir, rank > 0)."""
     try:
@@ -172,11 +217,34 @@ def _take_run_lock(cfg: Any) -> Any:
     return take(str(out_dir)) if out_dir else None
 
 
-def _summary(task: Callable[..., Any]) -> str:
-    """The first line of the console script's module docstring (what it does), without RST markup."""
-    doc = (sys.modules.get(task.__module__).__doc__ or "") if task.__module__ in sys.modules else ""
-    first = next((line.strip() for line in doc.splitlines() if line.strip()), task.__module__)
-    return first.replace("``", "")
+def train_preset_override(config_name: str, argv: list[str]) -> str | None:
+    """``train=<preset>`` to add when nothing chose the training recipe and the model's differs from ``default``.
+
+    ``train: default`` (``recipes/train/default.yaml``) stands for "the model's published recipe": HiFi-GAN's for
+    HiFi-GAN and BigVGAN generators, ParallelWaveGAN's (``train=pwg``) for a WaveNet generator, known from
+    ``model=`` or, without one, from the ``init_from`` checkpoint. ``train=`` on the command line or a recipe
+    conf's own choice is kept.
+    """
+    if config_name not in ("train", "search") or any(_override_key(a) == "train" for a in argv):
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [a for a in split_flags(argv)[0] if not a.lstrip("+~").startswith(("hydra.", "hydra/"))
+                 or a.lstrip("+~").startswith("hydra.searchpath=")]
+    try:
+        with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    except Exception:  # the run itself reports what does not compose
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+    if cfg.hydra.runtime.choices.get("train") != "default":
+        return None
+    from rfspeech.runs.train import model_train_preset
+
+    preset = model_train_preset(cfg)
+    return f"train={preset}" if preset not in (None, "default", "hifigan") else None
 
 
 def _run_dir_path(cfg: Any, run_dir: str) -> Path | None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import pickle
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +233,52 @@ def build_config_node(node: Any, where: str) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- files
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """What is wrong with a file ``torch.load`` refused, in words (torch's own text goes to the log)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):  # neither torch's zip format nor a pickle
+        return "not a PyTorch file (a torch.save zip archive or pickle)"
+    if isinstance(error, EOFError) or (head == b"PK\x03\x04" and isinstance(error, RuntimeError)):
+        return "truncated or corrupted PyTorch file (its archive cannot be read)"
+    if isinstance(error, pickle.UnpicklingError) or "weights only" in str(error).lower():
+        return ("it holds Python objects other than tensors and plain containers, which rfspeech never unpickles "
+                "(nothing read from a file runs code)")
+    return f"{error.__class__.__name__} from torch.load (see the log)"
+
+
+def torch_load_dict(path: str | Path, what: str = "checkpoint",
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a file that must hold a dict; never runs code from it.
+
+    The one place where rfspeech reads torch files (its own checkpoints and official ones): an unreadable
+    file is a one-line :class:`DataError` saying what is wrong in words; torch's own message, often many
+    lines about ``weights_only``, goes to the log only.
+
+    Args:
+        path: the file.
+        what: what it should be, for messages (``checkpoint``, ``discriminator file`` ...).
+        map_location: where to load tensors.
+
+    Raises:
+        DataError: missing, empty, not a torch file, truncated, holding objects, or not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / KeyError / zipfile errors
+        text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())  # one line, without terminal colours
+        log.info("%s: torch.load: %s: %s", path, e.__class__.__name__, text[:2000])
+        raise DataError(f"{path}: unreadable {what}: {_why_unreadable(path, e)}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict {what}, got {type(obj).__name__}")
+    return obj
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint (or any weights-only torch file) as a dict; never runs code from it.
 
@@ -238,22 +286,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     checkpoint schema (:func:`rfspeech.inference.schema.check_checkpoint`) before it is returned.
 
     Raises:
-        DataError: missing, truncated or otherwise unreadable file, a digest that does not match, an
-            entry of the wrong type (``step: "abc"``, ``config`` not a mapping, a structure dilation
+        DataError: missing, truncated or otherwise unreadable file (:func:`torch_load_dict`), a digest that
+            does not match, an entry of the wrong type (``step: "abc"``, ``config`` not a mapping, a structure dilation
             of 2**64, an interpolation string ...).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / zipfile errors
-        first = (str(e).splitlines() or [""])[0][:120]
-        raise DataError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {first})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    obj = torch_load_dict(path, "checkpoint", map_location)
     integrity.verify(obj, path)  # a digest mismatch is a DataError like an unreadable file
     return check_checkpoint(obj, path)  # every entry of its type before any reader looks at it
+
+
+def is_rfspeech_checkpoint(state: dict[str, Any]) -> bool:
+    """Whether a loaded dict is a checkpoint rfspeech wrote (an integrity digest, or its config and features)."""
+    return integrity.KEY in state or {"config", "feature_params"} <= set(state) and (
+        "generator" in state or "acoustic" in state)
 
 
 def checkpoint_config(path: str | Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +233,7 @@ class SynthesisInputs:
         kind: ``"mel"`` (cached features), ``"audio"`` (copy-synthesis) or ``"manifest"`` (utts.tsv).
         bad: ``(utt_id or path, reason)`` of inputs that could not be used.
         feats_yaml: the feature-parameter file the mels were checked against (None for audio input).
+        resampled_from: ``{sample rate: files}`` of audio input resampled to the vocoder's rate (empty: none).
     """
 
     utt_ids: list[str]
@@ -240,6 +241,7 @@ class SynthesisInputs:
     kind: str
     bad: list[tuple[str, str]]
     feats_yaml: str | None
+    resampled_from: dict[int, int] = field(default_factory=dict)
 
 
 def _find_beside(folder: Path, name: str) -> Path | None:
@@ -266,7 +268,8 @@ def collect_inputs(
     Cached mels are checked against the vocoder's feature parameters (``feats.yaml`` in the folder or
     its parent, as ``rfspeech-prepare`` writes it, or ``feats_yaml``): a mismatch is a
     :class:`ConfigError` naming every differing key. Audio goes through the vocoder's own feature
-    extractor (copy-synthesis), resampled to its rate when needed; a manifest uses the cached
+    extractor (copy-synthesis), resampled to its rate when needed (announced in one log line and counted in
+    ``resampled_from``); a manifest uses the cached
     ``feats/<utt_id>.npy`` where present, else the audio. Unusable inputs (unreadable, wrong shape,
     silent, ...) are listed in ``bad`` and skipped.
 
@@ -344,6 +347,7 @@ def collect_inputs(
         extractor = FeatureExtractor(wav_params or model_params, st)
 
     ids, mels, bad = [], [], []
+    resampled: dict[int, int] = {}
     for utt_id, npy, audio in entries:
         try:
             if (why := id_problem(utt_id, ".wav")) is not None:  # a file name that cannot name an output
@@ -357,6 +361,7 @@ def collect_inputs(
                 wav, sr = read_audio(audio)
                 if sr != model_params.sample_rate:
                     wav = resample(wav, sr, model_params.sample_rate)
+                    resampled[sr] = resampled.get(sr, 0) + 1
                 mel = extractor(wav)
                 if mel.shape[1] == 0:
                     raise DataError(f"{audio}: too short for one mel frame")
@@ -365,4 +370,8 @@ def collect_inputs(
             continue
         ids.append(utt_id)
         mels.append(mel)
-    return SynthesisInputs(ids, mels, kind, bad, checked)
+    if resampled:
+        rates = ", ".join(f"{n} file(s) at {sr} Hz" for sr, n in sorted(resampled.items()))
+        log.warning("input audio resampled to the vocoder's %d Hz (soxr, high quality): %s; the output is at %d Hz",
+                    model_params.sample_rate, rates, model_params.sample_rate)
+    return SynthesisInputs(ids, mels, kind, bad, checked, resampled)

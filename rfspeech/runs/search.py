@@ -460,6 +460,30 @@ def search_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
     return generator, discriminator, True
 
 
+def planned_rounds(cfg: Any) -> tuple[int, int]:
+    """``(rounds the run's train.max_steps allows, rounds asked for)`` of the local search (0, 0 when it is off)."""
+    local = cfg.search.local
+    if not local.get("enabled", True) or int(local.max_search_steps) <= 0:
+        return 0, 0
+    asked = int(local.max_search_steps)
+    return min(asked, int(cfg.train.max_steps) // max(1, int(local.search_interval))), asked
+
+
+def check_search_length(cfg: Any) -> None:
+    """Refuse a search run too short for one local-search round: it would write the structure it started with.
+
+    Raises:
+        ConfigError: ``train.max_steps`` below ``search.local.search_interval``.
+    """
+    done, asked = planned_rounds(cfg)
+    if asked and not done:
+        interval = int(cfg.search.local.search_interval)
+        raise ConfigError(
+            f"train.max_steps={int(cfg.train.max_steps)} is shorter than one local-search round "
+            f"(search.local.search_interval={interval}): nothing would be searched; set train.max_steps="
+            f"{interval * asked} for all {asked} rounds, or a smaller search.local.search_interval")
+
+
 def run_search(cfg: Any, dist_info: Any, typed: VocoderRun | None = None) -> dict[str, Any]:
     """The whole ``rfspeech-search`` pipeline; returns ``{structure, structure_file, ...}``.
 
@@ -477,10 +501,12 @@ def run_search(cfg: Any, dist_info: Any, typed: VocoderRun | None = None) -> dic
         raise ConfigError(f"train.segment_size={cfg.train.segment_size} must be a multiple of the hop length "
                           f"{fp.hop_length}")
     segment_frames = int(cfg.train.segment_size) // fp.hop_length
+    check_search_length(cfg)
     strategy = search_strategy(cfg)
     budget = lookahead_limit(cfg, fp)
     generator, discriminator, init_generator = search_models(cfg)
     paths = searched_paths(generator, strategy)
+    start_structure = {p: d for p, d in strategy.export(generator).items() if p in set(paths)}
     if budget is not None:
         _check_budget(generator, paths, budget, strategy, fp)
     global_cost: dict[str, Any] | None = None
@@ -545,6 +571,10 @@ def run_search(cfg: Any, dist_info: Any, typed: VocoderRun | None = None) -> dic
         summary["local"] = {"history": local.history, "rounds": len(local.history), "steps": result.step,
                             "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
         settings = local.all_settings()
+        if not local.history and not g.get("enabled", False):
+            raise ConfigError(f"the local search ran 0 of {int(local_cfg.max_search_steps)} rounds in {result.step} "
+                              f"steps (search.local.search_interval={int(local_cfg.search_interval)}): nothing was "
+                              "searched and no structure.yaml written; raise train.max_steps")
         if not local.finished:
             log.warning("local search ran %d of %d rounds in %d steps (search_interval=%d): raise train.max_steps",
                         len(local.history), int(local_cfg.max_search_steps), result.step,
@@ -575,7 +605,10 @@ def run_search(cfg: Any, dist_info: Any, typed: VocoderRun | None = None) -> dic
         atomic_write_text(out / "search_log.json",
                           json.dumps({**summary, "structure": structure, "receptive_field": rf, "lookahead": ahead},
                                      indent=2, default=_json_default))
-    return {"structure": structure, "structure_file": str(out / "structure.yaml"), "receptive_field": rf}
+    rounds = summary.get("local", {}).get("rounds", 0)
+    return {"structure": structure, "structure_file": str(out / "structure.yaml"), "receptive_field": rf,
+            "rounds": rounds, "rounds_asked": planned_rounds(cfg)[1], "start_structure": start_structure,
+            "global": "global" in summary or global_cost is not None}
 
 
 def _json_default(obj: Any) -> Any:
@@ -601,7 +634,19 @@ def run(cfg: Any, typed: VocoderRun) -> dict[str, Any]:
     finally:
         D.cleanup()
     if dist_info.is_main:
-        rf = result["receptive_field"]
-        rf_text = f"; receptive field {rf['r_min']:.1f}-{rf['r_max']:.1f} frames" if rf else ""
-        print(f"searched {len(result['structure'])} layers{rf_text}; wrote {result['structure_file']}")
+        print(search_summary(result))
     return result
+
+
+def search_summary(result: dict[str, Any]) -> str:
+    """The closing line of a search run: rounds done, layers searched and changed, receptive field, file."""
+    rf = result["receptive_field"]
+    rf_text = f"; receptive field {rf['r_min']:.1f}-{rf['r_max']:.1f} frames" if rf else ""
+    structure, start = result["structure"], result.get("start_structure") or {}
+    changed = sum(1 for p, d in structure.items() if start.get(p, d) != d)
+    rounds = (f"local search {result['rounds']} of {result['rounds_asked']} rounds"
+              + ("" if result["rounds"] >= result["rounds_asked"] else " (too few steps: see the warning above)")
+              if result.get("rounds_asked") else "no local search")
+    glob = "global search, then " if result.get("global") else ""
+    return (f"{glob}{rounds}: {len(structure)} layers searched, {changed} changed{rf_text}; "
+            f"wrote {result['structure_file']}")

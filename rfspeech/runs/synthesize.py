@@ -264,7 +264,9 @@ def run(run: SynthesizeRun) -> dict[str, Any]:
     first = speed.pop("first_chunk_seconds", None) if chunk is not None else speed.get("first_batch_seconds")
     _latency(speed, ctx, run, sr, int(params.hop_length), first, speed.get("first_batch_frames"))
     speed.update(checkpoint=str(ckpt.resolve()), input_dir=str(Path(run.input_dir).resolve()), input_kind=inputs.kind,
-                 feats_yaml=inputs.feats_yaml, n_bad=len(inputs.bad), model=model_info(generator))
+                 feats_yaml=inputs.feats_yaml, n_bad=len(inputs.bad), model=model_info(generator),
+                 # audio input at another rate than the vocoder's: {rate: files} (null when none was resampled)
+                 resampled_from={str(k): v for k, v in inputs.resampled_from.items()} or None)
     if inputs.bad:
         atomic_write_text(out_dir / "bad_files.txt", "".join(f"{u}\t{why}\n" for u, why in inputs.bad))
     # speed.json last: its presence marks a finished synthesis.

@@ -31,7 +31,7 @@ from rfspeech.inference.loading import (
     load_generator_weights,
     shape_like,
 )
-from rfspeech.runconfig import GANOptim, ModelSetup, VocoderRun, vocoder_run
+from rfspeech.runconfig import GANOptim, ModelSetup, VocoderRun, check_model_chosen, vocoder_run
 from rfspeech.search import apply_structure
 from rfspeech.search.model import branch_candidates, structure_budget
 from rfspeech.search.strategy import RFNext, read_structure
@@ -209,6 +209,28 @@ def model_overridden(cfg: Any = None) -> bool | None:
     return to_container(cfg.model) != to_container(default.get("model") or {})
 
 
+#: The published training recipe (``recipes/train/<preset>.yaml``) of a generator class; others: ``hifigan``.
+TRAIN_PRESETS = {"rfspeech.models.wavenet.WaveNetGenerator": "pwg"}
+
+
+def model_train_preset(cfg: Any) -> str | None:
+    """The training preset matching the run's generator (``model=``, else ``init_from``'s); None when unknown.
+
+    Reads only the checkpoint's ``config.model.generator._target_``, and only when no model is configured.
+    """
+    node = None
+    if cfg.get("model") is not None and cfg.model.get("generator") is not None:
+        node = to_container(cfg.model.generator)
+    elif cfg.get("init_from"):
+        try:
+            saved = (load_checkpoint(str(cfg.init_from)).get("config") or {}).get("model") or {}
+        except Exception:  # an unreadable init_from is reported, in one line, where the run loads it
+            return None
+        node = saved.get("generator")
+    target = node.get("_target_") if isinstance(node, dict) else None
+    return TRAIN_PRESETS.get(str(target), "hifigan") if target else None
+
+
 def adopt_init_model(cfg: Any, model_given: bool | None | Callable[[], bool | None]) -> bool:
     """Take ``model.generator``/``model.discriminator`` from the ``init_from`` checkpoint, in place.
 
@@ -229,8 +251,9 @@ def adopt_init_model(cfg: Any, model_given: bool | None | Callable[[], bool | No
         True when the config's model was replaced.
     """
     if not cfg.get("init_from"):
+        check_model_chosen(cfg)
         return False
-    if (model_given() if callable(model_given) else model_given) is not False:
+    if cfg.get("model") is not None and (model_given() if callable(model_given) else model_given) is not False:
         return False
     from omegaconf import open_dict
 
@@ -238,11 +261,18 @@ def adopt_init_model(cfg: Any, model_given: bool | None | Callable[[], bool | No
     saved = (load_checkpoint(path).get("config") or {}).get("model") or {}
     current = to_container(cfg.model) if cfg.get("model") is not None else {}
     nodes = {k: saved[k] for k in ("generator", "discriminator") if isinstance(saved.get(k), dict)}
-    if "generator" not in nodes or all(nodes[k] == current.get(k) for k in nodes):
+    if "generator" not in nodes:
+        if cfg.get("model") is None:
+            raise ConfigError(f"{path}: the checkpoint carries no config.model.generator to take the model from: "
+                              "pass model=<preset> as well")
+        return False
+    if all(nodes[k] == current.get(k) for k in nodes):
         return False
     for key, node in nodes.items():
         build_from_node(node, f"{path}: config.model.{key}")
     with open_dict(cfg):
+        if cfg.get("model") is None:
+            cfg.model = {}
         for key, node in nodes.items():
             cfg.model[key] = node
         if saved.get("name"):

@@ -334,14 +334,23 @@ class BaseTrainer:
         log.info("resumed from %s (step %d)", path, self.step)
 
     def save(self, path: Path | None = None) -> Path:
-        """Write a checkpoint of the current state (rank 0 only; call on every rank)."""
+        """Write a checkpoint of the current state (rank 0 only; call on every rank).
+
+        A step checkpoint holds everything a resume needs, and ``cost.json`` is written with the very
+        totals it holds (so a finished run's ``cost.json`` and its last checkpoint agree, and a resume
+        continues from what ``cost.json`` says). ``best.pt`` is an inference checkpoint
+        (:func:`rfspeech.train.checkpoint.slim_state`): no discriminator, optimiser or RNG states.
+        """
         path = path or ckpt.checkpoint_path(self.out_dir, self.step)
         if self.dist.is_main:
-            ckpt.save_checkpoint(path, self.state_dict())
-            if path.name != ckpt.BEST:
+            state = self.state_dict()
+            if path.name == ckpt.BEST:
+                ckpt.save_checkpoint(path, ckpt.slim_state(state))
+            else:
+                ckpt.save_checkpoint(path, state)
                 ckpt.prune_checkpoints(self.out_dir, self.keep_last)
                 self._last_ckpt = path
-                self.cost.write(self.out_dir, self.step)
+                self.cost.write_totals(self.out_dir, state["cost"])
         D.barrier(self.dist)
         return path
 

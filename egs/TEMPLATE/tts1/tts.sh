@@ -58,7 +58,7 @@ add_stage 10 combinations_stage "compare the four combinations" \
 # defaults shown are the calling recipe's (run.sh passes its own before the command line's)
 usage() {
   cat <<EOF
-Usage: $0 [options]
+Usage: ${RF_RECIPE:-$0} [options]
 Text-to-speech recipe: data -> features -> hand-designed acoustic model -> receptive-field search ->
 fine-tune -> vocoder + synthesis of the eval sentences -> MCD and duration error -> report
 (exp/<name>/report.html) -> GTA fine-tune of the vocoder per acoustic model -> the four combinations
@@ -86,12 +86,12 @@ parse_options "$@"
 recipe_init
 
 # ------------------------------------------------------------------------------------------ checks, settings
-[[ "${length_scale}" =~ ^[0-9]*\.?[0-9]+$ ]] || die "--length_scale must be a positive number, got '${length_scale}'"
-case "${gta}" in true|false) ;; *) die "--gta must be true or false, got '${gta}'" ;; esac
-case "${corpus}" in ljspeech|vctk) ;; *) die "--corpus must be ljspeech or vctk (a corpus with transcripts), got '${corpus}'" ;; esac
+[[ "${length_scale}" =~ ^[0-9]*\.?[0-9]+$ ]] || usage_error "--length_scale must be a positive number, got '${length_scale}'"
+case "${gta}" in true|false) ;; *) usage_error "--gta must be true or false, got '${gta}'" ;; esac
+case "${corpus}" in ljspeech|vctk) ;; *) usage_error "--corpus must be ljspeech or vctk (a corpus with transcripts), got '${corpus}'" ;; esac
 
 if [ "${stop_stage}" -ge 2 ] && [ "${stage}" -le 7 ]; then
-  [ -n "${conf}" ] || die "--conf is empty: stages 2-7 need the acoustic-model recipe conf (e.g. conf/acoustic_tiny.yaml)"
+  [ -n "${conf}" ] || usage_error "--conf is empty: stages 2-7 need the acoustic-model recipe conf (e.g. conf/acoustic_tiny.yaml)"
 fi
 exp_name=""
 hydra_conf=()
@@ -107,7 +107,7 @@ fi
 # beside_conf FILE WHAT: FILE (a vocoder conf) lives in a directory beside the conf's, on the same search path
 beside_conf() {
   [ "$(dirname "$(conf_dir_of "$1")")" = "${conf_root}" ] \
-    || die "--$2 $1: must live in a directory beside the conf's (${conf_root})"
+    || usage_error "--$2 $1: must live in a directory beside the conf's (${conf_root})"
 }
 voc_dir=${expdir}/${exp_name}/vocoder
 if [ -n "${vocoder_checkpoint}" ]; then
@@ -115,7 +115,7 @@ if [ -n "${vocoder_checkpoint}" ]; then
 else
   vocoder=${voc_dir}/checkpoints/best.pt
   if run_stage 5; then
-    [ -n "${vocoder_conf}" ] || die "stage 5 ($(stage_name 5)): give --vocoder_conf (a vocoder to train) or --vocoder_checkpoint"
+    [ -n "${vocoder_conf}" ] || usage_error "stage 5 ($(stage_name 5)): give --vocoder_conf (a vocoder to train) or --vocoder_checkpoint"
     check_conf "${vocoder_conf}" "vocoder_conf"
     beside_conf "${vocoder_conf}" vocoder_conf
     voc_group=$(basename "$(conf_dir_of "${vocoder_conf}")")
@@ -125,7 +125,7 @@ fi
 
 if [ "${gta}" = true ] && run_stage 8; then
   gta_conf=${gta_conf:-${vocoder_conf}}
-  [ -n "${gta_conf}" ] || die "stage 8 ($(stage_name 8)): give --gta_conf (the vocoder conf of the GTA fine-tune) or --gta false"
+  [ -n "${gta_conf}" ] || usage_error "stage 8 ($(stage_name 8)): give --gta_conf (the vocoder conf of the GTA fine-tune) or --gta false"
   check_conf "${gta_conf}" "gta_conf"
   beside_conf "${gta_conf}" gta_conf
   gta_group=$(basename "$(conf_dir_of "${gta_conf}")")

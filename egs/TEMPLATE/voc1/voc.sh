@@ -53,7 +53,7 @@ add_stage 7 compare_stage "compare" "exp/<name>/report.html, report.md"
 # defaults shown are the calling recipe's (run.sh passes its own before the command line's)
 usage() {
   cat <<EOF
-Usage: $0 [options]
+Usage: ${RF_RECIPE:-$0} [options]
 Vocoder recipe: data -> features -> hand-designed baseline -> receptive-field search -> fine-tune
 -> synthesize -> evaluate -> report (exp/<name>/report.html). Paths are relative to the recipe directory.
 
@@ -80,18 +80,18 @@ recipe_init
 
 # ------------------------------------------------------------------------------------------ checks, settings
 case "${structure_mode}" in single|multiple|merge) ;;
-  *) die "--structure_mode must be single, multiple or merge, got '${structure_mode}'" ;;
+  *) usage_error "--structure_mode must be single, multiple or merge, got '${structure_mode}'" ;;
 esac
 # --global_backend / --ray_address: search.global.* overrides of stage 3 (before --search_opts, which may override)
 global_args=()
 case "${global_backend}" in
   "") ;;
   local|ray) global_args+=("search.global.backend=${global_backend}") ;;
-  *) die "--global_backend must be local or ray, got '${global_backend}'" ;;
+  *) usage_error "--global_backend must be local or ray, got '${global_backend}'" ;;
 esac
 [ -z "${ray_address}" ] || global_args+=("search.global.ray_address=${ray_address}")
 if [ "${global_backend}" = ray ] && [ "${n_gpus}" -gt 1 ] && run_stage 3 && stage_enabled 3; then
-  die "--global_backend ray: stage 3 sends its candidates to Ray from one process, not a torchrun job (--n_gpus ${n_gpus});" \
+  usage_error "--global_backend ray: stage 3 sends its candidates to Ray from one process, not a torchrun job (--n_gpus ${n_gpus});" \
     "use --n_gpus 1 (candidates get GPUs with --search_opts search.global.num_gpus=1)"
 fi
 
@@ -101,14 +101,14 @@ declare -A conf_group=() conf_name=() conf_file=()
 names=()
 read -r -a conf_list <<< "${conf}" || true
 if [ "${stop_stage}" -ge 2 ] && [ "${stage}" -le 7 ]; then
-  [ "${#conf_list[@]}" -gt 0 ] || die "--conf is empty: stages 2-7 need at least one recipe conf (e.g. conf/hifigan_v1.yaml)"
+  [ "${#conf_list[@]}" -gt 0 ] || usage_error "--conf is empty: stages 2-7 need at least one recipe conf (e.g. conf/hifigan_v1.yaml)"
 fi
 for c in "${conf_list[@]}"; do
   check_conf "${c}" conf
   cdir=$(conf_dir_of "${c}")
   base=$(basename "${c}" .yaml)
   name=${base}${tag:+_${tag}}
-  [ -z "${conf_file[${name}]+x}" ] || die "conf ${c}: experiment name ${name} given twice"
+  [ -z "${conf_file[${name}]+x}" ] || usage_error "conf ${c}: experiment name ${name} given twice"
   names+=("${name}")
   conf_group[${name}]=$(basename "${cdir}")
   conf_name[${name}]=${base}
@@ -119,7 +119,7 @@ hydra_conf=()
 if [ "${#names[@]}" -gt 0 ]; then
   for c in "${conf_list[@]}"; do
     [ "$(dirname "$(conf_dir_of "${c}")")" = "$(dirname "$(conf_dir_of "${conf_list[0]}")")" ] \
-      || die "--conf: every conf must live in the same directory (got ${conf_list[0]} and ${c})"
+      || usage_error "--conf: every conf must live in the same directory (got ${conf_list[0]} and ${c})"
   done
   hydra_conf=("hydra.searchpath=[file://${conf_root}]")
 fi

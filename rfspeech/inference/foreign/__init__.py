@@ -71,18 +71,14 @@ def register_format(name: str, importer: Importer) -> Importer:
 
 # ---------------------------------------------------------------------------------------------- files
 def load_torch_file(path: str | Path, what: str) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` of a foreign checkpoint; a dict, or a one-line DataError."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {what} not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # RuntimeError / UnpicklingError / EOFError / zipfile errors
-        first = (str(e).splitlines() or [""])[0][:160]
-        raise DataError(f"{path}: unreadable {what} ({e.__class__.__name__}: {first})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a dict {what}, got {type(obj).__name__}")
-    return obj
+    """``torch.load(weights_only=True)`` of a foreign checkpoint; a dict, or a one-line DataError.
+
+    Raises:
+        DataError: unreadable (:func:`rfspeech.inference.loading.torch_load_dict`).
+    """
+    from rfspeech.inference.loading import torch_load_dict
+
+    return torch_load_dict(path, what)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -312,9 +308,17 @@ def import_checkpoint(fmt: str, checkpoint: str | Path, config: str | Path, *, d
         stats: PWG ``stats.h5`` / ``.npy`` / ``.npz`` (z-normalisation of its features).
 
     Raises:
-        ConfigError / DataError: unknown layout, config contradicting the weights, unreadable files.
+        ConfigError / DataError: unknown layout, config contradicting the weights, unreadable files, an rfspeech
+            checkpoint (it needs no import).
     """
-    return importer(fmt)(checkpoint=checkpoint, config=config, discriminator=discriminator, stats=stats)
+    convert = importer(fmt)
+    from rfspeech.inference.loading import is_rfspeech_checkpoint, torch_load_dict
+
+    if Path(checkpoint).is_file() and is_rfspeech_checkpoint(torch_load_dict(checkpoint, "checkpoint")):
+        raise DataError(f"{checkpoint}: already an rfspeech checkpoint (written by rfspeech-train, -search, -import "
+                        "or -export), not an official one: use it as it is (rfspeech-synthesize checkpoint=, "
+                        "rfspeech-train init_from=)")
+    return convert(checkpoint=checkpoint, config=config, discriminator=discriminator, stats=stats)
 
 
 def synthesis_features(checkpoint: str | Path, params: FeatureParams,

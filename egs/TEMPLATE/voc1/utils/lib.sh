@@ -24,6 +24,8 @@
 # ------------------------------------------------------------------------------------------ logging, stages
 log() { echo "$(date '+%F %T') $*"; }
 die() { echo "error: $*" >&2; exit 1; }
+# usage_error MESSAGE: a bad option value, exit status 2 (as parse_options.sh and the console scripts)
+usage_error() { echo "error: $*" >&2; exit 2; }
 is_int() { [[ "$1" =~ ^-?[0-9]+$ ]]; }
 
 # ------------------------------------------------------------------------------------------ the stage table
@@ -206,7 +208,7 @@ recipe_init() {
   _gpus_per_slot=0
   : "${run_cpu_times:=false}"
   check_options "${stray_args[@]+"${stray_args[@]}"}"
-  case "${checkpoint}" in best|last) ;; *) die "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
+  case "${checkpoint}" in best|last) ;; *) usage_error "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
   derive_settings
   # Extra overrides: split on blanks into arrays (no globbing); values with blanks are not supported.
   read -r -a prepare_args <<< "${prepare_opts}"
@@ -234,24 +236,24 @@ console_cmd() {
 # check_conf FILE WHAT: a recipe conf is a Hydra experiment file ("# @package _global_") in a directory named like
 # a config group; conf_dir_of FILE: its directory (absolute)
 check_conf() {
-  [ -f "$1" ] || die "$2 $1 not found (see ls conf/)"
-  [[ "$1" == *.yaml ]] || die "$2 $1: must be a .yaml file"
+  [ -f "$1" ] || usage_error "$2 $1 not found (see ls conf/)"
+  [[ "$1" == *.yaml ]] || usage_error "$2 $1: must be a .yaml file"
   head -n 5 "$1" | grep -q '^# @package _global_' \
-    || die "$2 $1: not a recipe conf (its first line must be '# @package _global_'; see egs/TEMPLATE/voc1/README.md)"
+    || usage_error "$2 $1: not a recipe conf (its first line must be '# @package _global_'; see egs/TEMPLATE/voc1/README.md)"
   [[ "$(basename "$(conf_dir_of "$1")")" =~ ^[A-Za-z0-9_]+$ ]] \
-    || die "$2 $1: its directory name '$(basename "$(conf_dir_of "$1")")' must be letters, digits or _"
+    || usage_error "$2 $1: its directory name '$(basename "$(conf_dir_of "$1")")' must be letters, digits or _"
 }
 conf_dir_of() { (cd "$(dirname "$1")" && pwd); }
 
 # check_options ARGS...: the options every driver has (ARGS: what parse_options left over)
 check_options() {
-  [ $# -eq 0 ] || die "unexpected argument(s): $* (options take the form --name value; see --help)"
-  is_int "${stage}" || die "--stage must be an integer, got '${stage}'"
-  is_int "${stop_stage}" || die "--stop_stage must be an integer, got '${stop_stage}'"
-  [[ "${n_gpus}" =~ ^[0-9]+$ ]] || die "--n_gpus must be an integer >= 0, got '${n_gpus}'"
-  [[ "${nj}" =~ ^[1-9][0-9]*$ ]] || die "--nj must be an integer >= 1, got '${nj}'"
-  [[ "${threads}" =~ ^[0-9]+$ ]] || die "--threads must be an integer >= 0, got '${threads}'"
-  [[ "${tag}" =~ ^[A-Za-z0-9_.-]*$ ]] || die "--tag may only hold letters, digits, '.', '_' and '-', got '${tag}'"
+  [ $# -eq 0 ] || usage_error "unexpected argument(s): $* (options take the form --name value; see --help)"
+  is_int "${stage}" || usage_error "--stage must be an integer, got '${stage}'"
+  is_int "${stop_stage}" || usage_error "--stop_stage must be an integer, got '${stop_stage}'"
+  [[ "${n_gpus}" =~ ^[0-9]+$ ]] || usage_error "--n_gpus must be an integer >= 0, got '${n_gpus}'"
+  [[ "${nj}" =~ ^[1-9][0-9]*$ ]] || usage_error "--nj must be an integer >= 1, got '${nj}'"
+  [[ "${threads}" =~ ^[0-9]+$ ]] || usage_error "--threads must be an integer >= 0, got '${threads}'"
+  [[ "${tag}" =~ ^[A-Za-z0-9_.-]*$ ]] || usage_error "--tag may only hold letters, digits, '.', '_' and '-', got '${tag}'"
 }
 
 # derive_settings: seed_list (from --seeds, else --seed; checked), job_threads, device, eval_jobs, and the
@@ -259,8 +261,8 @@ check_options() {
 derive_settings() {
   local s
   read -r -a seed_list <<< "${seeds:-${seed}}" || true
-  [ "${#seed_list[@]}" -gt 0 ] || die "--seeds is empty"
-  for s in "${seed_list[@]}"; do is_int "${s}" || die "seeds must be integers, got '${s}'"; done
+  [ "${#seed_list[@]}" -gt 0 ] || usage_error "--seeds is empty"
+  for s in "${seed_list[@]}"; do is_int "${s}" || usage_error "seeds must be integers, got '${s}'"; done
 
   job_threads=${threads}
   if [ "${job_threads}" -eq 0 ] && [ "${nj}" -gt 1 ]; then
