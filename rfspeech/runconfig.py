@@ -50,7 +50,8 @@ from rfspeech.checks import (
 from rfspeech.errors import ConfigError
 
 __all__ = ["AcousticConfig", "GANConfig", "GANOptim", "LoopConfig", "ModelSetup", "Optim", "RunConfig", "VocoderRun",
-           "acoustic_run", "build_checked", "check_device", "check_model_chosen", "did_you_mean", "validate", "validator", "vocoder_run"]
+           "acoustic_run", "build_checked", "check_device", "check_model_chosen", "did_you_mean", "validate",
+           "validator", "vocoder_run"]
 
 # The value checks and the feature-parameter rules live in rfspeech.checks (the foundation layer): the checkpoint
 # schema (rfspeech.inference) and FeatureParams (rfspeech.data) use the same rules from below this module.
