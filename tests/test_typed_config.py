@@ -167,7 +167,8 @@ def test_typed_settings_are_checked_where_they_are_built() -> None:
     with pytest.raises(ConfigError, match="train.batch_size: must be an integer, got 1.5"):
         build_checked(LoopConfig, {"batch_size": 1.5}, "train")
     with pytest.raises(ConfigError, match="train.batch_size: must be an integer, got 1.5"):
-        vocoder_run(_compose("train", "data_dir=d", "out_dir=o", "device=cpu", "train.batch_size=1.5"))
+        vocoder_run(_compose("train", "data_dir=d", "out_dir=o", "device=cpu", "model=hifigan_debug",
+                             "train.batch_size=1.5"))
     assert not hasattr(Trainer, "from_kwargs")
 
 
