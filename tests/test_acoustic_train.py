@@ -257,7 +257,7 @@ def test_cli_trains_and_resumes(prepared: Path, tmp_path: Path) -> None:
 
 
 def test_cli_errors_are_one_line(prepared: Path, tmp_path: Path) -> None:
-    from rfspeech.bin.train_tts import build_trainer
+    from rfspeech.runs.train_tts import build_trainer
 
     r = run_cli(f"out_dir={tmp_path / 'x'}", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip().startswith("error: data_dir is required")

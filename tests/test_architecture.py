@@ -109,3 +109,53 @@ def test_console_scripts_do_not_import_each_other():
     bad = [(p.name, m) for p in (PKG / "bin").glob("*.py")
            for m in _imports(p) if m.startswith("rfspeech.bin") and not m.startswith("rfspeech.bin._cli")]
     assert not bad, bad
+
+
+#: The layers, bottom first. A package imports only packages of its own layer or below; within a layer the
+#: packages are siblings that never import each other (train and evaluate), except the foundation modules.
+LAYERS: list[set[str]] = [
+    {"rfspeech", "rfspeech.__init__", "rfspeech.errors", "rfspeech.io", "rfspeech.spectral", "rfspeech.strict_yaml",
+     "rfspeech.config", "rfspeech.integrity"},
+    {"rfspeech.layers"},
+    {"rfspeech.rf", "rfspeech.data"},
+    {"rfspeech.models"},
+    {"rfspeech.search"},
+    {"rfspeech.inference"},
+    {"rfspeech.runconfig"},
+    {"rfspeech.train", "rfspeech.evaluate"},
+    {"rfspeech.runs"},
+    {"rfspeech.bin"},
+]
+LIBRARIES = ("rfspeech.rf", "rfspeech.layers", "rfspeech.models", "rfspeech.data", "rfspeech.search", "rfspeech.train",
+             "rfspeech.inference", "rfspeech.evaluate")
+
+
+def _layer(module: str) -> int:
+    package = ".".join(module.split(".")[:2])
+    return next((i for i, members in enumerate(LAYERS) if package in members), 0)
+
+
+def test_every_package_has_a_layer():
+    packages = {_package_of(p) for p in MODULES}
+    placed = set().union(*LAYERS)
+    assert packages <= placed, sorted(packages - placed)
+
+
+def test_no_package_imports_a_package_above_it():
+    bad = [(str(p.relative_to(PKG.parent)), m) for p in MODULES for m in _imports(p)
+           if _layer(m) > _layer(_package_of(p))]
+    assert not bad, bad
+
+
+def test_no_library_imports_the_orchestration_layer_or_the_console_scripts():
+    bad = [(str(p.relative_to(PKG.parent)), m) for p in MODULES if _package_of(p) in LIBRARIES
+           for m in _imports(p) if m.startswith(("rfspeech.runs", "rfspeech.bin"))]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("src, dst", [("rfspeech.search", "rfspeech.train"), ("rfspeech.search", "rfspeech.inference"),
+                                      ("rfspeech.search", "rfspeech.evaluate"), ("rfspeech.runs", "rfspeech.bin")])
+def test_search_is_below_training_and_runs_below_the_scripts(src, dst):
+    bad = [(str(p.relative_to(PKG.parent)), m) for p in MODULES if _package_of(p) == src
+           for m in _imports(p) if m == dst or m.startswith(dst + ".")]
+    assert not bad, bad

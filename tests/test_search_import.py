@@ -37,9 +37,9 @@ def test_search_init_from_an_imported_checkpoint_warm_starts(imported, tmp_path:
     from hydra import compose, initialize_config_dir
 
     from rfspeech.data.dataset import PreparedSplit
+    from rfspeech.runs.search import search_models, searchable_args
+    from rfspeech.runs.train import adopt_init_model
     from rfspeech.search import make_searchable
-    from rfspeech.search.pipeline import search_models, searchable_args
-    from rfspeech.train.build import adopt_init_model
 
     path, data = imported
     # step 0, as rfspeech-search builds it: the imported model, wrapped with the default warm start

@@ -1,6 +1,6 @@
-"""Build a vocoder run from its composed config: models, structure, init weights, the :class:`Trainer`.
+"""The ``rfspeech-train`` run: its composed config → models, structure, init weights, the :class:`Trainer`.
 
-Used by ``rfspeech-train`` and ``rfspeech-search`` (its candidates and local search); the config
+Used by ``rfspeech-train`` (:func:`run`) and ``rfspeech-search`` (its candidates and local search); the config
 is the composed ``recipes/train.yaml`` / ``recipes/search.yaml`` (user-written, so Hydra ``instantiate``
 is used on it; checkpoints are rebuilt through the allow-list of :mod:`rfspeech.inference.loading`).
 """
@@ -8,6 +8,7 @@ is used on it; checkpoints are rebuilt through the allow-list of :mod:`rfspeech.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -18,18 +19,19 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from rfspeech.config import require, to_container
+from rfspeech.config import require, to_container, write_config
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError
 from rfspeech.runconfig import kwargs_of, vocoder_run
 from rfspeech.search import apply_structure, load_structure
 from rfspeech.train import checkpoint as ckpt
+from rfspeech.train import distributed
 from rfspeech.train.trainer import Trainer
 
 log = logging.getLogger("rfspeech.train")
 
 __all__ = ["adopt_init_model", "apply_structure_from", "build_models", "carry_search_cost", "continues_search",
-           "load_init_before_structure", "make_trainer", "model_overridden", "seed_everything", "structure_args"]
+           "load_init_before_structure", "make_trainer", "model_overridden", "run", "seed_everything", "structure_args"]
 
 
 def seed_everything(seed: int) -> None:
@@ -302,3 +304,21 @@ def make_trainer(
     kwargs.update(overrides)
     return Trainer.from_kwargs(**kwargs)
 
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    """The run behind ``rfspeech-train`` (``cfg``: the composed ``recipes/train.yaml``)."""
+    require(cfg, "data_dir", "out_dir")
+    try:
+        adopt_init_model(cfg, lambda: model_overridden(cfg))  # an imported/pretrained init_from brings its model
+        trainer = make_trainer(cfg)
+        carry_search_cost(cfg, trainer)  # a fine-tune of a search run counts the search's cost
+        write_config(cfg, cfg.out_dir)
+        result = trainer.fit()
+    finally:
+        distributed.cleanup()
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = f"{result.best_val:.4f}" if np.isfinite(result.best_val) else "n/a"
+        print(f"trained {result.step} steps (skipped {result.bad_steps}); best validation mel L1 {best}; "
+              f"last checkpoint {result.checkpoint}")
+    return {"step": result.step, "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
