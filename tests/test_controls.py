@@ -167,6 +167,7 @@ def test_rf_random_like_writes_a_loadable_structure(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- planted task (positive control)
 
 
+@pytest.mark.heavy  # about 3 s of CPU: 360 training steps of the planted conv
 def test_planted_task_is_found_cold_and_not_in_one_round() -> None:
     found = planted_task(start=2, target=6, search_interval=40, rounds=8, lr=1e-2)
     assert found.found and found.trajectory[-1] == 6 and found.loss_end < 0.05 * found.loss_start
