@@ -31,6 +31,7 @@ from rfspeech.data.ids import check_id, id_problem, name_max, utt_path
 from rfspeech.data.manifest import FeatureParams, Utterance, read_manifest, write_manifest
 from rfspeech.data.npy import load_features, read_header
 from rfspeech.errors import DataError
+from rfspeech.inference import loading
 from rfspeech.strict_yaml import load_file, safe_load
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import lock
@@ -115,7 +116,7 @@ def test_ljspeech_ids_with_dots_find_their_own_audio(tmp_path: Path) -> None:
 
 
 def test_prepare_skip_bad_lists_unsafe_ids_and_keeps_going(tmp_path: Path) -> None:
-    from rfspeech.data.prepare import prepare
+    from rfspeech.data.prepare import PrepareSettings, prepare
 
     root = tmp_path / "corpus"
     (root / "wavs").mkdir(parents=True)
@@ -124,8 +125,8 @@ def test_prepare_skip_bad_lists_unsafe_ids_and_keeps_going(tmp_path: Path) -> No
         _sine(root / "wavs" / f"U.{i}.wav")
     rows += ["B\rC|cr|cr", "L" * 300 + "|long|long"]
     (root / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    res = prepare("ljspeech", root, tmp_path / "data", nj=1, progress=False, skip_bad=True, features=False,
-                  dev_size=1, eval_size=1)
+    res = prepare("ljspeech", root, tmp_path / "data", PrepareSettings(nj=1, progress=False, skip_bad=True,
+                                                                       features=False), {"dev_size": 1, "eval_size": 1})
     assert sum(res.counts.values()) == 6
     bad = (tmp_path / "data" / "bad_files.txt").read_text(encoding="utf-8")
     assert "control character" in bad and "too long" in bad
@@ -311,12 +312,12 @@ def _state(step: int) -> dict:
 
 def test_digest_is_stored_verified_and_stable(tmp_path: Path) -> None:
     p = ckpt.save_checkpoint(tmp_path / "c.pt", _state(1))
-    state = ckpt.load_checkpoint(p)
+    state = loading.load_checkpoint(p)
     assert state["integrity"]["algorithm"] == "sha256" and integrity.verify(state, p)
     assert integrity.payload_digest(state) == integrity.payload_digest(_state(1))
     flip_tensor_bytes(p)
     with pytest.raises(DataError, match="corrupted checkpoint") as e:
-        ckpt.load_checkpoint(p)
+        loading.load_checkpoint(p)
     assert str(p) in str(e.value)
 
 
@@ -324,7 +325,7 @@ def test_checkpoint_without_digest_loads_with_a_debug_line(tmp_path: Path, caplo
     p = tmp_path / "old.pt"
     torch.save(_state(1), p)
     with caplog.at_level(logging.DEBUG, logger="rfspeech.integrity"):
-        state = ckpt.load_checkpoint(p)
+        state = loading.load_checkpoint(p)
     assert state["step"] == 1
     assert any(r.levelno == logging.DEBUG and "without an integrity digest" in r.getMessage() for r in caplog.records)
 
@@ -355,7 +356,7 @@ def test_a_directory_named_like_a_checkpoint_never_breaks_a_save(tmp_path: Path)
     ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 3), _state(3))
     assert ckpt.prune_checkpoints(tmp_path, 1) == [ckpt.checkpoint_path(tmp_path, 1)]
     ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 4), _state(4))  # the directory is in the way
-    assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 4))["step"] == 4
+    assert loading.load_checkpoint(ckpt.checkpoint_path(tmp_path, 4))["step"] == 4
     aside = ckpt.checkpoint_dir(tmp_path) / "ckpt_00000004.pt.not-a-checkpoint"
     assert (aside / "keep.txt").read_text() == "mine"
 

@@ -69,9 +69,9 @@ def test_candidate_scorer_device_per_worker_and_rank(monkeypatch: pytest.MonkeyP
                                                      worker: int, expected: str) -> None:
     """Mocked 4 GPUs: each pool worker (and each torchrun rank's pool) trains on its own cuda:i."""
     from rfspeech.runs.search import CandidateScorer
-    from rfspeech.search import global_search
+    from rfspeech.search import backends
 
-    monkeypatch.setattr(global_search, "_WORKER_INDEX", None)  # a pool slot of this process would win
+    monkeypatch.setattr(backends, "_WORKER_INDEX", None)  # a pool slot of this process would win
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("RFSPEECH_WORKER_INDEX", str(worker))
@@ -86,6 +86,7 @@ def test_candidate_scorer_device_per_worker_and_rank(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.heavy
 def test_lookahead_budget_bounds_the_search_and_is_recorded(data_dir: Path, tmp_path: Path) -> None:
+    from rfspeech.inference import loading
     from rfspeech.runs.search import run_search
     from rfspeech.search import lookahead
     from rfspeech.train import checkpoint as ckpt
@@ -105,7 +106,7 @@ def test_lookahead_budget_bounds_the_search_and_is_recorded(data_dir: Path, tmp_
     assert doc["settings"]["lookahead"]["lookahead_frames"] >= 1
     assert doc["receptive_field"]["lookahead"] <= 10.0 + 1e-9
     assert "lookahead_ms" in doc["receptive_field"]
-    gen, _ = ckpt.load_generator(ckpt.checkpoint_path(tmp_path / "s", 2))
+    gen, _ = loading.load_generator(ckpt.checkpoint_path(tmp_path / "s", 2))
     assert lookahead(gen) <= 10.0 + 1e-9
     # the global search pruned the structures over the budget
     lines = [json.loads(x) for x in (tmp_path / "s" / "global" / "global_search_log.jsonl").read_text().splitlines()]

@@ -28,20 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from rfspeech.bin._cli import hydra_main
-
-# Re-exported: the pipeline moved to rfspeech.runs.search (existing imports keep working).
-from rfspeech.runs.search import (
-    CandidateScorer,
-    global_space,
-    run,
-    run_global_search,
-    run_search,
-    searchable_args,
-    searched_paths,
-)
-
-__all__ = ["CandidateScorer", "global_space", "main", "run_global_search", "run_search", "searchable_args",
-           "searched_paths", "task"]
+from rfspeech.runs.search import run
 
 
 def task(cfg: Any) -> dict[str, Any]:

@@ -10,25 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rfspeech.bin._cli import hydra_main, require, to_container, write_config
-
-# Re-exported: the config → model/trainer builders moved to rfspeech.runs.train (existing imports keep working).
-from rfspeech.runs.train import (
-    adopt_init_model,
-    apply_structure_from,
-    build_models,
-    carry_search_cost,
-    load_init_before_structure,
-    make_trainer,
-    model_overridden,
-    run,
-    seed_everything,
-    structure_args,
-)
-
-__all__ = ["adopt_init_model", "apply_structure_from", "build_models", "carry_search_cost",
-           "load_init_before_structure", "main", "make_trainer", "model_overridden", "require", "seed_everything",
-           "structure_args", "task", "to_container", "write_config"]
+from rfspeech.bin._cli import hydra_main
+from rfspeech.runs.train import run
 
 
 def task(cfg: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from rfspeech.data.ids import utt_path
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
 from rfspeech.evaluate import tts
 from rfspeech.inference import (
+    checkpoint_config,
     collect_inputs,
     load_acoustic,
     load_checkpoint,
@@ -37,7 +38,14 @@ from rfspeech.inference import (
 from rfspeech.inference.chunked import check_chunk_frames
 from rfspeech.inference.export import check_backend, onnx_backend, search_form
 from rfspeech.inference.speed import latency_fields
-from rfspeech.inference.tts import read_text_file, text_id, texts_of_split
+from rfspeech.inference.tts import (
+    check_feature_match,
+    read_text_file,
+    synthesize_text,
+    text_id,
+    text_to_mels,
+    texts_of_split,
+)
 from rfspeech.io import atomic_path, atomic_write_text, save_npy, write_file
 
 log = logging.getLogger("rfspeech.synthesize")
@@ -247,9 +255,9 @@ def tts_task(cfg: Any) -> dict[str, Any]:
         vocoder, v_params = _load_vocoder(v_path, device)
         _refuse_search_mode(v_path, cfg)
         # Before any work: a vocoder fed mels of other parameters makes noise without complaint.
-        feature_check = tts.check_feature_match(
+        feature_check = check_feature_match(
             a_params, v_params, acoustic_name=str(a_path), vocoder_name=str(v_path),
-            acoustic_config=tts.checkpoint_config(a_path), vocoder_config=tts.checkpoint_config(v_path))
+            acoustic_config=checkpoint_config(a_path), vocoder_config=checkpoint_config(v_path))
     summary: dict[str, Any] = {}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -270,7 +278,7 @@ def tts_task(cfg: Any) -> dict[str, Any]:
                 ctx = _context(gen)
                 if chunk is not None and ctx is None:
                     raise ConfigError(f"chunk_frames={chunk}: the look-ahead of {v_path} cannot be analysed")
-                res = tts.synthesize_text(acoustic, gen, items, sample_rate=sr, length_scale=length_scale,
+                res = synthesize_text(acoustic, gen, items, sample_rate=sr, length_scale=length_scale,
                                           batch_size=int(cfg.batch_size), device=device, warmup=bool(cfg.warmup),
                                           seed=cfg.get("seed"), progress=bool(cfg.progress),
                                           on_done=_wav_writer(out_dir, sr), chunk_frames=chunk, context=ctx)
@@ -283,7 +291,7 @@ def tts_task(cfg: Any) -> dict[str, Any]:
                            feature_check=feature_check, acoustic=res.acoustic_speed.to_dict(), vocoder=vs)
             what = "utterances"
         else:
-            res_m = tts.text_to_mels(acoustic, items, sample_rate=a_params.sample_rate, hop_length=a_params.hop_length,
+            res_m = text_to_mels(acoustic, items, sample_rate=a_params.sample_rate, hop_length=a_params.hop_length,
                                      length_scale=length_scale, device=device, warmup=bool(cfg.warmup),
                                      progress=bool(cfg.progress))
             if not res_m.mels:
