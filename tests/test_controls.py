@@ -77,8 +77,9 @@ def test_refine_of_a_healthy_model_changes_nothing_and_needs_a_segment() -> None
 def test_rf_refine_writes_a_structure_that_train_applies(tmp_path: Path) -> None:
     """rfspeech-rf refine=true -> structure.yaml -> rfspeech-train structure= (CI size: 2 steps)."""
     from rfspeech.bin.rf import run
-    from rfspeech.bin.train import make_trainer
     from rfspeech.inference import load_generator
+    from rfspeech.inference.loading import load_checkpoint
+    from rfspeech.runs.train import make_trainer
     from rfspeech.search import export_structure
     from rfspeech.train import checkpoint as ckpt
 
@@ -94,7 +95,7 @@ def test_rf_refine_writes_a_structure_that_train_applies(tmp_path: Path) -> None
     tr = make_trainer(cfg)
     assert tr.structure == refined
     tr.fit()
-    state = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "train", 2))
+    state = load_checkpoint(ckpt.checkpoint_path(tmp_path / "train", 2))
     assert state["structure"] == refined
     gen, _ = load_generator(ckpt.checkpoint_path(tmp_path / "train", 2))
     assert export_structure(gen) == refined

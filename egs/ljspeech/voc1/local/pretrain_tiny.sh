@@ -157,7 +157,8 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "stage 3: ${ckpt} -> ${dest}/checkpoint.pt (generator + discriminator weights)"
   "${python}" - "${ckpt}" "${dest}/checkpoint.pt" <<'PY'
 import sys
-from rfspeech.train.checkpoint import load_checkpoint, save_checkpoint
+from rfspeech.inference.loading import load_checkpoint
+from rfspeech.train.checkpoint import save_checkpoint
 state = load_checkpoint(sys.argv[1], map_location="cpu")
 keep = ("generator", "discriminator", "config", "feature_params", "structure", "structure_mode", "step", "epoch")
 save_checkpoint(sys.argv[2], {k: state[k] for k in keep if k in state})
