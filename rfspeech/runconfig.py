@@ -596,6 +596,16 @@ def _check_global(node: Mapping[str, Any], where: str) -> None:
 
         if d["backend"] not in BACKENDS:
             make_backend(str(d["backend"]), where=f"{where}.backend")  # the one-line error naming the registered
+    if d.get("ray_address") is not None and not isinstance(d["ray_address"], str):
+        raise ConfigError(f"{where}.ray_address: must be null, auto or HOST:PORT, got {d['ray_address']!r}")
+    if "num_cpus" in d:
+        _float(f"{where}.num_cpus", d["num_cpus"], gt=0.0)
+    if "num_gpus" in d:
+        _float(f"{where}.num_gpus", d["num_gpus"], ge=0.0)
+    if "max_retries" in d:
+        _int(f"{where}.max_retries", d["max_retries"], ge=0)
+    if "retry_exceptions" in d:
+        _bool(f"{where}.retry_exceptions", d["retry_exceptions"])
     if "choices" in d:
         choices = d["choices"]
         if not isinstance(choices, list) or not choices:

@@ -304,6 +304,26 @@ class CandidateScorer:
         return score if math.isfinite(score) else math.inf
 
 
+def backend_cost(summary: Mapping[str, Any]) -> dict[str, float]:
+    """CPU/GPU seconds a global search spent outside this process tree (Ray tasks), to add to cost.json.
+
+    The local pool's workers are children of this process (already in its CPU time); a Ray task's
+    CPU and GPU seconds were measured in the task. What Ray's own processes hand back to this process
+    when it shuts a local Ray down is subtracted, so nothing is counted twice.
+    """
+    b = summary.get("backend") or {}
+    if b.get("backend") != "ray":
+        return {"cpu_seconds": 0.0, "gpu_seconds": 0.0}
+    return {"cpu_seconds": float(b.get("cpu_seconds", 0.0)) - float(b.get("shutdown_cpu_seconds", 0.0)),
+            "gpu_seconds": float(b.get("gpu_seconds", 0.0))}
+
+
+def _sum_over_ranks(value: float, dist_info: DistInfo) -> float:
+    """``value`` summed over the ranks of a torchrun job (a collective: every rank calls it)."""
+    t = torch.tensor([value], dtype=torch.float64, device=dist_info.device)
+    return float(D.all_reduce_mean(t, dist_info).item()) * dist_info.world_size
+
+
 def _build_generator(cfg: dict[str, Any]) -> torch.nn.Module:
     return build_models(OmegaConf.create(cfg))[0]
 
@@ -334,11 +354,17 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
         with atomic_path(init_path) as tmp, open(tmp, "wb") as f:
             torch.save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict()}, f)
     if distributed:
-        D.barrier()  # init.pt written before any rank's candidate reads it
+        D.barrier(dist_info)  # init.pt written before any rank's candidate reads it
     plain_cfg = to_container(cfg)
     n_workers = int(g.n_workers)
+    backend = make_backend(g.get("backend"), BackendSettings(n_workers=n_workers, distributed=distributed,
+                                                             options=to_container(g), out_dir=str(out_dir)))
+    if hasattr(backend, "candidate_device"):  # a cluster backend decides where its candidates train (Ray: its GPUs)
+        plain_cfg["device"] = backend.candidate_device(str(plain_cfg.get("device", "auto")))
     threads = g.get("threads_per_worker")
-    if threads is None and n_workers > 1:  # share the cores between the candidate processes
+    if threads is None and hasattr(backend, "candidate_threads"):
+        threads = backend.candidate_threads()
+    elif threads is None and n_workers > 1:  # share the cores between the candidate processes
         threads = max(1, (os.cpu_count() or 1) // n_workers)
     finalists = int(g.get("finalists") or 0)
     scorer = CandidateScorer(plain_cfg, str(init_path), groups, int(g.candidate_steps), int(g.candidate_val_utts),
@@ -356,20 +382,20 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
         crossover=float(g.crossover), elite=int(g.elite), selection=str(g.selection), immigrants=float(g.immigrants),
         seed=int(cfg.seed), seeds=[hand] if g.get("seed_hand_designed", True) else None, finalists=finalists,
         rescore_repeats=int(g.get("rescore_repeats") or 1), out_dir=out_dir, resume=bool(cfg.get("resume", False)))
-    backend = make_backend(g.get("backend"), BackendSettings(n_workers=n_workers, distributed=distributed))
     search = GlobalSearch(space, scorer, config, prune_fn=prune, rescore_fn=scorer if finalists else None,
                           backend=backend)
     log.info("global search: %d genes, %d combinations, population %d, %d generations%s", len(space),
              search.space_size, int(g.population), int(g.generations),
              f", {finalists} finalists re-scored x{search.rescore_repeats}" if finalists else "")
-    result = search.run()
+    result = search.run()  # closes the backend (a local Ray is shut down)
     best = expand_groups(result.best, groups)
     rescored = sum(len(f.get("rescores") or []) for f in result.finalists)
     summary = {"best": result.best, "best_score": result.best_score, "evaluations": result.evaluations,
                "rescored": rescored, "generations": result.generations, "groups": groups, "space": space,
                "search_best": result.search_best, "search_best_score": result.search_best_score,
                "finalists": [{k: v for k, v in f.items()} for f in result.finalists],
-               "score_noise": result.score_noise, "max_lookahead": max_lookahead}
+               "score_noise": result.score_noise, "max_lookahead": max_lookahead,
+               "backend": backend.summary() if hasattr(backend, "summary") else {"backend": g.get("backend")}}
     proxy = int(result.evaluations) * int(g.candidate_steps) + rescored * scorer.rescore_steps
     summary["proxy_steps"] = proxy
     if result.finalists:
@@ -446,9 +472,13 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
                                                         out / "global", max_lookahead=budget, dist_info=dist_info)
             global_cost = meter.totals(0)
             global_cost["global_proxy_steps"] = int(summary["global"]["proxy_steps"])
+            for key, value in backend_cost(summary["global"]).items():  # candidates trained on other machines
+                global_cost[key] = float(global_cost[key] + value)
+            if dist_info.distributed:  # every rank trained its share of the candidates: their CPU time too
+                global_cost["cpu_seconds"] = _sum_over_ranks(float(global_cost["cpu_seconds"]), dist_info)
             if dist_info.is_main:  # written now (the local search may be interrupted before its first checkpoint)
                 atomic_write_text(out / COST_FILE, json.dumps(global_cost, indent=2) + "\n")
-        best = D.broadcast_object(best)  # every rank computed it; rank 0's copy makes it certain
+        best = D.broadcast_object(best, dist_info)  # every rank computed it; rank 0's copy makes it certain
         apply_structure(generator, best, mode="single")
         log.info("global search best: %s", best)
 
@@ -465,7 +495,8 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
                                dist_info=dist_info, init_generator=init_generator,
                                **_alpha_overrides(cfg, generator, strategy))
         if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it
-            trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "wall_seconds")})
+            trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "gpu_seconds",
+                                                              "wall_seconds")})
         result = trainer.fit()
         summary["local"] = {"history": local.history, "rounds": len(local.history), "steps": result.step,
                             "best_val": result.best_val, "checkpoint": str(result.checkpoint)}

@@ -9,7 +9,7 @@
   :func:`unwrap_searchable`, :func:`finalize` — the model-level API.
 * :class:`LocalSearch` — the expectation-guided local search schedule the trainer drives.
 * :class:`GlobalSearch` — the evolutionary global search over coarse combinations; its candidates are
-  scored by a registered backend (:mod:`rfspeech.search.backends`: ``local`` today).
+  scored by a registered backend (:mod:`rfspeech.search.backends`: ``local`` and ``ray``).
 * :class:`SearchStrategy` / :func:`register_strategy` (:mod:`rfspeech.search.strategy`) — the registry of
   search strategies (``rfnext`` and any registered one): wrap, search, export, apply, finalize.
 """

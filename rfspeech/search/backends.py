@@ -4,8 +4,15 @@ A backend takes jobs ``(fn, args)`` (picklable: a module-level function and plai
 ``fn(*args)`` in submission order; it is registered by name (:func:`register_backend`) and chosen with
 ``rfspeech-search search.global.backend=<name>``. ``local`` (the default) runs them in this process, or in
 a pool of ``n_workers`` processes, and under torchrun (``distributed``) shares each batch among the ranks
-and gathers the results, so every rank records every score. A backend for a cluster (a Ray pool, say)
-registers a factory ``BackendSettings -> Backend`` the same way.
+and gathers the results, so every rank records every score. ``ray``
+(:class:`rfspeech.search.ray_backend.RayBackend`, optional package ``ray``) runs every job as a Ray task,
+on this machine or a cluster. Another backend registers a factory ``BackendSettings -> Backend`` the same
+way; it reads its own settings from ``BackendSettings.options`` (the ``search.global`` node).
+
+Besides :class:`Backend`'s members a backend may have (the search pipeline asks with ``getattr``):
+``summary() -> dict`` (what ran where, retries, its cost: ``search_log.json``'s ``global.backend``),
+``candidate_device(device) -> str`` (the device its candidates train on) and ``candidate_threads() -> int``
+(their torch threads when ``threads_per_worker`` is unset).
 
 Each pool worker gets a slot (:func:`worker_index`) and trains on its own device (:func:`worker_device`).
 """
@@ -15,8 +22,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rfspeech.errors import ConfigError
@@ -37,11 +44,15 @@ class BackendSettings:
         distributed: under an initialised ``torch.distributed`` group every rank runs the search and
             scores its share of each batch; the results are gathered so all ranks see every one.
         mp_context: multiprocessing start method of the pool (``spawn`` is safe with torch).
+        options: backend-specific settings (the ``search.global`` node; a backend reads its own keys).
+        out_dir: the search's output folder (a backend may append its progress to the search's log there).
     """
 
     n_workers: int = 1
     distributed: bool = False
     mp_context: str = "spawn"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    out_dir: str | None = None
 
 
 class Backend(Protocol):
@@ -148,8 +159,19 @@ class LocalBackend:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def summary(self) -> dict[str, Any]:
+        """``{backend: local, n_workers}`` (its workers' cost is this process's: they are its children)."""
+        return {"backend": "local", "n_workers": self.n_workers}
+
+
+def _ray(settings: BackendSettings) -> Backend:
+    from rfspeech.search.ray_backend import RayBackend  # the ray package itself loads when the backend starts
+
+    return RayBackend(settings)
+
 
 register_backend("local", LocalBackend)
+register_backend("ray", _ray)
 
 
 # ------------------------------------------------------------------------------- worker slots and devices

@@ -504,7 +504,17 @@ class GlobalSearch:
     # -- main loop -------------------------------------------------------------------------
 
     def run(self) -> GlobalSearchResult:
-        """Run (or resume) the search; return the best structure and the history."""
+        """Run (or resume) the search; return the best structure and the history.
+
+        The backend is closed once, when the search ends (after the finalists' re-scoring, or on an
+        error): a backend that starts a cluster session or a pool keeps it for the whole search.
+        """
+        try:
+            return self._run()
+        finally:
+            self.backend.close()
+
+    def _run(self) -> GlobalSearchResult:
         restored = self._load_state()
         if restored is None:
             rng = random.Random(self.seed)
@@ -541,7 +551,6 @@ class GlobalSearch:
         finally:
             if bar is not None:
                 bar.close()
-            self.backend.close()
         ok = [(c, ev) for c, ev in self.cache.items() if ev.status == "ok"]
         if not ok:
             raise ConfigError("global search: no candidate got a finite score")
@@ -551,10 +560,7 @@ class GlobalSearch:
                                     generations=list(self.generation_log), evaluations=self.evaluations,
                                     search_best=self.decode(best_c), search_best_score=best_ev.score)
         if self.finalists:
-            try:
-                result.finalists, result.score_noise = self._rescore(ok)
-            finally:
-                self.backend.close()
+            result.finalists, result.score_noise = self._rescore(ok)
             if result.finalists and math.isfinite(result.finalists[0]["rescore_mean"]):
                 result.best = dict(result.finalists[0]["structure"])
                 result.best_score = result.finalists[0]["rescore_mean"]
