@@ -5,7 +5,7 @@
 # feature parameters; the log, the run config, the eval metrics and the gates).
 #
 #   bash egs/ljspeech/voc1/local/pretrain_tiny.sh                       # the shipped checkpoint (one core; hours)
-#   bash egs/ljspeech/voc1/local/pretrain_tiny.sh --stage 2 --step 12000   # gates of one checkpoint of the run
+#   bash egs/ljspeech/voc1/local/pretrain_tiny.sh --stage 3 --stop_stage 3 --step 4000  # gates of one checkpoint
 #   bash egs/ljspeech/voc1/local/pretrain_tiny.sh --ci true --work_dir /tmp/w --out_dir /tmp/o   # a few steps
 #
 # Data (../shared/data, see its README; public domain): both folders in one LJSpeech layout (symlinks),
@@ -14,11 +14,13 @@
 #   eval  = LJ002-0025 … LJ002-0200 (175 clips; no LJ002-0115): never seen by any training run.
 # Stages:
 #   0  corpus folder + rfspeech-prepare                                   -> <work_dir>/data
-#   1  GAN fine-tune from egs/mini/pretrained/hifigan_tiny (local/conf/hifigan_tiny_lj.yaml; --steps)
-#                                                                         -> <work_dir>/gan
-#   2  the checkpoint of step --step (default: the last): synthesize the first --eval_utts eval clips,
+#   1  phase 1: GAN fine-tune from egs/mini/pretrained/hifigan_tiny, lr 1e-3, batch 2
+#      (local/conf/hifigan_tiny_lj.yaml; --steps1)                        -> <work_dir>/gan1
+#   2  phase 2: from phase 1's last checkpoint, lr 2e-4, batch 8 (local/conf/hifigan_tiny_lj2.yaml; --steps2)
+#                                                                         -> <work_dir>/gan2
+#   3  phase 2's checkpoint of step --step (default: the last): synthesize the first --eval_utts eval clips,
 #      rfspeech-evaluate (pitch lock, F0, both periodicities, MCD, STOI, PESQ), the gates -> <work_dir>/eval_<step>
-#   3  slim copy of that checkpoint + its records                        -> <out_dir>/hifigan_tiny/
+#   4  slim copy of that checkpoint + its records                        -> <out_dir>/hifigan_tiny/
 # Gates (issue 28), on the eval clips: F0 RMSE < 25 Hz; pitch lock (share of voiced frames within 4 Hz of a
 # multiple of the 86.13 Hz frame rate) < 5 % above the recordings' own share (7-8 %: real speech crosses those
 # bands by chance); frame periodicity (windowed, energy-gated) < 0.1.
@@ -29,9 +31,10 @@ data_root=../../../../shared/data  # ljspeech-mini + ljspeech-extra (see its REA
 work_dir=exp/pretrain_tiny         # corpus, prepared data, training run, evaluations (git-ignored)
 out_dir=../pretrained              # where hifigan_tiny/ goes
 stage=0
-stop_stage=3
-steps=30000                        # GAN steps of stage 1 (the conf's steps.gan)
-step=last                          # the checkpoint stages 2-3 take: a step number or "last"
+stop_stage=4
+steps1=10000                       # GAN steps of phase 1 (stage 1)
+steps2=20000                       # GAN steps of phase 2 (stage 2)
+step=last                          # phase 2's checkpoint stages 3-4 take: a step number or "last"
 eval_utts=24                       # eval clips of stage 2 (the first N of the 175, sorted)
 asr=false                          # stage 2 also scores PocketSphinx WER (pip install 'rfspeech[asr]')
 seed=1
@@ -46,14 +49,15 @@ Paths are relative to egs/ljspeech/voc1. Defaults in brackets.
   --data_root DIR   folder holding ljspeech-mini/ and ljspeech-extra/ [${data_root}]
   --work_dir DIR    corpus, prepared data, run and evaluations [${work_dir}]
   --out_dir DIR     where hifigan_tiny/ is written [${out_dir}]
-  --stage N / --stop_stage N   stages to run (0-3) [${stage}/${stop_stage}]
-  --steps N         GAN steps of stage 1 [${steps}]
-  --step N|last     checkpoint of stages 2-3 [${step}]
-  --eval_utts N     eval clips scored in stage 2 [${eval_utts}]
+  --stage N / --stop_stage N   stages to run (0-4) [${stage}/${stop_stage}]
+  --steps1 N        GAN steps of phase 1 (lr 1e-3, batch 2) [${steps1}]
+  --steps2 N        GAN steps of phase 2 (lr 2e-4, batch 8) [${steps2}]
+  --step N|last     phase 2's checkpoint of stages 3-4 [${step}]
+  --eval_utts N     eval clips scored in stage 3 [${eval_utts}]
   --asr B           also the PocketSphinx word error rate (true|false) [${asr}]
   --seed S          training seed [${seed}]
   --threads N       torch threads [${threads}]
-  --resume B        stage 1 continues an interrupted run (true|false) [${resume}]
+  --resume B        stages 1-2 continue an interrupted run (true|false) [${resume}]
   --ci B            CI-size run: 4 steps, 2 eval clips (true|false) [${ci}]
 EOF
 )
@@ -64,7 +68,7 @@ log() { echo "$(date '+%F %T') $*"; }
 die() { echo "error: $*" >&2; exit 1; }
 
 [ $# -eq 0 ] || die "unexpected argument(s): $* (options take the form --name value; see --help)"
-for v in stage stop_stage steps eval_utts seed threads; do
+for v in stage stop_stage steps1 steps2 eval_utts seed threads; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "--${v} must be an integer >= 0, got '${!v}'"
 done
 [[ "${step}" =~ ^([0-9]+|last)$ ]] || die "--step must be a step number or 'last', got '${step}'"
@@ -77,12 +81,23 @@ python=$(dirname "$(command -v rfspeech-train)")/python
 [ -x "${python}" ] || python=python3
 
 if [ "${ci}" = true ]; then
-  steps=4
+  steps1=4
+  steps2=4
   eval_utts=2
 fi
 data=${work_dir}/data
-run=${work_dir}/gan
-log "$0 (stages ${stage}-${stop_stage}; ${steps} steps; seed ${seed}; ci ${ci})"
+run1=${work_dir}/gan1
+run=${work_dir}/gan2
+log "$0 (stages ${stage}-${stop_stage}; ${steps1} + ${steps2} steps; seed ${seed}; ci ${ci})"
+ci_train=()
+if [ "${ci}" = true ]; then
+  ci_train=(train.log_interval=2 train.checkpoint_interval=2 train.validation_interval=4 train.val_max_utts=1
+    train.batch_size=2)
+fi
+# last_ckpt RUN: its newest step checkpoint
+last_ckpt() {
+  find "$1/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2> /dev/null | sort | tail -n 1
+}
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   for d in ljspeech-mini ljspeech-extra; do
@@ -105,29 +120,36 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
 fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
-  mkdir -p "${run}"
-  extra=()
-  if [ "${ci}" = true ]; then
-    extra=(train.log_interval=2 train.checkpoint_interval=2 train.validation_interval=4 train.val_max_utts=1)
-  fi
-  log "stage 1: GAN fine-tune, ${steps} steps -> ${run} (log ${run}/train.log)"
+  mkdir -p "${run1}"
+  log "stage 1: phase 1, ${steps1} GAN steps from the espeak start -> ${run1} (log ${run1}/train.log)"
   rfspeech-train "hydra.searchpath=[file://${PWD}/local]" +conf=hifigan_tiny_lj "data_dir=${data}" \
-    "out_dir=${run}" "seed=${seed}" device=cpu progress=false tensorboard=false "resume=${resume}" \
-    "steps.gan=${steps}" "${extra[@]}" >> "${run}/train.log" 2>&1 \
-    || die "training failed: $(tail -n 1 "${run}/train.log")"
+    "out_dir=${run1}" "seed=${seed}" device=cpu progress=false tensorboard=false "resume=${resume}" \
+    "steps.gan=${steps1}" "${ci_train[@]}" >> "${run1}/train.log" 2>&1 \
+    || die "phase 1 failed: $(tail -n 1 "${run1}/train.log")"
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  start=$(last_ckpt "${run1}")
+  [ -n "${start}" ] || die "no phase-1 checkpoint in ${run1}/checkpoints (run stage 1)"
+  mkdir -p "${run}"
+  log "stage 2: phase 2, ${steps2} GAN steps from ${start} -> ${run} (log ${run}/train.log)"
+  rfspeech-train "hydra.searchpath=[file://${PWD}/local]" +conf=hifigan_tiny_lj2 "data_dir=${data}" \
+    "out_dir=${run}" "init_from=${start}" "seed=$((seed + 1))" device=cpu progress=false tensorboard=false \
+    "resume=${resume}" "steps.gan=${steps2}" "${ci_train[@]}" >> "${run}/train.log" 2>&1 \
+    || die "phase 2 failed: $(tail -n 1 "${run}/train.log")"
 fi
 
 if [ "${step}" = last ]; then
-  ckpt=$(find "${run}/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2> /dev/null | sort | tail -n 1)
+  ckpt=$(last_ckpt "${run}")
 else
   ckpt=${run}/checkpoints/ckpt_$(printf '%08d' "${step}").pt
 fi
 name=$(basename "${ckpt:-none}" .pt)
 ev=${work_dir}/eval_${name#ckpt_}
 
-if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
-  [ -n "${ckpt}" ] && [ -f "${ckpt}" ] || die "no checkpoint ${ckpt:-in ${run}/checkpoints} (run stage 1)"
-  log "stage 2: ${ckpt}: ${eval_utts} eval clips -> ${ev}"
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+  [ -n "${ckpt}" ] && [ -f "${ckpt}" ] || die "no checkpoint ${ckpt:-in ${run}/checkpoints} (run stage 2)"
+  log "stage 3: ${ckpt}: ${eval_utts} eval clips -> ${ev}"
   metrics="pitch,f0,frame_periodicity,lag_hop_autocorr,mcd,stoi,pesq"
   [ "${asr}" = true ] && metrics="${metrics},asr"
   rfspeech-synthesize "checkpoint=${ckpt}" "input_dir=${data}/eval" "out_dir=${ev}/wavs" max_utts="${eval_utts}" \
@@ -150,11 +172,11 @@ print(" ".join(f"{k} {g['value']:.4g} (< {g['limit']}: {'pass' if g['pass'] else
 PY
 fi
 
-if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-  [ -f "${ev}/gates.json" ] || die "${ev}/gates.json missing (run stage 2 for this checkpoint)"
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+  [ -f "${ev}/gates.json" ] || die "${ev}/gates.json missing (run stage 3 for this checkpoint)"
   dest=${out_dir}/hifigan_tiny
-  mkdir -p "${dest}/eval" "${dest}/gan"
-  log "stage 3: ${ckpt} -> ${dest}/checkpoint.pt (generator + discriminator weights)"
+  mkdir -p "${dest}/eval" "${dest}/gan1" "${dest}/gan2"
+  log "stage 4: ${ckpt} -> ${dest}/checkpoint.pt (generator + discriminator weights)"
   "${python}" - "${ckpt}" "${dest}/checkpoint.pt" <<'PY'
 import sys
 from rfspeech.inference.loading import load_checkpoint
@@ -164,10 +186,12 @@ keep = ("generator", "discriminator", "config", "feature_params", "structure", "
 save_checkpoint(sys.argv[2], {k: state[k] for k in keep if k in state})
 PY
   cp "${ev}/summary.json" "${ev}/metrics.csv" "${ev}/gates.json" "${dest}/eval/"
-  cp "${run}/config.yaml" "${run}/train.log" "${dest}/gan/"
-  [ -f "${run}/cost.json" ] && cp "${run}/cost.json" "${dest}/gan/"
+  for phase in gan1 gan2; do
+    cp "${work_dir}/${phase}/config.yaml" "${work_dir}/${phase}/train.log" "${dest}/${phase}/"
+    if [ -f "${work_dir}/${phase}/cost.json" ]; then cp "${work_dir}/${phase}/cost.json" "${dest}/${phase}/"; fi
+  done
   {
-    echo "# made by: bash egs/ljspeech/voc1/local/pretrain_tiny.sh --steps ${steps} --step ${step} --seed ${seed} --threads ${threads} --eval_utts ${eval_utts} --ci ${ci}"
+    echo "# made by: bash egs/ljspeech/voc1/local/pretrain_tiny.sh --steps1 ${steps1} --steps2 ${steps2} --step ${step} --seed ${seed} --threads ${threads} --eval_utts ${eval_utts} --ci ${ci}"
     echo "# $(date -u '+%F %T') UTC on $(uname -m)"
     echo "checkpoint: ${name}"
     echo "init_from: egs/mini/pretrained/hifigan_tiny/checkpoint.pt"
