@@ -671,9 +671,22 @@ def validate_evaluate(cfg: Mapping[str, Any]) -> None:
         hi = _float("f0_max", d["f0_max"], gt=0.0)
         if lo is not None and hi <= lo:
             raise ConfigError(f"f0_max: must be > f0_min ({lo:g}), got {hi:g}")
-    for key in ("frame_periodicity_hop", "crepe_hop"):
+    for key in ("frame_periodicity_hop", "crepe_hop", "lag_hop_autocorr_hop", "pitch_hop"):
         if key in d:
             _int(key, d[key], ge=1, optional=True)
+    if "pitch_tol_hz" in d:
+        _float("pitch_tol_hz", d["pitch_tol_hz"], gt=0.0)
+    if "pitch_method" in d:
+        _choice("pitch_method", d["pitch_method"], ("rapt", "swipe", "pyin"))
+    lo = _float("pitch_min", d["pitch_min"], gt=0.0) if "pitch_min" in d else None
+    if "pitch_max" in d:
+        hi = _float("pitch_max", d["pitch_max"], gt=0.0)
+        if lo is not None and hi <= lo:
+            raise ConfigError(f"pitch_max: must be > pitch_min ({lo:g}), got {hi:g}")
+    if "asr_reference" in d:
+        _bool("asr_reference", d["asr_reference"])
+    if d.get("transcripts") is not None and not isinstance(d["transcripts"], str):
+        raise ConfigError(f"transcripts: must be a file path or null, got {d['transcripts']!r}")
     metrics = d.get("metrics")
     if metrics is not None and (not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics)):
         raise ConfigError(f"metrics: must be a list of metric names, got {metrics!r}")

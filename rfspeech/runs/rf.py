@@ -174,6 +174,11 @@ def run(cfg: Any) -> dict[str, Any]:
             a = report.inputs[name]
             print(f"  probe {name}: span {f.span:.6g} (analytic {a.span:.6g}) {a.units}")
     out_dir = Path(str(cfg.out_dir))
+    from rfspeech.runs.controls import write_control_structure  # refine= / random_like=: a control arm's structure
+
+    control = write_control_structure(cfg, model, report, out_dir)
+    if control is not None:
+        result["control"] = control
     atomic_write_text(out_dir / "rf.json", json.dumps(result, indent=2) + "\n")
     plot_report(report, out_dir / "rf.png", title=f"{model_name}: r_max {report.r_max:.4g} {report.units} "
                 f"({report.r_max_samples:.0f} samples), r_min {report.r_min:.4g}")
