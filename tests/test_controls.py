@@ -14,7 +14,7 @@ from train_fixtures import REPO, make_prepared
 
 from rfspeech.errors import ConfigError
 from rfspeech.search import load_structure
-from rfspeech.search.controls import planted_task, random_like
+from rfspeech.search.controls import PlantedTask, planted_task, random_like
 
 MIS = "model.generator.resblock_dilation_sizes=[[5,15,25],[5,15,25],[5,15,25]]"  # the repair study's design
 
@@ -76,9 +76,9 @@ def test_refine_of_a_healthy_model_changes_nothing_and_needs_a_segment() -> None
 @pytest.mark.heavy
 def test_rf_refine_writes_a_structure_that_train_applies(tmp_path: Path) -> None:
     """rfspeech-rf refine=true -> structure.yaml -> rfspeech-train structure= (CI size: 2 steps)."""
-    from rfspeech.bin.rf import run
     from rfspeech.inference import load_generator
     from rfspeech.inference.loading import load_checkpoint
+    from rfspeech.runs.rf import run
     from rfspeech.runs.train import make_trainer
     from rfspeech.search import export_structure
     from rfspeech.train import checkpoint as ckpt
@@ -102,7 +102,7 @@ def test_rf_refine_writes_a_structure_that_train_applies(tmp_path: Path) -> None
 
 
 def test_refine_and_random_like_are_exclusive_and_refuse_a_submodule(tmp_path: Path) -> None:
-    from rfspeech.bin.rf import run
+    from rfspeech.runs.rf import run
 
     with pytest.raises(ConfigError, match="choose one"):
         run(compose("rf", "model=hifigan_debug", "segment=16", "refine=true", f"random_like={tmp_path}/s.yaml",
@@ -148,7 +148,7 @@ def test_random_like_bounds_flip_or_clip_and_errors() -> None:
 
 
 def test_rf_random_like_writes_a_loadable_structure(tmp_path: Path) -> None:
-    from rfspeech.bin.rf import run
+    from rfspeech.runs.rf import run
     from rfspeech.search import apply_structure, save_structure
 
     searched = {f"resblocks.{i}.convs1.2": 5 + 2 * i for i in range(4)}  # a search that moved 4 layers up
@@ -170,12 +170,12 @@ def test_rf_random_like_writes_a_loadable_structure(tmp_path: Path) -> None:
 
 @pytest.mark.heavy  # about 3 s of CPU: 360 training steps of the planted conv
 def test_planted_task_is_found_cold_and_not_in_one_round() -> None:
-    found = planted_task(start=2, target=6, search_interval=40, rounds=8, lr=1e-2)
+    found = planted_task(PlantedTask(start=2, target=6, search_interval=40, rounds=8, lr=1e-2))
     assert found.found and found.trajectory[-1] == 6 and found.loss_end < 0.05 * found.loss_start
-    short = planted_task(start=2, target=6, search_interval=40, rounds=1, lr=1e-2)
+    short = planted_task(PlantedTask(start=2, target=6, search_interval=40, rounds=1, lr=1e-2))
     assert not short.found and len(short.trajectory) == 1  # one round moves by at most one candidate step
     with pytest.raises(ConfigError, match="outside"):
-        planted_task(target=80, max_dilation=64)
+        planted_task(PlantedTask(target=80, max_dilation=64))
 
 
 def test_planted_settings_follow_the_study_config(tmp_path: Path) -> None:

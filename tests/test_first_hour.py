@@ -120,8 +120,8 @@ def test_best_pt_is_the_generator_alone_and_cost_json_equals_the_last_checkpoint
 def test_export_writes_a_slim_inference_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from omegaconf import OmegaConf
 
-    from rfspeech.bin.export import run
     from rfspeech.inference.loading import load_checkpoint
+    from rfspeech.runs.export import run
 
     out = tmp_path / "slim.pt"
     res = run(OmegaConf.create({"checkpoint": str(TINY), "format": "checkpoint", "out": str(out), "finalize": False,

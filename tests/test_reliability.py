@@ -503,7 +503,8 @@ def test_fuzz_prepare_never_leaves_a_partial_directory(tmp_path: Path, rows: lis
 
     try:
         with mock.patch.object(prep, "write_manifest", failing_write_manifest):
-            res = prep.prepare("ljspeech", db, out, features=False, skip_bad=skip_bad, nj=1, progress=False)
+            res = prep.prepare("ljspeech", db, out, prep.PrepareSettings(features=False, skip_bad=skip_bad, nj=1,
+                                                                           progress=False))
     except (RFSpeechError, OSError) as e:
         event(f"failed: {type(e).__name__}")
         assert isinstance(e, RFSpeechError) or (fail_at and e.errno == 28)

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from rfspeech.layers import dilated_conv1d
-from rfspeech.search import LocalSearch, SearchableConv1d, apply_structure, make_searchable
+from rfspeech.search import LocalSearch, RFNextSettings, SearchableConv1d, WarmAnneal, apply_structure, make_searchable
 from rfspeech.search.model import searchable_modules
 
 
 def _op(d: int = 5, **kw: object) -> SearchableConv1d:
     torch.manual_seed(0)
-    return SearchableConv1d(dilated_conv1d(2, 2, 3, dilation=d), **kw)
+    return SearchableConv1d(dilated_conv1d(2, 2, 3, dilation=d), RFNextSettings(**kw))  # type: ignore[arg-type]
 
 
 def _push(op: SearchableConv1d, towards: int, steps: int, lr: float = 1e-3) -> None:
@@ -111,7 +111,7 @@ def test_annealed_warm_share_restarts_lower_but_starts_at_the_configured_share()
     net = nn.Sequential(dilated_conv1d(1, 1, 3, dilation=8), dilated_conv1d(1, 1, 3, dilation=2))
     make_searchable(net, warm_start=True)
     at_wrap = [op.branch_weights().detach().clone() for op in searchable_modules(net).values()]
-    search = LocalSearch(net, search_interval=10, max_search_steps=4, warm_share_end=0.6, warm_anneal_rounds=2)
+    search = LocalSearch(net, search_interval=10, max_search_steps=4, anneal=WarmAnneal(0.6, 2))
     for w, op in zip(at_wrap, searchable_modules(net).values()):
         torch.testing.assert_close(op.branch_weights().detach(), w)  # step 0: unchanged (0.99 on the centre)
         assert op.branch_weights()[1].item() == pytest.approx(0.99)
@@ -124,7 +124,7 @@ def test_annealed_warm_share_restarts_lower_but_starts_at_the_configured_share()
     assert op.branch_weights()[op.candidates.index(op.dilation)].item() == pytest.approx(0.795, abs=1e-6)
     assert search.all_settings()["warm_share_end"] == 0.6
     with pytest.raises(Exception, match="warm_share_end"):
-        LocalSearch(net, search_interval=10, max_search_steps=4, warm_share_end=1.0)
+        LocalSearch(net, search_interval=10, max_search_steps=4, anneal=WarmAnneal(1.0))
 
 
 def test_a_checkpoint_without_the_evidence_buffers_loads() -> None:

@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from rfspeech.layers import dilated_conv1d
-from rfspeech.search import SearchableConv1d
+from rfspeech.search import RFNextSettings, SearchableConv1d
 from rfspeech.search.reach import Schedule, best_case_reach, best_case_trajectory, check_reach, rf_targets
 
 
 def simulate(d: int, direction: int, sch: Schedule) -> list[int]:
     """Best case through the operator: Adam on Σ s_i |α_i| (the target side's branch grows, the others shrink),
     the operator's own estimate / expand / restart rules after every round."""
-    op = SearchableConv1d(dilated_conv1d(1, 1, 3, dilation=d), expand_rate=sch.expand_rate,
-                          num_branches=sch.num_branches, min_dilation=sch.min_dilation, max_dilation=sch.max_dilation,
-                          alpha_init=sch.alpha_init, warm_start=sch.warm_start, warm_share=sch.warm_share,
-                          keep_alpha=sch.keep_alpha, settle=sch.settle)
+    op = SearchableConv1d(dilated_conv1d(1, 1, 3, dilation=d), RFNextSettings(
+        expand_rate=sch.expand_rate, num_branches=sch.num_branches, min_dilation=sch.min_dilation,
+        max_dilation=sch.max_dilation, alpha_init=sch.alpha_init, warm_start=sch.warm_start,
+        warm_share=sch.warm_share, keep_alpha=sch.keep_alpha, settle=sch.settle))
     opt = torch.optim.Adam([op.alpha], lr=sch.alpha_lr)
     out = []
     for k in range(1, sch.rounds + 1):

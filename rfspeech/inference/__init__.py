@@ -2,7 +2,8 @@
 
 * :func:`rebuild` / :func:`load_generator` / :func:`load_acoustic` (:mod:`rfspeech.inference.loading`):
   a ready model from a checkpoint, its ``_target_`` resolved against an allow-list
-  (:func:`register_model_class`, :func:`allow_module_prefix`), never an arbitrary callable.
+  (:func:`register_model_class`, :func:`allow_module_prefix`, :mod:`rfspeech.inference.schema`), never an
+  arbitrary callable.
 * :func:`finalize_for_inference`: search branches folded, weight norm removed.
 * :mod:`rfspeech.inference.foreign`: official HiFi-GAN / ParallelWaveGAN / BigVGAN checkpoints → rfspeech
   checkpoints (``rfspeech-import``).
@@ -12,7 +13,6 @@
 """
 
 from rfspeech.inference.loading import (
-    allow_module_prefix,
     build_from_node,
     checkpoint_config,
     finalize_for_inference,
@@ -21,10 +21,9 @@ from rfspeech.inference.loading import (
     load_generator,
     model_info,
     rebuild,
-    register_model_class,
-    resolve_target,
     shape_like,
 )
+from rfspeech.inference.schema import allow_module_prefix, register_model_class, resolve_target
 from rfspeech.inference.speed import SpeedReport, generator_speed, measure, prepare_for_inference
 from rfspeech.inference.synthesis import SynthesisResult, collect_inputs, resolve_device, synthesize
 from rfspeech.inference.tts import TTSResult, check_feature_match, synthesize_text, text_to_mels

@@ -19,12 +19,10 @@ A checkpoint is a shared file, so loading one must never run code it names. :fun
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import pickle
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,14 @@ from torch import nn
 from rfspeech import integrity
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
-from rfspeech.inference.schema import NODE_META_KEYS, check_arguments, check_checkpoint, check_model_node
+from rfspeech.inference.schema import (
+    NODE_META_KEYS,
+    check_arguments,
+    check_checkpoint,
+    check_model_node,
+    is_allowed_target,
+    resolve_target,
+)
 from rfspeech.layers.conv import iter_dilated_convs
 from rfspeech.layers.weight_norm import remove_weight_norm
 from rfspeech.search.strategy import finalize_all, strategy_from_record
@@ -43,98 +48,20 @@ from rfspeech.search.strategy import finalize_all, strategy_from_record
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "allow_module_prefix",
     "build_config_node",
     "build_from_node",
     "checkpoint_config",
     "extract_generator_state",
     "finalize_for_inference",
-    "is_allowed_target",
     "load_acoustic",
     "load_checkpoint",
     "load_generator",
     "load_generator_weights",
     "model_info",
     "rebuild",
-    "register_model_class",
-    "resolve_target",
     "shape_like",
     "short_error",
 ]
-
-# ---------------------------------------------------------------------------------------------- allow-list
-#: Module prefixes whose callables a checkpoint may name as its model's ``_target_``.
-_ALLOWED_PREFIXES: list[str] = ["rfspeech.models."]
-#: Explicitly registered model classes / factories, by dotted name.
-_REGISTERED: dict[str, Callable[..., Any]] = {}
-
-
-def register_model_class(obj: Callable[..., Any], name: str | None = None) -> Callable[..., Any]:
-    """Allow a model class (or factory function) as a checkpoint ``_target_``; usable as a decorator.
-
-    Args:
-        obj: the class or function.
-        name: the dotted name checkpoints use (default ``obj.__module__ + "." + obj.__qualname__``).
-
-    Returns:
-        ``obj`` unchanged.
-    """
-    _REGISTERED[name or f"{obj.__module__}.{obj.__qualname__}"] = obj
-    return obj
-
-
-def allow_module_prefix(prefix: str) -> None:
-    """Allow every callable defined under ``prefix`` (a package path ending in ``.``) as a checkpoint target."""
-    if not prefix.endswith("."):
-        raise ValueError(f"module prefix must end with '.', got {prefix!r}")
-    if prefix not in _ALLOWED_PREFIXES:
-        _ALLOWED_PREFIXES.append(prefix)
-
-
-def _allowed_module(module: str) -> bool:
-    return any(f"{module}.".startswith(p) for p in _ALLOWED_PREFIXES)
-
-
-def resolve_target(target: Any, where: str) -> Callable[..., Any]:
-    """The model class or factory a checkpoint's ``_target_`` names, if the allow-list admits it.
-
-    Args:
-        target: the dotted name from the checkpoint.
-        where: file and key for the message (``"ckpt.pt: config.model.generator"``).
-
-    Raises:
-        ConfigError: a target outside the allow-list, not importable, or not a class/function.
-    """
-    if not isinstance(target, str) or not target:
-        raise ConfigError(f"{where}: _target_ must be a dotted name, got {target!r}")
-    if target in _REGISTERED:
-        return _REGISTERED[target]
-    refused = ConfigError(f"{where}: refused model target {target!r} (allowed: classes of "
-                          f"{', '.join(p + '*' for p in _ALLOWED_PREFIXES)} or registered ones)")
-    if not any(target.startswith(p) for p in _ALLOWED_PREFIXES):
-        raise refused
-    module_name, _, attr = target.rpartition(".")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError:
-        raise ConfigError(f"{where}: refused model target {target!r} (not an importable model)") from None
-    obj = getattr(obj, attr, None)
-    # The defining module must be allowed too: ``rfspeech.models.x.torch.save``-style re-exports are refused.
-    if not (inspect.isclass(obj) or inspect.isfunction(obj)) or not _allowed_module(obj.__module__):
-        raise refused
-    if inspect.isclass(obj) and not issubclass(obj, nn.Module):
-        raise refused
-    return obj
-
-
-def is_allowed_target(target: Any) -> bool:
-    """Whether :func:`resolve_target` admits ``target`` (an allow-listed model class or factory)."""
-    try:
-        resolve_target(target, "")
-    except ConfigError:
-        return False
-    return True
-
 
 def _plain(value: Any) -> bool:
     """Plain data only: no nested ``_target_`` node can smuggle in a call."""

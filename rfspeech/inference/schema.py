@@ -32,6 +32,7 @@ This module imports no model code; torch only for the tensor type.
 from __future__ import annotations
 
 import collections.abc as cabc
+import importlib
 import inspect
 import math
 import types
@@ -41,12 +42,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from rfspeech.checks import MAX_DILATION, MAX_SEGMENT_SIZE
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
 
-__all__ = ["MAX_MODEL_INT", "REFUSED_NODE_KEYS", "check_arguments", "check_checkpoint", "check_model_node",
-           "refuse_interpolations", "show"]
+__all__ = ["MAX_MODEL_INT", "REFUSED_NODE_KEYS", "allow_module_prefix", "check_arguments", "check_checkpoint",
+           "check_model_node", "is_allowed_target", "refuse_interpolations", "register_model_class", "resolve_target",
+           "show"]
 
 #: Hydra keys a model node read from a file may not carry: they change what would be called (a partial
 #: instead of a model, positional arguments, nested instantiation).
@@ -65,6 +68,81 @@ _MAPPINGS = ("config", "search", "searchable", "structure_args", "cost", "rng", 
 _COUNTERS = ("step", "epoch", "bad_steps")
 _MODEL_NODES = ("generator", "discriminator", "acoustic")
 _STRUCTURE_MODES = (None, "single", "multiple", "merge")
+
+
+
+# ---------------------------------------------------------------------------------------------- allow-list
+#: Module prefixes whose callables a checkpoint may name as its model's ``_target_``.
+_ALLOWED_PREFIXES: list[str] = ["rfspeech.models."]
+#: Explicitly registered model classes / factories, by dotted name.
+_REGISTERED: dict[str, Callable[..., Any]] = {}
+
+
+def register_model_class(obj: Callable[..., Any], name: str | None = None) -> Callable[..., Any]:
+    """Allow a model class (or factory function) as a checkpoint ``_target_``; usable as a decorator.
+
+    Args:
+        obj: the class or function.
+        name: the dotted name checkpoints use (default ``obj.__module__ + "." + obj.__qualname__``).
+
+    Returns:
+        ``obj`` unchanged.
+    """
+    _REGISTERED[name or f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return obj
+
+
+def allow_module_prefix(prefix: str) -> None:
+    """Allow every callable defined under ``prefix`` (a package path ending in ``.``) as a checkpoint target."""
+    if not prefix.endswith("."):
+        raise ValueError(f"module prefix must end with '.', got {prefix!r}")
+    if prefix not in _ALLOWED_PREFIXES:
+        _ALLOWED_PREFIXES.append(prefix)
+
+
+def _allowed_module(module: str) -> bool:
+    return any(f"{module}.".startswith(p) for p in _ALLOWED_PREFIXES)
+
+
+def resolve_target(target: Any, where: str) -> Callable[..., Any]:
+    """The model class or factory a checkpoint's ``_target_`` names, if the allow-list admits it.
+
+    Args:
+        target: the dotted name from the checkpoint.
+        where: file and key for the message (``"ckpt.pt: config.model.generator"``).
+
+    Raises:
+        ConfigError: a target outside the allow-list, not importable, or not a class/function.
+    """
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"{where}: _target_ must be a dotted name, got {target!r}")
+    if target in _REGISTERED:
+        return _REGISTERED[target]
+    refused = ConfigError(f"{where}: refused model target {target!r} (allowed: classes of "
+                          f"{', '.join(p + '*' for p in _ALLOWED_PREFIXES)} or registered ones)")
+    if not any(target.startswith(p) for p in _ALLOWED_PREFIXES):
+        raise refused
+    module_name, _, attr = target.rpartition(".")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError:
+        raise ConfigError(f"{where}: refused model target {target!r} (not an importable model)") from None
+    obj = getattr(obj, attr, None)
+    # The defining module must be allowed too: ``rfspeech.models.x.torch.save``-style re-exports are refused.
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)) or not _allowed_module(obj.__module__):
+        raise refused
+    if inspect.isclass(obj) and not issubclass(obj, nn.Module):
+        raise refused
+    return obj
+
+
+def is_allowed_target(target: Any) -> bool:
+    """Whether :func:`resolve_target` admits ``target`` (an allow-listed model class or factory)."""
+    try:
+        resolve_target(target, "")
+    except ConfigError:
+        return False
+    return True
 
 
 def show(value: Any, limit: int = 100) -> str:
@@ -354,8 +432,6 @@ def _check_stored_model(node: Any, where: str) -> None:
     A target outside the allow-list is left to the builders, which refuse it; readers that build nothing
     (``rfspeech-check-mels`` reads only the feature parameters) still refuse mistyped arguments.
     """
-    from rfspeech.inference.loading import is_allowed_target, resolve_target
-
     node = check_model_node(node, where, DataError)
     if is_allowed_target(node["_target_"]):
         try:

@@ -155,7 +155,7 @@ def run_planted(cfg: Any) -> dict[str, Any]:
     Writes ``out_dir/planted.json`` (``found`` per seed, the share found, every setting) and prints one
     line per seed. Nothing is trained on the corpus; ``data_dir`` is not read.
     """
-    from rfspeech.search.controls import planted_task
+    from rfspeech.search.controls import PlantedTask, planted_task
 
     kwargs = planted_settings(cfg)
     planted = to_container(cfg.get("planted")) or {}
@@ -168,7 +168,7 @@ def run_planted(cfg: Any) -> dict[str, Any]:
                     cfg.search.local.search_every)
     results = []
     for s in seeds:
-        r = planted_task(seed=int(s), **kwargs)
+        r = planted_task(PlantedTask(**kwargs), seed=int(s))
         results.append(r.to_dict())
         print(f"planted task seed {s}: dilation {r.start} -> {r.final} (target {r.target}; rounds "
               f"{r.trajectory}): {'found' if r.found else 'NOT found'}")

@@ -34,6 +34,8 @@ from rfspeech.search.global_search import (
 )
 from rfspeech.search.local import (
     LocalSearch,
+    LookaheadBudget,
+    WarmAnneal,
     dilation_limits,
     fit_branches,
     lookahead,
@@ -101,9 +103,11 @@ __all__ = [
     "GlobalSearch",
     "GlobalSearchResult",
     "LocalSearch",
+    "LookaheadBudget",
     "LookaheadPrune",
     "RFNextSettings",
     "ReceptiveFieldPrune",
+    "WarmAnneal",
     "SearchableConv1d",
     "Wrapped",
     "apply_structure",

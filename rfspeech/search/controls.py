@@ -22,6 +22,7 @@ from torch import nn
 
 from rfspeech.errors import ConfigError
 from rfspeech.layers import dilated_conv1d
+from rfspeech.search.op import RFNextSettings
 
 # --------------------------------------------------------------------------- random perturbation
 
@@ -157,23 +158,11 @@ def _smooth_noise(batch: int, length: int, generator: torch.Generator, sigma: fl
     return F.conv1d(torch.randn(batch, 1, length + 24, generator=generator), kernel)
 
 
-def planted_task(*, start: int = 2, target: int = 6, search_interval: int = 40, rounds: int = 8,
-                 lr: float = 1e-2, alpha_lr: float | None = None, betas: tuple[float, float] = (0.9, 0.999),
-                 weight_decay: float = 0.0, warm_start: bool = False, pretrain_steps: int = 0,
-                 num_branches: int = 3, expand_rate: float = 0.5, min_dilation: int = 1,
-                 max_dilation: int | None = 64, alpha_init: float = 0.01, warm_share: float = 0.99,
-                 seed: int = 0, batch: int = 8, length: int = 256) -> PlantedResult:
-    """Whether the local search, at the given settings, finds a planted dilation.
+@dataclass(frozen=True)
+class PlantedTask:
+    """Settings of :func:`planted_task`: the task, its training and the search's (``search.*`` of a study).
 
-    One ``k = 3`` conv (weight norm, as the vocoders' convs) maps smooth noise ``x`` to
-    ``y[t] = x[t − target] + x[t + target]``. With ``pretrain_steps`` it is first trained plainly at its
-    ``start`` dilation (as a study's hand-designed model was trained at its own dilations), then wrapped
-    (:class:`~rfspeech.search.SearchableConv1d`, ``warm_start`` as the study) and trained with AdamW
-    (``lr``, ``betas``, ``weight_decay``; the ``α`` in their own group at ``alpha_lr`` with no decay,
-    as ``search.alpha_lr`` does) while :class:`~rfspeech.search.LocalSearch` runs ``rounds`` rounds every
-    ``search_interval`` steps.
-
-    Args:
+    Attributes:
         start: the conv's dilation before the search.
         target: the planted dilation.
         search_interval: optimiser steps between estimate/expand rounds (``search.local.search_interval``).
@@ -186,15 +175,55 @@ def planted_task(*, start: int = 2, target: int = 6, search_interval: int = 40, 
         pretrain_steps: plain training steps at ``start`` before the search (a warm-started study: > 0).
         num_branches, expand_rate, min_dilation, max_dilation, alpha_init, warm_share: the
             :class:`~rfspeech.search.SearchableConv1d` settings (``search.searchable.*``).
-        seed: seeds the weights and the data.
         batch: signals per step.
         length: samples per signal.
+    """
+
+    start: int = 2
+    target: int = 6
+    search_interval: int = 40
+    rounds: int = 8
+    lr: float = 1e-2
+    alpha_lr: float | None = None
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warm_start: bool = False
+    pretrain_steps: int = 0
+    num_branches: int = 3
+    expand_rate: float = 0.5
+    min_dilation: int = 1
+    max_dilation: int | None = 64
+    alpha_init: float = 0.01
+    warm_share: float = 0.99
+    batch: int = 8
+    length: int = 256
+
+
+def planted_task(task: PlantedTask | None = None, *, seed: int = 0) -> PlantedResult:
+    """Whether the local search, at the given settings, finds a planted dilation.
+
+    One ``k = 3`` conv (weight norm, as the vocoders' convs) maps smooth noise ``x`` to
+    ``y[t] = x[t − target] + x[t + target]``. With ``pretrain_steps`` it is first trained plainly at its
+    ``start`` dilation (as a study's hand-designed model was trained at its own dilations), then wrapped
+    (:class:`~rfspeech.search.SearchableConv1d`, ``warm_start`` as the study) and trained with AdamW
+    (``lr``, ``betas``, ``weight_decay``; the ``α`` in their own group at ``alpha_lr`` with no decay,
+    as ``search.alpha_lr`` does) while :class:`~rfspeech.search.LocalSearch` runs ``rounds`` rounds every
+    ``search_interval`` steps.
+
+    Args:
+        task: the settings (:class:`PlantedTask`; None: its defaults).
+        seed: seeds the weights and the data.
 
     Raises:
         ConfigError: bad settings (a target the bounds exclude, non-positive counts).
     """
     from rfspeech.search import LocalSearch, SearchableConv1d, searchable_modules
 
+    t = task or PlantedTask()
+    start, target, search_interval, rounds, pretrain_steps = t.start, t.target, t.search_interval, t.rounds, \
+        t.pretrain_steps
+    lr, alpha_lr, betas, weight_decay, batch, length = t.lr, t.alpha_lr, t.betas, t.weight_decay, t.batch, t.length
+    min_dilation, max_dilation = t.min_dilation, t.max_dilation
     if start < 1 or target < 1 or search_interval < 1 or rounds < 1 or pretrain_steps < 0:
         raise ConfigError(f"planted task: start, target, search_interval and rounds must be >= 1 and "
                           f"pretrain_steps >= 0, got {start}, {target}, {search_interval}, {rounds}, {pretrain_steps}")
@@ -202,11 +231,7 @@ def planted_task(*, start: int = 2, target: int = 6, search_interval: int = 40, 
         raise ConfigError(f"planted task: target dilation {target} is outside [{min_dilation}, {max_dilation}]")
     if 4 * target + 2 >= length:
         raise ConfigError(f"planted task: length {length} too short for target {target}")
-    settings = dict(start=start, target=target, search_interval=search_interval, rounds=rounds, lr=lr,
-                    alpha_lr=alpha_lr, betas=list(betas), weight_decay=weight_decay, warm_start=warm_start,
-                    pretrain_steps=pretrain_steps, num_branches=num_branches, expand_rate=expand_rate,
-                    min_dilation=min_dilation, max_dilation=max_dilation, alpha_init=alpha_init,
-                    warm_share=warm_share, seed=seed, batch=batch, length=length)
+    settings = {**asdict(t), "betas": list(betas), "seed": seed}
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 7)
     conv = dilated_conv1d(1, 1, 3, dilation=start, weight_norm=True)
@@ -224,12 +249,11 @@ def planted_task(*, start: int = 2, target: int = 6, search_interval: int = 40, 
             opt.zero_grad()
             loss.backward()
             opt.step()
-    op_args = dict(num_branches=num_branches, expand_rate=expand_rate, min_dilation=min_dilation,
-                   max_dilation=max_dilation, alpha_init=alpha_init)
-    if warm_start:
-        op_args.update(warm_start=True, warm_share=warm_share)
+    op = RFNextSettings(num_branches=t.num_branches, expand_rate=t.expand_rate, min_dilation=min_dilation,
+                        max_dilation=max_dilation, alpha_init=t.alpha_init, warm_start=bool(t.warm_start),
+                        warm_share=t.warm_share if t.warm_start else RFNextSettings.warm_share)
     try:
-        net = nn.Sequential(SearchableConv1d(conv, **op_args))
+        net = nn.Sequential(SearchableConv1d(conv, op))
     except ValueError as e:
         raise ConfigError(f"planted task: {e}") from None
     alphas = [op.alpha for op in searchable_modules(net).values()]

@@ -14,9 +14,10 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -223,6 +224,36 @@ def dilation_limits(model: nn.Module, max_lookahead: float, primary: str = "auto
     return out
 
 
+class LookaheadBudget(NamedTuple):
+    """A look-ahead budget of :class:`LocalSearch` counted in one input of the model.
+
+    Attributes:
+        frames: the budget in units of ``input`` (mel frames for a vocoder's mel input).
+        input: the input it counts in (``auto``: the mel input).
+    """
+
+    frames: float
+    input: str = "auto"
+
+
+@dataclass(frozen=True)
+class WarmAnneal:
+    """Anneal of the warm start (``search.searchable.warm_share_end`` / ``warm_anneal_rounds``).
+
+    The share of the current dilation's branch at each restart after round ``k`` goes linearly from the
+    wrappers' ``warm_share`` (step 0: the model unchanged) to ``end`` at round ``rounds``, then stays.
+    Lower shares put more weight on the neighbours after a move, so the next estimate needs fewer steps
+    to cross a rounding threshold.
+
+    Attributes:
+        end: the share at the end of the anneal, in ``(0, 1)``.
+        rounds: rounds of the anneal (None: all of the search's rounds).
+    """
+
+    end: float
+    rounds: int | None = None
+
+
 class LocalSearch:
     """Every ``search_interval`` steps, for ``max_search_steps`` rounds: every wrapper estimates, then expands.
 
@@ -241,23 +272,18 @@ class LocalSearch:
         segment: training segment in model input units (mel frames), recorded with the
             receptive field (critical/unproductive layers).
         record_receptive_field: compute the receptive field after each round.
-        max_lookahead: look-ahead budget in units of ``lookahead_input`` (mel frames for a
-            vocoder; :func:`lookahead_budget` converts milliseconds), or None. A structure over it
-            at the start is brought within it first (largest dilations halved); a budget no
+        max_lookahead: look-ahead budget in mel frames of the model's mel input (:func:`lookahead_budget`
+            converts milliseconds), or a :class:`LookaheadBudget` counting in another input, or None. A
+            structure over it at the start is brought within it first (largest dilations halved); a budget no
             structure meets is a ConfigError.
-        lookahead_input: the input the budget counts in (``auto``: the mel input).
         search_every: search on every k-th training step only (1: every step, RF-Next). The steps
             between run each wrapper at its current dilation alone, at a plain conv's cost, and
             leave ``α`` untouched, so the search's overhead per step is divided by about ``k``
             (``bench/search_overhead.py --search-every``); ``α`` then gets ``1/k`` of the updates
             (raise ``search.alpha_lr`` or the interval to compensate) and the shared weights are
             trained mostly at the current dilation. Evaluation always runs the full op.
-        warm_share_end: anneal the warm start: the share of the current dilation's branch at each
-            restart after round ``k`` goes linearly from the wrappers' ``warm_share`` (step 0: the
-            model unchanged) to this value at round ``warm_anneal_rounds``, then stays. Lower shares
-            put more weight on the neighbours after a move, so the next estimate needs fewer steps to
-            cross a rounding threshold (measured in docs/results/repair_search.md). None: constant.
-        warm_anneal_rounds: rounds of the anneal (None: ``max_search_steps``).
+        anneal: anneal the warm start (:class:`WarmAnneal`; None: the wrappers' ``warm_share`` at every
+            restart).
     """
 
     def __init__(
@@ -269,11 +295,9 @@ class LocalSearch:
         settings: dict[str, Any] | None = None,
         segment: float | None = None,
         record_receptive_field: bool = True,
-        max_lookahead: float | None = None,
-        lookahead_input: str = "auto",
+        max_lookahead: float | LookaheadBudget | None = None,
         search_every: int = 1,
-        warm_share_end: float | None = None,
-        warm_anneal_rounds: int | None = None,
+        anneal: WarmAnneal | None = None,
     ) -> None:
         if int(search_interval) < 1:
             raise ValueError(f"search_interval must be >= 1, got {search_interval}")
@@ -291,6 +315,7 @@ class LocalSearch:
         if int(search_every) < 1:
             raise ConfigError(f"search_every must be >= 1, got {search_every}")
         self.search_every = int(search_every)
+        warm_share_end, warm_anneal_rounds = (None, None) if anneal is None else (anneal.end, anneal.rounds)
         if warm_share_end is not None and not 0.0 < float(warm_share_end) < 1.0:
             raise ConfigError(f"warm_share_end must be in (0, 1), got {warm_share_end}")
         if warm_anneal_rounds is not None and int(warm_anneal_rounds) < 1:
@@ -305,8 +330,10 @@ class LocalSearch:
         self._world: tuple[int, int] | None = None
         if not self.ops():
             log.warning("LocalSearch: the model has no SearchableConv1d (call make_searchable first)")
-        self.max_lookahead = None if max_lookahead is None else float(max_lookahead)
-        self.lookahead_input = str(lookahead_input)
+        budget = max_lookahead if isinstance(max_lookahead, LookaheadBudget) or max_lookahead is None \
+            else LookaheadBudget(float(max_lookahead))
+        self.max_lookahead = None if budget is None else float(budget.frames)
+        self.lookahead_input = "auto" if budget is None else str(budget.input)
         self._la: _Lookahead | None = None
         if self.max_lookahead is not None and self.ops():
             self._la = _Lookahead(model, self.lookahead_input)

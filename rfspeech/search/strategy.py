@@ -360,13 +360,13 @@ class RFNext(SearchStrategy):
         return [op.alpha for op in searchable_modules(model).values()]
 
     def searcher(self, model: nn.Module, schedule: Schedule) -> Searcher:
-        from rfspeech.search.local import LocalSearch
+        from rfspeech.search.local import LocalSearch, WarmAnneal
 
         return LocalSearch(model, schedule.search_interval, schedule.max_search_steps, out_dir=schedule.out_dir,
                            settings=dict(schedule.settings), segment=schedule.segment,
                            max_lookahead=schedule.max_lookahead, search_every=schedule.search_every,
-                           warm_share_end=self.settings.warm_share_end,
-                           warm_anneal_rounds=self.settings.warm_anneal_rounds)
+                           anneal=None if self.settings.warm_share_end is None else
+                           WarmAnneal(self.settings.warm_share_end, self.settings.warm_anneal_rounds))
 
     def export(self, model: nn.Module) -> dict[str, Any]:
         from rfspeech.search.model import export_structure
