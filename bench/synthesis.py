@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.common import Row, interleaved, iqr_text, paired_ratio, round_sig
+from bench.common import Row, interleaved, iqr_text, judged, paired_ratio, round_sig
 
 SAMPLE_RATE = 22050
 #: Speed-up of the rfspeech path over plain eager the issue asks for (HiFi-GAN V1).
@@ -247,6 +247,7 @@ def profile_top_ops(name: str = "hifigan_v1", seconds: float = 0.5, rows: int = 
     """
     from torch.profiler import ProfilerActivity, profile
 
+    from rfspeech.inference.precision import cpu_has_bf16
     from rfspeech.inference.speed import prepare_for_inference
 
     plain, fast = twin_generators(name, 2, seed=seed)
@@ -257,7 +258,7 @@ def profile_top_ops(name: str = "hifigan_v1", seconds: float = 0.5, rows: int = 
                            "audio_seconds": round_sig(inputs[0].shape[-1] * plain.hop_length / SAMPLE_RATE),
                            "conv_gflop": round_sig(flops / 1e9),
                            "peak_fp32_gflops_per_s": conv_peak_gflops(torch.float32),
-                           "peak_bf16_gflops_per_s": conv_peak_gflops(torch.bfloat16)}
+                           "peak_bf16_gflops_per_s": conv_peak_gflops(torch.bfloat16) if cpu_has_bf16() else None}
     for label, gen, ctx in (("plain", plain, torch.no_grad), ("rfspeech", fast, torch.inference_mode)):
         with ctx(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the profiler's notes about cycles and missing GPUs
@@ -303,16 +304,15 @@ def run(
         compile: add ``rfspeech+compile`` for ``compile_models`` (minutes of compiling per model on
             small machines, hence only the model with a target by default).
         compile_models: models that get the compile variant when ``compile`` is set.
-        profile: add the torch.profiler top ops of HiFi-GAN V1 (default: full runs).
+        profile: add the torch.profiler top ops of HiFi-GAN V1 (:mod:`bench.limits` runs it in a full run).
         progress: status-line callback.
 
     Returns:
         ``{"models": {name: {...}}, "keys": {flat headline keys}, "rows": [Row dicts], "profile": ...}``.
     """
     models = list(models) if models else list(MODELS)
-    if variants is None:
-        variants = ["plain", "rfspeech", "rfspeech+bf16"] if quick else ["plain", "rfspeech", "rfspeech+freeze",
-                                                                         "rfspeech+bf16"]
+    if variants is None:  # bf16 is measured by bench.precision (opt-in, where the CPU has it)
+        variants = ["plain", "rfspeech"] if quick else ["plain", "rfspeech", "rfspeech+freeze"]
     secs = {m: (seconds if seconds is not None else SECONDS.get(m, 2.0) / (4 if quick else 1)) for m in models}
     repeats = repeats if repeats is not None else (3 if quick else 7)
     results: dict[str, Any] = {}
@@ -326,7 +326,7 @@ def run(
                                    progress=progress)
     out: dict[str, Any] = {"seconds_per_call": secs, "repeats": repeats, "variants": list(variants),
                            "models": results}
-    if profile if profile is not None else not quick:
+    if profile:
         if progress:
             progress("synthesis: profiling hifigan_v1")
         out["profile"] = profile_top_ops("hifigan_v1", seconds=min(secs.get("hifigan_v1", 1.0), 1.0))
@@ -356,14 +356,14 @@ def _summarise(results: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, 
             if v == "plain":
                 continue
             target = f"≥ {TARGET}" if m == "hifigan_v1" else ""
-            met = bool(e["speedup"]["ratio"] >= TARGET) if target else None
+            met = judged(e["speedup"], lambda v: v >= TARGET) if target else None
             snr = e["snr_db_vs_plain"]
             rows.append(Row(
                 "synthesis", f"{label}: {v} / plain eager (speed-up)", e["speedup"]["ratio"],
                 iqr_text(e["speedup"]), target, met,
                 f"× real time {vs['plain']['x_real_time']:.3g} → {e['x_real_time']:.3g}; "
                 f"output SNR vs plain {'identical' if snr == 'inf' else f'{snr:.1f} dB'}"
-                + ("" if e["lossless"] else " (lossy)"), cpu_ratio=e["speedup"].get("cpu_ratio")))
+                + ("" if e["lossless"] else " (lossy)"), cpu_ratio=e["speedup"].get("cpu_ratio"), stats=e["speedup"]))
     keys["synthesis"] = synth
     if "hifigan_v1" in synth and "ratio" in synth["hifigan_v1"]:
         keys["synthesis_v1_ratio"] = synth["hifigan_v1"]["ratio"]
