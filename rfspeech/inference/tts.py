@@ -276,8 +276,9 @@ def synthesize_text(
     seed: int | None = 0,
     progress: bool = False,
     on_done: Callable[[str, np.ndarray], None] | None = None,
-    chunk_frames: int | None = None,
+    chunk_frames: int | str | None = None,
     context: Any = None,
+    precision: str = "fp32",
 ) -> TTSResult:
     """Text → log-mel (acoustic model) → waveform (vocoder, :func:`rfspeech.inference.synthesis.synthesize`).
 
@@ -295,8 +296,10 @@ def synthesize_text(
         seed: noise seed of noise-driven vocoders (None: leave the RNG alone).
         progress: progress bars.
         on_done: ``on_done(utt_id, wav)`` as soon as each waveform is ready (outside the timing).
-        chunk_frames: vocoder in exact chunks of this many frames (None: whole utterances).
+        chunk_frames: vocoder in exact chunks of this many frames (None: whole utterances; ``"auto"``:
+            by length, :func:`rfspeech.inference.paths.choose_chunking`).
         context: the vocoder's look-ahead context for chunking (default: its own).
+        precision: the vocoder's precision (``"fp32"``, or ``"bf16"`` where the hardware has it).
 
     Returns:
         :class:`TTSResult`.
@@ -317,7 +320,7 @@ def synthesize_text(
     done = None if on_done is None else (lambda i, w: on_done(a.utt_ids[i], w))
     v = synthesize(vocoder, a.mels, sample_rate=sample_rate, batch_size=batch_size, device=device, warmup=warmup,
                    prepare=True, seed=seed, progress=progress, on_done=done, chunk_frames=chunk_frames,
-                   context=context)
+                   context=context, precision=precision)
     audio = v.speed.audio_seconds
     wall = a.speed.wall_seconds + v.speed.wall_seconds
     total = SpeedReport(

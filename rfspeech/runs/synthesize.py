@@ -37,6 +37,8 @@ from rfspeech.inference import (
 )
 from rfspeech.inference.chunked import check_chunk_frames
 from rfspeech.inference.export import check_backend, onnx_backend, search_form
+from rfspeech.inference.paths import check_chunk_setting
+from rfspeech.inference.precision import check_precision
 from rfspeech.inference.speed import latency_fields
 from rfspeech.inference.tts import (
     check_feature_match,
@@ -78,20 +80,23 @@ def _check_common(cfg: Any) -> Any:
     return resolve_device(str(cfg.device))
 
 
-def _check_vocoding(cfg: Any) -> tuple[int | None, str]:
-    """``chunk_frames`` and ``backend`` checked before anything is loaded or written."""
-    chunk = cfg.get("chunk_frames")
-    chunk = None if chunk is None else check_chunk_frames(chunk)
+def _check_vocoding(cfg: Any) -> tuple[int | str | None, str]:
+    """``chunk_frames`` (``auto``, null or N), ``backend`` and ``precision`` checked before anything is loaded or
+    written."""
+    chunk = check_chunk_setting(cfg.get("chunk_frames"))
     onnx = cfg.get("onnx")
     backend = check_backend(cfg.get("backend") or "torch", export=not onnx)
     if onnx and backend != "onnxruntime":
         raise ConfigError(f"onnx={onnx} is run by ONNX Runtime: pass backend=onnxruntime")
     if backend == "onnxruntime" and resolve_device(str(cfg.device)).type != "cpu":
         raise ConfigError(f"backend=onnxruntime runs on the CPU: pass device=cpu (got device={cfg.device})")
+    precision = check_precision(cfg.get("precision") or "fp32", resolve_device(str(cfg.device)))
+    if precision != "fp32" and backend != "torch":
+        raise ConfigError(f"precision={precision} runs on the torch backend: pass backend=torch")
     if cfg.get("stream"):
         if not cfg.get("acoustic_checkpoint") or not cfg.get("checkpoint"):
             raise ConfigError("stream=true streams text -> mel -> wav: pass acoustic_checkpoint=TTS and checkpoint=VOC")
-        if chunk is None:
+        if not isinstance(chunk, int):
             raise ConfigError("stream=true needs chunk_frames=N (frames per vocoder call)")
         if cfg.get("stream_block_frames") is not None:
             check_chunk_frames(cfg.stream_block_frames)
@@ -105,11 +110,27 @@ def _backend(generator: Any, ckpt: Path, cfg: Any) -> Iterator[Any]:
     The caller has refused a checkpoint still in search mode (:func:`_refuse_search_mode`) before writing anything.
     """
     _, backend = _check_vocoding(cfg)
-    if backend == "torch":
+    if backend in ("torch", "auto"):
         yield generator
         return
     with onnx_backend(generator, onnx_path=cfg.get("onnx"), threads=cfg.get("threads")) as gen:
         yield gen
+
+
+@contextlib.contextmanager
+def _auto_onnx(generator: Any, cfg: Any) -> Iterator[Any]:
+    """backend=auto: the generator through ONNX Runtime, exported on first use (None where it cannot run)."""
+    from rfspeech.inference.export import LazyOnnxRuntime, onnx_available
+
+    _, backend = _check_vocoding(cfg)
+    usable = (backend == "auto" and onnx_available() and resolve_device(str(cfg.device)).type == "cpu"
+              and (cfg.get("precision") or "fp32") == "fp32")
+    lazy = LazyOnnxRuntime(generator, threads=cfg.get("threads")) if usable else None
+    try:
+        yield lazy
+    finally:
+        if lazy is not None:
+            lazy.close()
 
 
 def _refuse_search_mode(ckpt: Path, cfg: Any) -> None:
@@ -134,8 +155,14 @@ def _context(generator: Any) -> Any:
 
 
 def _latency(speed: dict[str, Any], ctx: Any, cfg: Any, sr: int, hop: int, first: float | None,
-             first_frames: int | None) -> None:
-    chunk, backend = _check_vocoding(cfg)
+             first_frames: int | None, chunk: int | None = None) -> None:
+    """The latency fields, and ``backend``: the one every utterance took (``auto`` only when they differ)."""
+    _, backend = _check_vocoding(cfg)
+    taken = {p.get("backend") for p in speed.get("paths") or []}
+    if backend == "auto" and len(taken) == 1:
+        backend = taken.pop()
+    elif backend == "auto" and not taken:
+        backend = "torch"
     speed.update(backend=backend, **latency_fields(ctx, sample_rate=sr, hop_length=hop, chunk_frames=chunk,
                                                    first_compute_seconds=first, first_frames=first_frames))
     if cfg.get("onnx"):
@@ -168,19 +195,22 @@ def run(cfg: Any) -> dict[str, Any]:
     out_dir = Path(cfg.out_dir)
     sr = int(params.sample_rate)
     write = _wav_writer(out_dir, sr)
-    chunk, _ = _check_vocoding(cfg)
-    with _backend(generator, ckpt, cfg) as gen:
+    chunk, backend = _check_vocoding(cfg)
+    with _backend(generator, ckpt, cfg) as gen, _auto_onnx(generator, cfg) as onnx:
         ctx = _context(gen)
-        if chunk is not None and ctx is None:
-            raise ConfigError(f"chunk_frames={chunk}: the look-ahead of {ckpt} cannot be analysed (see the warning); "
-                              "synthesize whole utterances (chunk_frames=null)")
+        chunk = _chunking(chunk, ctx, ckpt)
         out_dir.mkdir(parents=True, exist_ok=True)
         result = synthesize(gen, inputs.mels, sample_rate=sr, batch_size=int(cfg.batch_size), device=device,
                             warmup=bool(cfg.warmup), prepare=True, seed=cfg.get("seed"), progress=bool(cfg.progress),
-                            on_done=lambda i, w: write(inputs.utt_ids[i], w), chunk_frames=chunk, context=ctx)
+                            on_done=lambda i, w: write(inputs.utt_ids[i], w), chunk_frames=chunk, context=ctx,
+                            precision=cfg.get("precision") or "fp32", backend=backend, onnx=onnx)
+        onnx_note = None if onnx is None else {"export_seconds": onnx.export_seconds, "error": onnx.error}
     speed = result.speed.to_dict()
-    first = speed.pop("first_chunk_seconds", None) if chunk is not None else speed.get("first_batch_seconds")
-    _latency(speed, ctx, cfg, sr, int(params.hop_length), first, speed.get("first_batch_frames"))
+    if onnx_note is not None and (onnx_note["export_seconds"] is not None or onnx_note["error"]):
+        speed["onnx_export"] = onnx_note
+    first_chunk = speed.pop("first_batch_chunk_frames", None)
+    first = speed.pop("first_chunk_seconds", None) if first_chunk is not None else speed.get("first_batch_seconds")
+    _latency(speed, ctx, cfg, sr, int(params.hop_length), first, speed.get("first_batch_frames"), first_chunk)
     speed.update(checkpoint=str(ckpt.resolve()), input_dir=str(Path(cfg.input_dir).resolve()), input_kind=inputs.kind,
                  feats_yaml=inputs.feats_yaml, n_bad=len(inputs.bad), model=model_info(generator))
     if inputs.bad:
@@ -192,6 +222,17 @@ def run(cfg: Any) -> dict[str, Any]:
           f"with {speed['threads']} threads" + (f"; {len(inputs.bad)} bad inputs skipped" if inputs.bad else ""))
     print(_latency_line(speed))
     return speed
+
+
+def _chunking(chunk: int | str | None, ctx: Any, ckpt: Path) -> int | str | None:
+    """``chunk_frames`` for synthesis: chunking needs the look-ahead (``auto`` without it: whole utterances)."""
+    if chunk is None or ctx is not None:
+        return chunk
+    if chunk == "auto":
+        log.warning("chunk_frames=auto: the look-ahead of %s cannot be analysed, so whole utterances", ckpt)
+        return None
+    raise ConfigError(f"chunk_frames={chunk}: the look-ahead of {ckpt} cannot be analysed (see the warning); "
+                      "synthesize whole utterances (chunk_frames=null)")
 
 
 def _latency_line(speed: dict[str, Any]) -> str:
@@ -276,17 +317,19 @@ def tts_task(cfg: Any) -> dict[str, Any]:
             chunk, _ = _check_vocoding(cfg)
             with _backend(vocoder, v_path, cfg) as gen:
                 ctx = _context(gen)
-                if chunk is not None and ctx is None:
-                    raise ConfigError(f"chunk_frames={chunk}: the look-ahead of {v_path} cannot be analysed")
+                chunk = _chunking(chunk, ctx, v_path)
                 res = synthesize_text(acoustic, gen, items, sample_rate=sr, length_scale=length_scale,
                                           batch_size=int(cfg.batch_size), device=device, warmup=bool(cfg.warmup),
                                           seed=cfg.get("seed"), progress=bool(cfg.progress),
-                                          on_done=_wav_writer(out_dir, sr), chunk_frames=chunk, context=ctx)
+                                          on_done=_wav_writer(out_dir, sr), chunk_frames=chunk, context=ctx,
+                                          precision=cfg.get("precision") or "fp32")
             bad, n_done = res.bad, len(res.wavs)
             summary = res.speed.to_dict()
             vs = res.vocoder_speed.to_dict()
-            first = vs.get("first_chunk_seconds") if chunk is not None else vs.get("first_batch_seconds")
-            _latency(summary, ctx, cfg, sr, int(v_params.hop_length), first, vs.get("first_batch_frames"))
+            first_chunk = vs.get("first_batch_chunk_frames")
+            first = vs.get("first_chunk_seconds") if first_chunk is not None else vs.get("first_batch_seconds")
+            summary.update(paths=vs.get("paths"), precision=vs.get("precision"))
+            _latency(summary, ctx, cfg, sr, int(v_params.hop_length), first, vs.get("first_batch_frames"), first_chunk)
             summary.update(common, checkpoint=str(v_path.resolve()), vocoder_model=model_info(vocoder),
                            feature_check=feature_check, acoustic=res.acoustic_speed.to_dict(), vocoder=vs)
             what = "utterances"
@@ -386,7 +429,7 @@ def _stream(cfg: Any, acoustic: Any, vocoder: Any, v_path: Path, v_params: Any, 
             writer.abort()
             raise
     summary = res.speed.to_dict()
-    _latency(summary, ctx, cfg, sr, int(v_params.hop_length), res.first_audio_seconds, None)
+    _latency(summary, ctx, cfg, sr, int(v_params.hop_length), res.first_audio_seconds, None, int(chunk))
     # the first audio waits for the acoustic model too: its compute is inside first_audio_compute_ms
     summary["first_chunk_compute_ms"] = round(1000.0 * res.first_chunk_seconds, 3)
     return summary, res.bad, len(res.utt_ids)
