@@ -391,8 +391,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"comma-separated subset of: {', '.join(ALL_SECTIONS)} (default: {', '.join(SECTIONS)}; "
                              "--all: every one)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: all cores; the search section uses 1, its targets' "
-                             "setting)")
+                        help="torch intra-op threads (default: 1 with --all, else all cores; the search section uses "
+                             "1, its targets' setting)")
     parser.add_argument("--repeats", type=int, default=None,
                         help=f"timed rounds per comparison (default per section; {ROUNDS} in a full run)")
     parser.add_argument("--compile", action="store_true",
@@ -494,7 +494,9 @@ def _run_jobs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict
 
 def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the selected sections (``--jobs``: in parallel processes); return the result dict (not yet written)."""
-    threads = pin_threads(args.threads)
+    # --all: one thread everywhere unless --threads says otherwise (on a shared 2-core machine two OpenMP threads
+    # spin against other processes' load, and CPU-time ratios stay comparable only at one thread)
+    threads = pin_threads(args.threads if args.threads_given else (1 if args.all else None))
     args.threads = threads
     t_start = time.perf_counter()
     machine = machine_info()

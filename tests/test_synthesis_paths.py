@@ -48,6 +48,7 @@ def small_tables(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(paths_module.CROSSOVER_FRAMES, family, 40)
         monkeypatch.setitem(paths_module.CHUNK_FRAMES, family, 16)
         monkeypatch.setitem(paths_module.ONNX_MIN_FRAMES, family, 30)
+    monkeypatch.setattr(paths_module, "ONNX_MIN_TOTAL_FRAMES", 100)
 
 
 # ------------------------------------------------------------------------------------------ choice logic
@@ -119,6 +120,11 @@ def test_auto_backend_through_onnx_runtime_equals_torch(small_tables: None, make
     taken = {(p["backend"], p["chunk_frames"]) for p in auto.speed.extra["paths"]}
     assert taken == {("torch", None), ("onnxruntime", None), ("onnxruntime", 16)}
     assert lazy.export_seconds is not None and lazy.error is None
+    # a run too short to repay the export stays on torch (and exports nothing)
+    lazy2 = LazyOnnxRuntime(g, threads=1)
+    short = synthesize(g, _mels([35, 40]), sample_rate=22050, warmup=False, chunk_frames="auto", backend="auto",
+                       onnx=lazy2, seed=3)
+    assert {p["backend"] for p in short.speed.extra["paths"]} == {"torch"} and lazy2.export_seconds is None
 
 
 def test_lazy_onnx_runtime_falls_back_to_torch_when_the_export_fails(monkeypatch: pytest.MonkeyPatch) -> None:

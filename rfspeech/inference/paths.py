@@ -12,10 +12,11 @@ and was measured (``python -m bench --sections paths``; figures in BENCHMARKS.md
 them; an explicit ``chunk_frames=N`` (or null for whole utterances) is obeyed as given.
 
 ONNX Runtime (the optional extra ``rfspeech[onnx]``) ran the same graphs with less CPU time than
-torch eager on long inputs; ``backend="auto"`` sends an utterance through it when it is at least
-:data:`ONNX_MIN_FRAMES` long for its family and the extra is installed (export happens once, on
-first use, outside the timed pass when the first batch is the warm-up). fp32 only: bf16 runs on
-torch. Threads: torch's intra-op threads and ONNX Runtime's are both set to the cores available
+torch eager; ``backend="auto"`` sends an utterance through it when it is at least
+:data:`ONNX_MIN_FRAMES` long for its family, the extra is installed and the run holds at least
+:data:`ONNX_MIN_TOTAL_FRAMES` frames in all (the export, once, on first use, costs a few CPU
+seconds: HiFi-GAN V1 about 4, which the saving repays over some tens of seconds of audio). fp32
+only: bf16 runs on torch. Threads: torch's intra-op threads and ONNX Runtime's are both set to the cores available
 (``threads=`` overrides both), so one utterance uses both cores of a 2-core machine.
 
 The choice is a fixed rule of the length and the family, never a timing made at run time, so two
@@ -29,8 +30,8 @@ from typing import Any
 
 from rfspeech.errors import ConfigError
 
-__all__ = ["AUTO", "CHUNK_FRAMES", "CROSSOVER_FRAMES", "ONNX_MIN_FRAMES", "PathChoice", "check_chunk_setting",
-           "choose_chunking", "choose_path", "family_of"]
+__all__ = ["AUTO", "CHUNK_FRAMES", "CROSSOVER_FRAMES", "ONNX_MIN_FRAMES", "ONNX_MIN_TOTAL_FRAMES", "PathChoice",
+           "check_chunk_setting", "choose_chunking", "choose_path", "family_of", "onnx_worth_it"]
 
 AUTO = "auto"
 
@@ -45,7 +46,7 @@ CROSSOVER_FRAMES: dict[str, int] = {
 #: 26 frames for HiFi-GAN V1/V2, 22 for V3, 32 for the WaveNet) costs about a tenth more compute,
 #: short enough that the working set stays within a few tens of MiB.
 CHUNK_FRAMES: dict[str, int] = {
-    "HiFiGANGenerator": 256,
+    "HiFiGANGenerator": 192,   # V1 through ONNX Runtime: 22 / 61 / 88 MiB above the model at 128 / 256 / 384
     "WaveNetGenerator": 256,
 }
 
@@ -53,9 +54,11 @@ CHUNK_FRAMES: dict[str, int] = {
 #: Frames from which ONNX Runtime took less CPU time than torch eager on the same path, per family
 #: (one thread; ``python -m bench --sections paths``). Families not listed stay on torch under auto.
 ONNX_MIN_FRAMES: dict[str, int] = {
-    "HiFiGANGenerator": 431,   # 5 s
-    "WaveNetGenerator": 431,
+    "HiFiGANGenerator": 86,    # 1 s: V1 1.18x, V2 1.3x less CPU time than torch eager there
+    "WaveNetGenerator": 86,
 }
+#: Frames a run must hold in all before auto exports to ONNX Runtime at all (30 s of audio at hop 256).
+ONNX_MIN_TOTAL_FRAMES = 2584
 
 
 @dataclass(frozen=True)
@@ -142,9 +145,15 @@ def choose_path(model: Any, frames: int, chunk_frames: int | str | None, *, back
     family = family_of(model)
     least = ONNX_MIN_FRAMES.get(family)
     if not onnx_available:
-        return PathChoice(chunking.chunk_frames, chunking.rule + "; torch (ONNX Runtime not available)", "torch")
+        return PathChoice(chunking.chunk_frames, chunking.rule + "; torch (ONNX Runtime not installed, or the run too "
+                          "short to repay its export)", "torch")
     if least is None or int(frames) < least:
         why = f"no measured ONNX Runtime gain for {family}" if least is None else f"{frames} frames < {least}"
         return PathChoice(chunking.chunk_frames, chunking.rule + f"; torch ({why})", "torch")
     return PathChoice(chunking.chunk_frames, chunking.rule + f"; onnxruntime ({frames} frames >= {least})",
                       "onnxruntime")
+
+
+def onnx_worth_it(total_frames: int) -> bool:
+    """Whether a run of ``total_frames`` frames in all repays an ONNX export (:data:`ONNX_MIN_TOTAL_FRAMES`)."""
+    return int(total_frames) >= ONNX_MIN_TOTAL_FRAMES

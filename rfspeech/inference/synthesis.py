@@ -115,7 +115,8 @@ def synthesize(
             from its analytic receptive field, or carried by an ONNX backend).
         precision: ``"fp32"`` or ``"bf16"`` (checked against the device: refused where it lacks bf16).
         backend: ``"torch"`` (``generator`` as given, which may itself be an ONNX Runtime backend) or ``"auto"``:
-            each batch through ``generator`` or ``onnx`` by its length (:func:`rfspeech.inference.paths.choose_path`).
+            each batch through ``generator`` or ``onnx`` by its length (:func:`rfspeech.inference.paths.choose_path`;
+            ``onnx`` only when the run is long enough to repay its export, ``onnx_worth_it``).
         onnx: the same generator run by ONNX Runtime (e.g. :class:`rfspeech.inference.export.LazyOnnxRuntime`),
             for ``backend="auto"``.
 
@@ -130,7 +131,7 @@ def synthesize(
             ``chunk_frames`` not ``"auto"`` or an integer ≥ 1, a precision the device lacks.
     """
     from rfspeech.inference.chunked import iter_chunked, resolve_context
-    from rfspeech.inference.paths import check_chunk_setting, choose_path
+    from rfspeech.inference.paths import check_chunk_setting, choose_path, onnx_worth_it
     from rfspeech.inference.precision import autocast, check_precision
 
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -154,7 +155,7 @@ def synthesize(
         generator.to(dev).eval()
     lengths = [t.size(1) for t in tensors]
     batches = _batches(lengths, batch_size)
-    use_onnx = onnx is not None and precision == "fp32" and dev.type == "cpu"
+    use_onnx = onnx is not None and precision == "fp32" and dev.type == "cpu" and onnx_worth_it(sum(lengths))
     choices = {tuple(b): choose_path(generator, max(lengths[i] for i in b), chunk_frames, backend=backend,
                                      onnx_available=use_onnx) for b in batches}
     label = "torch" if is_module else "onnxruntime"
