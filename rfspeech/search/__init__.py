@@ -8,18 +8,29 @@
   :func:`apply_structure` (``single`` / ``multiple`` / ``merge``), :func:`merge_searchable`,
   :func:`unwrap_searchable`, :func:`finalize` — the model-level API.
 * :class:`LocalSearch` — the expectation-guided local search schedule the trainer drives.
-* :class:`GlobalSearch` — the evolutionary global search over coarse combinations.
+* :class:`GlobalSearch` — the evolutionary global search over coarse combinations; its candidates are
+  scored by a registered backend (:mod:`rfspeech.search.backends`: ``local`` and ``ray``).
+* :class:`SearchStrategy` / :func:`register_strategy` (:mod:`rfspeech.search.strategy`) — the registry of
+  search strategies (``rfnext`` and any registered one): wrap, search, export, apply, finalize.
 """
 
+from rfspeech.search.backends import (
+    BACKENDS,
+    Backend,
+    BackendSettings,
+    make_backend,
+    register_backend,
+    worker_device,
+    worker_index,
+)
 from rfspeech.search.global_search import (
     Evaluation,
     GlobalSearch,
+    GlobalSearchConfig,
     GlobalSearchResult,
     LookaheadPrune,
     ReceptiveFieldPrune,
     expand_groups,
-    worker_device,
-    worker_index,
 )
 from rfspeech.search.local import LocalSearch, dilation_limits, lookahead, lookahead_budget, receptive_field
 from rfspeech.search.model import (
@@ -53,11 +64,29 @@ from rfspeech.search.op import (
     searchable_layout,
     unsearchable_reason,
 )
+from rfspeech.search.strategy import (
+    STRATEGIES,
+    Schedule,
+    SearchStrategy,
+    get_strategy,
+    read_structure,
+    register_strategy,
+    write_structure,
+)
 
 __all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendSettings",
+    "GlobalSearchConfig",
+    "make_backend",
+    "register_backend",
     "CONV_SCOPES",
     "MODES",
     "SEARCH_ARGS",
+    "STRATEGIES",
+    "Schedule",
+    "SearchStrategy",
     "Evaluation",
     "GlobalSearch",
     "GlobalSearchResult",
@@ -75,6 +104,7 @@ __all__ = [
     "expand_groups",
     "export_structure",
     "finalize",
+    "get_strategy",
     "load_structure",
     "lookahead",
     "lookahead_budget",
@@ -83,7 +113,9 @@ __all__ = [
     "merge_searchable",
     "merged_conv",
     "multi_dilation_conv1d",
+    "read_structure",
     "receptive_field",
+    "register_strategy",
     "round_half_up",
     "round_toward",
     "save_structure",
@@ -95,4 +127,5 @@ __all__ = [
     "validate_structure",
     "worker_device",
     "worker_index",
+    "write_structure",
 ]

@@ -376,17 +376,24 @@ def _yaml_safe(obj: Any) -> Any:
 
 def save_structure(
     path: str | Path,
-    structure: Mapping[str, int],
+    structure: Mapping[str, Any],
     settings: Mapping[str, Any] | None = None,
     receptive_field: Mapping[str, Any] | None = None,
+    strategy: str = "rfnext",
 ) -> None:
     """Write a structure file (YAML, atomically).
 
-    Top-level keys: ``structure`` (``{module path: dilation}``), ``settings`` (the search
-    settings) and ``receptive_field`` (e.g. ``r_min``/``r_max`` from :mod:`rfspeech.rf`, or null).
+    Top-level keys: ``strategy`` (the search strategy whose structure it is, :mod:`rfspeech.search.strategy`),
+    ``structure`` (``{module path: dilation}`` for ``rfnext``; another strategy's values as it exports
+    them), ``settings`` (the search settings) and ``receptive_field`` (e.g. ``r_min``/``r_max`` from
+    :mod:`rfspeech.rf`, or null).
     """
-    clean = {strip_ddp_prefix(str(k)): int(v) for k, v in structure.items()}
+    if strategy == "rfnext":
+        clean = {strip_ddp_prefix(str(k)): int(v) for k, v in structure.items()}
+    else:
+        clean = {strip_ddp_prefix(str(k)): _yaml_safe(v) for k, v in structure.items()}
     doc = {
+        "strategy": str(strategy),
         "structure": clean,
         "settings": _yaml_safe(dict(settings or {})),
         "receptive_field": None if receptive_field is None else _yaml_safe(dict(receptive_field)),
@@ -433,7 +440,20 @@ def load_structure(path: str | Path) -> dict[str, int]:
 
     Raises:
         DataError: missing/unreadable file, invalid YAML, no ``structure`` mapping, non-integer or
-            non-positive dilations (the message names the file).
+            non-positive dilations, another strategy's structure (the message names the file).
+    """
+    doc = read_structure_file(path)
+    if doc.get("strategy", "rfnext") != "rfnext":
+        raise DataError(f"{path}: a {doc['strategy']!r} structure, not dilations (read it with "
+                        "rfspeech.search.strategy.read_structure)")
+    return validate_structure(doc["structure"], str(path))
+
+
+def read_structure_file(path: str | Path) -> dict[str, Any]:
+    """The document of a structure file: ``structure`` (not yet validated) and ``strategy`` when given.
+
+    Raises:
+        DataError: missing/unreadable file, invalid YAML, no ``structure`` mapping (naming the file).
     """
     path = Path(path)
     try:
@@ -452,12 +472,13 @@ def load_structure(path: str | Path) -> dict[str, int]:
     if not isinstance(doc, Mapping):
         raise DataError(f"{path}: expected a mapping with a 'structure' key, got {type(doc).__name__}")
     if "structure" in doc:
-        structure = doc["structure"]
-    elif doc and all(isinstance(v, int) and not isinstance(v, bool) for v in doc.values()):
-        structure = doc
-    else:
-        raise DataError(f"{path}: no 'structure' mapping of module path to dilation")
-    return validate_structure(structure, str(path))
+        out = {"structure": doc["structure"]}
+        if doc.get("strategy") is not None:
+            out["strategy"] = str(doc["strategy"])
+        return out
+    if doc and all(isinstance(v, int) and not isinstance(v, bool) for v in doc.values()):
+        return {"structure": doc}
+    raise DataError(f"{path}: no 'structure' mapping of module path to dilation")
 
 
 def apply_structure(
