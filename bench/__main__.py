@@ -66,12 +66,13 @@ def _search_overhead(args: argparse.Namespace, progress: Callable[[str], None]) 
     if every > 1:
         kwargs["search_every"] = every
     if args.all:  # and the per-conv table of WaveNet's layers (the op's own cost, implementation by implementation)
-        kwargs.update(breakdown=False, ops=True, ops_models=["wavenet"], ops_dilations=[1, 2, 8, 64, 512])
+        kwargs.update(breakdown=False, ops=True, ops_models=["wavenet"], ops_dilations=[1, 2, 8, 64, 512],
+                      naive_models=["wavenet"])
     result = dict(search_overhead.run(**kwargs))
     result.pop("machine", None)  # recorded once at the top level
     rows = []
     for model, r in result.get("results", {}).items():
-        s, n = r["search_overhead"], r["naive_overhead"]
+        s, n = r["search_overhead"], r.get("naive_overhead")
         ctx = ", ".join(f"{arm} {t['median_s']:.3g} s (CPU {t['cpu_median_s']:.3g} s)"
                         for arm, t in r.get("step_s", {}).items())
         preset = r.get("preset", {})
@@ -80,9 +81,10 @@ def _search_overhead(args: argparse.Namespace, progress: Callable[[str], None]) 
         rows.append(Row("search", f"{model} training step, searching every step: rfspeech searchable / plain",
                         s["ratio"], iqr_text(s), f"≤ {target}", judged(s, lambda v, t=target: v <= t),
                         f"median step {ctx}; {where}", cpu_ratio=s.get("cpu_ratio"), stats=s).to_dict())
-        rows.append(Row("search", f"{model} training step: naive per-branch loop / plain", n["ratio"],
-                        iqr_text(n), "", None, "mmcv-style operator, for context",
-                        cpu_ratio=n.get("cpu_ratio"), stats=n).to_dict())
+        if n is not None:
+            rows.append(Row("search", f"{model} training step: naive per-branch loop / plain", n["ratio"],
+                            iqr_text(n), "", None, "mmcv-style operator, for context",
+                            cpu_ratio=n.get("cpu_ratio"), stats=n).to_dict())
         a = r.get("search_every")
         if a:
             rows.append(Row("search", f"{model} training step, searching every {a['k']}th step (amortised) / plain",
@@ -412,6 +414,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="run up to N sections at once, each in its own process (every comparison stays "
                              "interleaved within its process; each row records the load it ran under)")
     parser.add_argument("--as-all", action="store_true", help=argparse.SUPPRESS)  # a --jobs child of --all
+    parser.add_argument("--render", type=Path, default=None,
+                        help="run nothing: regenerate BENCHMARKS.md's tables (and the .md beside it) from this "
+                             "--all result JSON")
     args = parser.parse_args(argv)
     if args.as_all:
         args.all = True
@@ -584,6 +589,14 @@ def committed_table(args: argparse.Namespace) -> tuple[dict[str, Any] | None, st
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render is not None:
+        from rfspeech.io import atomic_write_text
+
+        result = json.loads(args.render.read_text(encoding="utf-8"))
+        atomic_write_text(args.render.with_suffix(".md"), markdown(result))
+        update_doc(DOC, result, args.render)
+        _log(f"regenerated the tables of {DOC} from {args.render}")
+        return 0
     committed, against = committed_table(args)
     result = run(args, argv)
     if committed is not None and against is not None:

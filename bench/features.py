@@ -99,7 +99,7 @@ def run(
         quick: CI-sized (2 rounds; the corpus is small enough to keep whole).
         db_root: LJSpeech-layout corpus (default: the shipped mini corpus).
         nj: worker processes of the multi-process run (default: all available cores).
-        tile: use the corpus this many times over (default 8 full, 1 quick; see the module docstring).
+        tile: use the corpus this many times over (default 4 full, 1 quick; see the module docstring).
         warmup: untimed runs of each side.
         repeats: timed rounds (default 2 quick, :data:`bench.common.ROUNDS` full).
         progress: status-line callback.
@@ -110,7 +110,7 @@ def run(
     from rfspeech.data.prepare import PrepareSettings, prepare
 
     source = Path(db_root) if db_root is not None else MINI_CORPUS
-    tile = int(tile) if tile is not None else (1 if quick else 8)
+    tile = int(tile) if tile is not None else (1 if quick else 4)
     nj = int(nj) if nj is not None else available_cores()
     repeats = repeats if repeats is not None else (2 if quick else ROUNDS)
     scratch = Path(tempfile.mkdtemp(prefix="rfspeech-bench-features-"))

@@ -223,13 +223,14 @@ def test_limits_table_states_flops_achieved_and_the_yardstick() -> None:
     from bench.limits import markdown
 
     top = [{"op": "aten::mkldnn_convolution", "calls": 73, "self_ms": 90.0, "share": 0.9}]
-    out = {"yardstick": {"fp32_1_thread": 40.0, "fp32_all_threads": 78.0, "threads": 2, "bf16_1_thread": None},
+    out = {"yardstick": {"fp32_1_thread": 40.0, "cores": 2, "bf16_1_thread": None},
            "models": {"hifigan_v1": {"gflop_per_audio_second": 53.0, "paths": {
                "torch whole": {"cpu_s_per_audio_s": 2.0, "gflops_per_s": 26.5}}}},
            "profile": {"threads": 1, "audio_seconds": 0.5, "conv_gflop": 26.4,
                        "rfspeech": {"total_ms": 100.0, "conv_share": 0.9, "conv_gflops_per_s": 29.3, "top": top}}}
     text = "\n".join(markdown(out))
-    assert "**40 GFLOP/s** fp32 on one thread and 78 GFLOP/s on 2 threads; bf16: this CPU has no bf16" in text
+    assert "**40 GFLOP/s** fp32 per CPU second on one thread (so at most 80 GFLOP/s on this machine's 2 cores); " \
+           "bf16: this CPU has no bf16" in text
     # 26.5 / 40 of the yardstick; at 40 GFLOP/s 53 GFLOP per audio second bounds the speed at 0.755× real time
     assert "| HiFi-GAN V1 | 53 | torch whole | 2 | 26.5 | 66% | 0.755× (now 0.5×) |" in text
     assert "| rfspeech | 100 ms | 90.0% | 29.3 | mkldnn_convolution 90.0% |" in text
