@@ -90,12 +90,13 @@ def crossover(name: str, seconds: float, repeats: int, onnx: bool,
 
 
 def _synthesize_call(gen: torch.nn.Module, mel: torch.Tensor, auto: bool, onnx: Any) -> Callable[[], Any]:
-    from rfspeech.inference.synthesis import synthesize
+    from rfspeech.inference.synthesis import SynthesisSettings, synthesize
+
+    settings = SynthesisSettings(warmup=False, prepare=False, seed=0, chunk_frames="auto" if auto else None,
+                                 backend="auto" if auto else "torch", onnx=onnx if auto else None)
 
     def f() -> Any:
-        return synthesize(gen, [mel[0]], sample_rate=SAMPLE_RATE, warmup=False, prepare=False, seed=0,
-                          chunk_frames="auto" if auto else None, backend="auto" if auto else "torch",
-                          onnx=onnx if auto else None)
+        return synthesize(gen, [mel[0]], settings, sample_rate=SAMPLE_RATE)
     return f
 
 

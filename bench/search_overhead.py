@@ -195,7 +195,7 @@ def conv_table(gen: nn.Module, mel: torch.Tensor, repeats: int = ROUNDS,
 
     import rfspeech.search.op as op_module
     from rfspeech.layers import DilatedConv1d, dilated_conv1d
-    from rfspeech.search import SearchableConv1d, choose_impl
+    from rfspeech.search import RFNextSettings, SearchableConv1d, choose_impl
 
     shapes: dict[tuple[int, int, int, int, int], torch.Tensor] = {}
     hooks = []
@@ -217,7 +217,7 @@ def conv_table(gen: nn.Module, mel: torch.Tensor, repeats: int = ROUNDS,
         conv = dilated_conv1d(c, c_out, k, dilation=d, weight_norm=True)
         rates = SearchableConv1d(copy.deepcopy(conv)).candidates
         impls = ["mix", "naive"] + (["dense"] if (k - 1) * max(rates) + 1 <= 4 * k else [])
-        ops = {impl: SearchableConv1d(copy.deepcopy(conv), impl=impl) for impl in impls}
+        ops = {impl: SearchableConv1d(copy.deepcopy(conv), RFNextSettings(impl=impl)) for impl in impls}
         xg = x.clone().requires_grad_(True)
 
         def run(mod: nn.Module, chunk: int = shipped, inp: torch.Tensor = xg) -> Callable[[], None]:

@@ -16,6 +16,7 @@ from rfspeech.errors import ConfigError
 from rfspeech.inference import paths as paths_module
 from rfspeech.inference.paths import choose_chunking, choose_path, family_of
 from rfspeech.inference.precision import check_precision, cpu_bf16_flags, cpu_has_bf16
+from rfspeech.inference.synthesis import SynthesisSettings as S
 from rfspeech.inference.synthesis import synthesize
 from rfspeech.models.hifigan import HIFIGAN_V3, HiFiGANGenerator
 from rfspeech.models.wavenet import WaveNetGenerator
@@ -92,8 +93,8 @@ def test_auto_backend_uses_onnx_runtime_only_from_the_measured_length_and_when_a
 def test_auto_path_equals_whole_utterance_synthesis(small_tables: None, make) -> None:
     g = make()
     mels = _mels([25, 90])  # one below, one above the (test) crossover
-    whole = synthesize(g, mels, sample_rate=22050, warmup=False, chunk_frames=None, seed=3)
-    auto = synthesize(g, mels, sample_rate=22050, warmup=False, chunk_frames="auto", seed=3)
+    whole = synthesize(g, mels, S(warmup=False, chunk_frames=None, seed=3), sample_rate=22050)
+    auto = synthesize(g, mels, S(warmup=False, chunk_frames="auto", seed=3), sample_rate=22050)
     for a, b in zip(auto.wavs, whole.wavs):
         assert a.shape == b.shape and np.abs(a - b).max() <= TOL
     taken = {(p["chunk_frames"], p["utterances"]) for p in auto.speed.extra["paths"]}
@@ -108,11 +109,11 @@ def test_auto_backend_through_onnx_runtime_equals_torch(small_tables: None, make
 
     g = make()
     mels = _mels([20, 35, 90])  # torch whole, ONNX Runtime whole, ONNX Runtime chunked
-    whole = synthesize(g, mels, sample_rate=22050, warmup=False, chunk_frames=None, seed=3)
+    whole = synthesize(g, mels, S(warmup=False, chunk_frames=None, seed=3), sample_rate=22050)
     lazy = LazyOnnxRuntime(g, threads=1)
     try:
-        auto = synthesize(g, mels, sample_rate=22050, warmup=False, chunk_frames="auto", backend="auto", onnx=lazy,
-                          seed=3)
+        auto = synthesize(g, mels, S(warmup=False, chunk_frames="auto", backend="auto", onnx=lazy, seed=3),
+                          sample_rate=22050)
     finally:
         lazy.close()
     for a, b in zip(auto.wavs, whole.wavs):
@@ -122,8 +123,8 @@ def test_auto_backend_through_onnx_runtime_equals_torch(small_tables: None, make
     assert lazy.export_seconds is not None and lazy.error is None
     # a run too short to repay the export stays on torch (and exports nothing)
     lazy2 = LazyOnnxRuntime(g, threads=1)
-    short = synthesize(g, _mels([35, 40]), sample_rate=22050, warmup=False, chunk_frames="auto", backend="auto",
-                       onnx=lazy2, seed=3)
+    short = synthesize(g, _mels([35, 40]), S(warmup=False, chunk_frames="auto", backend="auto", onnx=lazy2, seed=3),
+                       sample_rate=22050)
     assert {p["backend"] for p in short.speed.extra["paths"]} == {"torch"} and lazy2.export_seconds is None
 
 
@@ -166,8 +167,8 @@ def test_bf16_synthesis_stays_close_to_fp32() -> None:
     """The stated error of the opt-in path: bf16 rounding of inputs and weights, fp32 accumulation."""
     g = _hifigan()
     mels = _mels([40])
-    ref = synthesize(g, mels, sample_rate=22050, warmup=False).wavs[0]
-    low = synthesize(g, mels, sample_rate=22050, warmup=False, precision="bf16")
+    ref = synthesize(g, mels, S(warmup=False), sample_rate=22050).wavs[0]
+    low = synthesize(g, mels, S(warmup=False, precision="bf16"), sample_rate=22050)
     assert low.speed.extra["precision"] == "bf16"
     snr = 10 * np.log10(np.sum(ref**2) / np.sum((low.wavs[0] - ref) ** 2))
     assert snr > 20.0  # random weights, 16 channels; BENCHMARKS.md states the cost on real speech
@@ -177,4 +178,38 @@ def test_synthesize_refuses_bf16_on_this_cpu_when_it_lacks_it() -> None:
     if cpu_has_bf16():
         pytest.skip("this CPU has bf16 instructions")
     with pytest.raises(ConfigError, match="precision=bf16: this CPU has no bfloat16 instructions"):
-        synthesize(_hifigan(), _mels([10]), sample_rate=22050, warmup=False, precision="bf16")
+        synthesize(_hifigan(), _mels([10]), S(warmup=False, precision="bf16"), sample_rate=22050)
+
+
+# ------------------------------------------------------------------------------------------ the run's typed config
+
+
+def _run_config(*overrides: str) -> object:
+    from hydra import compose, initialize_config_dir
+
+    from rfspeech.config import recipes_dir
+
+    with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+        return compose(config_name="synthesize", overrides=["checkpoint=c.pt", "input_dir=in", "out_dir=out",
+                                                            *overrides])
+
+
+def test_synthesize_run_carries_auto_paths_and_precision_in_its_settings() -> None:
+    from rfspeech.runs.synthesize import SynthesizeRun
+
+    run = SynthesizeRun.from_config(_run_config())  # the recipe's defaults: chunk_frames=auto, backend=auto, fp32
+    assert (run.synthesis.chunk_frames, run.synthesis.backend, run.synthesis.precision) == ("auto", "auto", "fp32")
+    assert run.backend == "auto"
+    fixed = SynthesizeRun.from_config(_run_config("chunk_frames=12", "backend=torch"))
+    assert (fixed.synthesis.chunk_frames, fixed.synthesis.backend) == (12, "torch")
+    with pytest.raises(ConfigError, match="chunk_frames must be an integer >= 1"):
+        SynthesizeRun.from_config(_run_config("chunk_frames=sometimes"))
+    with pytest.raises(ConfigError, match="stream=true needs chunk_frames=N"):
+        SynthesizeRun.from_config(_run_config("acoustic_checkpoint=a.pt", "stream=true", "input_dir=null",
+                                              "text=hello"))
+    if not cpu_has_bf16():
+        with pytest.raises(ConfigError, match="precision=bf16: this CPU has no bfloat16 instructions"):
+            SynthesizeRun.from_config(_run_config("precision=bf16"))
+    elif HAS_ORT:
+        with pytest.raises(ConfigError, match="runs on the torch backend"):
+            SynthesizeRun.from_config(_run_config("precision=bf16", "backend=onnxruntime"))
