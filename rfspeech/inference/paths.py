@@ -7,7 +7,7 @@ memory. A whole-utterance pass keeps every activation of the utterance alive (Hi
 20 MiB per second of audio), so on long inputs it runs out of cache and streams memory; chunks keep
 the working set bounded but recompute ``history + look-ahead`` frames of overlap per chunk. The
 crossover (the length above which chunks cost less CPU time than one pass) depends on the family
-and was measured (``python -m bench --sections paths``; figures in BENCHMARKS.md):
+and was measured (``python -m bench --sections paths``; not yet in BENCHMARKS.md's protocol run):
 :data:`CROSSOVER_FRAMES` and :data:`CHUNK_FRAMES` hold the result. ``chunk_frames="auto"`` uses
 them; an explicit ``chunk_frames=N`` (or null for whole utterances) is obeyed as given.
 
