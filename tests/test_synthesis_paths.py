@@ -174,6 +174,22 @@ def test_bf16_synthesis_stays_close_to_fp32() -> None:
     assert snr > 20.0  # random weights, 16 channels; BENCHMARKS.md states the cost on real speech
 
 
+def test_bf16_rounding_error_is_bounded_on_any_cpu() -> None:
+    """The same bf16 autocast as precision=bf16 (emulated where the CPU lacks the instructions, which only costs
+    time): the stated error of the opt-in path is checked on every machine, not only on bf16 hardware."""
+    from rfspeech.inference.precision import autocast
+
+    g = _hifigan()
+    mel = torch.from_numpy(_mels([40])[0]).unsqueeze(0)
+    with torch.inference_mode():
+        ref = g(mel)[0, 0].double()
+        with autocast("bf16", "cpu"):
+            low = g(mel).float()[0, 0].double()
+    assert not torch.equal(ref, low)  # it did run in bf16
+    snr = 10 * torch.log10((ref**2).sum() / ((low - ref) ** 2).sum())
+    assert snr > 20.0  # random weights; real speech with the tiny model: BENCHMARKS.md (26 dB)
+
+
 def test_synthesize_refuses_bf16_on_this_cpu_when_it_lacks_it() -> None:
     if cpu_has_bf16():
         pytest.skip("this CPU has bf16 instructions")
