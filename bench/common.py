@@ -12,10 +12,18 @@ with another run's:
 * **Statistics**: per candidate the median wall time with its quartiles (IQR) and min/max; a ratio
   is the median of the per-round paired ratios (A_i / B_i of the same round), with their IQR and
   min/max as spread. The ratio of medians is recorded too.
-* **Threads**: :func:`pin_threads` fixes ``torch.set_num_threads`` (stated in every result) and
-  :func:`machine_info` records the CPU, core count, load average and library versions.
+* **CPU time beside wall time**: every round records the process CPU time too (this process's
+  threads plus the child processes that finished within the call, e.g. a worker pool). On a shared
+  machine other processes stretch wall time but hardly CPU time, so CPU-time ratios are the
+  steadier figure and targets are judged on them where they exist.
+* **Threads and load**: :func:`pin_threads` fixes ``torch.set_num_threads``; every timing records
+  the thread count and the 1-minute load average at its start and end, so every ratio says under
+  what load it was taken; :func:`machine_info` records the CPU model and the flags that decide
+  oneDNN's kernels (AVX2, AVX-512, AVX512_BF16, AMX), core count and library versions.
 
-Absolute times are recorded only as context.
+The protocol every table uses (``python -m bench --all``): one warm-up call per candidate, then
+:data:`ROUNDS` (≥ 7) interleaved rounds; each ratio is reported with median, minimum and IQR, for
+wall time and for CPU time. Absolute times are recorded only as context.
 """
 
 from __future__ import annotations
@@ -36,20 +44,30 @@ import torch
 from rfspeech.inference.speed import cpu_name
 
 __all__ = [
+    "ROUNDS",
+    "WARMUP",
     "Row",
     "Timing",
     "available_cores",
+    "cpu_seconds",
     "interleaved",
     "iqr_text",
+    "judged",
     "load_average",
     "machine_info",
     "paired_ratio",
     "pin_threads",
     "quantiles",
+    "ratio_of",
     "round_sig",
     "status_text",
     "sync",
 ]
+
+#: Timed interleaved rounds of every comparison in a protocol run (``python -m bench --all``).
+ROUNDS = 7
+#: Untimed calls of every candidate before the rounds.
+WARMUP = 1
 
 
 def available_cores() -> int:
@@ -71,6 +89,14 @@ def pin_threads(threads: int | None = None) -> int:
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
     return torch.get_num_threads()
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) plus its waited-for children (worker pools, spawned measurers)."""
+    import resource
+
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + c.ru_utime + c.ru_stime
 
 
 def load_average() -> list[float] | None:
@@ -159,13 +185,18 @@ class Timing:
     Attributes:
         name: candidate name.
         wall: wall seconds of each timed round, in round order.
-        cpu: process CPU seconds of each round (all threads of this process together); under
-            contention it grows less than wall time, so it helps to tell load from real cost.
+        cpu: process CPU seconds of each round (all threads of this process together, plus
+            children that finished within the call); under contention it grows less than wall time,
+            so it helps to tell load from real cost.
+        threads: torch intra-op threads while it was timed.
+        load: 1-minute load average at the start and at the end of the timed rounds.
     """
 
     name: str
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    threads: int | None = None
+    load: list[float] | None = None
 
     @property
     def median(self) -> float:
@@ -193,8 +224,9 @@ def paired_ratio(num: Timing, den: Timing) -> dict[str, Any]:
 
     Returns:
         ``ratio`` (median of the paired ratios), ``q1``/``q3``, ``min``/``max``,
-        ``ratio_of_medians`` and ``cpu_ratio``: the same median ratio of the process CPU times
-        (None when not recorded). With one thread, CPU time hardly grows when other processes
+        ``ratio_of_medians``; ``cpu_ratio`` with ``cpu_q1``/``cpu_q3``/``cpu_min``/``cpu_max``: the same
+        from the process CPU times (None when not recorded); ``threads`` and ``load`` (1-minute load
+        average at the start and end of the rounds). With one thread, CPU time hardly grows when other processes
         compete for the cores, so ``cpu_ratio`` is the steadier figure on a loaded machine; with
         several threads it includes the threads' spin-waiting.
     """
@@ -203,15 +235,44 @@ def paired_ratio(num: Timing, den: Timing) -> dict[str, Any]:
         raise ValueError(f"no timed rounds for {num.name!r} / {den.name!r}")
     pairs = [a / b for a, b in zip(num.wall[:n], den.wall[:n])]
     q1, med, q3 = quantiles(pairs)
-    cpu_ratio = None
-    m = min(len(num.cpu), len(den.cpu))
-    if m and all(c > 0 for c in den.cpu[:m]):
-        cpu_ratio = round_sig(quantiles([a / b for a, b in zip(num.cpu[:m], den.cpu[:m])])[1])
-    return {
+    out: dict[str, Any] = {
         "ratio": round_sig(med), "q1": round_sig(q1), "q3": round_sig(q3),
         "min": round_sig(min(pairs)), "max": round_sig(max(pairs)),
-        "ratio_of_medians": round_sig(num.median / den.median), "rounds": n, "cpu_ratio": cpu_ratio,
+        "ratio_of_medians": round_sig(num.median / den.median), "rounds": n, "cpu_ratio": None,
+        "cpu_q1": None, "cpu_q3": None, "cpu_min": None, "cpu_max": None,
+        "threads": num.threads if num.threads is not None else den.threads,
+        "load": _joint_load(num.load, den.load),
     }
+    m = min(len(num.cpu), len(den.cpu))
+    if m and all(c > 0 for c in den.cpu[:m]):
+        cpu = [a / b for a, b in zip(num.cpu[:m], den.cpu[:m])]
+        c1, c2, c3 = quantiles(cpu)
+        out.update(cpu_ratio=round_sig(c2), cpu_q1=round_sig(c1), cpu_q3=round_sig(c3), cpu_min=round_sig(min(cpu)),
+                   cpu_max=round_sig(max(cpu)))
+    return out
+
+
+def _joint_load(a: list[float] | None, b: list[float] | None) -> list[float] | None:
+    loads = [x for x in (a, b) if x]
+    if not loads:
+        return None
+    return [min(x[0] for x in loads), max(x[-1] for x in loads)]
+
+
+def ratio_of(values: Sequence[float], rounds: int | None = None, threads: int | None = None,
+             load: list[float] | None = None, cpu: Sequence[float] | None = None) -> dict[str, Any]:
+    """A :func:`paired_ratio`-shaped summary of per-round ratios computed elsewhere (e.g. amortised steps)."""
+    q1, med, q3 = quantiles(values)
+    out: dict[str, Any] = {"ratio": round_sig(med), "q1": round_sig(q1), "q3": round_sig(q3),
+                           "min": round_sig(min(values)), "max": round_sig(max(values)),
+                           "rounds": rounds if rounds is not None else len(values), "cpu_ratio": None,
+                           "cpu_q1": None, "cpu_q3": None, "cpu_min": None, "cpu_max": None,
+                           "threads": threads, "load": load}
+    if cpu:
+        c1, c2, c3 = quantiles(cpu)
+        out.update(cpu_ratio=round_sig(c2), cpu_q1=round_sig(c1), cpu_q3=round_sig(c3), cpu_min=round_sig(min(cpu)),
+                   cpu_max=round_sig(max(cpu)))
+    return out
 
 
 @contextlib.contextmanager
@@ -230,8 +291,8 @@ def _gc_paused() -> Iterator[None]:
 def interleaved(
     candidates: Mapping[str, Callable[[], Any]],
     *,
-    warmup: int = 1,
-    repeats: int = 5,
+    warmup: int = WARMUP,
+    repeats: int = ROUNDS,
     min_seconds: float = 0.0,
     max_repeats: int | None = None,
     progress: Callable[[str], None] | None = None,
@@ -253,7 +314,8 @@ def interleaved(
     if not candidates:
         raise ValueError("no candidates to time")
     names = list(candidates)
-    timings = {n: Timing(n) for n in names}
+    timings = {n: Timing(n, threads=torch.get_num_threads()) for n in names}
+    start_load = load_average()
     with _gc_paused():
         for _ in range(max(0, warmup)):
             for n in names:
@@ -264,16 +326,20 @@ def interleaved(
         while rounds < max(1, repeats) or (spent < min_seconds and rounds < cap):
             k = rounds % len(names)
             for n in names[k:] + names[:k]:
-                c0, t0 = time.process_time(), time.perf_counter()
+                c0, t0 = cpu_seconds(), time.perf_counter()
                 candidates[n]()
                 sync()
                 dt = time.perf_counter() - t0
                 timings[n].wall.append(dt)
-                timings[n].cpu.append(time.process_time() - c0)
+                timings[n].cpu.append(cpu_seconds() - c0)
                 spent += dt
             rounds += 1
             if progress is not None:
                 progress(f"round {rounds}: " + ", ".join(f"{n} {timings[n].wall[-1]:.3f}s" for n in names))
+    end_load = load_average()
+    if start_load and end_load:
+        for t in timings.values():
+            t.load = [start_load[0], end_load[0]]
     return timings
 
 
@@ -290,6 +356,8 @@ class Row:
         met: whether the target is met (None when there is no target).
         context: absolute figures, for context only.
         cpu_ratio: the same ratio from process CPU times (see :func:`paired_ratio`), or None.
+        stats: the :func:`paired_ratio` result behind the row (min, IQR, CPU min/IQR, rounds,
+            threads, load), written into the table beside the medians.
     """
 
     section: str
@@ -300,11 +368,26 @@ class Row:
     met: bool | None = None
     context: str = ""
     cpu_ratio: float | None = None
+    stats: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"section": self.section, "measure": self.measure, "ratio": round_sig(self.ratio),
-                "spread": self.spread, "target": self.target, "met": self.met, "context": self.context,
-                "cpu_ratio": round_sig(self.cpu_ratio)}
+        out = {"section": self.section, "measure": self.measure, "ratio": round_sig(self.ratio),
+               "spread": self.spread, "target": self.target, "met": self.met, "context": self.context,
+               "cpu_ratio": round_sig(self.cpu_ratio)}
+        s = self.stats or {}
+        for key in ("min", "q1", "q3", "max", "cpu_min", "cpu_q1", "cpu_q3", "cpu_max"):
+            out[key] = round_sig(s.get(key))
+        out["rounds"] = s.get("rounds")
+        out["threads"] = s.get("threads")
+        out["load"] = s.get("load")
+        return out
+
+
+def judged(ratio: Mapping[str, Any], ok: Callable[[float], bool]) -> bool:
+    """Whether a target is met, judged on the CPU-time median where it was measured (the steadier figure on a
+    shared machine), else on the wall-time median."""
+    value = ratio.get("cpu_ratio")
+    return bool(ok(float(value if value is not None else ratio["ratio"])))
 
 
 def iqr_text(r: Mapping[str, Any]) -> str:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, available_cores, interleaved, iqr_text, paired_ratio, round_sig
+from bench.common import ROUNDS, Row, available_cores, interleaved, iqr_text, paired_ratio, round_sig
 
 REPO = Path(__file__).resolve().parents[1]
 MINI_CORPUS = REPO / "egs" / "mini" / "corpus"
@@ -99,9 +99,9 @@ def run(
         quick: CI-sized (2 rounds; the corpus is small enough to keep whole).
         db_root: LJSpeech-layout corpus (default: the shipped mini corpus).
         nj: worker processes of the multi-process run (default: all available cores).
-        tile: use the corpus this many times over (default 8 full, 1 quick; see the module docstring).
+        tile: use the corpus this many times over (default 4 full, 1 quick; see the module docstring).
         warmup: untimed runs of each side.
-        repeats: timed rounds (default 2 quick, 5 full).
+        repeats: timed rounds (default 2 quick, :data:`bench.common.ROUNDS` full).
         progress: status-line callback.
 
     Returns:
@@ -110,9 +110,9 @@ def run(
     from rfspeech.data.prepare import PrepareSettings, prepare
 
     source = Path(db_root) if db_root is not None else MINI_CORPUS
-    tile = int(tile) if tile is not None else (1 if quick else 8)
+    tile = int(tile) if tile is not None else (1 if quick else 4)
     nj = int(nj) if nj is not None else available_cores()
-    repeats = repeats if repeats is not None else (2 if quick else 5)
+    repeats = repeats if repeats is not None else (2 if quick else ROUNDS)
     scratch = Path(tempfile.mkdtemp(prefix="rfspeech-bench-features-"))
     try:
         db = tiled_corpus(source, tile, scratch / "corpus") if tile > 1 else source
@@ -172,13 +172,15 @@ def run(
                 f"× real time: rfspeech {xrt[main]:.4g}, librosa {xrt['librosa_loop']:.4g}; "
                 f"{len(files)} files, {audio:.0f} s of audio"
                 + (f" (the mini corpus × {tile})" if tile > 1 else "")
-                + ("" if nj == 1 else "; CPU-time ratio n/a: the workers' CPU time is not this process's"))]
+                + ("" if nj == 1 else "; CPU time includes the worker processes"),
+                cpu_ratio=speedup.get("cpu_ratio"), stats=speedup)]
     if "rfspeech_nj1" in tim:
         single = paired_ratio(tim["librosa_loop"], tim["rfspeech_nj1"])
         out["speedup_vs_librosa_nj1"] = single
         rows.append(Row("features", "rfspeech-prepare (1 process) / librosa loop (1 process), × real time",
                         single["ratio"], iqr_text(single), "", None,
-                        f"× real time: rfspeech {xrt['rfspeech_nj1']:.4g}", cpu_ratio=single.get("cpu_ratio")))
+                        f"× real time: rfspeech {xrt['rfspeech_nj1']:.4g}", cpu_ratio=single.get("cpu_ratio"),
+                        stats=single))
     out["keys"] = {"features": {
         "rfspeech_x_real_time": xrt[main], "librosa_x_real_time": xrt["librosa_loop"],
         "rfspeech_nj1_x_real_time": xrt.get("rfspeech_nj1"), "ratio": speedup["ratio"], "processes": nj,

@@ -37,13 +37,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.common import Row, interleaved, iqr_text, paired_ratio, round_sig
+from bench.common import Row, interleaved, iqr_text, judged, paired_ratio, round_sig
 from bench.synthesis import LABELS, SAMPLE_RATE, build_generator, make_inputs
 
 TARGET = (0.95, 1.05)
 ARMS = ("hand", "single", "merge", "equal", "multiple")
 #: Audio seconds per call by model: WaveNet's merged convs reach thousands of taps, so it gets less.
-SECONDS = {"hifigan_v1": 1.0, "hifigan_v2": 1.0, "hifigan_v3": 1.0, "wavenet": 0.1}
+SECONDS = {"hifigan_v1": 0.5, "hifigan_v2": 1.0, "hifigan_v3": 1.0, "wavenet": 0.1}
 
 
 def searched_structure(gen: nn.Module, seed: int = 0, expand_rate: float = 0.5) -> dict[str, int]:
@@ -221,18 +221,18 @@ def run(
             why = "" if parity else "; context: RF-Next's dense merged kernel costs more taps" if a == "merge" else ""
             rows.append(Row(
                 "parity", f"{label} inference: searched {a} / {what}", ratio["ratio"], iqr_text(ratio),
-                target if parity else "", bool(lo <= ratio["ratio"] <= hi) if parity else None,
+                target if parity else "", judged(ratio, lambda v: lo <= v <= hi) if parity else None,
                 f"conv taps × {r['conv_taps_ratio_vs_hand'][a]:.3g}, parameters {r['parameters'][a]:,} vs "
                 f"{r['parameters']['hand']:,}; {audio}{why}",
-                cpu_ratio=ratio.get("cpu_ratio")).to_dict())
+                cpu_ratio=ratio.get("cpu_ratio"), stats=ratio).to_dict())
         if "merge_vs_equal" in r:
             ratio = r["merge_vs_equal"]
             rows.append(Row(
                 "parity", f"{label} inference: searched merge / hand-designed of equal size", ratio["ratio"],
-                iqr_text(ratio), target, bool(lo <= ratio["ratio"] <= hi),
+                iqr_text(ratio), target, judged(ratio, lambda v: lo <= v <= hi),
                 f"both {r['parameters']['merge']:,} parameters, conv taps × "
                 f"{round_sig(r['conv_taps']['merge'] / r['conv_taps']['equal']):.3g}; {audio}",
-                cpu_ratio=ratio.get("cpu_ratio")).to_dict())
+                cpu_ratio=ratio.get("cpu_ratio"), stats=ratio).to_dict())
     head = results[models[0]]
     keys: dict[str, Any] = {
         "merge_parity_ratio": head["merge_vs_equal"]["ratio"] if "merge_vs_equal" in head else None,

@@ -36,10 +36,10 @@ import torch
 from torch import nn
 
 try:  # run as ``python -m bench.search_overhead`` or as a file
-    from bench.common import interleaved, machine_info, paired_ratio, pin_threads, round_sig
+    from bench.common import ROUNDS, interleaved, machine_info, paired_ratio, pin_threads, ratio_of, round_sig
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.common import interleaved, machine_info, paired_ratio, pin_threads, round_sig
+    from bench.common import ROUNDS, interleaved, machine_info, paired_ratio, pin_threads, ratio_of, round_sig
 
 #: Model presets: generator config, discriminator channel scale, batch, segment (samples).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -144,7 +144,8 @@ def make_generator_step(gen: nn.Module, mel: torch.Tensor) -> Callable[[], None]
     return step
 
 
-def arms(preset: dict[str, Any], seed: int = 0, skip: bool = False) -> dict[str, tuple[nn.Module, nn.Module]]:
+def arms(preset: dict[str, Any], seed: int = 0, skip: bool = False,
+         naive: bool = True) -> dict[str, tuple[nn.Module, nn.Module]]:
     """``plain``/``search``/``naive`` (+ ``skip``) generator + discriminator pairs with identical initial weights."""
     import copy
 
@@ -153,7 +154,8 @@ def arms(preset: dict[str, Any], seed: int = 0, skip: bool = False) -> dict[str,
     torch.manual_seed(seed)
     gen, disc = build_models(preset)
     out = {"plain": (gen, disc)}
-    for name, extra in (("search", {}), ("naive", {"naive": True}), *((("skip", {}),) if skip else ())):
+    for name, extra in (("search", {}), *((("naive", {"naive": True}),) if naive else ()),
+                        *((("skip", {}),) if skip else ())):
         g, d = copy.deepcopy(gen), copy.deepcopy(disc)
         make_searchable(g, **extra)
         if name == "skip":
@@ -166,17 +168,13 @@ def arms(preset: dict[str, Any], seed: int = 0, skip: bool = False) -> dict[str,
 
 def amortized(tim: dict[str, Any], k: int) -> dict[str, Any]:
     """Per-round ``((k − 1)·skip + search) / (k · plain)`` (wall and CPU): searching every k-th step."""
-    from bench.common import quantiles
-
     n = min(len(tim["plain"].wall), len(tim["search"].wall), len(tim["skip"].wall))
     wall = [((k - 1) * tim["skip"].wall[i] + tim["search"].wall[i]) / (k * tim["plain"].wall[i]) for i in range(n)]
-    q1, med, q3 = quantiles(wall)
     m = min(len(tim["plain"].cpu), len(tim["search"].cpu), len(tim["skip"].cpu))
     cpu = [((k - 1) * tim["skip"].cpu[i] + tim["search"].cpu[i]) / (k * tim["plain"].cpu[i]) for i in range(m)
            if tim["plain"].cpu[i] > 0]
-    return {"k": int(k), "ratio": round_sig(med), "q1": round_sig(q1), "q3": round_sig(q3),
-            "min": round_sig(min(wall)), "max": round_sig(max(wall)), "rounds": n,
-            "cpu_ratio": round_sig(quantiles(cpu)[1]) if cpu else None}
+    plain = tim["plain"]
+    return {"k": int(k), **ratio_of(wall, rounds=n, threads=plain.threads, load=plain.load, cpu=cpu)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,53 +182,84 @@ def amortized(tim: dict[str, Any], k: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def conv_table(gen: nn.Module, mel: torch.Tensor, repeats: int = 5) -> list[dict[str, Any]]:
-    """Forward+backward time of each distinct searchable conv shape: impls vs the plain conv.
+def conv_table(gen: nn.Module, mel: torch.Tensor, repeats: int = ROUNDS,
+               dilations: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Forward+backward time of each distinct searchable conv shape: implementations vs the plain conv.
 
-    The input of each conv is captured from one generator forward pass.
+    Side by side per shape (interleaved rounds, paired ratios, CPU time too): ``mix`` (the op as shipped),
+    ``mix, 1 MiB chunks`` (the chunk size before issue 31), ``dense`` (one merged kernel; only where it has at
+    most 4k taps, it is hopeless beyond), ``naive`` (one conv per branch). The input of each conv is
+    captured from one generator forward pass; ``dilations`` keeps only those layers.
     """
     import copy
 
-    from rfspeech.layers import DilatedConv1d
+    import rfspeech.search.op as op_module
+    from rfspeech.layers import DilatedConv1d, dilated_conv1d
     from rfspeech.search import RFNextSettings, SearchableConv1d, choose_impl
 
-    shapes: dict[tuple[int, int, int, int], torch.Tensor] = {}
+    shapes: dict[tuple[int, int, int, int, int], torch.Tensor] = {}
     hooks = []
     for m in gen.modules():
         if isinstance(m, DilatedConv1d):
             def grab(mod: nn.Module, inp: tuple[torch.Tensor, ...], _out: Any) -> None:
-                key = (mod.in_channels, inp[0].shape[-1], mod.kernel_size[0], mod.dilation[0])
+                key = (mod.in_channels, mod.out_channels, inp[0].shape[-1], mod.kernel_size[0], mod.dilation[0])
                 shapes.setdefault(key, inp[0].detach())
             hooks.append(m.register_forward_hook(grab))
     with torch.no_grad():
         gen(mel)
     for h in hooks:
         h.remove()
+    shipped = op_module._CHUNK_BYTES
     rows = []
-    for (c, t, k, d), x in sorted(shapes.items()):
-        from rfspeech.layers import dilated_conv1d
-
-        conv = dilated_conv1d(c, c, k, dilation=d)
-        ops = {impl: SearchableConv1d(copy.deepcopy(conv), RFNextSettings(impl=impl))
-               for impl in ("mix", "dense", "naive")}
+    for (c, c_out, t, k, d), x in sorted(shapes.items()):
+        if dilations is not None and d not in dilations:
+            continue
+        conv = dilated_conv1d(c, c_out, k, dilation=d, weight_norm=True)
+        rates = SearchableConv1d(copy.deepcopy(conv)).candidates
+        impls = ["mix", "naive"] + (["dense"] if (k - 1) * max(rates) + 1 <= 4 * k else [])
+        ops = {impl: SearchableConv1d(copy.deepcopy(conv), RFNextSettings(impl=impl)) for impl in impls}
         xg = x.clone().requires_grad_(True)
 
-        def run(mod: nn.Module, inp: torch.Tensor = xg) -> Callable[[], None]:
+        def run(mod: nn.Module, chunk: int = shipped, inp: torch.Tensor = xg) -> Callable[[], None]:
             def f() -> None:
-                mod.zero_grad(set_to_none=True)
-                mod(inp).sum().backward()
+                op_module._CHUNK_BYTES = chunk
+                try:
+                    mod.zero_grad(set_to_none=True)
+                    inp.grad = None
+                    mod(inp).square().sum().backward()
+                finally:
+                    op_module._CHUNK_BYTES = shipped
             return f
 
-        cands = {"plain": run(conv), **{impl: run(op) for impl, op in ops.items()}}
+        cands = {"plain": run(conv), **{impl: run(op) for impl, op in ops.items()},
+                 "mix, 1 MiB chunks": run(ops["mix"], 1 << 20)}
         tim = interleaved(cands, warmup=1, repeats=repeats)
-        rates = ops["mix"].candidates
-        row: dict[str, Any] = {"channels": c, "T": t, "kernel": k, "dilation": d, "candidates": list(rates),
-                               "auto": choose_impl(c, c, k, 1, rates),
-                               "plain_ms": round_sig(tim["plain"].median * 1e3, 3)}
-        for impl in ("mix", "dense", "naive"):
-            row[impl] = paired_ratio(tim[impl], tim["plain"])["ratio"]
+        row: dict[str, Any] = {"channels": c, "out_channels": c_out, "T": t, "kernel": k, "dilation": d,
+                               "candidates": list(rates), "auto": choose_impl(c, c_out, k, 1, rates),
+                               "plain_cpu_ms": round_sig(sorted(tim["plain"].cpu)[len(tim["plain"].cpu) // 2] * 1e3, 3),
+                               "ratios": {n: paired_ratio(tim[n], tim["plain"]) for n in cands if n != "plain"}}
         rows.append(row)
     return rows
+
+
+def ops_markdown(model: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The per-conv table as Markdown: CPU-time median (min) of each implementation / the plain conv."""
+    names = ["mix", "mix, 1 MiB chunks", "dense", "naive"]
+    lines = [f"Per-conv cost in {model}'s generator (forward + backward, one thread; CPU-time median (min) of the "
+             "per-round ratio to the plain conv; `auto` = what the op runs):", "",
+             "| conv | candidates | auto | " + " | ".join(names) + " | rounds, load |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- |"]
+    for r in rows:
+        cells = []
+        for n in names:
+            q = r["ratios"].get(n)
+            cells.append("—" if q is None else f"{q['cpu_ratio']:.3g} ({q['cpu_min']:.3g})")
+        q = r["ratios"]["mix"]
+        load = q.get("load") or [0.0, 0.0]
+        lines.append(f"| {r['channels']}→{r['out_channels']}, k {r['kernel']}, d {r['dilation']}, T {r['T']} | "
+                     f"{r['candidates']} | {r['auto']} | " + " | ".join(cells)
+                     + f" | {q['rounds']}, {load[0]:.1f}→{load[-1]:.1f} |")
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,11 +267,12 @@ def conv_table(gen: nn.Module, mel: torch.Tensor, repeats: int = 5) -> list[dict
 # ----------------------------------------------------------------------------------------------
 
 
-def measure(model: str = "v2", repeats: int = 5, warmup: int = 1, breakdown: bool = True, ops: bool = False,
-            progress: Callable[[str], None] | None = None, search_every: int = 1) -> dict[str, Any]:
-    """Time one preset; return its ratios and context."""
+def measure(model: str = "v2", repeats: int = ROUNDS, warmup: int = 1, breakdown: bool = True, ops: bool = False,
+            progress: Callable[[str], None] | None = None, search_every: int = 1,
+            ops_dilations: Sequence[int] | None = None, naive: bool = True) -> dict[str, Any]:
+    """Time one preset; return its ratios and context (``naive``: with the per-branch loop arm, for context)."""
     preset = PRESETS[model]
-    pairs = arms(preset, skip=search_every > 1)
+    pairs = arms(preset, skip=search_every > 1, naive=naive)
     gen = pairs["plain"][0]
     frames = preset["segment"] // gen.hop_length
     g = torch.Generator().manual_seed(1)
@@ -257,10 +287,11 @@ def measure(model: str = "v2", repeats: int = 5, warmup: int = 1, breakdown: boo
         "searched_convs": sum(1 for m in pairs["search"][0].modules() if type(m).__name__ == "SearchableConv1d"),
         "step_s": {n: t.summary() for n, t in tim.items()},
         "search_overhead": paired_ratio(tim["search"], tim["plain"]),
-        "naive_overhead": paired_ratio(tim["naive"], tim["plain"]),
-        "search_vs_naive": paired_ratio(tim["search"], tim["naive"]),
         "target": target_for(model),
     }
+    if "naive" in tim:
+        out["naive_overhead"] = paired_ratio(tim["naive"], tim["plain"])
+        out["search_vs_naive"] = paired_ratio(tim["search"], tim["naive"])
     if search_every > 1:
         out["skip_overhead"] = paired_ratio(tim["skip"], tim["plain"])
         out["search_every"] = amortized(tim, search_every)
@@ -269,17 +300,20 @@ def measure(model: str = "v2", repeats: int = 5, warmup: int = 1, breakdown: boo
         gt = interleaved(gsteps, warmup=warmup, repeats=repeats)
         out["generator_only"] = {"search": paired_ratio(gt["search"], gt["plain"]),
                                  **({"skip": paired_ratio(gt["skip"], gt["plain"])} if "skip" in gt else {}),
-                                 "naive": paired_ratio(gt["naive"], gt["plain"]),
+                                 **({"naive": paired_ratio(gt["naive"], gt["plain"])} if "naive" in gt else {}),
                                  "generator_share_of_plain_step": round_sig(gt["plain"].median / tim["plain"].median)}
     if ops:
-        out["ops"] = conv_table(gen, mel, repeats=repeats)
+        if progress:
+            progress(f"search_overhead: per-conv table of {model}")
+        out["ops"] = conv_table(gen, mel, repeats=repeats, dilations=ops_dilations)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
 def run(quick: bool = False, models: Sequence[str] | None = None, threads: int | None = None,
         repeats: int | None = None, ops: bool = False, progress: Callable[[str], None] | None = None,
-        search_every: int = 1, breakdown: bool | None = None) -> dict[str, Any]:
+        search_every: int = 1, breakdown: bool | None = None, ops_models: Sequence[str] | None = None,
+        ops_dilations: Sequence[int] | None = None, naive_models: Sequence[str] | None = None) -> dict[str, Any]:
     """Measure the search overhead; returns a dict with ``search_overhead`` / ``naive_overhead`` ratios.
 
     Args:
@@ -287,11 +321,14 @@ def run(quick: bool = False, models: Sequence[str] | None = None, threads: int |
         models: presets to measure (default ``["v1", "v2", "wavenet"]``, or ``["quick"]`` when ``quick``).
         threads: torch threads (default: all available cores; 1 for ``quick``, whose small ops
             measure more steadily on one thread of a shared CI machine).
-        repeats: timed rounds (default 3 quick, 5 otherwise).
-        ops: add the per-conv implementation table.
+        repeats: timed rounds (default 3 quick, :data:`bench.common.ROUNDS` otherwise).
+        ops: add the per-conv implementation table (for ``ops_models``, default every model).
         progress: status-line callback.
         search_every: > 1 adds the ``skip`` arm and the amortised ratio of searching every k-th step.
         breakdown: also time the generator alone (default: not when ``quick``).
+        ops_models: the models that get the per-conv table when ``ops``.
+        ops_dilations: only these layers' dilations in the per-conv table.
+        naive_models: the models that get the naive arm (default every model).
 
     Returns:
         ``{"search_overhead": float, "naive_overhead": float, "search_overhead_max": float,
@@ -301,15 +338,17 @@ def run(quick: bool = False, models: Sequence[str] | None = None, threads: int |
     """
     n_threads = pin_threads(1 if threads is None and quick else threads)
     models = list(models) if models else (["quick"] if quick else ["v1", "v2", "wavenet"])
-    repeats = repeats if repeats is not None else (3 if quick else 5)
+    repeats = repeats if repeats is not None else (3 if quick else ROUNDS)
     breakdown = (not quick) if breakdown is None else bool(breakdown)
-    results = {m: measure(m, repeats=repeats, breakdown=breakdown, ops=ops, progress=progress,
-                          search_every=search_every) for m in models}
+    results = {m: measure(m, repeats=repeats, breakdown=breakdown,
+                          ops=ops and (ops_models is None or m in ops_models), progress=progress,
+                          search_every=search_every, ops_dilations=ops_dilations,
+                          naive=naive_models is None or m in naive_models) for m in models}
     head = results[models[0]]
     worst = max(r["search_overhead"]["ratio"] for r in results.values())
     return {
         "search_overhead": head["search_overhead"]["ratio"],
-        "naive_overhead": head["naive_overhead"]["ratio"],
+        "naive_overhead": head["naive_overhead"]["ratio"] if "naive_overhead" in head else None,
         "search_overhead_max": worst,
         "target": TARGET,
         "met": bool(worst <= TARGET),
@@ -325,7 +364,7 @@ def markdown(result: dict[str, Any]) -> str:
              "| search every k-th step / plain (CPU) |",
              "| --- | --- | --- | --- | --- |"]
     for name, r in result["results"].items():
-        s, n = r["search_overhead"], r["naive_overhead"]
+        s, n = r["search_overhead"], r.get("naive_overhead") or r["search_overhead"]
         g = r.get("generator_only", {}).get("search")
         a = r.get("search_every")
         lines.append(f"| {name} | {s['ratio']:.3g} (IQR {s['q1']:.3g}–{s['q3']:.3g}; CPU {s.get('cpu_ratio')}) | "
@@ -354,11 +393,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(markdown(result))
     if args.ops:
         for name, r in result["results"].items():
-            print(f"\nper-conv fwd+bwd time / plain conv ({name}):")
-            for row in r["ops"]:
-                print(f"  C={row['channels']:4d} T={row['T']:5d} k={row['kernel']:2d} d={row['dilation']} "
-                      f"cands={row['candidates']} plain={row['plain_ms']}ms mix={row['mix']} dense={row['dense']} "
-                      f"naive={row['naive']} auto={row['auto']}")
+            print("\n" + "\n".join(ops_markdown(name, r["ops"])))
     if args.out:
         from rfspeech.io import atomic_write_text
 

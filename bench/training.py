@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from bench.common import Row, interleaved, iqr_text, paired_ratio, pin_threads, round_sig
+from bench.common import ROUNDS, Row, interleaved, iqr_text, paired_ratio, pin_threads, round_sig
 
 SAMPLE_RATE = 22050
 
@@ -157,7 +157,7 @@ def run(
         preset: a key of :data:`PRESETS` (default ``quick`` / ``v2``).
         arms: subset of :data:`ARMS` (``plain`` always included).
         warmup: untimed steps per arm (the first step also allocates the optimiser state).
-        repeats: timed rounds (default 3 quick, 5 full).
+        repeats: timed rounds (default 3 quick, :data:`bench.common.ROUNDS` full).
         memory: measure peak memory in one fresh process per arm.
         progress: status-line callback.
     """
@@ -168,7 +168,7 @@ def run(
     arms = list(arms) if arms else (["plain", "search"] if quick else list(ARMS))
     if "plain" not in arms:
         arms = ["plain", *arms]
-    repeats = repeats if repeats is not None else (3 if quick else 5)
+    repeats = repeats if repeats is not None else (3 if quick else ROUNDS)
     threads = torch.get_num_threads()
     steps: dict[str, Callable[[], Any]] = {}
     params: dict[str, int] = {}
@@ -203,7 +203,7 @@ def run(
         rows.append(Row("training", f"{name} training throughput: {a} / plain (segments/s)", r["ratio"],
                         iqr_text(r), "", None,
                         f"segments/s {out['segments_per_s']['plain']:.3g} → {out['segments_per_s'][a]:.3g} "
-                        f"(batch {batch} × {seg} samples)" + mem, cpu_ratio=r.get("cpu_ratio")).to_dict())
+                        f"(batch {batch} × {seg} samples)" + mem, cpu_ratio=r.get("cpu_ratio"), stats=r).to_dict())
     keys: dict[str, Any] = {
         "plain_samples_per_s": out["segments_per_s"]["plain"],
         "search_samples_per_s": out["segments_per_s"].get("search"),

@@ -646,8 +646,12 @@ def validate_synthesize(cfg: Mapping[str, Any]) -> None:
         _choice("mel_layout", d["mel_layout"], (None, "auto", "mels_frames", "frames_mels"))
     if "length_scale" in d:
         _float("length_scale", d["length_scale"], gt=0.0)
-    if d.get("chunk_frames") is not None:
+    if d.get("chunk_frames") is not None and str(d["chunk_frames"]).strip().lower() != "auto":
         _int("chunk_frames", d["chunk_frames"], ge=1)
+    if "backend" in d:
+        _choice("backend", d["backend"], ("torch", "onnxruntime", "auto"))
+    if "precision" in d:
+        _choice("precision", d["precision"], ("fp32", "bf16"))
 
 
 def validate_evaluate(cfg: Mapping[str, Any]) -> None:

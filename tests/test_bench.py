@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # bench/ is a top-level folder of the checkout, not part of the package
     sys.path.insert(0, str(REPO))
 
-from bench import SECTIONS  # noqa: E402
+from bench import ALL_SECTIONS, SECTIONS  # noqa: E402
 from bench import __main__ as bench_main  # noqa: E402
 from bench.common import Timing, interleaved, paired_ratio, pin_threads, quantiles, round_sig  # noqa: E402
 
@@ -66,6 +66,17 @@ def test_paired_ratio_uses_rounds_pairwise() -> None:
     assert s["per_s_q1"] <= s["per_s_median"] <= s["per_s_q3"]
     with pytest.raises(ValueError):
         paired_ratio(Timing("e"), den)
+
+
+def test_paired_ratio_reports_cpu_spread_threads_and_load() -> None:
+    num = Timing("num", wall=[2.0, 20.0, 2.2], cpu=[1.0, 1.2, 1.1], threads=1, load=[3.0, 5.0])
+    den = Timing("den", wall=[1.0, 10.0, 1.1], cpu=[1.0, 1.0, 1.0], threads=1, load=[2.5, 4.0])
+    r = paired_ratio(num, den)
+    assert r["cpu_ratio"] == pytest.approx(1.1) and r["cpu_min"] == pytest.approx(1.0)
+    assert r["cpu_max"] == pytest.approx(1.2) and r["cpu_q1"] <= r["cpu_ratio"] <= r["cpu_q3"]
+    assert r["threads"] == 1 and r["load"] == [2.5, 5.0]
+    t = interleaved({"x": lambda: sum(range(1000))}, warmup=0, repeats=2)["x"]
+    assert t.threads == torch.get_num_threads() and (t.load is None or len(t.load) == 2)
 
 
 def test_pin_threads_sets_torch_threads() -> None:
@@ -153,6 +164,9 @@ def test_bad_usage_exits_2() -> None:
     with pytest.raises(SystemExit):
         bench_main.parse_args(["--out", "x.txt"])
     assert bench_main.parse_args([]).sections == list(SECTIONS)
+    assert bench_main.parse_args(["--all"]).sections == list(ALL_SECTIONS)
+    with pytest.raises(SystemExit):
+        bench_main.parse_args(["--all", "--quick"])
 
 
 def test_quick_parity_section_writes_json_and_markdown(tmp_path: Path) -> None:
@@ -171,9 +185,14 @@ def test_quick_parity_section_writes_json_and_markdown(tmp_path: Path) -> None:
     assert {r["measure"].split(": searched ")[1].split(" /")[0] for r in rows} == {"single", "merge", "multiple"}
     models = result["sections"]["parity"]["models"]
     assert models["hifigan_v2"]["merge_vs_multiple_max_abs_diff"] < 1e-4  # merging keeps the function
+    for r in rows:  # the protocol's columns: min and IQR for wall and CPU, rounds, threads, load
+        assert {"min", "q1", "q3", "cpu_ratio", "cpu_min", "cpu_q1", "cpu_q3", "rounds", "threads", "load"} <= set(r)
+        assert r["rounds"] == 1 and r["threads"] == 1 and r["min"] <= r["ratio"] and r["cpu_min"] <= r["cpu_ratio"]
+    assert result["machine"]["cpu_flags"] is not None
     md = out.with_suffix(".md").read_text()
-    assert "| section | measure | ratio |" in md and md.count("| parity |") == len(rows)
-    assert '"merge_parity_ratio"' in md
+    assert "| measure | wall: median | min | IQR | CPU: median | min | IQR | rounds, threads, load |" in md
+    assert sum(1 for line in md.splitlines() if line.startswith("| HiFi-GAN V2 inference")) == len(rows)
+    assert '"merge_parity_ratio"' in md and "protocol: 1 warm-up call" in md
 
 
 def test_failing_section_is_recorded_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,14 +219,82 @@ def test_tiled_corpus_is_a_valid_ljspeech_tree_n_times_over(tmp_path: Path) -> N
     assert all((tiled / "wavs").joinpath(f"{e.utt_id}.flac").is_symlink() for e in entries)
 
 
-def test_profile_section_states_conv_share_against_the_yardstick() -> None:
-    from bench.__main__ import _profile_lines
+def test_limits_table_states_flops_achieved_and_the_yardstick() -> None:
+    from bench.limits import markdown
 
-    assert _profile_lines(None) == []
     top = [{"op": "aten::mkldnn_convolution", "calls": 73, "self_ms": 90.0, "share": 0.9}]
-    profile = {"model": "hifigan_v1", "threads": 2, "audio_seconds": 0.5, "conv_gflop": 26.4,
-               "peak_fp32_gflops_per_s": 200.0, "peak_bf16_gflops_per_s": 400.0,
-               "plain": {"total_ms": 100.0, "conv_share": 0.9, "conv_gflops_per_s": 150.0, "top": top}}
-    text = "\n".join(_profile_lines(profile))
-    assert "200 GFLOP/s in fp32 and 400 GFLOP/s in bf16" in text
-    assert "| plain | 100 ms | 90.0% | 150 (75% of the yardstick) | mkldnn_convolution 90.0% |" in text
+    out = {"yardstick": {"fp32_1_thread": 40.0, "cores": 2, "bf16_1_thread": None},
+           "models": {"hifigan_v1": {"gflop_per_audio_second": 53.0, "paths": {
+               "torch whole": {"cpu_s_per_audio_s": 2.0, "gflops_per_s": 26.5}}}},
+           "profile": {"threads": 1, "audio_seconds": 0.5, "conv_gflop": 26.4,
+                       "rfspeech": {"total_ms": 100.0, "conv_share": 0.9, "conv_gflops_per_s": 29.3, "top": top}}}
+    text = "\n".join(markdown(out))
+    assert "**40 GFLOP/s** fp32 per CPU second on one thread (so at most 80 GFLOP/s on this machine's 2 cores); " \
+           "bf16: this CPU has no bf16" in text
+    # 26.5 / 40 of the yardstick; at 40 GFLOP/s 53 GFLOP per audio second bounds the speed at 0.755× real time
+    assert "| HiFi-GAN V1 | 53 | torch whole | 2 | 26.5 | 66% | 0.755× (now 0.5×) |" in text
+    assert "| rfspeech | 100 ms | 90.0% | 29.3 | mkldnn_convolution 90.0% |" in text
+
+
+def _result(rows: list[dict]) -> dict:
+    machine = {"cpu": "Test CPU", "cpu_flags": ["avx2"], "cores": 2, "memory_gib": 1.0, "torch": "2", "python": "3"}
+    return {"created": "2026-12-07T00:00:00+00:00", "command": "python -m bench --all", "total_seconds": 1.0,
+            "machine": machine, "load_average_start": [1.0, 1.0, 1.0], "load_average_end": [1.5, 1.0, 1.0],
+            "quick": False, "rows": rows, "sections": {}, "errors": {}}
+
+
+def _row(measure: str, ratio: float, cpu: float) -> dict:
+    from bench.common import Row
+
+    stats = {"ratio": ratio, "q1": ratio, "q3": ratio, "min": ratio, "cpu_ratio": cpu, "cpu_q1": cpu, "cpu_q3": cpu,
+             "cpu_min": cpu, "rounds": 7, "threads": 1, "load": [2.0, 3.0]}
+    return Row("search", measure, ratio, "", "≤ 1.15", cpu <= 1.15, "", cpu_ratio=cpu, stats=stats).to_dict()
+
+
+def test_rerun_moved_by_more_than_ten_percent_is_flagged() -> None:
+    committed = _result([_row("a", 1.0, 1.0), _row("b", 1.0, 1.0), _row("gone", 1.0, 1.0)])
+    now = _result([_row("a", 1.05, 1.09), _row("b", 1.0, 1.12), _row("new", 2.0, 2.0)])
+    d = bench_main.compare(now, committed, "bench/results/old.json")
+    assert d["compared"] == 2 and [r["measure"] for r in d["rows"]] == ["b"]
+    assert d["rows"][0]["change"] == "CPU +12%"
+    now["drift"] = d
+    md = bench_main.markdown(now)
+    assert "moved by more than 10% from the committed table (bench/results/old.json)" in md and "| b |" in md
+
+
+def test_doc_block_is_regenerated_in_place(tmp_path: Path) -> None:
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n\nprose before\n")
+    result = _result([_row("a", 1.0, 1.0)])
+    json_path = tmp_path / "r.json"
+    bench_main.update_doc(doc, result, json_path)
+    first = doc.read_text()
+    assert first.startswith("# Benchmarks\n\nprose before\n") and bench_main.END in first
+    assert bench_main.doc_source(first) == str(json_path)
+    result["rows"] = [_row("a", 1.2, 1.3)]
+    doc.write_text(first + "\nprose after\n")
+    bench_main.update_doc(doc, result, json_path)
+    second = doc.read_text()
+    assert second.count(bench_main.END) == 1 and second.endswith("\nprose after\n") and "| a | 1.2 |" in second
+
+
+def test_benchmarks_md_tables_are_the_output_of_the_committed_json() -> None:
+    """BENCHMARKS.md's numbers come from `python -m bench --all`: its generated part re-renders from the JSON."""
+    text = (REPO / "BENCHMARKS.md").read_text(encoding="utf-8")
+    src = bench_main.doc_source(text)
+    assert src is not None, "BENCHMARKS.md has no generated part"
+    result = json.loads((REPO / src).read_text(encoding="utf-8"))
+    start = text.index("<!-- BEGIN GENERATED")
+    end = text.index(bench_main.END) + len(bench_main.END)
+    assert text[start:end] == bench_main.doc_block(result, src)
+    assert result["all"] is True and not result["quick"]
+
+
+def test_jobs_run_each_section_in_its_own_bench_process(tmp_path: Path) -> None:
+    args = bench_main.parse_args(["--all", "--jobs", "2", "--repeats", "7"])
+    cmd = bench_main._child_argv(args, "paths", tmp_path / "paths.json")
+    assert cmd[1:5] == ["-m", "bench", "--sections", "paths"] and "--as-all" in cmd and "--no-doc" in cmd
+    assert cmd[cmd.index("--repeats") + 1] == "7" and "--quick" not in cmd
+    child = bench_main.parse_args(cmd[3:])
+    assert child.all and child.sections == ["paths"] and child.no_doc
+    assert set(bench_main.COST_ORDER) == set(ALL_SECTIONS)

@@ -264,12 +264,72 @@ def test_mix_over_several_time_chunks_equals_naive(monkeypatch, causal: bool) ->
         torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
 
 
+def _branch_sum(x, weight, bias, w, rates, causal, groups):
+    """Σ_i w_i · conv(x, W, dilation=r_i) + b (the bias once, as documented), each branch padded to keep the
+    length; written here, independently of rfspeech's operators."""
+    k = weight.shape[-1]
+    y = 0
+    for wi, r in zip(w, rates):
+        total = (k - 1) * r
+        pad = (total, 0) if causal else (total // 2, total - total // 2)
+        y = y + wi * F.conv1d(F.pad(x, pad), weight, None, dilation=r, groups=groups)
+    return y + bias.view(1, -1, 1)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("k", [3, 7])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_mix_equals_the_sum_of_branch_convs_for_raw_branch_weights(monkeypatch, causal, k, groups) -> None:
+    """The mix op against per-branch convs written in the test: unnormalised branch weights (the anchor tap is
+    shared, so Σŵ ≠ 1 must still come out right), several chunks with a shorter last one, batch 2."""
+    import rfspeech.search.op as op_module
+
+    monkeypatch.setattr(op_module, "_CHUNK_BYTES", 3000)
+    monkeypatch.setattr(op_module, "_MIN_CHUNK", 5)
+    torch.manual_seed(3)
+    dt = torch.float64
+    rates = (2, 3, 5)
+    x = torch.randn(2, 4, 57, dtype=dt, requires_grad=True)
+    weight = torch.randn(6, 4 // groups, k, dtype=dt, requires_grad=True)
+    bias = torch.randn(6, dtype=dt, requires_grad=True)
+    w = (torch.rand(3, dtype=dt) + 0.2).requires_grad_(True)  # sums to about 2, not 1
+    probe = torch.randn(2, 6, 57, dtype=dt)
+    got = multi_dilation_conv1d(x, weight, bias, w, rates, causal=causal, groups=groups, impl="mix")
+    want = _branch_sum(x, weight, bias, w, rates, causal, groups)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    for g, r in zip(torch.autograd.grad((got * probe).sum(), [x, weight, bias, w]),
+                    torch.autograd.grad((want * probe).sum(), [x, weight, bias, w])):
+        torch.testing.assert_close(g, r, atol=1e-9, rtol=1e-9)
+
+
+def test_mix_float32_matches_branch_convs_at_wavenet_shape() -> None:
+    """float32 at a WaveNet layer's shape (64 → 128 channels, candidates 32/64/96, one chunk boundary): the
+    output and every gradient within float32 rounding of the per-branch sum."""
+    torch.manual_seed(4)
+    x = torch.randn(1, 64, 6000, requires_grad=True)
+    weight = (torch.randn(128, 64, 3) * 0.05).requires_grad_(True)
+    bias = torch.randn(128, requires_grad=True)
+    alpha = torch.tensor([0.3, 0.5, 0.2], requires_grad=True)
+    probe = torch.randn(1, 128, 6000)
+    out = {}
+    for name in ("mix", "ref"):
+        w = alpha / alpha.sum()
+        y = (multi_dilation_conv1d(x, weight, bias, w, (32, 64, 96), impl="mix") if name == "mix"
+             else _branch_sum(x, weight, bias, w, (32, 64, 96), False, 1))
+        out[name] = (y, torch.autograd.grad((y * probe).sum(), [x, weight, bias, alpha]))
+    torch.testing.assert_close(out["mix"][0], out["ref"][0], atol=1e-4, rtol=1e-5)
+    for g, r in zip(out["mix"][1], out["ref"][1]):
+        torch.testing.assert_close(g, r, atol=2e-3, rtol=1e-4)
+
+
 def test_auto_impl_rules() -> None:
     assert choose_impl(32, 32, 3, 1, (4,)) == "dense"  # one candidate: a plain conv
     assert choose_impl(32, 32, 7, 1, (1, 2)) == "dense"  # merged kernel without holes
     assert choose_impl(128, 128, 7, 1, (1, 2)) == "mix"
     assert choose_impl(32, 32, 7, 1, (2, 3, 5)) == "mix"
-    assert choose_impl(64, 128, 3, 1, (1, 2, 3)) == "dense"  # WaveNet's d=2 layers: 5 dense taps
+    assert choose_impl(64, 128, 3, 1, (1, 2, 3)) == "mix"  # WaveNet's d=2 layers: mix is cheaper than 7 dense taps
+    assert choose_impl(64, 128, 3, 1, (1, 2)) == "mix"  # WaveNet's d=1 layers
+    assert choose_impl(32, 32, 3, 1, (1, 2, 3)) == "dense"
     assert choose_impl(64, 128, 3, 1, (2, 4, 6)) == "mix"  # d=4: 13 taps, mostly holes
     assert choose_impl(128, 128, 3, 1, (1, 2, 3)) == "mix"
     assert choose_impl(64, 64, 3, 64, (1, 2)) == "dense"  # depthwise, short merged kernel

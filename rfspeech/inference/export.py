@@ -29,16 +29,17 @@ from rfspeech.errors import ConfigError, RFSpeechError
 from rfspeech.io import atomic_path
 from rfspeech.rf.lookahead import Context, context_from_dict
 
-__all__ = ["BACKENDS", "OnnxRuntimeGenerator", "check_backend", "check_finalized", "export_onnx", "forward_inputs",
-           "onnx_backend", "search_form"]
+__all__ = ["BACKENDS", "LazyOnnxRuntime", "OnnxRuntimeGenerator", "check_backend", "check_finalized", "export_onnx",
+           "forward_inputs", "onnx_available", "onnx_backend", "search_form"]
 
 METADATA_KEY = "rfspeech"
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "auto")
 ONNX_EXTRA = "pip install 'rfspeech[onnx]'"
 
 
 def check_backend(backend: Any, *, export: bool = True) -> str:
-    """A synthesis backend name, checked: ``torch`` or ``onnxruntime`` (whose packages must be importable).
+    """A synthesis backend name, checked: ``torch``, ``onnxruntime`` (whose packages must be importable) or ``auto``
+    (ONNX Runtime for long utterances when it is installed, :func:`rfspeech.inference.paths.choose_path`).
 
     Args:
         backend: the ``backend=`` value.
@@ -55,6 +56,11 @@ def check_backend(backend: Any, *, export: bool = True) -> str:
         if missing:
             raise ConfigError(f"backend=onnxruntime needs {' and '.join(missing)}: {ONNX_EXTRA}")
     return name
+
+
+def onnx_available(export: bool = True) -> bool:
+    """Whether ONNX Runtime (and, to export, onnx) can be imported."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx")[: 2 if export else 1])
 
 
 def search_form(state: dict[str, Any]) -> str | None:
@@ -129,9 +135,10 @@ def export_onnx(model: nn.Module, out: str | Path, *, finalize: bool = False, op
     names = forward_inputs(gen)
     n_mels = int(gen.in_channels)
     hop = int(ctx.hop)
-    example: tuple[torch.Tensor, ...] = (torch.randn(1, n_mels, example_frames),)
+    rng = torch.Generator().manual_seed(0)  # not the global RNG: a seeded synthesis draws the same noise after export
+    example: tuple[torch.Tensor, ...] = (torch.randn(1, n_mels, example_frames, generator=rng),)
     if "noise" in names:
-        example += (torch.randn(1, 1, example_frames * hop),)
+        example += (torch.randn(1, 1, example_frames * hop, generator=rng),)
     axes = {"mel": {0: "batch", 2: "frames"}, "wav": {0: "batch", 2: "samples"}}
     if "noise" in names:
         axes["noise"] = {0: "batch", 2: "samples"}
@@ -198,12 +205,14 @@ class OnnxRuntimeGenerator:
         self.hop_length = int(meta["hop_length"])
         self.input_names = list(meta["inputs"])
         self.context = context_from_dict(meta["context"])
+        #: the exported generator's class name: the family the auto synthesis path is chosen for
+        self.family = str(meta.get("model") or "")
 
     def __call__(self, mel: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         feeds: dict[str, Any] = {"mel": mel.detach().to("cpu", torch.float32).contiguous().numpy()}
         if "noise" in self.input_names:
-            if noise is None:
-                noise = torch.randn(mel.shape[0], 1, mel.shape[-1] * self.hop_length)
+            if noise is None:  # drawn as the torch generator draws it, so a seeded run gives the same noise
+                noise = mel.new_empty((mel.shape[0], 1, mel.shape[-1] * self.hop_length)).normal_()
             feeds["noise"] = noise.detach().to("cpu", torch.float32).contiguous().numpy()
         elif noise is not None:
             raise ConfigError(f"{self.path}: this generator takes no noise")
@@ -217,6 +226,64 @@ class OnnxRuntimeGenerator:
             raise ConfigError(f"inference expects mel of shape (n_mels={self.in_channels}, T) or "
                               f"(B, {self.in_channels}, T), got {tuple(mel.shape)}")
         return self(mel)
+
+
+class LazyOnnxRuntime:
+    """A torch generator exported to ONNX Runtime on first use (``backend=auto``: only if a long utterance needs it).
+
+    Called like the generator; :meth:`close` removes the temporary file. ``export_seconds`` records the export.
+    Should the export fail (an exporter limitation), the failure is logged once, recorded in ``error`` and the
+    torch generator runs instead (the paths are exact, so the output is the same).
+
+    Args:
+        generator: the finalized torch generator (weight norm may still be on: the export folds it).
+        threads: ONNX Runtime intra-op threads (None: torch's current count).
+    """
+
+    def __init__(self, generator: nn.Module, threads: int | None = None) -> None:
+        self.generator = generator
+        self.threads = threads
+        self.in_channels = int(generator.in_channels)
+        self.hop_length = int(generator.hop_length)
+        self.family = type(generator).__name__
+        self.export_seconds: float | None = None
+        self.error: str | None = None
+        self._ort: OnnxRuntimeGenerator | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def session(self) -> OnnxRuntimeGenerator:
+        """The ONNX Runtime generator (exported now if not yet)."""
+        if self._ort is None:
+            import time
+
+            t0 = time.perf_counter()
+            self._tmp = tempfile.TemporaryDirectory(prefix="rfspeech-onnx-")
+            with torch.random.fork_rng(devices=[]):  # the export must not move a seeded run's noise
+                path = export_onnx(self.generator, Path(self._tmp.name) / "generator.onnx")
+            self._ort = OnnxRuntimeGenerator(path, threads=self.threads or torch.get_num_threads())
+            self.export_seconds = time.perf_counter() - t0
+        return self._ort
+
+    @property
+    def context(self) -> Context:
+        return self.session().context
+
+    def __call__(self, mel: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if self.error is None:
+            try:
+                return self.session()(mel, noise)
+            except RFSpeechError as e:
+                import logging
+
+                self.error = str(e)
+                logging.getLogger(__name__).warning("ONNX Runtime not used (%s); torch runs instead", e)
+        return self.generator(mel) if noise is None else self.generator(mel, noise)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        self._ort = None
 
 
 @contextlib.contextmanager

@@ -9,6 +9,10 @@ context it reads (:mod:`rfspeech.inference.chunked`): the output equals whole-ut
 (≤ 1e-5, float32) while the working memory is bounded by the chunk. The speed report then also
 holds the measured compute time of the first chunk (``first_chunk_seconds``), the time to first
 audio a streaming caller would wait on top of the algorithmic latency (look-ahead + chunk).
+``chunk_frames="auto"`` chooses per batch by its length and the generator family
+(:func:`rfspeech.inference.paths.choose_chunking`: chunked above the measured crossover, where it
+costs less CPU time than one pass); the speed report records every path taken (``paths``).
+``precision="bf16"`` (opt-in, lossy; :mod:`rfspeech.inference.precision`) runs under bf16 autocast.
 
 Batching sorts utterances by length and pads each mel on the right with its own minimum (a
 silence-like value that works for natural-log, log10 and z-normalised features); outputs are cut
@@ -23,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,9 +58,17 @@ class SynthesisSettings:
         seed: seeds torch before synthesis (noise-driven generators such as WaveNet); None: leave it.
         progress: tqdm progress bar.
         chunk_frames: synthesize in chunks of this many frames (exact, see the module docstring);
-            None: whole utterances (streaming needs it).
+            None: whole utterances; ``"auto"``: chosen per batch by length (the module docstring).
+            Streaming needs an integer.
         context: the look-ahead context to chunk with (default: the generator's own, computed once
             from its analytic receptive field, or carried by an ONNX backend).
+        precision: ``"fp32"`` or ``"bf16"`` (checked against the device: refused where it lacks bf16).
+        backend: ``"torch"`` (the generator as given, which may itself be an ONNX Runtime backend) or
+            ``"auto"``: each batch through the generator or ``onnx`` by its length
+            (:func:`rfspeech.inference.paths.choose_path`; ``onnx`` only when the run is long enough to
+            repay its export, ``onnx_worth_it``).
+        onnx: the same generator run by ONNX Runtime (e.g. :class:`rfspeech.inference.export.LazyOnnxRuntime`),
+            for ``backend="auto"``.
     """
 
     batch_size: int = 1
@@ -64,8 +77,11 @@ class SynthesisSettings:
     prepare: bool = True
     seed: int | None = 0
     progress: bool = False
-    chunk_frames: int | None = None
+    chunk_frames: int | str | None = None
     context: Context | None = None
+    precision: str = "fp32"
+    backend: str = "torch"
+    onnx: Any | None = None
 
 
 @dataclass
@@ -113,7 +129,8 @@ def synthesize(
         generator: vocoder with ``in_channels``, ``hop_length`` and
             ``forward(mel: (B, in_channels, T)) -> (B, 1, T · hop)``.
         mels: ``(n_mels, T_i)`` arrays or tensors.
-        settings: batch, device, warm-up, seed, chunking (:class:`SynthesisSettings`; None: its defaults).
+        settings: batch, device, warm-up, seed, chunking, precision, backend (:class:`SynthesisSettings`;
+            None: its defaults).
         sample_rate: the generator's output rate (for the speed figures).
         on_done: called as ``on_done(index, wav)`` as soon as each waveform is ready (e.g. to write it),
             outside the timed region.
@@ -121,22 +138,28 @@ def synthesize(
     Returns:
         :class:`SynthesisResult` with waveforms in input order and the speed of the timed pass
         (``extra``: ``chunk_frames``, ``first_batch_seconds`` / ``first_batch_frames`` of the first
-        timed batch and, chunked, ``first_chunk_seconds``).
+        timed batch and, chunked, ``first_chunk_seconds``; ``paths``: each distinct path taken, its
+        rule and how many utterances took it; ``precision``).
 
     Raises:
         ConfigError: a mel whose bin count differs from ``generator.in_channels``, an empty mel,
-            ``chunk_frames`` not an integer ≥ 1.
+            ``chunk_frames`` not ``"auto"`` or an integer ≥ 1, a precision the device lacks.
     """
-    from rfspeech.inference.chunked import check_chunk_frames, iter_chunked, resolve_context
+    from rfspeech.inference.chunked import iter_chunked, resolve_context
+    from rfspeech.inference.paths import check_chunk_setting, choose_path, onnx_worth_it
+    from rfspeech.inference.precision import autocast, check_precision
 
     s = settings or SynthesisSettings()
     batch_size, device, warmup, prepare, seed = s.batch_size, s.device, s.warmup, s.prepare, s.seed
     progress, chunk_frames, context = s.progress, s.chunk_frames, s.context
+    precision, backend, onnx = s.precision, s.backend, s.onnx
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if chunk_frames is not None:
-        chunk_frames = check_chunk_frames(chunk_frames)
+    chunk_frames = check_chunk_setting(chunk_frames)
+    precision = check_precision(precision, dev)
+    if precision != "fp32" and not isinstance(generator, nn.Module):
+        raise ConfigError(f"precision={precision} runs on the torch backend (backend=torch)")
     n_mels, hop = int(generator.in_channels), int(generator.hop_length)
     tensors = []
     for i, m in enumerate(mels):
@@ -149,25 +172,32 @@ def synthesize(
         if prepare:
             prepare_for_inference(generator)
         generator.to(dev).eval()
-    ctx = resolve_context(generator, context) if chunk_frames is not None else None
     lengths = [t.size(1) for t in tensors]
     batches = _batches(lengths, batch_size)
+    use_onnx = onnx is not None and precision == "fp32" and dev.type == "cpu" and onnx_worth_it(sum(lengths))
+    choices = {tuple(b): choose_path(generator, max(lengths[i] for i in b), chunk_frames, backend=backend,
+                                     onnx_available=use_onnx) for b in batches}
+    label = "torch" if is_module else "onnxruntime"
+    chunked_any = any(c.chunk_frames is not None for c in choices.values())
+    ctx = resolve_context(generator, context) if chunked_any else None
     wavs: list[np.ndarray | None] = [None] * len(tensors)
     first_chunk: list[float] = []  # compute time of each batch's first chunk
 
     def run(batch: list[int]) -> torch.Tensor:
         T = max(lengths[i] for i in batch)
+        choice = choices[tuple(batch)]
         x = torch.stack([
             torch.nn.functional.pad(tensors[i], (0, T - lengths[i]), value=float(tensors[i].min()))
             for i in batch
         ]).to(dev, non_blocking=True)
-        with torch.inference_mode():
-            if chunk_frames is None:
-                y = generator(x)
+        model = onnx if choice.backend == "onnxruntime" and use_onnx else generator
+        with torch.inference_mode(), autocast(precision, dev):
+            if choice.chunk_frames is None:
+                y = model(x)
             else:
                 t0 = time.perf_counter()
                 parts = []
-                for _, audio in iter_chunked(generator, x, chunk_frames, context=ctx):
+                for _, audio in iter_chunked(model, x, choice.chunk_frames, context=ctx):
                     if not parts:
                         if dev.type == "cuda":
                             torch.cuda.synchronize(dev)
@@ -206,17 +236,25 @@ def synthesize(
             if on_done is not None:
                 on_done(i, w)
     audio = sum(lengths) * hop / float(sample_rate)
+    taken: dict[tuple[str, int | None, str], int] = {}
+    for b, c in choices.items():
+        key = (c.backend if backend == "auto" else label, c.chunk_frames, c.rule)
+        taken[key] = taken.get(key, 0) + len(b)
+    paths = [{"backend": k[0], "chunk_frames": k[1], "rule": k[2], "utterances": n} for k, n in taken.items()]
     speed = SpeedReport(
         audio_seconds=audio, wall_seconds=wall,
         x_real_time=audio / wall if wall > 0 else float("inf"),
         rtf=wall / audio if audio > 0 else float("inf"),
         device=str(dev), device_name=device_name(dev), threads=torch.get_num_threads(), repeats=1, warmup=n_warm,
         wall_all=[wall], extra={"batch_size": batch_size, "n_utterances": len(tensors), "sample_rate": sample_rate,
-                                "hop_length": hop, "chunk_frames": chunk_frames,
+                                "hop_length": hop, "chunk_frames": chunk_frames, "paths": paths,
+                                "precision": precision,
                                 "first_batch_seconds": first_batch[0], "first_batch_frames": first_batch[1]},
     )
     if first_chunk:
         speed.extra["first_chunk_seconds"] = first_chunk[0]
+    if batches:
+        speed.extra["first_batch_chunk_frames"] = choices[tuple(batches[0])].chunk_frames
     return SynthesisResult([w for w in wavs if w is not None], speed)
 
 

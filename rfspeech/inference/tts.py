@@ -282,8 +282,8 @@ def synthesize_text(
         vocoder: vocoder generator (``in_channels`` = the acoustic model's ``n_mels``).
         items: ``(utt_id, text)`` pairs.
         settings: vocoder batch (1 is exact), device of both models, warm-up (one untimed pass of each
-            model), noise seed, progress bars, chunking (:class:`SynthesisSettings`; the vocoder is always
-            prepared for inference).
+            model), noise seed, progress bars, the vocoder's chunking (``"auto"``: by length) and precision
+            (:class:`SynthesisSettings`; the vocoder is always prepared for inference).
         sample_rate: the vocoder's output rate.
         length_scale: speaking-rate factor (> 1 slower).
         on_done: ``on_done(utt_id, wav)`` as soon as each waveform is ready (outside the timing).

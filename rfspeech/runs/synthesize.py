@@ -1,6 +1,6 @@
 """The ``rfspeech-synthesize`` run: mel → wav with a vocoder, or text → mel → wav with an acoustic model in front.
 
-:func:`run` checks the vocoding options (chunking, backend, streaming) before anything is loaded, loads the
+:func:`run` checks the vocoding options (chunking, backend, precision, streaming) before anything is loaded, loads the
 checkpoints (:mod:`rfspeech.inference.loading`), synthesizes (:mod:`rfspeech.inference.synthesis`,
 :mod:`rfspeech.inference.tts`; chunked, ONNX Runtime or streamed) and writes the wavs, ``speed.json`` (last:
 its presence marks a finished synthesis) and, in text mode, the duration error of :mod:`rfspeech.evaluate.tts`.
@@ -38,6 +38,8 @@ from rfspeech.inference import (
 )
 from rfspeech.inference.chunked import check_chunk_frames
 from rfspeech.inference.export import check_backend, onnx_backend, search_form
+from rfspeech.inference.paths import check_chunk_setting
+from rfspeech.inference.precision import check_precision
 from rfspeech.inference.speed import latency_fields
 from rfspeech.inference.synthesis import SynthesisSettings
 from rfspeech.inference.tts import (
@@ -83,8 +85,9 @@ class SynthesizeRun:
         text: sentences given as ``text=`` (text mode).
         text_file: a file of sentences (text mode).
         duration_eval_dir: where the acoustic model's duration error goes (text mode), or None.
-        synthesis: batch, resolved device, warm-up, seed, progress and ``chunk_frames``.
-        backend: ``torch`` or ``onnxruntime``.
+        synthesis: batch, resolved device, warm-up, seed, progress, ``chunk_frames`` (N, ``"auto"`` or None),
+            ``precision`` and ``backend``.
+        backend: ``torch``, ``onnxruntime`` or ``auto`` (ONNX Runtime for long utterances where it is installed).
         onnx: an exported ONNX file run by ONNX Runtime, or None (export on the fly).
         threads: torch / ONNX Runtime threads (None: leave the default).
         stream: stream text -> mel -> wav (with ``chunk_frames``).
@@ -121,8 +124,8 @@ class SynthesizeRun:
         """Check the composed ``recipes/synthesize.yaml`` before anything is loaded or written.
 
         Raises:
-            ConfigError: a missing or contradicting key, ``chunk_frames`` / ``backend`` / ``stream`` settings
-                that cannot work, a bad ``length_scale``.
+            ConfigError: a missing or contradicting key, ``chunk_frames`` / ``backend`` / ``precision`` /
+                ``stream`` settings that cannot work (bf16 where the device lacks it), a bad ``length_scale``.
         """
         text_mode = bool(cfg.get("acoustic_checkpoint"))
         if not text_mode:
@@ -132,8 +135,7 @@ class SynthesizeRun:
             require(cfg, "checkpoint", "input_dir", "out_dir")
         if int(cfg.batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
-        chunk = cfg.get("chunk_frames")
-        chunk = None if chunk is None else check_chunk_frames(chunk)
+        chunk = check_chunk_setting(cfg.get("chunk_frames"))
         onnx = cfg.get("onnx")
         backend = check_backend(cfg.get("backend") or "torch", export=not onnx)
         if onnx and backend != "onnxruntime":
@@ -141,13 +143,18 @@ class SynthesizeRun:
         device = resolve_device(str(cfg.device))
         if backend == "onnxruntime" and device.type != "cpu":
             raise ConfigError(f"backend=onnxruntime runs on the CPU: pass device=cpu (got device={cfg.device})")
+        precision = check_precision(cfg.get("precision") or "fp32", device)
+        if precision != "fp32" and backend == "onnxruntime":
+            raise ConfigError(f"precision={precision} runs on the torch backend: pass backend=torch (or auto)")
         block = None
         if cfg.get("stream"):
             if not cfg.get("acoustic_checkpoint") or not cfg.get("checkpoint"):
                 raise ConfigError("stream=true streams text -> mel -> wav: pass acoustic_checkpoint=TTS and "
                                   "checkpoint=VOC")
-            if chunk is None:
-                raise ConfigError("stream=true needs chunk_frames=N (frames per vocoder call)")
+            if not isinstance(chunk, int):
+                raise ConfigError(f"stream=true needs chunk_frames=N (frames per vocoder call), got {chunk}")
+            if precision != "fp32":
+                raise ConfigError(f"precision={precision}: streaming runs in fp32 (pass precision=fp32)")
             if cfg.get("stream_block_frames") is not None:
                 block = check_chunk_frames(cfg.stream_block_frames)
         out_dir = Path(cfg.out_dir) if cfg.get("out_dir") not in (None, "") else None
@@ -172,7 +179,8 @@ class SynthesizeRun:
             input_dir=str(cfg.input_dir) if cfg.get("input_dir") not in (None, "") else None,
             out_dir=out_dir, text=text or None, text_file=cfg.get("text_file") or None, duration_eval_dir=dur_dir,
             synthesis=SynthesisSettings(batch_size=int(cfg.batch_size), device=device, warmup=bool(cfg.warmup),
-                                        seed=cfg.get("seed"), progress=bool(cfg.progress), chunk_frames=chunk),
+                                        seed=cfg.get("seed"), progress=bool(cfg.progress), chunk_frames=chunk,
+                                        precision=precision, backend=backend),
             backend=backend, onnx=onnx or None, threads=cfg.get("threads"), stream=bool(cfg.get("stream")),
             stream_block_frames=block, length_scale=length_scale, max_utts=cfg.get("max_utts"),
             feats_yaml=cfg.get("feats_yaml"), stats=cfg.get("stats"), check_features=bool(cfg.check_features),
@@ -189,11 +197,26 @@ def _backend(generator: Any, run: SynthesizeRun) -> Iterator[Any]:
 
     The caller has refused a checkpoint still in search mode (:func:`_refuse_search_mode`) before writing anything.
     """
-    if run.backend == "torch":
+    if run.backend in ("torch", "auto"):
         yield generator
         return
     with onnx_backend(generator, onnx_path=run.onnx, threads=run.threads) as gen:
         yield gen
+
+
+@contextlib.contextmanager
+def _auto_onnx(generator: Any, run: SynthesizeRun) -> Iterator[Any]:
+    """backend=auto: the generator through ONNX Runtime, exported on first use (None where it cannot run)."""
+    from rfspeech.inference.export import LazyOnnxRuntime, onnx_available
+
+    usable = (run.backend == "auto" and onnx_available() and run.device.type == "cpu"
+              and run.synthesis.precision == "fp32")
+    lazy = LazyOnnxRuntime(generator, threads=run.threads) if usable else None
+    try:
+        yield lazy
+    finally:
+        if lazy is not None:
+            lazy.close()
 
 
 def _refuse_search_mode(ckpt: Path, run: SynthesizeRun) -> None:
@@ -218,10 +241,17 @@ def _context(generator: Any) -> Any:
 
 
 def _latency(speed: dict[str, Any], ctx: Any, run: SynthesizeRun, sr: int, hop: int, first: float | None,
-             first_frames: int | None) -> None:
-    speed.update(backend=run.backend, **latency_fields(ctx, sample_rate=sr, hop_length=hop,
-                                                       chunk_frames=run.synthesis.chunk_frames,
-                                                       first_compute_seconds=first, first_frames=first_frames))
+             first_frames: int | None, chunk: int | None) -> None:
+    """The latency fields (``chunk``: the first batch's chunk size, None: whole), and ``backend``: the one every
+    utterance took (``auto`` only when they differ)."""
+    backend = run.backend
+    taken = {p.get("backend") for p in speed.get("paths") or []}
+    if backend == "auto" and len(taken) == 1:
+        backend = taken.pop()
+    elif backend == "auto" and not taken:
+        backend = "torch"
+    speed.update(backend=backend, **latency_fields(ctx, sample_rate=sr, hop_length=hop, chunk_frames=chunk,
+                                                   first_compute_seconds=first, first_frames=first_frames))
     if run.onnx:
         speed["onnx"] = str(Path(run.onnx).resolve())
 
@@ -251,18 +281,19 @@ def run(run: SynthesizeRun) -> dict[str, Any]:
     out_dir = run.out_dir
     sr = int(params.sample_rate)
     write = _wav_writer(out_dir, sr)
-    chunk = run.synthesis.chunk_frames
-    with _backend(generator, run) as gen:
+    with _backend(generator, run) as gen, _auto_onnx(generator, run) as onnx:
         ctx = _context(gen)
-        if chunk is not None and ctx is None:
-            raise ConfigError(f"chunk_frames={chunk}: the look-ahead of {ckpt} cannot be analysed (see the warning); "
-                              "synthesize whole utterances (chunk_frames=null)")
+        chunk = _chunking(run.synthesis.chunk_frames, ctx, ckpt)
         out_dir.mkdir(parents=True, exist_ok=True)
-        result = synthesize(gen, inputs.mels, replace(run.synthesis, context=ctx), sample_rate=sr,
-                            on_done=lambda i, w: write(inputs.utt_ids[i], w))
+        result = synthesize(gen, inputs.mels, replace(run.synthesis, context=ctx, chunk_frames=chunk, onnx=onnx),
+                            sample_rate=sr, on_done=lambda i, w: write(inputs.utt_ids[i], w))
+        onnx_note = None if onnx is None else {"export_seconds": onnx.export_seconds, "error": onnx.error}
     speed = result.speed.to_dict()
-    first = speed.pop("first_chunk_seconds", None) if chunk is not None else speed.get("first_batch_seconds")
-    _latency(speed, ctx, run, sr, int(params.hop_length), first, speed.get("first_batch_frames"))
+    if onnx_note is not None and (onnx_note["export_seconds"] is not None or onnx_note["error"]):
+        speed["onnx_export"] = onnx_note
+    first_chunk = speed.pop("first_batch_chunk_frames", None)
+    first = speed.pop("first_chunk_seconds", None) if first_chunk is not None else speed.get("first_batch_seconds")
+    _latency(speed, ctx, run, sr, int(params.hop_length), first, speed.get("first_batch_frames"), first_chunk)
     speed.update(checkpoint=str(ckpt.resolve()), input_dir=str(Path(run.input_dir).resolve()), input_kind=inputs.kind,
                  feats_yaml=inputs.feats_yaml, n_bad=len(inputs.bad), model=model_info(generator),
                  # audio input at another rate than the vocoder's: {rate: files} (null when none was resampled)
@@ -276,6 +307,17 @@ def run(run: SynthesizeRun) -> dict[str, Any]:
           f"with {speed['threads']} threads" + (f"; {len(inputs.bad)} bad inputs skipped" if inputs.bad else ""))
     print(_latency_line(speed))
     return speed
+
+
+def _chunking(chunk: int | str | None, ctx: Any, ckpt: Path) -> int | str | None:
+    """``chunk_frames`` for synthesis: chunking needs the look-ahead (``auto`` without it: whole utterances)."""
+    if chunk is None or ctx is not None:
+        return chunk
+    if chunk == "auto":
+        log.warning("chunk_frames=auto: the look-ahead of %s cannot be analysed, so whole utterances", ckpt)
+        return None
+    raise ConfigError(f"chunk_frames={chunk}: the look-ahead of {ckpt} cannot be analysed (see the warning); "
+                      "synthesize whole utterances (chunk_frames=null)")
 
 
 def _latency_line(speed: dict[str, Any]) -> str:
@@ -346,18 +388,19 @@ def tts_task(run: SynthesizeRun) -> dict[str, Any]:
             what = "utterances (streamed)"
         elif vocoder is not None:
             sr = int(v_params.sample_rate)
-            chunk = run.synthesis.chunk_frames
-            with _backend(vocoder, run) as gen:
+            with _backend(vocoder, run) as gen, _auto_onnx(vocoder, run) as onnx:
                 ctx = _context(gen)
-                if chunk is not None and ctx is None:
-                    raise ConfigError(f"chunk_frames={chunk}: the look-ahead of {v_path} cannot be analysed")
-                res = synthesize_text(acoustic, gen, items, replace(run.synthesis, context=ctx), sample_rate=sr,
-                                      length_scale=length_scale, on_done=_wav_writer(out_dir, sr))
+                chunk = _chunking(run.synthesis.chunk_frames, ctx, v_path)
+                res = synthesize_text(acoustic, gen, items,
+                                      replace(run.synthesis, context=ctx, chunk_frames=chunk, onnx=onnx),
+                                      sample_rate=sr, length_scale=length_scale, on_done=_wav_writer(out_dir, sr))
             bad, n_done = res.bad, len(res.wavs)
             summary = res.speed.to_dict()
             vs = res.vocoder_speed.to_dict()
-            first = vs.get("first_chunk_seconds") if chunk is not None else vs.get("first_batch_seconds")
-            _latency(summary, ctx, run, sr, int(v_params.hop_length), first, vs.get("first_batch_frames"))
+            first_chunk = vs.get("first_batch_chunk_frames")
+            first = vs.get("first_chunk_seconds") if first_chunk is not None else vs.get("first_batch_seconds")
+            summary.update(paths=vs.get("paths"), precision=vs.get("precision"))
+            _latency(summary, ctx, run, sr, int(v_params.hop_length), first, vs.get("first_batch_frames"), first_chunk)
             summary.update(common, checkpoint=str(v_path.resolve()), vocoder_model=model_info(vocoder),
                            feature_check=feature_check, acoustic=res.acoustic_speed.to_dict(), vocoder=vs)
             what = "utterances"
@@ -456,7 +499,8 @@ def _stream(run: SynthesizeRun, acoustic: Any, vocoder: Any, v_path: Path, v_par
             writer.abort()
             raise
     summary = res.speed.to_dict()
-    _latency(summary, ctx, run, sr, int(v_params.hop_length), res.first_audio_seconds, None)
+    _latency(summary, ctx, run, sr, int(v_params.hop_length), res.first_audio_seconds, None,
+             int(run.synthesis.chunk_frames or 0) or None)
     # the first audio waits for the acoustic model too: its compute is inside first_audio_compute_ms
     summary["first_chunk_compute_ms"] = round(1000.0 * res.first_chunk_seconds, 3)
     return summary, res.bad, len(res.utt_ids)

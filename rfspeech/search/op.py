@@ -42,9 +42,9 @@ time chunks that stay in cache and recomputed in the backward pass (so memory st
 plain conv) (:func:`multi_dilation_conv1d`, ``impl="mix"``). When the candidates are ``{1, 2}`` on
 narrow convs, the branches are instead folded into one dense kernel of ``(k-1)·r_max + 1`` taps
 and run as one conv (``impl="dense"``); ``impl="auto"`` chooses by fixed rules (never by timing,
-so two runs take the same numerical path; see :func:`choose_impl`). Measured on CPU (one
-thread, ``python -m bench.search_overhead``): a whole HiFi-GAN V1 / WaveNet training step with
-every generator conv searchable costs about 1.1 / 1.3 × the plain step (naive: 1.2 / 1.8 ×).
+so two runs take the same numerical path; see :func:`choose_impl`). The whole-step cost against
+the plain model (HiFi-GAN V1/V2, WaveNet; one thread) is measured by ``python -m bench`` and
+tabulated in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -298,8 +298,11 @@ def _dense(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, w: 
     return F.conv1d(_pad(x, merged.shape[-1] - 1, causal), merged, bias, groups=groups)
 
 
-#: Bytes of mixed input per time chunk: small enough for the memory passes to stay in L2 cache.
-_CHUNK_BYTES = 1 << 20
+#: Bytes of mixed input per time chunk (one sample): small enough for the memory passes over it to stay in
+#: the last-level cache, large enough that the GEMMs run long and the per-chunk Python calls are few.
+#: 4 MiB measured best of 1/2/4/8 MiB on WaveNet's convs (64 → 128 channels, 8192 steps, one thread, AMD EPYC
+#: with 512 KiB L2 and 8 MiB L3: fwd + bwd 1.11–1.22 × the plain conv at 4 MiB vs 1.22–1.29 × at 1 MiB).
+_CHUNK_BYTES = 1 << 22
 _MIN_CHUNK = 256
 
 
@@ -313,37 +316,49 @@ def _chunk_length(channels: int, k: int, batch: int, length: int, element_size: 
     return max(1, min(length, max(_MIN_CHUNK, _CHUNK_BYTES // per_step, 4 * tail)))
 
 
-def _gemm(w2: torch.Tensor, z2: torch.Tensor, groups: int) -> torch.Tensor:
-    """``(g, M, K) @ (K·g, N)`` per group → ``(g·M, N)``."""
-    if groups == 1:
-        return torch.mm(w2[0], z2)
-    return torch.bmm(w2, z2.view(groups, -1, z2.shape[-1])).view(-1, z2.shape[-1])
+def _side_taps(C: int, k: int, a: int, causal: bool, tc: int, row: int,
+               r: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Shape, input strides (row stride ``row``, tap stride ``r``) and ``z`` strides of the taps other than the anchor.
+
+    Causal: taps ``0 … k-2``. Symmetric (``k = 2a + 1``): taps ``0 … a-1`` and ``a+1 … 2a`` as two runs of
+    ``a`` taps, ``a + 1`` taps apart, so one strided view covers both. ``z`` is ``(C, k, tc)`` contiguous.
+    """
+    if causal:
+        return (C, k - 1, tc), (row, r, 1), (k * tc, tc, 1)
+    return (C, 2, a, tc), (row, (a + 1) * r, r, 1), (k * tc, (a + 1) * tc, tc, 1)
 
 
 class _MixConv(torch.autograd.Function):
     """Mix the branch inputs per tap, then one matrix product (see the module docstring).
 
-    The mixed input ``z`` (``(C_in, k, B, t)`` per time chunk, so the product with
-    ``W (C_out, C_in·k)`` is one GEMM over ``B·t`` columns) is built chunk by chunk along time and
-    never stored: each chunk's memory passes stay in cache, and the backward pass recomputes it
-    (memory like a plain conv instead of ``k ×`` the input). Branch ``i`` reads the padded input
-    through a strided view (tap stride ``r_i``) without copying it. The backward of the mixing
-    reads the gradient of ``z`` through a "skewed" strided view (row stride shortened by ``r_i``)
-    over rows with ``(k-1)·r_max`` zero columns, so the sum over taps is one reduction per
-    branch instead of ``k`` shifted additions.
+    Per sample and per time chunk, the mixed input ``z`` (``(C_in, k, t)``, so the product with
+    ``W (C_out, C_in·k)`` is one GEMM over ``t`` columns) is built in a reused buffer and never
+    stored: each chunk's memory passes stay in cache, and the backward pass recomputes it (memory
+    like a plain conv instead of ``k ×`` the input). Branch ``i`` reads the padded input through a
+    strided view (tap stride ``r_i``) without copying it. Every branch reads the anchor tap (offset
+    0: the centre, or the last tap when causal) at the same position, so that row of ``z`` is
+    ``x · Σŵ``, one pass instead of one per branch. The GEMMs read and write the input, output and
+    gradient rows in place (leading dimension = the row length), so no chunk is copied in or out.
+    The backward of the mixing reads the gradient of ``z`` through a "skewed" strided view (row
+    stride shortened by ``r_i``) over rows followed by ``(k-1)·r_max`` zero columns, so the sum over
+    the non-anchor taps is one reduction per branch instead of ``k`` shifted additions; the branch
+    weights' gradients are per-channel dot products (no temporaries) summed in float64.
     """
 
     @staticmethod
-    def _mix_into(out: torch.Tensor, xp: torch.Tensor, w: torch.Tensor, rates: tuple[int, ...], starts: list[int],
-                  t0: int) -> None:
-        C, k, B, tc = out.shape
-        Tp = xp.shape[-1]
+    def _mix_into(z: torch.Tensor, xb: torch.Tensor, w: torch.Tensor, s: torch.Tensor, rates: tuple[int, ...],
+                  starts: list[int], t0: int, a: int, causal: bool, anchor: int) -> None:
+        C, k, tc = z.shape
+        row = xb.stride(0)
         for i, r in enumerate(rates):
-            view = xp.as_strided((C, k, B, tc), (Tp, r, C * Tp, 1), xp.storage_offset() + starts[i] + t0)
+            shape, xs, zs = _side_taps(C, k, a, causal, tc, row, r)
+            view = xb.as_strided(shape, xs, xb.storage_offset() + starts[i] + t0)
+            zv = z.as_strided(shape, zs, z.storage_offset())
             if i == 0:
-                torch.mul(view, w[0], out=out)
+                torch.mul(view, w[0], out=zv)
             else:
-                out.addcmul_(view, w[i])
+                zv.addcmul_(view, w[i])
+        torch.mul(xb[:, anchor + t0:anchor + t0 + tc], s, out=z[:, a])
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,  # type: ignore[override]
@@ -358,21 +373,32 @@ class _MixConv(torch.autograd.Function):
         # one compute dtype (the input's, e.g. half under autocast); gradients go back in each input's own
         dtypes = (weight.dtype, None if bias is None else bias.dtype, w.dtype)
         w = w.to(x.dtype)
+        s = w.sum()
         weight = weight.to(x.dtype)
         bias = None if bias is None else bias.to(x.dtype)
-        w2 = weight.reshape(groups, C_out // groups, C_g * k)
+        Co_g = C_out // groups
+        w2 = weight.reshape(groups, Co_g, C_g * k)
+        b2 = None if bias is None else bias.view(groups, Co_g, 1)
         y = x.new_empty(B, C_out, T)
-        tc_max = _chunk_length(C, k, B, T, x.element_size(), x.device)
-        buf = x.new_empty(C * k * B * tc_max)
-        for t0 in range(0, T, tc_max):
-            tc = min(tc_max, T - t0)
-            z = buf[: C * k * B * tc].view(C, k, B, tc)
-            _MixConv._mix_into(z, xp, w, rates, starts, t0)
-            yc = _gemm(w2, z.view(C * k, B * tc), groups).view(C_out, B, tc).permute(1, 0, 2)
-            if bias is not None:
-                torch.add(yc, bias.view(1, -1, 1), out=y[:, :, t0:t0 + tc])
-            else:
-                y[:, :, t0:t0 + tc] = yc
+        tc_max = _chunk_length(C, k, 1, T, x.element_size(), x.device)
+        buf = x.new_empty(C * k * tc_max)
+        for b in range(B):
+            for t0 in range(0, T, tc_max):
+                tc = min(tc_max, T - t0)
+                z = buf[: C * k * tc].view(C, k, tc)
+                _MixConv._mix_into(z, xp[b], w, s, rates, starts, t0, a, causal, P)
+                yc = y[b, :, t0:t0 + tc]  # (C_out, tc) with leading dimension T: the GEMM writes it in place
+                if groups == 1:
+                    if b2 is None:
+                        torch.mm(w2[0], z.view(C * k, tc), out=yc)
+                    else:
+                        torch.addmm(b2[0], w2[0], z.view(C * k, tc), out=yc)
+                else:
+                    yg, zg = yc.view(groups, Co_g, tc), z.view(groups, C_g * k, tc)
+                    if b2 is None:
+                        torch.bmm(w2, zg, out=yg)
+                    else:
+                        torch.baddbmm(b2, w2, zg, out=yg)
         ctx.save_for_backward(xp, weight, w)
         ctx.config = (rates, causal, groups, bias is not None, T, dtypes)
         return y
@@ -382,65 +408,80 @@ class _MixConv(torch.autograd.Function):
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         xp, weight, w = ctx.saved_tensors
         rates, causal, groups, has_bias, T, dtypes = ctx.config
-        grad_y = grad_y.to(xp.dtype)
+        grad_y = grad_y.to(xp.dtype).contiguous()
         B, C, Tp = xp.shape
         C_out, C_g, k = weight.shape
+        Co_g = C_out // groups
         r_max = max(rates)
         a = _anchor(k, causal)
         P = a * r_max
         starts = [P - a * r for r in rates]
-        tail = (k - 1) * r_max  # zero columns after each chunk row, for the skewed view
-        need_w, need_xw = ctx.needs_input_grad[1], ctx.needs_input_grad[0] or ctx.needs_input_grad[3]
+        s = w.sum()
+        tail = (k - 1) * r_max  # zero columns after each row of the gradient of z, for the skewed view
+        need_w, need_x, need_bw = ctx.needs_input_grad[1], ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        need_xw = need_x or need_bw
         grad_bias = grad_y.sum((0, 2)) if has_bias and ctx.needs_input_grad[2] else None
-        w2 = weight.reshape(groups, C_out // groups, C_g * k)
+        w2 = weight.reshape(groups, Co_g, C_g * k)
         w2t = w2.transpose(1, 2)
         grad_w2 = torch.zeros_like(w2) if need_w else None
         grad_xp = torch.zeros_like(xp) if need_xw else None
-        grad_w = torch.zeros(len(rates), dtype=torch.float64, device=w.device)
+        n = len(rates)
+        dots = torch.zeros(n + 1, dtype=torch.float64, device=xp.device)  # per branch, then the anchor tap's
 
-        tc_max = _chunk_length(C, k, B, T, xp.element_size(), xp.device, tail)
-        z_buf = xp.new_empty(C * k * B * (tc_max + tail))
-        gy_buf = xp.new_empty(C_out * B * (tc_max + tail))
-        for t0 in range(0, T, tc_max):
-            tc = min(tc_max, T - t0)
-            width = tc + tail
-            # grad_y chunk as (C_out, B, width), zero beyond tc: W^T·gy then carries zero tails itself.
-            gy = gy_buf[: C_out * B * width].view(C_out, B, width)
-            gy[:, :, :tc].copy_(grad_y[:, :, t0:t0 + tc].permute(1, 0, 2))
-            gy[:, :, tc:].zero_()
-            gy2 = gy.view(C_out, B * width)
-            if need_w:
-                assert grad_w2 is not None
-                z = z_buf[: C * k * B * width].view(C, k, B, width)
-                _MixConv._mix_into(z[:, :, :, :tc], xp, w, rates, starts, t0)
-                z[:, :, :, tc:].zero_()  # times zero gradient; must not hold NaN garbage
-                if B == 1:  # skip the zero columns: (rows, tc) views with leading dimension width
-                    grad_w2.baddbmm_(gy2.view(groups, C_out // groups, width)[..., :tc],
-                                     z.view(groups, C_g * k, width)[..., :tc].transpose(1, 2))
+        tc_max = _chunk_length(C, k, 1, T, xp.element_size(), xp.device, tail)
+        z_buf = xp.new_empty(C * k * tc_max) if need_w else None
+        # gradient of z: (C·k, tc) product columns, then zeros up to the row stride (never written by the GEMM)
+        gz = xp.new_zeros(C * k, tc_max + tail) if need_xw else None
+        for b in range(B):
+            xb = xp[b]
+            for t0 in range(0, T, tc_max):
+                tc = min(tc_max, T - t0)
+                gy = grad_y[b, :, t0:t0 + tc]  # (C_out, tc), leading dimension T
+                if need_w:
+                    assert grad_w2 is not None and z_buf is not None
+                    z = z_buf[: C * k * tc].view(C, k, tc)
+                    _MixConv._mix_into(z, xb, w, s, rates, starts, t0, a, causal, P)
+                    if groups == 1:
+                        grad_w2[0].addmm_(gy, z.view(C * k, tc).t())
+                    else:
+                        grad_w2.baddbmm_(gy.view(groups, Co_g, tc), z.view(groups, C_g * k, tc).transpose(1, 2))
+                if not need_xw:
+                    continue
+                assert gz is not None and grad_xp is not None
+                if tc < tc_max:
+                    gz[:, tc:].zero_()  # a shorter last chunk: the columns after it must read as zeros too
+                gzc = gz[:, :tc]
+                if groups == 1:
+                    torch.mm(w2t[0], gy, out=gzc)
                 else:
-                    grad_w2.baddbmm_(gy2.view(groups, C_out // groups, B * width),
-                                     z.view(groups, C_g * k, B * width).transpose(1, 2))
-            if not need_xw:
-                continue
-            assert grad_xp is not None
-            if groups == 1:
-                gz = torch.mm(w2t[0], gy2)
-            else:
-                gz = torch.bmm(w2t, gy2.view(groups, C_out // groups, B * width)).view(C * k, B * width)
-            row = B * width
-            for i, r in enumerate(rates):
-                length = tc + (k - 1) * r
-                # skew[c, j, b, v] = gz[c, j, b, v - r·j] (zero outside): row stride shortened by r.
-                skew = gz.as_strided((C, k, B, length), (k * row, row - r, width, 1), gz.storage_offset())
-                folded = skew.sum(1).permute(1, 0, 2)  # (B, C, length): Σ_j of the shifted rows
-                lo = starts[i] + t0
-                grad_w[i] += (folded * xp[:, :, lo:lo + length]).sum(dtype=torch.float64)
-                grad_xp[:, :, lo:lo + length].addcmul_(folded, w[i])
-        grad_x = grad_xp[:, :, P:P + T] if (grad_xp is not None and ctx.needs_input_grad[0]) else None
+                    torch.bmm(w2t, gy.view(groups, Co_g, tc), out=gzc.view(groups, C_g * k, tc))
+                row = gz.stride(0)
+                gb = grad_xp[b]
+                # the anchor tap: every branch reads x itself there
+                g_anchor = gz.view(C, k, row)[:, a, :tc]
+                x_anchor = xb[:, P + t0:P + t0 + tc]
+                if need_bw:
+                    dots[n] += torch.bmm(g_anchor.unsqueeze(1), x_anchor.unsqueeze(2)).sum(dtype=torch.float64)
+                gb[:, P + t0:P + t0 + tc].addcmul_(g_anchor, s)
+                for i, r in enumerate(rates):
+                    length = tc + (k - 1) * r
+                    # skew[c, j, v] = gz[c, j, v - r·j] (zero outside) over the non-anchor taps j
+                    if causal:
+                        folded = gz.as_strided((C, k - 1, length), (k * row, row - r, 1), gz.storage_offset()).sum(1)
+                    else:
+                        folded = gz.as_strided((C, 2, a, length), (k * row, (a + 1) * (row - r), row - r, 1),
+                                               gz.storage_offset()).sum((1, 2))
+                    lo = starts[i] + t0
+                    if need_bw:
+                        x_branch = xb[:, lo:lo + length]
+                        dots[i] += torch.bmm(folded.unsqueeze(1), x_branch.unsqueeze(2)).sum(dtype=torch.float64)
+                    gb[:, lo:lo + length].addcmul_(folded, w[i])
+        grad_x = grad_xp[:, :, P:P + T] if (grad_xp is not None and need_x) else None
         grad_weight = grad_w2.reshape(C_out, C_g, k).to(dtypes[0]) if grad_w2 is not None else None
         if grad_bias is not None:
             grad_bias = grad_bias.to(dtypes[1])
-        return grad_x, grad_weight, grad_bias, grad_w.to(dtypes[2]), None, None, None
+        grad_w = (dots[:n] + dots[n]).to(dtypes[2]) if need_bw else None
+        return grad_x, grad_weight, grad_bias, grad_w, None, None, None
 
 
 def _mix(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, w: torch.Tensor,
@@ -453,9 +494,12 @@ def choose_impl(in_channels: int, out_channels: int, kernel_size: int, groups: i
 
     * one candidate, or candidates ``{1, 2}`` on convs of at most 32 input channels per group:
       ``dense`` (the merged kernel has ``2k - 1`` taps and no holes; one oneDNN conv is cheapest);
-    * kernel 3 with candidates up to 3 (WaveNet's dilation-1 and -2 layers) on at most 64 input
-      channels per group: ``dense`` (at most 7 taps; 1.6 / 2.1 × the plain conv vs 2.0 / 3.1 × for
-      ``mix``, forward + backward, 64 → 128 channels, 8192 steps, 2 threads);
+    * kernel 3 with candidates up to 3 on at most 32 input channels per group: ``dense`` (at most 7
+      taps; 32 channels, 8192 steps, candidates ``(1, 2, 3)``: 1.90 × the plain conv vs 1.94 × for
+      ``mix``). From 64 channels on ``mix`` is cheaper: WaveNet's dilation-1 and -2 layers (64 → 128
+      channels) cost 1.29 / 1.46 × the plain conv with ``mix`` vs 1.53 / 2.27 × with ``dense``
+      (forward + backward, 8192 steps, one thread, process CPU time; ``python -m bench.search_overhead
+      --ops``);
     * grouped convs with fewer than 8 input channels per group (depthwise-like), where the
       product of ``mix`` degenerates into tiny matrices: ``dense`` while the merged kernel is at
       most ``4k`` taps, else ``naive``;
@@ -474,7 +518,7 @@ def choose_impl(in_channels: int, out_channels: int, kernel_size: int, groups: i
         return "dense" if size <= 4 * kernel_size else "naive"
     if max(rates) <= 2 and c_g <= 32:
         return "dense"
-    if kernel_size <= 3 and max(rates) <= 3 and c_g <= 64:
+    if kernel_size <= 3 and max(rates) <= 3 and c_g <= 32:
         return "dense"
     return "mix"
 
