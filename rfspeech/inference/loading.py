@@ -240,7 +240,8 @@ def shape_like(model: nn.Module, state: dict[str, Any]) -> str:
     """Give a freshly built model the form a checkpoint's weights were saved in, in place.
 
     A checkpoint of a structured run gets its structure applied (same mode and search arguments),
-    one of a search run gets ``make_searchable`` with the recorded arguments; a plain one nothing.
+    one of a search run gets ``make_searchable`` (or, ``strategy: dcls``, ``make_dcls``) with the
+    recorded arguments; a plain one nothing.
 
     Returns:
         ``"structure"``, ``"searchable"`` or ``"plain"``.
@@ -252,7 +253,13 @@ def shape_like(model: nn.Module, state: dict[str, Any]) -> str:
         return "structure"
     searchable = state.get("searchable")
     if searchable is not None:
-        make_searchable(model, **searchable)
+        args = dict(searchable)
+        if args.pop("strategy", "rfnext") == "dcls":  # learned tap positions (rfspeech-search search.strategy=dcls)
+            from rfspeech.search.dcls import make_dcls
+
+            make_dcls(model, **args)
+        else:
+            make_searchable(model, **args)
         return "searchable"
     return "plain"
 

@@ -9,8 +9,11 @@
   :func:`unwrap_searchable`, :func:`finalize` — the model-level API.
 * :class:`LocalSearch` — the expectation-guided local search schedule the trainer drives.
 * :class:`GlobalSearch` — the evolutionary global search over coarse combinations.
+* :class:`DclsConv1d`, :func:`make_dcls`, :class:`DclsSearch` — the other local-search strategy
+  (``search.strategy=dcls``): learned tap positions (DCLS), exported to plain convs by :func:`finalize`.
 """
 
+from rfspeech.search.dcls import DclsConv1d, DclsSearch, dcls_modules, make_dcls
 from rfspeech.search.global_search import (
     Evaluation,
     GlobalSearch,
@@ -57,6 +60,8 @@ from rfspeech.search.op import (
 __all__ = [
     "CONV_SCOPES",
     "MODES",
+    "DclsConv1d",
+    "DclsSearch",
     "SEARCH_ARGS",
     "Evaluation",
     "GlobalSearch",
@@ -70,6 +75,7 @@ __all__ = [
     "as_dilated_conv",
     "candidate_offset",
     "choose_impl",
+    "dcls_modules",
     "dilation_limits",
     "expand_candidates",
     "expand_groups",
@@ -78,6 +84,7 @@ __all__ = [
     "load_structure",
     "lookahead",
     "lookahead_budget",
+    "make_dcls",
     "make_searchable",
     "merge_kernel",
     "merge_searchable",

@@ -68,8 +68,12 @@ from rfspeech.train.trainer import TrainingDiverged
 
 log = logging.getLogger("rfspeech.search")
 
-__all__ = ["AlphaParamGroups", "CandidateScorer", "acoustic_local_search", "acoustic_search_args", "global_space",
-           "lookahead_limit", "run_global_search", "run_search", "search_models", "searchable_args", "searched_paths"]
+__all__ = ["STRATEGIES", "AlphaParamGroups", "CandidateScorer", "acoustic_local_search", "acoustic_search_args",
+           "dcls_args", "global_space", "lookahead_limit", "run_global_search", "run_search", "search_models",
+           "search_strategy", "searchable_args", "searched_paths"]
+
+#: Local-search strategies of ``search.strategy``: RF-Next's candidate dilations, or learned tap positions (DCLS).
+STRATEGIES = ("rfnext", "dcls")
 
 _WRAP_KEYS = ("include", "exclude")
 
@@ -94,8 +98,41 @@ def searchable_args(cfg: Any) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v is not None or k in _WRAP_KEYS}
 
 
-def searched_paths(generator: torch.nn.Module, args: Mapping[str, Any]) -> list[str]:
-    """Paths ``make_searchable`` would wrap (asked of a copy, so include/exclude and skips match exactly).
+def search_strategy(cfg: Any) -> str:
+    """``search.strategy`` (``rfnext`` when absent), checked.
+
+    Raises:
+        ConfigError: an unknown strategy.
+    """
+    strategy = str(cfg.search.get("strategy") or "rfnext")
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"search.strategy: must be one of {list(STRATEGIES)}, got {strategy!r}")
+    return strategy
+
+
+def dcls_args(cfg: Any) -> dict[str, Any]:
+    """``make_dcls`` keyword arguments: the convs of ``search.searchable`` (include/exclude/convs) and ``search.dcls``.
+
+    ``max_dilation: null`` takes ``search.searchable.max_dilation`` (both methods search the same span per
+    layer); ``warm_start: null`` means warm exactly when the run starts from trained weights (``init_from``).
+    """
+    from rfspeech.search.dcls import DCLS_ARGS
+
+    scope = dict(to_container(cfg.search.searchable) or {})
+    d = dict(to_container(cfg.search.get("dcls")) or {})
+    args: dict[str, Any] = {k: scope.get(k) for k in ("include", "exclude")}
+    if scope.get("convs") is not None:
+        args["convs"] = scope["convs"]
+    if d.get("max_dilation") is None:
+        d["max_dilation"] = scope.get("max_dilation")
+    if d.get("warm_start") is None:
+        d["warm_start"] = bool(cfg.get("init_from"))
+    args.update({k: d[k] for k in DCLS_ARGS if d.get(k) is not None})
+    return args
+
+
+def searched_paths(generator: torch.nn.Module, args: Mapping[str, Any], strategy: str = "rfnext") -> list[str]:
+    """Paths ``make_searchable`` (or ``make_dcls``) would wrap (asked of a copy, so include/exclude and skips match).
 
     Raises:
         ConfigError: no conv would be wrapped (``make_searchable`` names why).
@@ -104,6 +141,10 @@ def searched_paths(generator: torch.nn.Module, args: Mapping[str, Any]) -> list[
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the real wrapping logs the list (and the skipped convs) later
     try:
+        if strategy == "dcls":
+            from rfspeech.search.dcls import make_dcls
+
+            return list(make_dcls(detached_copy(generator), **args))
         return list(make_searchable(detached_copy(generator), **args))
     finally:
         quiet.setLevel(level)
@@ -407,10 +448,17 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         raise ConfigError(f"train.segment_size={cfg.train.segment_size} must be a multiple of the hop length "
                           f"{fp.hop_length}")
     segment_frames = int(cfg.train.segment_size) // fp.hop_length
+    strategy = search_strategy(cfg)
     args = searchable_args(cfg)
     budget = lookahead_limit(cfg, fp)
+    if strategy == "dcls" and budget is not None:
+        raise ConfigError("search.local.max_lookahead_*: no look-ahead budget with search.strategy=dcls (taps move "
+                          "freely inside the grid; bound them with search.dcls.max_dilation)")
     generator, discriminator, init_generator = search_models(cfg)
-    paths = searched_paths(generator, args)
+    if strategy == "dcls":
+        paths = searched_paths(generator, dcls_args(cfg), "dcls")
+    else:
+        paths = searched_paths(generator, args)
     if budget is not None:
         _check_budget(generator, paths, budget, args, fp)
     global_cost: dict[str, Any] | None = None
@@ -422,7 +470,8 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
                      tensorboard=False, progress=False, dist_info=DistInfo(device=resolve_device(str(cfg.device))))
     if dist_info.is_main:
         write_config(cfg, out)
-    summary: dict[str, Any] = {"searched_layers": paths, "searchable": args, "max_lookahead": budget}
+    summary: dict[str, Any] = {"searched_layers": paths, "searchable": args, "max_lookahead": budget,
+                               "strategy": strategy}
 
     # ---- global search ----
     if g.get("enabled", False):
@@ -447,7 +496,11 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
     # ---- local search during training ----
     local_cfg = cfg.search.local
     rf = None
-    if local_cfg.get("enabled", True) and int(local_cfg.max_search_steps) > 0:
+    dcls_record: dict[str, Any] | None = None
+    if strategy == "dcls" and local_cfg.get("enabled", True):
+        local, settings, dcls_record = _run_dcls(cfg, generator, discriminator, paths, segment_frames, out,
+                                                 dist_info, init_generator, global_cost, summary)
+    elif local_cfg.get("enabled", True) and int(local_cfg.max_search_steps) > 0:
         make_searchable(generator, **args)
         local = LocalSearch(generator, int(local_cfg.search_interval), int(local_cfg.max_search_steps),
                             out_dir=out / "search" if dist_info.is_main else None,
@@ -477,7 +530,10 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
             rf.update({k: ahead[k] for k in ("lookahead_frames", "history_frames", "lookahead_ms", "history_ms")
                        if k in ahead})
         glob = summary.get("global", {})
-        settings = {**settings, "searchable": args, "model": to_container(cfg.model.generator),
+        if strategy == "dcls":
+            settings["strategy"] = "dcls"
+        settings = {**settings, "searchable": dcls_args(cfg) if strategy == "dcls" else args,
+                    "model": to_container(cfg.model.generator),
                     "init_from": cfg.get("init_from"), "alpha_lr": cfg.search.get("alpha_lr"),
                     "global": {k: glob[k] for k in ("best", "best_score", "search_best", "search_best_score",
                                                     "finalists", "score_noise", "proxy_steps") if k in glob}}
@@ -487,9 +543,74 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
             settings["lookahead"] = ahead
         save_structure(out / "structure.yaml", structure, settings, rf)
         atomic_write_text(out / "search_log.json",
-                          json.dumps({**summary, "structure": structure, "receptive_field": rf, "lookahead": ahead},
+                          json.dumps({**summary, "structure": structure, "receptive_field": rf, "lookahead": ahead,
+                                      **({"dcls": dcls_record} if dcls_record is not None else {})},
                                      indent=2, default=_json_default))
     return {"structure": structure, "structure_file": str(out / "structure.yaml"), "receptive_field": rf}
+
+
+def _position_lr(cfg: Any) -> float:
+    """``search.dcls.position_lr``; ``null``: 100 × the generator's learning rate (the paper's ratio)."""
+    lr = (cfg.search.get("dcls") or {}).get("position_lr")
+    if lr is None:
+        base = cfg.train.optimizer_g.get("lr")
+        if base is None:
+            raise ConfigError("search.dcls.position_lr: null needs train.optimizer_g.lr (100 x it); give it explicitly")
+        lr = 100.0 * float(base)
+    if not float(lr) > 0:
+        raise ConfigError(f"search.dcls.position_lr must be positive, got {lr}")
+    return float(lr)
+
+
+def _position_overrides(cfg: Any, generator: torch.nn.Module) -> dict[str, Any]:
+    """``make_trainer`` override putting the DCLS positions in their own group (no weight decay)."""
+    from hydra.utils import instantiate  # the user's optimiser config, as make_trainer builds it
+
+    from rfspeech.search.dcls import PositionParamGroups
+
+    factory = instantiate(cfg.train.optimizer_g, _convert_="all")
+    return {"optimizer_g": PositionParamGroups(factory, generator, _position_lr(cfg))}
+
+
+def _run_dcls(cfg: Any, generator: torch.nn.Module, discriminator: torch.nn.Module, paths: list[str],
+              segment_frames: int, out: Path, dist_info: Any, init_generator: bool, global_cost: dict[str, Any] | None,
+              summary: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The DCLS local search: wrap, train with the schedule, round. Returns ``(schedule, settings, record)``."""
+    from rfspeech.search.dcls import DclsSearch, make_dcls, positions, sigma_defaults
+
+    args = dcls_args(cfg)
+    d = dict(to_container(cfg.search.get("dcls")) or {})
+    version = str(args.get("version") or "gauss")
+    sigma_init, sigma_final = sigma_defaults(version, bool(args.get("warm_start")))
+    if d.get("sigma_init") is None and sigma_init is not None:
+        args["sigma_init"] = sigma_init
+    if d.get("sigma_final") is not None:
+        sigma_final = float(d["sigma_final"])
+    max_steps = int(cfg.train.max_steps)
+    search_steps = d.get("search_steps")
+    span = int(search_steps) if search_steps is not None else max_steps
+    anneal = d.get("anneal_steps")
+    anneal = max(1, span // 4) if anneal is None else int(anneal)  # the paper: the first quarter of training
+    record = d.get("record_interval") or cfg.search.local.get("search_interval") or 1250
+    make_dcls(generator, **args)
+    search = DclsSearch(generator, anneal_steps=anneal, sigma_final=sigma_final, search_steps=search_steps,
+                        record_interval=int(record), out_dir=out / "search" if dist_info.is_main else None,
+                        settings={"searched_layers": len(paths)}, segment=segment_frames)
+    trainer = make_trainer(cfg, generator, discriminator, search=search, searchable={"strategy": "dcls", **args},
+                           dist_info=dist_info, init_generator=init_generator, **_position_overrides(cfg, generator))
+    if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it
+        trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "wall_seconds")})
+    result = trainer.fit()
+    summary["local"] = {"history": search.history, "rounds": search.rounds, "steps": result.step,
+                        "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
+    if search_steps is not None and not search.finished:
+        log.warning("DCLS: positions not frozen: the run ended at step %d before search.dcls.search_steps=%s "
+                    "(raise train.max_steps)", result.step, search_steps)
+    settings = search.all_settings()
+    record_out = {"positions": positions(generator), "sigma_final": sigma_final, "anneal_steps": anneal,
+                  "search_steps": search_steps, "position_lr": _position_lr(cfg), "args": args}
+    settings["dcls"] = record_out
+    return search, settings, record_out
 
 
 def _json_default(obj: Any) -> Any:
