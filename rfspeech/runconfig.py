@@ -669,6 +669,7 @@ def _check_dcls(node: Mapping[str, Any], where: str) -> None:
                      "anneal_steps": (_int, {"ge": 0, "optional": True}),
                      "search_steps": (_int, {"ge": 1, "optional": True}),
                      "position_lr": (_float, {"gt": 0.0, "optional": True}),
+                     "position_warmup": (_int, {"ge": 0, "optional": True}),
                      "record_interval": (_int, {"ge": 1, "optional": True})})
 
 

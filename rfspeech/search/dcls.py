@@ -188,6 +188,10 @@ class DclsSearch:
         sigma_final: ``SIG`` after annealing (``gauss``: the paper's 0.23; 0 gives std 0.27).
         search_steps: round and freeze the positions at this step (training goes on with hard
             taps); None: never during the run (the export rounds them).
+        position_warmup: steps at the start during which the positions stay and only the weights
+            train (0: the paper's). From random weights a tap whose weight starts with the wrong sign
+            is pushed away from where it is needed before its weight can flip; a short warm-up lets the
+            weights settle under the wide interpolation first (``tests/test_dcls.py``'s planted task).
         record_interval: steps between records (``out_dir/structure_step<N>.yaml``, TensorBoard
             ``search/taps/<path>``, ``history``).
         out_dir: where the per-record structure files go (None: not written).
@@ -199,7 +203,7 @@ class DclsSearch:
     def __init__(self, model: nn.Module, anneal_steps: int, sigma_final: float = PAPER_SIGMA_FINAL,
                  search_steps: int | None = None, record_interval: int = 1250, out_dir: str | Path | None = None,
                  settings: Mapping[str, Any] | None = None, segment: float | None = None,
-                 record_receptive_field: bool = True) -> None:
+                 record_receptive_field: bool = True, position_warmup: int = 0) -> None:
         if int(anneal_steps) < 0:
             raise ConfigError(f"anneal_steps must be >= 0, got {anneal_steps}")
         if search_steps is not None and int(search_steps) < 1:
@@ -208,6 +212,9 @@ class DclsSearch:
             raise ConfigError(f"record_interval must be >= 1, got {record_interval}")
         if not float(sigma_final) >= 0:
             raise ConfigError(f"sigma_final must be >= 0, got {sigma_final}")
+        if int(position_warmup) < 0:
+            raise ConfigError(f"position_warmup must be >= 0, got {position_warmup}")
+        self.position_warmup = int(position_warmup)
         self.model = model
         self.anneal_steps = int(anneal_steps)
         self.sigma_final = float(sigma_final)
@@ -259,15 +266,17 @@ class DclsSearch:
         return start * (target / start) ** (step / self.anneal_steps)
 
     def _apply_sigma(self, step: int) -> None:
+        """``SIG`` and the position hold for training step ``step + 1``."""
         for path, op in self.ops().items():
             op.set_sigma(self.sigma_at(path, step))
+            op.holding = step < self.position_warmup
 
     def all_settings(self) -> dict[str, Any]:
         """The settings written into structure files."""
         ops = self.ops()
         out: dict[str, Any] = {"strategy": "dcls", "step": self.step, "anneal_steps": self.anneal_steps,
                                "sigma_final": self.sigma_final, "search_steps": self.search_steps,
-                               "record_interval": self.record_interval}
+                               "record_interval": self.record_interval, "position_warmup": self.position_warmup}
         if ops:
             first = next(iter(ops.values()))
             out["version"] = first.version

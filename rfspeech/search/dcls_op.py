@@ -171,7 +171,12 @@ class DclsConv1d(nn.Module):
         self.P = nn.Parameter(torch.tensor(start, dtype=dtype, device=device))
         self.register_buffer("sigma", torch.tensor(float(sigma), dtype=dtype, device=device))
         self.register_buffer("frozen", torch.tensor(bool(frozen), device=device))
+        #: The rounded taps fixed by :meth:`freeze` (read while frozen: the positions may drift, see forward).
+        self.register_buffer("hard", torch.tensor([round_half_up(p) for p in start], dtype=torch.long, device=device))
         self._taps: tuple[int, ...] = ()
+        #: True: the positions stay where they are this step (the schedule's ``position_warmup``); not state,
+        #: the schedule sets it again on resume. They still enter the graph (with a zero gradient), as DDP needs.
+        self.holding = False
         self._sync()
 
     # -- state ---------------------------------------------------------------------------------
@@ -189,7 +194,10 @@ class DclsConv1d(nn.Module):
         return self.is_causal
 
     def rounded_taps(self) -> tuple[int, ...]:
-        """Each tap's position rounded half up and clamped to the grid, in tap order (duplicates kept)."""
+        """Each tap's position rounded half up and clamped to the grid, in tap order (duplicates kept);
+        once frozen, the taps fixed then."""
+        if self.is_frozen:
+            return tuple(int(t) for t in self.hard.tolist())
         lo, hi = self.limits
         return tuple(min(hi, max(lo, round_half_up(float(p)))) for p in self.P.detach().cpu().tolist())
 
@@ -242,10 +250,11 @@ class DclsConv1d(nn.Module):
     def freeze(self, frozen: bool = True) -> tuple[int, ...]:
         """Round the positions in place and fix them (hard taps from now on); return the rounded taps."""
         with torch.no_grad():
-            if frozen:
-                self.P.copy_(torch.tensor(self.rounded_taps(), dtype=self.P.dtype))
+            if frozen and not self.is_frozen:
+                taps = self.rounded_taps()
+                self.hard.copy_(torch.tensor(taps, dtype=torch.long))
+                self.P.copy_(torch.tensor(taps, dtype=self.P.dtype))
             self.frozen.fill_(bool(frozen))
-        self.P.requires_grad_(not frozen)
         self._sync()
         return self._taps
 
@@ -255,7 +264,8 @@ class DclsConv1d(nn.Module):
         """Interpolation weights of every tap over the grid, ``(k, G)``, and the offset of column 0."""
         lo, hi = self.limits
         half = max(-lo, hi)
-        P = self.P.clamp(lo, hi)
+        P = self.P.detach() + 0.0 * self.P if self.holding else self.P
+        P = P.clamp(lo, hi)
         k = P.numel()
         ck = _constructor(k, 2 * half + 1, self.version, P.device)
         eye = torch.eye(k, dtype=P.dtype, device=P.device).unsqueeze(1)  # (k, 1, k): tap o -> row o
@@ -271,6 +281,11 @@ class DclsConv1d(nn.Module):
         conv = self.conv
         weight = conv.weight
         if self.is_frozen:
+            # Hard taps. The positions leave the graph (no gradient: the optimiser leaves them), except under
+            # torch.distributed, where DDP needs every parameter in it: a zero gradient (Adam's momentum may
+            # still move them; the taps are read from ``hard``).
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                weight = weight + 0.0 * self.P.sum()
             return sparse_tap_conv1d(x, weight, conv.bias, self._taps, conv.groups)
         basis, lo = self.basis()
         with torch.no_grad():

@@ -595,7 +595,8 @@ def _run_dcls(cfg: Any, generator: torch.nn.Module, discriminator: torch.nn.Modu
     make_dcls(generator, **args)
     search = DclsSearch(generator, anneal_steps=anneal, sigma_final=sigma_final, search_steps=search_steps,
                         record_interval=int(record), out_dir=out / "search" if dist_info.is_main else None,
-                        settings={"searched_layers": len(paths)}, segment=segment_frames)
+                        settings={"searched_layers": len(paths)}, segment=segment_frames,
+                        position_warmup=int(d.get("position_warmup") or 0))
     trainer = make_trainer(cfg, generator, discriminator, search=search, searchable={"strategy": "dcls", **args},
                            dist_info=dist_info, init_generator=init_generator, **_position_overrides(cfg, generator))
     if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it

@@ -12,6 +12,8 @@
 #    2  train the hand-designed baseline of every conf   -> exp/<name>/hand_seed<S>/
 #    3  receptive-field search (global + local)          -> exp/<name>/search_seed<S>/structure.yaml
 #    4  fine-tune the searched structure, same budget    -> exp/<name>/searched_seed<S>/
+#       (--strategies "rfnext dcls" adds the learned-spacing arm: exp/<name>/dcls_search_seed<S>/ in stage 3,
+#        exp/<name>/dcls_seed<S>/ in stage 4, arm "dcls" in the report; needs pip install 'rfspeech[dcls]')
 # Budgets: a recipe conf sets steps.train (stages 2 and 4) and steps.search (stage 3), with
 # train.max_steps: ${steps.train}; this driver gives each run its own (train.max_steps=${steps.search} in
 # stage 3), so a conf reads the same whichever console script loads it.
@@ -59,6 +61,7 @@ synth_opts=""         # extra rfspeech-synthesize overrides (stage 5)
 eval_opts=""          # extra rfspeech-evaluate overrides (stage 6)
 compare_opts=""       # extra rfspeech-compare overrides (stage 7)
 search=true           # false: hand-designed arm only (stages 3 and 4 skipped)
+strategies=rfnext     # search strategies, one searched arm each: rfnext (RF-Next) and/or dcls (learned tap positions)
 shared_search=false   # true: one search (first seed) fine-tuned with every seed; false: one search per seed
 checkpoint=best       # checkpoint synthesized: best (validation mel L1) | last
 from_scratch=false    # true: train every run from scratch even where the conf sets init_from (pretrained)
@@ -96,7 +99,9 @@ Options (--name value or --name=value; defaults in brackets):
   --threads N         torch threads per run, 0 automatic [${threads}]
   --corpus C          ljspeech | vctk | folder [${corpus}]
   --mel M             recipes/mel/M.yaml [${mel}]
-  --search B          run the searched arm (stages 3-4) [${search}]
+  --search B          run the searched arm(s) (stages 3-4) [${search}]
+  --strategies "S [S ...]" search strategies, one arm each: rfnext (arm "searched"), dcls (learned tap
+                      positions, arm "dcls"; pip install 'rfspeech[dcls]') [${strategies}]
   --shared_search B   one search shared by all seeds [${shared_search}]
   --checkpoint C      best | last [${checkpoint}]
   --from_scratch B    ignore the confs' init_from (pretrained start): train from scratch [${from_scratch}]
@@ -146,6 +151,11 @@ case "${structure_mode}" in single|multiple|merge) ;;
   *) die "--structure_mode must be single, multiple or merge, got '${structure_mode}'" ;;
 esac
 derive_settings
+read -r -a strategy_list <<< "${strategies}" || true
+[ "${search}" = false ] || [ "${#strategy_list[@]}" -gt 0 ] || die "--strategies is empty (rfnext and/or dcls)"
+for st in "${strategy_list[@]}"; do
+  case "${st}" in rfnext|dcls) ;; *) die "--strategies: unknown strategy '${st}' (rfnext or dcls)" ;; esac
+done
 # With GPUs and --nj > 1, every local run slot gets its own --n_gpus GPUs (a --gpu_cmd/--cmd scheduler places
 # the jobs itself).
 if [ "${n_gpus}" -gt 0 ] && [ "${nj}" -gt 1 ] && [ -z "${gpu_cmd}${cmd}" ]; then slot_gpus "${n_gpus}"; fi
@@ -205,10 +215,17 @@ need_tools rfspeech-prepare rfspeech-train rfspeech-search rfspeech-rf rfspeech-
 
 search_seeds=("${seed_list[@]}")
 [ "${shared_search}" = false ] || search_seeds=("${seed_list[0]}")
-# search_dir_of NAME SEED: the search whose structure the seed fine-tunes
+# search_dir_of NAME SEED [STRATEGY]: the search whose structure the seed fine-tunes (STRATEGY: rfnext by default)
 search_dir_of() {
-  if [ "${shared_search}" = true ]; then echo "${expdir}/$1/search_seed${seed_list[0]}"; else echo "${expdir}/$1/search_seed$2"; fi
+  local prefix=""
+  [ "${3:-rfnext}" = rfnext ] || prefix="${3}_"
+  if [ "${shared_search}" = true ]; then echo "${expdir}/$1/${prefix}search_seed${seed_list[0]}"
+  else echo "${expdir}/$1/${prefix}search_seed$2"; fi
 }
+# searched_run_of NAME SEED STRATEGY: the fine-tuned run of a strategy (searched_seed<S> for RF-Next, dcls_seed<S>)
+searched_run_of() { if [ "$3" = rfnext ]; then echo "${expdir}/$1/searched_seed$2"; else echo "${expdir}/$1/$3_seed$2"; fi; }
+# arm_of STRATEGY: the report's arm name of a strategy's fine-tuned runs
+arm_of() { if [ "$1" = rfnext ]; then echo searched; else echo "$1"; fi; }
 # Budgets of the search run and of the searched fine-tune from pretrained weights (Hydra interpolations of the
 # conf's steps.*, resolved by the console scripts)
 # shellcheck disable=SC2016
@@ -228,17 +245,19 @@ done
 start_of() {
   if [ -n "${pretrained[$1]:-}" ]; then
     start_hand=()
-    start_search=(search.searchable.warm_start=true)
+    start_search=(search.searchable.warm_start=true search.dcls.warm_start=true)
   else
     start_hand=(init_from=null)
     start_search=(init_from=null)
   fi
 }
-# searched_start NAME SEARCH_RUN: start_searched, the overrides of stage 4 (pretrained: the search run's last
-# weights, trained for steps.finetune more steps; from scratch: steps.train steps), and searched_cost_from
+# searched_start NAME SEARCH_RUN [STRATEGY]: start_searched, the overrides of stage 4 (pretrained: the search run's
+# last weights, trained for steps.finetune more steps; from scratch: steps.train steps), and searched_cost_from.
+# A DCLS search's learned taps are plain convs: its structure is always applied in mode single.
 searched_start() {
-  local last
-  start_searched=(init_from=null "structure_mode=${structure_mode}")
+  local last mode=${structure_mode}
+  [ "${3:-rfnext}" = rfnext ] || mode=single
+  start_searched=(init_from=null "structure_mode=${mode}")
   # from scratch, the search run's cost is added by the report (info.json cost_from); continuing from the search
   # checkpoint, rfspeech-train already counts it in the fine-tune's cost.json (counted once, never twice)
   searched_cost_from="../$(basename "$2")"
@@ -246,10 +265,10 @@ searched_start() {
   searched_cost_from=""
   last=$(find "$2/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2> /dev/null | sort | tail -n 1)
   [ -n "${last}" ] || die "stage 4 ($(stage_name 4)): no step checkpoint in $2/checkpoints; run stage 3 ($(stage_name 3)) first"
-  start_searched=("init_from=${last}" "${finetune_budget}" "structure_mode=${structure_mode}")
+  start_searched=("init_from=${last}" "${finetune_budget}" "structure_mode=${mode}")
   # STRUCTURE_MODE: multiple/merge continue the search run's branches (its alphas folded by merge); the key is
   # the pipeline's (lead: rename here if rfspeech-train spells it differently).
-  [ "${structure_mode}" = single ] || start_searched+=(structure_from_search=true)
+  [ "${mode}" = single ] || start_searched+=(structure_from_search=true)
 }
 
 # every trained run of every experiment
@@ -287,15 +306,18 @@ if run_stage 3 && [ "${search}" = true ]; then
   stage_start
   need "${feats}/feats.yaml" 1 3
   need "${feats}/train/utts.tsv" 1 3
-  log "stage 3: receptive-field search (${#names[@]} experiment(s) x ${#search_seeds[@]} seed(s))"
+  log "stage 3: receptive-field search (${#names[@]} experiment(s) x ${#search_seeds[@]} seed(s) x" \
+    "strategies ${strategy_list[*]})"
   for name in "${names[@]}"; do
     start_of "${name}"
-    for s in "${search_seeds[@]}"; do
-      run="${expdir}/${name}/search_seed${s}"
-      run_job --gpu "${name}/search_seed${s}" "${run}/logs/search.log" "${search_cmd[@]}" "${hydra_conf[@]}" \
-        "+${conf_group[${name}]}=${conf_name[${name}]}" "data_dir=${feats}" "out_dir=${run}" "seed=${s}" \
-        "device=${device}" "resume=${resume}" progress=false "${search_budget}" \
-        "${start_search[@]}" "${search_args[@]}"
+    for st in "${strategy_list[@]}"; do
+      for s in "${search_seeds[@]}"; do
+        run=$(search_dir_of "${name}" "${s}" "${st}")
+        run_job --gpu "${name}/$(basename "${run}")" "${run}/logs/search.log" "${search_cmd[@]}" "${hydra_conf[@]}" \
+          "+${conf_group[${name}]}=${conf_name[${name}]}" "data_dir=${feats}" "out_dir=${run}" "seed=${s}" \
+          "device=${device}" "resume=${resume}" progress=false "${search_budget}" "search.strategy=${st}" \
+          "${start_search[@]}" "${search_args[@]}"
+      done
     done
   done
   wait_runs 3
@@ -307,19 +329,24 @@ if run_stage 4 && [ "${search}" = true ]; then
   stage_start
   need "${feats}/feats.yaml" 1 4
   for name in "${names[@]}"; do
-    for s in "${seed_list[@]}"; do need "$(search_dir_of "${name}" "${s}")/structure.yaml" 3 4; done
+    for st in "${strategy_list[@]}"; do
+      for s in "${seed_list[@]}"; do need "$(search_dir_of "${name}" "${s}" "${st}")/structure.yaml" 3 4; done
+    done
   done
   log "stage 4: fine-tuning the searched structures with the baseline's budget"
   for name in "${names[@]}"; do
-    for s in "${seed_list[@]}"; do
-      run="${expdir}/${name}/searched_seed${s}"
-      structure="$(search_dir_of "${name}" "${s}")/structure.yaml"
-      mkdir -p "${run}"
-      cp "${structure}" "${run}/structure.yaml"
-      searched_start "${name}" "$(search_dir_of "${name}" "${s}")"
-      # the searched arm's budget: this run + its search run (see searched_start: counted once)
-      run_job --gpu "${name}/searched_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" searched \
-        "${searched_cost_from}" "structure=${structure}" "${start_searched[@]}"
+    for st in "${strategy_list[@]}"; do
+      for s in "${seed_list[@]}"; do
+        run=$(searched_run_of "${name}" "${s}" "${st}")
+        search_run=$(search_dir_of "${name}" "${s}" "${st}")
+        structure="${search_run}/structure.yaml"
+        mkdir -p "${run}"
+        cp "${structure}" "${run}/structure.yaml"
+        searched_start "${name}" "${search_run}" "${st}"
+        # the searched arm's budget: this run + its search run (see searched_start: counted once)
+        run_job --gpu "${name}/$(basename "${run}")" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" \
+          "$(arm_of "${st}")" "${searched_cost_from}" "structure=${structure}" "${start_searched[@]}"
+      done
     done
   done
   wait_runs 4
