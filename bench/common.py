@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from rfspeech.evaluate.speed import cpu_name
+from rfspeech.inference.speed import cpu_name
 
 __all__ = [
     "Row",

@@ -1,7 +1,7 @@
 """Inference parity after search: searched models (``single``, ``merge``) vs the hand-designed one.
 
 For each generator, arms with identical initial weights run rfspeech's inference path
-(:func:`rfspeech.evaluate.speed.prepare_for_inference`, ``torch.inference_mode()``):
+(:func:`rfspeech.inference.speed.prepare_for_inference`, ``torch.inference_mode()``):
 
 * ``hand``: the hand-designed (published) dilations;
 * ``single``: a searched structure applied with :func:`rfspeech.search.apply_structure`
@@ -84,7 +84,7 @@ def conv_taps(gen: nn.Module) -> int:
 
 def build_arms(name: str, arms: Sequence[str], seed: int = 0) -> tuple[dict[str, nn.Module], dict[str, int]]:
     """Generators for each arm (identical initial weights; state dict copied, never deepcopy)."""
-    from rfspeech.evaluate.speed import prepare_for_inference
+    from rfspeech.inference.speed import prepare_for_inference
     from rfspeech.layers.weight_norm import remove_weight_norm
     from rfspeech.search import apply_structure
 

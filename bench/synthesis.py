@@ -7,7 +7,7 @@ weight norm from the copy breaks the original) and timed on the same random log-
 
 * ``plain``: as built (weight norm active), eval mode, ``torch.no_grad()``, eager: what a user
   who loads the model and calls it gets;
-* ``rfspeech``: :func:`rfspeech.evaluate.speed.prepare_for_inference` (search branches folded,
+* ``rfspeech``: :func:`rfspeech.inference.speed.prepare_for_inference` (search branches folded,
   weight norm removed, eval) under ``torch.inference_mode()``: the path of ``rfspeech-synthesize``;
 * ``rfspeech+freeze``: additionally traced, frozen and ``torch.jit.optimize_for_inference``-d
   (oneDNN weight prepacking and conv/elementwise fusion; fp32, same output);
@@ -98,7 +98,7 @@ def make_inputs(gen: nn.Module, seconds: float, seed: int) -> tuple[Any, ...]:
 
 def _variant(name: str, gen: nn.Module, inputs: tuple[Any, ...]) -> tuple[Callable[[], torch.Tensor], float]:
     """Prepare ``gen`` for variant ``name``; returns the call and the preparation seconds."""
-    from rfspeech.evaluate.speed import prepare_for_inference
+    from rfspeech.inference.speed import prepare_for_inference
 
     t0 = time.perf_counter()
     if name == "plain":
@@ -247,7 +247,7 @@ def profile_top_ops(name: str = "hifigan_v1", seconds: float = 0.5, rows: int = 
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from rfspeech.evaluate.speed import prepare_for_inference
+    from rfspeech.inference.speed import prepare_for_inference
 
     plain, fast = twin_generators(name, 2, seed=seed)
     prepare_for_inference(fast)

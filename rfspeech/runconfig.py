@@ -576,7 +576,7 @@ def _check_searchable(node: Mapping[str, Any], where: str) -> None:
         hi = _dilation(f"{where}.max_dilation", d["max_dilation"])
         if hi < lo:
             raise ConfigError(f"{where}.max_dilation: must be >= min_dilation ({lo}), got {hi}")
-    # warm_start null: decided from init_from (rfspeech.search.pipeline)
+    # warm_start null: decided from init_from (rfspeech.runs.search)
     _each(d, where, {"warm_start": (_bool, {"optional": True}), "enabled": (_bool, {}),
                      "search_interval": (_int, {"ge": 1}), "max_search_steps": (_int, {"ge": 0})})
 

@@ -15,9 +15,11 @@ from rfspeech.data.manifest import FeatureParams, Utterance, write_manifest
 from rfspeech.data.text import num_symbols, text_to_sequence
 from rfspeech.data.text_dataset import TextMelBatchSampler, TextMelDataset, collate_text_mel
 from rfspeech.errors import ConfigError, DataError
+from rfspeech.inference import loading
+from rfspeech.inference.loading import load_acoustic
 from rfspeech.models.acoustic import acoustic_debug, text_to_mel
 from rfspeech.train import checkpoint as ckpt
-from rfspeech.train.acoustic import AcousticTrainer, load_acoustic, warmup_lr
+from rfspeech.train.acoustic import AcousticTrainer, warmup_lr
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -186,7 +188,7 @@ def test_corrupted_newest_checkpoint_falls_back(prepared: Path, tmp_path: Path) 
 
 
 def test_non_finite_losses_stop_training(prepared: Path, tmp_path: Path) -> None:
-    from rfspeech.train.acoustic import TrainingDiverged
+    from rfspeech.train.common import TrainingDiverged
 
     trainer = make_trainer(prepared, tmp_path / "exp", max_steps=10, max_bad_steps=3, validation_interval=0,
                            checkpoint_interval=0)
@@ -197,8 +199,7 @@ def test_non_finite_losses_stop_training(prepared: Path, tmp_path: Path) -> None
 
 
 def test_a_streak_of_skipped_steps_keeps_the_last_good_checkpoint(prepared: Path, tmp_path: Path) -> None:
-    from rfspeech.train import checkpoint as ckpt
-    from rfspeech.train.acoustic import TrainingDiverged
+    from rfspeech.train.common import TrainingDiverged
 
     out = tmp_path / "exp"
     make_trainer(prepared, out, max_steps=2, validation_interval=0, checkpoint_interval=2).fit()
@@ -251,13 +252,13 @@ def test_cli_trains_and_resumes(prepared: Path, tmp_path: Path) -> None:
     assert (out / "config.yaml").is_file() and (out / "checkpoints" / "ckpt_00000004.pt").is_file()
     result = task(compose(*common, "tts.max_steps=6", "resume=true"))
     assert result["step"] == 6
-    state = ckpt.load_checkpoint(out / "checkpoints" / "ckpt_00000006.pt")
+    state = loading.load_checkpoint(out / "checkpoints" / "ckpt_00000006.pt")
     assert state["kind"] == "acoustic" and state["step"] == 6
     assert state["config"]["model"]["acoustic"]["channels"] == 32
 
 
 def test_cli_errors_are_one_line(prepared: Path, tmp_path: Path) -> None:
-    from rfspeech.bin.train_tts import build_trainer
+    from rfspeech.runs.train_tts import build_trainer
 
     r = run_cli(f"out_dir={tmp_path / 'x'}", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip().startswith("error: data_dir is required")
@@ -302,7 +303,7 @@ def test_search_then_finetune_the_searched_structure(prepared: Path, tmp_path: P
     doc = yaml.safe_load((search_dir / "structure.yaml").read_text())
     names = set(doc["structure"])
     assert {"encoder.blocks.0.conv", "decoder.blocks.3.conv", "duration_predictor.blocks.1.conv"} <= names
-    state = ckpt.load_checkpoint(search_dir / "checkpoints" / "ckpt_00000004.pt")
+    state = loading.load_checkpoint(search_dir / "checkpoints" / "ckpt_00000004.pt")
     assert state["search"] is not None and state["searchable"] is not None
     model, _ = load_acoustic(search_dir / "checkpoints" / "ckpt_00000004.pt")
     convs = dict(iter_dilated_convs(model))
@@ -326,13 +327,12 @@ def test_two_process_gloo_ddp(prepared: Path, tmp_path: Path) -> None:
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("trained 4 steps") == 1  # rank 0 reports
-    state = ckpt.load_checkpoint(out / "checkpoints" / "ckpt_00000004.pt")
+    state = loading.load_checkpoint(out / "checkpoints" / "ckpt_00000004.pt")
     assert state["step"] == 4
 
 
 def test_resume_refuses_a_run_whose_checkpoints_are_all_unreadable(prepared: Path, tmp_path: Path) -> None:
     from rfspeech.errors import DataError
-    from rfspeech.train import checkpoint as ckpt
 
     out = tmp_path / "exp"
     make_trainer(prepared, out, max_steps=2, validation_interval=0, checkpoint_interval=2).fit()

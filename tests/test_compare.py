@@ -15,7 +15,8 @@ import soundfile as sf
 import yaml
 
 from rfspeech.errors import ConfigError, DataError
-from rfspeech.evaluate.report import aggregate_arm, build_report, load_experiment, write_report
+from rfspeech.evaluate.report import build_report, write_report
+from rfspeech.evaluate.report_data import aggregate_arm, load_experiment
 from rfspeech.evaluate.runner import evaluate_dirs
 
 SR = 16000
@@ -225,7 +226,8 @@ window.addEventListener("load", () => {
 
 
 def test_small_differences_keep_their_digits_and_fields_round_to_four() -> None:
-    from rfspeech.evaluate.report import _num, _rf_text
+    from rfspeech.evaluate.report_text import num as _num
+    from rfspeech.evaluate.report_text import rf_text as _rf_text
 
     assert _num(0.0004, "f0_rmse") == "0.0004"  # significant but below the column's 2 decimals
     assert _num(0.0, "f0_rmse") == "0.00" and _num(17.754, "f0_rmse") == "17.75"

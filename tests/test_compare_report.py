@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rfspeech.evaluate.report import render_html, render_markdown, write_report
+from rfspeech.evaluate.report import write_report
 from rfspeech.evaluate.report_data import Experiment, aggregate, arms_of, find_context
+from rfspeech.evaluate.report_html import render_html
+from rfspeech.evaluate.report_md import render_markdown
 from rfspeech.evaluate.report_text import context_text
 from rfspeech.evaluate.runner import BASE_COLUMNS, _to_csv, build_summary
 

@@ -17,6 +17,7 @@ from train_fixtures import REPO, make_prepared
 
 pytest.importorskip("DCLS")
 
+from rfspeech.inference.loading import load_checkpoint, load_generator  # noqa: E402
 from rfspeech.layers.sparse import SparseTapConv1d  # noqa: E402
 from rfspeech.search import export_structure, load_structure  # noqa: E402
 from rfspeech.train import checkpoint as ckpt  # noqa: E402
@@ -60,9 +61,9 @@ def test_search_writes_the_structure_family_with_taps(searched: Path) -> None:
         "structure_step2.yaml", "structure_step3.yaml", "structure_step4.yaml"]
     cost = json.loads((searched / "cost.json").read_text())
     assert cost["search_steps"] == 4 and cost["train_steps"] == 0 and cost["cpu_seconds"] > 0
-    state = ckpt.load_checkpoint(ckpt.checkpoint_path(searched, 4))
+    state = load_checkpoint(ckpt.checkpoint_path(searched, 4))
     assert state["searchable"]["strategy"] == "dcls" and state["search"]["strategy"] == "dcls"
-    gen, _ = ckpt.load_generator(ckpt.checkpoint_path(searched, 4))  # rebuilt, positions rounded: plain convs
+    gen, _ = load_generator(ckpt.checkpoint_path(searched, 4))  # rebuilt, positions rounded: plain convs
     assert export_structure(gen) == structure
     assert not any(type(m).__name__ == "DclsConv1d" for m in gen.modules())
 
@@ -74,11 +75,11 @@ def test_train_synthesize_and_rf_on_the_searched_structure(searched: Path, data_
     cli("train", f"data_dir={data_dir}", f"out_dir={run}", f"structure={searched / 'structure.yaml'}",
         f"init_from={search_ckpt}", "train.max_steps=1", "train.validation_interval=0", "tensorboard=false",
         cwd=tmp_path)
-    state = ckpt.load_checkpoint(ckpt.checkpoint_path(run, 1))
+    state = load_checkpoint(ckpt.checkpoint_path(run, 1))
     assert state["structure"] == structure and state["structure_mode"] == "single"
     cost = json.loads((run / "cost.json").read_text())
     assert cost["train_steps"] == 1 and cost["search_steps"] == 4  # the search counted in the fine-tune's budget
-    gen, _ = ckpt.load_generator(ckpt.checkpoint_path(run, 1))
+    gen, _ = load_generator(ckpt.checkpoint_path(run, 1))
     assert any(isinstance(m, SparseTapConv1d) for m in gen.modules())
     assert export_structure(gen) == structure
 

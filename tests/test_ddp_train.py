@@ -12,6 +12,7 @@ import pytest
 import torch
 from train_fixtures import make_prepared
 
+from rfspeech.inference import loading
 from rfspeech.train import checkpoint as ckpt
 
 
@@ -37,15 +38,15 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(tm
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
 
-    a = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "ddp", 2))
-    b = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "one", 2))
+    a = loading.load_checkpoint(ckpt.checkpoint_path(tmp_path / "ddp", 2))
+    b = loading.load_checkpoint(ckpt.checkpoint_path(tmp_path / "one", 2))
     assert a["step"] == b["step"] == 2
     assert (tmp_path / "ddp" / "checkpoints" / "best.pt").is_file()
     assert not any(k.startswith("module.") for k in a["generator"])  # saved without the DDP prefix
 
     from hydra import compose, initialize_config_dir
 
-    from rfspeech.bin.train import build_models
+    from rfspeech.runs.train import build_models
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "recipes"), version_base="1.3"):
         cfg = compose("train", overrides=["data_dir=x", "out_dir=y"])

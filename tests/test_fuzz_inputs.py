@@ -31,6 +31,7 @@ from rfspeech.data.ids import check_id, id_problem, name_max, utt_path
 from rfspeech.data.manifest import FeatureParams, Utterance, read_manifest, write_manifest
 from rfspeech.data.npy import load_features, read_header
 from rfspeech.errors import DataError
+from rfspeech.inference import loading
 from rfspeech.strict_yaml import load_file, safe_load
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import lock
@@ -311,12 +312,12 @@ def _state(step: int) -> dict:
 
 def test_digest_is_stored_verified_and_stable(tmp_path: Path) -> None:
     p = ckpt.save_checkpoint(tmp_path / "c.pt", _state(1))
-    state = ckpt.load_checkpoint(p)
+    state = loading.load_checkpoint(p)
     assert state["integrity"]["algorithm"] == "sha256" and integrity.verify(state, p)
     assert integrity.payload_digest(state) == integrity.payload_digest(_state(1))
     flip_tensor_bytes(p)
     with pytest.raises(DataError, match="corrupted checkpoint") as e:
-        ckpt.load_checkpoint(p)
+        loading.load_checkpoint(p)
     assert str(p) in str(e.value)
 
 
@@ -324,7 +325,7 @@ def test_checkpoint_without_digest_loads_with_a_debug_line(tmp_path: Path, caplo
     p = tmp_path / "old.pt"
     torch.save(_state(1), p)
     with caplog.at_level(logging.DEBUG, logger="rfspeech.integrity"):
-        state = ckpt.load_checkpoint(p)
+        state = loading.load_checkpoint(p)
     assert state["step"] == 1
     assert any(r.levelno == logging.DEBUG and "without an integrity digest" in r.getMessage() for r in caplog.records)
 
@@ -355,7 +356,7 @@ def test_a_directory_named_like_a_checkpoint_never_breaks_a_save(tmp_path: Path)
     ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 3), _state(3))
     assert ckpt.prune_checkpoints(tmp_path, 1) == [ckpt.checkpoint_path(tmp_path, 1)]
     ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 4), _state(4))  # the directory is in the way
-    assert ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 4))["step"] == 4
+    assert loading.load_checkpoint(ckpt.checkpoint_path(tmp_path, 4))["step"] == 4
     aside = ckpt.checkpoint_dir(tmp_path) / "ckpt_00000004.pt.not-a-checkpoint"
     assert (aside / "keep.txt").read_text() == "mine"
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from rfspeech.train.checkpoint import load_checkpoint, load_generator
+from rfspeech.inference.loading import load_checkpoint, load_generator
 
 warnings.filterwarnings("ignore", message=".*weight_norm.*")
 REPO = Path(__file__).resolve().parents[1]

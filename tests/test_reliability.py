@@ -53,6 +53,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rfspeech.errors import RFSpeechError
+from rfspeech.inference import loading
 from rfspeech.train import checkpoint as ckpt
 
 pytestmark = pytest.mark.skipif(not (MINI_CORPUS / "metadata.csv").is_file(), reason="shipped mini corpus missing")
@@ -104,7 +105,7 @@ def reference(work: Path, data: Path) -> Path:
 
 
 def final_state(run: Path) -> dict:
-    return ckpt.load_checkpoint(ckpt.checkpoint_path(run, STEPS))
+    return loading.load_checkpoint(ckpt.checkpoint_path(run, STEPS))
 
 
 def assert_same_training_state(run: Path, reference: Path) -> None:
@@ -117,12 +118,12 @@ def assert_checkpoints_whole(run: Path) -> list[int]:
     """Every checkpoint file present loads and holds the step its name says; returns the steps."""
     steps = []
     for path in ckpt.list_checkpoints(run):
-        state = ckpt.load_checkpoint(path)  # raises DataError on a half-written file
+        state = loading.load_checkpoint(path)  # raises DataError on a half-written file
         assert state["step"] == int(path.stem.split("_")[1]), path
         steps.append(state["step"])
     best = ckpt.checkpoint_dir(run) / ckpt.BEST
     if best.exists():
-        assert "generator" in ckpt.load_checkpoint(best)
+        assert "generator" in loading.load_checkpoint(best)
     return steps
 
 

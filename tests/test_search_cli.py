@@ -13,6 +13,7 @@ import torch
 import yaml
 from train_fixtures import REPO, make_prepared
 
+from rfspeech.inference import loading
 from rfspeech.train import checkpoint as ckpt
 
 
@@ -30,7 +31,7 @@ def compose(name: str, *overrides: str):
 
 
 def run_search_in_process(*overrides: str) -> dict:
-    from rfspeech.bin.search import run_search
+    from rfspeech.runs.search import run_search
     from rfspeech.train.distributed import DistInfo
 
     return run_search(compose("search", *overrides), DistInfo())
@@ -79,7 +80,7 @@ def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
     cost = json.loads((searched / "cost.json").read_text())
     assert cost["global_proxy_steps"] == log["global"]["evaluations"] * 2 + 2 * 2 * 2
     assert cost["search_steps"] == 4
-    groups = ckpt.load_checkpoint(ckpt.checkpoint_path(searched, 4))["optim_g"]["param_groups"]
+    groups = loading.load_checkpoint(ckpt.checkpoint_path(searched, 4))["optim_g"]["param_groups"]
     assert len(groups) == 2 and groups[1]["weight_decay"] == 0.0
     assert groups[1]["lr"] / groups[0]["lr"] == pytest.approx(1e-3 / 2e-4)  # both decayed by the scheduler
     assert (searched / "search" / "structure_step2.yaml").is_file()
@@ -93,7 +94,7 @@ def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
     assert "loss/mel" in scalars
 
     # the search checkpoint rebuilds into a plain generator at the searched dilations
-    gen, _ = ckpt.load_generator(ckpt.checkpoint_path(searched, 4))
+    gen, _ = loading.load_generator(ckpt.checkpoint_path(searched, 4))
     from rfspeech.search import export_structure
 
     assert export_structure(gen) == structure
@@ -101,8 +102,8 @@ def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["single", "multiple", "merge"])
 def test_fine_tune_the_searched_structure(searched: Path, data_dir: Path, tmp_path: Path, mode: str) -> None:
-    from rfspeech.bin.train import make_trainer
     from rfspeech.data.dataset import PreparedSplit
+    from rfspeech.runs.train import make_trainer
     from rfspeech.search import export_structure, load_structure
 
     structure = load_structure(searched / "structure.yaml")
@@ -112,9 +113,9 @@ def test_fine_tune_the_searched_structure(searched: Path, data_dir: Path, tmp_pa
     tr = make_trainer(cfg)
     assert tr.structure == structure
     tr.fit()
-    state = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / mode, 2))
+    state = loading.load_checkpoint(ckpt.checkpoint_path(tmp_path / mode, 2))
     assert state["structure"] == structure and state["structure_mode"] == mode
-    gen, _ = ckpt.load_generator(ckpt.checkpoint_path(tmp_path / mode, 2))
+    gen, _ = loading.load_generator(ckpt.checkpoint_path(tmp_path / mode, 2))
     if mode != "merge":
         assert export_structure(gen) == structure
     mel = torch.from_numpy(PreparedSplit(data_dir, "dev").load_mel(0)).unsqueeze(0)
@@ -125,18 +126,18 @@ def test_fine_tune_the_searched_structure(searched: Path, data_dir: Path, tmp_pa
 
 
 def test_fine_tune_single_structure_from_the_search_weights(searched: Path, data_dir: Path, tmp_path: Path) -> None:
-    from rfspeech.bin.train import make_trainer
+    from rfspeech.runs.train import make_trainer
 
     search_ckpt = ckpt.checkpoint_path(searched, 4)
     cfg = compose("train", f"data_dir={data_dir}", f"out_dir={tmp_path / 'ft'}", "train.max_steps=1",
                   f"structure={searched / 'structure.yaml'}", f"init_from={search_ckpt}")
     tr = make_trainer(cfg)
-    src = ckpt.load_checkpoint(search_ckpt)["generator"]
+    src = loading.load_checkpoint(search_ckpt)["generator"]
     # the wrapped conv's weights (path.conv.*) became the plain conv's (path.*)
     name = "resblocks.0.convs1.1.parametrizations.weight.original1"
     wrapped = name.replace("convs1.1.", "convs1.1.conv.")
     assert torch.equal(tr.generator.state_dict()[name], src[wrapped])
-    src_d = ckpt.load_checkpoint(search_ckpt)["discriminator"]
+    src_d = loading.load_checkpoint(search_ckpt)["discriminator"]
     assert all(torch.equal(v, src_d[k]) for k, v in tr.discriminator.state_dict().items())
 
 
@@ -144,7 +145,7 @@ def _search_model(path: Path) -> torch.nn.Module:
     """The multi-branch search model of a search checkpoint (wrappers, α and weights), eval mode."""
     from rfspeech.inference.loading import build_from_node, shape_like
 
-    state = ckpt.load_checkpoint(path)
+    state = loading.load_checkpoint(path)
     gen = build_from_node(state["config"]["model"]["generator"], str(path))
     assert shape_like(gen, state) == "searchable"
     gen.load_state_dict(state["generator"])
@@ -155,8 +156,8 @@ def _search_model(path: Path) -> torch.nn.Module:
 @pytest.mark.parametrize("mode", ["merge", "multiple"])
 def test_continue_the_search_run(searched: Path, data_dir: Path, tmp_path: Path, mode: str) -> None:
     """merge/multiple from the search run itself: the same function as the search model, then fine-tuned."""
-    from rfspeech.bin.train import make_trainer
     from rfspeech.data.dataset import PreparedSplit
+    from rfspeech.runs.train import make_trainer
     from rfspeech.search import searchable_modules
 
     search_ckpt = ckpt.checkpoint_path(searched, 4)
@@ -174,11 +175,11 @@ def test_continue_the_search_run(searched: Path, data_dir: Path, tmp_path: Path,
     if mode == "merge":
         assert not searchable_modules(tr.generator)
     else:  # the searched α kept (not re-initialised), candidates frozen
-        src = ckpt.load_checkpoint(search_ckpt)["generator"]
+        src = loading.load_checkpoint(search_ckpt)["generator"]
         alphas = {k: v for k, v in tr.generator.state_dict().items() if k.endswith(".alpha")}
         assert alphas and all(torch.equal(v, src[k]) for k, v in alphas.items())
     # the discriminator continues too
-    src_d = ckpt.load_checkpoint(search_ckpt)["discriminator"]
+    src_d = loading.load_checkpoint(search_ckpt)["discriminator"]
     assert all(torch.equal(v, src_d[k]) for k, v in tr.discriminator.state_dict().items())
 
     # through the CLI: 2 fine-tune steps; cost.json holds the search's steps as well (equal-budget accounting)
@@ -193,15 +194,15 @@ def test_continue_the_search_run(searched: Path, data_dir: Path, tmp_path: Path,
     assert cost["train_steps"] == 2 and cost["search_steps"] == 4
     assert cost["global_proxy_steps"] == search_cost["global_proxy_steps"] > 0
     assert cost["cpu_seconds"] > search_cost["cpu_seconds"]
-    state = ckpt.load_checkpoint(ckpt.checkpoint_path(run, 2))
+    state = loading.load_checkpoint(ckpt.checkpoint_path(run, 2))
     assert state["structure_mode"] == mode and state["structure_args"]["expand_rate"] == 0.5
-    gen, _ = ckpt.load_generator(ckpt.checkpoint_path(run, 2))  # rebuilds with the search's candidates
+    gen, _ = loading.load_generator(ckpt.checkpoint_path(run, 2))  # rebuilds with the search's candidates
     assert torch.isfinite(gen.inference(mel)).all()
 
 
 def test_structure_from_search_true_needs_a_search_checkpoint(searched: Path, data_dir: Path, tmp_path: Path) -> None:
-    from rfspeech.bin.train import make_trainer
     from rfspeech.errors import ConfigError
+    from rfspeech.runs.train import make_trainer
 
     hand = tmp_path / "hand"
     make_trainer(compose("train", f"data_dir={data_dir}", f"out_dir={hand}", "train.max_steps=1",
@@ -222,8 +223,8 @@ def test_resumed_local_search_matches_an_uninterrupted_one(data_dir: Path, tmp_p
     run_search_in_process(*common, f"out_dir={tmp_path / 'split'}", "train.max_steps=2")
     resumed = run_search_in_process(*common, f"out_dir={tmp_path / 'split'}", "train.max_steps=4", "resume=true")
     assert resumed["structure"] == full["structure"]
-    a = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "full", 4))
-    b = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "split", 4))
+    a = loading.load_checkpoint(ckpt.checkpoint_path(tmp_path / "full", 4))
+    b = loading.load_checkpoint(ckpt.checkpoint_path(tmp_path / "split", 4))
     assert a["search"]["rounds"] == b["search"]["rounds"] == 3
     assert a["search"]["step"] == b["search"]["step"] == 4  # search_every=2: the schedule resumes in step
     assert len(a["optim_g"]["param_groups"]) == 1  # no search.alpha_lr: one group, as before

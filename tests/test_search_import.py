@@ -13,6 +13,7 @@ import yaml
 from test_import import _import, hifigan_files  # noqa: F401 - the module fixture (official-layout files)
 from train_fixtures import REPO, make_prepared
 
+from rfspeech.inference import loading
 from rfspeech.train import checkpoint as ckpt
 
 
@@ -37,9 +38,9 @@ def test_search_init_from_an_imported_checkpoint_warm_starts(imported, tmp_path:
     from hydra import compose, initialize_config_dir
 
     from rfspeech.data.dataset import PreparedSplit
+    from rfspeech.runs.search import search_models, searchable_args
+    from rfspeech.runs.train import adopt_init_model
     from rfspeech.search import make_searchable
-    from rfspeech.search.pipeline import search_models, searchable_args
-    from rfspeech.train.build import adopt_init_model
 
     path, data = imported
     # step 0, as rfspeech-search builds it: the imported model, wrapped with the default warm start
@@ -52,7 +53,7 @@ def test_search_init_from_an_imported_checkpoint_warm_starts(imported, tmp_path:
     args = searchable_args(cfg)
     assert args["warm_start"] is True
     make_searchable(gen, **args)
-    ref, _ = ckpt.load_generator(path)
+    ref, _ = loading.load_generator(path)
     mel = torch.from_numpy(PreparedSplit(data, "dev").load_mel(0)).unsqueeze(0)
     with torch.no_grad():
         a, b = gen.eval()(mel), ref(mel)
@@ -69,7 +70,7 @@ def test_search_init_from_an_imported_checkpoint_warm_starts(imported, tmp_path:
     doc = yaml.safe_load((out / "structure.yaml").read_text())
     assert doc["settings"]["searchable"]["warm_start"] is True
     assert doc["settings"]["model"]["upsample_initial_channel"] == 16
-    state = ckpt.load_checkpoint(ckpt.checkpoint_path(out, 3))
+    state = loading.load_checkpoint(ckpt.checkpoint_path(out, 3))
     assert state["cost"]["search_steps"] == 3 and state["cost"]["init_from"] == str(path)
 
 
@@ -78,7 +79,7 @@ def test_train_init_from_an_imported_checkpoint_takes_its_model(imported, tmp_pa
     res = _cli("train", f"data_dir={data}", f"out_dir={tmp_path / 'ft'}", f"init_from={path}", "train.max_steps=2",
                "train.validation_interval=0", "tensorboard=false", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-4000:]
-    state = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path / "ft", 2))
+    state = loading.load_checkpoint(ckpt.checkpoint_path(tmp_path / "ft", 2))
     assert state["config"]["model"]["name"] == "imported_hifigan"
 
 

@@ -29,7 +29,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_warm_start_defaults_to_init_from_runs() -> None:
-    from rfspeech.search.pipeline import searchable_args
+    from rfspeech.runs.search import searchable_args
 
     assert searchable_args(compose("search", "data_dir=x"))["warm_start"] is False
     assert searchable_args(compose("search", "data_dir=x", "init_from=some.pt"))["warm_start"] is True
@@ -43,9 +43,9 @@ def test_warm_start_defaults_to_init_from_runs() -> None:
 
 
 def test_alpha_param_group_has_its_own_rate_and_no_decay() -> None:
+    from rfspeech.runs.search import _alpha_overrides
+    from rfspeech.runs.train import build_models
     from rfspeech.search import make_searchable, searchable_modules
-    from rfspeech.search.pipeline import _alpha_overrides
-    from rfspeech.train.build import build_models
 
     cfg = compose("search", "data_dir=x", "search.alpha_lr=1e-3")
     gen, _ = build_models(cfg)
@@ -68,8 +68,8 @@ def test_alpha_param_group_has_its_own_rate_and_no_decay() -> None:
 def test_candidate_scorer_device_per_worker_and_rank(monkeypatch: pytest.MonkeyPatch, local_rank: str | None,
                                                      worker: int, expected: str) -> None:
     """Mocked 4 GPUs: each pool worker (and each torchrun rank's pool) trains on its own cuda:i."""
+    from rfspeech.runs.search import CandidateScorer
     from rfspeech.search import global_search
-    from rfspeech.search.pipeline import CandidateScorer
 
     monkeypatch.setattr(global_search, "_WORKER_INDEX", None)  # a pool slot of this process would win
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -86,8 +86,9 @@ def test_candidate_scorer_device_per_worker_and_rank(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.heavy
 def test_lookahead_budget_bounds_the_search_and_is_recorded(data_dir: Path, tmp_path: Path) -> None:
+    from rfspeech.inference import loading
+    from rfspeech.runs.search import run_search
     from rfspeech.search import lookahead
-    from rfspeech.search.pipeline import run_search
     from rfspeech.train import checkpoint as ckpt
     from rfspeech.train.distributed import DistInfo
 
@@ -105,7 +106,7 @@ def test_lookahead_budget_bounds_the_search_and_is_recorded(data_dir: Path, tmp_
     assert doc["settings"]["lookahead"]["lookahead_frames"] >= 1
     assert doc["receptive_field"]["lookahead"] <= 10.0 + 1e-9
     assert "lookahead_ms" in doc["receptive_field"]
-    gen, _ = ckpt.load_generator(ckpt.checkpoint_path(tmp_path / "s", 2))
+    gen, _ = loading.load_generator(ckpt.checkpoint_path(tmp_path / "s", 2))
     assert lookahead(gen) <= 10.0 + 1e-9
     # the global search pruned the structures over the budget
     lines = [json.loads(x) for x in (tmp_path / "s" / "global" / "global_search_log.jsonl").read_text().splitlines()]

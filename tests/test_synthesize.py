@@ -17,8 +17,8 @@ from torch.nn.utils import parametrize
 
 from rfspeech.data.manifest import FeatureParams, Utterance, write_manifest
 from rfspeech.errors import ConfigError
-from rfspeech.evaluate.speed import generator_speed, measure
-from rfspeech.evaluate.synthesis import synthesize
+from rfspeech.inference.speed import generator_speed, measure
+from rfspeech.inference.synthesis import synthesize
 from rfspeech.layers import dilated_conv1d
 
 TINY_GENERATOR = {

@@ -16,8 +16,9 @@ from train_fixtures import compose, make_prepared, trainer
 
 from rfspeech.data.dataset import PreparedSplit, SegmentBatchSampler, SegmentDataset
 from rfspeech.errors import ConfigError, RFSpeechError
+from rfspeech.inference import loading
 from rfspeech.train import checkpoint as ckpt
-from rfspeech.train.trainer import TrainingDiverged
+from rfspeech.train.common import TrainingDiverged
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_training_writes_checkpoints_tensorboard_and_learns_lr_schedule(data_dir
     # 6 utterances / batch 2 = 3 steps per epoch: the learning rate decayed twice (steps 3 and 6)
     assert tr.optim_g.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.999**2)
 
-    state = ckpt.load_checkpoint(out / "checkpoints" / "ckpt_00000006.pt")
+    state = loading.load_checkpoint(out / "checkpoints" / "ckpt_00000006.pt")
     for key in ("generator", "discriminator", "optim_g", "optim_d", "sched_g", "sched_d", "step", "epoch", "rng",
                 "search", "config", "feature_params", "structure"):
         assert key in state
@@ -170,7 +171,7 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous(data_dir: Path, 
 
 def test_init_from_a_generator_only_checkpoint(data_dir: Path, tmp_path: Path,
                                                caplog: pytest.LogCaptureFixture) -> None:
-    from rfspeech.bin.train import build_models
+    from rfspeech.runs.train import build_models
 
     gen, _ = build_models(compose(data_dir, tmp_path, "seed=99"))
     path = tmp_path / "g_only.pt"
@@ -192,7 +193,7 @@ def test_init_from_a_generator_only_checkpoint(data_dir: Path, tmp_path: Path,
 
 def test_resume_without_a_checkpoint_still_starts_from_init_from(data_dir: Path, tmp_path: Path) -> None:
     """A run killed before its first checkpoint, resumed: the same start as the uninterrupted run, not scratch."""
-    from rfspeech.bin.train import build_models
+    from rfspeech.runs.train import build_models
 
     gen, _ = build_models(compose(data_dir, tmp_path, "seed=99"))
     path = tmp_path / "g_only.pt"
@@ -206,7 +207,7 @@ def test_load_generator_rebuilds_a_synthesis_ready_generator(data_dir: Path, tmp
     out = tmp_path / "run"
     tr = trainer(data_dir, out, "train.max_steps=2", "train.validation_interval=0")
     tr.fit()
-    gen, fp = ckpt.load_generator(out / "checkpoints" / "ckpt_00000002.pt")
+    gen, fp = loading.load_generator(out / "checkpoints" / "ckpt_00000002.pt")
     assert fp == tr.feature_params
     assert not gen.training
     assert not any("parametrizations" in k for k in gen.state_dict())  # weight norm folded

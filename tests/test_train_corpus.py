@@ -40,7 +40,7 @@ def test_a_few_steps_on_the_shipped_mini_corpus(mini_prepared: Path, tmp_path: P
 
 
 def test_init_from_an_official_hifigan_generator_file(tmp_path: Path) -> None:
-    from rfspeech.bin.train import build_models
+    from rfspeech.runs.train import build_models
 
     data = make_prepared(tmp_path / "data", n_train=2, n_dev=1, n_eval=0)
     gen, _ = build_models(compose(data, tmp_path, "seed=7"))

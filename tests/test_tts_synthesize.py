@@ -19,9 +19,11 @@ from rfspeech.data.text import num_symbols, text_to_sequence
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.evaluate import tts
 from rfspeech.inference import tts as inference_tts
+from rfspeech.inference.loading import load_acoustic, load_generator
+from rfspeech.inference.tts import check_feature_match
 from rfspeech.models.acoustic import acoustic_debug
-from rfspeech.train.acoustic import AcousticTrainer, load_acoustic, warmup_lr
-from rfspeech.train.checkpoint import load_generator, save_checkpoint
+from rfspeech.train.acoustic import AcousticTrainer, warmup_lr
+from rfspeech.train.checkpoint import save_checkpoint
 
 SENTENCES = ["The cat sat on the mat.", "A quick brown fox.", "Hello world!", "Birds sing at dawn.",
              "Red and blue.", "One more time?", "It is late.", "We met on Monday."]
@@ -104,10 +106,10 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_text_to_wav_on_cpu(models: dict[str, Path]) -> None:
     acoustic, a_params = load_acoustic(models["acoustic"])
     vocoder, v_params = load_generator(models["vocoder"])
-    assert tts.check_feature_match(a_params, v_params) == "not normalised"
+    assert check_feature_match(a_params, v_params) == "not normalised"
     done: dict[str, np.ndarray] = {}
     items = [("a", "Hello world."), ("b", "???"), ("c", "Birds sing at dawn, then stop.")]
-    res = tts.synthesize_text(acoustic, vocoder, items, sample_rate=22050, on_done=done.__setitem__)
+    res = inference_tts.synthesize_text(acoustic, vocoder, items, sample_rate=22050, on_done=done.__setitem__)
     assert res.utt_ids == ["a", "c"] and res.bad[0][0] == "b" and "nothing speakable" in res.bad[0][1]
     assert sorted(done) == ["a", "c"]
     for mel, wav in zip(res.mels, res.wavs):
@@ -118,24 +120,24 @@ def test_text_to_wav_on_cpu(models: dict[str, Path]) -> None:
     assert res.speed.wall_seconds == pytest.approx(res.acoustic_speed.wall_seconds + res.vocoder_speed.wall_seconds)
     assert res.acoustic_speed.x_real_time > res.speed.x_real_time > 0
     with pytest.raises(DataError, match="nothing to synthesize"):
-        tts.synthesize_text(acoustic, vocoder, [("x", "...")], sample_rate=22050)
+        inference_tts.synthesize_text(acoustic, vocoder, [("x", "...")], sample_rate=22050)
 
 
 def test_length_scale_slows_speech(models: dict[str, Path]) -> None:
     acoustic, p = load_acoustic(models["acoustic"])
     items = [("a", "The cat sat on the mat.")]
-    one = tts.text_to_mels(acoustic, items, sample_rate=p.sample_rate, hop_length=p.hop_length).mels[0]
-    two = tts.text_to_mels(acoustic, items, sample_rate=p.sample_rate, hop_length=p.hop_length,
+    one = inference_tts.text_to_mels(acoustic, items, sample_rate=p.sample_rate, hop_length=p.hop_length).mels[0]
+    two = inference_tts.text_to_mels(acoustic, items, sample_rate=p.sample_rate, hop_length=p.hop_length,
                            length_scale=3.0).mels[0]
     assert two.shape[1] > one.shape[1]
     with pytest.raises(ConfigError, match="length_scale"):
-        tts.text_to_mels(acoustic, items, sample_rate=22050, hop_length=256, length_scale=0)
+        inference_tts.text_to_mels(acoustic, items, sample_rate=22050, hop_length=256, length_scale=0)
 
 
 def test_feature_parameters_must_match(tmp_path: Path) -> None:
     a = FeatureParams()
     with pytest.raises(ConfigError, match=r"fmin: 0.0 vs 80.0.*fmax: 8000.0 vs 7600.0") as e:
-        tts.check_feature_match(a, FeatureParams(fmin=80.0, fmax=7600.0), acoustic_name="A.pt", vocoder_name="V.pt")
+        check_feature_match(a, FeatureParams(fmin=80.0, fmax=7600.0), acoustic_name="A.pt", vocoder_name="V.pt")
     assert "A.pt" in str(e.value) and "V.pt" in str(e.value) and "\n" not in str(e.value)
     # z-normalised features: consistent when both models were trained on the same statistics
     from rfspeech.data.features import FeatureStats
@@ -145,28 +147,28 @@ def test_feature_parameters_must_match(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         FeatureStats(np.full(80, -5 + shift, np.float32), np.ones(80, np.float32)).save(tmp_path / name / "stats.npz")
     cfg = {n: {"data_dir": str(tmp_path / n)} for n in ("d1", "d2", "d3")}
-    assert tts.check_feature_match(z, z, acoustic_config=cfg["d1"], vocoder_config=cfg["d1"]) == "same statistics"
-    assert tts.check_feature_match(z, z, acoustic_config=cfg["d1"], vocoder_config=cfg["d2"]) == "same statistics"
-    assert tts.check_feature_match(z, z, acoustic_config=cfg["d1"], vocoder_config={}) == "statistics not verified"
+    assert check_feature_match(z, z, acoustic_config=cfg["d1"], vocoder_config=cfg["d1"]) == "same statistics"
+    assert check_feature_match(z, z, acoustic_config=cfg["d1"], vocoder_config=cfg["d2"]) == "same statistics"
+    assert check_feature_match(z, z, acoustic_config=cfg["d1"], vocoder_config={}) == "statistics not verified"
     with pytest.raises(ConfigError, match="different statistics"):
-        tts.check_feature_match(z, z, acoustic_config=cfg["d1"], vocoder_config=cfg["d3"])
+        check_feature_match(z, z, acoustic_config=cfg["d1"], vocoder_config=cfg["d3"])
     with pytest.raises(ConfigError, match="normalize: False vs True"):
-        tts.check_feature_match(a, z)
+        check_feature_match(a, z)
 
 
 def test_read_text_file(tmp_path: Path) -> None:
     f = tmp_path / "s.txt"
     f.write_text("First one.\n\n  Second, with a comma.  \nThird!\n", encoding="utf-8")
-    assert tts.read_text_file(f) == [("utt0001", "First one."), ("utt0002", "Second, with a comma."),
+    assert inference_tts.read_text_file(f) == [("utt0001", "First one."), ("utt0002", "Second, with a comma."),
                                      ("utt0003", "Third!")]
     (tmp_path / "empty.txt").write_text("\n  \n")
     with pytest.raises(DataError, match="no sentence"):
-        tts.read_text_file(tmp_path / "empty.txt")
+        inference_tts.read_text_file(tmp_path / "empty.txt")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(DataError, match="not UTF-8"):
-        tts.read_text_file(tmp_path / "latin1.txt")
+        inference_tts.read_text_file(tmp_path / "latin1.txt")
     with pytest.raises(DataError, match="not found"):
-        tts.read_text_file(tmp_path / "missing.txt")
+        inference_tts.read_text_file(tmp_path / "missing.txt")
 
 
 def test_duration_errors_and_merge(models: dict[str, Path], tmp_path: Path) -> None:
@@ -329,7 +331,7 @@ def test_stream_text_equals_whole_synthesis(models: dict[str, Path]) -> None:
     acoustic, _ = load_acoustic(models["acoustic"])
     vocoder, _ = load_generator(models["vocoder"])
     items = [("a", "The cat sat on the mat, and the dog sat on the log."), ("b", "???"), ("c", "Hello world.")]
-    whole = tts.synthesize_text(acoustic, vocoder, items, sample_rate=22050, warmup=False)
+    whole = inference_tts.synthesize_text(acoustic, vocoder, items, sample_rate=22050, warmup=False)
     blocks: dict[str, list[np.ndarray]] = {}
     ended: list[str] = []
     res = inference_tts.stream_text(acoustic, vocoder, items, sample_rate=22050, chunk_frames=3, block_frames=2,

@@ -64,6 +64,6 @@ def compose(data_dir: Path, out_dir: Path, *overrides: str) -> Any:
 
 def trainer(data_dir: Path, out_dir: Path, *overrides: str, **kwargs: Any) -> Any:
     """A Trainer built as rfspeech-train builds it."""
-    from rfspeech.bin.train import make_trainer
+    from rfspeech.runs.train import make_trainer
 
     return make_trainer(compose(data_dir, out_dir, *overrides), **kwargs)

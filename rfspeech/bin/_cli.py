@@ -15,14 +15,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rfspeech.config import recipes_dir, require, to_container, write_config
+from rfspeech.config import recipes_dir
 from rfspeech.errors import RFSpeechError
 from rfspeech.runconfig import did_you_mean, validate, validator
 from rfspeech.train.lock import release, take
 
 log = logging.getLogger("rfspeech")
 
-__all__ = ["fail", "guarded", "hydra_main", "log", "require", "to_container", "write_config"]
+__all__ = ["fail", "guarded", "hydra_main", "log"]
 
 
 def fail(message: str, code: int = 2) -> None:

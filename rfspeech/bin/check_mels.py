@@ -17,7 +17,8 @@ import json
 import sys
 from typing import Any
 
-from rfspeech.bin._cli import hydra_main, require
+from rfspeech.bin._cli import hydra_main
+from rfspeech.config import require
 from rfspeech.errors import ConfigError
 from rfspeech.inference import gta
 from rfspeech.io import atomic_write_text

@@ -7,7 +7,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rfspeech.bin._cli import hydra_main, require
+from rfspeech.bin._cli import hydra_main
+from rfspeech.config import require
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.evaluate.registry import EvalOptions
 from rfspeech.evaluate.runner import evaluate_dirs

@@ -25,7 +25,7 @@ def run(cfg: Any) -> dict[str, Any]:
     import torch
 
     from rfspeech.inference.export import export_onnx, search_form
-    from rfspeech.train.checkpoint import load_checkpoint, load_generator
+    from rfspeech.inference.loading import load_checkpoint, load_generator
 
     fmt = str(cfg.format)
     if fmt not in FORMATS:

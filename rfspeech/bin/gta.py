@@ -15,62 +15,14 @@ See :mod:`rfspeech.inference.gta`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from rfspeech.bin._cli import hydra_main, require
-from rfspeech.data.manifest import SPLITS
-from rfspeech.errors import ConfigError
-from rfspeech.inference import gta, load_acoustic, resolve_device
-
-MODES = ("teacher_forced", "external")
-
-
-def _splits(value: Any) -> list[str]:
-    splits = [str(s) for s in OmegaConf.to_container(value)] if OmegaConf.is_list(value) else [str(value)]
-    bad = [s for s in splits if s not in SPLITS]
-    if not splits or bad:
-        raise ConfigError(f"split must be one of {list(SPLITS)} or a list of them, got {bad or splits}")
-    return list(dict.fromkeys(splits))
+from rfspeech.bin._cli import hydra_main
+from rfspeech.runs.gta import run
 
 
 def task(cfg: Any) -> dict[str, Any]:
-    require(cfg, "data_dir", "out_dir")
-    mode = str(cfg.mode)
-    if mode not in MODES:
-        raise ConfigError(f"mode={mode}: expected one of {', '.join(MODES)}")
-    splits = _splits(cfg.split)
-    out_dir = Path(cfg.out_dir)
-    results = []
-    if mode == "teacher_forced":
-        if not cfg.get("acoustic_checkpoint"):
-            raise ConfigError("mode=teacher_forced needs acoustic_checkpoint=PATH (or mode=external mel_dir=DIR)")
-        if cfg.get("mel_dir"):
-            raise ConfigError("mel_dir= is for mode=external; teacher_forced mels come from acoustic_checkpoint=")
-        device = resolve_device(str(cfg.device))
-        model, params = load_acoustic(cfg.acoustic_checkpoint, device=device)
-        for split in splits:
-            results.append(gta.write_teacher_forced(
-                model, cfg.data_dir, split, out_dir, feature_params=params, device=device,
-                skip_bad=bool(cfg.skip_bad), max_utts=cfg.get("max_utts"), progress=bool(cfg.progress)))
-        info = {"mode": mode, "acoustic_checkpoint": str(Path(cfg.acoustic_checkpoint).resolve())}
-    else:
-        if not cfg.get("mel_dir"):
-            raise ConfigError("mode=external needs mel_dir=DIR (a folder of <utt_id>.npy)")
-        for split in splits:
-            results.append(gta.import_external_mels(
-                cfg.mel_dir, cfg.data_dir, split, out_dir, layout=str(cfg.mel_layout), feats_yaml=cfg.get("feats_yaml"),
-                skip_bad=bool(cfg.skip_bad), tolerance_hops=float(cfg.tolerance_hops), progress=bool(cfg.progress)))
-        info = {"mode": mode, "mel_dir": str(Path(cfg.mel_dir).resolve()), "mel_layout": str(cfg.mel_layout)}
-    info["data_dir"] = str(Path(cfg.data_dir).resolve())
-    gta.write_summary(out_dir, info, results)
-    for r in results:
-        l1 = f", mel L1 to the reference {r.mel_l1:.4f}" if r.mel_l1 is not None else ""
-        skipped = f"; {len(r.bad)} skipped (see {out_dir / r.split / gta.BAD_FILES})" if r.bad else ""
-        print(f"{r.split}: {r.n_written} GTA mels ({r.frames} frames{l1}) -> {out_dir / r.split}{skipped}")
-    return {"splits": [r.to_dict() for r in results], **info}
+    return run(cfg)
 
 
 main = hydra_main("gta")(task)

@@ -23,37 +23,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from rfspeech.bin._cli import hydra_main, require
-
-# Re-exported: the pipeline moved to rfspeech.search.pipeline (existing imports keep working).
-from rfspeech.search.pipeline import (
-    CandidateScorer,
-    global_space,
-    run_global_search,
-    run_search,
-    searchable_args,
-    searched_paths,
-)
-from rfspeech.train import distributed as D
-from rfspeech.train.build import adopt_init_model, model_overridden
-
-__all__ = ["CandidateScorer", "global_space", "main", "run_global_search", "run_search", "searchable_args",
-           "searched_paths", "task"]
+from rfspeech.bin._cli import hydra_main
+from rfspeech.runs.search import run
 
 
 def task(cfg: Any) -> dict[str, Any]:
-    require(cfg, "data_dir", "out_dir")
-    adopt_init_model(cfg, lambda: model_overridden(cfg))  # an imported/pretrained init_from brings its model
-    dist_info = D.init_distributed(str(cfg.device), timeout_s=float(cfg.get("dist_timeout_s", 7200)))
-    try:
-        result = run_search(cfg, dist_info)
-    finally:
-        D.cleanup()
-    if dist_info.is_main:
-        rf = result["receptive_field"]
-        rf_text = f"; receptive field {rf['r_min']:.1f}-{rf['r_max']:.1f} frames" if rf else ""
-        print(f"searched {len(result['structure'])} layers{rf_text}; wrote {result['structure_file']}")
-    return result
+    return run(cfg)
 
 
 main = hydra_main("search", run_dir="${out_dir}")(task)

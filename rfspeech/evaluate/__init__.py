@@ -12,13 +12,12 @@ Every metric of ``rfspeech-evaluate`` is registered once in :mod:`rfspeech.evalu
 (name → evaluator, columns, settings dataclass); :class:`EvalOptions` is the one options object.
 
 Folders: :func:`evaluate_dirs` (``rfspeech-evaluate``); reports: :func:`write_report`
-(``rfspeech-compare``); synthesis and its speed live in :mod:`rfspeech.evaluate.synthesis` and
-:mod:`rfspeech.evaluate.speed` (they import torch, so they are not imported here).
+(``rfspeech-compare``); synthesis and its speed live in :mod:`rfspeech.inference.synthesis` and
+:mod:`rfspeech.inference.speed`.
 """
 
 from rfspeech.evaluate.metrics import (
     MCEP_PARAMS,
-    STFT_RESOLUTIONS,
     CrepeMetrics,
     F0Metrics,
     MetricError,
@@ -53,7 +52,6 @@ __all__ = [
     "crepe_pitch",
     "frame_periodicity",
     "register",
-    "STFT_RESOLUTIONS",
     "F0Metrics",
     "MetricError",
     "evaluate_dirs",

@@ -30,6 +30,7 @@ import numpy as np
 from rfspeech.errors import ConfigError
 from rfspeech.evaluate import metrics as M
 from rfspeech.evaluate.metrics import MetricError
+from rfspeech.spectral import STFT_RESOLUTIONS
 
 Values = dict[str, "float | MetricError"]
 
@@ -174,7 +175,7 @@ class STFTSettings:
         resolutions: ``(n_fft, hop, win_length)`` triples (ParallelWaveGAN's by default).
     """
 
-    resolutions: tuple[tuple[int, int, int], ...] = M.STFT_RESOLUTIONS
+    resolutions: tuple[tuple[int, int, int], ...] = STFT_RESOLUTIONS
 
 
 @dataclass(frozen=True)

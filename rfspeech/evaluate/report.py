@@ -17,26 +17,20 @@ from typing import Any
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.evaluate import report_text as T
 from rfspeech.evaluate.report_data import (
-    Experiment,
     ReportData,
     aggregate,
-    aggregate_arm,
     arms_of,
     load_experiment,
-    paired_differences,
     pick_utterances,
     unique_names,
 )
-from rfspeech.evaluate.report_figures import audio_data_uri, spectrogram_png
+from rfspeech.evaluate.report_figures import spectrogram_png
 from rfspeech.evaluate.report_html import render_html
 from rfspeech.evaluate.report_md import cost_digest, render_markdown
 from rfspeech.evaluate.runner import list_audio
 from rfspeech.io import atomic_path, atomic_write_text
 
-# Names kept from the single-module report (tests and users import them from here).
-_num, _rf_text = T.num, T.rf_text
-__all__ = ["Experiment", "ReportData", "aggregate_arm", "audio_data_uri", "build_report", "load_experiment",
-           "paired_differences", "render_html", "render_markdown", "report_json", "spectrogram_png", "write_report"]
+__all__ = ["build_report", "report_json", "write_report"]
 
 
 def build_report(

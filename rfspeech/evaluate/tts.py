@@ -1,12 +1,12 @@
 """Evaluation of acoustic models (duration error); text → mel → wav lives in :mod:`rfspeech.inference.tts`.
 
 The acoustic model and the vocoder meet at the log-mel, so their feature parameters must be
-identical (:func:`check_feature_match`): a vocoder fed mels of another rate, hop, band range or log
-base produces noise without any error, the most common complaint of vocoder users. Z-normalised
+identical (:func:`rfspeech.inference.tts.check_feature_match`): a vocoder fed mels of another rate,
+hop, band range or log base produces noise without any error, the most common complaint of vocoder users. Z-normalised
 features (``normalize: true``, the ParallelWaveGAN convention) are consistent when both models were
 trained on the same normalised features: the acoustic model then *predicts* normalised mels and the
 vocoder *reads* normalised mels, so nothing is de-normalised in between. The statistics are not
-stored in checkpoints; :func:`check_feature_match` compares the ``stats.npz`` of both training
+stored in checkpoints; that check compares the ``stats.npz`` of both training
 ``data_dir`` when it can find them and refuses different ones.
 
 Duration error (:func:`duration_errors`) compares, per utterance of a prepared split with reference
@@ -38,26 +38,12 @@ from rfspeech.data.manifest import FeatureParams
 from rfspeech.data.text_dataset import TextMelDataset, collate_text_mel
 from rfspeech.errors import DataError
 from rfspeech.evaluate.stats import summarize
-from rfspeech.inference.loading import checkpoint_config, model_info
-
-# Re-exported: the synthesis half moved to rfspeech.inference.tts (existing imports keep working).
-from rfspeech.inference.tts import (
-    TextToMelResult,
-    TTSResult,
-    check_feature_match,
-    read_text_file,
-    synthesize_text,
-    text_id,
-    text_to_mels,
-    texts_of_split,
-)
 from rfspeech.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DURATION_COLUMNS", "TTSResult", "TextToMelResult", "check_feature_match", "checkpoint_config",
-           "duration_errors", "duration_summary", "mel_dtw_l1", "merge_eval_columns", "model_info",
-           "read_text_file", "synthesize_text", "text_id", "text_to_mels", "texts_of_split", "write_duration_eval"]
+__all__ = ["DURATION_COLUMNS", "duration_errors", "duration_summary", "mel_dtw_l1", "merge_eval_columns",
+           "write_duration_eval"]
 
 DURATION_COLUMNS = ("duration_mae_frames", "length_error", "mel_dtw_l1")
 

@@ -18,7 +18,7 @@ Checkpoint dict (``<out_dir>/checkpoints/ckpt_<step:08d>.pt``, ``best.pt``)::
     kind="acoustic", acoustic (state dict), optim, sched, step, epoch, rng, search, searchable,
     config (resolved, with model.acoustic), feature_params, structure, structure_mode, best_val, bad_steps
 
-:func:`rfspeech.inference.load_acoustic` (re-exported here) rebuilds a ready-to-synthesise model from such a file.
+:func:`rfspeech.inference.load_acoustic` rebuilds a ready-to-synthesise model from such a file.
 """
 
 from __future__ import annotations
@@ -34,26 +34,20 @@ from torch import nn
 from rfspeech.data.manifest import FEATS_YAML, MANIFEST, FeatureParams
 from rfspeech.data.text_dataset import TextMelBatchSampler, TextMelDataset, collate_text_mel
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
-from rfspeech.inference.loading import load_acoustic, short_error
+from rfspeech.inference.loading import load_checkpoint, short_error
 from rfspeech.runconfig import AcousticConfig, LoopConfig, ModelSetup, Optim, RunConfig
 from rfspeech.search import export_structure
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
 from rfspeech.train.common import (
     BaseTrainer,
-    OptimizerFactory,
-    SchedulerFactory,
-    TrainingDiverged,
-    TrainResult,
     grad_norm,
 )
 from rfspeech.train.logging import log_dilations, log_mel, log_scalars
 
 log = logging.getLogger(__name__)
 
-# Re-exported: they are part of this module's interface (``rfspeech.train.acoustic.TrainingDiverged`` ...).
-__all__ = ["KIND", "LOSS_KEYS", "AcousticTrainer", "OptimizerFactory", "SchedulerFactory", "TrainResult",
-           "TrainingDiverged", "WarmupLambda", "build_acoustic", "load_acoustic", "load_latest_acoustic",
+__all__ = ["KIND", "LOSS_KEYS", "AcousticTrainer", "WarmupLambda", "build_acoustic", "load_latest_acoustic",
            "warmup_lr"]
 
 KIND = "acoustic"
@@ -202,7 +196,7 @@ class AcousticTrainer(BaseTrainer):
             self.sched.load_state_dict(state["sched"])
 
     def _init_from(self, path: str | Path) -> None:
-        state = ckpt.load_checkpoint(path, map_location="cpu")
+        state = load_checkpoint(path, map_location="cpu")
         sd = state.get("acoustic")
         if not isinstance(sd, dict) or not sd:
             raise DataError(f"{path}: no acoustic model weights (expected an 'acoustic' entry)")

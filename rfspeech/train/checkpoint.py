@@ -32,23 +32,13 @@ import torch
 
 from rfspeech import integrity
 from rfspeech.errors import ConfigError, DataError
-from rfspeech.inference.loading import (
-    extract_generator_state,
-    finalize_for_inference,
-    load_checkpoint,
-    load_generator,
-    load_generator_weights,
-    shape_like,
-    short_error,
-)
+from rfspeech.inference.loading import load_checkpoint
 from rfspeech.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BEST", "CKPT_DIR", "check_keys", "checkpoint_dir", "checkpoint_path", "extract_generator_state",
-           "finalize_for_inference", "list_checkpoints", "load_checkpoint", "load_generator", "load_generator_weights",
-           "load_latest", "prune_checkpoints", "remove_stale_temporaries", "rng_state", "save_checkpoint",
-           "set_rng_state", "shape_generator_like", "short_error"]
+__all__ = ["BEST", "CKPT_DIR", "check_keys", "checkpoint_dir", "checkpoint_path", "list_checkpoints", "load_latest",
+           "prune_checkpoints", "remove_stale_temporaries", "rng_state", "save_checkpoint", "set_rng_state"]
 
 CKPT_DIR = "checkpoints"
 BEST = "best.pt"
@@ -194,13 +184,6 @@ def prune_checkpoints(out_dir: str | Path, keep_last: int) -> list[Path]:
     for p in doomed:
         p.unlink(missing_ok=True)
     return doomed
-
-
-# ---------------------------------------------------------------------------------------------- weights
-# Reading checkpoints and rebuilding models from them is inference's job (rfspeech.inference.loading);
-# these names stay importable from here for existing code.
-shape_generator_like = shape_like
-_short = short_error
 
 
 def check_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | Path) -> None:

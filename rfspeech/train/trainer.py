@@ -49,17 +49,13 @@ from rfspeech.data.dataset import PreparedSplit, SegmentBatchSampler, SegmentDat
 from rfspeech.data.features import log_mel_torch
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError
+from rfspeech.inference.loading import extract_generator_state, load_checkpoint, load_generator_weights, short_error
 from rfspeech.rf import analyze
 from rfspeech.runconfig import GANConfig, GANOptim, LoopConfig, ModelSetup, RunConfig
-from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
 from rfspeech.train import losses
 from rfspeech.train.common import (
     BaseTrainer,
-    OptimizerFactory,
-    SchedulerFactory,
-    TrainingDiverged,
-    TrainResult,
     grad_norm,
 )
 from rfspeech.train.logging import log_audio, log_mel
@@ -67,8 +63,7 @@ from rfspeech.train.losses import PWG_STFT_RESOLUTIONS
 
 log = logging.getLogger(__name__)
 
-# Re-exported: they are part of this module's interface (``rfspeech.train.trainer.TrainingDiverged`` ...).
-__all__ = ["OptimizerFactory", "SchedulerFactory", "Trainer", "TrainResult", "TrainingDiverged"]
+__all__ = ["Trainer"]
 
 
 class Trainer(BaseTrainer):
@@ -240,7 +235,7 @@ class Trainer(BaseTrainer):
             self.generator.load_state_dict(state["generator"])
             self.discriminator.load_state_dict(state["discriminator"])
         except RuntimeError as e:
-            raise ConfigError(f"{where}: weights do not fit the configured models ({ckpt._short(e)})") from None
+            raise ConfigError(f"{where}: weights do not fit the configured models ({short_error(e)})") from None
         self.optim_g.load_state_dict(state["optim_g"])
         self.optim_d.load_state_dict(state["optim_d"])
         for sched, key in ((self.sched_g, "sched_g"), (self.sched_d, "sched_d")):
@@ -248,10 +243,10 @@ class Trainer(BaseTrainer):
                 sched.load_state_dict(state[key])
 
     def _init_from(self, path: str | Path) -> None:
-        state = ckpt.load_checkpoint(path, map_location="cpu")
+        state = load_checkpoint(path, map_location="cpu")
         self._check_features(state, path)
         if self.init_generator:
-            ckpt.load_generator_weights(self.generator, ckpt.extract_generator_state(state, path), str(path))
+            load_generator_weights(self.generator, extract_generator_state(state, path), str(path))
         disc = state.get("discriminator")
         if isinstance(disc, dict) and disc:
             try:
@@ -259,7 +254,7 @@ class Trainer(BaseTrainer):
                 log.info("init_from %s: generator and discriminator weights loaded", path)
             except RuntimeError as e:
                 log.warning("init_from %s: discriminator weights do not fit (%s); it starts from scratch",
-                            path, ckpt._short(e))
+                            path, short_error(e))
         else:
             log.info("init_from %s: generator weights loaded; no discriminator in the file, it starts from scratch",
                      path)

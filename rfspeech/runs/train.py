@@ -1,6 +1,6 @@
-"""Build a vocoder run from its composed config: models, structure, init weights, the :class:`Trainer`.
+"""The ``rfspeech-train`` run: its composed config → models, structure, init weights, the :class:`Trainer`.
 
-Used by ``rfspeech-train`` and ``rfspeech-search`` (its candidates and local search); the config
+Used by ``rfspeech-train`` (:func:`run`) and ``rfspeech-search`` (its candidates and local search); the config
 is the composed ``recipes/train.yaml`` / ``recipes/search.yaml`` (user-written, so Hydra ``instantiate``
 is used on it; checkpoints are rebuilt through the allow-list of :mod:`rfspeech.inference.loading`).
 """
@@ -8,6 +8,7 @@ is used on it; checkpoints are rebuilt through the allow-list of :mod:`rfspeech.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -18,18 +19,19 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from rfspeech.config import require, to_container
+from rfspeech.config import require, to_container, write_config
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError
+from rfspeech.inference.loading import extract_generator_state, load_checkpoint, load_generator_weights, shape_like
 from rfspeech.runconfig import kwargs_of, vocoder_run
 from rfspeech.search import apply_structure, load_structure
-from rfspeech.train import checkpoint as ckpt
+from rfspeech.train import distributed
 from rfspeech.train.trainer import Trainer
 
 log = logging.getLogger("rfspeech.train")
 
 __all__ = ["adopt_init_model", "apply_structure_from", "build_models", "carry_search_cost", "continues_search",
-           "load_init_before_structure", "make_trainer", "model_overridden", "seed_everything", "structure_args"]
+           "load_init_before_structure", "make_trainer", "model_overridden", "run", "seed_everything", "structure_args"]
 
 
 def seed_everything(seed: int) -> None:
@@ -84,7 +86,7 @@ def _search_init(cfg: Any) -> dict[str, Any] | None:
     path = Path(str(cfg.init_from))
     key = (str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else 0)
     if key not in _SEARCH_INIT:  # asked several times while one trainer is built
-        state = ckpt.load_checkpoint(path)
+        state = load_checkpoint(path)
         found = None if state.get("structure") or state.get("searchable") is None else dict(state["searchable"])
         _SEARCH_INIT.clear()
         _SEARCH_INIT[key] = found
@@ -198,7 +200,7 @@ def adopt_init_model(cfg: Any, model_given: bool | None | Callable[[], bool | No
     from rfspeech.inference.loading import build_from_node
 
     path = str(cfg.init_from)
-    saved = (ckpt.load_checkpoint(path).get("config") or {}).get("model") or {}
+    saved = (load_checkpoint(path).get("config") or {}).get("model") or {}
     current = to_container(cfg.model) if cfg.get("model") is not None else {}
     nodes = {k: saved[k] for k in ("generator", "discriminator") if isinstance(saved.get(k), dict)}
     if "generator" not in nodes or all(nodes[k] == current.get(k) for k in nodes):
@@ -224,7 +226,7 @@ def carry_search_cost(cfg: Any, trainer: Any) -> None:
     """
     if not cfg.get("init_from") or trainer.step != 0 or getattr(trainer, "cost", None) is None:
         return
-    state = ckpt.load_checkpoint(cfg.init_from)
+    state = load_checkpoint(cfg.init_from)
     cost = state.get("cost")
     if state.get("search") is None or not isinstance(cost, dict):
         return
@@ -243,12 +245,12 @@ def load_init_before_structure(cfg: Any, generator: torch.nn.Module) -> bool:
     """
     if not (cfg.get("init_from") and cfg.get("structure")):
         return False
-    state = ckpt.load_checkpoint(cfg.init_from)
+    state = load_checkpoint(cfg.init_from)
     if state.get("structure") and state.get("structure_mode") == "merge" and cfg.get("structure_mode") != "merge":
         raise ConfigError(f"init_from={cfg.init_from}: merged weights (dense kernels) cannot seed a "
                           f"{cfg.get('structure_mode')} structure")
-    ckpt.shape_generator_like(generator, state)
-    ckpt.load_generator_weights(generator, ckpt.extract_generator_state(state, cfg.init_from), str(cfg.init_from))
+    shape_like(generator, state)
+    load_generator_weights(generator, extract_generator_state(state, cfg.init_from), str(cfg.init_from))
     return True
 
 
@@ -302,3 +304,21 @@ def make_trainer(
     kwargs.update(overrides)
     return Trainer.from_kwargs(**kwargs)
 
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    """The run behind ``rfspeech-train`` (``cfg``: the composed ``recipes/train.yaml``)."""
+    require(cfg, "data_dir", "out_dir")
+    try:
+        adopt_init_model(cfg, lambda: model_overridden(cfg))  # an imported/pretrained init_from brings its model
+        trainer = make_trainer(cfg)
+        carry_search_cost(cfg, trainer)  # a fine-tune of a search run counts the search's cost
+        write_config(cfg, cfg.out_dir)
+        result = trainer.fit()
+    finally:
+        distributed.cleanup()
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = f"{result.best_val:.4f}" if np.isfinite(result.best_val) else "n/a"
+        print(f"trained {result.step} steps (skipped {result.bad_steps}); best validation mel L1 {best}; "
+              f"last checkpoint {result.checkpoint}")
+    return {"step": result.step, "best_val": result.best_val, "checkpoint": str(result.checkpoint)}

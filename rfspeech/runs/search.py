@@ -1,4 +1,4 @@
-"""The RF-Next search pipeline behind ``rfspeech-search`` (global search, then local search while training).
+"""The ``rfspeech-search`` run: the RF-Next search pipeline (global search, then local search while training).
 
 Pipeline (``recipes/search.yaml``):
 
@@ -38,9 +38,11 @@ from omegaconf import OmegaConf
 from rfspeech.config import require, to_container, write_config
 from rfspeech.data.manifest import FEATS_YAML, FeatureParams
 from rfspeech.errors import ConfigError
+from rfspeech.inference.loading import extract_generator_state, load_checkpoint, load_generator_weights
 from rfspeech.io import atomic_path, atomic_write_text
 from rfspeech.layers.conv import iter_dilated_convs
 from rfspeech.layers.weight_norm import detached_copy
+from rfspeech.runs.train import adopt_init_model, build_models, make_trainer, model_overridden
 from rfspeech.search import (
     GlobalSearch,
     LocalSearch,
@@ -58,19 +60,16 @@ from rfspeech.search import (
     searchable_modules,
     worker_device,
 )
-from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
-from rfspeech.train.build import build_models, make_trainer
+from rfspeech.train.common import TrainingDiverged
 from rfspeech.train.cost import COST_FILE, CostMeter, read_cost
 from rfspeech.train.distributed import DistInfo, resolve_device
 from rfspeech.train.logging import create_writer
-from rfspeech.train.trainer import TrainingDiverged
 
 log = logging.getLogger("rfspeech.search")
 
-__all__ = ["STRATEGIES", "AlphaParamGroups", "CandidateScorer", "acoustic_local_search", "acoustic_search_args",
-           "dcls_args", "global_space", "lookahead_limit", "run_global_search", "run_search", "search_models",
-           "search_strategy", "searchable_args", "searched_paths"]
+__all__ = ["STRATEGIES", "AlphaParamGroups", "CandidateScorer", "dcls_args", "global_space", "lookahead_limit", "run",
+           "run_global_search", "run_search", "search_models", "search_strategy", "searchable_args", "searched_paths"]
 
 #: Local-search strategies of ``search.strategy``: RF-Next's candidate dilations, or learned tap positions (DCLS).
 STRATEGIES = ("rfnext", "dcls")
@@ -433,8 +432,8 @@ def search_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
     generator, discriminator = build_models(cfg)
     if cfg.get("init_from") and not cfg.get("resume"):
         # Search from trained (hand-designed) weights: load them before the convs are wrapped.
-        state = ckpt.load_checkpoint(cfg.init_from)
-        ckpt.load_generator_weights(generator, ckpt.extract_generator_state(state, cfg.init_from), str(cfg.init_from))
+        state = load_checkpoint(cfg.init_from)
+        load_generator_weights(generator, extract_generator_state(state, cfg.init_from), str(cfg.init_from))
         return generator, discriminator, False
     return generator, discriminator, True
 
@@ -622,30 +621,17 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-# ---------------------------------------------------------------------------------------------- acoustic model
-def acoustic_search_args(cfg: Any) -> dict[str, Any]:
-    """``make_searchable`` keyword arguments of ``rfspeech-train-tts``'s ``search`` node."""
-    s = cfg.search
-    args: dict[str, Any] = {"include": to_container(s.get("include")), "exclude": to_container(s.get("exclude"))}
-    for key in ("num_branches", "expand_rate", "min_dilation", "max_dilation"):
-        if s.get(key) is not None:
-            args[key] = s[key]
-    return args
-
-
-def acoustic_local_search(cfg: Any, model: torch.nn.Module) -> tuple[LocalSearch, dict[str, Any]]:
-    """Wrap the acoustic model's dilated convs and attach the local search (``search.enabled=true``).
-
-    Returns:
-        ``(search, searchable)``: the :class:`LocalSearch` for the trainer and the ``make_searchable``
-        arguments it records in checkpoints.
-    """
-    searchable = acoustic_search_args(cfg)
-    wrapped = make_searchable(model, **searchable)
-    if not wrapped:
-        raise ConfigError("search.enabled=true but no dilated conv matched search.include/exclude")
-    search = LocalSearch(model, search_interval=int(cfg.search.search_interval),
-                         max_search_steps=int(cfg.search.max_search_steps), out_dir=cfg.out_dir,
-                         settings={"model": "acoustic"})
-    log.info("searching %d dilated convs", len(wrapped))
-    return search, searchable
+def run(cfg: Any) -> dict[str, Any]:
+    """The run behind ``rfspeech-search`` (``cfg``: the composed ``recipes/search.yaml``)."""
+    require(cfg, "data_dir", "out_dir")
+    adopt_init_model(cfg, lambda: model_overridden(cfg))  # an imported/pretrained init_from brings its model
+    dist_info = D.init_distributed(str(cfg.device), timeout_s=float(cfg.get("dist_timeout_s", 7200)))
+    try:
+        result = run_search(cfg, dist_info)
+    finally:
+        D.cleanup()
+    if dist_info.is_main:
+        rf = result["receptive_field"]
+        rf_text = f"; receptive field {rf['r_min']:.1f}-{rf['r_max']:.1f} frames" if rf else ""
+        print(f"searched {len(result['structure'])} layers{rf_text}; wrote {result['structure_file']}")
+    return result
