@@ -265,20 +265,21 @@ def test_schedule_anneals_freezes_records_and_resumes(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- planted tasks
-def planted(start: int, seed: int = 0, steps: int = 400) -> list[float]:
+def planted(start: int, seed: int = 0, steps: int = 600) -> list[float]:
     """Target ``y[t] = x[t-12] + 0.5·x[t] + x[t+12]``: a 3-tap conv needs taps at a spacing of 12.
 
-    The conv starts at dilation ``start`` with random weights; the paper's schedule (``SIG`` from half
-    the grid, 32 steps each side, down to 0.23 over the first quarter), the positions held for the first
-    eighth (``position_warmup``: from 24, a tap whose random weight starts negative is otherwise pushed
-    outwards before its weight flips; 3 of 5 seeds failed so), positions at 3 × the weights' rate.
+    The conv starts at dilation ``start`` with random weights, on a grid of ±32 steps. The paper's
+    schedule: ``SIG`` from half the grid down to 0.23 over the first quarter; the positions held for the
+    first eighth (``position_warmup``: without it, from 24, a tap whose random weight starts with the
+    wrong sign is pushed outwards before its weight can flip: 3 of 5 seeds failed so); positions at
+    0.05 input steps per Adam step, weights at 0.03. Seeds 0-4 all reach the target from both starts.
     """
     torch.manual_seed(seed)
     net = nn.Sequential(DclsConv1d(dilated_conv1d(1, 1, 3, dilation=start), max_dilation=32))
     op = net[0]
     op.set_sigma(op.grid // 2)
     search = DclsSearch(net, anneal_steps=steps // 4, sigma_final=0.23, position_warmup=steps // 8)
-    opt = PositionParamGroups(lambda g: torch.optim.Adam(g, lr=0.03), net, 0.1)(net.parameters())
+    opt = PositionParamGroups(lambda g: torch.optim.Adam(g, lr=0.03), net, 0.05)(net.parameters())
     g = torch.Generator().manual_seed(7)
     losses = []
     for step in range(1, steps + 1):
