@@ -13,7 +13,8 @@
   (``search.strategy=dcls``): learned tap positions (DCLS), exported to plain convs by :func:`finalize`.
 """
 
-from rfspeech.search.dcls import DclsConv1d, DclsSearch, dcls_modules, make_dcls
+from rfspeech.search.dcls import DclsSearch, dcls_modules, make_dcls
+from rfspeech.search.dcls_op import DclsConv1d
 from rfspeech.search.global_search import (
     Evaluation,
     GlobalSearch,

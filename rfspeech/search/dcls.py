@@ -29,7 +29,6 @@ continuous positions.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 from torch import nn
 
 from rfspeech.errors import ConfigError
-from rfspeech.search.dcls_op import DCLS_EXTRA, DCLS_VERSIONS, DclsConv1d, require_dcls
+from rfspeech.search.dcls_op import DCLS_VERSIONS, DclsConv1d, require_dcls
 from rfspeech.search.model import (
     Wrapped,
     _all_convs,
@@ -52,7 +51,7 @@ from rfspeech.search.model import (
 
 log = logging.getLogger("rfspeech.search")
 
-__all__ = ["DCLS_ARGS", "DclsConv1d", "DclsSearch", "PositionParamGroups", "dcls_modules", "make_dcls",
+__all__ = ["DCLS_ARGS", "DclsSearch", "PositionParamGroups", "dcls_modules", "make_dcls",
            "paper_sigma_init", "positions"]
 
 #: Keyword arguments :func:`make_dcls` passes to every :class:`DclsConv1d` (plus include/exclude/convs).
@@ -382,11 +381,4 @@ def sigma_defaults(version: str, warm: bool) -> tuple[float | None, float]:
     return None, (PAPER_SIGMA_FINAL if version == "gauss" else 0.0)
 
 
-def check_finite_positions(model: nn.Module) -> None:
-    """Raise when a position went non-finite (a diverged run must not be exported as a structure)."""
-    for path, op in dcls_modules(model).items():
-        if not all(math.isfinite(float(v)) for v in op.P.detach().cpu().tolist()):
-            raise ConfigError(f"DCLS: {path}: non-finite tap positions")
-
-
-__all__ += ["DCLS_EXTRA", "PAPER_SIGMA_FINAL", "check_finite_positions", "sigma_defaults"]
+__all__ += ["PAPER_SIGMA_FINAL", "sigma_defaults"]
