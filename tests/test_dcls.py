@@ -62,6 +62,8 @@ def build(kind: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
         g = WaveNetGenerator(aux_channels=80, layers=10, stacks=2, residual_channels=16, gate_channels=32,
                              skip_channels=16, upsample_scales=[4, 4, 4, 4]).eval()
         return g, (mel, torch.randn(1, 1, 6 * 256))
+    if kind == "official_v1_narrow":  # the official class with V1's kernels and dilations at 64 channels
+        return OfficialLayoutHiFiGAN(**{**V1, "upsample_initial_channel": 64}, norm="legacy").eval(), (mel,)
     return OfficialLayoutHiFiGAN(**V1, norm="legacy").eval(), (torch.randn(1, 80, 3),)
 
 
@@ -74,7 +76,7 @@ def _perturb(model: nn.Module, seed: int = 0, scale: float = 3.0) -> None:
             op.clamp_positions()
 
 
-@pytest.mark.parametrize("kind", ["hifigan_debug", "hifigan_causal", "wavenet_debug",
+@pytest.mark.parametrize("kind", ["hifigan_debug", "hifigan_causal", "wavenet_debug", "official_v1_narrow",
                                   # the official class at V1's full width (512 channels, 13.9 M parameters)
                                   pytest.param("official_v1", marks=pytest.mark.heavy)])
 def test_warm_start_output_equals_the_original_at_step_0(kind: str) -> None:
@@ -92,7 +94,7 @@ def test_warm_start_output_equals_the_original_at_step_0(kind: str) -> None:
     assert all(float(op.sigma) == 0.0 for op in dcls_modules(wrapped).values())
     # rounded taps of the start are the hand-designed structure
     assert export_structure(wrapped) == export_structure(make_searchable_copy(model))
-    if kind == "official_v1":  # legacy weight norm carried over as the parametrization, g and v unchanged
+    if kind.startswith("official_v1"):  # legacy weight norm carried over as the parametrization, g and v unchanged
         op = dcls_modules(wrapped)["resblocks.0.convs1.1"]
         conv = model.resblocks[0].convs1[1]
         assert torch.equal(op.conv.parametrizations.weight.original1, conv.weight_v)
