@@ -312,3 +312,23 @@ def test_dilated_taps_export_as_a_plain_dilated_conv() -> None:
     assert op.entry() == 12
     conv = op.export()
     assert isinstance(conv, DilatedConv1d) and conv.dilation[0] == 12
+
+
+def test_bench_arms_start_from_the_same_function() -> None:
+    """bench/dcls_overhead.py's arms: the same weights; frozen hand taps are the plain conv, σ = 0 within 30 dB."""
+    import sys
+
+    repo = str(Path(__file__).resolve().parents[1])
+    if repo not in sys.path:  # bench/ is a top-level folder of the checkout, not part of the package
+        sys.path.insert(0, repo)
+    from bench.dcls_overhead import arms
+    from bench.search_overhead import PRESETS
+
+    pairs = arms({**PRESETS["quick"], "gen_channels": 16}, max_dilation=4)
+    mel = torch.randn(1, 80, 4)
+    with torch.no_grad():
+        out = {name: g.eval()(mel) for name, (g, _) in pairs.items()}
+    assert (out["frozen"] - out["plain"]).abs().max().item() <= 1e-5
+    assert snr_db(out["plain"], out["dcls"]) >= 30.0
+    assert all(torch.equal(a, b) for a, b in zip(pairs["plain"][1].state_dict().values(),
+                                                  pairs["dcls"][1].state_dict().values()))

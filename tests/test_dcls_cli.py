@@ -27,7 +27,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", f"rfspeech.bin.{module}", "device=cpu", "progress=false", *args],
+    common = () if module == "rf" else ("device=cpu", "progress=false")
+    res = subprocess.run([sys.executable, "-m", f"rfspeech.bin.{module}", *common, *args],
                          cwd=cwd, env=ENV, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
     return res
@@ -100,6 +101,12 @@ def test_train_synthesize_and_rf_on_the_searched_structure(searched: Path, data_
     assert rf["taps"] == taps and "learned taps" in res.stdout
     doc = yaml.safe_load((searched / "structure.yaml").read_text())
     assert rf["r_max"] == pytest.approx(doc["receptive_field"]["r_max"])  # the same exact field both ways
+    # a fresh model given the structure file (no checkpoint): the same field and taps
+    name = yaml.safe_load((searched / "config.yaml").read_text())["model"]["name"]
+    cli("rf", f"model={name}", f"structure={searched / 'structure.yaml'}", "segment=null",
+        f"out_dir={tmp_path / 'rf2'}", cwd=tmp_path)
+    rf2 = json.loads((tmp_path / "rf2" / "rf.json").read_text())
+    assert rf2["taps"] == taps and rf2["r_max"] == pytest.approx(rf["r_max"])
 
 
 def _has(module: str) -> bool:
