@@ -107,7 +107,7 @@ def run(
     Returns:
         ``{"keys": {...}, "rows": [...], ...}`` with × real time of each side and the ratios.
     """
-    from rfspeech.data.prepare import prepare
+    from rfspeech.data.prepare import PrepareSettings, prepare
 
     source = Path(db_root) if db_root is not None else MINI_CORPUS
     tile = int(tile) if tile is not None else (1 if quick else 8)
@@ -132,7 +132,7 @@ def run(
     def run_prepare(workers: int) -> Callable[[], None]:
         def work() -> None:
             out = fresh(f"prepare{workers}")
-            last[f"prepare{workers}"] = prepare("ljspeech", db, out, nj=workers, progress=False)
+            last[f"prepare{workers}"] = prepare("ljspeech", db, out, PrepareSettings(nj=workers, progress=False))
             shutil.rmtree(out, ignore_errors=True)
 
         return work

@@ -352,7 +352,8 @@ class ModelSetup:
         init_generator: with ``init_from``, load the model weights too (False when the caller already
             loaded them, e.g. before applying a structure).
         search: local search object (``after_step``, ``state_dict``, ``load_state_dict``) or None.
-        searchable: ``make_searchable`` keyword arguments used on the model (recorded for rebuilding).
+        searchable: the search strategy's record of the wrapping (:meth:`SearchStrategy.record`; recorded
+            for rebuilding, :func:`rfspeech.search.strategy.strategy_from_record`).
     """
 
     structure: dict[str, int] | None = None
@@ -547,14 +548,16 @@ def _check_structure(cfg: Mapping[str, Any]) -> None:
     if not path or path is UNRESOLVED:
         return
     # Imported here: rfspeech.search loads torch, which validation of every other config does without.
-    from rfspeech.search.model import load_structure
+    from rfspeech.search.strategy import RFNext, read_structure
 
-    for module, dilation in load_structure(str(path)).items():
-        if isinstance(dilation, list):  # tap offsets of a learned-spacing layer (search.strategy=dcls)
-            for i, o in enumerate(dilation):
-                _int(f"structure ({path}): {module}[{i}]", o, ge=-MAX_TAP_OFFSET, le=MAX_TAP_OFFSET)
-            continue
-        _dilation(f"structure ({path}): {module}", dilation)
+    cls, structure = read_structure(str(path))  # the file's strategy validates its values
+    if issubclass(cls, RFNext) or cls.name == "dcls":
+        for module, dilation in structure.items():
+            if isinstance(dilation, list):  # tap offsets of a learned-spacing layer (search.strategy=dcls)
+                for i, o in enumerate(dilation):
+                    _int(f"structure ({path}): {module}[{i}]", o, ge=-MAX_TAP_OFFSET, le=MAX_TAP_OFFSET)
+                continue
+            _dilation(f"structure ({path}): {module}", dilation)
 
 
 #: Largest tap offset accepted in a structure's tap list (a kernel of 11 taps at the largest dilation).
@@ -596,6 +599,21 @@ def _check_global(node: Mapping[str, Any], where: str) -> None:
             _bool(f"{where}.{key}", d[key])
     if d.get("threads_per_worker") is not None:
         _int(f"{where}.threads_per_worker", d["threads_per_worker"], ge=1)
+    if d.get("backend") is not None:
+        from rfspeech.search.backends import BACKENDS, make_backend  # torch-free, but only search configs need it
+
+        if d["backend"] not in BACKENDS:
+            make_backend(str(d["backend"]), where=f"{where}.backend")  # the one-line error naming the registered
+    if d.get("ray_address") is not None and not isinstance(d["ray_address"], str):
+        raise ConfigError(f"{where}.ray_address: must be null, auto or HOST:PORT, got {d['ray_address']!r}")
+    if "num_cpus" in d:
+        _float(f"{where}.num_cpus", d["num_cpus"], gt=0.0)
+    if "num_gpus" in d:
+        _float(f"{where}.num_gpus", d["num_gpus"], ge=0.0)
+    if "max_retries" in d:
+        _int(f"{where}.max_retries", d["max_retries"], ge=0)
+    if "retry_exceptions" in d:
+        _bool(f"{where}.retry_exceptions", d["retry_exceptions"])
     if "choices" in d:
         choices = d["choices"]
         if not isinstance(choices, list) or not choices:
@@ -669,16 +687,17 @@ def _check_dcls(node: Mapping[str, Any], where: str) -> None:
                      "anneal_steps": (_int, {"ge": 0, "optional": True}),
                      "search_steps": (_int, {"ge": 1, "optional": True}),
                      "position_lr": (_float, {"gt": 0.0, "optional": True}),
-                     "position_warmup": (_int, {"ge": 0, "optional": True}),
-                     "record_interval": (_int, {"ge": 1, "optional": True})})
+                     "position_warmup": (_int, {"ge": 0, "optional": True})})
 
 
 def validate_search(cfg: Mapping[str, Any]) -> tuple[RunConfig, LoopConfig, GANConfig]:
     """Checks of ``rfspeech-search`` (``recipes/search.yaml``): the training run and ``search.*``."""
     run, loop, gan = validate_train(cfg)
     search = _section(cfg, "search")
-    if search.get("strategy") is not None:
-        _choice("search.strategy", search["strategy"], ("rfnext", "dcls"))
+    if search.get("strategy") not in (None, UNRESOLVED):
+        from rfspeech.search.strategy import get_strategy  # torch, only for a search config
+
+        get_strategy(search["strategy"])
     _check_dcls(_section(search, "dcls"), "search.dcls")
     _check_searchable(_section(search, "searchable"), "search.searchable")
     _check_searchable(_section(search, "local"), "search.local")

@@ -276,11 +276,11 @@ def test_cli_errors_are_one_line(prepared: Path, tmp_path: Path) -> None:
 def test_training_on_a_prepared_ljspeech_tree(tmp_path: Path) -> None:
     """rfspeech-prepare's real output (LJSpeech layout, audio → features) feeds the acoustic trainer."""
     from rfspeech.bin.train_tts import task
-    from rfspeech.data.prepare import prepare
+    from rfspeech.data.prepare import PrepareSettings, prepare
     from rfspeech.data.testing import make_ljspeech_tree
 
     corpus = make_ljspeech_tree(tmp_path / "LJSpeech-1.1", n_utts=8)
-    prepare("ljspeech", corpus, tmp_path / "data", nj=1, progress=False)
+    prepare("ljspeech", corpus, tmp_path / "data", PrepareSettings(nj=1, progress=False))
     task(compose(f"data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'exp'}", "model=acoustic_debug", "tts=debug",
                  "tts.max_steps=3", "tts.batch_size=2", "device=cpu", "progress=false"))
     model, fp = load_acoustic(tmp_path / "exp" / "checkpoints" / "ckpt_00000003.pt")

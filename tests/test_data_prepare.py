@@ -18,6 +18,7 @@ from rfspeech.data.testing import MINI_CORPUS, make_ljspeech_tree, make_vctk_tre
 from rfspeech.errors import ConfigError, DataError
 
 FAST = {"nj": 1, "progress": False}
+QUICK = prep.PrepareSettings(**FAST)
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -72,7 +73,7 @@ def test_prepare_real_ljspeech_mini_with_cli(
 
 
 def test_prepare_shipped_mini_corpus(tmp_path: Path) -> None:
-    res = prep.prepare("ljspeech", MINI_CORPUS, tmp_path / "mini", **FAST)
+    res = prep.prepare("ljspeech", MINI_CORPUS, tmp_path / "mini", QUICK)
     _check_prepared(tmp_path / "mini", FeatureParams(), 50)
     assert res.counts == {"train": 48, "dev": 1, "eval": 1}
     assert res.realtime_factor > 1.0 and res.feature_realtime_factor > 1.0
@@ -83,8 +84,8 @@ def test_prepare_vctk_resamples_48k(tmp_path: Path, layout: str, mel: str, hop: 
     root = make_vctk_tree(tmp_path / "VCTK", layout=layout, speakers=("p225", "p226", "p227"), utts_per_speaker=4)
     params = (FeatureParams(sample_rate=24000, n_fft=2048, hop_length=300, win_length=1200, fmax=12000.0)
               if mel == "24k" else FeatureParams())
-    res = prep.prepare("vctk", root, tmp_path / "data", feature_params=params, dev_per_speaker=1,
-                       eval_per_speaker=1, **FAST)
+    res = prep.prepare("vctk", root, tmp_path / "data", prep.PrepareSettings(feature_params=params, **FAST),
+                       {"dev_per_speaker": 1, "eval_per_speaker": 1})
     utts = _check_prepared(tmp_path / "data", params, 12)
     assert params.hop_length == hop
     assert res.counts == {"train": 6, "dev": 3, "eval": 3}
@@ -96,8 +97,9 @@ def test_prepare_vctk_resamples_48k(tmp_path: Path, layout: str, mel: str, hop: 
                              else "wav48/p225/p225_001.wav"))
     assert sf.info(utts["train"][0].audio).frames == pytest.approx(len(src) * params.sample_rate / 48000, abs=2)
     # the unseen-speaker option
-    res = prep.prepare("vctk", root, tmp_path / "unseen", feature_params=params, features=False,
-                       dev_per_speaker=1, eval_per_speaker=0, holdout_speakers=["p227"], **FAST)
+    res = prep.prepare("vctk", root, tmp_path / "unseen", prep.PrepareSettings(feature_params=params, features=False,
+                                                                              **FAST),
+                       {"dev_per_speaker": 1, "eval_per_speaker": 0, "holdout_speakers": ["p227"]})
     assert res.counts == {"train": 6, "dev": 2, "eval": 4}
     assert {u.speaker for u in read_manifest(tmp_path / "unseen" / "eval" / "utts.tsv")} == {"p227"}
 
@@ -109,7 +111,7 @@ def test_prepare_folder_with_trimming_and_no_features(tmp_path: Path) -> None:
         voice = synthetic_voice(0.5, 22050, seed=i)
         sf.write(src / f"u{i}.wav", np.concatenate([np.zeros(11025, np.float32), voice, np.zeros(5000, np.float32)]),
                  22050)
-    res = prep.prepare("folder", src, tmp_path / "data", features=False, trim=True, **FAST)
+    res = prep.prepare("folder", src, tmp_path / "data", prep.PrepareSettings(features=False, trim=True, **FAST))
     assert res.counts == {"train": 2, "dev": 1, "eval": 1}
     assert not (tmp_path / "data" / "feats.yaml").exists()
     assert not (tmp_path / "data" / "train" / "feats").exists()
@@ -122,7 +124,7 @@ def test_prepare_folder_with_trimming_and_no_features(tmp_path: Path) -> None:
 def test_prepare_pwg_variant_normalises_with_train_stats(tmp_path: Path) -> None:
     root = make_ljspeech_tree(tmp_path / "lj", n_utts=8, source=None, seconds=0.6)
     params = FeatureParams(fmin=80.0, fmax=7600.0, log_base="10", clamp=1e-10, normalize=True, peak_normalize=False)
-    prep.prepare("ljspeech", root, tmp_path / "data", feature_params=params, **FAST)
+    prep.prepare("ljspeech", root, tmp_path / "data", prep.PrepareSettings(feature_params=params, **FAST))
     out = tmp_path / "data"
     got, stats = load_feature_params(out)
     assert got == params and isinstance(stats, FeatureStats)
@@ -199,12 +201,12 @@ def test_bad_input_stops_or_is_skipped(tmp_path: Path, kind: str) -> None:
     where, what = _break(root, kind)
     out = tmp_path / "data"
     with pytest.raises(DataError) as exc:
-        prep.prepare("ljspeech", root, out, **FAST)
+        prep.prepare("ljspeech", root, out, QUICK)
     msg = str(exc.value)
     assert where in msg and what in msg and "\n" not in msg
     assert not out.exists() and not list(tmp_path.glob(".data.*"))
 
-    res = prep.prepare("ljspeech", root, out, skip_bad=True, **FAST)
+    res = prep.prepare("ljspeech", root, out, prep.PrepareSettings(skip_bad=True, **FAST))
     assert sum(res.counts.values()) == 5
     listed = (out / "bad_files.txt").read_text().splitlines()
     assert len(listed) == 1 and where in listed[0] and what in listed[0]
@@ -242,9 +244,11 @@ def test_cli_config_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
 def test_sample_rate_of_the_config_is_enforced_without_resampling(tmp_path: Path) -> None:
     root = make_ljspeech_tree(tmp_path / "lj", n_utts=4, source=None, seconds=0.5)
     with pytest.raises(DataError, match="differs from the configured 24000 Hz"):
-        prep.prepare("ljspeech", root, tmp_path / "d", feature_params=FeatureParams(sample_rate=24000), **FAST)
-    res = prep.prepare("ljspeech", root, tmp_path / "d", feature_params=FeatureParams(sample_rate=24000),
-                       resample_audio=True, **FAST)
+        prep.prepare("ljspeech", root, tmp_path / "d",
+                     prep.PrepareSettings(feature_params=FeatureParams(sample_rate=24000), **FAST))
+    res = prep.prepare("ljspeech", root, tmp_path / "d",
+                       prep.PrepareSettings(feature_params=FeatureParams(sample_rate=24000), resample_audio=True,
+                                            **FAST))
     assert sum(res.counts.values()) == 4
     assert sf.info(read_manifest(tmp_path / "d" / "train" / "utts.tsv")[0].audio).samplerate == 24000
 
@@ -252,7 +256,7 @@ def test_sample_rate_of_the_config_is_enforced_without_resampling(tmp_path: Path
 def test_interrupted_run_leaves_no_complete_looking_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_ljspeech_tree(tmp_path / "lj", n_utts=5, source=None, seconds=0.5)
     out = tmp_path / "data"
-    prep.prepare("ljspeech", root, out, **FAST)
+    prep.prepare("ljspeech", root, out, QUICK)
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
 
     real = prep.write_manifest
@@ -264,22 +268,22 @@ def test_interrupted_run_leaves_no_complete_looking_directory(tmp_path: Path, mo
 
     monkeypatch.setattr(prep, "write_manifest", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        prep.prepare("ljspeech", root, out, **FAST)
+        prep.prepare("ljspeech", root, out, QUICK)
     # the previous complete output is intact, and no temporary directory is left behind
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     fresh = tmp_path / "fresh"
     with pytest.raises(KeyboardInterrupt):
-        prep.prepare("ljspeech", root, fresh, **FAST)
+        prep.prepare("ljspeech", root, fresh, QUICK)
     assert not fresh.exists()
 
 
 def test_out_dir_must_not_contain_the_corpus(tmp_path: Path) -> None:
     root = make_ljspeech_tree(tmp_path / "lj", n_utts=4, source=None, seconds=0.5)
     with pytest.raises(ConfigError, match="contains db_root"):
-        prep.prepare("ljspeech", root, tmp_path, **FAST)
+        prep.prepare("ljspeech", root, tmp_path, QUICK)
     with pytest.raises(ConfigError, match="corpus must be one of"):
-        prep.prepare("libritts", root, tmp_path / "d", **FAST)
+        prep.prepare("libritts", root, tmp_path / "d", QUICK)
 
 
 def test_prepared_corpus_keeps_the_splits_of_an_earlier_run(
@@ -292,7 +296,8 @@ def test_prepared_corpus_keeps_the_splits_of_an_earlier_run(
         voice = synthetic_voice(0.5, 22050, seed=i)
         sf.write(src / f"u{i}.wav", np.concatenate([np.zeros(8000, np.float32), voice]), 22050)
         (src / f"u{i}.txt").write_text(f"text {i}")
-    prep.prepare("folder", src, tmp_path / "prep", features=False, trim=True, dev_size=2, eval_size=1, **FAST)
+    prep.prepare("folder", src, tmp_path / "prep", prep.PrepareSettings(features=False, trim=True, **FAST),
+                 {"dev_size": 2, "eval_size": 1})
     code, err = run_cli(monkeypatch, capsys, "corpus=prepared", f"db_root={tmp_path / 'prep'}",
                         f"out_dir={tmp_path / 'feats'}", "nj=1")
     assert code == 0, err

@@ -23,17 +23,18 @@ from rfspeech.layers.weight_norm import detached_copy  # noqa: E402
 from rfspeech.models.hifigan import HiFiGANGenerator  # noqa: E402
 from rfspeech.models.wavenet import WaveNetGenerator  # noqa: E402
 from rfspeech.rf import analyze  # noqa: E402
+from rfspeech.runs.search import AlphaParamGroups  # noqa: E402
 from rfspeech.search import (  # noqa: E402
     DclsConv1d,
     DclsSearch,
     export_structure,
     finalize,
-    load_structure,
     make_dcls,
     make_searchable,
     searchable_modules,
 )
-from rfspeech.search.dcls import PositionParamGroups, dcls_modules  # noqa: E402
+from rfspeech.search.dcls import Dcls, DclsSettings, dcls_modules  # noqa: E402
+from rfspeech.search.strategy import Schedule, read_structure, strategy_from_record  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.nn.utils.weight_norm.*:FutureWarning")
 
@@ -211,12 +212,34 @@ def test_missing_package_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_positions_get_their_own_optimiser_group() -> None:
     model, _ = build("hifigan_debug")
-    make_dcls(model)
-    opt = PositionParamGroups(lambda groups: torch.optim.AdamW(groups, lr=2e-4, weight_decay=0.01), model, 0.02)(
-        model.parameters())
+    strategy = Dcls()
+    strategy.wrap(model)
+    lr = strategy.search_lr(None, 2e-4)  # the paper's ratio: 100 x the weights' rate
+    assert lr == pytest.approx(0.02) and Dcls(DclsSettings(position_lr=0.5)).search_lr(1e-3, 2e-4) == 0.5
+    opt = AlphaParamGroups(lambda groups: torch.optim.AdamW(groups, lr=2e-4, weight_decay=0.01), model, lr,
+                           strategy)(model.parameters())
     rest, pos = opt.param_groups
-    assert pos["lr"] == 0.02 and pos["weight_decay"] == 0.0 and rest["lr"] == 2e-4
+    assert pos["lr"] == pytest.approx(0.02) and pos["weight_decay"] == 0.0 and rest["lr"] == 2e-4
     assert {id(p) for p in pos["params"]} == {id(op.P) for op in dcls_modules(model).values()}
+
+
+def test_the_registered_strategy_round_trips_its_record() -> None:
+    """search.strategy=dcls: settings from the config node, warm start from init_from, the checkpoint record."""
+    strategy = Dcls.configure({"max_dilation": 8, "include": "resblocks.0.*"}, trained=True)
+    assert strategy.settings.warm_start is True and strategy.settings.max_dilation == 8
+    model, _ = build("hifigan_debug")
+    paths = strategy.wrap(model)
+    assert paths and all(p.startswith("resblocks.0.") for p in paths)
+    again = strategy_from_record(strategy.record())
+    assert isinstance(again, Dcls) and again.settings == strategy.settings and again.include == ["resblocks.0.*"]
+    search = strategy.searcher(model, Schedule(search_interval=5, max_search_steps=4))
+    assert search.search_steps == 20 and search.anneal_steps == 5 and search.record_interval == 5
+    with pytest.raises(ConfigError, match="look-ahead budget"):
+        strategy.searcher(model, Schedule(max_lookahead=3.0))
+    with pytest.raises(ConfigError, match="unknown key of search strategy 'dcls'"):
+        Dcls.configure({"max_dilatoin": 8})
+    with pytest.raises(ConfigError, match="single"):
+        strategy.apply(model, export_structure(model), mode="merge")
 
 
 class FakeWriter:
@@ -253,7 +276,8 @@ def test_schedule_anneals_freezes_records_and_resumes(tmp_path: Path) -> None:
         "structure_step10.yaml", "structure_step5.yaml"]
     doc = yaml.safe_load((tmp_path / "structure_step10.yaml").read_text())
     assert doc["settings"]["strategy"] == "dcls" and doc["settings"]["positions"][path] == op.P.tolist()
-    assert load_structure(tmp_path / "structure_step10.yaml") == export_structure(model)
+    assert doc["strategy"] == "dcls" and read_structure(tmp_path / "structure_step10.yaml") == (Dcls,
+                                                                                                export_structure(model))
     assert doc["receptive_field"]["r_max"] > 0
     assert {f"search/taps/{path}/0", f"search/sigma/{path}", "search/receptive_field"} <= writer.tags
     # resume from step 6: the schedule goes on where it was
@@ -281,7 +305,7 @@ def planted(start: int, seed: int = 0, steps: int = 600) -> list[float]:
     op = net[0]
     op.set_sigma(op.grid // 2)
     search = DclsSearch(net, anneal_steps=steps // 4, sigma_final=0.23, position_warmup=steps // 8)
-    opt = PositionParamGroups(lambda g: torch.optim.Adam(g, lr=0.03), net, 0.05)(net.parameters())
+    opt = AlphaParamGroups(lambda g: torch.optim.Adam(g, lr=0.03), net, 0.05, Dcls())(net.parameters())
     g = torch.Generator().manual_seed(7)
     losses = []
     for step in range(1, steps + 1):

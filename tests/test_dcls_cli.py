@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,7 +20,8 @@ pytest.importorskip("DCLS")
 
 from rfspeech.inference.loading import load_checkpoint, load_generator  # noqa: E402
 from rfspeech.layers.sparse import SparseTapConv1d  # noqa: E402
-from rfspeech.search import export_structure, load_structure  # noqa: E402
+from rfspeech.search import export_structure  # noqa: E402
+from rfspeech.search.strategy import read_structure  # noqa: E402
 from rfspeech.train import checkpoint as ckpt  # noqa: E402
 
 pytestmark = pytest.mark.heavy
@@ -41,20 +43,22 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module", params=["hifigan_debug", "wavenet_debug"])
 def searched(request: pytest.FixtureRequest, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cold DCLS search (wide σ, fast positions so the taps move in 4 steps), rounded at step 3."""
+    """A cold DCLS search (wide σ, fast positions so the taps move in 4 steps), rounded at step 3 (records every
+    2 steps, search.local.search_interval)."""
     out = tmp_path_factory.mktemp("dcls") / request.param
     cli("search", f"data_dir={data_dir}", f"out_dir={out}", f"model={request.param}", "search=debug",
         "search.global.enabled=false", "train.max_steps=4", "train.validation_interval=4",
         "search.strategy=dcls", "search.dcls.max_dilation=4", "search.dcls.search_steps=3",
-        "search.dcls.position_lr=1.0", "search.dcls.record_interval=2", cwd=out.parent)
+        "search.dcls.position_lr=1.0", "search.local.search_interval=2", "search.local.max_search_steps=2",
+        cwd=out.parent)
     return out
 
 
 def test_search_writes_the_structure_family_with_taps(searched: Path) -> None:
     doc = yaml.safe_load((searched / "structure.yaml").read_text())
-    structure = load_structure(searched / "structure.yaml")
-    assert doc["settings"]["strategy"] == "dcls"
-    positions = doc["settings"]["dcls"]["positions"]
+    cls, structure = read_structure(searched / "structure.yaml")
+    assert cls.name == "dcls" and doc["strategy"] == "dcls" and doc["settings"]["strategy"] == "dcls"
+    positions = doc["settings"]["positions"]
     assert set(positions) == set(structure)
     assert any(isinstance(v, list) for v in structure.values())  # some layer left the dilated patterns
     assert doc["receptive_field"]["r_max"] > 0 and "lookahead_frames" in doc["receptive_field"]
@@ -70,7 +74,7 @@ def test_search_writes_the_structure_family_with_taps(searched: Path) -> None:
 
 
 def test_train_synthesize_and_rf_on_the_searched_structure(searched: Path, data_dir: Path, tmp_path: Path) -> None:
-    structure = load_structure(searched / "structure.yaml")
+    structure = read_structure(searched / "structure.yaml")[1]
     search_ckpt = ckpt.checkpoint_path(searched, 4)
     run = tmp_path / "ft"
     cli("train", f"data_dir={data_dir}", f"out_dir={run}", f"structure={searched / 'structure.yaml'}",
@@ -127,6 +131,6 @@ def test_bad_strategy_is_one_line(data_dir: Path, tmp_path: Path) -> None:
 def test_the_repository_config_names_every_dcls_key() -> None:
     doc = yaml.safe_load((REPO / "recipes" / "search" / "default.yaml").read_text())
     assert doc["strategy"] == "rfnext"
-    assert set(doc["dcls"]) == {"max_dilation", "dilated_kernel_size", "version", "warm_start", "sigma_init",
-                                "sigma_final", "anneal_steps", "search_steps", "position_lr", "position_warmup",
-                                "record_interval"}
+    from rfspeech.search.dcls import DclsSettings
+
+    assert set(doc["dcls"]) == {f.name for f in dataclasses.fields(DclsSettings)}

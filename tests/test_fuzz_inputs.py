@@ -116,7 +116,7 @@ def test_ljspeech_ids_with_dots_find_their_own_audio(tmp_path: Path) -> None:
 
 
 def test_prepare_skip_bad_lists_unsafe_ids_and_keeps_going(tmp_path: Path) -> None:
-    from rfspeech.data.prepare import prepare
+    from rfspeech.data.prepare import PrepareSettings, prepare
 
     root = tmp_path / "corpus"
     (root / "wavs").mkdir(parents=True)
@@ -125,8 +125,8 @@ def test_prepare_skip_bad_lists_unsafe_ids_and_keeps_going(tmp_path: Path) -> No
         _sine(root / "wavs" / f"U.{i}.wav")
     rows += ["B\rC|cr|cr", "L" * 300 + "|long|long"]
     (root / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    res = prepare("ljspeech", root, tmp_path / "data", nj=1, progress=False, skip_bad=True, features=False,
-                  dev_size=1, eval_size=1)
+    res = prepare("ljspeech", root, tmp_path / "data", PrepareSettings(nj=1, progress=False, skip_bad=True,
+                                                                       features=False), {"dev_size": 1, "eval_size": 1})
     assert sum(res.counts.values()) == 6
     bad = (tmp_path / "data" / "bad_files.txt").read_text(encoding="utf-8")
     assert "control character" in bad and "too long" in bad

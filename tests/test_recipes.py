@@ -186,6 +186,29 @@ def test_searched_models_need_stage_4(tmp_path: Path) -> None:
     assert "searched_seed" not in r.stderr
 
 
+def test_global_backend_passes_through_to_the_search_job(tmp_path: Path) -> None:
+    """--global_backend ray --ray_address auto reach stage 3's rfspeech-search as search.global.* overrides."""
+    fake_features(tmp_path)
+    wrap = tmp_path / "wrap.sh"  # a --cmd wrapper that records the job instead of running it
+    wrap.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path}/wrapped.txt\n')
+    wrap.chmod(0o755)
+    r = run_recipe(EGS / "mini" / "voc1", "--stage", "3", "--stop_stage", "3", "--seeds", "1", "--cmd", str(wrap),
+                   "--global_backend", "ray", "--ray_address", "auto",
+                   "--search_opts", "search.global.num_cpus=2", *isolated(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = (tmp_path / "wrapped.txt").read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith("rfspeech-search "), calls
+    args = calls[0].split()
+    assert "search.global.backend=ray" in args and "search.global.ray_address=auto" in args
+    assert args.index("search.global.ray_address=auto") < args.index("search.global.num_cpus=2")  # opts come last
+    mini = EGS / "mini" / "voc1"
+    msg = one_line_error(run_recipe(mini, "--global_backend", "slurm", *isolated(tmp_path)))
+    assert "--global_backend must be local or ray" in msg
+    msg = one_line_error(run_recipe(mini, "--stage", "3", "--stop_stage", "3", "--global_backend", "ray",
+                                    "--n_gpus", "2", *isolated(tmp_path)))
+    assert "not a torchrun job" in msg and "--n_gpus 1" in msg
+
+
 def test_bad_conf_and_options(tmp_path: Path) -> None:
     mini = EGS / "mini" / "voc1"
     msg = one_line_error(run_recipe(mini, "--conf", "conf/nope.yaml", *isolated(tmp_path)))

@@ -87,9 +87,9 @@ def corpus(work: Path) -> Path:
 @pytest.fixture(scope="module")
 def data(work: Path, corpus: Path) -> Path:
     """The subset prepared with features (6 train, 1 dev, 1 eval)."""
-    from rfspeech.data.prepare import prepare
+    from rfspeech.data.prepare import PrepareSettings, prepare
 
-    res = prepare("ljspeech", corpus, work / "data", nj=1, progress=False)
+    res = prepare("ljspeech", corpus, work / "data", PrepareSettings(nj=1, progress=False))
     assert res.counts == {"train": 6, "dev": 1, "eval": 1}
     return work / "data"
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from rfspeech.errors import ConfigError
-from rfspeech.search import GlobalSearch, expand_groups
+from rfspeech.search import BackendSettings, GlobalSearch, GlobalSearchConfig, expand_groups
+from rfspeech.search.backends import LocalBackend
 
 TARGET = {"g0": 4, "g1": 16, "g2": 1, "g3": 8, "g4": 2, "g5": 32}
 SPACE = {k: [1, 2, 4, 8, 16, 32] for k in TARGET}
@@ -34,10 +35,17 @@ class Counting:
         return synthetic_score(structure)
 
 
+def make_search(space, score_fn, *, prune_fn=None, rescore_fn=None, n_workers=1, distributed=False, **config):
+    """A GlobalSearch with its settings (``GlobalSearchConfig``) and the local backend's."""
+    backend = LocalBackend(BackendSettings(n_workers=n_workers, distributed=distributed))
+    return GlobalSearch(space, score_fn, GlobalSearchConfig(**config), prune_fn=prune_fn, rescore_fn=rescore_fn,
+                        backend=backend)
+
+
 def run(score_fn, **kw):
     args = dict(population=16, generations=25, mutation=0.2, seed=3)
     args.update(kw)
-    return GlobalSearch(SPACE, score_fn, **args).run()
+    return make_search(SPACE, score_fn, **args).run()
 
 
 @pytest.mark.parametrize("selection", ["tournament", "roulette"])
@@ -53,7 +61,7 @@ def test_finds_the_known_optimum_and_never_scores_twice(selection: str) -> None:
 
 def test_seeds_enter_the_first_generation_and_extend_the_space() -> None:
     hand = {"g0": 3, "g1": 3, "g2": 3, "g3": 3, "g4": 3, "g5": 3}
-    search = GlobalSearch(SPACE, synthetic_score, population=6, generations=0, seeds=[hand], seed=0)
+    search = make_search(SPACE, synthetic_score, population=6, generations=0, seeds=[hand], seed=0)
     result = search.run()
     assert 3 in search.choices["g0"]
     assert result.history[0]["structure"] == hand and result.history[0]["generation"] == 0
@@ -117,11 +125,11 @@ def test_process_pool_gives_the_same_result() -> None:
 
 def test_bad_settings_and_groups() -> None:
     with pytest.raises(ConfigError, match="selection"):
-        GlobalSearch(SPACE, synthetic_score, selection="best")
+        make_search(SPACE, synthetic_score, selection="best")
     with pytest.raises(ConfigError, match="seed structure"):
-        GlobalSearch(SPACE, synthetic_score, seeds=[{"g0": 1}])
+        make_search(SPACE, synthetic_score, seeds=[{"g0": 1}])
     with pytest.raises(ConfigError, match="dilations >= 1"):
-        GlobalSearch({"a": [0, 1]}, synthetic_score)
+        make_search({"a": [0, 1]}, synthetic_score)
     assert expand_groups({"stack0": 2, "x.y": 5}, {"stack0": ["a.0", "a.1"]}) == {"a.0": 2, "a.1": 2, "x.y": 5}
 
 
@@ -147,9 +155,9 @@ def _again(s: dict[str, int], repeat: int) -> float:
 
 def test_rescoring_finalists_picks_the_truly_best(tmp_path: Path) -> None:
     space = {"a": list(range(1, 10)), "b": list(range(1, 7))}
-    single = GlobalSearch(space, _single, population=12, generations=4, seed=0).run()
+    single = make_search(space, _single, population=12, generations=4, seed=0).run()
     assert _true_score(single.best) == 3.0  # a lucky draw of the noise wins on one score
-    rescored = GlobalSearch(space, _single, population=12, generations=4, seed=0, finalists=3, rescore_fn=_again,
+    rescored = make_search(space, _single, population=12, generations=4, seed=0, finalists=3, rescore_fn=_again,
                             rescore_repeats=16, out_dir=tmp_path).run()
     assert rescored.best == {"a": 5, "b": 3} and _true_score(rescored.best) == 0.0
     assert rescored.search_best == single.best and rescored.search_best_score == single.best_score
@@ -161,7 +169,7 @@ def test_rescoring_finalists_picks_the_truly_best(tmp_path: Path) -> None:
     assert sum("rescore" in x for x in lines) == 48 and "score_noise" in lines[-1]
     # resuming re-scores nothing twice
     calls = []
-    again = GlobalSearch(space, _single, population=12, generations=4, seed=0, finalists=3,
+    again = make_search(space, _single, population=12, generations=4, seed=0, finalists=3,
                          rescore_fn=lambda s, r: calls.append(1) or _again(s, r), rescore_repeats=16,
                          out_dir=tmp_path).run()
     assert again.best == rescored.best and not calls
@@ -173,7 +181,7 @@ def test_worker_devices_round_robin_with_mocked_gpus(monkeypatch) -> None:
     import torch
 
     from rfspeech.errors import ConfigError
-    from rfspeech.search import global_search, worker_device
+    from rfspeech.search import backends, worker_device
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert [worker_device("auto", w, cuda_devices=2) for w in range(5)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1",
@@ -190,12 +198,12 @@ def test_worker_devices_round_robin_with_mocked_gpus(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     # registered before the initializer runs, so teardown restores the unset state (not slot 3)
-    monkeypatch.setattr(global_search, "_WORKER_INDEX", None)
+    monkeypatch.setattr(backends, "_WORKER_INDEX", None)
     monkeypatch.delenv("RFSPEECH_WORKER_INDEX", raising=False)
     counter = multiprocessing.get_context("spawn").Value("i", 0)
     seen = []
     for _ in range(4):  # the pool initializer hands out distinct slots
-        global_search._init_worker(counter)
+        backends._init_worker(counter)
         seen.append(worker_device("auto"))
     assert seen == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
 
@@ -214,7 +222,7 @@ def _rank_worker(rank: int, world: int, init_file: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         space = {"a": list(range(1, 10)), "b": list(range(1, 7))}
-        res = GlobalSearch(space, _scored_by_rank(rank, out), population=6, generations=2, seed=0, distributed=True,
+        res = make_search(space, _scored_by_rank(rank, out), population=6, generations=2, seed=0, distributed=True,
                            out_dir=Path(out) / "state").run()
         Path(out, f"result{rank}.json").write_text(json.dumps({"best": res.best, "n": res.evaluations,
                                                                "history": res.history}))

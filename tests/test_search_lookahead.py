@@ -14,6 +14,7 @@ from rfspeech.errors import ConfigError
 from rfspeech.layers import dilated_conv1d
 from rfspeech.search import (
     GlobalSearch,
+    GlobalSearchConfig,
     LocalSearch,
     LookaheadPrune,
     dilation_limits,
@@ -89,8 +90,8 @@ def test_start_over_budget_is_lowered_and_impossible_budget_is_an_error() -> Non
 
 def test_global_search_prunes_over_budget() -> None:
     prune = LookaheadPrune(Two, max_lookahead=5)
-    res = GlobalSearch({"a": [1, 2, 3, 4], "b": [1, 2, 3]}, lambda s: -(s["a"] + s["b"]), population=6,
-                       generations=3, prune_fn=prune, seed=0).run()
+    res = GlobalSearch({"a": [1, 2, 3, 4], "b": [1, 2, 3]}, lambda s: -(s["a"] + s["b"]),
+                       GlobalSearchConfig(population=6, generations=3, seed=0), prune_fn=prune).run()
     assert res.best["a"] + 2 * res.best["b"] <= 5
     assert res.best == {"a": 3, "b": 1}
     pruned = [h for h in res.history if h["status"] == "pruned"]

@@ -69,9 +69,9 @@ def test_candidate_scorer_device_per_worker_and_rank(monkeypatch: pytest.MonkeyP
                                                      worker: int, expected: str) -> None:
     """Mocked 4 GPUs: each pool worker (and each torchrun rank's pool) trains on its own cuda:i."""
     from rfspeech.runs.search import CandidateScorer
-    from rfspeech.search import global_search
+    from rfspeech.search import backends
 
-    monkeypatch.setattr(global_search, "_WORKER_INDEX", None)  # a pool slot of this process would win
+    monkeypatch.setattr(backends, "_WORKER_INDEX", None)  # a pool slot of this process would win
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("RFSPEECH_WORKER_INDEX", str(worker))

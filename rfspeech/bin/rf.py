@@ -109,10 +109,11 @@ def _lookahead(report: Any, model: Any, sr: int) -> dict[str, Any] | None:
 
 
 def _apply_structure_file(model: Any, path: str) -> None:
-    """The dilations of a ``structure.yaml`` (rfspeech-search) set on ``model`` (plain convs, mode single)."""
-    from rfspeech.search import apply_structure, load_structure
+    """A ``structure.yaml`` (rfspeech-search) applied to ``model`` by its search strategy (plain convs, mode single)."""
+    from rfspeech.search.strategy import read_structure
 
-    apply_structure(model, load_structure(path), mode="single")
+    strategy, structure = read_structure(path)
+    strategy().apply(model, structure, mode="single")
 
 
 def run(cfg: Any) -> dict[str, Any]:

@@ -1,17 +1,24 @@
-"""Corpus scanners (LJSpeech 1.1, VCTK 0.92 / 0.80, a plain folder of audio) and split rules.
+"""Corpus scanners (LJSpeech 1.1, VCTK 0.92 / 0.80, a plain folder of audio), split rules, and their registry.
 
 A scanner lists what the corpus claims to hold, as :class:`Entry` rows, without reading audio;
 each problem it finds (a malformed metadata row, a missing audio file, undecodable text) is a
 :class:`BadFile`. Audio itself is validated later, in parallel, by :mod:`rfspeech.data.prepare`.
+
+Every corpus ``rfspeech-prepare corpus=<name>`` reads is a :class:`Corpus` in :data:`CORPORA`
+(:func:`register_corpus`): its typed options (``recipes/corpus/<name>.yaml``), its scanner and its
+split rule. A new layout registers one, plus a ``recipes/corpus/<name>.yaml`` for the console script.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rfspeech.data.audio import AUDIO_SUFFIXES
 from rfspeech.data.ids import id_problem, utt_path
@@ -331,3 +338,158 @@ def split_by_speaker(
         raise DataError(f"split(s) {empty} would be empty ({len(entries)} utterances, {len(speakers)} speakers): "
                         "lower dev_per_speaker/eval_per_speaker or add data")
     return out
+
+
+# --------------------------------------------------------------------------- the corpus registry
+@dataclass(frozen=True)
+class LJSpeechOptions:
+    """``corpus=ljspeech`` (``recipes/corpus/ljspeech.yaml``).
+
+    Attributes:
+        speaker: the speaker id of every utterance.
+        dev_size: dev utterances (None: 250 of 13,100, scaled down, at least 1).
+        eval_size: eval utterances (as ``dev_size``).
+    """
+
+    speaker: str = "LJ"
+    dev_size: int | None = None
+    eval_size: int | None = None
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    """``corpus=folder`` (``recipes/corpus/folder.yaml``): split as LJSpeech.
+
+    Attributes:
+        speaker: speaker id of files not in a sub-directory.
+        dev_size: dev utterances (None: proportional, at least 1).
+        eval_size: eval utterances (as ``dev_size``).
+    """
+
+    speaker: str = "spk"
+    dev_size: int | None = None
+    eval_size: int | None = None
+
+
+@dataclass(frozen=True)
+class VCTKOptions:
+    """``corpus=vctk`` (``recipes/corpus/vctk.yaml``).
+
+    Attributes:
+        layout: ``"auto"``, ``"0.92"`` or ``"0.80"``.
+        mic: ``"mic1"`` or ``"mic2"`` (0.92).
+        speakers: speakers to keep (None: all).
+        dev_per_speaker: dev utterances held out per speaker.
+        eval_per_speaker: eval utterances held out per speaker.
+        holdout_speakers: speakers (names, or a count of the last ones) put wholly in eval.
+    """
+
+    layout: str = "auto"
+    mic: str = "mic1"
+    speakers: tuple[str, ...] | None = None
+    dev_per_speaker: int = 10
+    eval_per_speaker: int = 10
+    holdout_speakers: tuple[str, ...] | int = ()
+
+
+@dataclass(frozen=True)
+class PreparedOptions:
+    """``corpus=prepared``: an earlier ``rfspeech-prepare`` output, its splits kept as they are (no options)."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A corpus layout ``rfspeech-prepare corpus=<name>`` reads.
+
+    Attributes:
+        name: the name given as ``corpus=`` (``recipes/corpus/<name>.yaml`` holds its options).
+        options: frozen dataclass of its options (the keys of that file besides ``name``), with defaults.
+        scan: ``(db_root, options) -> (entries, bad files)``: what the corpus lists, no audio read.
+        split: ``(usable entries, db_root, options) -> {split: entries}`` over ``SPLITS``.
+        resample: convert other sample rates by default (VCTK's 48 kHz recordings).
+        per_speaker: ``prepare.yaml`` lists the speakers of each split (else counts them).
+    """
+
+    name: str
+    options: type
+    scan: Callable[[Path, Any], ScanResult]
+    split: Callable[[list[Entry], Path, Any], dict[str, list[Entry]]]
+    resample: bool = False
+    per_speaker: bool = False
+
+
+#: ``name -> Corpus`` of every corpus ``rfspeech-prepare`` knows.
+CORPORA: dict[str, Corpus] = {}
+
+
+def register_corpus(corpus: Corpus) -> Corpus:
+    """Add a corpus layout (a name registered twice, or options that are not a dataclass, is an error)."""
+    if corpus.name in CORPORA:
+        raise ValueError(f"corpus {corpus.name!r} registered twice")
+    if not dataclasses.is_dataclass(corpus.options):
+        raise ValueError(f"corpus {corpus.name!r}: options must be a dataclass")
+    CORPORA[corpus.name] = corpus
+    return corpus
+
+
+def get_corpus(name: str) -> Corpus:
+    """The registered corpus ``name``.
+
+    Raises:
+        ConfigError: no such corpus (the nearest and the registered names in the message).
+    """
+    if name not in CORPORA:
+        close = difflib.get_close_matches(str(name), list(CORPORA), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"corpus must be one of {list(CORPORA)}, got {name!r}{hint}")
+    return CORPORA[name]
+
+
+def corpus_options(corpus: Corpus, node: Mapping[str, Any] | None, where: str = "corpus") -> Any:
+    """The typed options of ``corpus`` from a mapping (``recipes/corpus/<name>.yaml`` without ``name``).
+
+    Raises:
+        ConfigError: an unknown option (with the nearest and the known ones) or a value its dataclass refuses.
+    """
+    values = {k: v for k, v in dict(node or {}).items() if k != "name"}
+    known = [f.name for f in dataclasses.fields(corpus.options)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"{where} ({corpus.name}): unknown option(s) {unknown}{hint}; known: {sorted(known)}")
+    for key, value in list(values.items()):
+        if isinstance(value, list):
+            values[key] = tuple(str(v) for v in value)
+    try:
+        return corpus.options(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where} ({corpus.name}): {e}") from None
+
+
+def _prepared_scan(db: Path, options: Any) -> ScanResult:
+    from rfspeech.data.manifest import MANIFEST, SPLITS, read_manifest
+
+    return [Entry(u.utt_id, Path(u.audio), u.speaker, u.text) for split in SPLITS
+            for u in read_manifest(db / split / MANIFEST)], []
+
+
+def _prepared_split(good: list[Entry], db: Path, options: Any) -> dict[str, list[Entry]]:
+    from rfspeech.data.manifest import MANIFEST, SPLITS, read_manifest
+
+    usable = {e.utt_id: e for e in good}
+    return {split: [usable[u.utt_id] for u in read_manifest(db / split / MANIFEST) if u.utt_id in usable]
+            for split in SPLITS}
+
+
+register_corpus(Corpus("ljspeech", LJSpeechOptions, lambda db, o: scan_ljspeech(db, speaker=o.speaker),
+                       lambda good, db, o: split_sorted(good, o.dev_size, o.eval_size)))
+register_corpus(Corpus("vctk", VCTKOptions,
+                       lambda db, o: scan_vctk(db, layout=o.layout, mic=o.mic, speakers=o.speakers),
+                       lambda good, db, o: split_by_speaker(good, o.dev_per_speaker, o.eval_per_speaker,
+                                                            o.holdout_speakers if isinstance(o.holdout_speakers, int)
+                                                            else list(o.holdout_speakers)),
+                       resample=True, per_speaker=True))
+register_corpus(Corpus("folder", FolderOptions, lambda db, o: scan_folder(db, speaker=o.speaker),
+                       lambda good, db, o: split_sorted(good, o.dev_size, o.eval_size)))
+register_corpus(Corpus("prepared", PreparedOptions, _prepared_scan, _prepared_split))

@@ -16,14 +16,14 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rfspeech.data.audio import read_audio, resample, trim_silence, write_audio
-from rfspeech.data.corpora import BadFile, Entry, scan_folder, scan_ljspeech, scan_vctk, split_by_speaker, split_sorted
+from rfspeech.data.corpora import BadFile, Entry, corpus_options, get_corpus
 from rfspeech.data.features import FeatureExtractor, FeatureStats, mel_filterbank, min_samples
 from rfspeech.data.ids import utt_path
 from rfspeech.data.manifest import (
@@ -33,7 +33,6 @@ from rfspeech.data.manifest import (
     STATS,
     FeatureParams,
     Utterance,
-    read_manifest,
     write_manifest,
 )
 from rfspeech.errors import ConfigError, DataError
@@ -41,7 +40,6 @@ from rfspeech.io import atomic_dir, atomic_write_text, atomic_write_yaml, save_n
 
 log = logging.getLogger("rfspeech.prepare")
 
-CORPORA = ("ljspeech", "vctk", "folder", "prepared")
 BAD_FILES = "bad_files.txt"
 SUMMARY = "prepare.yaml"
 _STAGE_FEATS = "_feats"
@@ -205,57 +203,53 @@ def _default_nj() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@dataclass(frozen=True)
+class PrepareSettings:
+    """How a corpus is processed (``recipes/prepare.yaml`` besides ``corpus.*``, ``db_root`` and ``out_dir``).
+
+    Attributes:
+        features: extract log-mels (``<split>/feats/<id>.npy`` and ``feats.yaml``).
+        feature_params: mel parameters; the target sample rate is ``feature_params.sample_rate``
+            (None: the official HiFi-GAN 22.05 kHz set).
+        skip_bad: skip unusable inputs (listed in ``bad_files.txt``) instead of stopping at the first.
+        resample_audio: convert other rates to the target rate; None means the corpus's default (yes for
+            VCTK's 48 kHz, no otherwise, where a different rate is an error).
+        trim: cut edge silence (``trim_top_db`` below the peak); trimmed or resampled audio is
+            rewritten under ``out_dir/wavs/``.
+        trim_top_db: trimming threshold in dB.
+        nj: worker processes (None: all available cores).
+        progress: show a progress bar.
+    """
+
+    features: bool = True
+    feature_params: FeatureParams | None = None
+    skip_bad: bool = False
+    resample_audio: bool | None = None
+    trim: bool = False
+    trim_top_db: float = 30.0
+    nj: int | None = None
+    progress: bool = True
+
+
 def prepare(
     corpus: str,
     db_root: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    *,
-    features: bool = True,
-    feature_params: FeatureParams | None = None,
-    skip_bad: bool = False,
-    resample_audio: bool | None = None,
-    trim: bool = False,
-    trim_top_db: float = 30.0,
-    speaker: str | None = None,
-    dev_size: int | None = None,
-    eval_size: int | None = None,
-    vctk_layout: str = "auto",
-    vctk_mic: str = "mic1",
-    speakers: Sequence[str] | None = None,
-    dev_per_speaker: int = 10,
-    eval_per_speaker: int = 10,
-    holdout_speakers: Sequence[str] | int = (),
-    nj: int | None = None,
-    progress: bool = True,
+    settings: PrepareSettings | None = None,
+    options: Any = None,
 ) -> PrepareResult:
-    """Prepare a corpus into per-split data directories, with log-mel features unless ``features=False``.
+    """Prepare a corpus into per-split data directories, with log-mel features unless ``settings.features`` is off.
 
     Args:
-        corpus: ``"ljspeech"``, ``"vctk"``, ``"folder"``, or ``"prepared"``: ``db_root`` is the output of an
-            earlier run (e.g. a recipe's stage 0, ``features=False``) whose splits and manifests are kept
-            as they are: the recipe's stage 1 computes features from stage 0's output this way.
+        corpus: a registered corpus (:data:`rfspeech.data.corpora.CORPORA`: ``"ljspeech"``, ``"vctk"``,
+            ``"folder"``, or ``"prepared"``: ``db_root`` is the output of an earlier run, e.g. a recipe's
+            stage 0 with ``features=False``, whose splits and manifests are kept as they are: the recipe's
+            stage 1 computes features from stage 0's output this way).
         db_root: corpus root (LJSpeech-1.1, VCTK 0.92 / 0.80, a folder of wav/flac, or a prepared directory).
         out_dir: output directory (replaced atomically; must not contain ``db_root``).
-        features: extract log-mels (``<split>/feats/<id>.npy`` and ``feats.yaml``).
-        feature_params: mel parameters; the target sample rate is ``feature_params.sample_rate``
-            (default: the official HiFi-GAN 22.05 kHz set).
-        skip_bad: skip unusable inputs (listed in ``bad_files.txt``) instead of stopping at the first.
-        resample_audio: convert other rates to the target rate; ``None`` means yes for VCTK (48 kHz)
-            and no otherwise, where a different rate is an error.
-        trim: cut edge silence (``trim_top_db`` below the peak); trimmed or resampled audio is
-            rewritten under ``out_dir/wavs/``.
-        trim_top_db: trimming threshold in dB.
-        speaker: speaker id for single-speaker corpora (``LJ`` for LJSpeech, ``spk`` for a folder).
-        dev_size: dev utterances for LJSpeech/folder (``None``: 250 of 13,100, scaled down, ≥ 1).
-        eval_size: eval utterances for LJSpeech/folder (as ``dev_size``).
-        vctk_layout: ``"auto"``, ``"0.92"`` or ``"0.80"``.
-        vctk_mic: ``"mic1"`` or ``"mic2"`` (VCTK 0.92).
-        speakers: VCTK speakers to keep (all when ``None``).
-        dev_per_speaker: VCTK dev utterances held out per speaker.
-        eval_per_speaker: VCTK eval utterances held out per speaker.
-        holdout_speakers: VCTK speakers (names or a count of the last ones) put wholly in eval.
-        nj: worker processes (``None``: all available cores).
-        progress: show a progress bar.
+        settings: how to process it (:class:`PrepareSettings`; None: the defaults).
+        options: the corpus's options, its dataclass or a mapping of them (``recipes/corpus/<name>.yaml``;
+            None: the defaults), e.g. ``{"dev_per_speaker": 1}`` for VCTK.
 
     Returns:
         A :class:`PrepareResult`; ``out_dir/prepare.yaml`` records the same figures.
@@ -264,9 +258,11 @@ def prepare(
         ConfigError: unknown corpus or inconsistent options.
         DataError: unusable input (first problem, with ``skip_bad=False``), or empty splits.
     """
-    if corpus not in CORPORA:
-        raise ConfigError(f"corpus must be one of {list(CORPORA)}, got {corpus!r}")
-    params = feature_params if feature_params is not None else FeatureParams()
+    kind = get_corpus(corpus)
+    opts = options if isinstance(options, kind.options) else corpus_options(kind, options)
+    settings = settings or PrepareSettings()
+    features, skip_bad, trim, trim_top_db = settings.features, settings.skip_bad, settings.trim, settings.trim_top_db
+    params = settings.feature_params if settings.feature_params is not None else FeatureParams()
     db = Path(db_root).expanduser()
     out = Path(out_dir).expanduser()
     if not db.is_dir():
@@ -274,20 +270,11 @@ def prepare(
     db_abs, out_abs = db.resolve(), out.resolve()
     if db_abs == out_abs or out_abs in db_abs.parents:
         raise ConfigError(f"out_dir {out} contains db_root {db}: it would be replaced; choose another out_dir")
-    nj = _default_nj() if nj is None else max(1, int(nj))
-    if resample_audio is None:
-        resample_audio = corpus == "vctk"
+    nj = _default_nj() if settings.nj is None else max(1, int(settings.nj))
+    resample_audio = kind.resample if settings.resample_audio is None else bool(settings.resample_audio)
+    progress = settings.progress
 
-    if corpus == "ljspeech":
-        entries, bad = scan_ljspeech(db, speaker=speaker or "LJ")
-    elif corpus == "vctk":
-        entries, bad = scan_vctk(db, layout=vctk_layout, mic=vctk_mic, speakers=speakers)
-    elif corpus == "prepared":
-        kept = {split: [Entry(u.utt_id, Path(u.audio), u.speaker, u.text) for u in read_manifest(db / split / MANIFEST)]
-                for split in SPLITS}
-        entries, bad = [e for split in SPLITS for e in kept[split]], []
-    else:
-        entries, bad = scan_folder(db, speaker=speaker or "spk")
+    entries, bad = kind.scan(db, opts)
     if bad and not skip_bad:
         more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
         raise DataError(f"{bad[0].message()}{more}; skip_bad=true skips such inputs")
@@ -312,14 +299,7 @@ def prepare(
             raise DataError(f"{db}: no usable utterance ({len(bad)} unusable, see the first: "
                             f"{bad[0].message() if bad else 'none listed'})")
 
-        if corpus == "vctk":
-            splits = split_by_speaker(good, dev_per_speaker, eval_per_speaker,
-                                      holdout_speakers if isinstance(holdout_speakers, int)
-                                      else list(holdout_speakers))
-        elif corpus == "prepared":
-            splits = {split: [e for e in kept[split] if e.utt_id in by_id] for split in SPLITS}
-        else:
-            splits = split_sorted(good, dev_size, eval_size)
+        splits = kind.split(good, db, opts)
 
         stats = None
         if features and params.normalize:
@@ -372,7 +352,7 @@ def prepare(
             "trimmed": trim,
             "utterances": result.counts,
             "hours": {k: round(v, 5) for k, v in result.hours.items()},
-            "speakers": {s: sorted({e.speaker for e in splits[s]}) if corpus == "vctk" else
+            "speakers": {s: sorted({e.speaker for e in splits[s]}) if kind.per_speaker else
                          len({e.speaker for e in splits[s]}) for s in SPLITS},
             "skipped": len(bad),
             "workers": result.nj,

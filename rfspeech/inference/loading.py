@@ -34,7 +34,7 @@ from rfspeech.errors import ConfigError, DataError, RFSpeechError
 from rfspeech.layers.conv import iter_dilated_convs
 from rfspeech.layers.sparse import tap_layers
 from rfspeech.layers.weight_norm import remove_weight_norm
-from rfspeech.search import apply_structure, finalize, make_searchable
+from rfspeech.search.strategy import finalize_all, strategy_from_record
 
 log = logging.getLogger(__name__)
 
@@ -240,39 +240,34 @@ def short_error(e: Exception) -> str:
 def shape_like(model: nn.Module, state: dict[str, Any]) -> str:
     """Give a freshly built model the form a checkpoint's weights were saved in, in place.
 
-    A checkpoint of a structured run gets its structure applied (same mode and search arguments),
-    one of a search run gets ``make_searchable`` (or, ``strategy: dcls``, ``make_dcls``) with the
-    recorded arguments; a plain one nothing.
+    A checkpoint of a structured run gets its structure applied (same mode, by the search strategy
+    ``structure_args`` records), one of a search run is wrapped as its ``searchable`` record says
+    (:func:`rfspeech.search.strategy.strategy_from_record`; RF-Next when no strategy is named); a plain
+    one nothing.
 
     Returns:
         ``"structure"``, ``"searchable"`` or ``"plain"``.
     """
     structure = state.get("structure")
     if structure:
-        apply_structure(model, structure, mode=state.get("structure_mode") or "single",
-                        **(state.get("structure_args") or {}))
+        strategy = strategy_from_record(state.get("structure_args"), where="checkpoint structure_args")
+        strategy.apply(model, structure, mode=state.get("structure_mode") or strategy.modes[0])
         return "structure"
     searchable = state.get("searchable")
     if searchable is not None:
-        args = dict(searchable)
-        if args.pop("strategy", "rfnext") == "dcls":  # learned tap positions (rfspeech-search search.strategy=dcls)
-            from rfspeech.search.dcls import make_dcls
-
-            make_dcls(model, **args)
-        else:
-            make_searchable(model, **args)
+        strategy_from_record(searchable, where="checkpoint").wrap(model)
         return "searchable"
     return "plain"
 
 
 def finalize_for_inference(model: nn.Module, *, weight_norm: bool = True) -> nn.Module:
-    """Fold search wrappers into plain convs (searched dilation, or merged branches); drop weight norm.
+    """Fold search wrappers into plain convs (every search strategy's, :func:`finalize_all`); drop weight norm.
 
     Args:
         model: the model, modified in place.
         weight_norm: remove weight norm too (the model's own ``remove_weight_norm`` when it has one).
     """
-    finalize(model)
+    finalize_all(model)
     if weight_norm:
         rwn = getattr(model, "remove_weight_norm", None)
         if callable(rwn):

@@ -106,7 +106,7 @@ class PhaseField:
             s = step.stride
             period = self.period // math.gcd(self.period, s)
             shift = period * s * self.shift // self.period
-            taps = [t * step.dilation - step.padding for t in range(step.kernel_size)]
+            taps = step.tap_offsets()
             return self._build(period, shift, lambda m: (m * s + t for t in taps))
         u = step.up
         phases = step._phases  # for output phase φ: the taps i·u - o of every input i that reaches o

@@ -17,11 +17,13 @@ Rules map module types to steps. Built-in rules cover the ``torch.nn`` convoluti
 convolutions, pooling, upsampling, padding and point-wise layers (activations, dropout,
 normalisation over channels); :func:`register_rule` adds one for a custom layer::
 
-    from rfspeech.rf import register_rule, conv_step
+    from rfspeech.rf import register_rule, conv_step, taps_step
 
     register_rule(MyConv, lambda m: conv_step(m.k, dilation=m.d, padding=m.k // 2 * m.d))
+    register_rule(SparseConv, lambda m: taps_step(m.taps, padding=m.pad))   # taps at any positions
 
-A rule returns a :class:`Step`, or ``None`` for a layer that is point-wise along time.
+A rule returns a :class:`Step`, ``None`` for a layer that is point-wise along time, or a sequence of
+steps applied in order for a composite layer the walker should not enter (a conv then an upsampling, say).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ __all__ = [
     "conv_step",
     "register_rule",
     "shift_step",
+    "taps_step",
     "transposed_step",
     "unregister_rule",
     "upsample_step",
@@ -124,6 +127,8 @@ class Step:
         padding: ``conv``: input steps before the first output's first tap (left padding,
             negative for a crop); ``transposed``: the transposed conv's ``padding``.
         mode: ``upsample``: ``"nearest"`` or ``"linear"``.
+        taps: ``conv`` with taps at arbitrary positions (input steps from the first window position,
+            ascending; e.g. a conv whose tap spacings were learned): overrides ``kernel_size``/``dilation``.
     """
 
     kind: str
@@ -133,6 +138,7 @@ class Step:
     up: int = 1
     padding: int = 0
     mode: str = "nearest"
+    taps: tuple[int, ...] | None = None
     _phases: tuple[tuple[int, ...], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -140,8 +146,16 @@ class Step:
             raise ValueError(f"unknown step kind {self.kind!r}")
         if self.kernel_size < 1 or self.stride < 1 or self.dilation < 1 or self.up < 1:
             raise ValueError(f"kernel, stride, dilation and up must be >= 1: {self}")
+        ordered = self.taps is None or (bool(self.taps) and list(self.taps) == sorted(set(self.taps)))
+        if self.taps is not None and (self.kind != "conv" or not ordered):
+            raise ValueError(f"taps must be distinct ascending positions of a conv step: {self}")
         if self.kind != "conv":
             object.__setattr__(self, "_phases", tuple(self._phase_taps()))
+
+    def tap_offsets(self) -> list[int]:
+        """A conv step's tap positions relative to its output position, in input steps (padding included)."""
+        taps = self.taps if self.taps is not None else [t * self.dilation for t in range(self.kernel_size)]
+        return [t - self.padding for t in taps]
 
     @property
     def expands(self) -> bool:
@@ -177,7 +191,8 @@ class Step:
         """The field after this step, given the field ``f`` of its input."""
         if self.kind == "conv":
             j = f.jump
-            first, last = -self.padding, -self.padding + (self.kernel_size - 1) * self.dilation
+            offsets = self.tap_offsets()
+            first, last = offsets[0], offsets[-1]
             spread = (last - first) * j
             return Field(f.r_min + spread, f.r_max + spread, f.lo + first * j, f.hi + last * j, j * self.stride)
         j2 = f.jump / self.up
@@ -214,6 +229,21 @@ def upsample_step(scale: int, mode: str = "nearest") -> Step:
     return Step("upsample", up=int(scale), mode=mode)
 
 
+def taps_step(taps: Sequence[int], stride: int = 1, padding: int = 0) -> Step:
+    """A convolution whose taps sit at arbitrary positions (a sparse kernel, learned tap spacings).
+
+    Args:
+        taps: tap positions in input steps from the window's first position (e.g. ``[0, 3, 11]``);
+            sorted and de-duplicated here.
+        stride: output step in input steps.
+        padding: input steps padded before the window's first position.
+    """
+    positions = tuple(sorted({int(t) for t in taps}))
+    first = positions[0] if positions else 0
+    return Step("conv", kernel_size=max(1, len(positions)), stride=int(stride),
+                padding=int(padding) - first, taps=tuple(t - first for t in positions))
+
+
 def shift_step(left: int, stride: int = 1) -> Step:
     """Padding by ``left`` steps (negative: crop), optionally keeping every ``stride``-th step."""
     return conv_step(1, stride=stride, padding=left)
@@ -227,7 +257,8 @@ ModuleRule = Callable[[nn.Module], "Step | None"]
 _USER_RULES: dict[Any, Callable[..., Step | None]] = {}
 
 
-def register_rule(target: type[nn.Module] | Callable[..., Any] | str, fn: Callable[..., Step | None]) -> None:
+def register_rule(target: type[nn.Module] | Callable[..., Any] | str,
+                  fn: Callable[..., Step | Sequence[Step] | None]) -> None:
     """Teach the walker a layer it does not know.
 
     Args:
@@ -236,8 +267,9 @@ def register_rule(target: type[nn.Module] | Callable[..., Any] | str, fn: Callab
             inside a traced ``forward``.
         fn: for a module class, ``fn(module) -> Step | None``; for a function or method,
             ``fn(*args, **kwargs) -> Step | None`` called with the actual arguments. Return a
-            step (:func:`conv_step`, :func:`transposed_step`, :func:`upsample_step`,
-            :func:`shift_step`) or ``None`` for an operation that is point-wise along time.
+            step (:func:`conv_step`, :func:`taps_step`, :func:`transposed_step`, :func:`upsample_step`,
+            :func:`shift_step`), ``None`` for an operation that is point-wise along time, or (module
+            rules) a sequence of steps for a composite layer, applied in order.
     """
     _USER_RULES[target] = fn
 

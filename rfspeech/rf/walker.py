@@ -303,8 +303,18 @@ class Walker:
         user = user_module_rule(module)
         if user is not None:
             step = user(module)
-            layer = None if step is None else self._meta(path, tname, step)
-            self._emit(srcs, step, what, out, ax, layer)
+            if isinstance(step, Step) or not step:
+                step = step if isinstance(step, Step) else None
+                layer = None if step is None else self._meta(path, tname, step)
+                self._emit(srcs, step, what, out, ax, layer)
+                return
+            steps = list(step)  # a composite layer: its steps in order, each a row of the table
+            ins = tuple(dict.fromkeys(self._node[id(t)] for t in srcs))
+            for k, part in enumerate(steps):
+                self.ops.append(Op(ins, part, f"{what} step {k + 1}/{len(steps)}",
+                                   layer=self._meta(path, tname, part)))
+                ins = (len(self.ops) - 1,)
+            self._register(out, ins[0], ax)
             return
         kind = builtin_module_kind(module)
         if kind is None:

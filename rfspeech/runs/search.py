@@ -7,12 +7,11 @@ Pipeline (``recipes/search.yaml``):
    (``out_dir/global/init.pt``) and scored by validation mel L1; candidates whose receptive field makes
    layers unproductive for the training segment are pruned first (:mod:`rfspeech.rf`); candidates
    are scored in ``n_workers`` processes. The best combination (``out_dir/global/best.yaml``) seeds
-2. the **local search** during training: the generator's dilated convs are wrapped
-   (``make_searchable``, before the optimiser is built) and every ``search_interval`` steps, for
-   ``max_search_steps`` rounds, each searched conv estimates and expands its dilation
-   (``out_dir/search/structure_step<N>.yaml`` after each round, TensorBoard ``search/dilation/*``).
-   With ``search.strategy=dcls`` the convs learn their tap positions instead (DCLS, ``search.dcls.*``,
-   :mod:`rfspeech.search.dcls`): σ annealed, positions rounded at the end (or at ``search.dcls.search_steps``).
+2. the **local search** during training, by the strategy ``search.strategy``
+   (:mod:`rfspeech.search.strategy`; RF-Next by default): the generator's dilated convs are wrapped
+   (before the optimiser is built) and every ``search_interval`` steps, for ``max_search_steps``
+   rounds, each searched conv estimates and expands its dilation (``out_dir/search/structure_step<N>.yaml``
+   after each round, TensorBoard ``search/dilation/*``).
 3. ``out_dir/structure.yaml`` (structure, settings, receptive field) and ``out_dir/search_log.json``.
 
 Under torchrun every rank runs the global search, scoring its share of each generation on its own
@@ -46,22 +45,22 @@ from rfspeech.layers.conv import iter_dilated_convs
 from rfspeech.layers.weight_norm import detached_copy
 from rfspeech.runs.train import adopt_init_model, build_models, make_trainer, model_overridden
 from rfspeech.search import (
+    BackendSettings,
     GlobalSearch,
-    LocalSearch,
+    GlobalSearchConfig,
     LookaheadPrune,
     ReceptiveFieldPrune,
     apply_structure,
     expand_groups,
-    export_structure,
     load_structure,
     lookahead,
     lookahead_budget,
-    make_searchable,
+    make_backend,
     receptive_field,
     save_structure,
-    searchable_modules,
     worker_device,
 )
+from rfspeech.search.strategy import SELECTION_KEYS, Schedule, SearchStrategy, get_strategy, write_structure
 from rfspeech.train import distributed as D
 from rfspeech.train.common import TrainingDiverged
 from rfspeech.train.cost import COST_FILE, CostMeter, read_cost
@@ -70,111 +69,77 @@ from rfspeech.train.logging import create_writer
 
 log = logging.getLogger("rfspeech.search")
 
-__all__ = ["STRATEGIES", "AlphaParamGroups", "CandidateScorer", "dcls_args", "global_space", "lookahead_limit", "run",
-           "run_global_search", "run_search", "search_models", "search_strategy", "searchable_args", "searched_paths"]
-
-#: Local-search strategies of ``search.strategy``: RF-Next's candidate dilations, or learned tap positions (DCLS).
-STRATEGIES = ("rfnext", "dcls")
+__all__ = ["AlphaParamGroups", "CandidateScorer", "global_space", "lookahead_limit", "run", "run_global_search",
+           "run_search", "search_models", "search_strategy", "searchable_args", "searched_paths"]
 
 _WRAP_KEYS = ("include", "exclude")
 
 
 def searchable_args(cfg: Any) -> dict[str, Any]:
-    """``make_searchable`` keyword arguments (include/exclude + SearchableConv1d settings).
+    """The strategy's settings (``search.<its key>``) and the conv selection of ``search.searchable``
+    (``include``, ``exclude``, ``convs``), with the run-dependent defaults filled by the strategy.
 
-    ``search.searchable.warm_start: null`` (the default) means warm start exactly when the run
-    starts from trained weights (``init_from``): the current dilation's branch dominates at step 0,
-    so searching a trained vocoder does not destroy it. It needs an odd ``num_branches``; with an
-    even count the default falls back to the official equal ``α`` (said in the log), an explicit
-    ``true`` is an error.
+    RF-Next: ``warm_start: null`` (the default) means warm start exactly when the run starts from
+    trained weights (``init_from``): the current dilation's branch dominates at step 0, so searching a
+    trained vocoder does not destroy it. It needs an odd ``num_branches``; with an even count the default
+    falls back to the official equal ``α`` (said in the log), an explicit ``true`` is an error.
     """
-    args = dict(to_container(cfg.search.searchable) or {})
-    if args.get("warm_start") is None:
-        warm = bool(cfg.get("init_from"))
-        if warm and int(args.get("num_branches") or 3) % 2 == 0:
-            log.warning("search.searchable.warm_start: off for init_from with num_branches=%s (warm start needs "
-                        "an odd branch count)", args.get("num_branches"))
-            warm = False
-        args["warm_start"] = warm
+    cls = get_strategy(cfg.search.get("strategy"))
+    selection = dict(to_container(cfg.search.get("searchable")) or {})
+    args = dict(to_container(cfg.search.get(cls.settings_key())) or {})
+    args.update({k: selection[k] for k in SELECTION_KEYS if k in selection})
+    args = cls.resolve(args, trained=bool(cfg.get("init_from")))
     return {k: v for k, v in args.items() if v is not None or k in _WRAP_KEYS}
 
 
-def search_strategy(cfg: Any) -> str:
-    """``search.strategy`` (``rfnext`` when absent), checked.
+def search_strategy(cfg: Any) -> SearchStrategy:
+    """The search strategy of ``search.strategy`` with its ``search.searchable`` settings."""
+    cls = get_strategy(cfg.search.get("strategy"))
+    return cls.configure(searchable_args(cfg), where=f"search.{cls.settings_key()}")
+
+
+def searched_paths(generator: torch.nn.Module, strategy: SearchStrategy) -> list[str]:
+    """Paths the strategy would wrap (asked of a copy, so include/exclude and skips match exactly).
 
     Raises:
-        ConfigError: an unknown strategy.
-    """
-    strategy = str(cfg.search.get("strategy") or "rfnext")
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"search.strategy: must be one of {list(STRATEGIES)}, got {strategy!r}")
-    return strategy
-
-
-def dcls_args(cfg: Any) -> dict[str, Any]:
-    """``make_dcls`` keyword arguments: the convs of ``search.searchable`` (include/exclude/convs) and ``search.dcls``.
-
-    ``max_dilation: null`` takes ``search.searchable.max_dilation`` (both methods search the same span per
-    layer); ``warm_start: null`` means warm exactly when the run starts from trained weights (``init_from``).
-    """
-    from rfspeech.search.dcls import DCLS_ARGS
-
-    scope = dict(to_container(cfg.search.searchable) or {})
-    d = dict(to_container(cfg.search.get("dcls")) or {})
-    args: dict[str, Any] = {k: scope.get(k) for k in ("include", "exclude")}
-    if scope.get("convs") is not None:
-        args["convs"] = scope["convs"]
-    if d.get("max_dilation") is None:
-        d["max_dilation"] = scope.get("max_dilation")
-    if d.get("warm_start") is None:
-        d["warm_start"] = bool(cfg.get("init_from"))
-    args.update({k: d[k] for k in DCLS_ARGS if d.get(k) is not None})
-    return args
-
-
-def searched_paths(generator: torch.nn.Module, args: Mapping[str, Any], strategy: str = "rfnext") -> list[str]:
-    """Paths ``make_searchable`` (or ``make_dcls``) would wrap (asked of a copy, so include/exclude and skips match).
-
-    Raises:
-        ConfigError: no conv would be wrapped (``make_searchable`` names why).
+        ConfigError: no conv would be wrapped (the strategy names why).
     """
     quiet = logging.getLogger("rfspeech.search")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the real wrapping logs the list (and the skipped convs) later
     try:
-        if strategy == "dcls":
-            from rfspeech.search.dcls import make_dcls
-
-            return list(make_dcls(detached_copy(generator), **args))
-        return list(make_searchable(detached_copy(generator), **args))
+        return list(strategy.wrap(detached_copy(generator)))
     finally:
         quiet.setLevel(level)
 
 
 class AlphaParamGroups:
-    """An optimiser factory that puts the search's ``α`` in their own parameter group (``search.alpha_lr``).
+    """An optimiser factory that puts the search's parameters in their own group (``search.alpha_lr``).
 
     The trainer calls ``optimizer_g(generator.parameters())``; this wraps that factory so the
-    ``α`` of every :class:`~rfspeech.search.SearchableConv1d` of ``model`` get learning rate
-    ``alpha_lr`` and no weight decay (RF-Next's ImageNet-S setting: a separate α rate, no decay; a
-    decayed α drifts towards 0, where the gradient through ``|α|`` vanishes). Searching a trained
-    model with Adam: ``α`` at lr 1e-2 can be pushed to 0 in the first steps and stick there
-    (field notes); 1e-3 keeps the branches alive.
+    strategy's architecture parameters (:meth:`SearchStrategy.search_parameters`: the ``α`` of every
+    :class:`~rfspeech.search.SearchableConv1d` for RF-Next) get learning rate ``alpha_lr`` and no weight
+    decay (RF-Next's ImageNet-S setting: a separate α rate, no decay; a decayed α drifts towards 0,
+    where the gradient through ``|α|`` vanishes). Searching a trained model with Adam: ``α`` at lr 1e-2
+    can be pushed to 0 in the first steps and stick there (field notes); 1e-3 keeps the branches alive.
 
     Args:
         factory: the configured optimiser factory (``params -> Optimizer``).
-        model: the wrapped generator (its ``α`` are found by identity when the optimiser is built).
-        alpha_lr: learning rate of the ``α`` group.
+        model: the wrapped generator (its search parameters are found by identity when the optimiser is built).
+        alpha_lr: learning rate of the search parameters' group.
+        strategy: the strategy that wrapped ``model`` (None: RF-Next).
     """
 
-    def __init__(self, factory: Any, model: torch.nn.Module, alpha_lr: float) -> None:
+    def __init__(self, factory: Any, model: torch.nn.Module, alpha_lr: float,
+                 strategy: SearchStrategy | None = None) -> None:
         self.factory = factory
         self.model = model
         self.alpha_lr = float(alpha_lr)
+        self.strategy = strategy or get_strategy(None)()
 
     def __call__(self, params: Any) -> torch.optim.Optimizer:
         params = list(params)
-        alphas = {id(op.alpha) for op in searchable_modules(self.model).values()}
+        alphas = {id(p) for p in self.strategy.search_parameters(self.model)}
         rest = [p for p in params if id(p) not in alphas]
         alpha = [p for p in params if id(p) in alphas]
         groups: list[dict[str, Any]] = [{"params": rest}]
@@ -183,9 +148,12 @@ class AlphaParamGroups:
         return self.factory(groups)
 
 
-def _alpha_overrides(cfg: Any, generator: torch.nn.Module) -> dict[str, Any]:
-    """``make_trainer`` overrides for ``search.alpha_lr`` (none when unset: α train with the generator's rate)."""
-    alpha_lr = cfg.search.get("alpha_lr")
+def _alpha_overrides(cfg: Any, generator: torch.nn.Module, strategy: SearchStrategy | None = None) -> dict[str, Any]:
+    """``make_trainer`` overrides for the search parameters' group: ``search.alpha_lr``, or the strategy's own rate
+    (:meth:`SearchStrategy.search_lr`: DCLS's positions); none when both are unset (one group, the generator's rate)."""
+    strategy = strategy or get_strategy(None)()
+    base = cfg.train.optimizer_g.get("lr") if cfg.get("train") and cfg.train.get("optimizer_g") else None
+    alpha_lr = strategy.search_lr(cfg.search.get("alpha_lr"), None if base is None else float(base))
     if alpha_lr is None:
         return {}
     if not float(alpha_lr) > 0:
@@ -193,7 +161,7 @@ def _alpha_overrides(cfg: Any, generator: torch.nn.Module) -> dict[str, Any]:
     from hydra.utils import instantiate  # the user's optimiser config, as make_trainer builds it
 
     factory = instantiate(cfg.train.optimizer_g, _convert_="all")
-    return {"optimizer_g": AlphaParamGroups(factory, generator, float(alpha_lr))}
+    return {"optimizer_g": AlphaParamGroups(factory, generator, float(alpha_lr), strategy)}
 
 
 def lookahead_limit(cfg: Any, fp: FeatureParams) -> float | None:
@@ -206,10 +174,10 @@ def lookahead_limit(cfg: Any, fp: FeatureParams) -> float | None:
         raise ConfigError(f"search.local: {e}") from None
 
 
-def _check_budget(generator: torch.nn.Module, paths: list[str], budget: float, args: Mapping[str, Any],
+def _check_budget(generator: torch.nn.Module, paths: list[str], budget: float, strategy: SearchStrategy,
                   fp: FeatureParams) -> None:
     """A budget that no structure meets (every searched conv at its smallest dilation) is one clear line."""
-    floor = int(args.get("min_dilation") or 1)
+    floor = int(getattr(strategy.settings, "min_dilation", None) or 1)
     model = detached_copy(generator)
     apply_structure(model, {p: floor for p in paths}, mode="single")
     least = lookahead(model)
@@ -339,6 +307,26 @@ class CandidateScorer:
         return score if math.isfinite(score) else math.inf
 
 
+def backend_cost(summary: Mapping[str, Any]) -> dict[str, float]:
+    """CPU/GPU seconds a global search spent outside this process tree (Ray tasks), to add to cost.json.
+
+    The local pool's workers are children of this process (already in its CPU time); a Ray task's
+    CPU and GPU seconds were measured in the task. What Ray's own processes hand back to this process
+    when it shuts a local Ray down is subtracted, so nothing is counted twice.
+    """
+    b = summary.get("backend") or {}
+    if b.get("backend") != "ray":
+        return {"cpu_seconds": 0.0, "gpu_seconds": 0.0}
+    return {"cpu_seconds": float(b.get("cpu_seconds", 0.0)) - float(b.get("shutdown_cpu_seconds", 0.0)),
+            "gpu_seconds": float(b.get("gpu_seconds", 0.0))}
+
+
+def _sum_over_ranks(value: float, dist_info: DistInfo) -> float:
+    """``value`` summed over the ranks of a torchrun job (a collective: every rank calls it)."""
+    t = torch.tensor([value], dtype=torch.float64, device=dist_info.device)
+    return float(D.all_reduce_mean(t, dist_info).item()) * dist_info.world_size
+
+
 def _build_generator(cfg: dict[str, Any]) -> torch.nn.Module:
     return build_models(OmegaConf.create(cfg))[0]
 
@@ -360,20 +348,26 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
     g = cfg.search["global"]
     distributed = bool(dist_info is not None and dist_info.distributed)
     is_main = dist_info is None or dist_info.is_main
-    args = searchable_args(cfg)
+    max_dilation = getattr(search_strategy(cfg).settings, "max_dilation", None)
     groups_cfg = to_container(g.groups) if g.get("groups") else None
-    space, groups, hand = global_space(generator, paths, list(g.choices), groups_cfg, args.get("max_dilation"))
+    space, groups, hand = global_space(generator, paths, list(g.choices), groups_cfg, max_dilation)
     out_dir.mkdir(parents=True, exist_ok=True)
     init_path = out_dir / "init.pt"
     if is_main and not init_path.is_file():
         with atomic_path(init_path) as tmp, open(tmp, "wb") as f:
             torch.save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict()}, f)
     if distributed:
-        D.barrier()  # init.pt written before any rank's candidate reads it
+        D.barrier(dist_info)  # init.pt written before any rank's candidate reads it
     plain_cfg = to_container(cfg)
     n_workers = int(g.n_workers)
+    backend = make_backend(g.get("backend"), BackendSettings(n_workers=n_workers, distributed=distributed,
+                                                             options=to_container(g), out_dir=str(out_dir)))
+    if hasattr(backend, "candidate_device"):  # a cluster backend decides where its candidates train (Ray: its GPUs)
+        plain_cfg["device"] = backend.candidate_device(str(plain_cfg.get("device", "auto")))
     threads = g.get("threads_per_worker")
-    if threads is None and n_workers > 1:  # share the cores between the candidate processes
+    if threads is None and hasattr(backend, "candidate_threads"):
+        threads = backend.candidate_threads()
+    elif threads is None and n_workers > 1:  # share the cores between the candidate processes
         threads = max(1, (os.cpu_count() or 1) // n_workers)
     finalists = int(g.get("finalists") or 0)
     scorer = CandidateScorer(plain_cfg, str(init_path), groups, int(g.candidate_steps), int(g.candidate_val_utts),
@@ -386,25 +380,25 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
                                     max_unproductive=int(g.max_unproductive))
     if max_lookahead is not None:
         prune = LookaheadPrune(build, max_lookahead, groups=groups, then=prune)
-    search = GlobalSearch(
-        space, scorer, population=int(g.population), generations=int(g.generations), mutation=float(g.mutation),
+    config = GlobalSearchConfig(
+        population=int(g.population), generations=int(g.generations), mutation=float(g.mutation),
         crossover=float(g.crossover), elite=int(g.elite), selection=str(g.selection), immigrants=float(g.immigrants),
-        seed=int(cfg.seed), seeds=[hand] if g.get("seed_hand_designed", True) else None, prune_fn=prune,
-        n_workers=n_workers, out_dir=out_dir, resume=bool(cfg.get("resume", False)),
-        finalists=finalists, rescore_fn=scorer if finalists else None,
-        rescore_repeats=int(g.get("rescore_repeats") or 1), distributed=distributed,
-    )
+        seed=int(cfg.seed), seeds=[hand] if g.get("seed_hand_designed", True) else None, finalists=finalists,
+        rescore_repeats=int(g.get("rescore_repeats") or 1), out_dir=out_dir, resume=bool(cfg.get("resume", False)))
+    search = GlobalSearch(space, scorer, config, prune_fn=prune, rescore_fn=scorer if finalists else None,
+                          backend=backend)
     log.info("global search: %d genes, %d combinations, population %d, %d generations%s", len(space),
              search.space_size, int(g.population), int(g.generations),
              f", {finalists} finalists re-scored x{search.rescore_repeats}" if finalists else "")
-    result = search.run()
+    result = search.run()  # closes the backend (a local Ray is shut down)
     best = expand_groups(result.best, groups)
     rescored = sum(len(f.get("rescores") or []) for f in result.finalists)
     summary = {"best": result.best, "best_score": result.best_score, "evaluations": result.evaluations,
                "rescored": rescored, "generations": result.generations, "groups": groups, "space": space,
                "search_best": result.search_best, "search_best_score": result.search_best_score,
                "finalists": [{k: v for k, v in f.items()} for f in result.finalists],
-               "score_noise": result.score_noise, "max_lookahead": max_lookahead}
+               "score_noise": result.score_noise, "max_lookahead": max_lookahead,
+               "backend": backend.summary() if hasattr(backend, "summary") else {"backend": g.get("backend")}}
     proxy = int(result.evaluations) * int(g.candidate_steps) + rescored * scorer.rescore_steps
     summary["proxy_steps"] = proxy
     if result.finalists:
@@ -450,18 +444,11 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
                           f"{fp.hop_length}")
     segment_frames = int(cfg.train.segment_size) // fp.hop_length
     strategy = search_strategy(cfg)
-    args = searchable_args(cfg)
     budget = lookahead_limit(cfg, fp)
-    if strategy == "dcls" and budget is not None:
-        raise ConfigError("search.local.max_lookahead_*: no look-ahead budget with search.strategy=dcls (taps move "
-                          "freely inside the grid; bound them with search.dcls.max_dilation)")
     generator, discriminator, init_generator = search_models(cfg)
-    if strategy == "dcls":
-        paths = searched_paths(generator, dcls_args(cfg), "dcls")
-    else:
-        paths = searched_paths(generator, args)
+    paths = searched_paths(generator, strategy)
     if budget is not None:
-        _check_budget(generator, paths, budget, args, fp)
+        _check_budget(generator, paths, budget, strategy, fp)
     global_cost: dict[str, Any] | None = None
     g = cfg.search["global"]
     if g.get("enabled", False):
@@ -471,8 +458,8 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
                      tensorboard=False, progress=False, dist_info=DistInfo(device=resolve_device(str(cfg.device))))
     if dist_info.is_main:
         write_config(cfg, out)
-    summary: dict[str, Any] = {"searched_layers": paths, "searchable": args, "max_lookahead": budget,
-                               "strategy": strategy}
+    summary: dict[str, Any] = {"searched_layers": paths, "strategy": strategy.name, "searchable": strategy.record(),
+                               "max_lookahead": budget}
 
     # ---- global search ----
     if g.get("enabled", False):
@@ -488,41 +475,44 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
                                                         out / "global", max_lookahead=budget, dist_info=dist_info)
             global_cost = meter.totals(0)
             global_cost["global_proxy_steps"] = int(summary["global"]["proxy_steps"])
+            for key, value in backend_cost(summary["global"]).items():  # candidates trained on other machines
+                global_cost[key] = float(global_cost[key] + value)
+            if dist_info.distributed:  # every rank trained its share of the candidates: their CPU time too
+                global_cost["cpu_seconds"] = _sum_over_ranks(float(global_cost["cpu_seconds"]), dist_info)
             if dist_info.is_main:  # written now (the local search may be interrupted before its first checkpoint)
                 atomic_write_text(out / COST_FILE, json.dumps(global_cost, indent=2) + "\n")
-        best = D.broadcast_object(best)  # every rank computed it; rank 0's copy makes it certain
+        best = D.broadcast_object(best, dist_info)  # every rank computed it; rank 0's copy makes it certain
         apply_structure(generator, best, mode="single")
         log.info("global search best: %s", best)
 
     # ---- local search during training ----
     local_cfg = cfg.search.local
     rf = None
-    dcls_record: dict[str, Any] | None = None
-    if strategy == "dcls" and local_cfg.get("enabled", True):
-        local, settings, dcls_record = _run_dcls(cfg, generator, discriminator, paths, segment_frames, out,
-                                                 dist_info, init_generator, global_cost, summary)
-    elif local_cfg.get("enabled", True) and int(local_cfg.max_search_steps) > 0:
-        make_searchable(generator, **args)
-        local = LocalSearch(generator, int(local_cfg.search_interval), int(local_cfg.max_search_steps),
-                            out_dir=out / "search" if dist_info.is_main else None,
-                            settings={"searched_layers": len(paths)}, segment=segment_frames, max_lookahead=budget,
-                            search_every=int(local_cfg.get("search_every") or 1))
-        trainer = make_trainer(cfg, generator, discriminator, search=local, searchable=args, dist_info=dist_info,
-                               init_generator=init_generator, **_alpha_overrides(cfg, generator))
+    if local_cfg.get("enabled", True) and int(local_cfg.max_search_steps) > 0:
+        strategy.wrap(generator)
+        local = strategy.searcher(generator, Schedule(
+            search_interval=int(local_cfg.search_interval), max_search_steps=int(local_cfg.max_search_steps),
+            search_every=int(local_cfg.get("search_every") or 1), out_dir=out / "search" if dist_info.is_main else None,
+            segment=segment_frames, max_lookahead=budget, settings={"searched_layers": len(paths)}))
+        trainer = make_trainer(cfg, generator, discriminator, search=local, searchable=strategy.record(),
+                               dist_info=dist_info, init_generator=init_generator,
+                               **_alpha_overrides(cfg, generator, strategy))
         if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it
-            trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "wall_seconds")})
+            trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "gpu_seconds",
+                                                              "wall_seconds")})
         result = trainer.fit()
-        summary["local"] = {"history": local.history, "rounds": local.rounds, "steps": result.step,
+        summary["local"] = {"history": local.history, "rounds": len(local.history), "steps": result.step,
                             "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
         settings = local.all_settings()
         if not local.finished:
             log.warning("local search ran %d of %d rounds in %d steps (search_interval=%d): raise train.max_steps",
-                        local.rounds, local.max_search_steps, result.step, local.search_interval)
+                        len(local.history), int(local_cfg.max_search_steps), result.step,
+                        int(local_cfg.search_interval))
     else:
         settings = {}
         if dist_info.is_main and global_cost is None and not (out / COST_FILE).is_file():
             CostMeter("search_steps", init_from=cfg.get("init_from")).write(out, 0)
-    structure = export_structure(generator)
+    structure = strategy.export(generator)
     structure = {p: d for p, d in structure.items() if p in set(paths)}
     if dist_info.is_main:
         rf = receptive_field(generator, segment_frames)
@@ -531,10 +521,7 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
             rf.update({k: ahead[k] for k in ("lookahead_frames", "history_frames", "lookahead_ms", "history_ms")
                        if k in ahead})
         glob = summary.get("global", {})
-        if strategy == "dcls":
-            settings["strategy"] = "dcls"
-        settings = {**settings, "searchable": dcls_args(cfg) if strategy == "dcls" else args,
-                    "model": to_container(cfg.model.generator),
+        settings = {**settings, "searchable": strategy.record(), "model": to_container(cfg.model.generator),
                     "init_from": cfg.get("init_from"), "alpha_lr": cfg.search.get("alpha_lr"),
                     "global": {k: glob[k] for k in ("best", "best_score", "search_best", "search_best_score",
                                                     "finalists", "score_noise", "proxy_steps") if k in glob}}
@@ -542,77 +529,11 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
             settings["max_lookahead_frames"] = budget
         if ahead is not None:
             settings["lookahead"] = ahead
-        save_structure(out / "structure.yaml", structure, settings, rf)
+        write_structure(out / "structure.yaml", strategy, structure, settings, rf)
         atomic_write_text(out / "search_log.json",
-                          json.dumps({**summary, "structure": structure, "receptive_field": rf, "lookahead": ahead,
-                                      **({"dcls": dcls_record} if dcls_record is not None else {})},
+                          json.dumps({**summary, "structure": structure, "receptive_field": rf, "lookahead": ahead},
                                      indent=2, default=_json_default))
     return {"structure": structure, "structure_file": str(out / "structure.yaml"), "receptive_field": rf}
-
-
-def _position_lr(cfg: Any) -> float:
-    """``search.dcls.position_lr``; ``null``: 100 × the generator's learning rate (the paper's ratio)."""
-    lr = (cfg.search.get("dcls") or {}).get("position_lr")
-    if lr is None:
-        base = cfg.train.optimizer_g.get("lr")
-        if base is None:
-            raise ConfigError("search.dcls.position_lr: null needs train.optimizer_g.lr (100 x it); give it explicitly")
-        lr = 100.0 * float(base)
-    if not float(lr) > 0:
-        raise ConfigError(f"search.dcls.position_lr must be positive, got {lr}")
-    return float(lr)
-
-
-def _position_overrides(cfg: Any, generator: torch.nn.Module) -> dict[str, Any]:
-    """``make_trainer`` override putting the DCLS positions in their own group (no weight decay)."""
-    from hydra.utils import instantiate  # the user's optimiser config, as make_trainer builds it
-
-    from rfspeech.search.dcls import PositionParamGroups
-
-    factory = instantiate(cfg.train.optimizer_g, _convert_="all")
-    return {"optimizer_g": PositionParamGroups(factory, generator, _position_lr(cfg))}
-
-
-def _run_dcls(cfg: Any, generator: torch.nn.Module, discriminator: torch.nn.Module, paths: list[str],
-              segment_frames: int, out: Path, dist_info: Any, init_generator: bool, global_cost: dict[str, Any] | None,
-              summary: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """The DCLS local search: wrap, train with the schedule, round. Returns ``(schedule, settings, record)``."""
-    from rfspeech.search.dcls import DclsSearch, make_dcls, positions, sigma_defaults
-
-    args = dcls_args(cfg)
-    d = dict(to_container(cfg.search.get("dcls")) or {})
-    version = str(args.get("version") or "gauss")
-    sigma_init, sigma_final = sigma_defaults(version, bool(args.get("warm_start")))
-    if d.get("sigma_init") is None and sigma_init is not None:
-        args["sigma_init"] = sigma_init
-    if d.get("sigma_final") is not None:
-        sigma_final = float(d["sigma_final"])
-    max_steps = int(cfg.train.max_steps)
-    search_steps = d.get("search_steps")
-    span = int(search_steps) if search_steps is not None else max_steps
-    anneal = d.get("anneal_steps")
-    anneal = max(1, span // 4) if anneal is None else int(anneal)  # the paper: the first quarter of training
-    record = d.get("record_interval") or cfg.search.local.get("search_interval") or 1250
-    make_dcls(generator, **args)
-    search = DclsSearch(generator, anneal_steps=anneal, sigma_final=sigma_final, search_steps=search_steps,
-                        record_interval=int(record), out_dir=out / "search" if dist_info.is_main else None,
-                        settings={"searched_layers": len(paths)}, segment=segment_frames,
-                        position_warmup=int(d.get("position_warmup") or 0))
-    trainer = make_trainer(cfg, generator, discriminator, search=search, searchable={"strategy": "dcls", **args},
-                           dist_info=dist_info, init_generator=init_generator, **_position_overrides(cfg, generator))
-    if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it
-        trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "wall_seconds")})
-    result = trainer.fit()
-    summary["local"] = {"history": search.history, "rounds": search.rounds, "steps": result.step,
-                        "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
-    if search_steps is not None and not search.finished:
-        log.warning("DCLS: positions not frozen: the run ended at step %d before search.dcls.search_steps=%s "
-                    "(raise train.max_steps)", result.step, search_steps)
-    settings = search.all_settings()
-    record_out = {"positions": positions(generator), "sigma_final": sigma_final, "anneal_steps": anneal,
-                  "search_steps": search_steps, "position_lr": _position_lr(cfg), "args": args}
-    settings["dcls"] = record_out
-    return search, settings, record_out
 
 
 def _json_default(obj: Any) -> Any:

@@ -24,7 +24,8 @@ from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError
 from rfspeech.inference.loading import extract_generator_state, load_checkpoint, load_generator_weights, shape_like
 from rfspeech.runconfig import kwargs_of, vocoder_run
-from rfspeech.search import apply_structure, load_structure
+from rfspeech.search import apply_structure
+from rfspeech.search.strategy import RFNext, read_structure
 from rfspeech.train import distributed
 from rfspeech.train.trainer import Trainer
 
@@ -58,20 +59,29 @@ def build_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
     return generator, discriminator
 
 
-def apply_structure_from(cfg: Any, generator: torch.nn.Module) -> dict[str, int] | None:
+def apply_structure_from(cfg: Any, generator: torch.nn.Module) -> dict[str, Any] | None:
     """Build the fixed searched generator when ``structure=`` is set; return the structure.
 
-    Continuing the search run (:func:`continues_search`): the generator holds the search
-    checkpoint's wrappers, weights and ``α`` (:func:`load_init_before_structure`), and the structure
-    is applied ``from_search`` (merge folds the searched ``α`` and weights: the merged model computes
-    what the multi-branch search model computes; multiple freezes the searched candidates and ``α``).
+    The structure file names its search strategy (:func:`rfspeech.search.strategy.read_structure`),
+    which applies it. RF-Next continuing the search run (:func:`continues_search`): the generator
+    holds the search checkpoint's wrappers, weights and ``α`` (:func:`load_init_before_structure`),
+    and the structure is applied ``from_search`` (merge folds the searched ``α`` and weights: the
+    merged model computes what the multi-branch search model computes; multiple freezes the searched
+    candidates and ``α``).
     """
     if not cfg.get("structure"):
         return None
     mode = str(cfg.get("structure_mode") or "single")
-    if mode not in ("single", "multiple", "merge"):
-        raise ConfigError(f"structure_mode must be single, multiple or merge, got {mode!r}")
-    structure = load_structure(cfg.structure)
+    cls, structure = read_structure(cfg.structure)
+    if mode not in cls.modes:
+        *head, last = cls.modes
+        allowed = f"{', '.join(head)} or {last}" if head else last
+        whose = "" if issubclass(cls, RFNext) else f" for a {cls.name} structure"
+        raise ConfigError(f"structure_mode must be {allowed}{whose}, got {mode!r}")
+    if not issubclass(cls, RFNext):
+        cls.configure(structure_args(cfg), where="structure_args").apply(generator, structure, mode)
+        log.info("generator built from %s (%s, mode %s)", cfg.structure, cls.name, mode)
+        return dict(structure)
     from_search = continues_search(cfg, generator)
     apply_structure(generator, structure, mode=mode, from_search=from_search, **structure_args(cfg))
     log.info("generator built from %s (mode %s%s): %s", cfg.structure, mode,
@@ -130,11 +140,15 @@ def continues_search(cfg: Any, generator: torch.nn.Module | None = None) -> bool
 def structure_args(cfg: Any) -> dict[str, Any]:
     """SearchableConv1d arguments for ``multiple``/``merge`` structures (``structure_args`` in the config).
 
+    Another strategy's structure: its record (name, selection, settings), as checkpoints keep it.
     Continuing a search run, they are the search's own (recorded in its checkpoint), so a merged or
     multiple generator rebuilds with the search's candidates.
     """
     args = cfg.get("structure_args")
     given = dict(to_container(args)) if args else {}
+    cls = read_structure(cfg.structure)[0] if cfg.get("structure") else RFNext
+    if not issubclass(cls, RFNext):  # checkpoints record the strategy with its arguments
+        return cls.configure(given, where="structure_args").record()
     if continues_search(cfg):
         from rfspeech.search import SEARCH_ARGS
 

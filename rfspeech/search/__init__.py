@@ -8,22 +8,33 @@
   :func:`apply_structure` (``single`` / ``multiple`` / ``merge``), :func:`merge_searchable`,
   :func:`unwrap_searchable`, :func:`finalize` — the model-level API.
 * :class:`LocalSearch` — the expectation-guided local search schedule the trainer drives.
-* :class:`GlobalSearch` — the evolutionary global search over coarse combinations.
-* :class:`DclsConv1d`, :func:`make_dcls`, :class:`DclsSearch` — the other local-search strategy
-  (``search.strategy=dcls``): learned tap positions (DCLS), exported to plain convs by :func:`finalize`.
+* :class:`GlobalSearch` — the evolutionary global search over coarse combinations; its candidates are
+  scored by a registered backend (:mod:`rfspeech.search.backends`: ``local`` and ``ray``).
+* :class:`SearchStrategy` / :func:`register_strategy` (:mod:`rfspeech.search.strategy`) — the registry of
+  search strategies (``rfnext``, ``dcls`` and any registered one): wrap, search, export, apply, finalize.
+* :class:`DclsConv1d`, :func:`make_dcls`, :class:`DclsSearch` — the ``dcls`` strategy (``search.strategy=dcls``):
+  learned tap positions (DCLS), exported to plain convs by :func:`finalize`.
 """
 
-from rfspeech.search.dcls import DclsSearch, dcls_modules, make_dcls
+from rfspeech.search.backends import (
+    BACKENDS,
+    Backend,
+    BackendSettings,
+    make_backend,
+    register_backend,
+    worker_device,
+    worker_index,
+)
+from rfspeech.search.dcls import Dcls, DclsSearch, dcls_modules, make_dcls
 from rfspeech.search.dcls_op import DclsConv1d
 from rfspeech.search.global_search import (
     Evaluation,
     GlobalSearch,
+    GlobalSearchConfig,
     GlobalSearchResult,
     LookaheadPrune,
     ReceptiveFieldPrune,
     expand_groups,
-    worker_device,
-    worker_index,
 )
 from rfspeech.search.local import LocalSearch, dilation_limits, lookahead, lookahead_budget, receptive_field
 from rfspeech.search.model import (
@@ -57,13 +68,32 @@ from rfspeech.search.op import (
     searchable_layout,
     unsearchable_reason,
 )
+from rfspeech.search.strategy import (
+    STRATEGIES,
+    Schedule,
+    SearchStrategy,
+    get_strategy,
+    read_structure,
+    register_strategy,
+    write_structure,
+)
 
 __all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendSettings",
+    "GlobalSearchConfig",
+    "make_backend",
+    "register_backend",
     "CONV_SCOPES",
     "MODES",
+    "Dcls",
     "DclsConv1d",
     "DclsSearch",
     "SEARCH_ARGS",
+    "STRATEGIES",
+    "Schedule",
+    "SearchStrategy",
     "Evaluation",
     "GlobalSearch",
     "GlobalSearchResult",
@@ -82,6 +112,7 @@ __all__ = [
     "expand_groups",
     "export_structure",
     "finalize",
+    "get_strategy",
     "load_structure",
     "lookahead",
     "lookahead_budget",
@@ -91,7 +122,9 @@ __all__ = [
     "merge_searchable",
     "merged_conv",
     "multi_dilation_conv1d",
+    "read_structure",
     "receptive_field",
+    "register_strategy",
     "round_half_up",
     "round_toward",
     "save_structure",
@@ -103,4 +136,5 @@ __all__ = [
     "validate_structure",
     "worker_device",
     "worker_index",
+    "write_structure",
 ]

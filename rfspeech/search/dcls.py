@@ -10,26 +10,30 @@ schedule (:class:`DclsSearch`, driven by the trainer after every optimiser step)
 * ``SIG`` (Gaussian std ``|SIG| + 0.27``) decays exponentially from ``sigma_init`` (half the layer's grid)
   to ``sigma_final`` (0.23) over the first quarter of the run, then stays;
 * positions train in their own optimiser group at 100 × the weights' learning rate, no weight decay
-  (:class:`PositionParamGroups`), and are clamped to the grid after every step;
-* at the end positions are rounded: :func:`rfspeech.search.finalize` writes each layer back as a plain
-  conv with the learned taps (a dilated conv when they are evenly spaced and centred, else a
-  :class:`~rfspeech.layers.sparse.SparseTapConv1d`). With ``search_steps`` the rounding happens at that
-  step (``freeze``) and training goes on with the hard taps, so the weights adapt to the exported taps.
+  (:meth:`Dcls.search_lr`; the group is :class:`rfspeech.runs.search.AlphaParamGroups`'), and are clamped
+  to the grid after every step;
+* after the search's steps (``search_steps``; by default ``search.local.search_interval ×
+  max_search_steps``, the budget RF-Next's rounds take) the positions are rounded and frozen and training
+  goes on with the hard taps, so the weights adapt to the exported taps; :func:`rfspeech.search.finalize`
+  writes each layer back as a plain conv with the learned taps (a dilated conv when they are evenly
+  spaced and centred, else a :class:`~rfspeech.layers.sparse.SparseTapConv1d`).
 
 Warm start (``warm_start``, default exactly when the run starts from trained weights): ``SIG`` starts and
 stays at 0 (std 0.27: a tap's neighbours get 1e-3 of its weight), so the wrapped model computes what the
 trained one did (tested: ≥ 30 dB SNR at step 0); the positions still move (Adam's steps do not shrink with
 the gradient).
 
-The structure file is RF-Next's (``structure``: ``{path: dilation}``), where a layer whose rounded taps are
-no dilated pattern lists its tap offsets instead; ``settings.dcls`` records the schedule and the
-continuous positions.
+The strategy is registered as ``dcls`` (:class:`Dcls`, :mod:`rfspeech.search.strategy`). Its structure file
+(``strategy: dcls``) is RF-Next's ``{path: dilation}``, where a layer whose rounded taps are no dilated
+pattern lists its tap offsets instead; ``settings.positions`` records the continuous positions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +48,19 @@ from rfspeech.search.model import (
     _replace,
     _targets,
     _unwrap_ddp,
+    apply_structure,
     export_structure,
+    finalize,
     save_structure,
     searchable_report,
+    validate_structure,
 )
+from rfspeech.search.strategy import Schedule, SearchStrategy, register_strategy
 
 log = logging.getLogger("rfspeech.search")
 
-__all__ = ["DCLS_ARGS", "DclsSearch", "PositionParamGroups", "dcls_modules", "make_dcls",
-           "paper_sigma_init", "positions"]
+__all__ = ["DCLS_ARGS", "Dcls", "DclsSearch", "DclsSettings", "dcls_modules", "make_dcls", "paper_sigma_init",
+           "positions"]
 
 #: Keyword arguments :func:`make_dcls` passes to every :class:`DclsConv1d` (plus include/exclude/convs).
 DCLS_ARGS = ("max_dilation", "dilated_kernel_size", "version", "warm_start", "sigma_init")
@@ -145,35 +153,6 @@ def make_dcls(
     return wrapped
 
 
-class PositionParamGroups:
-    """An optimiser factory that puts the DCLS positions in their own group (the paper's separate rate).
-
-    The trainer calls ``optimizer_g(generator.parameters())``; the positions ``P`` of every
-    :class:`DclsConv1d` of ``model`` get learning rate ``position_lr`` and no weight decay (decay
-    would pull every tap towards offset 0).
-
-    Args:
-        factory: the configured optimiser factory (``params -> Optimizer``).
-        model: the wrapped generator (positions found by identity when the optimiser is built).
-        position_lr: learning rate of the positions (input steps per unit of Adam step).
-    """
-
-    def __init__(self, factory: Any, model: nn.Module, position_lr: float) -> None:
-        self.factory = factory
-        self.model = model
-        self.position_lr = float(position_lr)
-
-    def __call__(self, params: Any) -> torch.optim.Optimizer:
-        params = list(params)
-        pos = {id(op.P) for op in dcls_modules(self.model).values()}
-        rest = [p for p in params if id(p) not in pos]
-        mine = [p for p in params if id(p) in pos]
-        groups: list[dict[str, Any]] = [{"params": rest}]
-        if mine:
-            groups.append({"params": mine, "lr": self.position_lr, "weight_decay": 0.0})
-        return self.factory(groups)
-
-
 class DclsSearch:
     """The DCLS schedule the trainer drives: ``SIG`` annealing, position clamping, rounding, records.
 
@@ -225,6 +204,8 @@ class DclsSearch:
         self.record_receptive_field = bool(record_receptive_field)
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        #: The training run's rank (``bind_dist``); None: the process's group.
+        self._rank: int | None = None
         #: ``SIG`` of every layer at step 0 (the schedule starts from it; kept in the state).
         self.sigma_start = {p: float(op.sigma) for p, op in self.ops().items()}
         #: The structure at the start (hand-designed taps), to report what moved.
@@ -263,6 +244,10 @@ class DclsSearch:
         if start <= 0 or target <= 0:
             return end
         return start * (target / start) ** (step / self.anneal_steps)
+
+    def bind_dist(self, dist_info: Any) -> None:
+        """Follow the training run's ``DistInfo`` (only rank 0 writes records) instead of the process's group."""
+        self._rank = int(dist_info.rank)
 
     def _apply_sigma(self, step: int) -> None:
         """``SIG`` and the position hold for training step ``step + 1``."""
@@ -318,8 +303,9 @@ class DclsSearch:
         structure = export_structure(self.model)
         changed = not self.history or self.history[-1]["structure"] != structure
         self.history.append({"step": self.step, "structure": structure, "frozen": froze or self._frozen()})
-        rank = torch.distributed.get_rank() if (torch.distributed.is_available()
-                                                and torch.distributed.is_initialized()) else 0
+        rank = self._rank if self._rank is not None else (
+            torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized()
+            else 0)
         if rank == 0 and (self.out_dir is not None or writer is not None):
             from rfspeech.search.local import receptive_field
 
@@ -341,7 +327,7 @@ class DclsSearch:
             from rfspeech.search.local import receptive_field
 
             rf = receptive_field(self.model, self.segment) if self.record_receptive_field else None
-        save_structure(path, structure, self.all_settings(), rf if isinstance(rf, dict) else None)
+        save_structure(path, structure, self.all_settings(), rf if isinstance(rf, dict) else None, strategy="dcls")
         return structure
 
     def log_to(self, writer: Any, step: int, rf: dict[str, Any] | None = None) -> None:
@@ -382,3 +368,119 @@ def sigma_defaults(version: str, warm: bool) -> tuple[float | None, float]:
 
 
 __all__ += ["PAPER_SIGMA_FINAL", "sigma_defaults"]
+
+
+# ---------------------------------------------------------------------------------------------- the strategy
+@dataclass(frozen=True)
+class DclsSettings:
+    """The DCLS strategy's settings (``search.dcls``; see the module docstring).
+
+    Attributes:
+        max_dilation: every searched conv's grid spans ``(k-1)·max_dilation + 1`` steps.
+        dilated_kernel_size: the grid size of every conv instead (at least its taps' spread).
+        version: the ``dcls`` package's interpolation (``gauss``, ``max``, ``v1``).
+        warm_start: narrowest interpolation from step 0 (``SIG = 0``: the output is the trained model's).
+        sigma_init: ``SIG`` at step 0 (None: 0 when warm, else half the layer's grid, the paper's).
+        sigma_final: ``SIG`` after annealing (None: 0 when warm, else 0.23, the paper's; ``max``/``v1``: 0).
+        anneal_steps: steps of the exponential decay (None: the first quarter of ``search_steps``).
+        search_steps: round and freeze the positions at this step (None: ``search_interval × max_search_steps``).
+        position_lr: the positions' learning rate (None: ``search.alpha_lr`` if given, else 100 × the
+            generator's, the paper's ratio).
+        position_warmup: steps at the start with the positions held (0: the paper's).
+    """
+
+    max_dilation: int | None = 64
+    dilated_kernel_size: int | None = None
+    version: str = "gauss"
+    warm_start: bool = False
+    sigma_init: float | None = None
+    sigma_final: float | None = None
+    anneal_steps: int | None = None
+    search_steps: int | None = None
+    position_lr: float | None = None
+    position_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        if self.version not in DCLS_VERSIONS:
+            raise ValueError(f"version must be one of {list(DCLS_VERSIONS)}, got {self.version!r}")
+        for key in ("sigma_init", "sigma_final"):
+            value = getattr(self, key)
+            if value is not None and not float(value) >= 0:
+                raise ValueError(f"{key} must be >= 0, got {value}")
+        if self.position_lr is not None and not float(self.position_lr) > 0:
+            raise ValueError(f"position_lr must be positive, got {self.position_lr}")
+        if int(self.position_warmup) < 0:
+            raise ValueError(f"position_warmup must be >= 0, got {self.position_warmup}")
+
+
+@register_strategy
+class Dcls(SearchStrategy):
+    """Learned tap positions (DCLS): every searched conv becomes a :class:`DclsConv1d` whose taps move by gradient;
+    the :class:`DclsSearch` schedule anneals the interpolation and rounds the positions. Structure values are
+    dilations, or tap offsets where the learned taps are no dilated pattern (mode ``single`` only)."""
+
+    name = "dcls"
+    Settings = DclsSettings
+    modes = ("single",)
+
+    @classmethod
+    def resolve(cls, node: dict[str, Any], trained: bool) -> dict[str, Any]:
+        """``warm_start: null`` means warm start exactly when the run starts from trained weights (``init_from``)."""
+        if node.get("warm_start") is None:
+            node["warm_start"] = bool(trained)
+        return node
+
+    def _sigmas(self) -> tuple[float | None, float]:
+        s = self.settings
+        init, final = sigma_defaults(s.version, bool(s.warm_start))
+        return (init if s.sigma_init is None else float(s.sigma_init),
+                final if s.sigma_final is None else float(s.sigma_final))
+
+    def wrap(self, model: nn.Module) -> list[str]:
+        s = self.settings
+        return make_dcls(model, self.include, self.exclude, self.convs, max_dilation=s.max_dilation,
+                         dilated_kernel_size=s.dilated_kernel_size, version=s.version, warm_start=bool(s.warm_start),
+                         sigma_init=self._sigmas()[0])
+
+    def search_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return [op.P for op in dcls_modules(model).values()]
+
+    def search_lr(self, alpha_lr: float | None, base_lr: float | None) -> float | None:
+        """``position_lr``, else ``search.alpha_lr``, else 100 × the generator's rate (the paper's ratio)."""
+        if self.settings.position_lr is not None:
+            return float(self.settings.position_lr)
+        if alpha_lr is not None:
+            return float(alpha_lr)
+        if base_lr is None:
+            raise ConfigError("search.dcls.position_lr: null needs train.optimizer_g.lr (100 x it); give it explicitly")
+        return 100.0 * float(base_lr)
+
+    def searcher(self, model: nn.Module, schedule: Schedule) -> DclsSearch:
+        if schedule.max_lookahead is not None:
+            raise ConfigError("search.local.max_lookahead_*: no look-ahead budget with search.strategy=dcls (taps "
+                              "move freely inside the grid; bound them with search.dcls.max_dilation)")
+        s = self.settings
+        steps = int(s.search_steps) if s.search_steps is not None else (
+            int(schedule.search_interval) * int(schedule.max_search_steps))
+        if steps < 1:
+            raise ConfigError("search.dcls.search_steps: the positions need at least one step (search.local."
+                              "search_interval x max_search_steps is 0)")
+        anneal = max(1, steps // 4) if s.anneal_steps is None else int(s.anneal_steps)
+        return DclsSearch(model, anneal_steps=anneal, sigma_final=self._sigmas()[1], search_steps=steps,
+                          record_interval=int(schedule.search_interval), out_dir=schedule.out_dir,
+                          settings={**dict(schedule.settings), "dcls": dataclasses.asdict(s)},
+                          segment=schedule.segment, position_warmup=int(s.position_warmup))
+
+    def export(self, model: nn.Module) -> dict[str, Any]:
+        return dict(export_structure(model))
+
+    def validate(self, structure: Any, where: str) -> dict[str, Any]:
+        return dict(validate_structure(structure, where))
+
+    def apply(self, model: nn.Module, structure: Mapping[str, Any], mode: str = "single") -> list[str]:
+        if mode != "single":
+            raise ConfigError(f"structure_mode must be single for a dcls structure, got {mode!r}")
+        return apply_structure(model, structure, mode="single")
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        return finalize(model)

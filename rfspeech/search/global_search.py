@@ -15,28 +15,27 @@ score the structure reported best had a true score of 5 against 3.25. So the top
 are re-scored ``rescore_repeats`` times (other seeds or longer proxy runs, ``rescore_fn``) and the
 best mean wins; both scores and the score noise (the spread of repeated evaluations of one
 structure) go to the result and the log (RFNext re-trains its top 8 longer). Workers run on
-distinct devices (:func:`worker_device`), and under torchrun the ranks share the population
-(``distributed=True``: each scores its share, all record every score) instead of waiting.
+distinct devices (:func:`rfspeech.search.backends.worker_device`); the jobs run where the backend
+puts them (:mod:`rfspeech.search.backends`: this process, a process pool, and under torchrun the ranks
+share the population, each scoring its share, all recording every score).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import json
 import logging
 import math
-import multiprocessing
-import os
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.io import atomic_write_text
+from rfspeech.search.backends import Backend, BackendSettings, LocalBackend
 
 log = logging.getLogger("rfspeech.search")
 
@@ -118,15 +117,11 @@ def expand_groups(choice: Mapping[str, int], groups: Mapping[str, Sequence[str]]
     return out
 
 
-class GlobalSearch:
-    """Evolutionary search over dilation combinations (lower score is better).
+@dataclass(frozen=True)
+class GlobalSearchConfig:
+    """The evolutionary algorithm's settings (``search.global`` of ``rfspeech-search``).
 
-    Args:
-        space: ``{gene: [allowed dilations]}``; a gene is a layer path or a group name.
-        score_fn: ``structure -> score`` (lower is better). Must be picklable for ``n_workers > 1``
-            (a module-level function or a ``functools.partial`` of one). Return ``inf``/``nan``
-            for a candidate that cannot be trained; exceptions stop the search (evaluations so
-            far are checkpointed, so it resumes).
+    Attributes:
         population: individuals per generation.
         generations: breeding rounds after the initial population (``generations + 1``
             populations are evaluated).
@@ -139,60 +134,81 @@ class GlobalSearch:
         seed: random seed (the whole search is deterministic given it).
         seeds: structures put into the initial population (e.g. the hand-designed pattern);
             their values are added to the space when missing.
-        prune_fn: ``structure -> reason or None``; a candidate with a reason is never scored.
-        n_workers: scoring processes (1: in this process).
+        finalists: re-score the best this many structures before choosing (0: off).
+        rescore_repeats: re-scores per finalist; the best mean wins.
+        max_tries: attempts to breed a new (unscored, unpruned) child before accepting a repeat.
         out_dir: where the state (``global_search_state.json``) and the evaluation log
             (``global_search_log.jsonl``) go; None keeps everything in memory.
         resume: continue from ``out_dir``'s state when present.
-        max_tries: attempts to breed a new (unscored, unpruned) child before accepting a repeat.
-        mp_context: multiprocessing start method for the pool (``"spawn"`` is safe with torch).
-        finalists: re-score the best this many structures before choosing (0: off).
-        rescore_fn: ``(structure, repeat) -> score`` for the re-scoring (e.g. another seed per
-            repeat, or a longer proxy run); default ``score_fn(structure)`` (only useful when it
-            is itself random). Picklable for ``n_workers > 1``.
-        rescore_repeats: re-scores per finalist; the best mean wins.
-        distributed: under an initialised ``torch.distributed`` group, every rank runs this
-            search with the same settings and scores its share of each generation; the scores
-            are gathered so all ranks take the same decisions (rank 0 writes the state).
+
+    Raises:
+        ConfigError: a value out of range.
+    """
+
+    population: int = 20
+    generations: int = 10
+    mutation: float = 0.2
+    crossover: float = 0.9
+    elite: int = 2
+    selection: str = "tournament"
+    tournament_size: int = 3
+    immigrants: float = 0.0
+    seed: int = 0
+    seeds: Sequence[Mapping[str, int]] | None = None
+    finalists: int = 0
+    rescore_repeats: int = 3
+    max_tries: int = 50
+    out_dir: str | Path | None = None
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.selection not in ("tournament", "roulette"):
+            raise ConfigError(f"global search: selection must be 'tournament' or 'roulette', got {self.selection!r}")
+        if int(self.population) < 2:
+            raise ConfigError(f"global search: population must be >= 2, got {self.population}")
+        if int(self.generations) < 0:
+            raise ConfigError(f"global search: generations must be >= 0, got {self.generations}")
+        if not 0.0 <= float(self.mutation) <= 1.0 or not 0.0 <= float(self.crossover) <= 1.0:
+            raise ConfigError("global search: mutation and crossover are probabilities in [0, 1]")
+        if not 0.0 <= float(self.immigrants) < 1.0:
+            raise ConfigError(f"global search: immigrants must be in [0, 1), got {self.immigrants}")
+        if int(self.finalists) < 0 or int(self.rescore_repeats) < 1:
+            raise ConfigError(f"global search: finalists must be >= 0 and rescore_repeats >= 1, got {self.finalists}, "
+                              f"{self.rescore_repeats}")
+
+
+class GlobalSearch:
+    """Evolutionary search over dilation combinations (lower score is better).
+
+    Args:
+        space: ``{gene: [allowed dilations]}``; a gene is a layer path or a group name.
+        score_fn: ``structure -> score`` (lower is better). Must be picklable for a backend with
+            worker processes (a module-level function, a ``functools.partial`` of one, or an object).
+            Return ``inf``/``nan`` for a candidate that cannot be trained; exceptions stop the search
+            (evaluations so far are checkpointed, so it resumes).
+        config: the algorithm's settings (:class:`GlobalSearchConfig`; None: its defaults).
+        prune_fn: ``structure -> reason or None``; a candidate with a reason is never scored.
+        rescore_fn: ``(structure, repeat) -> score`` for the re-scoring of the finalists (e.g. another
+            seed per repeat, or a longer proxy run); default ``score_fn(structure)`` (only useful when it
+            is itself random). Picklable as ``score_fn``.
+        backend: where the scoring jobs run (:mod:`rfspeech.search.backends`; None: in this process).
+            Under torchrun its ``distributed`` setting makes every rank run this search with the same
+            settings and score its share of each generation; the scores are gathered so all ranks take
+            the same decisions (the backend's ``writes`` process writes the state).
     """
 
     def __init__(
         self,
         space: Mapping[str, Sequence[int]],
         score_fn: Callable[[dict[str, int]], float],
-        population: int = 20,
-        generations: int = 10,
-        mutation: float = 0.2,
-        crossover: float = 0.9,
-        elite: int = 2,
-        selection: str = "tournament",
-        tournament_size: int = 3,
-        immigrants: float = 0.0,
-        seed: int = 0,
-        seeds: Sequence[Mapping[str, int]] | None = None,
+        config: GlobalSearchConfig | None = None,
         prune_fn: Callable[[dict[str, int]], str | None] | None = None,
-        n_workers: int = 1,
-        out_dir: str | Path | None = None,
-        resume: bool = True,
-        max_tries: int = 50,
-        mp_context: str = "spawn",
-        finalists: int = 0,
         rescore_fn: Callable[[dict[str, int], int], float] | None = None,
-        rescore_repeats: int = 3,
-        distributed: bool = False,
+        backend: Backend | None = None,
     ) -> None:
+        config = config or GlobalSearchConfig()
         if not space:
             raise ConfigError("global search: the search space is empty")
-        if selection not in ("tournament", "roulette"):
-            raise ConfigError(f"global search: selection must be 'tournament' or 'roulette', got {selection!r}")
-        if int(population) < 2:
-            raise ConfigError(f"global search: population must be >= 2, got {population}")
-        if int(generations) < 0:
-            raise ConfigError(f"global search: generations must be >= 0, got {generations}")
-        if not 0.0 <= float(mutation) <= 1.0 or not 0.0 <= float(crossover) <= 1.0:
-            raise ConfigError("global search: mutation and crossover are probabilities in [0, 1]")
-        if not 0.0 <= float(immigrants) < 1.0:
-            raise ConfigError(f"global search: immigrants must be in [0, 1), got {immigrants}")
         self.keys = [str(k) for k in space]
         choices: dict[str, list[int]] = {}
         for k, values in space.items():
@@ -201,7 +217,7 @@ class GlobalSearch:
                 raise ConfigError(f"global search: space[{k!r}] must list dilations >= 1, got {list(values)}")
             choices[str(k)] = vals
         self.seeds: list[Candidate] = []
-        for s in seeds or []:
+        for s in config.seeds or []:
             missing = [k for k in self.keys if k not in s]
             extra = [k for k in s if k not in choices]
             if missing or extra:
@@ -215,35 +231,30 @@ class GlobalSearch:
                     choices[k] = sorted([*choices[k], d])
             self.seeds.append(tuple(int(s[k]) for k in self.keys))
         self.choices = choices
+        self.config = config
         self.score_fn = score_fn
-        self.population = int(population)
-        self.generations = int(generations)
-        self.mutation = float(mutation)
-        self.crossover = float(crossover)
-        self.elite = max(0, min(int(elite), self.population))
-        self.selection = selection
-        self.tournament_size = max(1, int(tournament_size))
-        self.immigrants = float(immigrants)
-        self.seed = int(seed)
+        self.population = int(config.population)
+        self.generations = int(config.generations)
+        self.mutation = float(config.mutation)
+        self.crossover = float(config.crossover)
+        self.elite = max(0, min(int(config.elite), self.population))
+        self.selection = config.selection
+        self.tournament_size = max(1, int(config.tournament_size))
+        self.immigrants = float(config.immigrants)
+        self.seed = int(config.seed)
         self.prune_fn = prune_fn
-        self.n_workers = max(1, int(n_workers))
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.resume = bool(resume)
-        self.max_tries = max(1, int(max_tries))
-        self.mp_context = mp_context
-        if int(finalists) < 0 or int(rescore_repeats) < 1:
-            raise ConfigError(f"global search: finalists must be >= 0 and rescore_repeats >= 1, got {finalists}, "
-                              f"{rescore_repeats}")
-        self.finalists = int(finalists)
+        self.backend = backend if backend is not None else LocalBackend(BackendSettings())
+        self.out_dir = Path(config.out_dir) if config.out_dir is not None else None
+        self.resume = bool(config.resume)
+        self.max_tries = max(1, int(config.max_tries))
+        self.finalists = int(config.finalists)
         self.rescore_fn = rescore_fn
-        self.rescore_repeats = int(rescore_repeats)
-        self.distributed = bool(distributed)
+        self.rescore_repeats = int(config.rescore_repeats)
         self.rescored: dict[tuple[Candidate, int], float] = {}
         self.cache: dict[Candidate, Evaluation] = {}
         self.history: list[Evaluation] = []
         self.generation_log: list[dict[str, Any]] = []
         self.evaluations = 0
-        self._pool: cf.ProcessPoolExecutor | None = None
 
     # -- encoding --------------------------------------------------------------------------
 
@@ -272,55 +283,10 @@ class GlobalSearch:
         self._log_line(ev.to_dict())
 
     def _log_line(self, entry: dict[str, Any]) -> None:
-        if self.out_dir is not None and self._rank_world()[0] == 0:
+        if self.out_dir is not None and self.backend.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / LOG_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
-
-    def _rank_world(self) -> tuple[int, int]:
-        if not self.distributed:
-            return 0, 1
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
-
-    def _pool_for(self) -> cf.ProcessPoolExecutor:
-        if self._pool is None:  # one pool for the whole run: worker start-up (imports) is paid once
-            ctx = multiprocessing.get_context(self.mp_context)
-            self._pool = cf.ProcessPoolExecutor(max_workers=self.n_workers, mp_context=ctx,
-                                                initializer=_init_worker, initargs=(ctx.Value("i", 0),))
-        return self._pool
-
-    def _local(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]], idx: list[int]) -> Iterator[Any]:
-        if self.n_workers == 1 or len(idx) <= 1:
-            for i in idx:
-                fn, args = calls[i]
-                yield fn(*args)
-            return
-        pool = self._pool_for()
-        futures = [pool.submit(calls[i][0], *calls[i][1]) for i in idx]
-        for fut in futures:
-            yield fut.result()
-
-    def _run_jobs(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> Iterator[Any]:
-        """Results of ``fn(*args)`` in submission order: here, in the pool, or shared by the ranks."""
-        rank, world = self._rank_world()
-        if world <= 1:
-            yield from self._local(calls, list(range(len(calls))))
-            return
-        import torch.distributed as dist
-
-        mine = list(range(rank, len(calls), world))
-        local = dict(zip(mine, self._local(calls, mine)))
-        gathered: list[dict[int, Any] | None] = [None] * world
-        dist.all_gather_object(gathered, local)
-        merged: dict[int, Any] = {}
-        for part in gathered:
-            merged.update(part or {})
-        for i in range(len(calls)):
-            yield merged[i]
 
     def _viable(self, cand: Candidate, generation: int) -> bool:
         """Not pruned (pruning recorded in the cache, checked once per structure)."""
@@ -344,7 +310,7 @@ class GlobalSearch:
         # Record in submission order so the history and checkpoints do not depend on timing;
         # each result is checkpointed as soon as it and all earlier ones are in.
         calls = [(_timed_score, (self.score_fn, self.decode(c))) for c in todo]
-        for cand, (score, seconds) in zip(todo, self._run_jobs(calls)):
+        for cand, (score, seconds) in zip(todo, self.backend.map(calls)):
             self._scored(cand, score, generation, seconds)
 
     def _rescore(self, ok: list[tuple[Candidate, Evaluation]]) -> tuple[list[dict[str, Any]], float | None]:
@@ -353,7 +319,7 @@ class GlobalSearch:
         fn = self.rescore_fn if self.rescore_fn is not None else _Repeat(self.score_fn)
         pending = [(c, r) for c, _ in ranked for r in range(self.rescore_repeats) if (c, r) not in self.rescored]
         calls = [(_timed_rescore, (fn, self.decode(c), r)) for c, r in pending]
-        for (cand, r), (score, seconds) in zip(pending, self._run_jobs(calls)):
+        for (cand, r), (score, seconds) in zip(pending, self.backend.map(calls)):
             self.rescored[(cand, r)] = score if math.isfinite(score) else math.inf
             self._log_line({"rescore": self.decode(cand), "repeat": r, "score": _json_float(score),
                             "seconds": round(seconds, 4)})
@@ -488,7 +454,7 @@ class GlobalSearch:
 
     def _write(self) -> None:
         path = self._state_path()
-        if path is None or self._rank_world()[0] != 0:
+        if path is None or not self.backend.writes:
             return
         doc = {
             "version": _STATE_VERSION,
@@ -538,7 +504,17 @@ class GlobalSearch:
     # -- main loop -------------------------------------------------------------------------
 
     def run(self) -> GlobalSearchResult:
-        """Run (or resume) the search; return the best structure and the history."""
+        """Run (or resume) the search; return the best structure and the history.
+
+        The backend is closed once, when the search ends (after the finalists' re-scoring, or on an
+        error): a backend that starts a cluster session or a pool keeps it for the whole search.
+        """
+        try:
+            return self._run()
+        finally:
+            self.backend.close()
+
+    def _run(self) -> GlobalSearchResult:
         restored = self._load_state()
         if restored is None:
             rng = random.Random(self.seed)
@@ -575,9 +551,6 @@ class GlobalSearch:
         finally:
             if bar is not None:
                 bar.close()
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-                self._pool = None
         ok = [(c, ev) for c, ev in self.cache.items() if ev.status == "ok"]
         if not ok:
             raise ConfigError("global search: no candidate got a finite score")
@@ -587,12 +560,7 @@ class GlobalSearch:
                                     generations=list(self.generation_log), evaluations=self.evaluations,
                                     search_best=self.decode(best_c), search_best_score=best_ev.score)
         if self.finalists:
-            try:
-                result.finalists, result.score_noise = self._rescore(ok)
-            finally:
-                if self._pool is not None:
-                    self._pool.shutdown(wait=True, cancel_futures=True)
-                    self._pool = None
+            result.finalists, result.score_noise = self._rescore(ok)
             if result.finalists and math.isfinite(result.finalists[0]["rescore_mean"]):
                 result.best = dict(result.finalists[0]["structure"])
                 result.best_score = result.finalists[0]["rescore_mean"]
@@ -630,69 +598,6 @@ class _Repeat:
 
     def __call__(self, structure: dict[str, int], repeat: int) -> float:
         return float(self.fn(structure))
-
-
-# ----------------------------------------------------------------------------------------------
-# Devices for the scoring workers
-# ----------------------------------------------------------------------------------------------
-
-_WORKER_INDEX: int | None = None
-
-
-def _init_worker(counter: Any) -> None:
-    """Pool initializer: give this worker process a distinct slot (0, 1, ...)."""
-    global _WORKER_INDEX
-    with counter.get_lock():
-        _WORKER_INDEX = int(counter.value)
-        counter.value += 1
-    os.environ["RFSPEECH_WORKER_INDEX"] = str(_WORKER_INDEX)
-
-
-def worker_index() -> int:
-    """This process's slot in the global search's worker pool (0 outside a pool)."""
-    if _WORKER_INDEX is not None:
-        return _WORKER_INDEX
-    return int(os.environ.get("RFSPEECH_WORKER_INDEX", "0"))
-
-
-def worker_device(device: str = "auto", worker: int | None = None, *, workers_per_rank: int = 1,
-                  local_rank: int | None = None, cuda_devices: int | None = None) -> str:
-    """The device a global-search worker (or a rank) trains its candidates on.
-
-    ``cpu`` and an explicit ``cuda:N`` are kept. ``auto`` / ``cuda``: worker slots go round-robin
-    over the visible GPUs, ``cuda:(slot mod n)``, where the slot is ``local_rank · workers_per_rank
-    + worker`` (under torchrun ``LOCAL_RANK`` is read from the environment, so each rank's workers
-    start on its own GPU); ``auto`` without a GPU is ``cpu``.
-
-    Args:
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        worker: the worker's slot (default: :func:`worker_index`, set by the pool).
-        workers_per_rank: pool size of each rank (spreads ranks × workers over the GPUs).
-        local_rank: the torchrun local rank (default: ``$LOCAL_RANK``, else none).
-        cuda_devices: visible GPUs (default: ``torch.cuda.device_count()``).
-
-    Raises:
-        ConfigError: ``cuda`` requested but no GPU is visible, or an unknown device string.
-    """
-    device = str(device)
-    if device == "cpu" or device.startswith("cuda:"):
-        return device
-    if device not in ("auto", "cuda"):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if cuda_devices is None:
-        import torch
-
-        cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if cuda_devices < 1:
-        if device == "cuda":
-            raise ConfigError("device=cuda but no CUDA device is visible")
-        return "cpu"
-    slot = worker_index() if worker is None else int(worker)
-    if local_rank is None and os.environ.get("LOCAL_RANK", "").isdigit():
-        local_rank = int(os.environ["LOCAL_RANK"])
-    if local_rank is not None:
-        slot += int(local_rank) * max(1, int(workers_per_rank))
-    return f"cuda:{slot % cuda_devices}"
 
 
 def _rng_to_json(state: tuple[Any, ...]) -> list[Any]:

@@ -225,6 +225,8 @@ class LocalSearch:
         self.search_every = int(search_every)
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        # The training run's (rank, world_size), set by the trainer (bind_dist); None: the process's group.
+        self._world: tuple[int, int] | None = None
         if not self.ops():
             log.warning("LocalSearch: the model has no SearchableConv1d (call make_searchable first)")
         self.max_lookahead = None if max_lookahead is None else float(max_lookahead)
@@ -283,13 +285,24 @@ class LocalSearch:
         return (not self.finished and step > 0 and step % self.search_interval == 0
                 and step > self.last_step)
 
+    def bind_dist(self, dist_info: Any) -> None:
+        """Follow the training run's ``DistInfo`` (``rank``, ``world_size``) instead of the process's group.
+
+        A run trained single-process inside a distributed job (a global-search candidate on one rank)
+        then issues no collective and writes its files as rank 0 of its own run.
+        """
+        self._world = (int(dist_info.rank), int(dist_info.world_size))
+
+    def _rank_world(self) -> tuple[int, int]:
+        return self._world if self._world is not None else _dist_rank()
+
     def sync_alphas(self) -> None:
-        """Broadcast every ``α`` from rank 0 (no-op unless torch.distributed is initialised).
+        """Broadcast every ``α`` from rank 0 (no-op unless the training run is distributed).
 
         DDP already averages their gradients, so ranks agree; this makes it certain before the
         decisions that change the architecture.
         """
-        _rank, world = _dist_rank()
+        _rank, world = self._rank_world()
         if world <= 1:
             return
         for op in self.ops().values():
@@ -351,7 +364,7 @@ class LocalSearch:
         if not self.due(step):
             return False
         changed = self.search_round(step)
-        rank, _world = _dist_rank()
+        rank, _world = self._rank_world()
         if rank == 0 and (self.out_dir is not None or writer is not None):
             rf = receptive_field(self.model, self.segment) if self.record_receptive_field else None
             if self.out_dir is not None:

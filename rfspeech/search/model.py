@@ -417,24 +417,36 @@ def _yaml_safe(obj: Any) -> Any:
 
 def save_structure(
     path: str | Path,
-    structure: Mapping[str, Entry],
+    structure: Mapping[str, Any],
     settings: Mapping[str, Any] | None = None,
     receptive_field: Mapping[str, Any] | None = None,
+    strategy: str = "rfnext",
 ) -> None:
     """Write a structure file (YAML, atomically).
 
-    Top-level keys: ``structure`` (``{module path: dilation}``, or for a learned-spacing layer whose
-    taps are no dilated pattern the list of its tap offsets), ``settings`` (the search settings) and
-    ``receptive_field`` (e.g. ``r_min``/``r_max`` from :mod:`rfspeech.rf`, or null).
+    Top-level keys: ``strategy`` (the search strategy whose structure it is, :mod:`rfspeech.search.strategy`),
+    ``structure`` (``{module path: dilation}`` for ``rfnext``; for ``dcls`` a dilation, or for a layer whose
+    learned taps are no dilated pattern the list of its tap offsets; another strategy's values as it exports
+    them), ``settings`` (the search settings) and ``receptive_field`` (e.g. ``r_min``/``r_max`` from
+    :mod:`rfspeech.rf`, or null).
     """
-    clean = {strip_ddp_prefix(str(k)): [int(o) for o in normalize_taps(v)] if is_taps(v) else int(v)
-             for k, v in structure.items()}
+    clean = {strip_ddp_prefix(str(k)): _clean_entry(v, strategy) for k, v in structure.items()}
     doc = {
+        "strategy": str(strategy),
         "structure": clean,
         "settings": _yaml_safe(dict(settings or {})),
         "receptive_field": None if receptive_field is None else _yaml_safe(dict(receptive_field)),
     }
     atomic_write_text(path, yaml.dump(doc, Dumper=_FlowNumbers, sort_keys=False, allow_unicode=True))
+
+
+def _clean_entry(value: Any, strategy: str) -> Any:
+    """A structure value as written: a dilation (int), sorted distinct tap offsets, or (other strategies) as is."""
+    if is_taps(value) and all(isinstance(o, int) and not isinstance(o, bool) for o in value):
+        return [int(o) for o in normalize_taps(value)]
+    if strategy == "rfnext" or (isinstance(value, int) and not isinstance(value, bool)):
+        return int(value)
+    return _yaml_safe(value)
 
 
 class _FlowNumbers(yaml.SafeDumper):
@@ -510,7 +522,20 @@ def load_structure(path: str | Path) -> dict[str, Entry]:
 
     Raises:
         DataError: missing/unreadable file, invalid YAML, no ``structure`` mapping, non-integer or
-            non-positive dilations (the message names the file).
+            non-positive dilations, another strategy's structure (the message names the file).
+    """
+    doc = read_structure_file(path)
+    if doc.get("strategy", "rfnext") != "rfnext":
+        raise DataError(f"{path}: a {doc['strategy']!r} structure, not dilations (read it with "
+                        "rfspeech.search.strategy.read_structure)")
+    return validate_structure(doc["structure"], str(path))
+
+
+def read_structure_file(path: str | Path) -> dict[str, Any]:
+    """The document of a structure file: ``structure`` (not yet validated) and ``strategy`` when given.
+
+    Raises:
+        DataError: missing/unreadable file, invalid YAML, no ``structure`` mapping (naming the file).
     """
     path = Path(path)
     try:
@@ -529,12 +554,13 @@ def load_structure(path: str | Path) -> dict[str, Entry]:
     if not isinstance(doc, Mapping):
         raise DataError(f"{path}: expected a mapping with a 'structure' key, got {type(doc).__name__}")
     if "structure" in doc:
-        structure = doc["structure"]
-    elif doc and all((isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, list) for v in doc.values()):
-        structure = doc
-    else:
-        raise DataError(f"{path}: no 'structure' mapping of module path to dilation")
-    return validate_structure(structure, str(path))
+        out = {"structure": doc["structure"]}
+        if doc.get("strategy") is not None:
+            out["strategy"] = str(doc["strategy"])
+        return out
+    if doc and all((isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, list) for v in doc.values()):
+        return {"structure": doc}
+    raise DataError(f"{path}: no 'structure' mapping of module path to dilation")
 
 
 def _source_conv(module: nn.Module) -> DilatedConv1d:

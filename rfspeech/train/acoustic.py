@@ -219,11 +219,11 @@ class AcousticTrainer(BaseTrainer):
         with self._autocast():
             out = self.model_train(tokens, token_lengths, mels, mel_lengths)
         loss = out["loss"].float()
-        if not D.all_true(bool(torch.isfinite(loss)), self.device):
+        if not D.all_true(bool(torch.isfinite(loss)), self.dist):
             return None
         loss.backward()
         gn = grad_norm(self.model.parameters(), self.grad_clip)
-        if not D.all_true(math.isfinite(gn), self.device):
+        if not D.all_true(math.isfinite(gn), self.dist):
             self.optim.zero_grad(set_to_none=True)
             return None
         self.optim.step()

@@ -7,7 +7,8 @@ A checkpoint is one ``torch.save`` dict (see ``docs/architecture.md``)::
     step, epoch                       completed optimiser steps, epochs (step // steps_per_epoch)
     rng                               torch / CUDA / numpy / python RNG states (plain types only)
     search                            LocalSearch.state_dict() or None
-    searchable                        make_searchable keyword arguments when the generator was wrapped, else None
+    searchable                        the search strategy's record (name, conv selection, settings) when the
+                                      generator was wrapped, else None (rfspeech.search.strategy)
     config                            the resolved run config (plain dict, with model.generator)
     feature_params                    FeatureParams.to_dict() of the training features
     structure, structure_mode         the fixed structure the generator was built with, or None

@@ -163,6 +163,8 @@ class BaseTrainer:
         self.structure_mode = setup.structure_mode
         self.save_last = bool(loop.save_last)
         self.search = setup.search
+        if self.search is not None and hasattr(self.search, "bind_dist"):
+            self.search.bind_dist(self.dist)  # its collectives follow this run, not the process's world group
         self.searchable = dict(setup.searchable) if setup.searchable is not None else None
         self.config = config or {}
         self.tensorboard = run.tensorboard
@@ -369,7 +371,7 @@ class BaseTrainer:
                 ckpt.prune_checkpoints(self.out_dir, self.keep_last)
                 self._last_ckpt = path
                 self.cost.write(self.out_dir, self.step)
-        D.barrier()
+        D.barrier(self.dist)
         return path
 
     # ------------------------------------------------------------------------------------------ loop
@@ -453,7 +455,7 @@ class BaseTrainer:
     def _validate_and_track(self, writer: Any) -> None:
         # Rank 0 validates; every rank gets its score so all of them take the same best.pt branch.
         val = self._validation_score(writer) if self.dist.is_main else math.nan
-        val = D.broadcast_object(val)
+        val = D.broadcast_object(val, self.dist)
         self.last_val = val
         if math.isfinite(val) and val < self.best_val:
             self.best_val = val

@@ -9,7 +9,9 @@ Every ``rfspeech-train`` / ``rfspeech-search`` run writes (atomically, :mod:`rfs
   trained with the local search attached; ``global_proxy_steps``: training steps spent on global-search
   candidates (``candidate_steps`` × trained candidates).
 * ``cpu_seconds``: user + system CPU time of the process and its waited-for children (candidate
-  workers); ``wall_seconds``: elapsed time; ``gpu_seconds``: wall time × GPUs used (0 on CPU).
+  workers); ``wall_seconds``: elapsed time; ``gpu_seconds``: wall time × GPUs used (0 on CPU). The
+  global search's part counts every candidate wherever it trained: summed over the torchrun ranks, and
+  for Ray tasks (``search.global.backend=ray``) the CPU and GPU seconds measured in each task.
 * Totals accumulate across resumes: they are stored in every checkpoint (``cost``) and a resumed run
   starts from the checkpoint's totals (work after the last checkpoint of a killed run is not counted,
   like the steps it redoes).

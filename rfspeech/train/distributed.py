@@ -4,6 +4,11 @@ Launch with ``torchrun --nproc_per_node=N rfspeech-train ...`` (or ``python -m t
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` come from torchrun.
 Without them everything runs in one process and every helper below is a no-op.
 
+The collective helpers take the caller's :class:`DistInfo`: they act only when *that* run is
+distributed. A process can hold an initialised world group and still train a single-process run
+(each rank of a distributed global search trains its own candidates), and those runs must not
+touch the world group.
+
 Backend: ``nccl`` when the run uses CUDA, ``gloo`` on CPU.
 """
 
@@ -95,32 +100,47 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def barrier() -> None:
-    if is_initialized():
+def _collective(info: DistInfo) -> bool:
+    """Whether ``info``'s run takes part in collectives on the default (world) group.
+
+    The trainer's own :class:`DistInfo` decides, never the process's global state: a candidate that
+    a distributed global search trains inside one rank has a single-process ``DistInfo`` while the
+    world group is initialised, and must issue no collective (the other ranks are busy with other
+    candidates, or waiting elsewhere: a collective there deadlocks the job).
+    """
+    return info.distributed and is_initialized()
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank of ``info``'s run (no-op for a single-process ``info``)."""
+    if _collective(info):
         dist.barrier()
 
 
-def all_true(flag: bool, device: torch.device) -> bool:
-    """Logical AND of ``flag`` over all ranks, so every rank takes the same branch (skip a step, stop)."""
-    if not is_initialized():
+def all_true(flag: bool, info: DistInfo) -> bool:
+    """Logical AND of ``flag`` over ``info``'s ranks, so every rank takes the same branch (skip a step, stop).
+
+    Single-process ``info``: ``flag`` itself (no collective).
+    """
+    if not _collective(info):
         return bool(flag)
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor over all ranks (a copy; single-process: the tensor itself)."""
-    if not is_initialized():
+def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean of a tensor over ``info``'s ranks (a copy; single-process: the tensor itself)."""
+    if not _collective(info):
         return t
     t = t.detach().clone()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t / dist.get_world_size()
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Send a picklable object from ``src`` to every rank and return it."""
-    if not is_initialized():
+def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
+    """Send a picklable object from rank ``src`` to every rank of ``info``'s run and return it."""
+    if not _collective(info):
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=src)

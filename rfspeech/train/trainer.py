@@ -317,7 +317,7 @@ class Trainer(BaseTrainer):
                 loss_fm = losses.feature_matching_loss(_f32(_detach(real_f)), _f32(fake_f))
                 loss_g = loss_g + self.lambda_adv * loss_adv + self.lambda_fm * loss_fm
                 stats.update({"loss/gen_adv": loss_adv.item(), "loss/fm": loss_fm.item()})
-            if not D.all_true(bool(torch.isfinite(loss_g)), self.device):
+            if not D.all_true(bool(torch.isfinite(loss_g)), self.dist):
                 return None
             self.scaler_g.scale(loss_g).backward()
         gn_g = self._optimizer_step(self.generator, self.optim_g, self.scaler_g)
@@ -334,7 +334,7 @@ class Trainer(BaseTrainer):
             logits, _ = self._d_fwd(torch.cat([wav, fake]))
         real_l, fake_l = _halves(logits, n)
         loss_d, _, _ = losses.discriminator_loss(_f32(real_l), _f32(fake_l))
-        if not D.all_true(bool(torch.isfinite(loss_d)), self.device):
+        if not D.all_true(bool(torch.isfinite(loss_d)), self.dist):
             return None
         self.scaler_d.scale(loss_d).backward()
         gn_d = self._optimizer_step(self.discriminator, self.optim_d, self.scaler_d)

@@ -57,6 +57,8 @@ mel=hifigan           # feature parameters: recipes/mel/<mel>.yaml (data/<mel>/)
 prepare_opts=""       # extra rfspeech-prepare overrides (space-separated key=value)
 train_opts=""         # extra rfspeech-train overrides (stages 2 and 4)
 search_opts=""        # extra rfspeech-search overrides (stage 3)
+global_backend=""     # where stage 3's global-search candidates train: local | ray (empty: the conf's, else local)
+ray_address=""        # --global_backend ray: auto or HOST:PORT of a running Ray cluster (empty: ray.init() here)
 synth_opts=""         # extra rfspeech-synthesize overrides (stage 5)
 eval_opts=""          # extra rfspeech-evaluate overrides (stage 6)
 compare_opts=""       # extra rfspeech-compare overrides (stage 7)
@@ -102,6 +104,10 @@ Options (--name value or --name=value; defaults in brackets):
   --search B          run the searched arm(s) (stages 3-4) [${search}]
   --strategies "S [S ...]" search strategies, one arm each: rfnext (arm "searched"), dcls (learned tap
                       positions, arm "dcls"; pip install 'rfspeech[dcls]') [${strategies}]
+  --global_backend B  stage 3's global-search candidates: local (this job's processes) | ray (Ray tasks;
+                      pip install -e ".[ray]"; needs --n_gpus <= 1) [${global_backend}]
+  --ray_address A     with --global_backend ray: auto | HOST:PORT of a cluster started with ray start
+                      (empty: ray.init() in the search job) [${ray_address}]
   --shared_search B   one search shared by all seeds [${shared_search}]
   --checkpoint C      best | last [${checkpoint}]
   --from_scratch B    ignore the confs' init_from (pretrained start): train from scratch [${from_scratch}]
@@ -198,6 +204,18 @@ fi
 read -r -a prepare_args <<< "${prepare_opts}"
 read -r -a train_args <<< "${train_opts}"
 read -r -a search_args <<< "${search_opts}"
+# --global_backend / --ray_address: search.global.* overrides of stage 3 (before --search_opts, which may override)
+global_args=()
+case "${global_backend}" in
+  "") ;;
+  local|ray) global_args+=("search.global.backend=${global_backend}") ;;
+  *) die "--global_backend must be local or ray, got '${global_backend}'" ;;
+esac
+[ -z "${ray_address}" ] || global_args+=("search.global.ray_address=${ray_address}")
+if [ "${global_backend}" = ray ] && [ "${n_gpus}" -gt 1 ] && run_stage 3 && [ "${search}" = true ]; then
+  die "--global_backend ray: stage 3 sends its candidates to Ray from one process, not a torchrun job (--n_gpus ${n_gpus});" \
+    "use --n_gpus 1 (candidates get GPUs with --search_opts search.global.num_gpus=1)"
+fi
 read -r -a synth_args <<< "${synth_opts}"
 read -r -a eval_args <<< "${eval_opts}"
 read -r -a compare_args <<< "${compare_opts}"
@@ -316,7 +334,7 @@ if run_stage 3 && [ "${search}" = true ]; then
         run_job --gpu "${name}/$(basename "${run}")" "${run}/logs/search.log" "${search_cmd[@]}" "${hydra_conf[@]}" \
           "+${conf_group[${name}]}=${conf_name[${name}]}" "data_dir=${feats}" "out_dir=${run}" "seed=${s}" \
           "device=${device}" "resume=${resume}" progress=false "${search_budget}" "search.strategy=${st}" \
-          "${start_search[@]}" "${search_args[@]}"
+          "${start_search[@]}" "${global_args[@]}" "${search_args[@]}"
       done
     done
   done

@@ -1,6 +1,7 @@
 """Checkpoints of other toolkits → rfspeech checkpoints (``rfspeech-import``).
 
-One place maps foreign layouts; each format has its module with its key tables:
+One place maps foreign layouts; each format is registered once in :data:`FORMATS` (:func:`register_format`:
+``name -> Importer``, chosen with ``rfspeech-import format=<name>``) and has its module with its key tables:
 
 * ``hifigan`` (:mod:`.hifigan`): official HiFi-GAN ``g_XXXXXXXX`` + ``config.json`` [+ ``do_XXXXXXXX``].
 * ``pwg`` (:mod:`.pwg`): ParallelWaveGAN ``checkpoint-Nsteps.pkl`` + ``config.yml`` [+ ``stats.h5``].
@@ -51,7 +52,21 @@ from torch import nn
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError, DataError
 
-FORMATS = ("hifigan", "pwg", "bigvgan")
+#: An importer: ``(checkpoint=, config=, discriminator=, stats=) -> rfspeech checkpoint dict`` (keywords; the
+#: last two None when not given). It reads files with :func:`load_torch_file` / :func:`load_config_file`
+#: (never executing code) and returns :func:`rfspeech_checkpoint`'s dict.
+Importer = Callable[..., dict[str, Any]]
+
+#: ``format name -> importer`` of every checkpoint format ``rfspeech-import`` reads.
+FORMATS: dict[str, Importer] = {}
+
+
+def register_format(name: str, importer: Importer) -> Importer:
+    """Register the importer of a foreign checkpoint format (a name registered twice is an error)."""
+    if name in FORMATS and FORMATS[name] is not importer:
+        raise ValueError(f"checkpoint format {name!r} registered twice")
+    FORMATS[name] = importer
+    return importer
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -249,19 +264,36 @@ def import_bigvgan(*, checkpoint: str | Path, config: str | Path, discriminator:
                "discriminator"])
 
 
-def importer(fmt: str) -> Callable[..., dict[str, Any]]:
-    """The import function of a format (``checkpoint=, config=, discriminator=, stats=`` keywords)."""
-    if fmt == "hifigan":
-        from rfspeech.inference.foreign.hifigan import import_hifigan
+def _import_hifigan(**files: Any) -> dict[str, Any]:
+    from rfspeech.inference.foreign.hifigan import import_hifigan  # its key tables load when used
 
-        return import_hifigan
-    if fmt == "pwg":
-        from rfspeech.inference.foreign.pwg import import_pwg
+    return import_hifigan(**files)
 
-        return import_pwg
-    if fmt == "bigvgan":
-        return import_bigvgan
-    raise ConfigError(f"format must be one of {list(FORMATS)}, got {fmt!r}")
+
+def _import_pwg(**files: Any) -> dict[str, Any]:
+    from rfspeech.inference.foreign.pwg import import_pwg
+
+    return import_pwg(**files)
+
+
+register_format("hifigan", _import_hifigan)
+register_format("pwg", _import_pwg)
+register_format("bigvgan", import_bigvgan)
+
+
+def importer(fmt: str) -> Importer:
+    """The registered importer of a format.
+
+    Raises:
+        ConfigError: no such format (the nearest and the registered names in the message).
+    """
+    if fmt not in FORMATS:
+        import difflib
+
+        close = difflib.get_close_matches(str(fmt), list(FORMATS), n=1)
+        raise ConfigError(f"format must be one of {list(FORMATS)}, got {fmt!r}"
+                          + (f"; did you mean {close[0]}?" if close else ""))
+    return FORMATS[fmt]
 
 
 def import_checkpoint(fmt: str, checkpoint: str | Path, config: str | Path, *, discriminator: str | Path | None = None,
@@ -269,7 +301,7 @@ def import_checkpoint(fmt: str, checkpoint: str | Path, config: str | Path, *, d
     """Read a foreign checkpoint (+ config, discriminator, statistics) into an rfspeech checkpoint dict.
 
     Args:
-        fmt: ``"hifigan"``, ``"pwg"`` or ``"bigvgan"``.
+        fmt: a registered format (:data:`FORMATS`: ``"hifigan"``, ``"pwg"``, ``"bigvgan"``, ...).
         checkpoint: the generator file (HiFi-GAN ``g_*``, PWG ``checkpoint-*.pkl``, BigVGAN generator).
         config: the config beside it (``config.json`` / ``config.yml``).
         discriminator: HiFi-GAN ``do_*`` (PWG's discriminator is inside its ``.pkl``).
