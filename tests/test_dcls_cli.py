@@ -124,7 +124,8 @@ def test_bad_strategy_is_one_line(data_dir: Path, tmp_path: Path) -> None:
                           f"out_dir={tmp_path / 'x'}", "device=cpu", "search.strategy=dclz"],
                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2
-    assert res.stderr.strip().splitlines()[-1].startswith("error: search.strategy: must be one of rfnext, dcls")
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "error: search.strategy: unknown search strategy 'dclz'; did you mean dcls?")
     assert not (tmp_path / "x").exists()
 
 
