@@ -12,7 +12,8 @@ Pipeline (``recipes/search.yaml``):
    ``max_search_steps`` rounds, each searched conv estimates and expands its dilation
    (``out_dir/search/structure_step<N>.yaml`` after each round, TensorBoard ``search/dilation/*``).
    With ``search.strategy=dcls`` the convs learn their tap positions instead (DCLS, ``search.dcls.*``,
-   :mod:`rfspeech.search.dcls`): σ annealed, positions rounded at the end (or at ``search.dcls.search_steps``).
+   :mod:`rfspeech.search.dcls`): σ annealed, positions rounded after ``search_interval × max_search_steps``
+   steps (or ``search.dcls.search_steps``), training goes on with the hard taps.
 3. ``out_dir/structure.yaml`` (structure, settings, receptive field) and ``out_dir/search_log.json``.
 
 Under torchrun every rank runs the global search, scoring its share of each generation on its own
