@@ -192,7 +192,7 @@ def conv_table(gen: nn.Module, mel: torch.Tensor, repeats: int = 5) -> list[dict
     import copy
 
     from rfspeech.layers import DilatedConv1d
-    from rfspeech.search import SearchableConv1d, choose_impl
+    from rfspeech.search import RFNextSettings, SearchableConv1d, choose_impl
 
     shapes: dict[tuple[int, int, int, int], torch.Tensor] = {}
     hooks = []
@@ -211,7 +211,8 @@ def conv_table(gen: nn.Module, mel: torch.Tensor, repeats: int = 5) -> list[dict
         from rfspeech.layers import dilated_conv1d
 
         conv = dilated_conv1d(c, c, k, dilation=d)
-        ops = {impl: SearchableConv1d(copy.deepcopy(conv), impl=impl) for impl in ("mix", "dense", "naive")}
+        ops = {impl: SearchableConv1d(copy.deepcopy(conv), RFNextSettings(impl=impl))
+               for impl in ("mix", "dense", "naive")}
         xg = x.clone().requires_grad_(True)
 
         def run(mod: nn.Module, inp: torch.Tensor = xg) -> Callable[[], None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,49 @@ def write_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> No
     """Save the resolved config beside the run (rank 0 only)."""
     if int(os.environ.get("RANK", "0")) == 0:
         atomic_write_yaml(Path(out_dir) / name, to_container(cfg))
+
+
+# ---------------------------------------------------------------------------------------------- presets
+def _first_line(path: Path, limit: int = 160) -> str:
+    """An option's description: its first comment block (``# @package`` skipped), cut to ``limit`` characters."""
+    block: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if text.startswith("# @package"):
+            continue
+        if not text.startswith("#"):
+            if block or text:
+                break
+            continue
+        block.append(text[1:].strip())
+    first = " ".join(b for b in block if b)
+    if len(first) > limit:
+        first = first[: first.rfind(" ", 0, limit - 3)] + " ..."
+    return first
+
+
+def is_test_preset(path: Path) -> bool:
+    """A group option that is a test preset (its first comment line says so)."""
+    return _first_line(path).lower().startswith("test preset")
+
+
+#: Model presets a script can use, by the node they must define (``generator`` for a vocoder).
+MODEL_NODE = {"train": "generator", "search": "generator", "train_tts": "acoustic"}
+
+
+def group_options(group: str, root: Path | None = None, node: str | None = None,
+                  ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(options, test_presets)`` of a config group: ``(name, first comment line)`` each, sorted.
+
+    Args:
+        group: config group (directory of ``recipes/``).
+        root: the config tree.
+        node: list only options that define this top-level key (``generator``: vocoder models).
+    """
+    root = root or recipes_dir()
+    real, test = [], []
+    for p in sorted((root / group).glob("*.yaml")):
+        if node and not re.search(rf"^{node}:", p.read_text(encoding="utf-8"), re.MULTILINE):
+            continue
+        (test if is_test_preset(p) else real).append((p.stem, _first_line(p)))
+    return real, test

@@ -129,3 +129,39 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------------- inside out_dir
+#: Folders a training or search run writes inside its ``out_dir`` (Hydra's record, checkpoints and their rotation,
+#: TensorBoard, the local and global search).
+RUN_SUBDIRS = (".hydra", "checkpoints", "tensorboard", "search", "global", "global/candidates")
+
+
+def refuse_linked_dirs(out_dir: str | os.PathLike[str], names: Any = RUN_SUBDIRS) -> None:
+    """Refuse symbolic links where rfspeech writes inside ``out_dir`` (``out_dir`` itself may be a link).
+
+    A ``checkpoints/`` link would receive the checkpoints, and checkpoint rotation would delete files in the
+    link's target: outside ``out_dir``. Every component of each ``name`` (a relative folder path) that exists
+    must be a real folder.
+
+    Raises:
+        DataError: ``<path>: a symbolic link inside out_dir (to <target>) ...``, before anything is written.
+    """
+    from rfspeech.errors import DataError
+
+    out = Path(out_dir)
+    for name in names:
+        p = out
+        for part in Path(name).parts:
+            p = p / part
+            if p.is_symlink():
+                raise DataError(f"{p}: a symbolic link inside out_dir (to {os.readlink(p)}); rfspeech writes, and "
+                                "rotates old checkpoints, only inside out_dir: replace it with a real folder")
+            if not p.exists():
+                break
+
+
+def inside(out_dir: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
+    """Whether ``path``, links resolved, lies inside ``out_dir`` (links resolved): a deletion there is safe."""
+    root = os.path.realpath(out_dir)
+    return os.path.commonpath([root, os.path.realpath(path)]) == root

@@ -17,8 +17,9 @@ The trainers take the dataclasses instead of dozens of keyword arguments:
 * :class:`ModelSetup` — how the model was built (structure, searchable wrapping, local search).
 
 :func:`validate` maps a config name (``train``, ``train_tts``, ``search``, ``prepare``, ``synthesize``,
-``evaluate``, ``compare``) to its checks; :func:`vocoder_run` / :func:`acoustic_run` build the typed
-objects of a training run. Constructing a dataclass directly trusts its caller; :meth:`build` checks.
+``evaluate``, ``compare``, ``rf``, ``export``, ``gta``, ``check_mels``, ``import``) to its checks;
+:func:`vocoder_run` / :func:`acoustic_run` build the typed objects of a training run. Constructing a
+dataclass directly trusts its caller; :meth:`build` checks.
 
 This module imports no torch at load time: validation runs before the heavy imports.
 """
@@ -26,80 +27,40 @@ This module imports no torch at load time: validation runs before the heavy impo
 from __future__ import annotations
 
 import difflib
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rfspeech.checks import (
+    MAX_DILATION,
+    MAX_SAMPLE_RATE,
+    MAX_SEGMENT_SIZE,
+    MAX_TAP_OFFSET,
+    UNRESOLVED,
+    boolean,
+    check_feature_params,
+    choice,
+    integer,
+    known,
+    omitted,
+    range_error,
+    real,
+)
 from rfspeech.errors import ConfigError
 
-__all__ = ["MAX_DILATION", "MAX_SEGMENT_SIZE", "AcousticConfig", "GANConfig", "GANOptim", "LoopConfig", "ModelSetup",
-           "Optim", "RunConfig", "acoustic_run", "build_checked", "check_device", "check_feature_params",
-           "did_you_mean", "kwargs_of", "validate", "validator", "vocoder_run"]
+__all__ = ["AcousticConfig", "GANConfig", "GANOptim", "LoopConfig", "ModelSetup", "Optim", "RunConfig", "VocoderRun",
+           "acoustic_run", "build_checked", "check_device", "check_model_chosen", "did_you_mean", "validate",
+           "validator", "vocoder_run"]
 
-#: Largest dilation accepted in a structure or a search space (WaveNet's largest is 512).
-MAX_DILATION = 8192
-#: Largest training segment in samples (HiFi-GAN 8192, BigVGAN 65536); beyond it one batch exhausts memory.
-MAX_SEGMENT_SIZE = 1 << 20
-_MAX_INT = (1 << 63) - 1
-
-
-# ------------------------------------------------------------------------------------------- value checks
-def _num(key: str, value: Any, *, integer: bool, optional: bool = False, ge: float | None = None,
-         gt: float | None = None, le: float | None = None, lt: float | None = None) -> Any:
-    """``value`` as an int/float after strict type and range checks (None when ``optional`` and null)."""
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{key}: must be {'an integer' if integer else 'a number'}, got null")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key}: must be {'an integer' if integer else 'a number'}, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{key}: must be finite, got {value}")
-    if integer:
-        if isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{key}: must be an integer, got {value!r} (not truncated)")
-        if abs(value) > _MAX_INT:
-            raise ConfigError(f"{key}: {value:g} is out of range")
-        value = int(value)
-    else:
-        value = float(value)
-    bounds = [(ge, value >= ge if ge is not None else True, ">="), (gt, value > gt if gt is not None else True, ">"),
-              (le, value <= le if le is not None else True, "<="), (lt, value < lt if lt is not None else True, "<")]
-    for bound, ok, op in bounds:
-        if not ok:
-            return _range_error(key, value, op, bound)
-    return value
-
-
-def _range_error(key: str, value: Any, op: str, bound: Any) -> Any:
-    raise ConfigError(f"{key}: must be {op} {bound:g}, got {value:g}" if isinstance(bound, float)
-                      else f"{key}: must be {op} {bound}, got {value}")
-
-
-def _int(key: str, value: Any, **kw: Any) -> Any:
-    return _num(key, value, integer=True, **kw)
-
-
-def _float(key: str, value: Any, **kw: Any) -> Any:
-    return _num(key, value, integer=False, **kw)
-
-
-def _bool(key: str, value: Any, optional: bool = False) -> Any:
-    if value is None and optional:
-        return None
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: must be true or false{' (or null)' if optional else ''}, got {value!r}")
-    return value
-
-
-def _choice(key: str, value: Any, choices: tuple[Any, ...]) -> Any:
-    if value not in choices:
-        shown = ", ".join("null" if c is None else str(c) for c in choices)
-        raise ConfigError(f"{key}: must be one of {shown}, got {value!r}")
-    return value
+# The value checks and the feature-parameter rules live in rfspeech.checks (the foundation layer): the checkpoint
+# schema (rfspeech.inference) and FeatureParams (rfspeech.data) use the same rules from below this module.
+_int = integer
+_float = real
+_bool = boolean
+_choice = choice
+_range_error = range_error
 
 
 def _path(key: str, value: Any, optional: bool = True) -> str | None:
@@ -239,7 +200,8 @@ class LoopConfig:
         grad_clip: clip gradient norms to this value (None: no clipping; the norm is still logged).
         max_bad_steps: consecutive non-finite steps that stop training.
         log_interval: steps between scalar writes.
-        checkpoint_interval: steps between checkpoints (0: only at the end).
+        checkpoint_interval: steps between checkpoints (>= 1 in a console script's config; 0, only at the end,
+            for throw-away runs built in code such as global-search candidates).
         keep_last: step checkpoints kept (``best.pt`` is kept apart).
         validation_interval: steps between validations (0: never).
         val_max_utts: dev utterances used by validation.
@@ -374,43 +336,7 @@ def build_checked(cls: Any, values: Mapping[str, Any], where: str, rename: Mappi
     return _build(cls, values, where, rename)
 
 
-def kwargs_of(obj: Any) -> dict[str, Any]:
-    """A dataclass's fields as keyword arguments (not deep-copied, unlike ``dataclasses.asdict``)."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
-
-
-def split_kwargs(kwargs: dict[str, Any], *classes: Any, rename: Mapping[str, str] | None = None,
-                 defaults: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Split flat trainer keyword arguments (the pre-dataclass API) over ``classes`` by field name.
-
-    Returns:
-        One dict per class, and the keywords no class has.
-    """
-    rename = rename or {}
-    rest = {**(defaults or {}), **kwargs}
-    parts: list[dict[str, Any]] = []
-    for cls in classes:
-        names = {f.name for f in fields(cls)}
-        part = {}
-        for key in list(rest):
-            name = rename.get(key, key)
-            if name in names:
-                part[key] = rest.pop(key)
-        parts.append(part)
-    return parts, rest
-
-
 # ------------------------------------------------------------------------------------------- helpers
-class _Unresolved:
-    """A value only Hydra can resolve (``${hydra:...}``): left to the task."""
-
-    def __repr__(self) -> str:
-        return "<unresolved>"
-
-
-UNRESOLVED = _Unresolved()
-
-
 def plain(cfg: Any) -> Any:
     """A plain container of ``cfg`` with interpolations resolved (:data:`UNRESOLVED` where that fails)."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -431,12 +357,11 @@ def plain(cfg: Any) -> Any:
     return cfg
 
 
-def _known(node: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in node.items() if v is not UNRESOLVED and not OMISSING(v)}
+_known = known
 
 
 def OMISSING(v: Any) -> bool:  # noqa: N802 - mirrors OmegaConf's '???'
-    return isinstance(v, str) and v == "???"
+    return omitted(v)
 
 
 def _section(node: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -446,37 +371,6 @@ def _section(node: Mapping[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key}: must be a mapping, got {value!r}")
     return _known(value)
-
-
-def check_feature_params(node: Any, where: str) -> None:
-    """Check mel feature parameters: sample rate, FFT, hop, window, ``fmin < fmax <= sr/2``, ``n_mels``."""
-    if node is None or node is UNRESOLVED:
-        return
-    if not isinstance(node, Mapping):
-        raise ConfigError(f"{where}: must be a mapping of feature parameters, got {node!r}")
-    d = _known(node)
-    sr = _int(f"{where}.sample_rate", d["sample_rate"], ge=1000, le=768_000) if "sample_rate" in d else None
-    n_fft = _int(f"{where}.n_fft", d["n_fft"], ge=16, le=1 << 16) if "n_fft" in d else None
-    if "hop_length" in d:
-        _int(f"{where}.hop_length", d["hop_length"], ge=1, le=1 << 16)
-    if "win_length" in d:
-        win = _int(f"{where}.win_length", d["win_length"], ge=1)
-        if n_fft is not None and win > n_fft:
-            raise ConfigError(f"{where}.win_length: must be <= n_fft ({n_fft}), got {win}")
-    if "n_mels" in d:
-        n_mels = _int(f"{where}.n_mels", d["n_mels"], ge=1)
-        if n_fft is not None and n_mels > n_fft // 2 + 1:
-            raise ConfigError(f"{where}.n_mels: must be <= n_fft // 2 + 1 = {n_fft // 2 + 1} "
-                              f"(frequency bins of n_fft={n_fft}), got {n_mels}")
-    fmin = _float(f"{where}.fmin", d["fmin"], ge=0.0) if "fmin" in d else None
-    fmax = _float(f"{where}.fmax", d["fmax"], gt=0.0, optional=True) if "fmax" in d else None
-    if sr is not None and fmax is not None and fmax > sr / 2:
-        raise ConfigError(f"{where}.fmax: must be <= sample_rate / 2 = {sr / 2:g}, got {fmax:g}")
-    top = fmax if fmax is not None else (sr / 2 if sr is not None else None)
-    if fmin is not None and top is not None and fmin >= top:
-        raise ConfigError(f"{where}.fmin: must be < fmax ({top:g}), got {fmin:g}")
-    _each(d, where, {"normalize": (_bool, {}), "peak_normalize": (_bool, {}), "center": (_bool, {}),
-                     "clamp": (_float, {"gt": 0.0}), "mag_eps": (_float, {"ge": 0.0})})
 
 
 def _hop_of(cfg: Mapping[str, Any]) -> int | None:
@@ -560,9 +454,6 @@ def _check_structure(cfg: Mapping[str, Any]) -> None:
             _dilation(f"structure ({path}): {module}", dilation)
 
 
-#: Largest tap offset accepted in a structure's tap list (a kernel of 11 taps at the largest dilation).
-MAX_TAP_OFFSET = 10 * MAX_DILATION
-
 
 def _dilation(key: str, value: Any) -> int:
     return _int(key, value, ge=1, le=MAX_DILATION)
@@ -580,7 +471,12 @@ def _check_searchable(node: Mapping[str, Any], where: str) -> None:
         if hi < lo:
             raise ConfigError(f"{where}.max_dilation: must be >= min_dilation ({lo}), got {hi}")
     # warm_start null: decided from init_from (rfspeech.runs.search)
-    _each(d, where, {"warm_start": (_bool, {"optional": True}), "enabled": (_bool, {}),
+    for key in ("warm_share", "warm_share_end"):
+        if key in d:
+            _float(f"{where}.{key}", d[key], gt=0.0, lt=1.0, optional=key == "warm_share_end")
+    if "warm_anneal_rounds" in d:
+        _int(f"{where}.warm_anneal_rounds", d["warm_anneal_rounds"], ge=1, optional=True)
+    _each(d, where, {"warm_start": (_bool, {"optional": True}), "enabled": (_bool, {}), "keep_alpha": (_bool, {}),
                      "search_interval": (_int, {"ge": 1}), "max_search_steps": (_int, {"ge": 0})})
 
 
@@ -629,6 +525,11 @@ def _check_global(node: Mapping[str, Any], where: str) -> None:
 def _check_train_section(cfg: Mapping[str, Any], section: str, extra: Any) -> tuple[LoopConfig, Any]:
     node = _section(cfg, section)
     loop = _build(LoopConfig, node, section)
+    if loop.checkpoint_interval < 1:
+        # docs/reliability.md: a killed run loses at most this many steps; 0 (checkpoint only at the end) is
+        # for throw-away library runs (global-search candidates), not for a console script's run.
+        raise ConfigError(f"{section}.checkpoint_interval: must be >= 1 (steps a killed run can lose; set it above "
+                          f"max_steps for a checkpoint at the end only), got {loop.checkpoint_interval}")
     if extra is GANConfig:
         weights = node.get("loss_weights")
         if weights is not None and not isinstance(weights, Mapping):
@@ -666,8 +567,19 @@ def _check_run_top(cfg: Mapping[str, Any]) -> RunConfig:
     return run
 
 
+def check_model_chosen(cfg: Mapping[str, Any]) -> None:
+    """A vocoder run needs a model: ``model=<preset>``, or ``init_from=`` whose checkpoint brings one."""
+    if cfg.get("model") is None and not cfg.get("init_from"):
+        from rfspeech.config import group_options
+
+        names = ", ".join(name for name, _ in group_options("model", node="generator")[0])
+        raise ConfigError(f"model: none chosen: pass model=<preset> ({names}) or init_from=CKPT to use the "
+                          "checkpoint's model")
+
+
 def validate_train(cfg: Mapping[str, Any]) -> tuple[RunConfig, LoopConfig, GANConfig]:
     """Checks of ``rfspeech-train`` (``recipes/train.yaml``); returns the typed run."""
+    check_model_chosen(cfg)
     run = _check_run_top(cfg)
     loop, gan = _check_train_section(cfg, "train", GANConfig)
     return run, loop, gan
@@ -783,9 +695,22 @@ def validate_evaluate(cfg: Mapping[str, Any]) -> None:
         hi = _float("f0_max", d["f0_max"], gt=0.0)
         if lo is not None and hi <= lo:
             raise ConfigError(f"f0_max: must be > f0_min ({lo:g}), got {hi:g}")
-    for key in ("frame_periodicity_hop", "crepe_hop"):
+    for key in ("frame_periodicity_hop", "crepe_hop", "lag_hop_autocorr_hop", "pitch_hop"):
         if key in d:
             _int(key, d[key], ge=1, optional=True)
+    if "pitch_tol_hz" in d:
+        _float("pitch_tol_hz", d["pitch_tol_hz"], gt=0.0)
+    if "pitch_method" in d:
+        _choice("pitch_method", d["pitch_method"], ("rapt", "swipe", "pyin"))
+    lo = _float("pitch_min", d["pitch_min"], gt=0.0) if "pitch_min" in d else None
+    if "pitch_max" in d:
+        hi = _float("pitch_max", d["pitch_max"], gt=0.0)
+        if lo is not None and hi <= lo:
+            raise ConfigError(f"pitch_max: must be > pitch_min ({lo:g}), got {hi:g}")
+    if "asr_reference" in d:
+        _bool("asr_reference", d["asr_reference"])
+    if d.get("transcripts") is not None and not isinstance(d["transcripts"], str):
+        raise ConfigError(f"transcripts: must be a file path or null, got {d['transcripts']!r}")
     metrics = d.get("metrics")
     if metrics is not None and (not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics)):
         raise ConfigError(f"metrics: must be a list of metric names, got {metrics!r}")
@@ -799,6 +724,149 @@ def validate_compare(cfg: Mapping[str, Any]) -> None:
             _int(key, d[key], ge=0)
     if "max_audio_seconds" in d:
         _float("max_audio_seconds", d["max_audio_seconds"], gt=0.0, optional=True)
+    if "min_runs" in d:
+        _int("min_runs", d["min_runs"], ge=2)
+    if "method" in d:
+        _choice("method", d["method"], ("t", "bootstrap"))
+    if "level" in d:
+        _float("level", d["level"], ge=0.5, lt=1.0)
+    if "n_boot" in d:
+        _int("n_boot", d["n_boot"], ge=100)
+    if "margin" in d:
+        _float("margin", d["margin"], gt=0.0, optional=True)
+    if d.get("primary") is not None and not isinstance(d["primary"], str):
+        raise ConfigError(f"primary: must be a metric column name or null, got {d['primary']!r}")
+    th = d.get("thresholds")
+    if th is not None:
+        if not isinstance(th, Mapping):
+            raise ConfigError(f"thresholds: must be a mapping of metric column to a threshold, got {th!r}")
+        for k, v in th.items():
+            _float(f"thresholds.{k}", v, ge=0.0)
+
+
+_SPLITS = ("train", "dev", "eval")
+_MEL_LAYOUTS = ("auto", "mels_frames", "frames_mels")
+
+
+def _paths(cfg: Mapping[str, Any], required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> None:
+    """Path keys: a required one must be given (not null, empty or ``???``), any given one must be a path
+    (a string or a number: a folder may be called ``2024``), never a list, a mapping or a bool."""
+    for key in required:
+        value = cfg.get(key)
+        if value is UNRESOLVED:
+            continue
+        if value is None or value == "" or OMISSING(value):
+            raise ConfigError(f"{key} is required (pass {key}=...)")
+        _path(key, value, optional=False)
+    for key in optional:
+        value = cfg.get(key)
+        if value is not UNRESOLVED and not OMISSING(value):
+            _path(key, value)
+
+
+def _optional_str(d: Mapping[str, Any], *keys: str) -> None:
+    for key in keys:
+        if key in d and d[key] is not None and not isinstance(d[key], str):
+            raise ConfigError(f"{key}: must be a string or null, got {d[key]!r}")
+
+
+def validate_rf(cfg: Mapping[str, Any]) -> None:
+    """Checks of ``rfspeech-rf`` (``recipes/rf.yaml``)."""
+    d = _known(cfg)
+    _paths(cfg, required=("out_dir",), optional=("checkpoint", "structure"))
+    if d.get("segment") is not None:
+        _float("segment", d["segment"], gt=0.0, le=float(MAX_SEGMENT_SIZE))
+    if "frames" in d:
+        _int("frames", d["frames"], ge=1, le=1 << 16)
+    if "method" in d:
+        _choice("method", d["method"], ("auto", "fx", "hooks"))
+    for key in ("probe", "hints"):
+        if key in d:
+            _bool(key, d[key])
+    _optional_str(d, "segment_input", "node", "submodule", "units")
+    if "sample_rate" in d:
+        _int("sample_rate", d["sample_rate"], ge=1000, le=MAX_SAMPLE_RATE, optional=True)
+    inputs = d.get("inputs")
+    if inputs is not None:
+        if not isinstance(inputs, Mapping) or not inputs:
+            raise ConfigError(f"inputs: must map forward argument names to shapes, e.g. "
+                              f"inputs='{{z:[1,1,1024],c:[1,80,8]}}', got {inputs!r}")
+        for name, shape in inputs.items():
+            if not isinstance(shape, list) or not shape:
+                raise ConfigError(f"inputs.{name}: a shape is a list of positive integers (batch, channels, length), "
+                                  f"got {shape!r}")
+            for i, v in enumerate(shape):
+                _int(f"inputs.{name}[{i}]", v, ge=1, le=MAX_SEGMENT_SIZE)
+
+
+def validate_export(cfg: Mapping[str, Any]) -> None:
+    """Checks of ``rfspeech-export`` (``recipes/export.yaml``)."""
+    d = _known(cfg)
+    _paths(cfg, required=("checkpoint", "out"))
+    if "format" in d:
+        _choice("format", d["format"], ("onnx", "checkpoint"))
+    if "opset" in d:
+        _int("opset", d["opset"], ge=7, le=30)
+    for key in ("finalize", "check"):
+        if key in d:
+            _bool(key, d[key])
+
+
+def _split_list(key: str, value: Any) -> list[str]:
+    splits = value if isinstance(value, list) else [value]
+    if not splits:
+        raise ConfigError(f"{key}: must be one of {', '.join(_SPLITS)} or a list of them, got []")
+    for s in splits:
+        _choice(key, s, _SPLITS)
+    return splits
+
+
+def validate_gta(cfg: Mapping[str, Any]) -> None:
+    """Checks of ``rfspeech-gta`` (``recipes/gta.yaml``)."""
+    d = _known(cfg)
+    _paths(cfg, required=("data_dir", "out_dir"), optional=("acoustic_checkpoint", "mel_dir", "feats_yaml"))
+    if "mode" in d:
+        _choice("mode", d["mode"], ("teacher_forced", "external"))
+    if "split" in d:
+        _split_list("split", d["split"])
+    if "mel_layout" in d:
+        _choice("mel_layout", d["mel_layout"], _MEL_LAYOUTS)
+    if "tolerance_hops" in d:
+        _float("tolerance_hops", d["tolerance_hops"], ge=0.0, le=1e6)
+    for key in ("skip_bad", "progress"):
+        if key in d:
+            _bool(key, d[key])
+    if "max_utts" in d:
+        _int("max_utts", d["max_utts"], ge=1, optional=True)
+    if "device" in d:
+        check_device("device", d["device"])
+    for key in ("data_dir", "out_dir"):  # the GTA corpus is written beside, never into, its reference
+        if key not in d:
+            return
+    if isinstance(d["data_dir"], str) and isinstance(d["out_dir"], str) and \
+            os.path.realpath(d["data_dir"]) == os.path.realpath(d["out_dir"]):
+        raise ConfigError(f"out_dir: must differ from data_dir (the reference corpus), got {d['out_dir']}")
+
+
+def validate_check_mels(cfg: Mapping[str, Any]) -> None:
+    """Checks of ``rfspeech-check-mels`` (``recipes/check_mels.yaml``)."""
+    d = _known(cfg)
+    _paths(cfg, required=("vocoder",), optional=("acoustic", "mel_dir", "data_dir", "feats_yaml", "stats",
+                                                 "vocoder_data_dir", "json"))
+    if "split" in d:
+        _choice("split", d["split"], _SPLITS)
+    if "mel_layout" in d:
+        _choice("mel_layout", d["mel_layout"], _MEL_LAYOUTS)
+
+
+def validate_import(cfg: Mapping[str, Any]) -> None:
+    """Checks of ``rfspeech-import`` (``recipes/import.yaml``)."""
+    d = _known(cfg)
+    # the format's name only: formats are a registry (rfspeech.inference.foreign.register_format), checked by the
+    # run with the registered names in its message; importing it here would load torch before validation
+    if "format" in d and (not isinstance(d["format"], str) or not d["format"]):
+        raise ConfigError(f"format: must be the name of a registered checkpoint format, got {d['format']!r}")
+    _paths(cfg, required=("format", "checkpoint", "config", "out"), optional=("discriminator", "stats"))
 
 
 _VALIDATORS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
@@ -809,6 +877,11 @@ _VALIDATORS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "synthesize": validate_synthesize,
     "evaluate": validate_evaluate,
     "compare": validate_compare,
+    "rf": validate_rf,
+    "export": validate_export,
+    "gta": validate_gta,
+    "check_mels": validate_check_mels,
+    "import": validate_import,
 }
 
 

@@ -169,6 +169,54 @@ def flip_tensor_bytes(path: Path, n: int = 8) -> None:
     path.write_bytes(bytes(raw))
 
 
+# ---------------------------------------------------------------------------------------------- hostile files
+#: A tiny HiFi-GAN generator node (16 channels, one resblock): a checkpoint of it is a few hundred KB.
+TINY_GENERATOR = {
+    "_target_": "rfspeech.models.hifigan.HiFiGANGenerator", "in_channels": 80, "upsample_rates": [8, 8, 2, 2],
+    "upsample_kernel_sizes": [16, 16, 4, 4], "upsample_initial_channel": 16, "resblock": "1",
+    "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]], "causal": False,
+}
+TINY_DISCRIMINATOR = {"_target_": "rfspeech.models.hifigan.HiFiGANDiscriminator", "periods": [2, 3],
+                      "scales": 1, "channel_scale": 0.0625}
+
+
+def copy_payload(src: Path, dst: Path) -> str:
+    """An OmegaConf interpolation that copies ``src`` to ``dst`` if anything ever resolves it (issue 25's exploit).
+
+    Whether a file was created is the test: ``dst`` must not exist afterwards.
+    """
+    return "${oc.create:{_target_: shutil.copyfile, _args_: [" + f"{src}, {dst}" + "]}}"
+
+
+def hostile_checkpoint(path: Path, mutate: Callable[[dict[str, Any]], None] | None = None,
+                       generator: dict[str, Any] | None = None) -> Path:
+    """A real (sealed, loadable) vocoder checkpoint of :data:`TINY_GENERATOR`, altered by ``mutate(state)``.
+
+    The digest is computed after ``mutate``, as an attacker would: the file passes the integrity check, and
+    only the schema and typed-argument checks stand between its contents and the readers.
+    """
+    import torch
+    from hydra.utils import instantiate
+
+    from rfspeech.data.manifest import FeatureParams
+    from rfspeech.train import checkpoint as ckpt
+
+    torch.manual_seed(0)
+    g = instantiate(TINY_GENERATOR)
+    d = instantiate(TINY_DISCRIMINATOR)
+    state: dict[str, Any] = {
+        "generator": g.state_dict(), "discriminator": d.state_dict(), "step": 0, "epoch": 0, "structure": None,
+        "config": {"model": {"name": "tiny", "generator": dict(generator or TINY_GENERATOR),
+                             "discriminator": dict(TINY_DISCRIMINATOR)}},
+        "feature_params": FeatureParams().to_dict(),
+    }
+    if mutate is not None:
+        mutate(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.save_checkpoint(path, state)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------- mounts
 def _mount(args: list[str]) -> bool:
     if os.geteuid() != 0:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from rfspeech.errors import ConfigError, DataError
 from rfspeech.inference import loading
 from rfspeech.inference.loading import load_acoustic
 from rfspeech.models.acoustic import acoustic_debug, text_to_mel
+from rfspeech.runconfig import AcousticConfig, LoopConfig, Optim, RunConfig
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train.acoustic import AcousticTrainer, warmup_lr
 
@@ -55,18 +57,22 @@ def prepared(tmp_path: Path) -> Path:
     return write_prepared(tmp_path / "data")
 
 
-def make_trainer(data: Path, out: Path, max_steps: int, **kw: object) -> AcousticTrainer:
+_WARMUP = object()
+
+
+def make_trainer(data: Path, out: Path, max_steps: int, *, model: torch.nn.Module | None = None,
+                 optimizer: Any = None, scheduler: Any = _WARMUP, resume: bool = False,
+                 **loop: Any) -> AcousticTrainer:
+    """An AcousticTrainer on ``data`` from typed settings; ``loop`` replaces :class:`LoopConfig` fields."""
     torch.manual_seed(0)
-    model = acoustic_debug()
-    args: dict[str, object] = dict(
-        model=model, optimizer=lambda p: torch.optim.AdamW(p, lr=2e-3),
-        scheduler=lambda o: warmup_lr(o, warmup_steps=3), data_dir=data, out_dir=out, batch_size=4,
-        max_steps=max_steps, num_workers=0, log_interval=1, checkpoint_interval=2, keep_last=10,
-        validation_interval=3, val_max_utts=2, device="cpu", progress=False,
-        config={"model": {"acoustic": {"_target_": "rfspeech.models.acoustic.acoustic_debug"}}},
-    )
-    args.update(kw)
-    return AcousticTrainer.from_kwargs(**args)
+    model = model if model is not None else acoustic_debug()
+    optim = Optim(optimizer or (lambda p: torch.optim.AdamW(p, lr=2e-3)),
+                  (lambda o: warmup_lr(o, warmup_steps=3)) if scheduler is _WARMUP else scheduler)
+    run = RunConfig(data_dir=str(data), out_dir=str(out), device="cpu", progress=False, resume=resume)
+    steps = dict(batch_size=4, max_steps=max_steps, num_workers=0, log_interval=1, checkpoint_interval=2,
+                 keep_last=10, validation_interval=3, val_max_utts=2, grad_clip=1.0)
+    return AcousticTrainer(model, optim, run, LoopConfig(**{**steps, **loop}), AcousticConfig(),
+                           config={"model": {"acoustic": {"_target_": "rfspeech.models.acoustic.acoustic_debug"}}})
 
 
 # ------------------------------------------------------------------------------------------------ data

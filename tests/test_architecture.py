@@ -115,7 +115,7 @@ def test_console_scripts_do_not_import_each_other():
 #: packages are siblings that never import each other (train and evaluate), except the foundation modules.
 LAYERS: list[set[str]] = [
     {"rfspeech", "rfspeech.__init__", "rfspeech.errors", "rfspeech.io", "rfspeech.spectral", "rfspeech.strict_yaml",
-     "rfspeech.config", "rfspeech.integrity"},
+     "rfspeech.config", "rfspeech.integrity", "rfspeech.checks"},
     {"rfspeech.layers"},
     {"rfspeech.rf", "rfspeech.data"},
     {"rfspeech.models"},
@@ -254,4 +254,25 @@ def test_no_module_only_hands_names_on():
                and not (isinstance(s, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in s.targets))]
         if body and not own:
             bad.append(str(p.relative_to(REPO)))
+    assert not bad, bad
+
+
+# --------------------------------------------------------------------------- small signatures
+MAX_PARAMETERS = 10
+
+
+def _parameter_count(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    a = fn.args
+    names = [*a.posonlyargs, *a.args, *a.kwonlyargs]
+    n = len(names) + (a.vararg is not None) + (a.kwarg is not None)
+    return n - 1 if names and names[0].arg in ("self", "cls") else n
+
+
+def test_no_function_or_constructor_outside_models_takes_more_than_ten_parameters():
+    """Settings travel as typed objects; only the models' constructors (their arguments are the model YAML's keys)
+    may be long."""
+    bad = [f"{p.relative_to(REPO)}:{node.lineno} {node.name} ({_parameter_count(node)})"
+           for p in MODULES if _package_of(p) != "rfspeech.models"
+           for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+           if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _parameter_count(node) > MAX_PARAMETERS]
     assert not bad, bad

@@ -52,58 +52,152 @@ def _shift(values: list[float], by: float, wobble: float = 1.0) -> list[float]:
 
 # --------------------------------------------------------------------------- verdict
 
+SEED_NOISE = {1: 0.001, 2: -0.002, 3: 0.0015}
+
+
+def _seeds(name: str, arm: str, cols: dict[str, list[float]], noise: float = 1.0,
+           seeds: tuple[int, ...] = (1, 2, 3)) -> list[Experiment]:
+    """One run per seed: every value of seed s shifted by noise · SEED_NOISE[s] (a small seed effect)."""
+    return [_exp(f"{name}{s}", arm, {c: [None if v is None else v + noise * SEED_NOISE.get(s, 0.0) for v in vals]
+                                     for c, vals in cols.items()}, seed=s) for s in seeds]
+
 
 def test_verdict_better_worse_and_no_difference() -> None:
     stoi = [0.70, 0.72, 0.74, 0.76, 0.78, 0.80]
     pesq = [1.5, 1.6, 1.7, 1.8, 1.9, 2.0]
     stft = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
-    hand = _exp("h", "hand-designed", {"mcd": REF_MCD, "pesq": pesq, "stoi": stoi, "stft_distance": stft})
-    searched = _exp("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "pesq": _shift(pesq, 0.0, 10.0),
-                                      "stoi": _shift(stoi, 0.05), "stft_distance": _shift(stft, 0.3)})
-    data = _data([hand, searched])
-    assert data.verdict == ["searched is significantly better than hand-designed on MCD and STOI, worse on MR-STFT, "
-                            "with no significant difference on PESQ (95 % intervals of paired per-utterance "
-                            "differences vs hand-designed, n = 6)."]
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD, "pesq": pesq, "stoi": stoi, "stft_distance": stft})
+    searched = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "pesq": pesq, "stoi": _shift(stoi, 0.05),
+                                        "stft_distance": _shift(stft, 0.3)}, noise=-2.0)
+    data = _data(hand + searched)
+    assert data.verdict[1:] == ["searched is significantly better than hand-designed on MCD and STOI, worse on "
+                                "MR-STFT, with no significant difference on PESQ (paired by seed, n = 3 seeds: "
+                                "t-interval over per-seed paired mean differences, 95 %, Holm over 4 metrics)."]
     md = render_markdown(data)
-    assert md.index("## Verdict") < md.index("## Arms") and f"**{data.verdict[0]}**" in md
-    assert data.verdict[0] in render_html(data)
+    assert md.index("## Verdict") < md.index("## Arms") and f"**{data.verdict[1]}**" in md
+    assert "The run (seed) is the unit." in md and "## Differences vs hand-designed" in md
+    assert data.verdict[1] in render_html(data)
+    assert data.verdict[0] == ("searched: dilations not recorded, so whether its structure differs from hand-designed "
+                               "is unknown.")
 
 
 def test_verdict_no_significant_difference_and_worse_only() -> None:
-    hand = _exp("h", "hand-designed", {"mcd": REF_MCD, "stoi": [0.7, 0.71, 0.72, 0.73, 0.74, 0.75]})
-    same = _exp("s", "searched", {"mcd": _shift(REF_MCD, 0.0, 5.0), "stoi": _shift([0.7, 0.71, 0.72, 0.73, 0.74,
-                                                                                     0.75], 0.0, 1.0)})
-    assert _data([hand, same]).verdict == ["searched: no significant difference from hand-designed on MCD and STOI "
-                                           "(95 % intervals of paired per-utterance differences vs hand-designed, "
-                                           "n = 6)."]
-    worse = _exp("s", "searched", {"mcd": _shift(REF_MCD, 0.5), "stoi": _shift([0.7, 0.71, 0.72, 0.73, 0.74,
-                                                                                0.75], 0.0, 1.0)})
-    assert _data([hand, worse]).verdict[0].startswith("searched is significantly worse than hand-designed on MCD, "
-                                                      "with no significant difference on STOI (95 %")
-    assert _data([hand]).verdict == ["One arm only (hand-designed): nothing to compare."]
-    no_rows = _exp("s", "searched", {"mcd": _shift(REF_MCD, 0.5)})
-    no_rows.rows = None
-    assert _data([hand, no_rows]).verdict[0].startswith("No verdict")
+    stoi = [0.7, 0.71, 0.72, 0.73, 0.74, 0.75]
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD, "stoi": stoi})
+    same = _seeds("s", "searched", {"mcd": REF_MCD, "stoi": stoi}, noise=-2.0)
+    assert _data(hand + same).verdict[1:] == ["searched vs hand-designed: no significant difference on MCD and STOI "
+                                          "(paired by seed, n = 3 seeds: t-interval over per-seed paired mean "
+                                          "differences, 95 %, Holm over 2 metrics)."]
+    worse = _seeds("s", "searched", {"mcd": _shift(REF_MCD, 0.5), "stoi": stoi}, noise=-2.0)
+    assert _data(hand + worse).verdict[1].startswith("searched is significantly worse than hand-designed on MCD, "
+                                                     "with no significant difference on STOI (paired by seed")
+    assert _data(hand).verdict == ["One arm only (hand-designed): nothing to compare."]
+
+
+def test_too_few_runs_gives_no_verdict_and_no_winner() -> None:
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD}, seeds=(1, 2))
+    searched = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -1.0)}, seeds=(1, 2))
+    data = _data(hand + searched)
+    assert data.verdict[1:] == ["searched vs hand-designed: too few runs for a verdict (n = 2; 3 needed); the tables "
+                            "describe the runs, they test no difference."]
+    assert data.paired["searched"]["mcd"]["verdict"] == "too few runs"
+    assert data.paired["searched"]["mcd"]["mean"] == pytest.approx(-1.0)  # the descriptive difference is kept
+    assert data.winners == {"mcd": None}
+    md = render_markdown(data)
+    assert "too few runs for a verdict (n = 2; 3 needed)" in md and "(too few runs, n = 2 seeds)" in md
+    single = _data([_exp("h", "hand-designed", {"mcd": REF_MCD}), _exp("s", "searched", {"mcd": REF_MCD})])
+    assert "too few runs for a verdict (n = 1; 3 needed)" in single.verdict[1]
+
+
+# --------------------------------------------------------------------------- structure first
+
+
+HAND_D = {"blocks.0.conv": 1, "blocks.1.conv": 3, "blocks.2.conv": 5}
+
+
+def test_the_verdict_says_first_whether_the_structure_changed() -> None:
+    hand = [_exp(f"h{s}", "hand-designed", {"mcd": _shift(REF_MCD, 0.0, s)}, seed=s, dilations=dict(HAND_D),
+                 rf={"r_min": 8.0, "r_max": 26.45, "units": "frames"}) for s in (1, 2, 3)]
+    kept = [_exp(f"s{s}", "searched", {"mcd": _shift(REF_MCD, -1.0, s)}, seed=s, dilations=dict(HAND_D),
+                 rf={"r_min": 8.0, "r_max": 26.45, "units": "frames"}) for s in (1, 2, 3)]
+    data = _data(hand + kept)
+    assert data.verdict[0] == ("searched: the search kept the hand-designed dilations in every run; differences come "
+                               "from training, not from the receptive field.")
+    assert data.verdict[1].startswith("searched is significantly better than hand-designed on MCD")
+    assert data.structures["searched"]["runs_changed"] == 0 and data.structures["searched"]["compared_layers"] == 3
+    md = render_markdown(data)
+    assert md.index("the search kept the hand-designed dilations") < md.index("significantly better")
+    assert "## Structure vs hand-designed" in md and "| searched | 3 | 0/3 | none | 26.45 → 26.45 |" in md
+    moved = [_exp(f"s{s}", "searched", {"mcd": _shift(REF_MCD, -1.0, s)}, seed=s,
+                  dilations={**HAND_D, **({"blocks.1.conv": 2, "blocks.2.conv": 9} if s == 1 else
+                                         {"blocks.1.conv": 4} if s == 2 else {})},
+                  rf={"r_min": 8.0, "r_max": {1: 30.0, 2: 28.1, 3: 26.45}[s], "units": "frames"}) for s in (1, 2, 3)]
+    data = _data(hand + moved)
+    assert data.verdict[0] == ("searched: 2 of 3 runs changed dilations from hand-designed (2 layers in all, 0–2 per "
+                               "run); receptive field r_max 26.45 → 26.45–30 frames.")
+    layers = data.structures["searched"]["layers"]
+    assert layers == {"blocks.1.conv": {"runs": 2, "from": 3, "to": [2, 4]}, "blocks.2.conv": {"runs": 1, "from": 5,
+                                                                                                "to": [9]}}
+    md = render_markdown(data)
+    assert "| searched | 3 | 2/3 | blocks.1.conv 3→2,4 (2); blocks.2.conv 5→9 (1) | 26.45 → 26.45–30 |" in md
+    assert 'id="structure-table"' in render_html(data)
+
+
+def test_what_the_search_saw() -> None:
+    from rfspeech.evaluate.report_data import search_view
+
+    def layer(d: int, e: float, shift: float, to: int) -> dict:
+        return {"dilation": d, "candidates": [d - 1, d, d + 1], "weights": [0.1, 0.8, 0.1], "expectation": e,
+                "to_threshold": round(0.5 - abs(e - d), 5), "shift": shift, "to": to, "restart": None}
+
+    log = {"local": {"history": [
+        {"step": 50, "round": 1, "structure": {"a": 15, "b": 3, "c": 5},
+         "layers": {"a": layer(15, 14.2, 0.4, 14), "b": layer(3, 3.45, 0.2, 3), "c": layer(5, 5.1, 0.05, 5)}},
+        {"step": 100, "round": 2, "structure": {"a": 13, "b": 3, "c": 5},
+         "layers": {"a": layer(14, 13.4, 0.3, 13), "b": layer(3, 3.3, 0.25, 3), "c": layer(5, 5.0, 0.01, 5)}}]},
+        "reach": {"warnings": ["search budget (...) cannot reach ..."]}}
+    v = search_view(log)
+    assert v["moved"] == {"a": [15, 13]} and v["near"] == {"b": 0.05} and v["shifts"][0] == ["a", 0.4]
+    assert v["rounds"] == 2 and v["reach_warnings"] and v["diagnostics"]
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD})
+    searched = _seeds("s", "searched", {"mcd": REF_MCD}, noise=-2.0)
+    searched[0].search_log = log
+    md = render_markdown(_data(hand + searched))
+    line = next(x for x in md.splitlines() if x.startswith("- s1: "))
+    assert "2 rounds over 3 layers; 1 moved (a 15→13); 1 more came within 0.1 of moving (b (0.050))" in line
+    assert "largest α shifts a 0.40, b 0.25, c 0.05" in line and "before it ran: search budget" in line
+    assert md.index("## What the search saw") < md.index("## Arms")
+    # an older log (structures only) still says what moved
+    old = search_view({"local": {"history": [{"step": 1, "structure": {"a": 15}}, {"step": 2, "structure": {"a": 9}}]}})
+    assert old["moved"] == {"a": [15, 9]} and not old["diagnostics"]
 
 
 # --------------------------------------------------------------------------- no bold ties
 
 
 def test_only_a_significant_winner_is_bold() -> None:
-    hand = _exp("h", "hand-designed", {"mcd": REF_MCD, "pesq": [2.0] * 3 + [2.2] * 3})
-    tie = _exp("s", "searched", {"mcd": list(REF_MCD), "pesq": _shift([2.0] * 3 + [2.2] * 3, 0.0, 10.0)})
-    data = _data([hand, tie])
+    pesq = [2.0] * 3 + [2.2] * 3
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD, "pesq": pesq})
+    tie = _seeds("s", "searched", {"mcd": list(REF_MCD), "pesq": pesq}, noise=-5.0)
+    data = _data(hand + tie)
     assert data.winners == {"mcd": None, "pesq": None}
     md = render_markdown(data)
+    md = md[md.index("## Arms"):]
     arm_rows = [line for line in md.splitlines() if line.startswith(("| hand-designed |", "| searched |"))][:2]
     assert arm_rows and not any("**" in r for r in arm_rows)
     assert 'class="best"' not in render_html(data)
-    better = _exp("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "pesq": _shift([2.0] * 3 + [2.2] * 3, 0.0, 10.0)})
-    data = _data([hand, better])
+    better = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "pesq": pesq}, noise=-5.0)
+    data = _data(hand + better)
     assert data.winners == {"mcd": "searched", "pesq": None}
-    row = next(line for line in render_markdown(data).splitlines() if line.startswith("| searched | 1 |"))
-    assert row.count("**") == 2 and "**6.500" in row
+    md = render_markdown(data)
+    row = next(line for line in md[md.index("## Arms"):].splitlines() if line.startswith("| searched | 3 |"))
+    assert row.count("**") == 2 and "**6.4" in row
     assert render_html(data).count('class="best"') == 1
+    # a significant difference below the practical threshold is no win: negligible
+    small = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -0.05), "pesq": pesq}, noise=-0.2)
+    data = _data(hand + small)
+    assert data.paired["searched"]["mcd"]["verdict"] == "negligible" and data.winners["mcd"] is None
+    assert "a negligible difference on MCD (below 0.100)" in data.verdict[1]
 
 
 # --------------------------------------------------------------------------- caveats
@@ -111,18 +205,19 @@ def test_only_a_significant_winner_is_bold() -> None:
 
 def test_degenerate_metrics_are_caveats_and_leave_the_verdict() -> None:
     none = [None] * 6
-    hand = _exp("h", "hand-designed", {"mcd": REF_MCD, "f0_rmse": none, "vuv_error": [0.1] * 6,
-                                       "frame_periodicity": [0.99] * 3 + [0.98] * 3})
-    searched = _exp("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "f0_rmse": none, "vuv_error": [0.1] * 6,
-                                      "frame_periodicity": [0.1] * 3 + [0.12] * 3})
-    data = _data([hand, searched])
+    hand = _seeds("h", "hand-designed", {"mcd": REF_MCD, "f0_rmse": none, "vuv_error": [0.1] * 6,
+                                         "frame_periodicity": [0.99] * 3 + [0.98] * 3}, noise=0.0)
+    searched = _seeds("s", "searched", {"mcd": _shift(REF_MCD, -1.0), "f0_rmse": none, "vuv_error": [0.1] * 6,
+                                        "frame_periodicity": [0.1] * 3 + [0.12] * 3}, noise=0.0)
+    data = _data(hand + searched)
     text = "\n".join(data.caveats)
     assert "F0 RMSE could not be computed in any experiment (no voiced frames)" in text
     assert "V/UV err has the same value (0.1) in every experiment" in text
     assert "hand-designed: the output is a frame-rate buzz (frame periodicity 0.9" in text
+    assert [data.paired["searched"][c]["verdict"] for c in ("f0_rmse", "vuv_error")] == ["left out", "left out"]
     assert "searched: the output is a frame-rate buzz" not in text
     assert data.degenerate == {"f0_rmse", "vuv_error"}
-    assert "F0" not in data.verdict[0] and "V/UV" not in data.verdict[0] and "MCD" in data.verdict[0]
+    assert "F0" not in data.verdict[1] and "V/UV" not in data.verdict[1] and "MCD" in data.verdict[1]
     md = render_markdown(data)
     assert "Caveats:" in md and "- F0 RMSE could not be computed" in md
     assert "F0 RMSE could not be computed" in render_html(data)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_ddp_train import free_port
-from train_fixtures import make_prepared
+from train_fixtures import DEBUG, make_prepared
 
 
 @pytest.mark.heavy
@@ -21,7 +21,7 @@ def test_local_search_under_two_gloo_processes_takes_identical_decisions(tmp_pat
     res = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
          "-m", "rfspeech.bin.search", f"data_dir={data}", f"out_dir={out}", "device=cpu", "progress=false",
-         "search=debug", "search.global.enabled=false", "search.local.search_interval=1",
+         *DEBUG, "search=debug", "search.global.enabled=false", "search.local.search_interval=1",
          "search.local.max_search_steps=2", "train.max_steps=2", "train.validation_interval=0"],
         cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import make_prepared
+from train_fixtures import DEBUG, make_prepared
 
 from rfspeech.inference import loading
 from rfspeech.train import checkpoint as ckpt
@@ -26,7 +26,7 @@ def free_port() -> int:
 def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     data = make_prepared(tmp_path / "data")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = [f"data_dir={data}", "device=cpu", "progress=false", "train.max_steps=2", "train.batch_size=2",
+    common = [f"data_dir={data}", "device=cpu", "progress=false", *DEBUG, "train.max_steps=2", "train.batch_size=2",
               "train.validation_interval=2", "train.val_max_utts=1"]
     ddp = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
@@ -49,7 +49,7 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(tm
     from rfspeech.runs.train import build_models
 
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "recipes"), version_base="1.3"):
-        cfg = compose("train", overrides=["data_dir=x", "out_dir=y"])
+        cfg = compose("train", overrides=["data_dir=x", "out_dir=y", *DEBUG])
     init_g, init_d = build_models(cfg)
     # Each rank sees half of the same global batch and DDP averages gradients, so the run follows the
     # single-process one: the discriminator to float precision; the generator up to the sign flips of

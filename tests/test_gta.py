@@ -19,6 +19,7 @@ from rfspeech.data.manifest import FeatureParams, Utterance, read_manifest, writ
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.inference import gta, load_acoustic
 from rfspeech.models.acoustic import acoustic_debug
+from rfspeech.runconfig import AcousticConfig, LoopConfig, Optim, RunConfig
 from rfspeech.train.acoustic import AcousticTrainer, warmup_lr
 from tests.train_fixtures import REPO, synth_wav, trainer
 
@@ -55,12 +56,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gta")
     data = make_corpus(root / "data")
     torch.manual_seed(0)
-    result = AcousticTrainer.from_kwargs(
-        model=acoustic_debug(), optimizer=lambda p: torch.optim.AdamW(p, lr=2e-3),
-        scheduler=lambda o: warmup_lr(o, warmup_steps=1), data_dir=data, out_dir=root / "tts", batch_size=2,
-        max_steps=2, num_workers=0, checkpoint_interval=0, validation_interval=0, device="cpu", progress=False,
-        tensorboard=False, config={"data_dir": str(data),
-                                   "model": {"acoustic": {"_target_": "rfspeech.models.acoustic.acoustic_debug"}}},
+    result = AcousticTrainer(
+        acoustic_debug(), Optim(lambda p: torch.optim.AdamW(p, lr=2e-3), lambda o: warmup_lr(o, warmup_steps=1)),
+        RunConfig(data_dir=str(data), out_dir=str(root / "tts"), device="cpu", progress=False, tensorboard=False),
+        LoopConfig(batch_size=2, max_steps=2, num_workers=0, checkpoint_interval=0, validation_interval=0,
+                   grad_clip=1.0), AcousticConfig(),
+        config={"data_dir": str(data), "model": {"acoustic": {"_target_": "rfspeech.models.acoustic.acoustic_debug"}}},
     ).fit()
     assert result.checkpoint is not None
     return {"root": root, "data": data, "acoustic": result.checkpoint}
@@ -97,7 +98,7 @@ def test_teacher_forced_mels_have_the_reference_frame_count_and_feed_a_vocoder_f
 
     # rfspeech-train accepts the folder (audio as targets) and fine-tunes a vocoder for 2 steps: one trained for
     # a step on the ground-truth mels, then init_from it on the GTA mels.
-    quiet = ("train.checkpoint_interval=0", "train.validation_interval=0", "tensorboard=false")
+    quiet = ("train.checkpoint_interval=1000", "train.validation_interval=0", "tensorboard=false")
     base = trainer(corpus["data"], tmp_path / "voc_gt", "train.max_steps=1", *quiet).fit()
     assert base.checkpoint is not None
     result = trainer(out, tmp_path / "voc_gta", "train.max_steps=2", f"init_from={base.checkpoint}", *quiet).fit()
@@ -118,8 +119,8 @@ def test_gta_cli_writes_splits_and_summary(corpus: dict[str, Path], tmp_path: Pa
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["split=test"], "split must be one of"),
-    (["mode=magic"], "mode=magic: expected one of teacher_forced, external"),
+    (["split=test"], "split: must be one of train, dev, eval, got 'test'"),
+    (["mode=magic"], "mode: must be one of teacher_forced, external, got 'magic'"),
     (["mode=external"], "mode=external needs mel_dir="),
     ([], "mode=teacher_forced needs acoustic_checkpoint="),
 ])

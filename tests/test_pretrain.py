@@ -68,3 +68,36 @@ def test_shipped_pretrained_checkpoint_matches_its_conf() -> None:
     pre = yaml.safe_load((MINI / "local" / "conf" / "hifigan_tiny.yaml").read_text())
     assert state["step"] == pre["steps"]["gan"]
     assert state["generator"] and state["discriminator"]
+
+
+LJ_SCRIPT = REPO / "egs" / "ljspeech" / "voc1" / "local" / "pretrain_tiny.sh"
+SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.mark.heavy
+@pytest.mark.skipif(not (SHARED / "ljspeech-extra").is_dir(), reason="../shared/data/ljspeech-extra not present")
+def test_ljspeech_pretrain_ci_size_splits_by_chapter_and_ships_a_slim_checkpoint(tmp_path: Path) -> None:
+    if shutil.which("rfspeech-train", path=recipe_env()["PATH"]) is None:
+        pytest.skip("rfspeech console scripts not installed")
+    out, work = tmp_path / "pretrained", tmp_path / "work"
+    r = subprocess.run(["bash", str(LJ_SCRIPT), "--ci", "true", "--out_dir", str(out), "--work_dir", str(work),
+                        "--data_root", str(SHARED)], capture_output=True, text=True, env=recipe_env(), timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # chapter LJ001 trains, chapter LJ002 is held out (dev + eval), nothing shared
+    ids = {s: [line.split("\t")[0] for line in (work / "data" / s / "utts.tsv").read_text().splitlines()[1:]]
+           for s in ("train", "dev", "eval")}
+    assert all(u.startswith("LJ001-") for u in ids["train"]) and len(ids["train"]) == 186
+    assert all(u.startswith("LJ002-") for u in ids["dev"] + ids["eval"]) and len(ids["eval"]) == 175
+    dest = out / "hifigan_tiny"
+    import torch
+
+    state = torch.load(dest / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 4 and state["generator"] and state["discriminator"]
+    assert "optim_g" not in state and "rng" not in state  # slim: weights, config, features
+    gates = json.loads((dest / "eval" / "gates.json").read_text())
+    assert set(gates) >= {"f0_rmse_hz", "pitch_lock_excess", "frame_periodicity", "pass"}
+    summary = json.loads((dest / "eval" / "summary.json").read_text())
+    assert summary["n_evaluated"] == 2 and "pitch_lock" in summary["metrics"]
+    from rfspeech.inference import load_generator
+
+    load_generator(dest / "checkpoint.pt")  # the slim file rebuilds (init_from reads the same keys)

@@ -57,15 +57,17 @@ def test_parse_options_sets_variables_kaldi_style(tmp_path: Path) -> None:
 
 
 def test_parse_options_rejects_unknown_and_malformed_options(tmp_path: Path) -> None:
+    """Option errors exit 2 (as the console scripts) with one line naming the script."""
     r = parse(tmp_path, "--no_such_option", "1")
-    assert r.returncode != 0 and "--no_such_option" in r.stderr and r.stdout == ""
+    assert r.returncode == 2 and "--no_such_option" in r.stderr and r.stdout == ""
+    assert r.stderr.startswith(f"error: {tmp_path / 'opts.sh'}: invalid option --no_such_option")
     r = parse(tmp_path, "--flag", "maybe")
-    assert r.returncode != 0 and "true or false" in r.stderr
+    assert r.returncode == 2 and "true or false" in r.stderr
     r = parse(tmp_path, "--stage")
-    assert r.returncode != 0 and "needs a value" in r.stderr
+    assert r.returncode == 2 and "needs a value" in r.stderr
     # a name that is not a shell identifier must not reach printf -v
     r = parse(tmp_path, "--a;b", "1")
-    assert r.returncode != 0 and "invalid option" in r.stderr
+    assert r.returncode == 2 and "invalid option" in r.stderr
 
 
 def test_parse_options_help(tmp_path: Path) -> None:
@@ -218,10 +220,12 @@ def test_bad_conf_and_options(tmp_path: Path) -> None:
     plain.write_text("train:\n  max_steps: 1\n")
     msg = one_line_error(run_recipe(mini, "--conf", str(plain), *isolated(tmp_path)))
     assert "not a recipe conf" in msg and "@package _global_" in msg
-    msg = one_line_error(run_recipe(mini, "--no_such_option", "1"), prefix="./voc.sh: invalid option")
-    assert "--no_such_option" in msg
-    msg = one_line_error(run_recipe(mini, "--stage", "two"))
-    assert "--stage" in msg
+    # the recipe the user ran is named (run.sh, not the ./voc.sh it calls), exit status 2
+    r = run_recipe(mini, "--no_such_option", "1")
+    msg = one_line_error(r, prefix=f"error: {mini / 'run.sh'}: invalid option --no_such_option")
+    assert r.returncode == 2 and "voc.sh" not in msg and f"see {mini / 'run.sh'} --help" in msg
+    r = run_recipe(mini, "--stage", "two")
+    assert "--stage" in one_line_error(r) and r.returncode == 2
     msg = one_line_error(run_recipe(mini, "--seeds", "1 x"))
     assert "seeds" in msg
     msg = one_line_error(run_recipe(mini, "--conf", "", "--stage", "2"))
@@ -230,7 +234,8 @@ def test_bad_conf_and_options(tmp_path: Path) -> None:
     assert "unexpected argument" in msg
     msg = one_line_error(run_recipe(mini, "--structure_mode", "fold", *isolated(tmp_path)))
     assert "--structure_mode must be single, multiple or merge" in msg
-    msg = one_line_error(run_recipe(mini, "--launcher", "hydra/launcher=basic"), prefix="./voc.sh: invalid option")
+    msg = one_line_error(run_recipe(mini, "--launcher", "hydra/launcher=basic"),
+                         prefix=f"error: {mini / 'run.sh'}: invalid option")
     assert "--launcher" in msg
 
 
@@ -421,8 +426,8 @@ def test_dcls_arm_runs_and_inputs(tmp_path: Path) -> None:
     r = run_recipe(mini, "--stage", "5", "--stop_stage", "5", "--strategies", "rfnext dcls", *isolated(tmp_path))
     msg = one_line_error(r)
     assert "dcls_seed1/checkpoints" in msg and "run stage 4 (fine-tune) first" in msg
-    msg = one_line_error(run_recipe(mini, "--strategies", "rfnext bogus", *isolated(tmp_path)))
-    assert "--strategies: unknown strategy 'bogus'" in msg
+    r = run_recipe(mini, "--strategies", "rfnext bogus", *isolated(tmp_path))
+    assert "--strategies: unknown strategy 'bogus'" in one_line_error(r) and r.returncode == 2  # an option error
     assert "--strategies" in run_recipe(mini, "--help").stdout
 
 
@@ -458,3 +463,57 @@ def test_report_shows_the_dcls_arm_with_its_taps_and_cost(tmp_path: Path) -> Non
     assert data.costs["dcls"]["total"]["total_steps"] == data.costs["hand-designed"]["total"]["total_steps"] == 1000
     md = render_markdown(data)
     assert "dcls" in md and "[-5, 0, 2]" in md
+
+
+# ---------------------------------------------------------------------------------------- shared scaffolding
+DRIVERS = {"voc1": TEMPLATE / "voc.sh", "tts1": EGS / "TEMPLATE" / "tts1" / "tts.sh"}
+LIB = TEMPLATE / "utils" / "lib.sh"
+
+
+def _functions(script: Path) -> set[str]:
+    return set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\(\) *\{", script.read_text(), flags=re.M))
+
+
+def _stage_table(script: Path) -> list[tuple[str, str]]:
+    """``(number, function)`` of every ``add_stage`` line of a driver, in order."""
+    return re.findall(r"^add_stage (-?\d+) (\w+) ", script.read_text(), flags=re.M)
+
+
+@pytest.mark.parametrize("driver", DRIVERS.values(), ids=DRIVERS.keys())
+def test_a_driver_is_its_stage_table_and_its_stages(driver: Path) -> None:
+    text = driver.read_text()
+    table = _stage_table(driver)
+    numbers = [int(n) for n, _ in table]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers) and numbers[0] == 2
+    assert "add_data_stages" in text                           # stages -1..1 come from lib.sh's table entries
+    assert all(fn in _functions(driver) for _, fn in table)    # every stage is a function of the driver
+    # the scaffolding is lib.sh's alone: no driver redefines it or declares the common options itself
+    assert not (_functions(driver) & _functions(LIB))
+    for option in ("stage", "stop_stage", "seeds", "nj", "cmd", "datadir", "expdir"):
+        assert not re.search(rf"^{option}=", text, flags=re.M), option
+    assert "run_stages" in text and not re.search(r"^if run_stage \d", text, flags=re.M)
+
+
+@pytest.mark.parametrize("recipe", [EGS / "mini" / "voc1", EGS / "mini" / "tts1"], ids=["voc1", "tts1"])
+def test_help_prints_the_stage_table_and_the_common_options(recipe: Path) -> None:
+    r = run_recipe(recipe, "--help")
+    assert r.returncode == 0, r.stderr
+    driver = DRIVERS[recipe.name]
+    for n, _fn in [("-1", ""), ("0", ""), ("1", ""), *_stage_table(driver)]:
+        assert re.search(rf"^ +{re.escape(n)} \S", r.stdout, flags=re.M), (n, r.stdout)
+    for option in ("--stage", "--stop_stage", "--seeds", "--nj", "--cmd", "--gpu_cmd", "--search", "--checkpoint"):
+        assert option in r.stdout
+
+
+def test_internal_names_are_no_options(tmp_path: Path) -> None:
+    r = run_recipe(EGS / "mini" / "voc1", "--_stage_nums", "1", *isolated(tmp_path))
+    assert r.returncode != 0 and "invalid option --_stage_nums" in r.stderr
+
+
+def test_a_stage_off_by_its_option_is_skipped_and_said(tmp_path: Path) -> None:
+    fake_features(tmp_path)
+    r = run_recipe(EGS / "mini" / "voc1", "--stage", "3", "--stop_stage", "4", "--search", "false",
+                   *isolated(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "stage 3 (search): skipped (--search false)" in r.stdout
+    assert "stage 4 (fine-tune): skipped (--search false)" in r.stdout

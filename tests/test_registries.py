@@ -170,8 +170,8 @@ def _import_plain(*, checkpoint, config, discriminator=None, stats=None) -> dict
     generator = build(node)
     weights = load_torch_file(checkpoint, "plain_test checkpoint")["weights"]
     generator.load_state_dict({k.removeprefix("gen."): v for k, v in weights.items()})
-    return result(fmt="plain_test", generator=generator, generator_node=node, discriminator=None,
-                  discriminator_node=dict(HIFIGAN_DISCRIMINATOR), features=FeatureParams(),
+    return result(fmt="plain_test", generator=(generator, node), discriminator=(None, dict(HIFIGAN_DISCRIMINATOR)),
+                  features=FeatureParams(),
                   sources={"checkpoint": str(checkpoint), "config": str(config)}, notes=["weights only"])
 
 

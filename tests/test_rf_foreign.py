@@ -23,7 +23,7 @@ def _cfg(tmp_path: Path, **over) -> object:
 
 
 def test_multi_input_model_segment_counts_in_mel_frames(tmp_path: Path, capsys) -> None:
-    from rfspeech.bin.rf import run
+    from rfspeech.runs.rf import run
 
     inputs = {"z": [1, 1, 16 * 8], "c": [1, 4, 8 + 4]}  # c pre-padded by aux_context_window = 2 per side
     data = run(_cfg(tmp_path, inputs=inputs, probe=True))
@@ -43,7 +43,7 @@ def test_multi_input_model_segment_counts_in_mel_frames(tmp_path: Path, capsys) 
 
 
 def test_inputs_errors_are_one_line(tmp_path: Path) -> None:
-    from rfspeech.bin.rf import run
+    from rfspeech.runs.rf import run
 
     with pytest.raises(RFSpeechError, match="argument 'c' has no default: pass inputs="):
         run(_cfg(tmp_path))

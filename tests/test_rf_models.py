@@ -169,8 +169,8 @@ def test_reordered_hifigan_has_an_unproductive_layer_and_a_fix() -> None:
 def test_cli_task_writes_table_json_plot_for_every_config(name: str, tmp_path: Path, capsys) -> None:
     from hydra import compose, initialize_config_dir
 
-    from rfspeech.bin.rf import run
     from rfspeech.config import recipes_dir
+    from rfspeech.runs.rf import run
 
     with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
         cfg = compose("rf", overrides=[f"model={name}", f"out_dir={tmp_path}", "segment=32"])
@@ -190,8 +190,8 @@ def test_cli_task_writes_table_json_plot_for_every_config(name: str, tmp_path: P
 def test_cli_probe_option(tmp_path: Path, capsys) -> None:
     from hydra import compose, initialize_config_dir
 
-    from rfspeech.bin.rf import run
     from rfspeech.config import recipes_dir
+    from rfspeech.runs.rf import run
 
     with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
         cfg = compose("rf", overrides=["model=wavenet_debug", f"out_dir={tmp_path}", "probe=true"])
@@ -218,9 +218,9 @@ def test_console_script(tmp_path: Path) -> None:
 def test_cli_acoustic_model_part(tmp_path: Path, capsys) -> None:
     from hydra import compose, initialize_config_dir
 
-    from rfspeech.bin.rf import run
     from rfspeech.config import recipes_dir
     from rfspeech.errors import ConfigError
+    from rfspeech.runs.rf import run
 
     if not (REPO / "recipes" / "model" / "acoustic_debug.yaml").is_file():
         pytest.skip("no acoustic model config")

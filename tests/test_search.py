@@ -12,6 +12,7 @@ from torch import nn
 
 from rfspeech.layers import DilatedConv1d, apply_weight_norm, dilated_conv1d
 from rfspeech.search import (
+    RFNextSettings,
     SearchableConv1d,
     choose_impl,
     expand_candidates,
@@ -130,7 +131,7 @@ def test_candidates_are_symmetric_and_equal_weights_never_drift(n: int, e: float
 
 
 def _op(dilation: int = 1, k: int = 3, channels: int = 4, **kw) -> SearchableConv1d:
-    return SearchableConv1d(dilated_conv1d(channels, channels, k, dilation=dilation), **kw)
+    return SearchableConv1d(dilated_conv1d(channels, channels, k, dilation=dilation), RFNextSettings(**kw))
 
 
 def test_equal_weights_at_1_2_do_not_drift_upward() -> None:
@@ -367,11 +368,11 @@ def test_plain_conv_wraps_exactly(norm: str, causal: bool) -> None:
     x = torch.randn(2, 4, 50)
     with torch.no_grad():
         ref = conv(x)
-        op = SearchableConv1d(conv, num_branches=1)
+        op = SearchableConv1d(conv, RFNextSettings(num_branches=1))
         assert op.causal == causal and op.dilation == 3 and op.candidates == (3,)
         assert torch.equal(op.conv(x), ref)  # the converted conv: bit for bit
         assert float((op(x) - ref).abs().max()) <= 1e-6
-        multi = SearchableConv1d(conv, num_branches=3, impl="naive")
+        multi = SearchableConv1d(conv, RFNextSettings(num_branches=3, impl="naive"))
     multi(x).sum().backward()
     assert multi.alpha.grad is not None and float(multi.alpha.grad.abs().sum()) > 0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from train_fixtures import REPO, make_prepared
+from train_fixtures import DEBUG, REPO, debug_overrides, make_prepared
 
 from rfspeech.inference import loading
 from rfspeech.train import checkpoint as ckpt
@@ -27,7 +27,7 @@ def compose(name: str, *overrides: str):
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
-        return _compose(name, overrides=["device=cpu", "progress=false", *overrides])
+        return _compose(name, overrides=debug_overrides(["device=cpu", "progress=false", *overrides]))
 
 
 def run_search_in_process(*overrides: str) -> dict:
@@ -44,7 +44,7 @@ def searched(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(
         [sys.executable, "-m", "rfspeech.bin.search", f"data_dir={data_dir}", f"out_dir={out}", "device=cpu",
-         "progress=false", "search=debug", "train.max_steps=4", "train.validation_interval=4",
+         *DEBUG, "progress=false", "search=debug", "train.max_steps=4", "train.validation_interval=4",
          "search.global.population=2", "search.global.generations=0", "search.alpha_lr=1e-3",
          # one gene per resblock kernel (3 genes) keeps the space small
          "+search.global.groups={k3: ['resblocks.*.convs1.*'], k3b: ['resblocks.*.convs2.*']}"],
@@ -70,6 +70,13 @@ def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
     assert (searched / "global" / "global_search_log.jsonl").read_text().strip()
     log = json.loads((searched / "search_log.json").read_text())
     assert [h["step"] for h in log["local"]["history"]] == [2, 4]
+    # diagnostics per round and layer; the reachability check before the search
+    seen = log["local"]["history"][-1]["layers"]["resblocks.0.convs1.1"]
+    assert sum(seen["weights"]) == pytest.approx(1.0, abs=1e-4) and len(seen["weights"]) == len(seen["candidates"])
+    assert seen["to_threshold"] == pytest.approx(0.5 - abs(seen["expectation"] - seen["dilation"]), abs=1e-4)
+    assert seen["to"] == structure["resblocks.0.convs1.1"]
+    assert log["reach"]["schedule"]["rounds"] == 2 and log["reach"]["schedule"]["alpha_lr"] == 1e-3
+    assert set(log["reach"]["best_case"]) == set(structure)
     assert log["global"]["evaluations"] >= 2
     # search=debug re-scores 2 finalists twice (seeds seed+1, seed+2): both scores recorded, and the noise
     finalists = glob["settings"]["global"]["finalists"]
@@ -91,6 +98,7 @@ def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
     scalars = acc.Tags()["scalars"]
     assert "search/dilation/resblocks.0.convs1.1" in scalars
     assert [e.step for e in acc.Scalars("search/dilation/resblocks.0.convs1.1")] == [2, 4]
+    assert [e.step for e in acc.Scalars("search/expectation/resblocks.0.convs1.1")] == [2, 4]
     assert "loss/mel" in scalars
 
     # the search checkpoint rebuilds into a plain generator at the searched dilations
@@ -185,8 +193,8 @@ def test_continue_the_search_run(searched: Path, data_dir: Path, tmp_path: Path,
     # through the CLI: 2 fine-tune steps; cost.json holds the search's steps as well (equal-budget accounting)
     run = tmp_path / "cli"
     res = subprocess.run([sys.executable, "-m", "rfspeech.bin.train", f"out_dir={run}", "device=cpu",
-                          "progress=false", *overrides], cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                         capture_output=True, text=True, timeout=600)
+                          "progress=false", *DEBUG, *overrides], cwd=tmp_path,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-4000:]
     assert "continuing the search run" in res.stderr
     cost = json.loads((run / "cost.json").read_text())
@@ -235,7 +243,7 @@ def test_search_bad_input_is_one_line_error(data_dir: Path, tmp_path: Path) -> N
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(
         [sys.executable, "-m", "rfspeech.bin.search", f"data_dir={data_dir}", f"out_dir={tmp_path / 'x'}",
-         "device=cpu", "search=debug", "+search.global.groups={g: ['nothing.*']}"],
+         "device=cpu", *DEBUG, "search=debug", "+search.global.groups={g: ['nothing.*']}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("error: search.global.groups: ['g'] match no searchable")

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from test_import import _import, hifigan_files  # noqa: F401 - the module fixture (official-layout files)
-from train_fixtures import REPO, make_prepared
+from train_fixtures import REPO, debug_overrides, make_prepared
 
 from rfspeech.inference import loading
 from rfspeech.train import checkpoint as ckpt
@@ -29,7 +29,9 @@ def imported(hifigan_files, tmp_path_factory) -> tuple[Path, Path]:  # noqa: F81
 
 
 def _cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"rfspeech.bin.{script}", "device=cpu", "progress=false", *args],
+    """The console script with the test training preset (the model is left to init_from unless args choose one)."""
+    return subprocess.run([sys.executable, "-m", f"rfspeech.bin.{script}", "device=cpu", "progress=false",
+                           *debug_overrides(args, model=False)],
                           cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=600)
 
@@ -45,7 +47,8 @@ def test_search_init_from_an_imported_checkpoint_warm_starts(imported, tmp_path:
     path, data = imported
     # step 0, as rfspeech-search builds it: the imported model, wrapped with the default warm start
     with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
-        cfg = compose("search", overrides=["device=cpu", f"data_dir={data}", f"init_from={path}"])
+        cfg = compose("search", overrides=debug_overrides(["device=cpu", f"data_dir={data}", f"init_from={path}"],
+                                                          model=False))
     assert adopt_init_model(cfg, model_given=False)
     assert cfg.model.generator.upsample_initial_channel == 16
     gen, _, init_generator = search_models(cfg)
@@ -74,6 +77,45 @@ def test_search_init_from_an_imported_checkpoint_warm_starts(imported, tmp_path:
     assert state["cost"]["search_steps"] == 3 and state["cost"]["init_from"] == str(path)
 
 
+def test_global_search_from_a_pretrained_model_fine_tunes_its_candidates(imported, tmp_path: Path) -> None:
+    """With init_from the global search's candidates start from the pretrained generator and discriminator
+    (global/init.pt), their proxy steps counted in cost.json; then the local search runs as usual."""
+    path, data = imported
+    out = tmp_path / "search"
+    res = _cli("search", f"data_dir={data}", f"out_dir={out}", f"init_from={path}", "search.global.enabled=true",
+               "search.global.choices=[1,2]", "search.global.population=2", "search.global.generations=0",
+               "search.global.candidate_steps=1", "search.global.candidate_val_utts=1", "search.global.n_workers=1",
+               "+search.global.groups={all: ['resblocks.*']}", "search.local.search_interval=1",
+               "search.local.max_search_steps=1", "train.max_steps=1", "train.validation_interval=0",
+               "tensorboard=false", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-4000:]
+    init = torch.load(out / "global" / "init.pt", weights_only=True)
+    state = loading.load_checkpoint(path)
+    for k, v in state["discriminator"].items():
+        assert torch.equal(init["discriminator"][k], v), k
+    ref, _ = loading.load_generator(path)  # finalised: weight norm folded; compare what the weights compute
+    from hydra import compose, initialize_config_dir
+
+    from rfspeech.inference.loading import finalize_for_inference
+    from rfspeech.runs.search import search_models
+
+    with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
+        cfg = compose("search", overrides=["device=cpu", f"data_dir={data}", f"init_from={path}"])
+    from rfspeech.runs.train import adopt_init_model
+
+    adopt_init_model(cfg, model_given=False)
+    gen, _, _ = search_models(cfg)
+    gen.load_state_dict(init["generator"])
+    gen = finalize_for_inference(gen.eval())
+    mel = torch.randn(1, ref.in_channels, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(gen(mel), ref(mel))
+    log = yaml.safe_load((out / "search_log.json").read_text())
+    assert log["global"]["candidates_start"] == f"init_from {path}"
+    cost = yaml.safe_load((out / "cost.json").read_text())
+    assert cost["global_proxy_steps"] == log["global"]["evaluations"] * 1 and cost["search_steps"] == 1
+
+
 def test_train_init_from_an_imported_checkpoint_takes_its_model(imported, tmp_path: Path) -> None:
     path, data = imported
     res = _cli("train", f"data_dir={data}", f"out_dir={tmp_path / 'ft'}", f"init_from={path}", "train.max_steps=2",
@@ -86,7 +128,7 @@ def test_train_init_from_an_imported_checkpoint_takes_its_model(imported, tmp_pa
 def test_a_model_given_that_does_not_fit_stays_a_clear_error(imported, tmp_path: Path) -> None:
     path, data = imported
     res = _cli("search", f"data_dir={data}", f"out_dir={tmp_path / 'x'}", f"init_from={path}", "model=hifigan_debug",
-               "search.global.enabled=false", cwd=tmp_path)
+               "search.global.enabled=false", "search.local.search_interval=2", cwd=tmp_path)
     assert res.returncode == 2
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {path}: generator weights do not fit the model config"), last
@@ -103,7 +145,8 @@ def test_a_model_chosen_by_a_conf_file_is_not_replaced_by_init_from(imported, tm
     path, data = imported
     conf = tmp_path / "conf"
     conf.mkdir()
-    (conf / "mine.yaml").write_text("# @package _global_\nmodel:\n  generator:\n"
+    (conf / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - override /model: hifigan_debug\n"
+                                    "model:\n  generator:\n"
                                     "    resblock_dilation_sizes: [[2, 3, 5], [2, 3, 5], [2, 3, 5]]\n")
     res = _cli("train", f"hydra.searchpath=[file://{tmp_path}]", "+conf=mine", f"data_dir={data}",
                f"out_dir={tmp_path / 'ft'}", f"init_from={path}", "train.max_steps=1", "train.validation_interval=0",

@@ -96,3 +96,79 @@ def test_global_search_prunes_over_budget() -> None:
     assert res.best == {"a": 3, "b": 1}
     pruned = [h for h in res.history if h["status"] == "pruned"]
     assert pruned and all("look-ahead" in h["reason"] for h in pruned)
+
+
+# -- the budget after the search: single, multiple, merge (issue 26) -------------------------------------------
+
+
+class Three(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = dilated_conv1d(1, 4, 3, dilation=1)
+        self.b = dilated_conv1d(4, 4, 5, dilation=1)
+        self.c = dilated_conv1d(4, 1, 3, dilation=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+
+STRUCTURE = {"a": 4, "b": 3, "c": 6}  # look-ahead 4 + 2·3 + 6 = 16; candidates (2,4,6), (2,3,4), (3,6,9): 6+8+9 = 23
+BUDGET = 18.0
+
+
+def test_lookahead_counts_every_branch_of_a_multiple_model() -> None:
+    from rfspeech.search import apply_structure
+
+    single = Three()
+    apply_structure(single, STRUCTURE, mode="single")
+    assert lookahead(single) == 16
+    multiple = Three()
+    apply_structure(multiple, STRUCTURE, mode="multiple")  # no budget: every branch computed
+    assert lookahead(multiple) == 23  # the largest candidates: not the 16 of the structure
+    merged = Three()
+    apply_structure(merged, STRUCTURE, mode="merge")
+    assert lookahead(merged) == 23
+
+
+@pytest.mark.parametrize("mode", ["single", "multiple", "merge"])
+def test_a_budget_holds_in_every_mode(mode: str) -> None:
+    from rfspeech.search import apply_structure, branch_candidates
+
+    torch.manual_seed(0)
+    model = Three()
+    apply_structure(model, STRUCTURE, mode=mode, max_lookahead=BUDGET)
+    assert lookahead(model) <= BUDGET
+    x = torch.randn(1, 1, 64)
+    assert model(x).shape == x.shape
+    if mode != "single":
+        rates = branch_candidates(model)
+        assert set(rates) == set(STRUCTURE) and all(STRUCTURE[p] in r for p, r in rates.items())
+        assert sum(max(r) * (k // 2) for r, k in zip(rates.values(), (3, 5, 3))) <= BUDGET
+        assert any(max(r) < max(c) for r, c in zip(rates.values(), ([2, 4, 6], [2, 3, 4], [3, 6, 9])))
+        # recorded candidates rebuild exactly the same shapes (a checkpoint of this fine-tune loads)
+        from rfspeech.search.strategy import strategy_from_record
+
+        again = Three()
+        strategy_from_record({"candidates": rates}).apply(again, STRUCTURE, mode=mode)  # as loading does
+        assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in
+                                                                        model.state_dict().items()}
+    with pytest.raises(ConfigError, match="over its look-ahead budget"):
+        apply_structure(Three(), {"a": 8, "b": 3, "c": 6}, mode=mode, max_lookahead=BUDGET)
+
+
+@pytest.mark.parametrize("mode", ["multiple", "merge"])
+def test_a_budget_holds_from_the_search_run(mode: str) -> None:
+    from rfspeech.search import apply_structure, export_structure, searchable_modules
+
+    torch.manual_seed(0)
+    model = Three()
+    make_searchable(model)
+    for p, op in searchable_modules(model).items():
+        op.set_dilation(STRUCTURE[p])
+        with torch.no_grad():
+            op.alpha.copy_(torch.tensor([0.2, 0.5, 0.3]))  # learned weights
+    apply_structure(model, export_structure(model), mode=mode, from_search=True, max_lookahead=BUDGET)
+    assert lookahead(model) <= BUDGET
+    if mode == "multiple":
+        kept = [op for op in searchable_modules(model).values() if len(op.candidates) < 3]
+        assert kept and all(op.alpha[0].item() == pytest.approx(0.2) for op in kept)  # learned α kept

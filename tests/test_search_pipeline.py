@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 from test_ddp_train import free_port
-from train_fixtures import REPO, make_prepared
+from train_fixtures import DEBUG, REPO, debug_overrides, make_prepared
 
 
 def compose(name: str, *overrides: str):
@@ -20,7 +20,7 @@ def compose(name: str, *overrides: str):
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
-        return _compose(name, overrides=["device=cpu", "progress=false", *overrides])
+        return _compose(name, overrides=debug_overrides(["device=cpu", "progress=false", *overrides]))
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_lookahead_budget_bounds_the_search_and_is_recorded(data_dir: Path, tmp_
 def test_impossible_lookahead_budget_is_one_line(data_dir: Path, tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "rfspeech.bin.search", f"data_dir={data_dir}", f"out_dir={tmp_path / 'x'}",
-         "device=cpu", "search=debug", "search.local.max_lookahead_ms=5"],
+         "device=cpu", *DEBUG, "search=debug", "search.local.max_lookahead_ms=5"],
         cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stderr[-2000:]
     last = res.stderr.strip().splitlines()[-1]
@@ -134,7 +134,8 @@ def test_global_search_under_two_gloo_ranks_shares_the_candidates(data_dir: Path
     res = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
          "-m", "rfspeech.bin.search", f"data_dir={data_dir}", f"out_dir={out}", "device=cpu", "progress=false",
-         "search=debug", "search.global.n_workers=1", "search.global.population=2", "search.global.generations=0",
+         *DEBUG, "search=debug", "search.global.n_workers=1", "search.global.population=2",
+         "search.global.generations=0",
          "search.global.finalists=2", "search.global.rescore_repeats=1", "dist_timeout_s=120",
          "+search.global.groups={k3: ['resblocks.*.convs1.*'], k3b: ['resblocks.*.convs2.*']}",
          "search.local.search_interval=1", "search.local.max_search_steps=1", "train.max_steps=1",

@@ -154,10 +154,10 @@ def test_rf_json_and_structure_yaml_share_the_report_keys(tmp_path, capsys) -> N
 
     from hydra.utils import instantiate
 
-    from rfspeech.bin.rf import run as rf_run
     from rfspeech.evaluate.report_data import aggregate, arms_of, load_experiment
     from rfspeech.evaluate.report_md import render_markdown
     from rfspeech.rf.lookahead import RECORD_KEYS, lookahead_record
+    from rfspeech.runs.rf import run as rf_run
     from rfspeech.search import apply_structure, export_structure, receptive_field, save_structure
 
     # hand-designed arm: rfspeech-rf on the recipe's V3 at 24 kHz (sample_rate= without '+')
@@ -197,7 +197,7 @@ def test_rf_json_and_structure_yaml_share_the_report_keys(tmp_path, capsys) -> N
 
 
 def test_sample_rate_must_be_positive(tmp_path) -> None:  # noqa: ANN001
-    from rfspeech.bin.rf import run as rf_run
+    from rfspeech.runs.rf import run as rf_run
 
     with pytest.raises(ConfigError, match="sample_rate must be a positive integer"):
         rf_run(_compose_rf("model=hifigan_v3", f"out_dir={tmp_path}", "sample_rate=-5"))
@@ -209,8 +209,8 @@ def test_rf_sample_rate_from_the_checkpoint(tmp_path) -> None:  # noqa: ANN001
 
     from hydra.utils import instantiate
 
-    from rfspeech.bin.rf import run as rf_run
     from rfspeech.data.manifest import FeatureParams
+    from rfspeech.runs.rf import run as rf_run
     from rfspeech.train.checkpoint import save_checkpoint
 
     node = {"_target_": "rfspeech.models.hifigan.HiFiGANGenerator", "in_channels": 80,

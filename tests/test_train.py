@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_fixtures import compose, make_prepared, trainer
+from train_fixtures import compose, debug_overrides, make_prepared, trainer
 
 from rfspeech.data.dataset import PreparedSplit, SegmentBatchSampler, SegmentDataset
 from rfspeech.errors import ConfigError, RFSpeechError
@@ -111,7 +111,7 @@ def test_parallel_wavegan_objective_trains_the_generator_alone_until_the_discrim
 
     out = tmp_path / "pwg"
     tr = trainer(data_dir, out, "model=wavenet_debug", "train.max_steps=4", "train.log_interval=1",
-                 "train.validation_interval=0", "train.checkpoint_interval=0", "train.discriminator_start_step=2",
+                 "train.validation_interval=0", "train.checkpoint_interval=1000", "train.discriminator_start_step=2",
                  "train.loss_weights={adv: 4.0, fm: 0.0, mel: 0.0, stft: 1.0}")
     d0 = {k: v.clone() for k, v in tr.discriminator.state_dict().items()}
     g0 = {k: v.clone() for k, v in tr.generator.state_dict().items()}
@@ -260,7 +260,7 @@ def test_bad_input_is_reported_before_the_first_step(data_dir: Path, tmp_path: P
 # ------------------------------------------------------------------------------------------ CLI
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "rfspeech.bin.train", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "rfspeech.bin.train", *debug_overrides(args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -20,8 +20,10 @@ from rfspeech.errors import ConfigError, DataError
 from rfspeech.evaluate import tts
 from rfspeech.inference import tts as inference_tts
 from rfspeech.inference.loading import load_acoustic, load_generator
+from rfspeech.inference.synthesis import SynthesisSettings
 from rfspeech.inference.tts import check_feature_match
 from rfspeech.models.acoustic import acoustic_debug
+from rfspeech.runconfig import AcousticConfig, LoopConfig, Optim, RunConfig
 from rfspeech.train.acoustic import AcousticTrainer, warmup_lr
 from rfspeech.train.checkpoint import save_checkpoint
 
@@ -79,12 +81,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tts")
     data = write_prepared(root / "data")
     torch.manual_seed(0)
-    trainer = AcousticTrainer.from_kwargs(
-        model=acoustic_debug(), optimizer=lambda p: torch.optim.AdamW(p, lr=2e-3),
-        scheduler=lambda o: warmup_lr(o, warmup_steps=1), data_dir=data, out_dir=root / "tts", batch_size=2,
-        max_steps=2, num_workers=0, checkpoint_interval=0, validation_interval=0, device="cpu", progress=False,
-        tensorboard=False, config={"data_dir": str(data),
-                                   "model": {"acoustic": {"_target_": "rfspeech.models.acoustic.acoustic_debug"}}})
+    trainer = AcousticTrainer(
+        acoustic_debug(), Optim(lambda p: torch.optim.AdamW(p, lr=2e-3), lambda o: warmup_lr(o, warmup_steps=1)),
+        RunConfig(data_dir=str(data), out_dir=str(root / "tts"), device="cpu", progress=False, tensorboard=False),
+        LoopConfig(batch_size=2, max_steps=2, num_workers=0, checkpoint_interval=0, validation_interval=0,
+                   grad_clip=1.0), AcousticConfig(),
+        config={"data_dir": str(data), "model": {"acoustic": {"_target_": "rfspeech.models.acoustic.acoustic_debug"}}})
     result = trainer.fit()
     assert result.checkpoint is not None
     return {
@@ -331,11 +333,12 @@ def test_stream_text_equals_whole_synthesis(models: dict[str, Path]) -> None:
     acoustic, _ = load_acoustic(models["acoustic"])
     vocoder, _ = load_generator(models["vocoder"])
     items = [("a", "The cat sat on the mat, and the dog sat on the log."), ("b", "???"), ("c", "Hello world.")]
-    whole = inference_tts.synthesize_text(acoustic, vocoder, items, sample_rate=22050, warmup=False)
+    whole = inference_tts.synthesize_text(acoustic, vocoder, items, SynthesisSettings(warmup=False), sample_rate=22050)
     blocks: dict[str, list[np.ndarray]] = {}
     ended: list[str] = []
-    res = inference_tts.stream_text(acoustic, vocoder, items, sample_rate=22050, chunk_frames=3, block_frames=2,
-                          on_audio=lambda u, w: blocks.setdefault(u, []).append(w), on_end=ended.append)
+    res = inference_tts.stream_text(acoustic, vocoder, items, SynthesisSettings(chunk_frames=3), sample_rate=22050,
+                                    block_frames=2, on_audio=lambda u, w: blocks.setdefault(u, []).append(w),
+                                    on_end=ended.append)
     assert res.utt_ids == ended == ["a", "c"] and res.bad[0][0] == "b"
     for utt, ref in zip(whole.utt_ids, whole.wavs):
         got = np.concatenate(blocks[utt])
@@ -344,7 +347,7 @@ def test_stream_text_equals_whole_synthesis(models: dict[str, Path]) -> None:
     assert res.first_audio_seconds >= res.first_chunk_seconds > 0
     assert res.speed.audio_seconds == pytest.approx(sum(w.size for w in whole.wavs) / 22050)
     with pytest.raises(ConfigError, match="chunk_frames must be an integer >= 1"):
-        inference_tts.stream_text(acoustic, vocoder, items, sample_rate=22050, chunk_frames=0)
+        inference_tts.stream_text(acoustic, vocoder, items, SynthesisSettings(chunk_frames=0), sample_rate=22050)
 
 
 def test_cli_stream_mode(models: dict[str, Path], tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rfspeech.checks import check_feature_params
 from rfspeech.errors import ConfigError
 from rfspeech.runconfig import (
     AcousticConfig,
@@ -19,9 +20,9 @@ from rfspeech.runconfig import (
     RunConfig,
     build_checked,
     check_device,
-    check_feature_params,
     did_you_mean,
     validate,
+    vocoder_run,
 )
 from rfspeech.train.acoustic import AcousticTrainer
 from rfspeech.train.common import BaseTrainer
@@ -113,14 +114,21 @@ def test_feature_parameters_cross_checks(mel: dict, message: str) -> None:
 
 
 def test_every_shipped_config_validates_with_its_defaults(tmp_path: Path) -> None:
-    runs = {"train": ("data_dir=d", "out_dir=o", "device=cpu"), "search": ("data_dir=d", "out_dir=o", "device=cpu"),
+    # train/search: the model is required (or taken from init_from); their train preset is the model's full recipe
+    runs = {"train": ("data_dir=d", "out_dir=o", "device=cpu", "model=hifigan_v1"),
+            "search": ("data_dir=d", "out_dir=o", "device=cpu", "model=hifigan_v1"),
             "train_tts": ("data_dir=d", "out_dir=o", "device=cpu"), "prepare": ("db_root=d", "out_dir=o"),
             "synthesize": (), "evaluate": ("ref_dir=r", "syn_dir=s", "out_dir=o"), "compare": ("exps=[a]", "out_dir=o")}
     for name, overrides in runs.items():
         validate(name, _compose(name, *overrides))
     for model in ("hifigan_v1", "hifigan_debug", "wavenet", "bigvgan_debug"):
         validate("train", _compose("train", "data_dir=d", "out_dir=o", "device=cpu", f"model={model}", "train=hifigan"))
-    validate("search", _compose("search", "data_dir=d", "out_dir=o", "device=cpu", "search=debug"))
+    validate("search", _compose("search", "data_dir=d", "out_dir=o", "device=cpu", "model=hifigan_debug",
+                                "search=debug"))
+    for name in ("train", "search"):  # no model and no init_from: the one-line error naming the presets
+        with pytest.raises(ConfigError, match=r"model: none chosen: pass model=<preset> \(.*hifigan_v1.*\) or init_"):
+            validate(name, _compose(name, "data_dir=d", "out_dir=o", "device=cpu"))
+        validate(name, _compose(name, "data_dir=d", "out_dir=o", "device=cpu", "init_from=x.pt"))
     validate("train_tts", _compose("train_tts", "data_dir=d", "out_dir=o", "device=cpu", "tts=debug"))
 
 
@@ -128,14 +136,15 @@ def test_cross_field_rules_of_runs(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "feats.yaml").write_text("hop_length: 256\n")
-    cfg = _compose("train", f"data_dir={data}", "out_dir=o", "device=cpu", "train.segment_size=5000")
+    cfg = _compose("train", f"data_dir={data}", "out_dir=o", "device=cpu", "model=hifigan_debug",
+                   "train.segment_size=5000")
     with pytest.raises(ConfigError, match=r"train.segment_size: must be a multiple of the hop length \(256\)"):
         validate("train", cfg)
     with pytest.raises(ConfigError, match=r"search.searchable.max_dilation: must be >= min_dilation \(8\)"):
-        validate("search", _compose("search", "data_dir=d", "out_dir=o", "device=cpu",
+        validate("search", _compose("search", "data_dir=d", "out_dir=o", "device=cpu", "model=hifigan_debug",
                                     "search.searchable.min_dilation=8", "search.searchable.max_dilation=4"))
     with pytest.raises(ConfigError, match=r"search.global.choices\[1\]: must be <= 8192"):
-        validate("search", _compose("search", "data_dir=d", "out_dir=o", "device=cpu",
+        validate("search", _compose("search", "data_dir=d", "out_dir=o", "device=cpu", "model=hifigan_debug",
                                     "search.global.choices=[1,100000]"))
     with pytest.raises(ConfigError, match="amp: must be null or bf16 for the acoustic model"):
         validate("train_tts", _compose("train_tts", "data_dir=d", "out_dir=o", "device=cpu", "amp=fp16"))
@@ -144,7 +153,8 @@ def test_cross_field_rules_of_runs(tmp_path: Path) -> None:
     structure = tmp_path / "s.yaml"
     structure.write_text("structure:\n  generator.resblocks.0.convs1.0: 1000000\n")
     with pytest.raises(ConfigError, match="structure .*generator.resblocks.0.convs1.0: must be <= 8192"):
-        validate("train", _compose("train", "data_dir=d", "out_dir=o", "device=cpu", f"structure={structure}"))
+        validate("train", _compose("train", "data_dir=d", "out_dir=o", "device=cpu", "model=hifigan_debug",
+                                   f"structure={structure}"))
 
 
 def test_did_you_mean() -> None:
@@ -152,20 +162,21 @@ def test_did_you_mean() -> None:
     assert did_you_mean("zzz", ["data_dir"]) == ""
 
 
-def test_flat_keyword_api_is_checked_too() -> None:
+def test_typed_settings_are_checked_where_they_are_built() -> None:
+    # no flat keyword path is left: a value reaches a trainer only through a checked dataclass
     with pytest.raises(ConfigError, match="train.batch_size: must be an integer, got 1.5"):
-        Trainer.from_kwargs(generator=None, discriminator=None, optimizer_g=None, optimizer_d=None,
-                            data_dir="d", out_dir="o", batch_size=1.5, device="cpu")
-    with pytest.raises(TypeError, match="unexpected keyword argument"):
-        Trainer.from_kwargs(generator=None, discriminator=None, optimizer_g=None, optimizer_d=None,
-                            data_dir="d", out_dir="o", device="cpu", bogus=1)
+        build_checked(LoopConfig, {"batch_size": 1.5}, "train")
+    with pytest.raises(ConfigError, match="train.batch_size: must be an integer, got 1.5"):
+        vocoder_run(_compose("train", "data_dir=d", "out_dir=o", "device=cpu", "model=hifigan_debug",
+                             "train.batch_size=1.5"))
+    assert not hasattr(Trainer, "from_kwargs")
 
 
 def test_disabled_discriminator_neither_warns_nor_decays_its_rate(tmp_path: Path) -> None:
     from train_fixtures import make_prepared, trainer
 
     data = make_prepared(tmp_path / "data", n_train=4, n_dev=0, n_eval=0)
-    common = ("train.max_steps=2", "train.validation_interval=0", "train.checkpoint_interval=0",
+    common = ("train.max_steps=2", "train.validation_interval=0", "train.checkpoint_interval=1000",
               "train.lr_decay_unit=step", "tensorboard=false")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -184,7 +195,8 @@ def test_failed_start_after_validation_leaves_nothing(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", "from rfspeech.bin.train import main; main()",
-                        f"data_dir={tmp_path / 'nowhere'}", f"out_dir={tmp_path / 'run'}", "device=cpu"],
+                        f"data_dir={tmp_path / 'nowhere'}", f"out_dir={tmp_path / 'run'}", "device=cpu",
+                        "model=hifigan_debug", "train=debug"],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 2 and "feats.yaml" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []  # neither the run directory nor .hydra/ in the working directory

@@ -52,14 +52,35 @@ def make_prepared(root: Path, n_train: int = 6, n_dev: int = 2, n_eval: int = 1,
     return root
 
 
+#: The test presets (tiny HiFi-GAN, 10-step CPU loop): rfspeech-train/-search default to real models and the
+#: model's full recipe, so the tests name these explicitly.
+DEBUG = ("model=hifigan_debug", "train=debug")
+
+
+def debug_overrides(overrides: tuple[str, ...] | list[str], model: bool = True) -> list[str]:
+    """``overrides`` with the test presets in front, unless they choose a model / train preset (or an experiment).
+
+    Args:
+        overrides: Hydra overrides.
+        model: False leaves the model unchosen (an ``init_from`` run that takes the checkpoint's model).
+    """
+    keys = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+    front = []
+    if model and not keys & {"model", "experiment"}:
+        front.append(DEBUG[0])
+    if not keys & {"train", "experiment"}:
+        front.append(DEBUG[1])
+    return [*front, *overrides]
+
+
 def compose(data_dir: Path, out_dir: Path, *overrides: str) -> Any:
-    """The rfspeech-train config for ``data_dir`` → ``out_dir`` (CPU, no progress bar) with overrides."""
+    """The rfspeech-train config for ``data_dir`` → ``out_dir`` (CPU, no progress bar, test presets) with overrides."""
     from hydra import compose as _compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
-        return _compose("train", overrides=[f"data_dir={data_dir}", f"out_dir={out_dir}", "device=cpu",
-                                            "progress=false", *overrides])
+        return _compose("train", overrides=debug_overrides([f"data_dir={data_dir}", f"out_dir={out_dir}",
+                                                            "device=cpu", "progress=false", *overrides]))
 
 
 def trainer(data_dir: Path, out_dir: Path, *overrides: str, **kwargs: Any) -> Any:

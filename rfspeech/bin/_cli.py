@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
 import os
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,7 @@ from omegaconf import OmegaConf
 
 from rfspeech.config import recipes_dir
 from rfspeech.errors import RFSpeechError
+from rfspeech.io import RUN_SUBDIRS, atomic_write_bytes, refuse_linked_dirs
 from rfspeech.runconfig import did_you_mean, validate, validator
 from rfspeech.train.lock import release, take
 
@@ -29,6 +32,45 @@ def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and ``kill`` send), raised like Ctrl-C so every cleanup path runs."""
+
+
+#: Exit status of a run ended by SIGTERM (128 + 15, as a shell reports a process killed by it).
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Any:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (only in this process).
+
+    The run then ends as after Ctrl-C: ``finally`` blocks release the run lock and clean a failed start,
+    and :func:`guarded` prints one line (``error: terminated (SIGTERM)``) and exits with 143. A second
+    SIGTERM during that cleanup is ignored (SIGKILL still ends the process). Forked children (DataLoader
+    workers) keep the default action.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a forked child inherited the handler: die as it would have
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,6 +86,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
         except OSError as e:  # disk full and friends
             fail(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
+        except Terminated:
+            fail("terminated (SIGTERM)", code=EXIT_SIGTERM)
         except KeyboardInterrupt:
             fail("interrupted", code=130)
 
@@ -72,18 +116,35 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
             return guarded_task(cfg)
 
         def entry() -> Any:
+            with sigterm_as_interrupt():  # SIGTERM ends the run like Ctrl-C: one line, lock released, exit 143
+                return guarded(_entry)()
+
+        def _entry() -> Any:
             # Hydra writes ./outputs/<date>/<time> unless told otherwise; keep runs where the user says.
             argv = sys.argv[1:]
             if any(a in ("--help", "-h") for a in argv):
-                print(_summary(task), end="\n\n", flush=True)
+                from rfspeech.bin._help import render, script_help
+
+                shown = split_flags(argv)[0]
+                preset = guarded(train_preset_override)(config_name, shown)
+                try:
+                    print(render(script_help(config_name, shown + ([preset] if preset else []))), flush=True)
+                except BrokenPipeError:  # rfspeech-x --help | head
+                    sys.stdout = None
+                return None
+            preset = guarded(train_preset_override)(config_name, argv)
+            if preset is not None:  # the model's own recipe (train=default → pwg for a WaveNet)
+                argv = [*argv, preset]
             cfg = check_overrides(config_name, argv)
             if cfg is not None:  # every value checked before anything is written (no run dir, no .hydra)
-                guarded(validate)(config_name, cfg)
+                validate(config_name, cfg)
             target = next((a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")), run_dir)
             path = _run_dir_path(cfg, target) if cfg is not None and target else None
+            if path is not None:  # links where the run writes (and rotates checkpoints) would lead outside it
+                refuse_linked_dirs(path, RUN_SUBDIRS)
             created = path is not None and not path.exists()
             if path is not None:
-                guarded(_mkdir)(path)
+                _mkdir(path)
             extra = []
             if not any(a.startswith("hydra.run.dir=") for a in argv):
                 extra.append(f"hydra.run.dir={run_dir or '.'}")
@@ -91,10 +152,10 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
                 extra.append("hydra.output_subdir=null")
             extra += ["hydra/job_logging=none", "hydra/hydra_logging=none", "hydra.help.header=",
                       f"hydra.help.app_name={Path(sys.argv[0]).name or config_name}"]
-            sys.argv = [sys.argv[0], *argv, *extra]
+            sys.argv = [sys.argv[0], *_hydra_argv(argv, extra)]
             # Scripts with a run directory (train, search, train-tts) hold out_dir for their lifetime.
-            lock = guarded(_take_run_lock)(cfg) if run_dir is not None else None
-            had_hydra = path is not None and (path / ".hydra").exists()
+            lock = _take_run_lock(cfg) if run_dir is not None else None
+            before = _StartRecord.capture(path) if path is not None else None
             ok = False
             try:
                 result = _main()
@@ -105,12 +166,46 @@ def hydra_main(config_name: str, run_dir: str | None = None) -> Callable[[Callab
                 raise
             finally:
                 release(lock)
-                if not ok and path is not None:
-                    _remove_failed_start(path, created=created, had_hydra=had_hydra)
+                if not ok and before is not None:
+                    before.restore_after_failed_start(created=created)
 
         return entry
 
     return decorate
+
+
+#: Hydra flags that take a value (``--cfg job``); ``--info`` takes one of :data:`_INFO_VALUES` or none.
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                "-cd", "--experimental-rerun", "--shell-completion"}
+_INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(overrides, flags)`` of a command line: Hydra's flags keep their values (``--cfg job``)."""
+    overrides, flags = [], []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("-"):
+            flags.append(a)
+            takes = a in _VALUE_FLAGS or (a in ("--info", "-i") and i + 1 < len(argv) and argv[i + 1] in _INFO_VALUES)
+            if takes and i + 1 < len(argv):
+                flags.append(argv[i + 1])
+                i += 1
+        else:
+            overrides.append(a)
+        i += 1
+    return overrides, flags
+
+
+def _hydra_argv(argv: list[str], extra: list[str]) -> list[str]:
+    """``argv`` and our ``extra`` overrides in the order Hydra's parser takes: every override, then the flags.
+
+    argparse takes the overrides (a ``nargs='*'`` positional) in one run: ``data_dir=x --cfg job`` followed by
+    more overrides would leave those unrecognised.
+    """
+    overrides, flags = split_flags(argv)
+    return [*overrides, *extra, *flags]
 
 
 def _take_run_lock(cfg: Any) -> Any:
@@ -122,11 +217,34 @@ def _take_run_lock(cfg: Any) -> Any:
     return take(str(out_dir)) if out_dir else None
 
 
-def _summary(task: Callable[..., Any]) -> str:
-    """The first line of the console script's module docstring (what it does), without RST markup."""
-    doc = (sys.modules.get(task.__module__).__doc__ or "") if task.__module__ in sys.modules else ""
-    first = next((line.strip() for line in doc.splitlines() if line.strip()), task.__module__)
-    return first.replace("``", "")
+def train_preset_override(config_name: str, argv: list[str]) -> str | None:
+    """``train=<preset>`` to add when nothing chose the training recipe and the model's differs from ``default``.
+
+    ``train: default`` (``recipes/train/default.yaml``) stands for "the model's published recipe": HiFi-GAN's for
+    HiFi-GAN and BigVGAN generators, ParallelWaveGAN's (``train=pwg``) for a WaveNet generator, known from
+    ``model=`` or, without one, from the ``init_from`` checkpoint. ``train=`` on the command line or a recipe
+    conf's own choice is kept.
+    """
+    if config_name not in ("train", "search") or any(_override_key(a) == "train" for a in argv):
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [a for a in split_flags(argv)[0] if not a.lstrip("+~").startswith(("hydra.", "hydra/"))
+                 or a.lstrip("+~").startswith("hydra.searchpath=")]
+    try:
+        with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    except Exception:  # the run itself reports what does not compose
+        return None
+    finally:
+        GlobalHydra.instance().clear()
+    if cfg.hydra.runtime.choices.get("train") != "default":
+        return None
+    from rfspeech.runs.train import model_train_preset
+
+    preset = model_train_preset(cfg)
+    return f"train={preset}" if preset not in (None, "default", "hifigan") else None
 
 
 def _run_dir_path(cfg: Any, run_dir: str) -> Path | None:
@@ -155,15 +273,63 @@ def make_run_dir(cfg: Any, run_dir: str) -> None:
         _mkdir(path)
 
 
-def _remove_failed_start(path: Path, *, created: bool, had_hydra: bool) -> None:
-    """After a failed start, remove what it left in the run directory: Hydra's ``.hydra/`` (unless it was there
-    before) and, when this start created the directory and no checkpoint was written, the directory itself."""
-    if int(os.environ.get("RANK", "0")) != 0 or any((path / "checkpoints").glob("*.pt")):
-        return  # other ranks leave it to rank 0; a run that wrote checkpoints keeps its record
-    if created:
-        shutil.rmtree(path, ignore_errors=True)
-    elif not had_hydra:
-        shutil.rmtree(path / ".hydra", ignore_errors=True)
+class _StartRecord:
+    """What a run directory held before this run started: Hydra's ``.hydra/`` files, ``config.yaml``, checkpoints.
+
+    A start that fails (a bad ``init_from``, ``resume=true`` with no readable checkpoint, a signal) before its
+    first checkpoint must leave an existing run directory as it found it: Hydra has already written (or
+    overwritten) ``.hydra/`` by then, and the task may have written ``config.yaml``.
+    """
+
+    def __init__(self, path: Path, hydra: dict[str, bytes] | None, config: bytes | None,
+                 checkpoints: dict[str, int]) -> None:
+        self.path, self.hydra, self.config, self.checkpoints = path, hydra, config, checkpoints
+
+    @staticmethod
+    def _checkpoints(path: Path) -> dict[str, int]:
+        d = path / "checkpoints"
+        try:
+            return {p.name: p.stat().st_mtime_ns for p in d.glob("*.pt") if p.is_file()}
+        except OSError:
+            return {}
+
+    @classmethod
+    def capture(cls, path: Path) -> _StartRecord:
+        hydra_dir = path / ".hydra"
+        hydra = None
+        if hydra_dir.is_dir():
+            hydra = {p.name: p.read_bytes() for p in hydra_dir.iterdir() if p.is_file() and not p.is_symlink()}
+        config = path / "config.yaml"
+        return cls(path, hydra, config.read_bytes() if config.is_file() else None, cls._checkpoints(path))
+
+    def restore_after_failed_start(self, *, created: bool) -> None:
+        """Put ``.hydra/`` and ``config.yaml`` back as they were, or remove the directory this start created.
+
+        A run that wrote a checkpoint before failing is no failed start: its record stays. Only rank 0 cleans.
+        """
+        if int(os.environ.get("RANK", "0")) != 0 or self._checkpoints(self.path) != self.checkpoints:
+            return
+        with contextlib.suppress(OSError):
+            if created:
+                shutil.rmtree(self.path, ignore_errors=True)
+                return
+            hydra_dir = self.path / ".hydra"
+            if self.hydra is None:
+                if hydra_dir.is_dir() and not hydra_dir.is_symlink():
+                    shutil.rmtree(hydra_dir, ignore_errors=True)
+            elif hydra_dir.is_dir() and not hydra_dir.is_symlink():
+                for p in hydra_dir.iterdir():
+                    if p.name not in self.hydra and p.is_file():
+                        p.unlink()
+                for name, data in self.hydra.items():
+                    f = hydra_dir / name
+                    if not f.is_file() or f.read_bytes() != data:
+                        atomic_write_bytes(f, data)
+            config = self.path / "config.yaml"
+            if self.config is None:
+                config.unlink(missing_ok=True)
+            elif not config.is_file() or config.read_bytes() != self.config:
+                atomic_write_bytes(config, self.config)
 
 
 def check_overrides(config_name: str, argv: list[str]) -> Any:
@@ -206,7 +372,8 @@ def check_overrides(config_name: str, argv: list[str]) -> Any:
 
 #: Config subtrees whose keys are open: constructor arguments (``+model.generator.x=``), structure and feature
 #: overrides. A ``+key=`` anywhere else adds a key nothing reads, and is refused like a plain unknown key.
-OPEN_KEYS = ("model.", "structure_args.", "features.", "train.loss_mel.", "search.global.groups.", "experiment.")
+OPEN_KEYS = ("model.", "structure_args.", "features.", "train.loss_mel.", "search.global.groups.", "experiment.",
+             "thresholds.")
 
 
 def _override_key(arg: str) -> str:

@@ -32,19 +32,23 @@ def task(cfg: Any) -> dict[str, Any]:
     if len(given) != 1:
         raise ConfigError(f"give exactly one of acoustic=, mel_dir= or data_dir= to check against the vocoder; "
                           f"got {', '.join(given) if given else 'none'}")
-    vocoder = gta.vocoder_side(cfg.vocoder, cfg.get("vocoder_data_dir"))
+    def path(key: str) -> str | None:  # validated path keys (rfspeech.runconfig.validate_check_mels); numbers too
+        value = cfg.get(key)
+        return None if value in (None, "") else str(value)
+
+    vocoder = gta.vocoder_side(path("vocoder"), path("vocoder_data_dir"))
     kind = given[0]
     if kind == "acoustic":
-        other = gta.acoustic_side(cfg.acoustic)
+        other = gta.acoustic_side(path("acoustic"))
     elif kind == "mel_dir":
-        other = gta.mel_dir_side(cfg.mel_dir, cfg.get("feats_yaml"), cfg.get("stats"), str(cfg.mel_layout))
+        other = gta.mel_dir_side(path("mel_dir"), path("feats_yaml"), path("stats"), str(cfg.mel_layout))
     else:
-        other = gta.data_side(cfg.data_dir, str(cfg.split))
+        other = gta.data_side(path("data_dir"), str(cfg.split))
     result = gta.check_compatibility(vocoder, other)
     print(result.report())
     doc = result.to_dict()
     if cfg.get("json"):
-        atomic_write_text(cfg.json, json.dumps(doc, indent=2, default=str) + "\n")
+        atomic_write_text(path("json"), json.dumps(doc, indent=2, default=str) + "\n")
     if not result.compatible:
         sys.exit(1)
     return doc

@@ -17,7 +17,7 @@ log = logging.getLogger("rfspeech.evaluate")
 
 
 #: Keys of recipes/evaluate.yaml that are not evaluation settings.
-_RUN_KEYS = ("ref_dir", "syn_dir", "out_dir", "ids_from", "jobs", "progress", "feats_yaml")
+_RUN_KEYS = ("ref_dir", "syn_dir", "out_dir", "ids_from", "jobs", "progress", "feats_yaml", "transcripts")
 
 
 def task(cfg: Any) -> dict[str, Any]:
@@ -27,7 +27,8 @@ def task(cfg: Any) -> dict[str, Any]:
         flat["mel_l1_feature_params"] = FeatureParams.load(cfg.feats_yaml).to_dict()
     options = EvalOptions.from_flat(**flat)
     summary = evaluate_dirs(cfg.ref_dir, cfg.syn_dir, cfg.out_dir, options, ids_from=str(cfg.ids_from),
-                            jobs=int(cfg.jobs), progress=bool(cfg.progress))
+                            jobs=int(cfg.jobs), progress=bool(cfg.progress),
+                            transcripts=cfg.get("transcripts") or None)
     print(format_summary(summary))
     print(f"wrote {cfg.out_dir}/metrics.csv and {cfg.out_dir}/summary.json")
     return summary

@@ -18,14 +18,22 @@ from rfspeech.errors import ConfigError
 
 def task(cfg: Any) -> dict[str, Any]:
     from rfspeech.inference.foreign import import_checkpoint
+    from rfspeech.inference.schema import check_checkpoint
     from rfspeech.train.checkpoint import save_checkpoint
 
     for key in ("format", "checkpoint", "config", "out"):
         if cfg.get(key) in (None, ""):
             raise ConfigError(f"{key} is required (pass {key}=...)")
-    state = import_checkpoint(str(cfg.format), cfg.checkpoint, cfg.config, discriminator=cfg.get("discriminator"),
-                              stats=cfg.get("stats"))
-    out = Path(cfg.out)
+    def path(key: str) -> str | None:  # validated path keys (rfspeech.runconfig.validate_import); numbers too
+        value = cfg.get(key)
+        return None if value in (None, "") else str(value)
+
+    state = import_checkpoint(str(cfg.format), path("checkpoint"), path("config"), discriminator=path("discriminator"),
+                              stats=path("stats"))
+    out = Path(path("out"))
+    # What every reader will check, checked before writing: the mapped config values (hostile files too) are
+    # typed, bounded and free of interpolations, or nothing is written.
+    check_checkpoint(state, f"{path('config')} (imported)")
     save_checkpoint(out, state)  # temporary name then rename: an error leaves nothing behind
     n_g = sum(v.numel() for k, v in state["generator"].items() if "._u" not in k and "._v" not in k)
     disc = f"{len(state['discriminator'])} tensors" if state["discriminator"] else "none (fresh at fine-tuning)"

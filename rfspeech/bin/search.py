@@ -20,6 +20,10 @@ Under torchrun every rank runs the global search, scoring its share of each gene
 device (the scores are gathered, so all ranks take the same decisions), and the local search takes
 identical decisions on every rank. ``resume=true`` continues an interrupted search: the global search
 from its state file, the local search from the newest checkpoint (its state is in the checkpoints).
+
+Positive control: ``planted.enabled=true`` runs, instead, the planted task (one searchable conv that must
+reach ``planted.target``) at this run's own search settings (warm start, ``search.alpha_lr``, interval,
+rounds, the generator optimiser's rate) and writes ``out_dir/planted.json`` (:mod:`rfspeech.runs.controls`).
 """
 
 from __future__ import annotations
@@ -27,11 +31,16 @@ from __future__ import annotations
 from typing import Any
 
 from rfspeech.bin._cli import hydra_main
+from rfspeech.runconfig import vocoder_run
 from rfspeech.runs.search import run
 
 
 def task(cfg: Any) -> dict[str, Any]:
-    return run(cfg)
+    if (cfg.get("planted") or {}).get("enabled"):  # the positive control at this run's search settings
+        from rfspeech.runs.controls import run_planted
+
+        return run_planted(cfg)
+    return run(cfg, vocoder_run(cfg))
 
 
 main = hydra_main("search", run_dir="${out_dir}")(task)

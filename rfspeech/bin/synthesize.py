@@ -30,11 +30,11 @@ import sys
 from typing import Any
 
 from rfspeech.bin._cli import hydra_main
-from rfspeech.runs.synthesize import run
+from rfspeech.runs.synthesize import SynthesizeRun, run
 
 
 def task(cfg: Any) -> dict[str, Any]:
-    return run(cfg)
+    return run(SynthesizeRun.from_config(cfg))
 
 
 def quote_text_override(arg: str) -> str:

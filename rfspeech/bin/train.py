@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from rfspeech.bin._cli import hydra_main
+from rfspeech.runconfig import vocoder_run
 from rfspeech.runs.train import run
 
 
 def task(cfg: Any) -> dict[str, Any]:
-    return run(cfg)
+    return run(cfg, vocoder_run(cfg))
 
 
 main = hydra_main("train", run_dir="${out_dir}")(task)

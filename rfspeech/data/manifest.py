@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from rfspeech.checks import check_feature_params
 from rfspeech.data.ids import check_id
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.io import atomic_write_text, atomic_write_yaml
@@ -170,11 +171,20 @@ class FeatureParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "features") -> FeatureParams:
-        """Build from a mapping, rejecting unknown keys by name."""
+        """Build from a mapping read from a file or a checkpoint: unknown keys refused by name, every value
+        checked by the typed rules of :func:`rfspeech.checks.check_feature_params` (memory bounds on
+        ``n_fft``/``hop_length``/``n_mels``/``sample_rate``, ``fmin < fmax <= sample_rate / 2`` ...).
+
+        Raises:
+            ConfigError: ``<where>: <key>: <what is wrong>``.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping of feature parameters, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - known, key=str)
         if unknown:
             raise ConfigError(f"{where}: unknown feature parameter(s) {unknown}; known: {sorted(known)}")
+        check_feature_params(d, where, sep=": ")
         return cls(**{k: (str(v) if k == "log_base" else v) for k, v in d.items()})
 
     def to_dict(self) -> dict[str, Any]:

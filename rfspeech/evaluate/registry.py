@@ -65,6 +65,7 @@ class Metric:
         settings: its settings dataclass (frozen, every field with a default).
         describe: ``(settings, sr) -> dict`` written to ``summary.json`` as ``parameters.<name>``.
         needs: an optional import the metric needs (e.g. ``"torchcrepe"``), for a clear error.
+        uses_text: ``evaluate`` takes the utterance's transcript as a fifth argument (``str`` or None).
     """
 
     name: str
@@ -73,6 +74,7 @@ class Metric:
     settings: type
     describe: Callable[[Any, int], dict[str, Any]]
     needs: str | None = None
+    uses_text: bool = False
 
 
 REGISTRY: dict[str, Metric] = {}
@@ -238,6 +240,59 @@ class CrepeSettings:
             raise ConfigError(f"crepe_model must be full or tiny, got {self.model!r}")
 
 
+@dataclass(frozen=True)
+class LagHopSettings:
+    """Whole-wave autocorrelation at lag = hop (see :func:`rfspeech.evaluate.metrics.lag_hop_autocorr`).
+
+    Attributes:
+        hop: the lag in samples; None: the mel hop of ``feats_yaml`` when given, else 256.
+    """
+
+    hop: int | None = None
+
+
+@dataclass(frozen=True)
+class PitchSettings:
+    """Pitch lock to the frame rate and median F0 (see :func:`rfspeech.evaluate.metrics.pitch_metrics`).
+
+    Attributes:
+        hop: the vocoder's hop in samples (frame rate ``sr / hop``); None: the mel hop of ``feats_yaml``,
+            else 256.
+        tol_hz: half-width (Hz) of the band around each multiple of the frame rate.
+        method: pitch tracker, ``"rapt"``, ``"swipe"`` or ``"pyin"``.
+        min: lowest F0 searched (Hz).
+        max: highest F0 searched (Hz).
+        frame_period_ms: frame shift (ms).
+    """
+
+    hop: int | None = None
+    tol_hz: float = 4.0
+    method: str = "rapt"
+    min: float = 60.0
+    max: float = 500.0
+    frame_period_ms: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("rapt", "swipe", "pyin"):
+            raise ConfigError(f"pitch_method must be rapt, swipe or pyin, got {self.method!r}")
+        if not self.tol_hz > 0:
+            raise ConfigError(f"pitch_tol_hz must be > 0, got {self.tol_hz!r}")
+        if not 0 < self.min < self.max:
+            raise ConfigError(f"pitch_min/pitch_max must satisfy 0 < min < max, got {self.min!r}/{self.max!r}")
+
+
+@dataclass(frozen=True)
+class ASRSettings:
+    """Word error rate of PocketSphinx's English recogniser (see :func:`rfspeech.evaluate.metrics.asr_transcribe`).
+
+    Attributes:
+        reference: also recognise the reference recording (column ``wer_ref``: the recogniser's own floor
+            on this speaker, which makes ``wer`` readable); false leaves ``wer_ref`` empty.
+    """
+
+    reference: bool = True
+
+
 # --------------------------------------------------------------------------- evaluators
 
 
@@ -295,6 +350,52 @@ def eval_crepe(ref: np.ndarray, syn: np.ndarray, sr: int, s: CrepeSettings) -> V
                                  MetricError("crepe: no frame is voiced in both signals", "no voiced frames"))}
 
 
+def eval_lag_hop(ref: np.ndarray, syn: np.ndarray, sr: int, s: LagHopSettings) -> Values:
+    """Whole-wave autocorrelation of ``syn`` ``(samples,)`` at lag = hop (``ref`` unused)."""
+    return {"lag_hop_autocorr": M.lag_hop_autocorr(syn, sr, hop=s.hop or 256)}
+
+
+def eval_pitch(ref: np.ndarray, syn: np.ndarray, sr: int, s: PitchSettings) -> Values:
+    """Pitch lock of ``syn`` (share, and its excess over ``ref``'s) and its median-F0 error, both ``(samples,)``."""
+    m = M.pitch_metrics(ref, syn, sr, hop=s.hop or 256, tol_hz=s.tol_hz, method=s.method, f0_min=s.min,
+                        f0_max=s.max, frame_period_ms=s.frame_period_ms)
+    unvoiced = MetricError("pitch: the synthesized signal has no voiced frame", "no voiced frames")
+    ref_unvoiced = MetricError("pitch: the reference has no voiced frame", "no voiced reference frames")
+    out: Values = {"pitch_lock": m.lock if m.n_voiced else unvoiced}
+    if not m.n_voiced_ref:
+        out["pitch_lock_excess"] = out["f0_median_error"] = ref_unvoiced
+    elif not m.n_voiced:
+        out["pitch_lock_excess"] = out["f0_median_error"] = unvoiced
+    else:
+        out["pitch_lock_excess"] = m.lock - m.lock_ref
+        out["f0_median_error"] = abs(m.median_hz - m.median_ref_hz)
+    return out
+
+
+def eval_asr(ref: np.ndarray, syn: np.ndarray, sr: int, s: ASRSettings, text: str | None = None) -> Values:
+    """WER of ``syn`` (and of ``ref`` when ``s.reference``) ``(samples,)`` against the transcript ``text``."""
+    if not text or not M.normalize_words(text):
+        raise MetricError("asr: no transcript for this utterance", "no transcript")
+    out: Values = {"wer": M.word_error_rate(text, M.asr_transcribe(syn, sr))}
+    out["wer_ref"] = (M.word_error_rate(text, M.asr_transcribe(ref, sr)) if s.reference else
+                      MetricError("asr: asr_reference=false", "not asked"))
+    return out
+
+
+def _describe_asr(s: ASRSettings, sr: int) -> dict[str, Any]:
+    try:
+        from importlib.metadata import version
+
+        lib = f"pocketsphinx {version('pocketsphinx')}"
+    except Exception:  # metadata missing: the name is enough
+        lib = "pocketsphinx"
+    return {"library": lib, "model": "bundled en-us acoustic model, language model and dictionary",
+            "resampled_to": 16000, "transcript": "text column of the reference utts.tsv (or transcripts=)",
+            "normalisation": "lower case; words = runs of letters, digits and apostrophes",
+            "wer": "word edit distance / reference words", "wer_ref": "the same recogniser on the reference"
+            if s.reference else "not computed", "language": "English only; meaningless on espeak speech"}
+
+
 def _describe_crepe(s: CrepeSettings, sr: int) -> dict[str, Any]:
     hop = s.hop or 256
     return {"library": "torchcrepe", "model": s.model, "decoder": "viterbi", "resampled_to": 16000,
@@ -341,6 +442,26 @@ register(Metric("crepe", eval_crepe, (Column("periodicity_rmse", "periodicity RM
                                       Column("vuv_f1", "V/UV F1", "", True, 4),
                                       Column("pitch_rmse_cents", "pitch RMSE", "cents", decimals=1)),
                 CrepeSettings, _describe_crepe, needs="torchcrepe"))
+
+register(Metric("lag_hop_autocorr", eval_lag_hop, (Column("lag_hop_autocorr", "lag-hop autocorr", decimals=3),),
+                LagHopSettings,
+                lambda s, sr: {"hop": s.hop or 256, "signal": "synthesized only", "window": "whole waveform",
+                               "formula": "sum(x[t]*x[t+hop]) / sqrt(sum(x[t]^2) * sum(x[t+hop]^2)), no mean "
+                                          "removal, no energy gate"}))
+register(Metric("pitch", eval_pitch, (Column("pitch_lock", "pitch lock", decimals=3),
+                                      Column("pitch_lock_excess", "pitch lock excess", decimals=3),
+                                      Column("f0_median_error", "F0 median error", "Hz", decimals=1)),
+                PitchSettings,
+                lambda s, sr: {"method": s.method, "f0_min": s.min, "f0_max": s.max,
+                               "frame_period_ms": s.frame_period_ms, "hop": s.hop or 256,
+                               "frame_rate_hz": round(sr / (s.hop or 256), 4), "tol_hz": s.tol_hz,
+                               "pitch_lock": "share of synthesized voiced frames with |f0 - k*frame_rate| < tol_hz "
+                                             "(nearest k >= 1)",
+                               "pitch_lock_excess": "pitch_lock minus the same share of the reference",
+                               "f0_median_error": "Hz, |median voiced F0 (synthesized) - median voiced F0 "
+                                                  "(reference)|"}))
+register(Metric("asr", eval_asr, (Column("wer", "WER", decimals=3), Column("wer_ref", "WER of reference", decimals=3)),
+                ASRSettings, _describe_asr, needs="pocketsphinx", uses_text=True))
 
 #: Metrics run when ``metrics=`` is not given (the optional-dependency ones are asked for by name).
 DEFAULT_METRICS: tuple[str, ...] = ("mcd", "pesq", "stoi", "f0", "stft", "mel_l1", "frame_periodicity")
@@ -391,7 +512,7 @@ class EvalOptions:
         # The hop of the buzz and CREPE metrics defaults to the mel hop of the features when they are known.
         fp = full["mel_l1"].feature_params
         if fp and fp.get("hop_length"):
-            for n in ("frame_periodicity", "crepe"):
+            for n in ("frame_periodicity", "crepe", "lag_hop_autocorr", "pitch"):
                 if full[n].hop is None:
                     full[n] = dataclasses.replace(full[n], hop=int(fp["hop_length"]))
         object.__setattr__(self, "metrics", names)
@@ -462,8 +583,8 @@ class EvalOptions:
         return cls(metrics=tuple(metrics), settings=settings, **top)
 
 
-def evaluate_metrics(ref: np.ndarray, syn: np.ndarray, sr: int, options: EvalOptions) -> tuple[dict[str, float],
-                                                                                                 list[str]]:
+def evaluate_metrics(ref: np.ndarray, syn: np.ndarray, sr: int, options: EvalOptions,
+                     text: str | None = None) -> tuple[dict[str, float], list[str]]:
     """Run every metric of ``options`` on one pair.
 
     Args:
@@ -471,6 +592,7 @@ def evaluate_metrics(ref: np.ndarray, syn: np.ndarray, sr: int, options: EvalOpt
         syn: synthesized waveform ``(samples',)`` at the same rate.
         sr: sample rate.
         options: the evaluation options.
+        text: the utterance's transcript, for the metrics that use one (ASR); None when unknown.
 
     Returns:
         ``({column: value}, ["column_or_metric=reason", ...])``: the values computed and, for every
@@ -482,7 +604,10 @@ def evaluate_metrics(ref: np.ndarray, syn: np.ndarray, sr: int, options: EvalOpt
     for name in options.metrics:
         m = REGISTRY[name]
         try:
-            out = m.evaluate(ref, syn, sr, options.settings[name])
+            if m.uses_text:
+                out = m.evaluate(ref, syn, sr, options.settings[name], text)
+            else:
+                out = m.evaluate(ref, syn, sr, options.settings[name])
         except MetricError as e:
             errors.append(f"{name}={e.reason}")
             continue

@@ -16,6 +16,7 @@ from typing import Any
 
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.evaluate import report_text as T
+from rfspeech.evaluate.comparison import Settings
 from rfspeech.evaluate.report_data import (
     ReportData,
     aggregate,
@@ -40,6 +41,7 @@ def build_report(
     reference_arm: str | None = None,
     max_audio: int = 4,
     max_spectrograms: int = 2,
+    settings: Settings | None = None,
 ) -> ReportData:
     """Load the experiments and compute everything the report shows.
 
@@ -50,6 +52,8 @@ def build_report(
             else the first arm).
         max_audio: utterances with audio players (the first N evaluated in every experiment).
         max_spectrograms: utterances with spectrogram plots (the first N of those).
+        settings: how arms are compared (:class:`rfspeech.evaluate.comparison.Settings`: method,
+            runs a verdict needs, practical thresholds, primary metric and margin).
     """
     if not exp_dirs:
         raise ConfigError("exps: give at least one experiment folder (exps=[exp/a,exp/b])")
@@ -77,7 +81,7 @@ def build_report(
             figures.append((u, f"spectrogram_{u}.png", spectrogram_png(items, u)))
     return aggregate(exps, title=title, created=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                      reference_arm=reference_arm, arms=arms, utterances=utts[:max_audio], ref_audio=ref_audio,
-                     figures=figures)
+                     figures=figures, settings=settings)
 
 
 def report_json(data: ReportData) -> dict[str, Any]:
@@ -86,6 +90,8 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "title": data.title, "created": data.created, "reference_arm": data.reference_arm,
         "verdict": data.verdict, "caveats": data.caveats, "degenerate_metrics": sorted(data.degenerate),
         "winners": data.winners, "arms": data.arm_stats, "paired_differences": data.paired,
+        "statistics": statistics_digest(data.settings), "structures": data.structures,
+        "search_views": data.search_views,
         "cost": cost_digest(data), "speakers": data.speakers,
         "experiments": [{"name": x.name, "path": str(x.path), "arm": x.arm, "seed": x.seed, "n_params": x.n_params,
                          "speed": x.speed and {k: x.speed.get(k) for k in ("x_real_time", "rtf", "device", "threads")},
@@ -99,6 +105,14 @@ def report_json(data: ReportData) -> dict[str, Any]:
     }
 
 
+def statistics_digest(st: Settings) -> dict[str, Any]:
+    """How the arms were compared (``report.json``'s ``statistics``)."""
+    return {"unit": "run (seed)", "method": st.method, "level": st.level, "min_runs": st.min_runs,
+            "multiplicity": "Holm over the metrics of each compared arm" + (" (secondaries)" if st.primary else ""),
+            "primary": st.primary, "margin": st.margin, "thresholds": dict(st.thresholds),
+            "n_boot": st.n_boot if st.method == "bootstrap" else None}
+
+
 def write_report(
     exp_dirs: list[str | Path],
     out_dir: str | Path,
@@ -108,13 +122,14 @@ def write_report(
     max_audio: int = 4,
     max_spectrograms: int = 2,
     max_audio_seconds: float | None = None,
+    settings: Settings | None = None,
 ) -> ReportData:
     """Build the report and write ``report.md``, ``report.html``, ``report.json`` and ``figures/*.png``.
 
     Every file is written atomically; see :func:`build_report` for the arguments.
     """
     data = build_report(exp_dirs, title=title, reference_arm=reference_arm, max_audio=max_audio,
-                        max_spectrograms=max_spectrograms)
+                        max_spectrograms=max_spectrograms, settings=settings)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for _, name, png in data.figures:

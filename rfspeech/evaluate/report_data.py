@@ -8,6 +8,7 @@ An experiment folder (the contract with the recipes and the trainer) holds::
     synth/speed.json      rfspeech-synthesize speed, with the model's parameter count and dilations (optional)
     structure.yaml        searched structure: ``structure`` {module path: dilation}, ``settings``,
                           ``receptive_field``, look-ahead (optional)
+    search_log.json       the search run's log (optional: the report's "what the search saw")
     rf.json               rfspeech-rf output with ``r_min`` / ``r_max`` and look-ahead / history (optional)
     cost.json             training cost: ``train_steps``, ``search_steps``, ``global_proxy_steps``,
                           ``cpu_seconds``, ``gpu_seconds``, ``wall_seconds``, ``init_from`` (optional)
@@ -17,10 +18,14 @@ An experiment folder (the contract with the recipes and the trainer) holds::
 
 Without ``info.json`` the experiment is named after its folder and its arm is ``searched`` when it
 has a ``structure.yaml``, else ``hand-designed``. Runs of the same arm (several seeds) are
-aggregated: mean over runs with a 95 % Student-t interval over runs (one run: the interval over
-its utterances), and every arm is compared with the reference arm (``hand-designed`` by default)
-utterance by utterance (paired differences, averaged over each arm's runs first). The verdict
-sentence, the bold "winner" cells and the caveats are all computed here from those intervals, so
+aggregated descriptively: mean over runs with a 95 % Student-t interval over runs (one run: the
+interval over its utterances). Every arm is compared with the reference arm (``hand-designed`` by
+default) at the level of runs, the unit of replication (:func:`paired_differences`,
+:mod:`rfspeech.evaluate.comparison`): runs paired by seed when both arms have the same seeds, else
+the arms' run means; a t-interval over the per-seed paired mean differences (Welch over run means),
+or a two-level bootstrap (seeds, then utterances); Holm over the metrics; practical thresholds under
+which a significant difference is "negligible"; fewer than 3 runs in an arm: "too few runs for a
+verdict". The verdict sentences, the bold "winner" cells and the caveats are all computed here, so
 the Markdown and HTML renderings say the same thing.
 """
 
@@ -38,8 +43,10 @@ import numpy as np
 import yaml
 
 from rfspeech import strict_yaml
-from rfspeech.errors import DataError
+from rfspeech.errors import ConfigError, DataError
+from rfspeech.evaluate.comparison import Run, Settings, compare_metric, compare_metrics, too_few_runs_text
 from rfspeech.evaluate.registry import REGISTRY, column_info
+from rfspeech.evaluate.report_text import num
 from rfspeech.evaluate.runner import list_audio, read_metrics_csv
 from rfspeech.evaluate.stats import summarize
 
@@ -83,6 +90,7 @@ class Experiment:
     synth_audio: dict[str, Path] = field(default_factory=dict)
     cost: dict[str, Any] | None = None
     context: dict[str, Any] | None = None  # look-ahead / history, when recorded
+    search_log: dict[str, Any] | None = None  # the search run's search_log.json, when copied beside structure.yaml
 
     @property
     def n_params(self) -> int | None:
@@ -186,6 +194,9 @@ def load_experiment(path: str | Path) -> Experiment:
         if isinstance(rf_doc, dict):
             rf = rf_doc
             context = find_context(rf_doc) or context
+    search_log = _read_json(path / "search_log.json") if (path / "search_log.json").is_file() else None
+    if search_log is not None and not isinstance(search_log, dict):
+        raise DataError(f"{path / 'search_log.json'}: expected a JSON object")
     cost = _read_cost(path)
     for extra in info.get("cost_from") or []:
         more = _read_cost(path / str(extra))
@@ -203,7 +214,7 @@ def load_experiment(path: str | Path) -> Experiment:
     arm = str(info.get("arm") or ("searched" if structure else "hand-designed"))
     return Experiment(path=path, name=str(info.get("name") or path.name), arm=arm, seed=info.get("seed"),
                       summary=summary, rows=rows, speed=speed, structure=structure, structure_settings=settings,
-                      rf=rf, info=info, synth_audio=synth_audio, cost=cost, context=context)
+                      rf=rf, info=info, synth_audio=synth_audio, cost=cost, context=context, search_log=search_log)
 
 
 def _read_cost(path: Path) -> dict[str, Any] | None:
@@ -278,35 +289,50 @@ def _per_utt(runs: list[Experiment], col: str) -> dict[str, float]:
     return {u: float(np.mean(v)) for u, v in acc.items()}
 
 
-def verdict_of(s: dict[str, Any], col: str) -> str:
-    """``better`` / ``worse`` / ``no significant difference`` / ``n/a`` of a difference (arm − reference) at 95 %."""
-    if s.get("ci95") is None:
-        return "n/a"
-    up = higher_is_better(col)
-    if (s["ci95_low"] > 0) if up else (s["ci95_high"] < 0):
-        return "better"
-    if (s["ci95_high"] < 0) if up else (s["ci95_low"] > 0):
-        return "worse"
-    return "no significant difference"
+def runs_of(runs: list[Experiment], col: str) -> list[Run]:
+    """The arm's runs as :class:`~rfspeech.evaluate.comparison.Run` values of ``col`` (per utterance + summary mean)."""
+    out = []
+    for r in runs:
+        vals = {str(row["utt_id"]): float(row[col]) for row in r.rows or []
+                if row.get("status") == "ok" and isinstance(row.get(col), float) and math.isfinite(row[col])}
+        m = (r.metric(col) or {}).get("mean")
+        out.append(Run(seed=r.seed, values=vals, mean=float(m) if isinstance(m, int | float) else None))
+    return out
 
 
-def paired_differences(arms: OrderedDict[str, list[Experiment]], reference: str,
-                       columns: list[str]) -> dict[str, dict[str, Any]]:
-    """For each arm ≠ ``reference``: per metric, mean ± CI of (arm − reference) over shared utterances."""
+def paired_differences(arms: OrderedDict[str, list[Experiment]], reference: str, columns: list[str],
+                       settings: Settings | None = None, exclude: set[str] | frozenset[str] = frozenset()
+                       ) -> dict[str, dict[str, Any]]:
+    """For each arm ≠ ``reference``: per metric, the run-level (seed-level) difference arm − reference.
+
+    The run (seed) is the unit: runs are paired by seed when both arms have the same seeds, else the
+    arms' run means are compared; the interval is a t-interval over the per-seed paired differences
+    (or Welch's over run means), or a two-level bootstrap (seeds, then utterances) with
+    ``settings.method="bootstrap"``; Holm's adjustment runs over the metrics of each arm (``exclude``:
+    columns left out of the family, e.g. degenerate ones, reported with verdict ``left out``); fewer than
+    ``settings.min_runs`` runs in an arm give ``too few runs``. See :mod:`rfspeech.evaluate.comparison`.
+
+    Returns:
+        ``{arm: {column: statistics}}`` (:func:`rfspeech.evaluate.comparison.compare_metrics`).
+    """
+    st = settings or Settings()
     out: dict[str, dict[str, Any]] = {}
     if reference not in arms:
         return out
+    family = [c for c in columns if c not in exclude]
+    ref = {c: runs_of(arms[reference], c) for c in columns}
     for arm, runs in arms.items():
-        if arm == reference or not all(r.rows for r in runs) or not all(r.rows for r in arms[reference]):
+        if arm == reference:
             continue
-        per = {}
+        mine = {c: runs_of(runs, c) for c in columns}
+        per = compare_metrics(mine, ref, family, higher_is_better=higher_is_better, settings=st)
         for c in columns:
-            a, b = _per_utt(runs, c), _per_utt(arms[reference], c)
-            shared = sorted(set(a) & set(b))
-            s = summarize([a[u] - b[u] for u in shared])
-            s["verdict"] = verdict_of(s, c)
-            per[c] = s
-        out[arm] = per
+            if c not in per:
+                s = compare_metric(mine[c], ref[c], higher_is_better=higher_is_better(c),
+                                   threshold=st.threshold(c), settings=st)
+                s.update(verdict="left out", p_holm=None, role="left out")
+                per[c] = s
+        out[arm] = {c: per[c] for c in columns}
     return out
 
 
@@ -407,45 +433,75 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def verdict(paired: dict[str, dict[str, Any]], reference: str | None, arms: list[str], columns: list[str],
-            degenerate: set[str]) -> list[str]:
-    """One sentence per compared arm, from the 95 % intervals of its paired per-utterance differences.
+def _level_text(level: float) -> str:
+    return f"{level * 100:g} %"
 
-    E.g. "searched is significantly better than hand-designed on MCD and STOI, worse on MR-STFT, with no
-    significant difference on PESQ (95 % intervals of paired per-utterance differences, n = 50)."
+
+def verdict(paired: dict[str, dict[str, Any]], reference: str | None, arms: list[str], columns: list[str],
+            degenerate: set[str], settings: Settings | None = None) -> list[str]:
+    """One sentence per compared arm, from its run-level (seed-level) differences (:func:`paired_differences`).
+
+    E.g. "searched is significantly better than hand-designed on MCD and STOI, worse on MR-STFT, with a
+    negligible difference on PESQ (below 0.05) and no significant difference on F0 RMSE (paired by seed,
+    n = 5 seeds: t-interval over per-seed paired mean differences, 95 %, Holm over 4 metrics)." With fewer
+    than ``settings.min_runs`` runs in an arm: "searched vs hand-designed: too few runs for a verdict
+    (n = 2; 3 needed); the tables describe the runs only."
     """
+    st = settings or Settings()
     if len(arms) < 2:
         return [f"One arm only ({arms[0] if arms else '–'}): nothing to compare."]
     if not paired:
-        return [f"No verdict: the arms cannot be compared utterance by utterance (eval/metrics.csv missing in "
-                f"an experiment of {_join(arms)})."]
+        return [f"No verdict: no metric could be compared between {_join(arms)}."]
     out = []
     for arm, per in paired.items():
-        groups: dict[str, list[str]] = {"better": [], "worse": [], "no significant difference": [], "n/a": []}
-        for c in columns:
-            if c in degenerate or c not in per:
-                continue
-            groups[per[c]["verdict"]].append(label(c))
-        ns = sorted({per[c]["n"] for c in columns if c in per and c not in degenerate})
-        n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}" if ns else "n = 0"
-        tail = f" (95 % intervals of paired per-utterance differences vs {reference}, {n_text})"
-        if not groups["better"] and not groups["worse"]:
-            tested = groups["no significant difference"]
-            text = (f"{arm}: no significant difference from {reference} on "
-                    + (_join(tested) if tested else "any metric"))
-        else:
-            parts = []
-            if groups["better"]:
-                parts.append(f"significantly better than {reference} on {_join(groups['better'])}")
-            if groups["worse"]:
-                parts.append(("significantly worse than " if not groups["better"] else "worse on ")
-                             + (f"{reference} on " if not groups["better"] else "") + _join(groups["worse"]))
-            if groups["no significant difference"]:
-                parts.append(f"with no significant difference on {_join(groups['no significant difference'])}")
+        tested = [c for c in columns if c not in degenerate and c in per]
+        n_min = min((min(s["n_runs"]) for s in per.values()), default=0)
+        if n_min < st.min_runs:
+            out.append(f"{arm} vs {reference}: {too_few_runs_text(n_min, st.min_runs)}; the tables describe the "
+                       "runs, they test no difference.")
+            continue
+        if not tested:
+            out.append(f"{arm} vs {reference}: no metric tells the arms apart (see the caveats).")
+            continue
+        groups: dict[str, list[str]] = {}
+        for c in tested:
+            groups.setdefault(per[c]["verdict"], []).append(c)
+        lab = {c: label(c) for c in tested}
+        parts = []
+        if groups.get("better"):
+            parts.append(f"significantly better than {reference} on {_join([lab[c] for c in groups['better']])}")
+        if groups.get("worse"):
+            parts.append(("worse on " if parts else f"significantly worse than {reference} on ")
+                         + _join([lab[c] for c in groups["worse"]]))
+        if groups.get("equivalent"):
+            parts.append(f"equivalent on {_join([lab[c] for c in groups['equivalent']])} (within ±"
+                         + ", ±".join(num(per[c].get("margin"), c) for c in groups["equivalent"]) + ")")
+        tail_parts = []
+        if groups.get("negligible"):
+            tail_parts.append("a negligible difference on " + _join([
+                f"{lab[c]} (below {num(per[c]['threshold'], c)})" for c in groups["negligible"]]))
+        if groups.get("undecided"):
+            tail_parts.append(f"an undecided comparison on {_join([lab[c] for c in groups['undecided']])}")
+        if groups.get("no significant difference"):
+            tail_parts.append("no significant difference on "
+                              + _join([lab[c] for c in groups["no significant difference"]]))
+        if parts:
             text = f"{arm} is " + ", ".join(parts)
-        if groups["n/a"]:
-            text += f"; too few utterances to test {_join(groups['n/a'])}"
-        out.append(text + tail + ".")
+            if tail_parts:
+                text += ", with " + " and ".join(tail_parts)
+        else:
+            text = f"{arm} vs {reference}: " + " and ".join(tail_parts) if tail_parts else f"{arm} vs {reference}:"
+        if groups.get("n/a"):
+            text += f"; nothing to test on {_join([lab[c] for c in groups['n/a']])}"
+        first = per[tested[0]]
+        n_text = (f"paired by seed, n = {first['n']} seeds" if first["paired"]
+                  else f"run means, {first['n_runs'][0]} vs {first['n_runs'][1]} runs")
+        family = [c for c in tested if per[c].get("role") == "secondary" and per[c].get("p_holm") is not None]
+        holm_text = f", Holm over {len(family)} metrics" if len(family) > 1 else ""
+        primary = next((c for c in tested if per[c].get("role") == "primary"), None)
+        prim_text = f"; primary {lab[primary]}" if primary else ""
+        text += f" ({n_text}: {first['method']}, {_level_text(st.level)}{holm_text}{prim_text})."
+        out.append(text)
     return out
 
 
@@ -457,17 +513,19 @@ def _disjoint(a: dict[str, Any], b: dict[str, Any], col: str) -> bool:
 
 
 def winners(arm_stats: dict[str, dict[str, Any]], paired: dict[str, dict[str, Any]], reference: str | None,
-            columns: list[str], degenerate: set[str]) -> dict[str, str | None]:
+            columns: list[str], degenerate: set[str], min_runs: int = 3) -> dict[str, str | None]:
     """Per column, the arm significantly better than every other arm, or None (ties are not bold).
 
-    Against the reference arm the paired per-utterance interval decides; between two other arms
-    (or without per-utterance rows) their 95 % intervals must not overlap.
+    Against the reference arm the run-level verdict decides (``better``; a negligible difference is
+    no win); between two other arms their 95 % intervals over runs must not overlap. No arm wins while
+    any arm has fewer than ``min_runs`` runs.
     """
     out: dict[str, str | None] = {}
     names = list(arm_stats)
+    enough = all(st["runs"] >= min_runs for st in arm_stats.values())
     for c in columns:
         out[c] = None
-        if c in degenerate or len(names) < 2:
+        if c in degenerate or len(names) < 2 or not enough:
             continue
         for a in names:
             ok = True
@@ -542,7 +600,180 @@ def cost_warnings(costs: dict[str, dict[str, Any] | None], reference: str | None
     return out
 
 
+# --------------------------------------------------------------------------- what the search saw
+
+#: A layer "came within this of moving" when its expectation got this close to a rounding threshold.
+NEAR_MOVE = 0.1
+
+
+def search_view(log: dict[str, Any], top: int = 3) -> dict[str, Any] | None:
+    """What a search run's ``search_log.json`` says about its local search, in a few numbers.
+
+    Returns:
+        ``{"rounds", "layers", "moved": {path: [from, to]}, "near": {path: closest distance to a rounding
+        threshold without moving}, "shifts": [[path, largest total-variation shift of its branch weights]]
+        (the ``top`` largest), "reach_warnings": [...], "diagnostics": whether per-layer weights were recorded}``,
+        or None when the log has no local search.
+    """
+    hist = ((log.get("local") or {}).get("history")) or []
+    if not hist:
+        return None
+    first, last = hist[0], hist[-1]
+    start: dict[str, int] = {}
+    layers_seen = any(h.get("layers") for h in hist)
+    if layers_seen:
+        for h in hist:
+            for p, v in (h.get("layers") or {}).items():
+                start.setdefault(p, int(v.get("dilation", 0)))
+    end = {p: int(d) for p, d in (last.get("structure") or {}).items()}
+    if not start:  # an older log: structures only; the first round's structure is after one round
+        start = {p: int(d) for p, d in (first.get("structure") or {}).items()}
+    moved = {p: [start[p], end[p]] for p in end if p in start and start[p] != end[p]}
+    near: dict[str, float] = {}
+    shifts: dict[str, float] = {}
+    for h in hist:
+        for p, v in (h.get("layers") or {}).items():
+            gap = v.get("to_threshold")
+            if gap is not None and 0 < gap < NEAR_MOVE and p not in moved:
+                near[p] = min(near.get(p, 1.0), float(gap))
+            if v.get("shift") is not None:
+                shifts[p] = max(shifts.get(p, 0.0), float(v["shift"]))
+    top_shifts = sorted(shifts.items(), key=lambda kv: -kv[1])[:top]
+    return {"rounds": len(hist), "layers": len(end), "moved": moved, "near": dict(sorted(near.items(),
+                                                                                         key=lambda kv: kv[1])),
+            "shifts": [[p, round(v, 3)] for p, v in top_shifts],
+            "reach_warnings": list(((log.get("reach") or {}).get("warnings")) or []), "diagnostics": layers_seen}
+
+
+def search_views(exps: list[Experiment]) -> dict[str, dict[str, Any]]:
+    """:func:`search_view` of every experiment that carries a search log."""
+    out = {}
+    for e in exps:
+        if e.search_log:
+            v = search_view(e.search_log)
+            if v is not None:
+                out[e.name] = v
+    return out
+
+
+def search_view_text(v: dict[str, Any], limit: int = 6) -> str:
+    """One line: rounds, layers moved, layers near a move, largest α shifts, budget warnings."""
+    def few(items: list[str]) -> str:
+        return ", ".join(items[:limit]) + (f", +{len(items) - limit} more" if len(items) > limit else "")
+
+    parts = [f"{v['rounds']} rounds over {v['layers']} layers"]
+    moved = [f"{p} {a}→{b}" for p, (a, b) in v["moved"].items()]
+    parts.append(f"{len(moved)} moved" + (f" ({few(moved)})" if moved else ""))
+    if v["diagnostics"]:
+        near = [f"{p} ({g:.3f})" for p, g in v["near"].items()]
+        parts.append(f"{len(near)} more came within {NEAR_MOVE} of moving" + (f" ({few(near)})" if near else ""))
+        if v["shifts"]:
+            parts.append("largest α shifts " + ", ".join(f"{p} {x:.2f}" for p, x in v["shifts"]))
+    else:
+        parts.append("no branch weights recorded (an older search log)")
+    text = "; ".join(parts)
+    if v["reach_warnings"]:
+        text += "; before it ran: " + " / ".join(v["reach_warnings"])
+    return text
+
+
 # --------------------------------------------------------------------------- dilations
+
+
+def _rf_value(rf: dict[str, Any] | None, key: str) -> float | None:
+    v = (rf or {}).get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def structure_changes(arms: OrderedDict[str, list[Experiment]], reference: str | None) -> dict[str, dict[str, Any]]:
+    """Per arm ≠ ``reference``: which layers of which runs differ from the reference arm's dilations, and the RF.
+
+    The reference dilations are those of the reference arm's first run that records them (a run's
+    ``structure.yaml``, else its ``synth/speed.json`` or ``info.json``); only layers both record are compared.
+
+    Returns:
+        ``{arm: {"runs", "runs_known", "runs_changed", "searched" (runs with a structure.yaml),
+        "layers": {path: {"runs": how many runs changed it, "from": reference dilation, "to": [values]}},
+        "per_run": [changed layer count or None], "compared_layers", "reference_consistent",
+        "rf_reference": {"r_min", "r_max", "units"} | None, "rf_runs": [{"name", "r_min", "r_max"}]}}``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    if reference is None or reference not in arms:
+        return out
+    ref_runs = arms[reference]
+    ref_known = [r.dilations for r in ref_runs if r.dilations]
+    ref_d = ref_known[0] if ref_known else None
+    consistent = all(d == ref_d for d in ref_known)
+    ref_rf = next((r.rf for r in ref_runs if r.rf), None)
+    for arm, runs in arms.items():
+        if arm == reference:
+            continue
+        layers: dict[str, dict[str, Any]] = {}
+        per_run: list[int | None] = []
+        compared = 0
+        for r in runs:
+            d = r.dilations
+            if not d or not ref_d:
+                per_run.append(None)
+                continue
+            shared = [k for k in d if k in ref_d]
+            compared = max(compared, len(shared))
+            changed = [k for k in shared if d[k] != ref_d[k]]
+            per_run.append(len(changed) if shared else None)
+            for k in changed:
+                entry = layers.setdefault(k, {"runs": 0, "from": ref_d[k], "to": []})
+                entry["runs"] += 1
+                if d[k] not in entry["to"]:
+                    entry["to"].append(d[k])
+        known = [n for n in per_run if n is not None]
+        out[arm] = {
+            "runs": len(runs), "runs_known": len(known), "runs_changed": sum(1 for n in known if n > 0),
+            "searched": sum(1 for r in runs if r.structure), "layers": layers, "per_run": per_run,
+            "compared_layers": compared, "reference_consistent": consistent,
+            "rf_reference": ({k: ref_rf.get(k) for k in ("r_min", "r_max", "units", "unit") if k in ref_rf}
+                             if ref_rf else None),
+            "rf_runs": [{"name": r.name, "r_min": _rf_value(r.rf, "r_min"), "r_max": _rf_value(r.rf, "r_max")}
+                        for r in runs],
+        }
+    return out
+
+
+def _range_text(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}"
+
+
+def structure_verdict(changes: dict[str, dict[str, Any]], reference: str | None) -> list[str]:
+    """One sentence per compared arm saying whether its structure differs from the reference's, before any metric.
+
+    E.g. "searched: the search kept the hand-designed dilations in every run; differences come from training,
+    not from the receptive field." or "searched: 3 of 3 runs changed dilations from hand-designed (5 layers
+    in all, 2–4 per run); receptive field r_max 81.3 → 40.1–52.6 frames."
+    """
+    out = []
+    for arm, c in changes.items():
+        who = "the search kept" if c["searched"] else "same dilations as"
+        if c["runs_known"] == 0:
+            out.append(f"{arm}: dilations not recorded, so whether its structure differs from {reference} is unknown.")
+            continue
+        if c["runs_changed"] == 0:
+            where = "every run" if c["runs_known"] == c["runs"] else (
+                f"every run that records them ({c['runs_known']} of {c['runs']})")
+            kept = (f"the search kept the {reference} dilations in {where}" if who == "the search kept"
+                    else f"same dilations as {reference} in {where}")
+            out.append(f"{arm}: {kept}; differences come from training, not from the receptive field.")
+            continue
+        counts = [n for n in c["per_run"] if n is not None]
+        text = (f"{arm}: {c['runs_changed']} of {c['runs_known']} runs changed dilations from {reference} "
+                f"({len(c['layers'])} layer{'s' if len(c['layers']) != 1 else ''} in all, "
+                f"{_range_text([float(n) for n in counts])} per run)")
+        ref_rf = (c.get("rf_reference") or {}).get("r_max")
+        mine = [x["r_max"] for x in c["rf_runs"] if x["r_max"] is not None]
+        if ref_rf is not None and mine:
+            units = (c.get("rf_reference") or {}).get("units") or (c.get("rf_reference") or {}).get("unit") or "frames"
+            text += f"; receptive field r_max {float(ref_rf):.4g} → {_range_text(mine)} {units}"
+        out.append(text + ".")
+    return out
 
 
 @dataclass
@@ -605,6 +836,9 @@ class ReportData:
     costs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     cost_warnings: list[str] = field(default_factory=list)
     speakers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+    structures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    search_views: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def pick_utterances(exps: list[Experiment], limit: int) -> list[str]:
@@ -623,19 +857,27 @@ def pick_utterances(exps: list[Experiment], limit: int) -> list[str]:
 
 def aggregate(exps: list[Experiment], *, title: str, created: str, reference_arm: str,
               arms: OrderedDict[str, list[Experiment]], utterances: list[str], ref_audio: dict[str, Path],
-              figures: list[tuple[str, str, bytes]]) -> ReportData:
+              figures: list[tuple[str, str, bytes]], settings: Settings | None = None) -> ReportData:
     """Everything the report says about loaded experiments (statistics, verdict, caveats, cost)."""
+    st = settings or Settings()
     columns = metric_columns(exps)
     arm_stats = {arm: aggregate_arm(runs, columns) for arm, runs in arms.items()}
-    paired = paired_differences(arms, reference_arm, columns)
     notes, degenerate = caveats(exps, arm_stats, columns)
+    if st.primary is not None and st.primary not in columns:
+        raise ConfigError(f"primary={st.primary!r} is none of the metrics compared {columns}")
+    paired = paired_differences(arms, reference_arm, columns, st, exclude=degenerate)
     costs = {arm: arm_cost(runs) for arm, runs in arms.items()}
+    structures = structure_changes(arms, reference_arm)
+    metric_lines = verdict(paired, reference_arm, list(arms), columns, degenerate, st)
+    # the structure first: a metric difference is credited to the search only when the structure changed
+    lines = [*structure_verdict(structures, reference_arm), *metric_lines]
     return ReportData(
         title=title, created=created, experiments=exps, columns=columns, arms=arms, arm_stats=arm_stats,
         reference_arm=reference_arm, paired=paired, dilation_columns=dilation_columns(arms), utterances=utterances,
         ref_audio=ref_audio, figures=figures, eval_parameters=exps[0].summary.get("parameters") or {},
-        verdict=verdict(paired, reference_arm, list(arms), columns, degenerate), caveats=notes,
-        degenerate=degenerate, winners=winners(arm_stats, paired, reference_arm, columns, degenerate),
+        verdict=lines, caveats=notes, structures=structures, search_views=search_views(exps),
+        degenerate=degenerate, winners=winners(arm_stats, paired, reference_arm, columns, degenerate, st.min_runs),
+        settings=st,
         costs=costs, cost_warnings=cost_warnings(costs, reference_arm) if any(costs.values()) else [],
         speakers=speaker_table(arms, columns),
     )

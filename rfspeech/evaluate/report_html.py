@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from rfspeech.evaluate import report_text as T
-from rfspeech.evaluate.report_data import ReportData, label
+from rfspeech.evaluate.report_data import NEAR_MOVE, ReportData, label, search_view_text
 from rfspeech.evaluate.report_figures import audio_data_uri
 from rfspeech.evaluate.report_md import cost_rows, dilation_rows
 
@@ -71,9 +71,25 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
                  + "</ul></div>")
     h.append("</section>")
 
+    if data.structures:
+        h.append(f'<h2 id="structure">Structure vs {e(str(data.reference_arm))}</h2><p class="note">Which layers\' '
+                 "dilations differ from the reference arm's, in how many runs, and the receptive field (r_max). "
+                 "A metric difference can be credited to the receptive field only where the structure changed.</p>")
+        h.append(_table("structure-table", "".join(f'<th class="l">{e(x)}</th>' for x in T.STRUCTURE_HEAD),
+                        ["".join([_td(r[0], "l w"), _td(r[1]), _td(r[2]), _td(r[3], "l w"), _td(r[4])])
+                         for r in T.structure_rows(data.structures)]))
+
+    if data.search_views:
+        h.append('<h2 id="search-saw">What the search saw</h2><p class="note">From each searched run\'s '
+                 f"search_log.json: layers moved, layers whose expectation came within {NEAR_MOVE} of a rounding "
+                 "threshold without moving, and the largest shifts of the branch weights from their last restart."
+                 "</p><ul>" + "".join(f"<li><b>{e(name)}</b>: {e(search_view_text(v))}</li>"
+                                     for name, v in data.search_views.items()) + "</ul>")
+
     h.append('<h2 id="arms">Arms</h2><p class="note">Mean ± 95 % confidence interval: over runs (seeds) when an arm '
-             "has several, else over the utterances of its run. Highlighted: significantly better than every other "
-             "arm (ties are not highlighted).</p>")
+             "has several, else over the utterances of its run (descriptive). Highlighted: significantly better than "
+             "every other arm at the run level (ties, negligible differences and arms with too few runs are not "
+             "highlighted).</p>")
     rows = []
     for arm, st in data.arm_stats.items():
         seeds = ", ".join(str(s) for s in st["seeds"] if s is not None)
@@ -85,16 +101,18 @@ def render_html(data: ReportData, max_audio_seconds: float | None = None) -> str
                     + "".join(f"<th>{e(T.header_label(c))}</th>" for c in cols), rows))
 
     if data.paired:
-        h.append(f'<h2 id="paired">Paired differences vs {e(str(data.reference_arm))}</h2><p class="note">Per '
-                 "utterance: arm − reference (each arm averaged over its runs), mean ± 95 % CI; green: significantly "
-                 "better, red: significantly worse.</p>")
+        h.append(f'<h2 id="paired">Differences vs {e(str(data.reference_arm))}</h2><p class="note">'
+                 f"{e(T.statistics_note(data.settings))} Green: better, red: worse.</p>")
         rows = []
         for arm, per in data.paired.items():
             row = [_td(arm, "l w")]
             for c in cols:
                 s = per[c]
-                row.append(_stat_td(s, c, {"better": "better", "worse": "worse"}.get(s["verdict"], ""),
-                                    f'<br><span class="ci">n={s["n"]}</span>'))
+                n = (f"n = {s['n']} seeds" if s.get("paired") else f"{s['n_runs'][0]} vs {s['n_runs'][1]} runs")
+                p = s.get("p_holm")
+                extra = f'<br><span class="ci">{e(s["verdict"])}; {e(n)}' + (
+                    f"; p {p:.2g}" if p is not None else "") + "</span>"
+                row.append(_stat_td(s, c, {"better": "better", "worse": "worse"}.get(s["verdict"], ""), extra))
             rows.append("".join(row))
         h.append(_table("paired-table", '<th class="l">arm</th>' + "".join(f"<th>Δ {e(label(c))}</th>" for c in cols),
                         rows))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rfspeech.evaluate import report_text as T
-from rfspeech.evaluate.report_data import DilationColumn, ReportData, label
+from rfspeech.evaluate.report_data import NEAR_MOVE, DilationColumn, ReportData, label, search_view_text
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -77,9 +77,24 @@ def render_markdown(data: ReportData, figure_dir: str = "figures", base: str | P
     if data.caveats:
         out += ["", "Caveats:", ""] + [f"- {c}" for c in data.caveats]
 
+    if data.structures:
+        out += ["", f"## Structure vs {data.reference_arm}", "",
+                "Which layers' dilations differ from the reference arm's, in how many runs, and the receptive field "
+                "(r_max) of the reference and of the arm's runs. A metric difference can be credited to the "
+                "receptive field only where the structure changed.", ""]
+        out += _table(T.STRUCTURE_HEAD, T.structure_rows(data.structures))
+
+    if data.search_views:
+        out += ["", "## What the search saw", "",
+                f"From each searched run's search_log.json: layers moved, layers whose expectation came within "
+                f"{NEAR_MOVE} of a rounding threshold without moving (the distance), and the largest shifts of the "
+                "branch weights from their last restart (total variation).", ""]
+        out += [f"- {name}: {search_view_text(v)}" for name, v in data.search_views.items()]
+
     out += ["", "## Arms", "",
-            "Mean ± 95 % CI: over runs (seeds) when an arm has several, else over the utterances of its run. "
-            "Bold: significantly better than every other arm (ties are not bold).", ""]
+            "Mean ± 95 % CI: over runs (seeds) when an arm has several, else over the utterances of its run "
+            "(descriptive). Bold: significantly better than every other arm at the run level (ties, negligible "
+            "differences and arms with too few runs are not bold).", ""]
     rows = []
     for arm, st in data.arm_stats.items():
         cells = [arm, str(st["runs"]), T.params(st["n_params"]), T.xrt(st["x_real_time"]["mean"])]
@@ -90,10 +105,8 @@ def render_markdown(data: ReportData, figure_dir: str = "figures", base: str | P
     out += _table(["arm", "runs", "params", "× real time", *[T.header_label(c) for c in cols]], rows)
 
     if data.paired:
-        out += ["", f"## Paired differences vs {data.reference_arm}", "",
-                "Per utterance (arm − reference, each arm averaged over its runs), mean ± 95 % CI.", ""]
-        rows = [[arm] + [f"{T.mean_ci(per[c], c)} ({per[c]['verdict']}, n={per[c]['n']})" for c in cols]
-                for arm, per in data.paired.items()]
+        out += ["", f"## Differences vs {data.reference_arm}", "", T.statistics_note(data.settings), ""]
+        rows = [[arm] + [T.difference_cell(per[c], c) for c in cols] for arm, per in data.paired.items()]
         out += _table(["arm", *[label(c) for c in cols]], rows)
 
     if any(data.costs.values()):

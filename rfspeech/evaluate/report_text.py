@@ -127,3 +127,50 @@ def eval_notes(p: dict[str, Any]) -> list[str]:
     if p.get("peak_normalize"):
         notes.append(f"signals peak-normalised to {p['peak_normalize']} before the metrics")
     return notes
+
+
+def statistics_note(st: Any) -> str:
+    """The paragraph under the differences table: unit, method, multiplicity, thresholds."""
+    th = ", ".join(f"{column_info(c).label} {v:g}" for c, v in st.thresholds.items())
+    method = ("a t-interval over the per-seed paired mean differences when both arms have the same seeds, "
+              "else Welch's over the arms' run means" if st.method == "t" else
+              "a two-level bootstrap (seeds, then utterances within each seed)")
+    margin = f"{st.margin:g}" if st.margin is not None else "its practical threshold"
+    prim = (f" Primary metric {column_info(st.primary).label}: tested alone; equivalent when the "
+            f"{(1 - 2 * (1 - st.level)) * 100:g} % interval lies within ±{margin} (TOST)." if st.primary else "")
+    return (f"The run (seed) is the unit. Arm − reference: each run's mean over the utterances every run evaluated; "
+            f"{method}; {st.level * 100:g} % intervals; verdicts from Holm-adjusted p-values over the metrics; "
+            f"at least {st.min_runs} runs per arm for a verdict. Practical thresholds (a significant difference "
+            f"below them is negligible): {th}.{prim}")
+
+
+def difference_cell(s: dict[str, Any], col: str) -> str:
+    """``mean ± half-width (verdict, n = 3 seeds, p_Holm 0.01)`` of a run-level difference."""
+    n = f"n = {s['n']} seeds" if s.get("paired") else f"{s['n_runs'][0]} vs {s['n_runs'][1]} runs"
+    extra = [s["verdict"], n]
+    if s.get("p_holm") is not None:
+        extra.append(f"p{'' if s.get('role') == 'primary' else '_Holm'} {s['p_holm']:.2g}")
+    return f"{mean_ci(s, col)} ({', '.join(extra)})"
+
+
+def structure_rows(structures: dict[str, dict[str, Any]], limit: int = 8) -> list[list[str]]:
+    """Rows of the structure table: arm, runs, runs that changed dilations, layers changed, receptive field."""
+    rows = []
+    for arm, c in structures.items():
+        layers = sorted(c["layers"].items(), key=lambda kv: (-kv[1]["runs"], kv[0]))
+        cells = [f"{p} {v['from']}→{','.join(str(x) for x in sorted(v['to']))} ({v['runs']})"
+                 for p, v in layers[:limit]]
+        if len(layers) > limit:
+            cells.append(f"+{len(layers) - limit} more")
+        ref = (c.get("rf_reference") or {}).get("r_max")
+        mine = [x["r_max"] for x in c["rf_runs"] if x["r_max"] is not None]
+        rf = "–"
+        if mine:
+            lo, hi = min(mine), max(mine)
+            rf = (f"{ref:.4g} → " if ref is not None else "") + (f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}")
+        changed = "–" if c["runs_known"] == 0 else f"{c['runs_changed']}/{c['runs_known']}"
+        rows.append([arm, str(c["runs"]), changed, "; ".join(cells) or "none", rf])
+    return rows
+
+
+STRUCTURE_HEAD = ["arm", "runs", "runs with changed dilations", "layers changed (runs)", "r_max: reference → arm"]

@@ -112,6 +112,7 @@ def evaluate_pair(
     ref_path: str | None,
     syn_path: str | None,
     options: EvalOptions | None = None,
+    text: str | None = None,
     **flat: Any,
 ) -> dict[str, Any]:
     """Evaluate one utterance; never raises for bad audio (the row says what went wrong).
@@ -121,6 +122,7 @@ def evaluate_pair(
         ref_path: reference audio, ``None`` when missing.
         syn_path: synthesized audio, ``None`` when missing.
         options: the evaluation options (metrics and their settings).
+        text: the utterance's transcript (for the ASR metric), ``None`` when unknown.
         **flat: instead of ``options``: :meth:`EvalOptions.from_flat` keys (``metrics=["mcd"]``,
             ``include_c0=True``, ``pesq_mode="nb"``, ...).
 
@@ -162,10 +164,16 @@ def evaluate_pair(
     row["warnings"] = "; ".join(warnings)
     if options.peak_normalize:
         ref, syn = _peak(ref), _peak(syn)
-    values, errors = evaluate_metrics(ref, syn, sr_r, options)
+    values, errors = evaluate_metrics(ref, syn, sr_r, options, text=text)
     row.update(values)
     row["errors"] = "; ".join(errors)
     return row
+
+
+def _evaluate_with_text(utt_id: str, ref_path: str | None, syn_path: str | None, text: str | None, *,
+                        options: EvalOptions) -> dict[str, Any]:
+    """:func:`evaluate_pair` with the transcript as a positional argument (the worker-pool job)."""
+    return evaluate_pair(utt_id, ref_path, syn_path, options, text=text)
 
 
 def _peak(x: np.ndarray, peak: float = 0.95) -> np.ndarray:
@@ -182,6 +190,7 @@ def evaluate_dirs(
     ids_from: str = "union",
     jobs: int = 2,
     progress: bool = True,
+    transcripts: str | Path | None = None,
     **flat: Any,
 ) -> dict[str, Any]:
     """Evaluate every utterance id of two folders; write ``metrics.csv`` and ``summary.json``.
@@ -196,6 +205,10 @@ def evaluate_dirs(
             whole corpus) or ``"reference"``.
         jobs: worker processes (≤ 1: in this process).
         progress: show a tqdm progress bar.
+        transcripts: where the metrics that read text (``asr``) find each utterance's transcript: a file
+            (LJSpeech ``metadata.csv``, ``id|text|normalized text``, or a TSV ``id<TAB>text``); ``None``: the
+            ``text`` column of the reference folder's ``utts.tsv`` (a prepared split). Read only when such a
+            metric is asked for.
         **flat: instead of ``options``: :meth:`EvalOptions.from_flat` keys (``metrics=[...]``,
             ``include_c0``, ``pesq_mode``, ``f0_method``, ``feature_params``, ``min_duration``, ...).
 
@@ -214,8 +227,11 @@ def evaluate_dirs(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable out_dir fails now, not after all the metrics
     ids = sorted({"union": set(refs) | set(syns), "synthesized": set(syns), "reference": set(refs)}[ids_from])
-    job = partial(evaluate_pair, options=options)
-    args = [(u, str(refs[u]) if u in refs else None, str(syns[u]) if u in syns else None) for u in ids]
+    job = partial(_evaluate_with_text, options=options)
+    texts = (read_transcripts(ref_dir, transcripts)
+             if any(REGISTRY[m].uses_text for m in options.metrics) else {})
+    args = [(u, str(refs[u]) if u in refs else None, str(syns[u]) if u in syns else None, texts.get(u))
+            for u in ids]
     started = time.perf_counter()
     rows = _run_all(job, args, jobs=jobs, progress=progress)
     rows.sort(key=lambda r: r["utt_id"])
@@ -281,8 +297,51 @@ def speaker_summary(rows: list[dict[str, Any]], columns: Sequence[str]) -> dict[
     return out
 
 
-def _run_all(job: Callable[..., dict[str, Any]], args: list[tuple[str, str | None, str | None]], *, jobs: int,
-             progress: bool) -> list[dict[str, Any]]:
+def read_transcripts(ref_dir: str | Path, transcripts: str | Path | None = None) -> dict[str, str]:
+    """Utterance id → transcript, for the metrics that read text (``asr``).
+
+    Args:
+        ref_dir: the reference folder; its ``utts.tsv`` (a prepared split) gives the ``text`` column.
+        transcripts: a file instead: LJSpeech's ``metadata.csv`` (``id|text|normalized text``: the
+            normalised text) or ``id<TAB>text`` lines.
+
+    Returns:
+        The transcripts found (empty when the folder has no manifest and no file is given: every
+        utterance's ASR columns then fail with the reason ``no transcript``).
+
+    Raises:
+        DataError: ``transcripts`` does not exist or is not UTF-8.
+    """
+    if transcripts is None:
+        manifest = Path(ref_dir) / "utts.tsv"
+        if not manifest.is_file():
+            return {}
+        from rfspeech.data.manifest import read_manifest
+
+        return {u.utt_id: u.text for u in read_manifest(manifest) if u.text}
+    path = Path(transcripts)
+    if not path.is_file():
+        raise DataError(f"{path}: transcripts file not found")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    out: dict[str, str] = {}
+    for line in lines:
+        if "|" in line:
+            fields = line.split("|")
+            utt, text = fields[0], fields[-1] if len(fields) >= 3 and fields[-1].strip() else fields[1]
+        elif "\t" in line:
+            utt, text = line.split("\t", 1)
+        else:
+            continue
+        if utt.strip() and text.strip():
+            out[utt.strip()] = " ".join(text.split())
+    return out
+
+
+def _run_all(job: Callable[..., dict[str, Any]], args: list[tuple[str, str | None, str | None, str | None]], *,
+             jobs: int, progress: bool) -> list[dict[str, Any]]:
     from tqdm import tqdm
 
     bar = tqdm(total=len(args), desc="evaluate", unit="utt", disable=not progress, dynamic_ncols=True)

@@ -269,36 +269,48 @@ def import_external_mels(
     utts = read_manifest(manifest)
     if not utts:
         raise DataError(f"{manifest}: the {split} split is empty")
-    start_out_dir(out, data_dir, params)
     hop = params.hop_length
-    rows: list[Utterance] = []
+
+    def checked(u: Utterance) -> np.ndarray:
+        src = utt_path(mel_dir, u.utt_id, ".npy")
+        if not src.is_file():
+            raise DataError(f"{src} not found")
+        mel = load_mel(src, n_mels=params.n_mels, layout=layout)
+        if mel.shape[1] == 0 or not np.isfinite(mel).all():
+            raise DataError(f"{src}: empty or non-finite mel")
+        why = length_problem(mel.shape[1], audio_samples(u.audio, params.sample_rate), hop, tolerance_hops)
+        if why is not None:
+            raise DataError(f"{src}: {why}")
+        return mel
+
+    # Every mel is checked before anything is written (out_dir/feats.yaml included): a bad mel leaves nothing
+    # behind. The mels are read again to be written rather than held: a split's mels can be gigabytes.
+    good: list[Utterance] = []
     bad: list[tuple[str, str]] = []
-    frames = 0
-    for u in tqdm(utts, desc=f"external mels ({split})", unit="utt", disable=not progress, dynamic_ncols=True):
+    for u in tqdm(utts, desc=f"checking external mels ({split})", unit="utt", disable=not progress,
+                  dynamic_ncols=True):
         try:
-            src = utt_path(mel_dir, u.utt_id, ".npy")
-            if not src.is_file():
-                raise DataError(f"{src} not found")
-            mel = load_mel(src, n_mels=params.n_mels, layout=layout)
-            if mel.shape[1] == 0 or not np.isfinite(mel).all():
-                raise DataError(f"{src}: empty or non-finite mel")
-            why = length_problem(mel.shape[1], audio_samples(u.audio, params.sample_rate), hop, tolerance_hops)
-            if why is not None:
-                raise DataError(f"{src}: {why}")
+            checked(u)
         except DataError as e:
             bad.append((u.utt_id, str(e)))
             continue
-        with atomic_path(utt_path(out / split / "feats", u.utt_id, ".npy")) as tmp:
-            save_npy(tmp, mel)
-        rows.append(u)
-        frames += mel.shape[1]
+        good.append(u)
     if bad and not skip_bad:
         raise DataError(f"{mel_dir}: {len(bad)} of {len(utts)} utterance(s) of the {split} split fail the check: "
                         + "; ".join(f"{u} ({why})" for u, why in bad) + " (skip_bad=true skips them)")
     for u_id, why in bad:
         log.warning("skipped %s: %s", u_id, why)
-    if not rows:
+    if not good:
         raise DataError(f"{mel_dir}: no usable mel for the {split} split")
+    start_out_dir(out, data_dir, params)
+    rows: list[Utterance] = []
+    frames = 0
+    for u in tqdm(good, desc=f"external mels ({split})", unit="utt", disable=not progress, dynamic_ncols=True):
+        mel = checked(u)  # a file changed since the check fails here as it would have there
+        with atomic_path(utt_path(out / split / "feats", u.utt_id, ".npy")) as tmp:
+            save_npy(tmp, mel)
+        rows.append(u)
+        frames += mel.shape[1]
     extra = sorted({p.stem for p in mel_dir.glob("*.npy")} - {u.utt_id for u in utts})
     if extra:
         log.info("%s: %d mel(s) not in the %s split ignored (%s)", mel_dir, len(extra), split, _few(extra, 4))

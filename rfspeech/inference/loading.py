@@ -7,7 +7,9 @@ A checkpoint is a shared file, so loading one must never run code it names. :fun
    (:func:`resolve_target`): callables defined under an allowed module prefix (``rfspeech.models.``)
    or registered with :func:`register_model_class` (foreign families add theirs there); anything else
    (``builtins.open``, ``shutil.copyfile`` ...) is a one-line :class:`ConfigError` naming the file;
-3. checks the stored arguments against the callable's signature and calls it (no Hydra);
+3. checks the stored arguments against the callable's signature and annotations (a ``bool`` argument
+   takes only a bool; no string holding an OmegaConf interpolation ``${...}``; no ``_partial_``,
+   ``_args_`` or ``_recursive_``: :mod:`rfspeech.inference.schema`) and calls it (no Hydra, no OmegaConf);
 4. gives the fresh model the form its weights were saved in (:func:`shape_like`: structure or
    search wrappers), loads the weights, and finalises it (:func:`finalize_for_inference`: search
    branches folded, weight norm removed), in eval mode on ``device``.
@@ -20,6 +22,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import pickle
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,7 @@ from torch import nn
 from rfspeech import integrity
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
+from rfspeech.inference.schema import NODE_META_KEYS, check_arguments, check_checkpoint, check_model_node
 from rfspeech.layers.conv import iter_dilated_convs
 from rfspeech.layers.sparse import tap_layers
 from rfspeech.layers.weight_norm import remove_weight_norm
@@ -40,10 +45,12 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "allow_module_prefix",
+    "build_config_node",
     "build_from_node",
     "checkpoint_config",
     "extract_generator_state",
     "finalize_for_inference",
+    "is_allowed_target",
     "load_acoustic",
     "load_checkpoint",
     "load_generator",
@@ -121,6 +128,15 @@ def resolve_target(target: Any, where: str) -> Callable[..., Any]:
     return obj
 
 
+def is_allowed_target(target: Any) -> bool:
+    """Whether :func:`resolve_target` admits ``target`` (an allow-listed model class or factory)."""
+    try:
+        resolve_target(target, "")
+    except ConfigError:
+        return False
+    return True
+
+
 def _plain(value: Any) -> bool:
     """Plain data only: no nested ``_target_`` node can smuggle in a call."""
     if value is None or isinstance(value, bool | int | float | str):
@@ -133,16 +149,20 @@ def _plain(value: Any) -> bool:
 
 
 def build_from_node(node: Any, where: str) -> nn.Module:
-    """Build a model from a checkpoint's config node (``_target_`` + constructor arguments), allow-listed.
+    """Build a model from a config node (``_target_`` + constructor arguments), allow-listed and typed.
+
+    The one way rfspeech builds a model of its own from stored or configured data: checkpoints
+    (:func:`rebuild`, ``init_from=``), imported configs and the run configs' ``model.*`` nodes
+    (:func:`build_config_node`). Nothing here goes through OmegaConf or Hydra.
 
     Raises:
-        ConfigError: refused target, arguments the signature does not accept, missing or non-plain values,
-            or a constructor that rejects them.
+        ConfigError: refused target, ``_partial_``/``_args_``/``_recursive_``, arguments the signature does
+            not accept, values not of the annotated type (``causal: "false"`` is not a bool), strings holding
+            ``${``, integers beyond the memory bound, or a constructor that rejects them.
     """
-    if not isinstance(node, dict) or "_target_" not in node:
-        raise ConfigError(f"{where}: expected a model node with _target_, got {type(node).__name__}")
+    node = check_model_node(node, where)
     fn = resolve_target(node["_target_"], where)
-    kwargs = {k: v for k, v in node.items() if k not in ("_target_", "_convert_", "_recursive_", "_partial_")}
+    kwargs = {k: v for k, v in node.items() if k not in NODE_META_KEYS}
     bad = sorted(k for k, v in kwargs.items() if not _plain(v))
     if bad:
         raise ConfigError(f"{where}: argument(s) {bad} are not plain values")
@@ -160,36 +180,126 @@ def build_from_node(node: Any, where: str) -> nn.Module:
         sig.bind(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where}: {node['_target_']}: {e}") from None
+    check_arguments(fn, kwargs, where)
     try:
         model = fn(**kwargs)
-    except RFSpeechError:
-        raise
-    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+    except RFSpeechError as e:  # the model's own check: named by file and node
+        raise type(e)(f"{where}: {e}") from None
+    except Exception as e:  # any constructor failure on checked plain values is a config problem, in one line
         raise ConfigError(f"{where}: {node['_target_']} rejects its arguments ({short_error(e)})") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{where}: {node['_target_']} did not build an nn.Module")
     return model
 
 
-# ---------------------------------------------------------------------------------------------- files
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint (or any weights-only torch file) as a dict; never runs code from it.
+def build_config_node(node: Any, where: str) -> nn.Module:
+    """Build the model of a run config's node (``model.generator`` ...; user YAML, resolved once here).
+
+    An allow-listed target (rfspeech's models, registered classes) is built by :func:`build_from_node`,
+    typed against its constructor, like a checkpoint's node. A target outside the allow-list is the
+    user's own class named in their own YAML: Hydra's ``instantiate`` builds it, from the resolved
+    values, after the same refusal of ``${`` strings (a resolved value holding ``${`` would be resolved
+    a second time).
+
+    Args:
+        node: an OmegaConf node or a plain mapping.
+        where: the config key, for messages (``"model.generator"``).
 
     Raises:
-        DataError: missing, truncated or otherwise unreadable file.
+        ConfigError: see :func:`build_from_node`; a node that is not a mapping with ``_target_``.
+    """
+    from omegaconf import OmegaConf
+
+    try:
+        plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except Exception as e:  # an interpolation that does not resolve
+        raise ConfigError(f"{where}: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(plain, dict) or "_target_" not in plain:
+        raise ConfigError(f"{where}: expected a model node with _target_, got {plain!r}"[:300])
+    if is_allowed_target(plain["_target_"]):
+        return build_from_node(plain, where)
+    from rfspeech.inference.schema import refuse_interpolations
+
+    refuse_interpolations(plain, where)
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(plain, _convert_="all")
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, RFSpeechError):
+            raise cause from None
+        raise ConfigError(f"{where}: {str(e).splitlines()[0]}") from None
+
+
+# ---------------------------------------------------------------------------------------------- files
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """What is wrong with a file ``torch.load`` refused, in words (torch's own text goes to the log)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):  # neither torch's zip format nor a pickle
+        return "not a PyTorch file (a torch.save zip archive or pickle)"
+    if isinstance(error, EOFError) or (head == b"PK\x03\x04" and isinstance(error, RuntimeError)):
+        return "truncated or corrupted PyTorch file (its archive cannot be read)"
+    if isinstance(error, pickle.UnpicklingError) or "weights only" in str(error).lower():
+        return ("it holds Python objects other than tensors and plain containers, which rfspeech never unpickles "
+                "(nothing read from a file runs code)")
+    return f"{error.__class__.__name__} from torch.load (see the log)"
+
+
+def torch_load_dict(path: str | Path, what: str = "checkpoint",
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a file that must hold a dict; never runs code from it.
+
+    The one place where rfspeech reads torch files (its own checkpoints and official ones): an unreadable
+    file is a one-line :class:`DataError` saying what is wrong in words; torch's own message, often many
+    lines about ``weights_only``, goes to the log only.
+
+    Args:
+        path: the file.
+        what: what it should be, for messages (``checkpoint``, ``discriminator file`` ...).
+        map_location: where to load tensors.
+
+    Raises:
+        DataError: missing, empty, not a torch file, truncated, holding objects, or not a dict.
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: checkpoint not found")
+        raise DataError(f"{path}: {what} not found")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / zipfile errors
-        first = (str(e).splitlines() or [""])[0][:120]
-        raise DataError(f"{path}: unreadable checkpoint ({e.__class__.__name__}: {first})") from None
+    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / KeyError / zipfile errors
+        text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())  # one line, without terminal colours
+        log.info("%s: torch.load: %s: %s", path, e.__class__.__name__, text[:2000])
+        raise DataError(f"{path}: unreadable {what}: {_why_unreadable(path, e)}") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
-    integrity.verify(obj, path)  # a digest mismatch is a DataError like an unreadable file
+        raise DataError(f"{path}: expected a dict {what}, got {type(obj).__name__}")
     return obj
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint (or any weights-only torch file) as a dict; never runs code from it.
+
+    The file's digest is verified (:mod:`rfspeech.integrity`) and its entries checked against the
+    checkpoint schema (:func:`rfspeech.inference.schema.check_checkpoint`) before it is returned.
+
+    Raises:
+        DataError: missing, truncated or otherwise unreadable file (:func:`torch_load_dict`), a digest that
+            does not match, an entry of the wrong type (``step: "abc"``, ``config`` not a mapping, a structure dilation
+            of 2**64, an interpolation string ...).
+    """
+    obj = torch_load_dict(path, "checkpoint", map_location)
+    integrity.verify(obj, path)  # a digest mismatch is a DataError like an unreadable file
+    return check_checkpoint(obj, path)  # every entry of its type before any reader looks at it
+
+
+def is_rfspeech_checkpoint(state: dict[str, Any]) -> bool:
+    """Whether a loaded dict is a checkpoint rfspeech wrote (an integrity digest, or its config and features)."""
+    return integrity.KEY in state or {"config", "feature_params"} <= set(state) and (
+        "generator" in state or "acoustic" in state)
 
 
 def checkpoint_config(path: str | Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,34 @@ from rfspeech.inference.speed import SpeedReport, device_name, prepare_for_infer
 from rfspeech.rf.lookahead import Context
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SynthesisSettings:
+    """How synthesis runs: built once by the caller (``rfspeech-synthesize``: from its config) and passed to
+    :func:`synthesize`, :func:`rfspeech.inference.tts.synthesize_text` and :func:`rfspeech.inference.tts.stream_text`.
+
+    Attributes:
+        batch_size: utterances per forward pass.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or a device).
+        warmup: run the first batch once untimed before timing everything (kernel selection, caches).
+        prepare: fold search branches and remove weight norm first (:func:`prepare_for_inference`).
+        seed: seeds torch before synthesis (noise-driven generators such as WaveNet); None: leave it.
+        progress: tqdm progress bar.
+        chunk_frames: synthesize in chunks of this many frames (exact, see the module docstring);
+            None: whole utterances (streaming needs it).
+        context: the look-ahead context to chunk with (default: the generator's own, computed once
+            from its analytic receptive field, or carried by an ONNX backend).
+    """
+
+    batch_size: int = 1
+    device: str | torch.device = "cpu"
+    warmup: bool = True
+    prepare: bool = True
+    seed: int | None = 0
+    progress: bool = False
+    chunk_frames: int | None = None
+    context: Context | None = None
 
 
 @dataclass
@@ -74,17 +102,10 @@ def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 def synthesize(
     generator: nn.Module,
     mels: Sequence[np.ndarray | torch.Tensor],
+    settings: SynthesisSettings | None = None,
     *,
     sample_rate: int,
-    batch_size: int = 1,
-    device: str | torch.device = "cpu",
-    warmup: bool = True,
-    prepare: bool = True,
-    seed: int | None = 0,
-    progress: bool = False,
     on_done: Callable[[int, np.ndarray], None] | None = None,
-    chunk_frames: int | None = None,
-    context: Context | None = None,
 ) -> SynthesisResult:
     """Synthesize waveforms from log-mels.
 
@@ -92,19 +113,10 @@ def synthesize(
         generator: vocoder with ``in_channels``, ``hop_length`` and
             ``forward(mel: (B, in_channels, T)) -> (B, 1, T · hop)``.
         mels: ``(n_mels, T_i)`` arrays or tensors.
+        settings: batch, device, warm-up, seed, chunking (:class:`SynthesisSettings`; None: its defaults).
         sample_rate: the generator's output rate (for the speed figures).
-        batch_size: utterances per forward pass.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or a device).
-        warmup: run the first batch once untimed before timing everything (kernel selection, caches).
-        prepare: fold search branches and remove weight norm first (:func:`prepare_for_inference`).
-        seed: seeds torch before synthesis (noise-driven generators such as WaveNet); None: leave it.
-        progress: tqdm progress bar over batches.
         on_done: called as ``on_done(index, wav)`` as soon as each waveform is ready (e.g. to write it),
             outside the timed region.
-        chunk_frames: synthesize in chunks of this many frames (exact, see the module docstring);
-            None: whole utterances.
-        context: the look-ahead context to chunk with (default: the generator's own, computed once
-            from its analytic receptive field, or carried by an ONNX backend).
 
     Returns:
         :class:`SynthesisResult` with waveforms in input order and the speed of the timed pass
@@ -117,6 +129,9 @@ def synthesize(
     """
     from rfspeech.inference.chunked import check_chunk_frames, iter_chunked, resolve_context
 
+    s = settings or SynthesisSettings()
+    batch_size, device, warmup, prepare, seed = s.batch_size, s.device, s.warmup, s.prepare, s.seed
+    progress, chunk_frames, context = s.progress, s.chunk_frames, s.context
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -218,6 +233,7 @@ class SynthesisInputs:
         kind: ``"mel"`` (cached features), ``"audio"`` (copy-synthesis) or ``"manifest"`` (utts.tsv).
         bad: ``(utt_id or path, reason)`` of inputs that could not be used.
         feats_yaml: the feature-parameter file the mels were checked against (None for audio input).
+        resampled_from: ``{sample rate: files}`` of audio input resampled to the vocoder's rate (empty: none).
     """
 
     utt_ids: list[str]
@@ -225,6 +241,7 @@ class SynthesisInputs:
     kind: str
     bad: list[tuple[str, str]]
     feats_yaml: str | None
+    resampled_from: dict[int, int] = field(default_factory=dict)
 
 
 def _find_beside(folder: Path, name: str) -> Path | None:
@@ -251,7 +268,8 @@ def collect_inputs(
     Cached mels are checked against the vocoder's feature parameters (``feats.yaml`` in the folder or
     its parent, as ``rfspeech-prepare`` writes it, or ``feats_yaml``): a mismatch is a
     :class:`ConfigError` naming every differing key. Audio goes through the vocoder's own feature
-    extractor (copy-synthesis), resampled to its rate when needed; a manifest uses the cached
+    extractor (copy-synthesis), resampled to its rate when needed (announced in one log line and counted in
+    ``resampled_from``); a manifest uses the cached
     ``feats/<utt_id>.npy`` where present, else the audio. Unusable inputs (unreadable, wrong shape,
     silent, ...) are listed in ``bad`` and skipped.
 
@@ -329,6 +347,7 @@ def collect_inputs(
         extractor = FeatureExtractor(wav_params or model_params, st)
 
     ids, mels, bad = [], [], []
+    resampled: dict[int, int] = {}
     for utt_id, npy, audio in entries:
         try:
             if (why := id_problem(utt_id, ".wav")) is not None:  # a file name that cannot name an output
@@ -342,6 +361,7 @@ def collect_inputs(
                 wav, sr = read_audio(audio)
                 if sr != model_params.sample_rate:
                     wav = resample(wav, sr, model_params.sample_rate)
+                    resampled[sr] = resampled.get(sr, 0) + 1
                 mel = extractor(wav)
                 if mel.shape[1] == 0:
                     raise DataError(f"{audio}: too short for one mel frame")
@@ -350,4 +370,8 @@ def collect_inputs(
             continue
         ids.append(utt_id)
         mels.append(mel)
-    return SynthesisInputs(ids, mels, kind, bad, checked)
+    if resampled:
+        rates = ", ".join(f"{n} file(s) at {sr} Hz" for sr, n in sorted(resampled.items()))
+        log.warning("input audio resampled to the vocoder's %d Hz (soxr, high quality): %s; the output is at %d Hz",
+                    model_params.sample_rate, rates, model_params.sample_rate)
+    return SynthesisInputs(ids, mels, kind, bad, checked, resampled)

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from rfspeech.data.manifest import MANIFEST, FeatureParams, read_manifest
 from rfspeech.data.text import text_to_sequence
 from rfspeech.errors import ConfigError, DataError
 from rfspeech.inference.speed import SpeedReport, device_name
-from rfspeech.inference.synthesis import synthesize
+from rfspeech.inference.synthesis import SynthesisSettings, synthesize
 
 log = logging.getLogger(__name__)
 
@@ -267,17 +267,11 @@ def synthesize_text(
     acoustic: nn.Module,
     vocoder: nn.Module,
     items: Sequence[tuple[str, str]],
+    settings: SynthesisSettings | None = None,
     *,
     sample_rate: int,
     length_scale: float = 1.0,
-    batch_size: int = 1,
-    device: str | torch.device = "cpu",
-    warmup: bool = True,
-    seed: int | None = 0,
-    progress: bool = False,
     on_done: Callable[[str, np.ndarray], None] | None = None,
-    chunk_frames: int | None = None,
-    context: Any = None,
 ) -> TTSResult:
     """Text → log-mel (acoustic model) → waveform (vocoder, :func:`rfspeech.inference.synthesis.synthesize`).
 
@@ -287,16 +281,12 @@ def synthesize_text(
         acoustic: trained acoustic model.
         vocoder: vocoder generator (``in_channels`` = the acoustic model's ``n_mels``).
         items: ``(utt_id, text)`` pairs.
+        settings: vocoder batch (1 is exact), device of both models, warm-up (one untimed pass of each
+            model), noise seed, progress bars, chunking (:class:`SynthesisSettings`; the vocoder is always
+            prepared for inference).
         sample_rate: the vocoder's output rate.
         length_scale: speaking-rate factor (> 1 slower).
-        batch_size: vocoder batch (1 is exact).
-        device: where both models run.
-        warmup: one untimed pass of each model first.
-        seed: noise seed of noise-driven vocoders (None: leave the RNG alone).
-        progress: progress bars.
         on_done: ``on_done(utt_id, wav)`` as soon as each waveform is ready (outside the timing).
-        chunk_frames: vocoder in exact chunks of this many frames (None: whole utterances).
-        context: the vocoder's look-ahead context for chunking (default: its own).
 
     Returns:
         :class:`TTSResult`.
@@ -305,6 +295,8 @@ def synthesize_text(
         DataError: no text could be synthesized.
         ConfigError: the vocoder does not read the acoustic model's mel bins.
     """
+    settings = replace(settings or SynthesisSettings(), prepare=True)
+    batch_size, device, warmup, progress = settings.batch_size, settings.device, settings.warmup, settings.progress
     n_mels = getattr(acoustic, "n_mels", None)
     if n_mels is not None and int(n_mels) != int(vocoder.in_channels):
         raise ConfigError(f"the acoustic model predicts {n_mels} mel bins, the vocoder reads {vocoder.in_channels}")
@@ -315,9 +307,7 @@ def synthesize_text(
         raise DataError(f"nothing to synthesize: {len(a.bad)} text(s) unusable"
                         + (f" ({a.bad[0][0]}: {a.bad[0][1]})" if a.bad else ""))
     done = None if on_done is None else (lambda i, w: on_done(a.utt_ids[i], w))
-    v = synthesize(vocoder, a.mels, sample_rate=sample_rate, batch_size=batch_size, device=device, warmup=warmup,
-                   prepare=True, seed=seed, progress=progress, on_done=done, chunk_frames=chunk_frames,
-                   context=context)
+    v = synthesize(vocoder, a.mels, settings, sample_rate=sample_rate, on_done=done)
     audio = v.speed.audio_seconds
     wall = a.speed.wall_seconds + v.speed.wall_seconds
     total = SpeedReport(
@@ -359,16 +349,11 @@ def stream_text(
     acoustic: nn.Module,
     vocoder: Any,
     items: Sequence[tuple[str, str]],
+    settings: SynthesisSettings,
     *,
     sample_rate: int,
-    chunk_frames: int,
     block_frames: int | None = None,
     length_scale: float = 1.0,
-    device: str | torch.device = "cpu",
-    warmup: bool = True,
-    seed: int | None = 0,
-    context: Any = None,
-    progress: bool = False,
     on_audio: Callable[[str, np.ndarray], None] | None = None,
     on_end: Callable[[str], None] | None = None,
 ) -> StreamResult:
@@ -378,16 +363,13 @@ def stream_text(
         acoustic: trained acoustic model (``inference(tokens) -> (1, n_mels, T)``).
         vocoder: prepared generator in eval mode, or a backend (ONNX Runtime).
         items: ``(utt_id, text)`` pairs.
+        settings: ``chunk_frames`` (frames per vocoder call, ≥ 1, required), device of the torch models,
+            warm-up (stream the first sentence once untimed), noise seed, look-ahead context, progress
+            (:class:`SynthesisSettings`).
         sample_rate: the vocoder's output rate.
-        chunk_frames: frames per vocoder call (≥ 1).
         block_frames: frames pushed at a time, as an incremental acoustic model would deliver them
             (default ``chunk_frames``).
         length_scale: speaking-rate factor.
-        device: where the torch models run.
-        warmup: stream the first sentence once untimed.
-        seed: noise seed of noise-driven vocoders (None: leave the RNG alone).
-        context: the vocoder's look-ahead context (default: its own).
-        progress: tqdm over sentences.
         on_audio: ``on_audio(utt_id, wav_block)`` for every final float32 block, in order (not timed).
         on_end: ``on_end(utt_id)`` after a sentence's last block.
 
@@ -401,7 +383,9 @@ def stream_text(
     from rfspeech.inference.chunked import check_chunk_frames, resolve_context
     from rfspeech.inference.streaming import StreamingSynthesizer
 
-    chunk_frames = check_chunk_frames(chunk_frames)
+    device, warmup, seed, context, progress = (settings.device, settings.warmup, settings.seed, settings.context,
+                                               settings.progress)
+    chunk_frames = check_chunk_frames(settings.chunk_frames)
     block = chunk_frames if block_frames is None else check_chunk_frames(block_frames)
     n_mels = getattr(acoustic, "n_mels", None)
     if n_mels is not None and int(n_mels) != int(vocoder.in_channels):

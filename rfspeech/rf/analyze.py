@@ -129,6 +129,11 @@ class LayerInfo:
     fields: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+
+def _layer_list(names: list[str], what: str) -> str:
+    """``"1 unproductive layer"`` / ``"2 critical layers"`` (a count, singular or plural)."""
+    return f"{len(names)} {what} layer{'' if len(names) == 1 else 's'}"
+
 @dataclass
 class RFReport:
     """Result of :func:`analyze`. Numbers are floats in the primary input's units unless named ``_samples``.
@@ -204,11 +209,13 @@ class RFReport:
         if self.i_min is not None:
             lines.append(f"  I_min {self.i_min:.4g} {self.units}, I_max {self.i_max:.4g} {self.units}")
         if self.segment is not None:
-            lines.append(
-                f"  segment {self.segment:g} {self.units}: {len(self.critical)} critical, "
-                f"{len(self.unproductive)} unproductive layers"
-                + (f" (border layer {self.border_layer})" if self.border_layer else "")
-            )
+            lines.append(f"  segment {self.segment:g} {self.units}: {_layer_list(self.critical, 'critical')}, "
+                         f"{_layer_list(self.unproductive, 'unproductive')}")
+            if self.unproductive:
+                lines.append(f"  unproductive (every input already sees more than the segment): "
+                             f"{', '.join(self.unproductive)}")
+            if self.border_layer:
+                lines.append(f"  border layer (the first whose r_min exceeds the segment): {self.border_layer}")
         for h in self.hints:
             lines.append(f"  hint: {h['message']}")
         return "\n".join(lines)
@@ -579,8 +586,10 @@ def refinement_hints(report: RFReport, segment: Fraction, max_permutations: int 
                  "message": f"I_min {float(base):.4g} {units} < segment {float(segment):g}: no layer is unproductive"}]
     hints: list[dict[str, Any]] = [{
         "kind": "status", "i_min": float(base),
-        "message": f"I_min {float(base):.4g} {units} >= segment {float(segment):g}: {len(report.unproductive)} "
-                   f"unproductive layers (border layer {report.border_layer})",
+        "message": f"I_min {float(base):.4g} {units} >= segment {float(segment):g}: "
+                   f"{_layer_list(report.unproductive, 'unproductive')}"
+                   + (f" ({', '.join(report.unproductive)})" if report.unproductive else "")
+                   + f"; border layer {report.border_layer}",
     }]
     layer_names = {i: op.layer.name for i, op in enumerate(ops) if op.layer is not None}
     dilated = [i for i, op in enumerate(ops) if op.layer is not None and op.step is not None

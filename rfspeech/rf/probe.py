@@ -137,6 +137,10 @@ def _positive_copy(model: nn.Module, seed: int) -> nn.Module:
     return m
 
 
+#: Magnitude of the probe's inputs: small keeps saturating activations linear.
+INPUT_SCALE = 1e-6
+
+
 def probe(
     model: nn.Module,
     input_shape: Any,
@@ -146,7 +150,6 @@ def probe(
     seed: int = 0,
     batch: int = 16,
     output: int = 0,
-    scale: float = 1e-6,
     jump: Any = None,
     method: str = "auto",
     period: int | dict[str, int] | None = None,
@@ -170,7 +173,6 @@ def probe(
         batch: output samples back-propagated (or input steps pushed forward) together, one
             batch item each.
         output: which tensor of the flattened output to probe (time axis last).
-        scale: magnitude of the inputs (small keeps saturating activations linear).
         jump: input units per output sample of the first argument, for ``lo``/``hi`` (spans do
             not depend on it). Default: from the lengths, rounded to an integer up- or
             downsampling factor (valid convolutions shorten the output by a few samples). Other
@@ -201,7 +203,7 @@ def probe(
     primary = first if first in shapes else next(iter(shapes))
     m = _positive_copy(model, seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    base = {name: (torch.rand(tuple(int(s) for s in shp), generator=gen, dtype=torch.float64) + 0.5) * scale
+    base = {name: (torch.rand(tuple(int(s) for s in shp), generator=gen, dtype=torch.float64) + 0.5) * INPUT_SCALE
             for name, shp in shapes.items()}
     if any(b.shape[0] != 1 for b in base.values()):
         raise RFSpeechError("probe: use batch size 1 in input_shape (output samples are batched internally)")

@@ -4,7 +4,10 @@ Pipeline (``recipes/search.yaml``):
 
 1. optional **global search** (``search.global.enabled``): an evolutionary search over coarse dilation
    combinations; each candidate is trained for ``candidate_steps`` steps from one shared initialisation
-   (``out_dir/global/init.pt``) and scored by validation mel L1; candidates whose receptive field makes
+   (``out_dir/global/init.pt``: with ``init_from``, the pretrained generator and discriminator, so each
+   candidate is a short fine-tune of the trained vocoder with the candidate's dilations applied
+   (``apply_structure``, ``single``); without it, the random initialisation) and scored by validation
+   mel L1; its proxy steps count in ``cost.json`` (``global_proxy_steps``); candidates whose receptive field makes
    layers unproductive for the training segment are pruned first (:mod:`rfspeech.rf`); candidates
    are scored in ``n_workers`` processes. The best combination (``out_dir/global/best.yaml``) seeds
 2. the **local search** during training, by the strategy ``search.strategy``
@@ -30,6 +33,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,7 @@ from rfspeech.inference.loading import extract_generator_state, load_checkpoint,
 from rfspeech.io import atomic_path, atomic_write_text
 from rfspeech.layers.conv import iter_dilated_convs
 from rfspeech.layers.weight_norm import detached_copy
+from rfspeech.runconfig import ModelSetup, VocoderRun, vocoder_run
 from rfspeech.runs.train import adopt_init_model, build_models, make_trainer, model_overridden
 from rfspeech.search import (
     BackendSettings,
@@ -60,12 +65,14 @@ from rfspeech.search import (
     save_structure,
     worker_device,
 )
+from rfspeech.search.reach import reachability, schedule_from
 from rfspeech.search.strategy import SELECTION_KEYS, Schedule, SearchStrategy, get_strategy, write_structure
 from rfspeech.train import distributed as D
 from rfspeech.train.common import TrainingDiverged
 from rfspeech.train.cost import COST_FILE, CostMeter, read_cost
 from rfspeech.train.distributed import DistInfo, resolve_device
 from rfspeech.train.logging import create_writer
+from rfspeech.train.trainer import preflight
 
 log = logging.getLogger("rfspeech.search")
 
@@ -249,7 +256,7 @@ class CandidateScorer:
     for its worker slot (``cuda:i`` round-robin over the pool, and over the ranks under torchrun).
 
     Args:
-        cfg: the resolved search config (plain dict).
+        cfg: the resolved search config (plain dict: the models are built from it).
         init_path: ``torch.save`` of the shared ``generator``/``discriminator`` initial weights.
         groups: ``{gene: [paths]}`` of the search space.
         steps: training steps per candidate.
@@ -258,12 +265,15 @@ class CandidateScorer:
         threads: torch threads per candidate process (None: leave torch's default).
         workers_per_rank: the pool size (spreads ranks × workers over the GPUs).
         rescore_steps: training steps of a re-score (None: ``steps``).
+        typed: the search run's typed settings (None: built from ``cfg``); each candidate runs them with its
+            own out_dir, steps and seed, and no checkpoints, validation or logging.
     """
 
     def __init__(self, cfg: dict[str, Any], init_path: str, groups: dict[str, list[str]], steps: int,
                  val_utts: int, work_dir: str, threads: int | None = None, workers_per_rank: int = 1,
-                 rescore_steps: int | None = None) -> None:
+                 rescore_steps: int | None = None, typed: VocoderRun | None = None) -> None:
         self.cfg = cfg
+        self.typed = typed
         self.init_path = init_path
         self.groups = groups
         self.steps = int(steps)
@@ -293,18 +303,25 @@ class CandidateScorer:
         generator.load_state_dict(init["generator"])
         discriminator.load_state_dict(init["discriminator"])
         apply_structure(generator, expand_groups(choice, self.groups), mode="single")
-        trainer = make_trainer(
-            cfg, generator, discriminator, out_dir=Path(self.work_dir) / tag, max_steps=steps, resume=False,
-            init_from=None, tensorboard=False, progress=False, checkpoint_interval=0, validation_interval=0,
-            save_last=False, num_workers=0, val_max_utts=self.val_utts,
-            dist_info=DistInfo(device=self.device()),
-        )
+        base = self.typed or vocoder_run(cfg)
+        typed = replace(
+            base,
+            run=replace(base.run, out_dir=str(Path(self.work_dir) / tag), seed=int(cfg.seed), resume=False,
+                        init_from=None, tensorboard=False, progress=False),
+            loop=replace(base.loop, max_steps=steps, checkpoint_interval=0, validation_interval=0,
+                         save_last=False, num_workers=0, val_max_utts=self.val_utts))
+        trainer = make_trainer(cfg, generator, discriminator, typed=typed, dist_info=DistInfo(device=self.device()))
         try:
             trainer.fit()
         except TrainingDiverged:
             return math.inf
         score = trainer.validate()
         return score if math.isfinite(score) else math.inf
+
+
+def _features(cfg: Any) -> FeatureParams | None:
+    """The expected feature parameters of ``features:`` (None: whatever ``data_dir/feats.yaml`` holds)."""
+    return FeatureParams.from_dict(to_container(cfg.features), where="features") if cfg.get("features") else None
 
 
 def backend_cost(summary: Mapping[str, Any]) -> dict[str, float]:
@@ -333,7 +350,7 @@ def _build_generator(cfg: dict[str, Any]) -> torch.nn.Module:
 
 def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch.nn.Module, paths: list[str],
                       segment_frames: int, out_dir: Path, *, max_lookahead: float | None = None,
-                      dist_info: Any = None) -> tuple[dict[str, int], dict[str, Any]]:
+                      dist_info: Any = None, typed: VocoderRun | None = None) -> tuple[dict[str, int], dict[str, Any]]:
     """Run the global search; return the best per-layer structure and a summary.
 
     Under torchrun (``dist_info.distributed``) every rank calls this: ``GlobalSearch(distributed=True)``
@@ -344,7 +361,9 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
         max_lookahead: look-ahead budget in mel frames: candidates over it are pruned
             (:class:`rfspeech.search.LookaheadPrune`) before the receptive-field pruning.
         dist_info: the run's :class:`rfspeech.train.distributed.DistInfo` (None: one process).
+        typed: the run's typed settings (None: built from ``cfg``).
     """
+    typed = typed or vocoder_run(cfg)
     g = cfg.search["global"]
     distributed = bool(dist_info is not None and dist_info.distributed)
     is_main = dist_info is None or dist_info.is_main
@@ -372,7 +391,7 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
     finalists = int(g.get("finalists") or 0)
     scorer = CandidateScorer(plain_cfg, str(init_path), groups, int(g.candidate_steps), int(g.candidate_val_utts),
                              str(out_dir / "candidates"), threads=threads, workers_per_rank=n_workers,
-                             rescore_steps=g.get("rescore_steps"))
+                             rescore_steps=g.get("rescore_steps"), typed=typed)
     prune = None
     build = functools.partial(_build_generator, plain_cfg)
     if g.get("prune", True):
@@ -401,6 +420,8 @@ def run_global_search(cfg: Any, generator: torch.nn.Module, discriminator: torch
                "backend": backend.summary() if hasattr(backend, "summary") else {"backend": g.get("backend")}}
     proxy = int(result.evaluations) * int(g.candidate_steps) + rescored * scorer.rescore_steps
     summary["proxy_steps"] = proxy
+    # what each candidate's proxy run starts from (init.pt): the pretrained vocoder, or a random initialisation
+    summary["candidates_start"] = f"init_from {cfg.init_from}" if cfg.get("init_from") else "random initialisation"
     if result.finalists:
         log.info("global search: chose %s (mean re-score %.4g); best by its single score %s (%.4g); score noise sd %s",
                  result.best, result.best_score, result.search_best, result.search_best_score,
@@ -427,35 +448,76 @@ def search_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
     """
     generator, discriminator = build_models(cfg)
     if cfg.get("init_from") and not cfg.get("resume"):
-        # Search from trained (hand-designed) weights: load them before the convs are wrapped.
+        # Search from trained (hand-designed) weights: load them before the convs are wrapped. The
+        # discriminator too: the global search's candidates are short fine-tunes from both (global/init.pt).
         state = load_checkpoint(cfg.init_from)
         load_generator_weights(generator, extract_generator_state(state, cfg.init_from), str(cfg.init_from))
+        disc = state.get("discriminator")
+        if isinstance(disc, dict) and disc:
+            try:
+                discriminator.load_state_dict(disc)
+            except RuntimeError as e:
+                log.warning("init_from %s: discriminator weights do not fit (%s); the global search's candidates "
+                            "start it from scratch", cfg.init_from, str(e).splitlines()[0][:200])
         return generator, discriminator, False
     return generator, discriminator, True
 
 
-def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
-    """The whole ``rfspeech-search`` pipeline; returns ``{structure, structure_file, ...}``."""
+def planned_rounds(cfg: Any) -> tuple[int, int]:
+    """``(rounds the run's train.max_steps allows, rounds asked for)`` of the local search (0, 0 when it is off)."""
+    local = cfg.search.local
+    if not local.get("enabled", True) or int(local.max_search_steps) <= 0:
+        return 0, 0
+    asked = int(local.max_search_steps)
+    return min(asked, int(cfg.train.max_steps) // max(1, int(local.search_interval))), asked
+
+
+def check_search_length(cfg: Any) -> None:
+    """Refuse a search run too short for one local-search round: it would write the structure it started with.
+
+    Raises:
+        ConfigError: ``train.max_steps`` below ``search.local.search_interval``.
+    """
+    done, asked = planned_rounds(cfg)
+    if asked and not done:
+        interval = int(cfg.search.local.search_interval)
+        raise ConfigError(
+            f"train.max_steps={int(cfg.train.max_steps)} is shorter than one local-search round "
+            f"(search.local.search_interval={interval}): nothing would be searched; set train.max_steps="
+            f"{interval * asked} for all {asked} rounds, or a smaller search.local.search_interval")
+
+
+def run_search(cfg: Any, dist_info: Any, typed: VocoderRun | None = None) -> dict[str, Any]:
+    """The whole ``rfspeech-search`` pipeline; returns ``{structure, structure_file, ...}``.
+
+    Args:
+        cfg: the composed ``recipes/search.yaml``.
+        dist_info: this process's place in a torchrun job.
+        typed: the run's typed settings (:func:`rfspeech.runconfig.vocoder_run`), built once by the
+            console script; None builds them here.
+    """
     require(cfg, "data_dir", "out_dir")
+    typed = typed or vocoder_run(cfg)
     out = Path(cfg.out_dir)
     fp = FeatureParams.load(Path(cfg.data_dir) / FEATS_YAML)
     if int(cfg.train.segment_size) % fp.hop_length:
         raise ConfigError(f"train.segment_size={cfg.train.segment_size} must be a multiple of the hop length "
                           f"{fp.hop_length}")
     segment_frames = int(cfg.train.segment_size) // fp.hop_length
+    check_search_length(cfg)
     strategy = search_strategy(cfg)
     budget = lookahead_limit(cfg, fp)
     generator, discriminator, init_generator = search_models(cfg)
     paths = searched_paths(generator, strategy)
+    start_structure = {p: d for p, d in strategy.export(generator).items() if p in set(paths)}
     if budget is not None:
         _check_budget(generator, paths, budget, strategy, fp)
     global_cost: dict[str, Any] | None = None
     g = cfg.search["global"]
     if g.get("enabled", False):
-        # The trainer's checks (features, hop, segment vs receptive field, a dry run) before the global
-        # search, which can run for hours before the local search's trainer would see a bad config.
-        make_trainer(cfg, detached_copy(generator), detached_copy(discriminator), resume=False, init_from=None,
-                     tensorboard=False, progress=False, dist_info=DistInfo(device=resolve_device(str(cfg.device))))
+        # The trainer's checks (features, hop, segment vs receptive field, a forward of both models) before
+        # the global search, which can run for hours before the local search's trainer would see a bad config.
+        preflight(generator, discriminator, typed.run, typed.gan, _features(cfg))
     if dist_info.is_main:
         write_config(cfg, out)
     summary: dict[str, Any] = {"searched_layers": paths, "strategy": strategy.name, "searchable": strategy.record(),
@@ -472,7 +534,8 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         else:
             meter = CostMeter("global_proxy_steps", init_from=cfg.get("init_from"))
             best, summary["global"] = run_global_search(cfg, generator, discriminator, paths, segment_frames,
-                                                        out / "global", max_lookahead=budget, dist_info=dist_info)
+                                                        out / "global", max_lookahead=budget, dist_info=dist_info,
+                                                        typed=typed)
             global_cost = meter.totals(0)
             global_cost["global_proxy_steps"] = int(summary["global"]["proxy_steps"])
             for key, value in backend_cost(summary["global"]).items():  # candidates trained on other machines
@@ -489,13 +552,20 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
     local_cfg = cfg.search.local
     rf = None
     if local_cfg.get("enabled", True) and int(local_cfg.max_search_steps) > 0:
+        if dist_info.is_main and strategy.name == "rfnext":
+            # how far the schedule can move each layer at best, against the receptive-field analysis's targets
+            alpha_lr = cfg.search.get("alpha_lr") or cfg.train.optimizer_g.get("lr")
+            start = {p: d for p, d in strategy.export(generator).items() if p in set(paths)}
+            summary["reach"] = reachability(start, schedule_from(strategy.record(), local_cfg, alpha_lr), generator,
+                                            segment_frames)
         strategy.wrap(generator)
         local = strategy.searcher(generator, Schedule(
             search_interval=int(local_cfg.search_interval), max_search_steps=int(local_cfg.max_search_steps),
             search_every=int(local_cfg.get("search_every") or 1), out_dir=out / "search" if dist_info.is_main else None,
             segment=segment_frames, max_lookahead=budget, settings={"searched_layers": len(paths)}))
-        trainer = make_trainer(cfg, generator, discriminator, search=local, searchable=strategy.record(),
-                               dist_info=dist_info, init_generator=init_generator,
+        trainer = make_trainer(cfg, generator, discriminator, typed=typed, dist_info=dist_info,
+                               setup=ModelSetup(search=local, searchable=strategy.record(),
+                                                init_generator=init_generator),
                                **_alpha_overrides(cfg, generator, strategy))
         if trainer.step == 0 and global_cost is not None:  # a resumed trainer's totals already hold it
             trainer.cost.add(**{k: global_cost[k] for k in ("global_proxy_steps", "cpu_seconds", "gpu_seconds",
@@ -504,6 +574,10 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         summary["local"] = {"history": local.history, "rounds": len(local.history), "steps": result.step,
                             "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
         settings = local.all_settings()
+        if not local.history and not g.get("enabled", False):
+            raise ConfigError(f"the local search ran 0 of {int(local_cfg.max_search_steps)} rounds in {result.step} "
+                              f"steps (search.local.search_interval={int(local_cfg.search_interval)}): nothing was "
+                              "searched and no structure.yaml written; raise train.max_steps")
         if not local.finished:
             log.warning("local search ran %d of %d rounds in %d steps (search_interval=%d): raise train.max_steps",
                         len(local.history), int(local_cfg.max_search_steps), result.step,
@@ -524,7 +598,8 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         settings = {**settings, "searchable": strategy.record(), "model": to_container(cfg.model.generator),
                     "init_from": cfg.get("init_from"), "alpha_lr": cfg.search.get("alpha_lr"),
                     "global": {k: glob[k] for k in ("best", "best_score", "search_best", "search_best_score",
-                                                    "finalists", "score_noise", "proxy_steps") if k in glob}}
+                                                    "finalists", "score_noise", "proxy_steps", "candidates_start")
+                               if k in glob}}
         if budget is not None:
             settings["max_lookahead_frames"] = budget
         if ahead is not None:
@@ -533,7 +608,10 @@ def run_search(cfg: Any, dist_info: Any) -> dict[str, Any]:
         atomic_write_text(out / "search_log.json",
                           json.dumps({**summary, "structure": structure, "receptive_field": rf, "lookahead": ahead},
                                      indent=2, default=_json_default))
-    return {"structure": structure, "structure_file": str(out / "structure.yaml"), "receptive_field": rf}
+    rounds = summary.get("local", {}).get("rounds", 0)
+    return {"structure": structure, "structure_file": str(out / "structure.yaml"), "receptive_field": rf,
+            "rounds": rounds, "rounds_asked": planned_rounds(cfg)[1], "start_structure": start_structure,
+            "global": "global" in summary or global_cost is not None}
 
 
 def _json_default(obj: Any) -> Any:
@@ -544,17 +622,34 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def run(cfg: Any) -> dict[str, Any]:
-    """The run behind ``rfspeech-search`` (``cfg``: the composed ``recipes/search.yaml``)."""
+def run(cfg: Any, typed: VocoderRun) -> dict[str, Any]:
+    """The run behind ``rfspeech-search``.
+
+    Args:
+        cfg: the composed ``recipes/search.yaml``.
+        typed: its training run's typed settings, built once by the console script.
+    """
     require(cfg, "data_dir", "out_dir")
     adopt_init_model(cfg, lambda: model_overridden(cfg))  # an imported/pretrained init_from brings its model
     dist_info = D.init_distributed(str(cfg.device), timeout_s=float(cfg.get("dist_timeout_s", 7200)))
     try:
-        result = run_search(cfg, dist_info)
+        result = run_search(cfg, dist_info, typed)
     finally:
         D.cleanup()
     if dist_info.is_main:
-        rf = result["receptive_field"]
-        rf_text = f"; receptive field {rf['r_min']:.1f}-{rf['r_max']:.1f} frames" if rf else ""
-        print(f"searched {len(result['structure'])} layers{rf_text}; wrote {result['structure_file']}")
+        print(search_summary(result))
     return result
+
+
+def search_summary(result: dict[str, Any]) -> str:
+    """The closing line of a search run: rounds done, layers searched and changed, receptive field, file."""
+    rf = result["receptive_field"]
+    rf_text = f"; receptive field {rf['r_min']:.1f}-{rf['r_max']:.1f} frames" if rf else ""
+    structure, start = result["structure"], result.get("start_structure") or {}
+    changed = sum(1 for p, d in structure.items() if start.get(p, d) != d)
+    rounds = (f"local search {result['rounds']} of {result['rounds_asked']} rounds"
+              + ("" if result["rounds"] >= result["rounds_asked"] else " (too few steps: see the warning above)")
+              if result.get("rounds_asked") else "no local search")
+    glob = "global search, then " if result.get("global") else ""
+    return (f"{glob}{rounds}: {len(structure)} layers searched, {changed} changed{rf_text}; "
+            f"wrote {result['structure_file']}")

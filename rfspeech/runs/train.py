@@ -1,8 +1,9 @@
 """The ``rfspeech-train`` run: its composed config → models, structure, init weights, the :class:`Trainer`.
 
 Used by ``rfspeech-train`` (:func:`run`) and ``rfspeech-search`` (its candidates and local search); the config
-is the composed ``recipes/train.yaml`` / ``recipes/search.yaml`` (user-written, so Hydra ``instantiate``
-is used on it; checkpoints are rebuilt through the allow-list of :mod:`rfspeech.inference.loading`).
+is the composed ``recipes/train.yaml`` / ``recipes/search.yaml`` (user-written: Hydra ``instantiate`` builds its
+optimisers and schedulers; models, also those adopted from ``init_from``, are built through the allow-listed,
+typed :func:`rfspeech.inference.loading.build_config_node`).
 """
 
 from __future__ import annotations
@@ -11,20 +12,28 @@ import logging
 import os
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from rfspeech.config import require, to_container, write_config
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError
-from rfspeech.inference.loading import extract_generator_state, load_checkpoint, load_generator_weights, shape_like
-from rfspeech.runconfig import kwargs_of, vocoder_run
+from rfspeech.inference.loading import (
+    build_config_node,
+    build_from_node,
+    extract_generator_state,
+    load_checkpoint,
+    load_generator_weights,
+    shape_like,
+)
+from rfspeech.runconfig import GANOptim, ModelSetup, VocoderRun, check_model_chosen, vocoder_run
 from rfspeech.search import apply_structure
+from rfspeech.search.model import branch_candidates, structure_budget
 from rfspeech.search.strategy import RFNext, read_structure
 from rfspeech.train import distributed
 from rfspeech.train.trainer import Trainer
@@ -48,14 +57,10 @@ def build_models(cfg: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
         if "model" not in cfg or node not in cfg.model:
             raise ConfigError(f"model.{node} missing from the config (choose a model=... from recipes/model/)")
     seed_everything(int(cfg.seed))
-    try:
-        generator = instantiate(cfg.model.generator, _convert_="all")
-        discriminator = instantiate(cfg.model.discriminator, _convert_="all")
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(f"model: {str(e).splitlines()[0]}") from None
+    # rfspeech's models go through the allow-listed, typed builder (also what init_from adopted); a user's own
+    # class named in their own YAML through Hydra, after the same interpolation check.
+    generator = build_config_node(cfg.model.generator, "model.generator")
+    discriminator = build_config_node(cfg.model.discriminator, "model.discriminator")
     return generator, discriminator
 
 
@@ -83,7 +88,9 @@ def apply_structure_from(cfg: Any, generator: torch.nn.Module) -> dict[str, Any]
         log.info("generator built from %s (%s, mode %s)", cfg.structure, cls.name, mode)
         return dict(structure)
     from_search = continues_search(cfg, generator)
-    apply_structure(generator, structure, mode=mode, from_search=from_search, **structure_args(cfg))
+    # the look-ahead budget the search ran under holds for every mode (multiple/merge: all their branches)
+    apply_structure(generator, structure, mode=mode, from_search=from_search,
+                    max_lookahead=structure_budget(cfg.structure), **structure_args(cfg))
     log.info("generator built from %s (mode %s%s): %s", cfg.structure, mode,
              ", continuing the search run" if from_search else "", structure)
     return dict(structure)
@@ -159,6 +166,19 @@ def structure_args(cfg: Any) -> dict[str, Any]:
     return given
 
 
+def _recorded_structure_args(cfg: Any, generator: torch.nn.Module, structure: dict[str, Any] | None) -> dict[str, Any]:
+    """What checkpoints record as ``structure_args``: :func:`structure_args`, plus, for an RF-Next ``multiple`` /
+    ``merge`` structure, every conv's candidates as applied (fitted to a budget or learned by the search run), so
+    loading rebuilds the shapes that were trained."""
+    args = structure_args(cfg)
+    if not structure or str(cfg.get("structure_mode") or "single") == "single":
+        return args
+    if cfg.get("structure") and not issubclass(read_structure(cfg.structure)[0], RFNext):
+        return args
+    rates = branch_candidates(generator)
+    return {**args, "candidates": rates} if rates else args
+
+
 def model_overridden(cfg: Any = None) -> bool | None:
     """Whether the user chose the model; None outside Hydra.
 
@@ -189,6 +209,28 @@ def model_overridden(cfg: Any = None) -> bool | None:
     return to_container(cfg.model) != to_container(default.get("model") or {})
 
 
+#: The published training recipe (``recipes/train/<preset>.yaml``) of a generator class; others: ``hifigan``.
+TRAIN_PRESETS = {"rfspeech.models.wavenet.WaveNetGenerator": "pwg"}
+
+
+def model_train_preset(cfg: Any) -> str | None:
+    """The training preset matching the run's generator (``model=``, else ``init_from``'s); None when unknown.
+
+    Reads only the checkpoint's ``config.model.generator._target_``, and only when no model is configured.
+    """
+    node = None
+    if cfg.get("model") is not None and cfg.model.get("generator") is not None:
+        node = to_container(cfg.model.generator)
+    elif cfg.get("init_from"):
+        try:
+            saved = (load_checkpoint(str(cfg.init_from)).get("config") or {}).get("model") or {}
+        except Exception:  # an unreadable init_from is reported, in one line, where the run loads it
+            return None
+        node = saved.get("generator")
+    target = node.get("_target_") if isinstance(node, dict) else None
+    return TRAIN_PRESETS.get(str(target), "hifigan") if target else None
+
+
 def adopt_init_model(cfg: Any, model_given: bool | None | Callable[[], bool | None]) -> bool:
     """Take ``model.generator``/``model.discriminator`` from the ``init_from`` checkpoint, in place.
 
@@ -197,31 +239,40 @@ def adopt_init_model(cfg: Any, model_given: bool | None | Callable[[], bool | No
 
     When the user chose no model (``model_given`` false) and the checkpoint's model differs from the
     config's default, its nodes replace the config's: an imported or pretrained checkpoint runs
-    without a hand-picked ``model=``. The nodes go through the allow-list of
-    :func:`rfspeech.inference.loading.build_from_node` first (built once, so a refused target or
-    arguments fail here, in one line), never through Hydra on an unchecked target. With a model
-    given, nothing changes: weights that do not fit stay a clear error when they are loaded.
+    without a hand-picked ``model=``. The checkpoint passed the schema check when it was read
+    (:func:`rfspeech.inference.schema.check_checkpoint`: no ``${`` string anywhere in its config, no
+    ``_partial_``/``_args_``/``_recursive_``), and each node is built once here by the allow-listed, typed
+    :func:`rfspeech.inference.loading.build_from_node` (a refused target, a ``causal: "false"`` string
+    fail here, in one line). Only such inert, checked data enters the run config, and
+    :func:`build_models` builds it through the same allow-listed path, never through Hydra. With a
+    model given, nothing changes: weights that do not fit stay a clear error when they are loaded.
 
     Returns:
         True when the config's model was replaced.
     """
     if not cfg.get("init_from"):
+        check_model_chosen(cfg)
         return False
-    if (model_given() if callable(model_given) else model_given) is not False:
+    if cfg.get("model") is not None and (model_given() if callable(model_given) else model_given) is not False:
         return False
     from omegaconf import open_dict
-
-    from rfspeech.inference.loading import build_from_node
 
     path = str(cfg.init_from)
     saved = (load_checkpoint(path).get("config") or {}).get("model") or {}
     current = to_container(cfg.model) if cfg.get("model") is not None else {}
     nodes = {k: saved[k] for k in ("generator", "discriminator") if isinstance(saved.get(k), dict)}
-    if "generator" not in nodes or all(nodes[k] == current.get(k) for k in nodes):
+    if "generator" not in nodes:
+        if cfg.get("model") is None:
+            raise ConfigError(f"{path}: the checkpoint carries no config.model.generator to take the model from: "
+                              "pass model=<preset> as well")
+        return False
+    if all(nodes[k] == current.get(k) for k in nodes):
         return False
     for key, node in nodes.items():
         build_from_node(node, f"{path}: config.model.{key}")
     with open_dict(cfg):
+        if cfg.get("model") is None:
+            cfg.model = {}
         for key, node in nodes.items():
             cfg.model[key] = node
         if saved.get("name"):
@@ -273,59 +324,65 @@ def make_trainer(
     generator: torch.nn.Module | None = None,
     discriminator: torch.nn.Module | None = None,
     *,
-    structure: dict[str, int] | None = None,
-    search: Any | None = None,
-    searchable: dict[str, Any] | None = None,
-    **overrides: Any,
-) -> Any:
-    """Build a :class:`rfspeech.train.trainer.Trainer` from a resolved run config.
+    typed: VocoderRun | None = None,
+    setup: ModelSetup | None = None,
+    optimizer_g: Any = None,
+    dist_info: Any = None,
+) -> Trainer:
+    """Build a :class:`rfspeech.train.trainer.Trainer` from a run config and its typed form.
 
     Args:
-        cfg: the ``train.yaml`` / ``search.yaml`` config.
-        generator: prebuilt generator (e.g. wrapped by ``make_searchable``); None builds it (and
-            applies ``structure=`` when set).
+        cfg: the composed ``train.yaml`` / ``search.yaml`` config (models, optimisers and schedulers are
+            instantiated from it; it is stored in checkpoints).
+        generator: prebuilt generator (e.g. wrapped by a search strategy); None builds it (and applies
+            ``structure=`` when set).
         discriminator: prebuilt discriminator; None builds it.
-        structure: the structure the prebuilt generator carries (recorded in checkpoints).
-        search: local search object passed to the trainer.
-        searchable: ``make_searchable`` arguments used on the generator.
-        **overrides: Trainer keyword arguments that replace the config's (out_dir, max_steps, ...).
+        typed: the typed run (:class:`~rfspeech.runconfig.VocoderRun`), built once by the caller; None
+            builds it from ``cfg`` here (every value checked: one ConfigError naming the key).
+        setup: how a prebuilt generator was built (local search, the strategy's record, whether
+            ``init_from`` still loads it); the structure fields come from ``cfg``.
+        optimizer_g: the generator's optimiser factory (None: ``train.optimizer_g``), e.g. the search's
+            own parameter group (:class:`rfspeech.runs.search.AlphaParamGroups`).
+        dist_info: the process's place in a torchrun job (None: read from the environment).
     """
     require(cfg, "data_dir", "out_dir")
-    typed = vocoder_run(cfg)  # every value checked here: one ConfigError naming the key
-    init_generator = True
+    typed = typed or vocoder_run(cfg)
+    setup = setup or ModelSetup()
+    structure = setup.structure
     if generator is None or discriminator is None:
         g, d = build_models(cfg)
         if generator is None:
             generator = g
-            init_generator = not load_init_before_structure(cfg, generator)
+            setup = replace(setup, init_generator=not load_init_before_structure(cfg, generator))
             structure = apply_structure_from(cfg, generator)
         discriminator = discriminator if discriminator is not None else d
+    setup = replace(setup, structure=structure, structure_mode=str(cfg.get("structure_mode") or "single"),
+                    structure_args=_recorded_structure_args(cfg, generator, structure))
     t = cfg.train
     features = None
     if cfg.get("features"):
         features = FeatureParams.from_dict(to_container(cfg.features), where="features")
-    kwargs: dict[str, Any] = dict(
-        generator=generator, discriminator=discriminator,
-        optimizer_g=instantiate(t.optimizer_g, _convert_="all"),
+    optim = GANOptim(
+        optimizer_g=optimizer_g or instantiate(t.optimizer_g, _convert_="all"),
         optimizer_d=instantiate(t.optimizer_d, _convert_="all"),
         scheduler_g=instantiate(t.scheduler_g, _convert_="all") if t.get("scheduler_g") else None,
         scheduler_d=instantiate(t.scheduler_d, _convert_="all") if t.get("scheduler_d") else None,
-        feature_params=features, **kwargs_of(typed.run), **kwargs_of(typed.loop), **kwargs_of(typed.gan),
-        structure=structure, structure_mode=str(cfg.get("structure_mode") or "single"),
-        structure_args=structure_args(cfg), init_generator=init_generator,
-        search=search, searchable=searchable, config=to_container(cfg),
     )
-    kwargs.update(overrides)
-    return Trainer.from_kwargs(**kwargs)
+    return Trainer(generator, discriminator, optim, typed.run, typed.loop, typed.gan, feature_params=features,
+                   setup=setup, config=to_container(cfg), dist_info=dist_info)
 
 
+def run(cfg: Any, typed: VocoderRun) -> dict[str, Any]:
+    """The run behind ``rfspeech-train``.
 
-def run(cfg: Any) -> dict[str, Any]:
-    """The run behind ``rfspeech-train`` (``cfg``: the composed ``recipes/train.yaml``)."""
+    Args:
+        cfg: the composed ``recipes/train.yaml`` (models and optimisers are built from it).
+        typed: its typed settings, built once by the console script (:func:`rfspeech.runconfig.vocoder_run`).
+    """
     require(cfg, "data_dir", "out_dir")
     try:
         adopt_init_model(cfg, lambda: model_overridden(cfg))  # an imported/pretrained init_from brings its model
-        trainer = make_trainer(cfg)
+        trainer = make_trainer(cfg, typed=typed)
         carry_search_cost(cfg, trainer)  # a fine-tune of a search run counts the search's cost
         write_config(cfg, cfg.out_dir)
         result = trainer.fit()

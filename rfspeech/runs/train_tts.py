@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from rfspeech.config import require, to_container, write_config
 from rfspeech.data.manifest import FeatureParams
 from rfspeech.errors import ConfigError
-from rfspeech.runconfig import ModelSetup, Optim, acoustic_run, kwargs_of
+from rfspeech.runconfig import AcousticConfig, LoopConfig, ModelSetup, Optim, RunConfig, acoustic_run
 from rfspeech.runs.train import seed_everything
 from rfspeech.search import LocalSearch, apply_structure, load_structure, make_searchable
 from rfspeech.train import distributed
@@ -59,13 +59,19 @@ def acoustic_local_search(cfg: Any, model: torch.nn.Module) -> tuple[LocalSearch
     return search, searchable
 
 
-def build_trainer(cfg: Any, **overrides: Any) -> Any:
-    """Model (structure / searchable applied), optimiser, scheduler and :class:`AcousticTrainer` from a config."""
+def build_trainer(cfg: Any, typed: tuple[RunConfig, LoopConfig, AcousticConfig] | None = None) -> AcousticTrainer:
+    """Model (structure / searchable applied), optimiser, scheduler and :class:`AcousticTrainer` from a config.
+
+    Args:
+        cfg: the composed ``recipes/train_tts.yaml``.
+        typed: its typed settings ``(run, loop, acoustic)``, built once by the console script
+            (:func:`rfspeech.runconfig.acoustic_run`); None builds them here (every value checked).
+    """
     require(cfg, "data_dir", "out_dir")
     if "model" not in cfg or "acoustic" not in cfg.model:
         raise ConfigError("model.acoustic missing from the config (choose model=acoustic or model=acoustic_debug)")
-    run, loop, settings = acoustic_run(cfg)  # every value checked here: one ConfigError naming the key
-    seed_everything(run.seed)
+    run_config, loop, settings = typed or acoustic_run(cfg)
+    seed_everything(run_config.seed)
     model = build_acoustic(cfg.model.acoustic)
     structure = None
     mode = str(cfg.get("structure_mode") or "single")
@@ -85,17 +91,8 @@ def build_trainer(cfg: Any, **overrides: Any) -> Any:
     optim = Optim(instantiate(t.optimizer, _convert_="all"),
                   instantiate(t.scheduler, _convert_="all") if t.get("scheduler") else None)
     setup = ModelSetup(structure=structure, structure_mode=mode, search=search, searchable=searchable)
-    if not overrides:
-        return AcousticTrainer(model, optim, run, loop, settings, feature_params=features, setup=setup,
-                               config=to_container(cfg))
-    # The flat keyword API (tests, callers replacing single values): every value checked again.
-    kwargs: dict[str, Any] = dict(model=model, optimizer=optim.optimizer, scheduler=optim.scheduler,
-                                  feature_params=features, **kwargs_of(run), **kwargs_of(loop), **kwargs_of(settings),
-                                  **kwargs_of(setup), config=to_container(cfg))
-    kwargs.update(overrides)
-    return AcousticTrainer.from_kwargs(**kwargs)
-
-
+    return AcousticTrainer(model, optim, run_config, loop, settings, feature_params=features, setup=setup,
+                           config=to_container(cfg))
 
 def _save_structure(trainer: Any, cfg: Any) -> Path | None:
     """Write the searched dilations to ``out_dir/structure.yaml`` (rank 0, search runs only)."""
@@ -106,11 +103,16 @@ def _save_structure(trainer: Any, cfg: Any) -> Path | None:
     return path
 
 
-def run(cfg: Any) -> dict[str, Any]:
-    """The run behind ``rfspeech-train-tts`` (``cfg``: the composed ``recipes/train_tts.yaml``)."""
+def run(cfg: Any, typed: tuple[RunConfig, LoopConfig, AcousticConfig]) -> dict[str, Any]:
+    """The run behind ``rfspeech-train-tts``.
+
+    Args:
+        cfg: the composed ``recipes/train_tts.yaml``.
+        typed: its typed settings ``(run, loop, acoustic)``, built once by the console script.
+    """
     require(cfg, "data_dir", "out_dir")
     try:
-        trainer = build_trainer(cfg)
+        trainer = build_trainer(cfg, typed)
         write_config(cfg, cfg.out_dir)
         result = trainer.fit()
         structure = _save_structure(trainer, cfg)

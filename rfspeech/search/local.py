@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -94,19 +95,25 @@ def receptive_field(model: nn.Module, segment: float | None = None) -> dict[str,
 
 @contextlib.contextmanager
 def plain_view(model: nn.Module) -> Iterator[nn.Module]:
-    """The model (DDP wrapper removed) with every wrapper swapped for its own conv at the current dilation."""
+    """The model (DDP wrapper removed) with every wrapper swapped for its own conv.
+
+    A searching wrapper stands for its structure: the conv at its current dilation. A frozen one
+    (the ``multiple`` mode) computes all its branches for good, so it reads as far as its largest
+    candidate: the conv at that dilation (the receptive field and look-ahead of the multi-branch op).
+    """
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module  # the DDP wrapper's forward would run collectives on this rank alone
     swapped: list[tuple[str, SearchableConv1d]] = []
     try:
         for _path, (full, module) in _targets(model).items():
             if isinstance(module, SearchableConv1d):
-                module.conv.set_dilation(module.dilation)
+                module.conv.set_dilation(max(module.candidates) if module.is_frozen else module.dilation)
                 _replace(model, full, module.conv)
                 swapped.append((full, module))
         yield model
     finally:
         for full, module in swapped:
+            module.conv.set_dilation(module.dilation)
             _replace(model, full, module)
 
 
@@ -141,6 +148,59 @@ def lookahead(model: nn.Module, primary: str = "auto", inputs: Any = None) -> fl
     """Look-ahead of ``model`` at its current dilations: the right side of the analytic field, in
     units of ``primary`` (``auto``: the mel input; frames for a vocoder, mean over output phases)."""
     return float(_Lookahead(model, primary, inputs)())
+
+
+def lookahead_of_structure(model: nn.Module, structure: dict[str, int], primary: str = "auto") -> float:
+    """Look-ahead of ``model`` with the convs named in ``structure`` at those dilations (the others as they are)."""
+    return float(_Lookahead(model, primary)(structure))
+
+
+def fit_branches(model: nn.Module, max_lookahead: float, ops: dict[str, SearchableConv1d], learned: bool = False,
+                 primary: str = "auto") -> dict[str, tuple[int, ...]]:
+    """Shrink the candidates of ``ops`` (``{path: wrapper}``) jointly so the multi-branch model stays within
+    ``max_lookahead``: every branch is computed, so each wrapper looks as far ahead as its largest candidate.
+
+    The largest fraction ``f`` of every wrapper's room above its dilation that fits is found by bisection
+    (the look-ahead grows with every candidate); each wrapper's candidates are then capped at
+    ``d + ⌊f·(r_max − d)⌋``: rebuilt symmetric below that cap (:meth:`SearchableConv1d.candidates_for`, ``α``
+    restarted), or, ``learned=True`` (``α`` learned by a search run), the candidates above it dropped and
+    the others' ``α`` kept. Candidates are never dropped below the wrapper's own dilation; a structure
+    over the budget must be refused before (:func:`lookahead_of_structure`).
+
+    Returns:
+        ``{path: candidates}`` of the wrappers changed.
+    """
+    la = _Lookahead(model, primary)
+    budget = Fraction(max_lookahead).limit_denominator(10**6)
+    base = {p: op.dilation for p, op in ops.items()}
+    top = {p: max(op.candidates) for p, op in ops.items()}
+
+    def caps(f: float) -> dict[str, int]:
+        return {p: base[p] + math.floor(f * (top[p] - base[p]) + 1e-9) for p in ops}
+
+    if la(caps(1.0)) <= budget:
+        return {}
+    lo, hi = 0.0, 1.0
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        if la(caps(mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    limit = caps(lo)
+    changed = {}
+    for p, op in ops.items():
+        if max(op.candidates) <= limit[p]:
+            continue
+        if learned:
+            op._set_rates([r for r in op.candidates if r <= limit[p]] or [op.dilation])
+        else:
+            op._set_rates(op.candidates_for(op.dilation, limit[p]))
+            op.reset_alpha()
+        changed[p] = op.candidates
+    log.warning("look-ahead budget %g frames: the branches of %d conv(s) shrunk to fit it%s", float(max_lookahead),
+                len(changed), " (the learned α of the dropped candidates are lost)" if learned else "")
+    return changed
 
 
 def dilation_limits(model: nn.Module, max_lookahead: float, primary: str = "auto", inputs: Any = None,
@@ -192,6 +252,12 @@ class LocalSearch:
             (``bench/search_overhead.py --search-every``); ``α`` then gets ``1/k`` of the updates
             (raise ``search.alpha_lr`` or the interval to compensate) and the shared weights are
             trained mostly at the current dilation. Evaluation always runs the full op.
+        warm_share_end: anneal the warm start: the share of the current dilation's branch at each
+            restart after round ``k`` goes linearly from the wrappers' ``warm_share`` (step 0: the
+            model unchanged) to this value at round ``warm_anneal_rounds``, then stays. Lower shares
+            put more weight on the neighbours after a move, so the next estimate needs fewer steps to
+            cross a rounding threshold (measured in docs/results/repair_search.md). None: constant.
+        warm_anneal_rounds: rounds of the anneal (None: ``max_search_steps``).
     """
 
     def __init__(
@@ -206,6 +272,8 @@ class LocalSearch:
         max_lookahead: float | None = None,
         lookahead_input: str = "auto",
         search_every: int = 1,
+        warm_share_end: float | None = None,
+        warm_anneal_rounds: int | None = None,
     ) -> None:
         if int(search_interval) < 1:
             raise ValueError(f"search_interval must be >= 1, got {search_interval}")
@@ -223,6 +291,14 @@ class LocalSearch:
         if int(search_every) < 1:
             raise ConfigError(f"search_every must be >= 1, got {search_every}")
         self.search_every = int(search_every)
+        if warm_share_end is not None and not 0.0 < float(warm_share_end) < 1.0:
+            raise ConfigError(f"warm_share_end must be in (0, 1), got {warm_share_end}")
+        if warm_anneal_rounds is not None and int(warm_anneal_rounds) < 1:
+            raise ConfigError(f"warm_anneal_rounds must be >= 1, got {warm_anneal_rounds}")
+        self.warm_share_end = None if warm_share_end is None else float(warm_share_end)
+        self.warm_anneal_rounds = int(warm_anneal_rounds) if warm_anneal_rounds else max(1, self.max_search_steps)
+        #: each wrapper's configured share (the step-0 start of the anneal)
+        self._share0 = {p: op.warm_share for p, op in searchable_modules(model).items()}
         self.step = 0
         self.history: list[dict[str, Any]] = []
         # The training run's (rank, world_size), set by the trainer (bind_dist); None: the process's group.
@@ -308,6 +384,14 @@ class LocalSearch:
         for op in self.ops().values():
             torch.distributed.broadcast(op.alpha.data, src=0)
 
+    def warm_share_at(self, path: str, round_: int) -> float | None:
+        """The warm start's share for restarts after round ``round_`` (None: the wrapper's own, no anneal)."""
+        if self.warm_share_end is None:
+            return None
+        start = self._share0.get(path, 0.99)
+        frac = min(1.0, max(0, int(round_)) / self.warm_anneal_rounds)
+        return start + (self.warm_share_end - start) * frac
+
     def all_settings(self) -> dict[str, Any]:
         """The settings written into structure files."""
         ops = self.ops()
@@ -321,16 +405,44 @@ class LocalSearch:
             out.update(max_lookahead=self.max_lookahead, lookahead_input=self.lookahead_input)
         if self.search_every != 1:
             out.update(search_every=self.search_every)
+        if ops:
+            first = next(iter(ops.values()))
+            out.update(keep_alpha=first.keep_alpha)
+            if first.warm_start:
+                out.update(warm_share=self._share0.get(next(iter(ops)), first.warm_share))
+        if self.warm_share_end is not None:
+            out.update(warm_share_end=self.warm_share_end, warm_anneal_rounds=self.warm_anneal_rounds)
         out.update(self.settings)
         return out
 
     # -- the schedule --------------------------------------------------------------------------
 
+    @staticmethod
+    def observe(op: SearchableConv1d) -> dict[str, Any]:
+        """What a wrapper's ``α`` say before an estimate: candidates, normalised weights, expectation, margins.
+
+        ``to_threshold`` = ``0.5 − |E − d|``: how far the expectation is from the rounding threshold that
+        moves the dilation (≤ 0: it moves, ties toward ``d`` aside); ``shift`` = total-variation distance
+        between the weights and their last restart (``½ Σ |ŵ − ŵ_start|``): how much the evidence moved them.
+        """
+        w = op.branch_weights().detach().double().cpu()
+        e = op.expectation()
+        return {"dilation": op.dilation, "candidates": list(op.candidates),
+                "weights": [round(float(v), 5) for v in w.tolist()], "expectation": round(e, 5),
+                "to_threshold": round(0.5 - abs(e - op.dilation), 5),
+                "shift": round(0.5 * float((w - op.start_weights().double().cpu()).abs().sum()), 5)}
+
     def search_round(self, step: int) -> bool:
-        """Run one estimate + expand round now; return whether any dilation changed."""
+        """Run one estimate + expand round now; return whether any dilation changed.
+
+        The round is recorded in :attr:`history`: the structure after it and, per searched conv,
+        :meth:`observe` before the estimate, the dilation after it and why ``α`` restarted (``restart``:
+        ``candidates`` / ``settled`` / ``every round``, None when kept).
+        """
         self.sync_alphas()
         ops = self.ops()
         before = {p: op.dilation for p, op in ops.items()}
+        seen = {p: self.observe(op) for p, op in ops.items()}
         for op in ops.values():
             op.estimate()
         limits: dict[str, int] = {}
@@ -342,12 +454,14 @@ class LocalSearch:
                     ops[path]._set_current(before[path])
             limits = dilation_limits(self.model, self.max_lookahead, _la=self._la)  # type: ignore[arg-type]
         for path, op in ops.items():
-            op.expand(limit=limits.get(path))
+            op.expand(limit=limits.get(path), warm_share=self.warm_share_at(path, self.rounds + 1))
         after = {p: op.dilation for p, op in ops.items()}
         self.rounds += 1
         self.last_step = int(step)
         changed = {p: (before[p], after[p]) for p in after if before[p] != after[p]}
-        self.history.append({"step": int(step), "round": self.rounds, "structure": dict(after)})
+        for p, op in ops.items():
+            seen[p].update(to=after[p], restart=op.last_reset)
+        self.history.append({"step": int(step), "round": self.rounds, "structure": dict(after), "layers": seen})
         log.info("search round %d/%d at step %d: %s", self.rounds, self.max_search_steps, step,
                  ", ".join(f"{p} {a}->{b}" for p, (a, b) in changed.items()) or "no dilation changed")
         return bool(changed)
@@ -387,9 +501,13 @@ class LocalSearch:
         return structure
 
     def log_to(self, writer: Any, step: int, rf: dict[str, Any] | None = None) -> None:
-        """Dilation of every searched conv (and the receptive field) as TensorBoard scalars."""
+        """Dilation and the round's expectation of every searched conv (and the receptive field) as TensorBoard
+        scalars (``search/dilation/<path>``, ``search/expectation/<path>``)."""
+        layers = (self.history[-1].get("layers") or {}) if self.history else {}
         for path, op in self.ops().items():
             writer.add_scalar(f"search/dilation/{path}", op.dilation, step)
+            if path in layers:
+                writer.add_scalar(f"search/expectation/{path}", layers[path]["expectation"], step)
         if rf:
             writer.add_scalar("search/receptive_field", rf["r_max"], step)
             writer.add_scalar("search/receptive_field_min", rf["r_min"], step)

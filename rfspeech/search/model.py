@@ -16,6 +16,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +27,19 @@ from torch.nn.utils import parametrize
 
 from rfspeech import strict_yaml
 from rfspeech.errors import ConfigError, DataError
-from rfspeech.io import atomic_write_text
+from rfspeech.io import atomic_write_text, atomic_write_yaml
 from rfspeech.layers.conv import DilatedConv1d, strip_ddp_prefix
 from rfspeech.layers.sparse import SparseTapConv1d, dilation_of_taps, hand_taps, normalize_taps
 from rfspeech.layers.weight_norm import apply_weight_norm, weight_norm_parts
 from rfspeech.search.dcls_op import DclsConv1d
-from rfspeech.search.op import SearchableConv1d, as_dilated_conv, unsearchable_reason
+from rfspeech.search.op import RFNextSettings, SearchableConv1d, as_dilated_conv, unsearchable_reason
 
 log = logging.getLogger("rfspeech.search")
 
 MODES = ("single", "multiple", "merge")
 
 #: Keyword arguments :func:`make_searchable` / :func:`apply_structure` pass to SearchableConv1d.
-SEARCH_ARGS = ("num_branches", "expand_rate", "min_dilation", "max_dilation", "alpha_init", "impl", "naive",
-               "warm_start", "warm_share")
+SEARCH_ARGS = tuple(f.name for f in fields(RFNextSettings))
 
 #: Which convs :func:`make_searchable` considers: factory convs only, every eligible ``nn.Conv1d``,
 #: or ``auto`` (factory convs when the model has any, else every eligible ``nn.Conv1d``).
@@ -230,7 +230,7 @@ def make_searchable(
             their plain pre/post convs as they are; else every eligible ``nn.Conv1d``),
             ``factory`` or ``all``.
         **search_args: ``num_branches``, ``expand_rate``, ``min_dilation``, ``max_dilation``,
-            ``alpha_init``, ``impl``, ``naive``, ``warm_start``, ``warm_share`` for every wrapper.
+            ``alpha_init``, ``impl``, ``naive``, ``warm_start``, ``warm_share``, ``keep_alpha`` for every wrapper.
 
     Returns:
         The paths wrapped by this call, in module order (a ``list``); its ``skipped`` attribute
@@ -254,7 +254,7 @@ def make_searchable(
                 log.info("not searching %s: %s", path, reason)
             continue
         try:
-            op = SearchableConv1d(module, **args)
+            op = SearchableConv1d(module, RFNextSettings(**args))
         except ValueError as e:
             raise ConfigError(f"make_searchable: {path}: {e}") from None
         _replace(model, full, op)
@@ -424,20 +424,27 @@ def save_structure(
 ) -> None:
     """Write a structure file (YAML, atomically).
 
-    Top-level keys: ``strategy`` (the search strategy whose structure it is, :mod:`rfspeech.search.strategy`),
-    ``structure`` (``{module path: dilation}`` for ``rfnext``; for ``dcls`` a dilation, or for a layer whose
-    learned taps are no dilated pattern the list of its tap offsets; another strategy's values as it exports
-    them), ``settings`` (the search settings) and ``receptive_field`` (e.g. ``r_min``/``r_max`` from
-    :mod:`rfspeech.rf`, or null).
+    Top-level keys: ``strategy`` (the search strategy whose structure it is, :mod:`rfspeech.search.strategy`;
+    absent for RF-Next's), ``structure`` (``{module path: dilation}`` for ``rfnext``; for ``dcls`` a dilation,
+    or for a layer whose learned taps are no dilated pattern the list of its tap offsets; another strategy's
+    values as it exports them), ``settings`` (the search settings) and ``receptive_field`` (e.g.
+    ``r_min``/``r_max`` from :mod:`rfspeech.rf`, or null). RF-Next's files are written as they always were
+    (block-style YAML); other strategies' write lists of numbers on one line (``[-12, 0, 12]``).
     """
-    clean = {strip_ddp_prefix(str(k)): _clean_entry(v, strategy) for k, v in structure.items()}
-    doc = {
-        "strategy": str(strategy),
+    if strategy == "rfnext":
+        clean = {strip_ddp_prefix(str(k)): int(v) for k, v in structure.items()}
+    else:
+        clean = {strip_ddp_prefix(str(k)): _clean_entry(v, strategy) for k, v in structure.items()}
+    doc: dict[str, Any] = {} if strategy == "rfnext" else {"strategy": str(strategy)}  # no key: RF-Next's
+    doc.update({
         "structure": clean,
         "settings": _yaml_safe(dict(settings or {})),
         "receptive_field": None if receptive_field is None else _yaml_safe(dict(receptive_field)),
-    }
-    atomic_write_text(path, yaml.dump(doc, Dumper=_FlowNumbers, sort_keys=False, allow_unicode=True))
+    })
+    if strategy == "rfnext":
+        atomic_write_yaml(path, doc)
+    else:
+        atomic_write_text(path, yaml.dump(doc, Dumper=_FlowNumbers, sort_keys=False, allow_unicode=True))
 
 
 def _clean_entry(value: Any, strategy: str) -> Any:
@@ -557,6 +564,10 @@ def read_structure_file(path: str | Path) -> dict[str, Any]:
         out = {"structure": doc["structure"]}
         if doc.get("strategy") is not None:
             out["strategy"] = str(doc["strategy"])
+        budget = (doc.get("settings") or {}).get("max_lookahead_frames") if isinstance(doc.get("settings"),
+                                                                                         Mapping) else None
+        if isinstance(budget, int | float) and not isinstance(budget, bool) and budget > 0:
+            out["max_lookahead_frames"] = float(budget)
         return out
     if doc and all((isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, list) for v in doc.values()):
         return {"structure": doc}
@@ -634,11 +645,18 @@ def _with_entry(module: nn.Module, entry: Entry) -> nn.Module:
     return new
 
 
+def structure_budget(path: str | Path) -> float | None:
+    """The look-ahead budget (mel frames) a structure file was searched under (``settings.max_lookahead_frames``)."""
+    return read_structure_file(path).get("max_lookahead_frames")
+
+
 def apply_structure(
     model: nn.Module,
     structure: Mapping[str, Entry] | str | Path,
     mode: str = "single",
     from_search: bool = False,
+    max_lookahead: float | None = None,
+    candidates: Mapping[str, Sequence[int]] | None = None,
     **search_args: Any,
 ) -> list[str]:
     """Build the fixed model of a searched structure, in place.
@@ -662,7 +680,10 @@ def apply_structure(
     is the search model itself (wrapped, trained) and its wrappers are kept as they are: ``multiple``
     freezes their candidates with the searched ``α``; ``merge`` folds the searched ``α`` and the
     trained weights into one dense conv, so the merged model computes exactly what the
-    multi-branch search model computes (≤ 1e-5); ``single`` unwraps at the searched dilation. The
+    multi-branch search model computes (≤ 1e-5); ``single`` unwraps at the searched dilation. A
+    wrapper that has not trained since its last restart (the run ended on a round that changed its
+    candidates) first goes back to the ``α`` and candidates it learned before that restart
+    (:meth:`SearchableConv1d.restore_learned`), so what is folded is learned, not the restart values. The
     fine-tune continues from there instead of restarting from equal branch weights. Every
     wrapper named must sit at the structure's dilation (else the structure is not this run's).
 
@@ -671,6 +692,15 @@ def apply_structure(
         structure: ``{module path: dilation or taps}`` or a structure file path.
         mode: ``single``, ``multiple`` or ``merge``.
         from_search: keep the search model's wrappers (their ``α`` and candidates) as described.
+        max_lookahead: the look-ahead budget (mel frames, :func:`rfspeech.search.lookahead`) the search ran
+            under (a structure file's own: :func:`structure_budget`). ``single``: the structure must be
+            within it. ``multiple``/``merge``: the branches look ahead as far as their largest candidate,
+            so the candidates are shrunk jointly until the whole multi-branch model is within it
+            (:func:`rfspeech.search.local.fit_branches`; from the search run the learned ``α`` of the
+            candidates kept stay, the ones beyond are dropped). None: no budget.
+        candidates: ``{path: candidate dilations}`` for ``multiple``/``merge``: exactly these instead of
+            the ones built around each dilation (a checkpoint rebuilding the shapes it was trained with:
+            :func:`branch_candidates` records them); no budget fitting then.
         **search_args: SearchableConv1d arguments for ``multiple``/``merge`` (``num_branches``,
             ``expand_rate``, ...); ``min_dilation``/``max_dilation`` also bound the structure.
 
@@ -680,7 +710,7 @@ def apply_structure(
     Raises:
         ConfigError: unknown mode, names the model lacks (all listed), dilations out of bounds,
             a named conv that cannot be searched (multiple/merge), ``from_search`` on a model
-            whose named convs are not wrapped at the structure's dilations.
+            whose named convs are not wrapped at the structure's dilations, a structure over ``max_lookahead``.
     """
     if mode not in MODES:
         raise ConfigError(f"structure mode must be one of {list(MODES)}, got {mode!r}")
@@ -722,16 +752,28 @@ def apply_structure(
         if dcls and mode != "single":
             raise ConfigError(f"structure mode {mode!r}: a learned-spacing (DCLS) search run ({dcls[0]}) continues in "
                               "mode 'single' only")
+        restored = []
+        kept: dict[str, tuple[str, SearchableConv1d]] = {}
         for name in structure:
             full, op = targets[name]
             if isinstance(op, DclsConv1d):
                 _replace(model, full, op.export())
-            elif mode == "single":
+                continue
+            if mode == "single":
                 op.conv.set_dilation(op.dilation)
                 _replace(model, full, op.conv)
-            elif mode == "multiple":
-                op.freeze()
-            else:
+                continue
+            # a run that ended on a round restarted α there: fold what it learned, not the restart values
+            if op.restore_learned():
+                restored.append(name)
+            op.freeze()
+            kept[name] = (full, op)
+        if restored:
+            log.info("apply_structure(from_search): %d wrapper(s) had not trained since their last restart; their "
+                     "learned α and candidates before it are used", len(restored))
+        _within_budget(model, structure, {n: op for n, (_, op) in kept.items()}, max_lookahead, learned=True)
+        if mode == "merge":
+            for _name, (full, op) in kept.items():
                 _replace(model, full, merged_conv(op))
         log.info("applied structure (%s, from the search run) to %d convs", mode, len(structure))
         return list(structure)
@@ -746,6 +788,7 @@ def apply_structure(
         if bad:
             raise ConfigError(f"structure mode {mode!r} needs searchable convs: {', '.join(bad)}")
 
+    wrapped: dict[str, tuple[str, SearchableConv1d]] = {}
     for name, d in structure.items():
         full, module = targets[name]
         if mode == "single":
@@ -760,10 +803,49 @@ def apply_structure(
             raise ConfigError(f"structure mode {mode!r}: {name} is a learned-spacing layer; mode 'single' only")
         conv = module.conv if isinstance(module, SearchableConv1d) else as_dilated_conv(module)
         conv.set_dilation(d)
+        given = (candidates or {}).get(name)
         try:
-            op = SearchableConv1d(conv, frozen=True, **args)
+            op = SearchableConv1d(conv, RFNextSettings(**args), frozen=True,
+                                  rates=None if given is None else [int(r) for r in given])
         except ValueError as e:
             raise ConfigError(f"apply_structure: {name}: {e}") from None
-        _replace(model, full, merged_conv(op) if mode == "merge" else op)
+        _replace(model, full, op)
+        wrapped[name] = (full, op)
+    if candidates is None:
+        _within_budget(model, structure, {n: op for n, (_, op) in wrapped.items()}, max_lookahead, learned=False)
+    if mode == "merge":
+        for _name, (full, op) in wrapped.items():
+            _replace(model, full, merged_conv(op))
     log.info("applied structure (%s) to %d convs", mode, len(structure))
     return list(structure)
+
+
+def branch_candidates(model: nn.Module) -> dict[str, list[int]]:
+    """``{path: candidates}`` of every multi-branch conv: frozen wrappers (``multiple``) and merged convs (``merge``).
+
+    What a ``multiple``/``merge`` checkpoint must record to be rebuilt with the same shapes
+    (:func:`apply_structure` ``candidates=``): the candidates can differ from the ones a fresh model builds
+    around each dilation (fitted to a look-ahead budget, or learned by the search run before its last round).
+    """
+    out: dict[str, list[int]] = {}
+    for path, (_, m) in _targets(model, plain=True).items():
+        if isinstance(m, SearchableConv1d):
+            out[path] = [int(r) for r in m.candidates]
+        elif getattr(m, "merged_rates", None):
+            out[path] = [int(r) for r in m.merged_rates]
+    return out
+
+
+def _within_budget(model: nn.Module, structure: Mapping[str, Entry], ops: Mapping[str, SearchableConv1d],
+                   max_lookahead: float | None, learned: bool) -> None:
+    """Check the structure against the budget, then shrink the branches of ``ops`` jointly to fit it."""
+    if max_lookahead is None:
+        return
+    from rfspeech.search.local import fit_branches, lookahead_of_structure
+
+    # tap lists (learned spacing, mode single) are in the model already: only dilations are what-ifs here
+    ahead = lookahead_of_structure(model, {n: d for n, d in structure.items() if not is_taps(d)})
+    if ahead > float(max_lookahead) + 1e-9:
+        raise ConfigError(f"structure looks {ahead:g} frames ahead, over its look-ahead budget {max_lookahead:g}")
+    if ops:
+        fit_branches(model, float(max_lookahead), ops, learned=learned)

@@ -52,6 +52,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -521,6 +522,41 @@ def multi_dilation_conv1d(
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RFNextSettings:
+    """Settings of the RF-Next operator: ``search.searchable`` of ``rfspeech-search`` besides the conv selection.
+
+    Attributes:
+        num_branches: candidate count (RF-Next: 2 or 3).
+        expand_rate: ``e`` of the candidates ``round((1-e)·d), d, round((1+e)·d)``.
+        min_dilation: lower bound of every dilation.
+        max_dilation: upper bound (None: unbounded).
+        alpha_init: the constant ``α`` starts from after every expand (RF-Next: 0.01).
+        impl: ``"auto"`` / ``"mix"`` / ``"dense"`` / ``"naive"`` (see :func:`multi_dilation_conv1d`).
+        naive: shorthand for ``impl="naive"`` (one conv per branch, for benchmarks).
+        warm_start: start (and restart after every expand that changes the candidates) with the
+            current dilation dominant.
+        warm_share: the current dilation's share of ``Σ|α|`` under ``warm_start``, in ``(0, 1)``
+            (:class:`rfspeech.search.LocalSearch` can anneal it for later restarts; the start uses this).
+        keep_alpha: keep the learned ``α`` when an expand leaves the candidates unchanged (False:
+            restart after every expand, as RF-Next).
+        settle: with ``keep_alpha``, restart anyway when the expectation moved by less than this
+            fraction of the candidate spacing since the previous round (it has settled).
+    """
+
+    num_branches: int = 3
+    expand_rate: float = 0.5
+    min_dilation: int = 1
+    max_dilation: int | None = None
+    alpha_init: float = 0.01
+    impl: str = "auto"
+    naive: bool = False
+    warm_start: bool = False
+    warm_share: float = 0.99
+    keep_alpha: bool = True
+    settle: float = 0.05
+
+
 class SearchableConv1d(nn.Module):
     """A length-preserving conv run at several candidate dilations that share its weight (RF-Next operator).
 
@@ -545,24 +581,34 @@ class SearchableConv1d(nn.Module):
     expectation stays exactly ``d`` (symmetric candidates, equal outer shares). Needs an odd
     branch count (``d`` must be a candidate).
 
+    Evidence accumulates (``keep_alpha=True``, the default; RF-Next resets every round): an expand
+    that leaves the candidates as they were (the estimate kept the dilation) keeps the learned ``α``,
+    so the next estimate sees every update since the candidates were last built, not one interval's;
+    a layer whose candidates changed restarts ``α`` (a learned weight belongs to a candidate that is
+    gone). One more restart: when the expectation has **settled** (moved by less than ``settle`` ×
+    the candidate spacing since the previous round) short of a rounding threshold. Kept that long, ``α``
+    reaches the optimum of the multi-branch mixture, which is not a preference for one dilation: on
+    the planted task (target dilation 6) a layer at 5 settles at ``ŵ = (0.26, 0.31, 0.43)`` over
+    ``(3, 5, 7)``, expectation 5.35, for good; a restart measures the preference again from the
+    current dilation and reaches 6 (``tests/test_search_foreign.py``). Before every restart the learned
+    ``α`` and their candidates are saved (``alpha_saved``/``rates_saved``): a run that ends on a round
+    can still fold what it learned (:meth:`restore_learned`, used by
+    ``apply_structure(from_search=True)`` for ``multiple``/``merge``).
+
     Search state lives in ``state_dict`` (a fresh wrapper restores it exactly with
     ``load_state_dict``): ``alpha`` (parameter), ``rates`` (candidate dilations, zero-padded to
-    ``num_branches``), ``current_dilation``, ``search_step`` (rounds of estimate/expand done) and
-    ``frozen`` (candidates fixed: the ``multiple`` mode after search).
+    ``num_branches``), ``current_dilation``, ``search_step`` (rounds of estimate/expand done),
+    ``frozen`` (candidates fixed: the ``multiple`` mode after search), ``alpha_start`` (``α`` as last
+    (re)started), ``alpha_saved``/``rates_saved`` (``α`` and candidates before the last restart; zeros
+    when none), ``expectations`` (the expectation at the previous and at the last estimate since the
+    last restart; 0 when none). Checkpoints written before the last four existed load with them at
+    their defaults.
 
     Args:
         conv: a :class:`rfspeech.layers.DilatedConv1d` (odd kernel > 1, stride 1).
-        num_branches: candidate count (RF-Next: 2 or 3).
-        expand_rate: ``e`` of the candidates ``round((1-e)·d), d, round((1+e)·d)``.
-        min_dilation: lower bound of every dilation.
-        max_dilation: upper bound (None: unbounded).
-        alpha_init: the constant ``α`` starts from after every expand (RF-Next: 0.01).
-        impl: ``"auto"`` / ``"mix"`` / ``"dense"`` / ``"naive"`` (see :func:`multi_dilation_conv1d`).
-        naive: shorthand for ``impl="naive"`` (one conv per branch, for benchmarks).
+        settings: the operator's settings (:class:`RFNextSettings`; None: its defaults).
         frozen: keep the candidates fixed (estimate/expand do nothing; ``α`` still trains).
         rates: explicit initial candidates instead of expanding the conv's dilation.
-        warm_start: start (and restart after every expand) with the current dilation dominant.
-        warm_share: the current dilation's share of ``Σ|α|`` under ``warm_start``, in ``(0, 1)``.
 
     Shapes:
         ``(B, C_in, T)`` → ``(B, C_out, T)``.
@@ -571,19 +617,17 @@ class SearchableConv1d(nn.Module):
     def __init__(
         self,
         conv: nn.Conv1d,
-        num_branches: int = 3,
-        expand_rate: float = 0.5,
-        min_dilation: int = 1,
-        max_dilation: int | None = None,
-        alpha_init: float = 0.01,
-        impl: str = "auto",
-        naive: bool = False,
+        settings: RFNextSettings | None = None,
+        *,
         frozen: bool = False,
         rates: Sequence[int] | None = None,
-        warm_start: bool = False,
-        warm_share: float = 0.99,
     ) -> None:
         super().__init__()
+        s = settings or RFNextSettings()
+        num_branches, expand_rate, alpha_init = s.num_branches, s.expand_rate, s.alpha_init
+        min_dilation, max_dilation, warm_start, warm_share = s.min_dilation, s.max_dilation, s.warm_start, s.warm_share
+        keep_alpha, settle = s.keep_alpha, s.settle
+        impl = "naive" if s.naive else s.impl
         conv = as_dilated_conv(conv)
         if warm_start and int(num_branches) % 2 == 0:
             raise ValueError(f"warm_start needs an odd num_branches (the current dilation must be a candidate), "
@@ -596,7 +640,6 @@ class SearchableConv1d(nn.Module):
             raise ValueError(f"expand_rate must be in [0, 1), got {expand_rate}")
         if int(min_dilation) < 1 or (max_dilation is not None and int(max_dilation) < int(min_dilation)):
             raise ValueError(f"bad dilation bounds [{min_dilation}, {max_dilation}]")
-        impl = "naive" if naive else impl
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         self.conv = conv
@@ -608,6 +651,11 @@ class SearchableConv1d(nn.Module):
         self.impl = impl
         self.warm_start = bool(warm_start)
         self.warm_share = float(warm_share)
+        self.keep_alpha = bool(keep_alpha)
+        self.settle = float(settle)
+        #: Why the last expand restarted α (``candidates``, ``settled``, ``every round``) or None when it kept
+        #: them; not state (the search log records it).
+        self.last_reset: str | None = "candidates"
         factory = {"device": conv.weight.device}
         start = _clip(conv.dilation[0], self.min_dilation, self.max_dilation)
         self.alpha = nn.Parameter(torch.full((self.num_branches,), self.alpha_init, dtype=conv.weight.dtype,
@@ -616,6 +664,10 @@ class SearchableConv1d(nn.Module):
         self.register_buffer("current_dilation", torch.tensor(start, dtype=torch.long, **factory))
         self.register_buffer("search_step", torch.tensor(0, dtype=torch.long, **factory))
         self.register_buffer("frozen", torch.tensor(bool(frozen), **factory))
+        self.register_buffer("alpha_start", torch.zeros(self.num_branches, dtype=conv.weight.dtype, **factory))
+        self.register_buffer("alpha_saved", torch.zeros(self.num_branches, dtype=conv.weight.dtype, **factory))
+        self.register_buffer("rates_saved", torch.zeros(self.num_branches, dtype=torch.long, **factory))
+        self.register_buffer("expectations", torch.zeros(2, dtype=torch.float64, **factory))
         self._rates: tuple[int, ...] = ()
         self._d = start
         #: False: training forwards use the current dilation alone (set by LocalSearch(search_every=k)
@@ -688,7 +740,7 @@ class SearchableConv1d(nn.Module):
 
         Cold: every ``α = alpha_init``. Warm (``warm_start``): the current dilation's branch holds
         ``warm_share`` of the same total ``n · alpha_init``, the other active branches the rest in
-        equal parts (see the class docstring).
+        equal parts (see the class docstring). The new start is recorded in ``alpha_start``.
         """
         with torch.no_grad():
             self.alpha.fill_(self.alpha_init)
@@ -697,10 +749,49 @@ class SearchableConv1d(nn.Module):
                 total = self.alpha_init * len(rates)
                 self.alpha[: len(rates)] = total * (1.0 - self.warm_share) / (len(rates) - 1)
                 self.alpha[rates.index(self._d)] = total * self.warm_share
+            self.alpha_start.copy_(self.alpha.detach())
+            self.expectations.zero_()
+
+    def start_weights(self) -> torch.Tensor:
+        """``ŵ`` of ``alpha_start`` (the branch weights as last restarted), shape ``(n,)``."""
+        a = self.alpha_start[: len(self._rates)].detach().abs()
+        return a / a.sum().clamp_min(torch.finfo(a.dtype).tiny)
+
+    @property
+    def fresh(self) -> bool:
+        """``α`` has not changed since it was last (re)started (no training step since)."""
+        return bool(torch.equal(self.alpha.detach(), self.alpha_start))
+
+    def _save_alpha(self) -> None:
+        """Keep the learned ``α`` and their candidates before a restart (:meth:`restore_learned`)."""
+        with torch.no_grad():
+            self.alpha_saved.copy_(self.alpha.detach())
+            self.rates_saved.copy_(self.rates)
+
+    def restore_learned(self) -> bool:
+        """Go back to the ``α`` and candidates saved before the last restart, when nothing trained since.
+
+        A search run that ends on a round restarts ``α`` there: its last checkpoint holds the restart
+        values, not what the search learned. The saved ``α`` over the saved candidates is the function
+        the model computed up to that round, and its rounded expectation is the searched dilation (the
+        current one is kept). ``apply_structure(from_search=True)`` calls this for ``multiple``/``merge``.
+
+        Returns:
+            Whether anything was restored (False when ``α`` trained since the restart or none was saved).
+        """
+        saved = tuple(int(r) for r in self.rates_saved.tolist() if r > 0)
+        if not saved or not self.fresh:
+            return False
+        with torch.no_grad():
+            self.alpha.copy_(self.alpha_saved)
+            self.alpha_start.copy_(self.alpha_saved)
+        self._set_rates(saved)
+        return True
 
     def set_dilation(self, dilation: int) -> None:
-        """Move to ``dilation``: candidates rebuilt around it, ``α`` reset (even when frozen)."""
+        """Move to ``dilation``: candidates rebuilt around it, ``α`` reset (even when frozen; saved first)."""
         d = _clip(int(dilation), self.min_dilation, self.max_dilation)
+        self._save_alpha()
         self._set_current(d)
         self._set_rates(self.candidates_for(d))
         self.reset_alpha()
@@ -716,6 +807,18 @@ class SearchableConv1d(nn.Module):
             self.num_branches = n
             self.rates = torch.zeros(n, dtype=torch.long, device=self.rates.device)
             self.alpha.data = torch.full((n,), self.alpha_init, dtype=self.alpha.dtype, device=self.alpha.device)
+            for name in ("alpha_start", "alpha_saved"):
+                setattr(self, name, torch.zeros(n, dtype=self.alpha.dtype, device=self.alpha.device))
+            self.rates_saved = torch.zeros(n, dtype=torch.long, device=self.rates.device)
+        # Checkpoints from before the evidence-keeping search: no start/saved α. The start is then the
+        # loaded α itself (so a wrapper that trained on counts as trained) and nothing is saved.
+        if prefix + "rates" in state_dict and prefix + "alpha_start" not in state_dict:
+            alpha = state_dict.get(prefix + "alpha")
+            state_dict[prefix + "alpha_start"] = (alpha.detach().clone() if isinstance(alpha, torch.Tensor)
+                                                  else self.alpha_start.clone())
+            state_dict.setdefault(prefix + "alpha_saved", torch.zeros_like(self.alpha_saved))
+            state_dict.setdefault(prefix + "rates_saved", torch.zeros_like(self.rates_saved))
+            state_dict.setdefault(prefix + "expectations", torch.zeros_like(self.expectations))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
         self._sync_from_buffers()
@@ -746,22 +849,50 @@ class SearchableConv1d(nn.Module):
         """Set the dilation to ``round(Σ ŵ_i r_i)`` (ties toward the current one), clipped; return it."""
         if self.is_frozen:
             return self._d
-        d = _clip(round_toward(self.expectation(), self._d), self.min_dilation, self.max_dilation)
+        e = self.expectation()
+        with torch.no_grad():
+            self.expectations[0] = self.expectations[1].clone()
+            self.expectations[1] = e
+        d = _clip(round_toward(e, self._d), self.min_dilation, self.max_dilation)
         self._set_current(d)
         return d
 
-    def expand(self, limit: int | None = None) -> tuple[int, ...]:
-        """Rebuild the candidates around the current dilation and reset ``α``; return the candidates.
+    def settled(self) -> bool:
+        """The expectation moved by less than ``settle`` × the candidate spacing between the last two estimates."""
+        prev, now = (float(v) for v in self.expectations.tolist())
+        if prev <= 0.0 or now <= 0.0 or len(self._rates) < 2:  # 0: none since the last restart (E >= 1)
+            return False
+        spacing = max(abs(r - self._d) for r in self._rates)
+        return abs(now - prev) < self.settle * spacing
+
+    def expand(self, limit: int | None = None, warm_share: float | None = None) -> tuple[int, ...]:
+        """Rebuild the candidates around the current dilation; restart ``α`` if they changed; return them.
+
+        With ``keep_alpha`` (default) candidates equal to the current ones keep the learned ``α`` (the
+        evidence accumulates over rounds) unless the expectation has settled (:meth:`settled`);
+        otherwise, and whenever the candidates change, ``α`` is saved (:meth:`restore_learned`) and
+        restarted (:meth:`reset_alpha`). ``last_reset`` says which (None: kept).
 
         Args:
             limit: an extra upper bound on the candidates for this round (a look-ahead budget,
                 :class:`rfspeech.search.LocalSearch`); the offsets shrink on both sides alike. Never
                 below the current dilation (moving it is the estimate's job).
+            warm_share: the warm start's share for this restart (an annealed schedule), else ``warm_share``.
         """
         if self.is_frozen:
+            self.last_reset = None
             return self._rates
-        self._set_rates(self.candidates_for(self._d, None if limit is None else max(int(limit), self._d)))
-        self.reset_alpha()
+        new = self.candidates_for(self._d, None if limit is None else max(int(limit), self._d))
+        self.last_reset = ("candidates" if new != self._rates else "every round" if not self.keep_alpha
+                           else "settled" if self.settled() else None)
+        if self.last_reset:
+            self._save_alpha()
+            self._set_rates(new)
+            if warm_share is not None:
+                if not 0.0 < float(warm_share) < 1.0:
+                    raise ValueError(f"warm_share must be in (0, 1), got {warm_share}")
+                self.warm_share = float(warm_share)
+            self.reset_alpha()
         with torch.no_grad():
             self.search_step.add_(1)
         return self._rates

@@ -16,7 +16,8 @@ Its life in a search run (:mod:`rfspeech.runs.search` drives it; the trainer see
    goes into every checkpoint, so a resumed search continues exactly.
 4. :meth:`~SearchStrategy.export` — the searched architecture as data, ``{module path: value}`` (RF-Next:
    the dilation; a learned-spacing conv: its tap positions), written to ``structure.yaml`` under
-   ``structure`` with ``strategy: <name>`` beside it (:func:`write_structure`, :func:`read_structure`).
+   ``structure`` with ``strategy: <name>`` beside it (:func:`write_structure`, :func:`read_structure`;
+   RF-Next's files name none).
 5. :meth:`~SearchStrategy.apply` — a fresh model given an exported structure (``rfspeech-train
    structure=``, checkpoint loading); :meth:`~SearchStrategy.finalize` folds the strategy's modules
    into plain convs for inference and export (:func:`finalize_all` does it for every strategy).
@@ -38,9 +39,10 @@ from typing import Any, ClassVar, Protocol
 from torch import nn
 
 from rfspeech.errors import ConfigError
+from rfspeech.search.op import RFNextSettings
 
-__all__ = ["DEFAULT", "STRATEGIES", "RFNext", "RFNextSettings", "Schedule", "SearchStrategy", "Searcher",
-           "finalize_all", "get_strategy", "read_structure", "register_strategy", "strategy_from_record",
+__all__ = ["DEFAULT", "STRATEGIES", "RFNext", "RFNextSearchSettings", "RFNextSettings", "Schedule", "SearchStrategy",
+           "Searcher", "finalize_all", "get_strategy", "read_structure", "register_strategy", "strategy_from_record",
            "write_structure"]
 
 #: The strategy of ``rfspeech-search`` when ``search.strategy`` is not given (and of unnamed records).
@@ -73,7 +75,11 @@ class Schedule:
 
 
 class Searcher(Protocol):
-    """What the trainer drives (``rfspeech.train.common``): one object per searched model."""
+    """What the trainer drives (``rfspeech.train.common``): one object per searched model.
+
+    It may also have ``bind_dist(dist_info)``: the trainer then hands it the training run's ranks, so its
+    collectives and file writing follow the run, not the process's world group.
+    """
 
     history: list[dict[str, Any]]
 
@@ -297,30 +303,24 @@ def _patterns(value: str | Iterable[str] | None) -> list[str] | None:
 
 # ------------------------------------------------------------------------------------------------- RF-Next
 @dataclass(frozen=True)
-class RFNextSettings:
-    """RF-Next's search settings (``search.searchable``; see :class:`rfspeech.search.SearchableConv1d`).
+class RFNextSearchSettings(RFNextSettings):
+    """RF-Next's search settings (``search.searchable``): the operator's (:class:`RFNextSettings`) and the schedule's.
 
     Attributes:
-        num_branches: candidate dilations per conv.
-        expand_rate: candidates ``round((1 ± e)·d)`` around the current dilation ``d``.
-        min_dilation: smallest dilation.
-        max_dilation: largest dilation (None: unbounded).
-        alpha_init: initial branch weight.
-        impl: forward implementation (``auto``, ``mix``, ``naive``, ...).
-        naive: force the naive implementation (one conv per branch).
-        warm_start: the current dilation's branch dominates at step 0 (searching trained weights).
-        warm_share: its share of ``α`` then.
+        warm_share_end: anneal the warm share of restarts linearly to this over ``warm_anneal_rounds``
+            rounds (None: constant; :class:`~rfspeech.search.LocalSearch`).
+        warm_anneal_rounds: rounds of the anneal (None: all of them).
+        candidates: ``{module path: candidate dilations}`` of a ``multiple``/``merge`` structure exactly as it
+            was applied (recorded by the trainer in checkpoints; None: built around each dilation).
     """
 
-    num_branches: int = 3
-    expand_rate: float = 0.5
-    min_dilation: int = 1
-    max_dilation: int | None = None
-    alpha_init: float = 0.01
-    impl: str = "auto"
-    naive: bool = False
-    warm_start: bool = False
-    warm_share: float = 0.99
+    warm_share_end: float | None = None
+    warm_anneal_rounds: int | None = None
+    candidates: dict[str, list[int]] | None = None
+
+
+#: RF-Next settings that drive the schedule (LocalSearch) or record a structure, not the wrapped convs.
+_SCHEDULE_KEYS = ("warm_share_end", "warm_anneal_rounds", "candidates")
 
 
 @register_strategy
@@ -330,7 +330,7 @@ class RFNext(SearchStrategy):
     new candidates around it (:class:`~rfspeech.search.LocalSearch`). Structure values are dilations."""
 
     name = "rfnext"
-    Settings = RFNextSettings
+    Settings = RFNextSearchSettings
     config_key = "searchable"
     modes = ("single", "multiple", "merge")
 
@@ -354,7 +354,7 @@ class RFNext(SearchStrategy):
 
     def _args(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self.settings).items()
-                if v is not None and v != getattr(RFNextSettings, k)}
+                if v is not None and v != getattr(RFNextSettings, k) and k not in _SCHEDULE_KEYS}
 
     def wrap(self, model: nn.Module) -> list[str]:
         from rfspeech.search.model import make_searchable
@@ -371,7 +371,9 @@ class RFNext(SearchStrategy):
 
         return LocalSearch(model, schedule.search_interval, schedule.max_search_steps, out_dir=schedule.out_dir,
                            settings=dict(schedule.settings), segment=schedule.segment,
-                           max_lookahead=schedule.max_lookahead, search_every=schedule.search_every)
+                           max_lookahead=schedule.max_lookahead, search_every=schedule.search_every,
+                           warm_share_end=self.settings.warm_share_end,
+                           warm_anneal_rounds=self.settings.warm_anneal_rounds)
 
     def export(self, model: nn.Module) -> dict[str, Any]:
         from rfspeech.search.model import export_structure
@@ -388,6 +390,8 @@ class RFNext(SearchStrategy):
 
         args = self._args() if mode != "single" else {}
         args = {k: v for k, v in args.items() if k not in ("warm_start", "warm_share")}
+        if mode != "single" and self.settings.candidates:
+            args["candidates"] = self.settings.candidates
         return apply_structure(model, structure, mode=mode, **args)
 
     def finalize(self, model: nn.Module) -> nn.Module:

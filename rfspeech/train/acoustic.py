@@ -26,15 +26,15 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from rfspeech.data.manifest import FEATS_YAML, MANIFEST, FeatureParams
 from rfspeech.data.text_dataset import TextMelBatchSampler, TextMelDataset, collate_text_mel
-from rfspeech.errors import ConfigError, DataError, RFSpeechError
-from rfspeech.inference.loading import load_checkpoint, short_error
+from rfspeech.errors import ConfigError, DataError
+from rfspeech.inference.loading import build_config_node, load_checkpoint, short_error
 from rfspeech.runconfig import AcousticConfig, LoopConfig, ModelSetup, Optim, RunConfig
 from rfspeech.search import export_structure
 from rfspeech.train import checkpoint as ckpt
@@ -99,9 +99,6 @@ class AcousticTrainer(BaseTrainer):
         config: resolved run config stored in checkpoints (must hold ``model.acoustic`` for loading).
         dist_info: the process's place in a torchrun job (None: from the environment).
 
-    :meth:`from_kwargs` keeps the flat keyword API of earlier versions (its defaults: ``max_steps=200_000``,
-    ``grad_clip=1.0``).
-
     ``fit`` reports the best and last teacher-forced validation mel L1 in its :class:`TrainResult`.
     """
 
@@ -110,11 +107,6 @@ class AcousticTrainer(BaseTrainer):
     model_key = "acoustic"
     checkpoint_what = "an acoustic-model checkpoint"
     resume_keys = ("acoustic", "optim", "step", "rng")
-
-    direct_kwargs = ("model",)
-    flat_defaults: ClassVar[dict[str, Any]] = {"max_steps": 200_000, "grad_clip": 1.0}
-    settings_class = AcousticConfig
-    optim_class = Optim
 
     def __init__(
         self,
@@ -322,14 +314,5 @@ def load_latest_acoustic(out_dir: str | Path) -> tuple[Path, dict[str, Any]] | N
 
 
 def build_acoustic(node: Any) -> nn.Module:
-    """Instantiate a ``model.acoustic`` config node (``_target_`` + arguments), config errors made clear."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node, _convert_="all")
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, RFSpeechError):
-            raise cause from None
-        raise ConfigError(f"model.acoustic: {str(e).splitlines()[0]}") from None
+    """Build a ``model.acoustic`` config node (``_target_`` + arguments): allow-listed and typed, errors made clear."""
+    return build_config_node(node, "model.acoustic")

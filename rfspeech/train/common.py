@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rfspeech.data.manifest import FEATS_YAML, FeatureParams
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
-from rfspeech.runconfig import LoopConfig, ModelSetup, RunConfig, build_checked, split_kwargs
+from rfspeech.io import refuse_linked_dirs
+from rfspeech.runconfig import LoopConfig, ModelSetup, RunConfig
 from rfspeech.train import checkpoint as ckpt
 from rfspeech.train import distributed as D
 from rfspeech.train.cost import CostMeter
@@ -148,6 +149,8 @@ class BaseTrainer:
         self.device = self.dist.device
         self.data_dir = Path(run.data_dir)
         self.out_dir = Path(run.out_dir)
+        # checkpoints/ and tensorboard/ links would send writes, and checkpoint rotation's deletions, elsewhere
+        refuse_linked_dirs(self.out_dir, ("checkpoints", "tensorboard"))
         self.batch_size = int(loop.batch_size)
         self.max_steps = int(loop.max_steps)
         self.seed = int(run.seed)
@@ -184,38 +187,6 @@ class BaseTrainer:
         self.bad_steps = 0
         self._consecutive_bad = 0
         self._last_ckpt: Path | None = None
-
-    #: Keyword arguments of :meth:`from_kwargs` outside the dataclasses (the model and optimiser arguments).
-    direct_kwargs: ClassVar[tuple[str, ...]] = ()
-    #: Defaults of the flat keyword API that differ from the dataclasses' (e.g. the acoustic model's grad_clip).
-    flat_defaults: ClassVar[dict[str, Any]] = {}
-    #: The subclass's model-specific settings dataclass (:class:`GANConfig`, :class:`AcousticConfig`).
-    settings_class: ClassVar[Any] = None
-    #: The subclass's optimiser dataclass (:class:`GANOptim`, :class:`Optim`).
-    optim_class: ClassVar[Any] = None
-    #: Flat keyword → settings field renames.
-    flat_renames: ClassVar[dict[str, str]] = {}
-
-    @classmethod
-    def from_kwargs(cls, *args: Any, **kwargs: Any) -> Any:
-        """Build from the flat keyword arguments of the pre-dataclass API (``batch_size=``, ``device=`` ...).
-
-        Every value is checked as the console scripts check it (:mod:`rfspeech.runconfig`); positional
-        ``args`` and :attr:`direct_kwargs` go to the constructor as they are.
-        """
-        kwargs = {**cls.flat_defaults, **kwargs}
-        direct = {k: kwargs.pop(k) for k in cls.direct_kwargs if k in kwargs}
-        (run, loop, settings, optim, setup), rest = split_kwargs(
-            kwargs, RunConfig, LoopConfig, cls.settings_class, cls.optim_class, ModelSetup, rename=cls.flat_renames)
-        known = {"feature_params", "config", "dist_info"}
-        unknown = sorted(set(rest) - known)
-        if unknown:
-            raise TypeError(f"{cls.__name__}.from_kwargs: unexpected keyword argument(s) {unknown}")
-        where = cls.section
-        return cls(*args, **direct, optim=cls.optim_class(**optim), run=build_checked(RunConfig, run, ""),
-                   loop=build_checked(LoopConfig, loop, where),
-                   settings=build_checked(cls.settings_class, settings, where, cls.flat_renames),
-                   setup=ModelSetup(**setup), **rest)
 
     # ------------------------------------------------------------------------------------------ hooks
     @property
@@ -363,14 +334,23 @@ class BaseTrainer:
         log.info("resumed from %s (step %d)", path, self.step)
 
     def save(self, path: Path | None = None) -> Path:
-        """Write a checkpoint of the current state (rank 0 only; call on every rank)."""
+        """Write a checkpoint of the current state (rank 0 only; call on every rank).
+
+        A step checkpoint holds everything a resume needs, and ``cost.json`` is written with the very
+        totals it holds (so a finished run's ``cost.json`` and its last checkpoint agree, and a resume
+        continues from what ``cost.json`` says). ``best.pt`` is an inference checkpoint
+        (:func:`rfspeech.train.checkpoint.slim_state`): no discriminator, optimiser or RNG states.
+        """
         path = path or ckpt.checkpoint_path(self.out_dir, self.step)
         if self.dist.is_main:
-            ckpt.save_checkpoint(path, self.state_dict())
-            if path.name != ckpt.BEST:
+            state = self.state_dict()
+            if path.name == ckpt.BEST:
+                ckpt.save_checkpoint(path, ckpt.slim_state(state))
+            else:
+                ckpt.save_checkpoint(path, state)
                 ckpt.prune_checkpoints(self.out_dir, self.keep_last)
                 self._last_ckpt = path
-                self.cost.write(self.out_dir, self.step)
+                self.cost.write_totals(self.out_dir, state["cost"])
         D.barrier(self.dist)
         return path
 

@@ -14,7 +14,8 @@ Every ``rfspeech-train`` / ``rfspeech-search`` run writes (atomically, :mod:`rfs
   for Ray tasks (``search.global.backend=ray``) the CPU and GPU seconds measured in each task.
 * Totals accumulate across resumes: they are stored in every checkpoint (``cost``) and a resumed run
   starts from the checkpoint's totals (work after the last checkpoint of a killed run is not counted,
-  like the steps it redoes).
+  like the steps it redoes). A training run writes ``cost.json`` only with a step checkpoint, with the
+  totals that checkpoint holds: both count the checkpointed work, so they agree exactly.
 """
 
 from __future__ import annotations
@@ -90,9 +91,14 @@ class CostMeter:
         return out
 
     def write(self, out_dir: str | Path, step: int) -> Path:
-        """Write ``<out_dir>/cost.json`` atomically; returns its path."""
+        """Write ``<out_dir>/cost.json`` atomically with the totals now; returns its path."""
+        return self.write_totals(out_dir, self.totals(step))
+
+    @staticmethod
+    def write_totals(out_dir: str | Path, totals: dict[str, Any]) -> Path:
+        """Write given ``totals`` (e.g. the ones a checkpoint just stored) as ``<out_dir>/cost.json``."""
         path = Path(out_dir) / COST_FILE
-        atomic_write_text(path, json.dumps(self.totals(step), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(totals, indent=2) + "\n")
         return path
 
 

@@ -63,7 +63,7 @@ from rfspeech.train.losses import PWG_STFT_RESOLUTIONS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "check_fit", "dry_run", "preflight"]
 
 
 class Trainer(BaseTrainer):
@@ -85,13 +85,7 @@ class Trainer(BaseTrainer):
             arguments, whether ``init_from`` loads the generator, searchable arguments, the local search).
         config: resolved run config (plain dict) stored in checkpoints.
         dist_info: the process's place in a torchrun job (None: read from the environment).
-
-    :meth:`from_kwargs` keeps the flat keyword API (``batch_size=``, ``lambda_mel=`` ...) of earlier versions.
     """
-
-    direct_kwargs = ("generator", "discriminator")
-    settings_class = GANConfig
-    optim_class = GANOptim
 
     def __init__(
         self,
@@ -173,47 +167,11 @@ class Trainer(BaseTrainer):
         return self.train_data.segment_frames
 
     def _check_model_fits(self, generator: nn.Module) -> None:
-        fp = self.feature_params
-        hop = getattr(generator, "hop_length", None)
-        if hop is not None and int(hop) != fp.hop_length:
-            raise ConfigError(f"generator hop_length {hop} (product of its upsampling) differs from the features' "
-                              f"hop_length {fp.hop_length} in {self.data_dir / 'feats.yaml'}")
-        n_in = getattr(generator, "in_channels", None)
-        if n_in is not None and int(n_in) != fp.n_mels:
-            raise ConfigError(f"generator in_channels {n_in} differs from n_mels {fp.n_mels} in "
-                              f"{self.data_dir / 'feats.yaml'}")
-        if self.segment_frames < self.min_segment_frames:
-            raise ConfigError(f"train.segment_size={self.segment_size} gives {self.segment_frames} frames, fewer than "
-                              f"train.min_segment_frames={self.min_segment_frames}")
-        r_min, r_max = _receptive_field(generator)
-        if r_min is not None and self.segment_frames < r_min:
-            raise ConfigError(
-                f"train.segment_size={self.segment_size} ({self.segment_frames} frames) is shorter than the "
-                f"generator's smallest receptive field ({r_min:.1f} frames): every output sample would see padding")
-        if r_max is not None and self.segment_frames < r_max:
-            log.warning("segment of %d frames is shorter than the generator's largest receptive field (%.1f frames)",
-                        self.segment_frames, r_max)
+        check_fit(generator, self.train_data, self.settings)
 
     def _dry_run(self) -> None:
         """One no-grad forward of both models on a segment-sized batch: shape errors surface before step 1."""
-        mel = torch.zeros(1, self.feature_params.n_mels, self.segment_frames, device=self.device)
-        # Eval mode and a forked RNG: no side effects (spectral norm's power iteration, noise draws).
-        modes = self.generator.training, self.discriminator.training
-        self.generator.eval()
-        self.discriminator.eval()
-        try:
-            with torch.no_grad(), torch.random.fork_rng(devices=_rng_devices(self.device)):
-                wav = self.generator(mel)
-                if wav.shape[-1] != self.segment_size:
-                    raise ConfigError(f"generator output of {wav.shape[-1]} samples for {self.segment_frames} frames; "
-                                      f"expected segment_size={self.segment_size}")
-                self.discriminator(wav)
-        except RuntimeError as e:
-            raise ConfigError(f"train.segment_size={self.segment_size}: the models cannot process a segment of "
-                              f"this length ({(str(e).splitlines() or [''])[0][:160]})") from None
-        finally:
-            self.generator.train(modes[0])
-            self.discriminator.train(modes[1])
+        dry_run(self.generator, self.discriminator, self.train_data, self.device)
 
     # ------------------------------------------------------------------------------------------ state
     def _model_state(self) -> dict[str, Any]:
@@ -503,3 +461,82 @@ def _f32(x: Any) -> Any:
 
 def _rng_devices(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def check_fit(generator: nn.Module, data: SegmentDataset, settings: GANConfig) -> None:
+    """The generator fits the features (hop, mel bins) and the training segment (receptive field).
+
+    Raises:
+        ConfigError: a mismatch, naming the key and the file.
+    """
+    fp = data.split.params
+    feats = data.split.data_dir / "feats.yaml"
+    hop = getattr(generator, "hop_length", None)
+    if hop is not None and int(hop) != fp.hop_length:
+        raise ConfigError(f"generator hop_length {hop} (product of its upsampling) differs from the features' "
+                          f"hop_length {fp.hop_length} in {feats}")
+    n_in = getattr(generator, "in_channels", None)
+    if n_in is not None and int(n_in) != fp.n_mels:
+        raise ConfigError(f"generator in_channels {n_in} differs from n_mels {fp.n_mels} in {feats}")
+    frames = data.segment_frames
+    if frames < settings.min_segment_frames:
+        raise ConfigError(f"train.segment_size={settings.segment_size} gives {frames} frames, fewer than "
+                          f"train.min_segment_frames={settings.min_segment_frames}")
+    r_min, r_max = _receptive_field(generator)
+    if r_min is not None and frames < r_min:
+        raise ConfigError(
+            f"train.segment_size={settings.segment_size} ({frames} frames) is shorter than the "
+            f"generator's smallest receptive field ({r_min:.1f} frames): every output sample would see padding")
+    if r_max is not None and frames < r_max:
+        log.warning("segment of %d frames is shorter than the generator's largest receptive field (%.1f frames)",
+                    frames, r_max)
+
+
+def dry_run(generator: nn.Module, discriminator: nn.Module, data: SegmentDataset, device: torch.device) -> None:
+    """One no-grad forward of both models (on ``device``) on a segment-sized batch: shape errors before step 1.
+
+    Raises:
+        ConfigError: the models cannot process a segment of ``data.segment_size`` samples.
+    """
+    segment_size, frames = data.segment_size, data.segment_frames
+    mel = torch.zeros(1, data.split.params.n_mels, frames, device=device)
+    # Eval mode and a forked RNG: no side effects (spectral norm's power iteration, noise draws).
+    modes = generator.training, discriminator.training
+    generator.eval()
+    discriminator.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=_rng_devices(device)):
+            wav = generator(mel)
+            if wav.shape[-1] != segment_size:
+                raise ConfigError(f"generator output of {wav.shape[-1]} samples for {frames} frames; "
+                                  f"expected segment_size={segment_size}")
+            discriminator(wav)
+    except RuntimeError as e:
+        raise ConfigError(f"train.segment_size={segment_size}: the models cannot process a segment of "
+                          f"this length ({(str(e).splitlines() or [''])[0][:160]})") from None
+    finally:
+        generator.train(modes[0])
+        discriminator.train(modes[1])
+
+
+def preflight(generator: nn.Module, discriminator: nn.Module, run: RunConfig, settings: GANConfig,
+              feature_params: FeatureParams | None = None) -> None:
+    """The checks a :class:`Trainer` makes before its first step, without building one or writing anything:
+    the prepared splits and their features, the generator's fit (:func:`check_fit`) and a forward of both
+    models on a segment (:func:`dry_run`, on copies on the CPU). ``rfspeech-search`` runs them before a
+    global search that can last hours.
+
+    Raises:
+        ConfigError: the first problem, as the trainer would report it.
+    """
+    import copy
+
+    data_dir = Path(run.data_dir)
+    split = PreparedSplit(data_dir, "train", feature_params)
+    if len(split) == 0:
+        raise ConfigError(f"{data_dir / 'train' / 'utts.tsv'}: the train split is empty or missing")
+    PreparedSplit(data_dir, "dev", split.params)
+    data = SegmentDataset(split, int(settings.segment_size))
+    check_fit(generator, data, settings)
+    dry_run(copy.deepcopy(generator), copy.deepcopy(discriminator), data, torch.device("cpu"))

@@ -10,6 +10,7 @@
 # conf/ links the LJSpeech confs (22.05 kHz, hop 256). Options given here are defaults; the command line
 # overrides them (the last value wins).
 set -euo pipefail
+export RF_RECIPE="$0"   # option errors and --help name this script, not ./voc.sh
 cd "$(dirname "$0")"
 
 ./voc.sh \

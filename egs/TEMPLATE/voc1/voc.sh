@@ -5,15 +5,8 @@
 # egs/TEMPLATE/voc1/voc.sh), in the manner of ESPnet2's egs2/TEMPLATE/*/tts.sh. Run it from the recipe
 # directory (run.sh changes into it): every relative path below is relative to that directory.
 #
-# Stages (each runnable alone: --stage N --stop_stage M):
-#   -1  download the corpus (skipped when --db_root already holds it)
-#    0  data preparation: checks, audio, splits          -> data/prep/{train,dev,eval}/utts.tsv (+ wavs/)
-#    1  features of stage 0's splits (+ statistics)      -> data/<mel>/ (feats.yaml, */feats/*.npy)
-#    2  train the hand-designed baseline of every conf   -> exp/<name>/hand_seed<S>/
-#    3  receptive-field search (global + local)          -> exp/<name>/search_seed<S>/structure.yaml
-#    4  fine-tune the searched structure, same budget    -> exp/<name>/searched_seed<S>/
-#       (--strategies "rfnext dcls" adds the learned-spacing arm: exp/<name>/dcls_search_seed<S>/ in stage 3,
-#        exp/<name>/dcls_seed<S>/ in stage 4, arm "dcls" in the report; needs pip install 'rfspeech[dcls]')
+# The stages are the stage table below (--help prints it); the options, the stage loop, the job runner and the
+# data stages -1 to 1 are utils/lib.sh's, shared with the text-to-speech driver (egs/TEMPLATE/tts1/tts.sh).
 # Budgets: a recipe conf sets steps.train (stages 2 and 4) and steps.search (stage 3), with
 # train.max_steps: ${steps.train}; this driver gives each run its own (train.max_steps=${steps.search} in
 # stage 3), so a conf reads the same whichever console script loads it.
@@ -24,10 +17,10 @@
 # fine-tunes the searched structure from the search run's weights for steps.finetune steps
 # (steps.search + steps.finetune = steps.train: the same budget; the searched run's info.json names the search
 # run, whose cost.json the report adds to the fine-tune's). --from_scratch true ignores init_from.
-#    5  synthesize the eval split with every model       -> exp/<name>/<run>/synth/*.wav, speed.json
-#    6  evaluate (MCD, PESQ, STOI, F0, MR-STFT, mel L1)  -> exp/<name>/<run>/eval/{metrics.csv,summary.json}
-#    7  compare                                          -> exp/<name>/report.html, report.md
 # Stages 2 and 4 also record the receptive field of each trained model (rfspeech-rf -> <run>/rf.json).
+# --strategies "rfnext dcls" adds the learned-spacing arm (search.strategy=dcls; pip install 'rfspeech[dcls]'):
+# exp/<name>/dcls_search_seed<S>/ in stage 3, exp/<name>/dcls_seed<S>/ in stage 4, arm "dcls" in the report; same
+# start, seeds and budget as the RF-Next arm.
 #
 # Only the package's console scripts do the work (rfspeech-prepare, -train, -search, -rf, -synthesize,
 # -evaluate, -compare); each run logs to <run>/logs/<stage>.log. One execution path (utils/lib.sh run_job):
@@ -35,136 +28,84 @@
 # on Slurm), with torchrun inside for --n_gpus > 1 (why not Hydra launchers: egs/TEMPLATE/voc1/README.md).
 set -euo pipefail
 
+# shellcheck source-path=SCRIPTDIR source=utils/lib.sh
+. utils/lib.sh
+
 # ------------------------------------------------------------------------------------------ options
-stage=-1              # first stage to run
-stop_stage=100        # last stage to run
-conf=""               # recipe confs, space-separated: one experiment (and one report) per file
-tag=""                # suffix of the experiment names: exp/<conf name>_<tag>
-resume=false          # continue interrupted training/search runs from their newest checkpoint
-n_gpus=1              # 0: CPU; 1: one GPU (CPU when none); >1: torchrun DDP over n_gpus GPUs of this node
-db_root=""            # corpus root (empty: <download_dir>/<db_name>)
-seed=1                # seed of the single run per arm
-seeds=""              # several seeds per arm, e.g. "1 2 3" (overrides --seed)
-nj=1                  # runs at once (seeds, arms, experiments): CPU, multi-GPU nodes, or jobs queued by --cmd
-cmd=""                # wrapper of every job's console scripts, e.g. "srun -p cpu -c 4" (empty: run here)
-gpu_cmd=""            # wrapper of training, search and synthesis jobs (empty: --cmd), e.g. "srun --gres=gpu:1"
-threads=0             # torch threads per run (0: nproc / nj when nj > 1, else torch's default)
-corpus=ljspeech       # rfspeech-prepare corpus: ljspeech | vctk | folder
-db_name=""            # directory name of the downloaded corpus (default db_root)
-download_url=""       # stage -1 archive (.tar.bz2, .tar.gz, .zip)
-download_dir=downloads
-mel=hifigan           # feature parameters: recipes/mel/<mel>.yaml (data/<mel>/)
-prepare_opts=""       # extra rfspeech-prepare overrides (space-separated key=value)
-train_opts=""         # extra rfspeech-train overrides (stages 2 and 4)
-search_opts=""        # extra rfspeech-search overrides (stage 3)
-global_backend=""     # where stage 3's global-search candidates train: local | ray (empty: the conf's, else local)
-ray_address=""        # --global_backend ray: auto or HOST:PORT of a running Ray cluster (empty: ray.init() here)
-synth_opts=""         # extra rfspeech-synthesize overrides (stage 5)
-eval_opts=""          # extra rfspeech-evaluate overrides (stage 6)
-compare_opts=""       # extra rfspeech-compare overrides (stage 7)
-search=true           # false: hand-designed arm only (stages 3 and 4 skipped)
-strategies=rfnext     # search strategies, one searched arm each: rfnext (RF-Next) and/or dcls (learned tap positions)
+common_options        # utils/lib.sh: stage, stop_stage, conf, tag, seeds, nj, cmd, corpus, mel, search, ...
 shared_search=false   # true: one search (first seed) fine-tuned with every seed; false: one search per seed
-checkpoint=best       # checkpoint synthesized: best (validation mel L1) | last
 from_scratch=false    # true: train every run from scratch even where the conf sets init_from (pretrained)
+strategies=rfnext     # search strategies, one searched arm each: rfnext (RF-Next) and/or dcls (learned tap positions)
 # STRUCTURE_MODE (lead: switch once rfspeech-train continues from the search run's wrappers): how stage 4 builds
 # the searched generator. single: the searched dilations as plain convs, weights from the search run's last
 # checkpoint (pretrained start); multiple | merge keep the search model's branches (searched_start passes
 # structure_from_search=true then: the key rfspeech-train must have for it).
 structure_mode=single
-datadir=data
-expdir=exp
+global_backend=""     # where stage 3's global-search candidates train: local | ray (empty: the conf's, else local)
+ray_address=""        # --global_backend ray: auto or HOST:PORT of a running Ray cluster (empty: ray.init() here)
 
-# usage: the help text, printed by parse_options.sh on --help after the options before it are parsed, so the
+# ------------------------------------------------------------------------------------------ stage table
+add_data_stages       # -1 download, 0 data preparation, 1 features
+add_stage 2 train_stage "train" "exp/<name>/hand_seed<S>/: the hand-designed baseline of every conf"
+add_stage 3 search_stage "search" "exp/<name>/search_seed<S>/structure.yaml: global + local search (dcls: dcls_search_seed<S>/)" search
+add_stage 4 finetune_stage "fine-tune" "exp/<name>/searched_seed<S>/: the searched structure, same budget (dcls: dcls_seed<S>/)" search
+add_stage 5 synthesize_stage "synthesize" "exp/<name>/<run>/synth/*.wav, speed.json: the eval split"
+add_stage 6 evaluate_stage "evaluate" "exp/<name>/<run>/eval/{metrics.csv,summary.json}: MCD, PESQ, STOI, ..."
+add_stage 7 compare_stage "compare" "exp/<name>/report.html, report.md"
+
+# usage: the help text, printed by parse_options on --help after the options before it are parsed, so the
 # defaults shown are the calling recipe's (run.sh passes its own before the command line's)
 usage() {
   cat <<EOF
-Usage: $0 [options]
+Usage: ${RF_RECIPE:-$0} [options]
 Vocoder recipe: data -> features -> hand-designed baseline -> receptive-field search -> fine-tune
 -> synthesize -> evaluate -> report (exp/<name>/report.html). Paths are relative to the recipe directory.
 
+EOF
+  stage_usage
+  cat <<EOF
+
 Options (--name value or --name=value; defaults in brackets):
-  --stage N           first stage: -1 download, 0 data, 1 features, 2 train, 3 search, 4 fine-tune,
-                      5 synthesize, 6 evaluate, 7 compare [${stage}]
-  --stop_stage N      last stage [${stop_stage}]
   --conf "F [F ...]"  recipe confs (Hydra experiment YAML, see egs/TEMPLATE/voc1/README.md) [${conf}]
-  --tag T             experiment name suffix: exp/<conf name>_T [${tag}]
-  --resume B          continue interrupted training/search (true|false) [${resume}]
-  --n_gpus N          0 CPU, 1 one GPU, >1 torchrun DDP [${n_gpus}]
-  --db_root DIR       corpus root [${db_root:-<download_dir>/<db_name>}]
-  --seed S            seed of the single run per arm [${seed}]
-  --seeds "S [S ...]" several seeds per arm (overrides --seed) [${seeds}]
-  --nj N              runs (jobs) at once [${nj}]
-  --cmd "W"           wrapper of every job's console scripts, e.g. "srun -p cpu -c 4" [${cmd}]
-  --gpu_cmd "W"       wrapper of training/search/synthesis jobs (empty: --cmd), e.g. "srun --gres=gpu:4"
-                      with --n_gpus 4 (torchrun in the job) [${gpu_cmd}]
-  --threads N         torch threads per run, 0 automatic [${threads}]
-  --corpus C          ljspeech | vctk | folder [${corpus}]
-  --mel M             recipes/mel/M.yaml [${mel}]
-  --search B          run the searched arm(s) (stages 3-4) [${search}]
+  --shared_search B   one search shared by all seeds [${shared_search}]
+  --from_scratch B    ignore the confs' init_from (pretrained start): train from scratch [${from_scratch}]
+  --structure_mode M  stage 4's searched generator: single | multiple | merge (a DCLS arm's learned taps:
+                      always single) [${structure_mode}]
   --strategies "S [S ...]" search strategies, one arm each: rfnext (arm "searched"), dcls (learned tap
                       positions, arm "dcls"; pip install 'rfspeech[dcls]') [${strategies}]
   --global_backend B  stage 3's global-search candidates: local (this job's processes) | ray (Ray tasks;
                       pip install -e ".[ray]"; needs --n_gpus <= 1) [${global_backend}]
   --ray_address A     with --global_backend ray: auto | HOST:PORT of a cluster started with ray start
                       (empty: ray.init() in the search job) [${ray_address}]
-  --shared_search B   one search shared by all seeds [${shared_search}]
-  --checkpoint C      best | last [${checkpoint}]
-  --from_scratch B    ignore the confs' init_from (pretrained start): train from scratch [${from_scratch}]
-  --structure_mode M  stage 4's searched generator: single | multiple | merge [${structure_mode}]
-  --prepare_opts "k=v ..." rfspeech-prepare overrides of stage 0 (stage 1: its mel.* and nj keys) [${prepare_opts}]
-  --train_opts, --search_opts, --synth_opts, --eval_opts, --compare_opts "k=v ..."
-                      extra overrides of the console scripts
-  --download_url U, --download_dir D, --db_name N, --datadir D, --expdir D
 EOF
+  common_usage
 }
 
-# shellcheck source-path=SCRIPTDIR source=utils/parse_options.sh
-. utils/parse_options.sh
-# shellcheck source-path=SCRIPTDIR source=utils/lib.sh
-. utils/lib.sh
-
-# ------------------------------------------------------------------------------------------ helpers
+parse_options "$@"
 run_cpu_times=true  # every run (lib.sh's run_job) also reports its CPU time
+recipe_init
 
-# train_run NAME RUN SEED ARM COST_FROM [OVERRIDES...]: rfspeech-train, then its receptive field and info.json
-# (COST_FROM: write_info's, may be empty)
-train_run() {
-  local name=$1 run=$2 s=$3 arm=$4 cost_from=$5
-  shift 5
-  launch "${train_cmd[@]}" "${hydra_conf[@]}" "+${conf_group[$name]}=${conf_name[$name]}" \
-    data_dir="${feats}" out_dir="${run}" seed="${s}" device="${device}" resume="${resume}" progress=false \
-    "$@" "${train_args[@]}"
-  launch rfspeech-rf checkpoint="$(ckpt_of "${run}")" segment=null out_dir="${run}"
-  write_info "${run}" "${arm}" "${s}" "${name}" "" "${cost_from}"
-}
-
-# synthesize_run RUN: the eval split through RUN's checkpoint
-synthesize_run() {
-  launch rfspeech-synthesize "checkpoint=$(ckpt_of "$1")" "input_dir=${feats}/eval" "out_dir=$1/synth" \
-    "device=${device}" progress=false "${synth_args[@]}"
-}
-# evaluate_run RUN: RUN's synthesized eval split against the reference
-evaluate_run() {
-  launch rfspeech-evaluate "ref_dir=${feats}/eval" "syn_dir=$1/synth" "out_dir=$1/eval" \
-    "feats_yaml=${feats}/feats.yaml" "jobs=${eval_jobs}" progress=false "${eval_args[@]}"
-}
-
-# ------------------------------------------------------------------------------------------ checks
-check_options "$@"
-case "${checkpoint}" in best|last) ;; *) die "--checkpoint must be best or last, got '${checkpoint}'" ;; esac
+# ------------------------------------------------------------------------------------------ checks, settings
 case "${structure_mode}" in single|multiple|merge) ;;
-  *) die "--structure_mode must be single, multiple or merge, got '${structure_mode}'" ;;
+  *) usage_error "--structure_mode must be single, multiple or merge, got '${structure_mode}'" ;;
 esac
-derive_settings
 read -r -a strategy_list <<< "${strategies}" || true
-[ "${search}" = false ] || [ "${#strategy_list[@]}" -gt 0 ] || die "--strategies is empty (rfnext and/or dcls)"
+[ "${search}" = false ] || [ "${#strategy_list[@]}" -gt 0 ] || usage_error "--strategies is empty (rfnext and/or dcls)"
 for st in "${strategy_list[@]}"; do
-  case "${st}" in rfnext|dcls) ;; *) die "--strategies: unknown strategy '${st}' (rfnext or dcls)" ;; esac
+  case "${st}" in rfnext|dcls) ;; *) usage_error "--strategies: unknown strategy '${st}' (rfnext or dcls)" ;; esac
 done
-# With GPUs and --nj > 1, every local run slot gets its own --n_gpus GPUs (a --gpu_cmd/--cmd scheduler places
-# the jobs itself).
-if [ "${n_gpus}" -gt 0 ] && [ "${nj}" -gt 1 ] && [ -z "${gpu_cmd}${cmd}" ]; then slot_gpus "${n_gpus}"; fi
+# --global_backend / --ray_address: search.global.* overrides of stage 3 (before --search_opts, which may override)
+global_args=()
+case "${global_backend}" in
+  "") ;;
+  local|ray) global_args+=("search.global.backend=${global_backend}") ;;
+  *) usage_error "--global_backend must be local or ray, got '${global_backend}'" ;;
+esac
+[ -z "${ray_address}" ] || global_args+=("search.global.ray_address=${ray_address}")
+if [ "${global_backend}" = ray ] && [ "${n_gpus}" -gt 1 ] && run_stage 3 && stage_enabled 3; then
+  usage_error "--global_backend ray: stage 3 sends its candidates to Ray from one process, not a torchrun job (--n_gpus ${n_gpus});" \
+    "use --n_gpus 1 (candidates get GPUs with --search_opts search.global.num_gpus=1)"
+fi
 
 # Recipe confs: Hydra experiment files ("# @package _global_"), composed into every rfspeech-train and
 # rfspeech-search call as +<dir name>=<file name> with the conf's parent directory on the search path.
@@ -172,21 +113,16 @@ declare -A conf_group=() conf_name=() conf_file=()
 names=()
 read -r -a conf_list <<< "${conf}" || true
 if [ "${stop_stage}" -ge 2 ] && [ "${stage}" -le 7 ]; then
-  [ "${#conf_list[@]}" -gt 0 ] || die "--conf is empty: stages 2-7 need at least one recipe conf (e.g. conf/hifigan_v1.yaml)"
+  [ "${#conf_list[@]}" -gt 0 ] || usage_error "--conf is empty: stages 2-7 need at least one recipe conf (e.g. conf/hifigan_v1.yaml)"
 fi
 for c in "${conf_list[@]}"; do
-  [ -f "${c}" ] || die "conf ${c} not found (a recipe conf such as conf/$(basename "${c%.yaml}").yaml; see ls conf/)"
-  [[ "${c}" == *.yaml ]] || die "conf ${c}: must be a .yaml file"
-  head -n 5 "${c}" | grep -q '^# @package _global_' \
-    || die "conf ${c}: not a recipe conf (its first line must be '# @package _global_'; see egs/TEMPLATE/voc1/README.md)"
-  cdir=$(cd "$(dirname "${c}")" && pwd)
-  group=$(basename "${cdir}")
-  [[ "${group}" =~ ^[A-Za-z0-9_]+$ ]] || die "conf ${c}: its directory name '${group}' must be letters, digits or _"
+  check_conf "${c}" conf
+  cdir=$(conf_dir_of "${c}")
   base=$(basename "${c}" .yaml)
   name=${base}${tag:+_${tag}}
-  [ -z "${conf_file[${name}]+x}" ] || die "conf ${c}: experiment name ${name} given twice"
+  [ -z "${conf_file[${name}]+x}" ] || usage_error "conf ${c}: experiment name ${name} given twice"
   names+=("${name}")
-  conf_group[${name}]=${group}
+  conf_group[${name}]=$(basename "${cdir}")
   conf_name[${name}]=${base}
   conf_file[${name}]=${c}
   conf_root=$(dirname "${cdir}")
@@ -194,40 +130,15 @@ done
 hydra_conf=()
 if [ "${#names[@]}" -gt 0 ]; then
   for c in "${conf_list[@]}"; do
-    [ "$(cd "$(dirname "$(dirname "${c}")")" && pwd)" = "$(cd "$(dirname "$(dirname "${conf_list[0]}")")" && pwd)" ] \
-      || die "--conf: every conf must live in the same directory (got ${conf_list[0]} and ${c})"
+    [ "$(dirname "$(conf_dir_of "${c}")")" = "$(dirname "$(conf_dir_of "${conf_list[0]}")")" ] \
+      || usage_error "--conf: every conf must live in the same directory (got ${conf_list[0]} and ${c})"
   done
   hydra_conf=("hydra.searchpath=[file://${conf_root}]")
 fi
 
-# Extra overrides: split on blanks into arrays (no globbing); values with blanks are not supported.
-read -r -a prepare_args <<< "${prepare_opts}"
-read -r -a train_args <<< "${train_opts}"
-read -r -a search_args <<< "${search_opts}"
-# --global_backend / --ray_address: search.global.* overrides of stage 3 (before --search_opts, which may override)
-global_args=()
-case "${global_backend}" in
-  "") ;;
-  local|ray) global_args+=("search.global.backend=${global_backend}") ;;
-  *) die "--global_backend must be local or ray, got '${global_backend}'" ;;
-esac
-[ -z "${ray_address}" ] || global_args+=("search.global.ray_address=${ray_address}")
-if [ "${global_backend}" = ray ] && [ "${n_gpus}" -gt 1 ] && run_stage 3 && [ "${search}" = true ]; then
-  die "--global_backend ray: stage 3 sends its candidates to Ray from one process, not a torchrun job (--n_gpus ${n_gpus});" \
-    "use --n_gpus 1 (candidates get GPUs with --search_opts search.global.num_gpus=1)"
-fi
-read -r -a synth_args <<< "${synth_opts}"
-read -r -a eval_args <<< "${eval_opts}"
-read -r -a compare_args <<< "${compare_opts}"
-
-if [ "${n_gpus}" -gt 1 ]; then
-  command -v torchrun > /dev/null || die "--n_gpus ${n_gpus} needs torchrun on PATH"
-  train_cmd=(torchrun --standalone "--nproc_per_node=${n_gpus}" "$(command -v rfspeech-train)")
-  search_cmd=(torchrun --standalone "--nproc_per_node=${n_gpus}" "$(command -v rfspeech-search)")
-else
-  train_cmd=(rfspeech-train)
-  search_cmd=(rfspeech-search)
-fi
+train_cmd=() search_cmd=()  # set by console_cmd
+console_cmd train_cmd rfspeech-train
+console_cmd search_cmd rfspeech-search
 need_tools rfspeech-prepare rfspeech-train rfspeech-search rfspeech-rf rfspeech-synthesize rfspeech-evaluate \
   rfspeech-compare
 
@@ -259,6 +170,11 @@ for name in "${names[@]}"; do
     fi
   fi
 done
+
+# every trained run of every experiment
+mapfile -t all_runs < <(runs_of "${names[@]}")
+
+# ------------------------------------------------------------------------------------------ helpers
 # start_of NAME: start_hand and start_search, the overrides of stages 2 and 3 that choose the start
 start_of() {
   if [ -n "${pretrained[$1]:-}" ]; then
@@ -289,19 +205,32 @@ searched_start() {
   [ "${mode}" = single ] || start_searched+=(structure_from_search=true)
 }
 
-# every trained run of every experiment
-mapfile -t all_runs < <(runs_of "${names[@]}")
+# train_run NAME RUN SEED ARM COST_FROM [OVERRIDES...]: rfspeech-train, then its receptive field and info.json
+# (COST_FROM: write_info's, may be empty)
+train_run() {
+  local name=$1 run=$2 s=$3 arm=$4 cost_from=$5
+  shift 5
+  launch "${train_cmd[@]}" "${hydra_conf[@]}" "+${conf_group[$name]}=${conf_name[$name]}" \
+    data_dir="${feats}" out_dir="${run}" seed="${s}" device="${device}" resume="${resume}" progress=false \
+    "$@" "${train_args[@]}"
+  launch rfspeech-rf checkpoint="$(ckpt_of "${run}")" segment=null out_dir="${run}"
+  write_info "${run}" "${arm}" "${s}" "${name}" "" "${cost_from}"
+}
 
-log "$0 $* (stages ${stage}..${stop_stage}; experiments: ${names[*]:-none}; seeds: ${seed_list[*]}; nj ${nj})"
-recipe_start=${SECONDS}
+# synthesize_run RUN: the eval split through RUN's checkpoint
+synthesize_run() {
+  launch rfspeech-synthesize "checkpoint=$(ckpt_of "$1")" "input_dir=${feats}/eval" "out_dir=$1/synth" \
+    "device=${device}" progress=false "${synth_args[@]}"
+}
+# evaluate_run RUN: RUN's synthesized eval split against the reference
+evaluate_run() {
+  launch rfspeech-evaluate "ref_dir=${feats}/eval" "syn_dir=$1/synth" "out_dir=$1/eval" \
+    "feats_yaml=${feats}/feats.yaml" "jobs=${eval_jobs}" progress=false "${eval_args[@]}"
+}
 
-# ------------------------------------------------------------------------------------------ stages -1 to 1
-# download, data preparation and features: the same in every recipe (utils/lib.sh)
-data_stages
-
-# ------------------------------------------------------------------------------------------ stage 2
-if run_stage 2; then
-  stage_start
+# ------------------------------------------------------------------------------------------ stages 2 to 7
+train_stage() {
+  local name s run
   need "${feats}/feats.yaml" 1 2
   need "${feats}/train/utts.tsv" 1 2
   log "stage 2: training the hand-designed baselines (${#names[@]} experiment(s) x ${#seed_list[@]} seed(s))"
@@ -316,12 +245,10 @@ if run_stage 2; then
     done
   done
   wait_runs 2
-  stage_done 2
-fi
+}
 
-# ------------------------------------------------------------------------------------------ stage 3
-if run_stage 3 && [ "${search}" = true ]; then
-  stage_start
+search_stage() {
+  local name s st run
   need "${feats}/feats.yaml" 1 3
   need "${feats}/train/utts.tsv" 1 3
   log "stage 3: receptive-field search (${#names[@]} experiment(s) x ${#search_seeds[@]} seed(s) x" \
@@ -339,12 +266,10 @@ if run_stage 3 && [ "${search}" = true ]; then
     done
   done
   wait_runs 3
-  stage_done 3
-fi
+}
 
-# ------------------------------------------------------------------------------------------ stage 4
-if run_stage 4 && [ "${search}" = true ]; then
-  stage_start
+finetune_stage() {
+  local name s st run search_run structure
   need "${feats}/feats.yaml" 1 4
   for name in "${names[@]}"; do
     for st in "${strategy_list[@]}"; do
@@ -360,6 +285,10 @@ if run_stage 4 && [ "${search}" = true ]; then
         structure="${search_run}/structure.yaml"
         mkdir -p "${run}"
         cp "${structure}" "${run}/structure.yaml"
+        # the search's log beside it: the report's "what the search saw" (rounds, branch weights, reach)
+        if [ -f "${search_run}/search_log.json" ]; then
+          cp "${search_run}/search_log.json" "${run}/search_log.json"
+        fi
         searched_start "${name}" "${search_run}" "${st}"
         # the searched arm's budget: this run + its search run (see searched_start: counted once)
         run_job --gpu "${name}/$(basename "${run}")" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" \
@@ -368,12 +297,10 @@ if run_stage 4 && [ "${search}" = true ]; then
     done
   done
   wait_runs 4
-  stage_done 4
-fi
+}
 
-# ------------------------------------------------------------------------------------------ stage 5
-if run_stage 5; then
-  stage_start
+synthesize_stage() {
+  local run
   need "${feats}/eval/utts.tsv" 1 5
   for run in "${all_runs[@]}"; do
     need "${run}/checkpoints" "$(trained_in "${run}")" 5
@@ -382,22 +309,17 @@ if run_stage 5; then
   log "stage 5: synthesizing ${feats}/eval with every model"
   run_each --gpu synthesize.log synthesize_run "${all_runs[@]}"
   wait_runs 5
-  stage_done 5
-fi
+}
 
-# ------------------------------------------------------------------------------------------ stage 6
-if run_stage 6; then
-  stage_start
+evaluate_stage() {
   need_each synth/speed.json 5 6 "${all_runs[@]}"
   log "stage 6: evaluating against ${feats}/eval"
   run_each evaluate.log evaluate_run "${all_runs[@]}"
   wait_runs 6
-  stage_done 6
-fi
+}
 
-# ------------------------------------------------------------------------------------------ stage 7
-if run_stage 7; then
-  stage_start
+compare_stage() {
+  local name runs exps
   need_each eval/summary.json 6 7 "${all_runs[@]}"
   log "stage 7: comparing searched and hand-designed models"
   for name in "${names[@]}"; do
@@ -407,11 +329,14 @@ if run_stage 7; then
       "out_dir=${expdir}/${name}" "title='${name} (${corpus}): searched vs hand-designed'" "${compare_args[@]}"
   done
   wait_runs 7
-  stage_done 7
   for name in "${names[@]}"; do
     log "report: $(cd "${expdir}/${name}" && pwd)/report.html (and report.md)"
   done
-fi
+}
 
+# ------------------------------------------------------------------------------------------ run
+log "$0 $* (stages ${stage}..${stop_stage}; experiments: ${names[*]:-none}; seeds: ${seed_list[*]}; nj ${nj})"
+recipe_start=${SECONDS}
+run_stages
 cpu_mark
 log "finished stages ${stage}..${stop_stage} in $((SECONDS - recipe_start)) s wall, $(cpu_read) s cpu"

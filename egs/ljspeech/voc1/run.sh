@@ -15,6 +15,7 @@
 # Options given here are defaults; the command line overrides them (the last value wins). See README.md
 # for run times and scaling out.
 set -euo pipefail
+export RF_RECIPE="$0"   # option errors and --help name this script, not ./voc.sh
 cd "$(dirname "$0")"
 
 ./voc.sh \

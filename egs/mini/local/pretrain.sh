@@ -20,6 +20,7 @@
 # Seeds are fixed (--seed) and training runs with one torch thread on the CPU, so the same command makes
 # the same weights on the same software. Only the package's console scripts do the work.
 set -euo pipefail
+export RF_RECIPE="$0"   # option errors name this script
 cd "$(dirname "$0")/.."   # egs/mini: every relative path below is relative to it
 
 models="hifigan_tiny"     # confs in local/conf/ (space-separated)

@@ -14,6 +14,7 @@
 #
 # Options given here are defaults; the command line overrides them (the last value wins).
 set -euo pipefail
+export RF_RECIPE="$0"   # option errors and --help name this script, not ./voc.sh
 cd "$(dirname "$0")"
 
 # Two seeds per arm unless the command line chooses (--seed S runs one).

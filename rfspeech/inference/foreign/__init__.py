@@ -71,18 +71,14 @@ def register_format(name: str, importer: Importer) -> Importer:
 
 # ---------------------------------------------------------------------------------------------- files
 def load_torch_file(path: str | Path, what: str) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` of a foreign checkpoint; a dict, or a one-line DataError."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {what} not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # RuntimeError / UnpicklingError / EOFError / zipfile errors
-        first = (str(e).splitlines() or [""])[0][:160]
-        raise DataError(f"{path}: unreadable {what} ({e.__class__.__name__}: {first})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a dict {what}, got {type(obj).__name__}")
-    return obj
+    """``torch.load(weights_only=True)`` of a foreign checkpoint; a dict, or a one-line DataError.
+
+    Raises:
+        DataError: unreadable (:func:`rfspeech.inference.loading.torch_load_dict`).
+    """
+    from rfspeech.inference.loading import torch_load_dict
+
+    return torch_load_dict(path, what)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -170,25 +166,24 @@ def _few(items: list[str], n: int = 4) -> str:
                                                                    else "") + "]"
 
 
-def build(node: Mapping[str, Any]) -> nn.Module:
-    """Instantiate a ``{"_target_": ..., **kwargs}`` model node."""
-    from hydra.utils import instantiate
+def build(node: Mapping[str, Any], where: str | Path | None = None) -> nn.Module:
+    """Build a ``{"_target_": ..., **kwargs}`` model node mapped from a foreign config (a hostile file).
 
-    try:
-        return instantiate(dict(node), _convert_="all")
-    except Exception as e:  # hydra wraps constructor errors
-        cause = e.__cause__ if isinstance(e.__cause__, ConfigError) else e
-        raise ConfigError(f"{node.get('_target_')}: {' '.join(str(cause).split())[:200]}") from None
+    Through the allow-listed, typed :func:`rfspeech.inference.loading.build_from_node`, never Hydra: a
+    ``config.json`` value such as ``"${oc.create:...}"`` or ``"resblock": true`` is a one-line error naming
+    the config file and the argument.
+    """
+    from rfspeech.inference.loading import build_from_node
+
+    return build_from_node(dict(node), f"{where}: model" if where else str(node.get("_target_")))
 
 
 # ---------------------------------------------------------------------------------------------- result
 def rfspeech_checkpoint(
     *,
     fmt: str,
-    generator: nn.Module,
-    generator_node: dict[str, Any],
-    discriminator: nn.Module | None,
-    discriminator_node: dict[str, Any],
+    generator: tuple[nn.Module, dict[str, Any]],
+    discriminator: tuple[nn.Module | None, dict[str, Any]],
     features: FeatureParams,
     inference_features: FeatureParams | None = None,
     stats: tuple[Any, Any] | None = None,
@@ -197,7 +192,12 @@ def rfspeech_checkpoint(
     sources: dict[str, str | None],
     notes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The rfspeech checkpoint dict of an imported model (the layout ``rfspeech-train`` writes)."""
+    """The rfspeech checkpoint dict of an imported model (the layout ``rfspeech-train`` writes).
+
+    ``generator`` and ``discriminator`` are ``(module, config node)`` pairs (the node a run would
+    instantiate: ``_target_`` and arguments); a discriminator module of None keeps no weights.
+    """
+    (generator, generator_node), (discriminator, discriminator_node) = generator, discriminator
     config = {
         "model": {"name": f"imported_{fmt}", "generator": generator_node, "discriminator": discriminator_node},
         "features": features.to_dict(),
@@ -250,15 +250,15 @@ def import_bigvgan(*, checkpoint: str | Path, config: str | Path, discriminator:
         raise ConfigError(f"{config}: config has no {e}") from None
     features = fp if isinstance(fp, FeatureParams) else FeatureParams.from_dict(dict(fp), where=str(config))
     node = {"_target_": args.pop("_target_", BIGVGAN_TARGET), **args}
-    generator = build(node)
+    generator = build(node, config)
     hop = getattr(generator, "hop_length", None)
     if hop is not None and int(hop) != features.hop_length:
         raise ConfigError(f"{config}: product of upsample_rates = {hop} differs from hop_size = {features.hop_length}")
     sd = state_dict_of(load_torch_file(checkpoint, "BigVGAN generator checkpoint"), checkpoint, "generator")
     load_into(generator, convert_norms(sd, set(generator.state_dict())), checkpoint, "generator state dict")
     return rfspeech_checkpoint(
-        fmt="bigvgan", generator=generator, generator_node=node, discriminator=None,
-        discriminator_node=dict(HIFIGAN_DISCRIMINATOR), features=features,
+        fmt="bigvgan", generator=(generator, node), discriminator=(None, dict(HIFIGAN_DISCRIMINATOR)),
+        features=features,
         inference_features=None, sources={"checkpoint": str(checkpoint), "config": str(config)},
         notes=["BigVGAN discriminators (MPD + MRD) are not imported: fine-tuning starts a fresh HiFi-GAN "
                "discriminator"])
@@ -308,9 +308,17 @@ def import_checkpoint(fmt: str, checkpoint: str | Path, config: str | Path, *, d
         stats: PWG ``stats.h5`` / ``.npy`` / ``.npz`` (z-normalisation of its features).
 
     Raises:
-        ConfigError / DataError: unknown layout, config contradicting the weights, unreadable files.
+        ConfigError / DataError: unknown layout, config contradicting the weights, unreadable files, an rfspeech
+            checkpoint (it needs no import).
     """
-    return importer(fmt)(checkpoint=checkpoint, config=config, discriminator=discriminator, stats=stats)
+    convert = importer(fmt)
+    from rfspeech.inference.loading import is_rfspeech_checkpoint, torch_load_dict
+
+    if Path(checkpoint).is_file() and is_rfspeech_checkpoint(torch_load_dict(checkpoint, "checkpoint")):
+        raise DataError(f"{checkpoint}: already an rfspeech checkpoint (written by rfspeech-train, -search, -import "
+                        "or -export), not an official one: use it as it is (rfspeech-synthesize checkpoint=, "
+                        "rfspeech-train init_from=)")
+    return convert(checkpoint=checkpoint, config=config, discriminator=discriminator, stats=stats)
 
 
 def synthesis_features(checkpoint: str | Path, params: FeatureParams,

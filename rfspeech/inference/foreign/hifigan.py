@@ -134,7 +134,7 @@ def import_hifigan(*, checkpoint: str | Path, config: str | Path, discriminator:
     cfg = load_config_file(config)
     node = {"_target_": GENERATOR_TARGET, **generator_args(cfg, config)}
     features = feature_params(cfg, path=config)
-    generator = build(node)
+    generator = build(node, config)
     obj = load_torch_file(checkpoint, "HiFi-GAN generator checkpoint (g_*)")
     sd = state_dict_of(obj, checkpoint, "generator") if "generator" in obj else state_dict_of({"g": obj},
                                                                                               checkpoint, "g")
@@ -149,7 +149,7 @@ def import_hifigan(*, checkpoint: str | Path, config: str | Path, discriminator:
         mpd = state_dict_of(do, discriminator, "mpd")
         msd = state_dict_of(do, discriminator, "msd")
         disc_node = discriminator_args(mpd, msd, cfg, discriminator)
-        disc = build(disc_node)
+        disc = build(disc_node, discriminator)
         merged = {**{f"mpd.{k}": v for k, v in mpd.items()}, **{f"msd.{k}": v for k, v in msd.items()}}
         load_into(disc, convert_norms(merged, set(disc.state_dict())), discriminator, "MPD + MSD state dicts")
         step, epoch = int(do.get("steps", 0) or 0), int(do.get("epoch", 0) or 0)
@@ -157,7 +157,7 @@ def import_hifigan(*, checkpoint: str | Path, config: str | Path, discriminator:
     else:
         notes.append("no do_ file: fine-tuning starts a fresh discriminator")
     return rfspeech_checkpoint(
-        fmt="hifigan", generator=generator, generator_node=node, discriminator=disc, discriminator_node=disc_node,
+        fmt="hifigan", generator=(generator, node), discriminator=(disc, disc_node),
         features=features, inference_features=feature_params(cfg, inference=True, path=config), step=step,
         epoch=epoch, sources={"checkpoint": str(checkpoint), "config": str(config),
                               "discriminator": str(discriminator) if discriminator else None},

@@ -192,14 +192,14 @@ def import_pwg(*, checkpoint: str | Path, config: str | Path, discriminator: str
     g_sd = state_dict_of(obj, checkpoint, "model", "generator")
     buffers = {k: g_sd.pop(k) for k in ("mean", "scale") if k in g_sd}
     g_sd = {re.sub(r"^upsample_net\.upsample\.up_layers\.", "upsample_net.up_layers.", k): v for k, v in g_sd.items()}
-    generator = build(node)
+    generator = build(node, config)
     load_into(generator, convert_norms(g_sd, set(generator.state_dict())), checkpoint, "model.generator")
 
     disc = None
     notes = []
     if isinstance(obj["model"].get("discriminator"), dict) and obj["model"]["discriminator"]:
         d_sd = _discriminator_keys(state_dict_of(obj, checkpoint, "model", "discriminator"), d_node["layers"])
-        disc = build(d_node)
+        disc = build(d_node, config)
         load_into(disc, convert_norms(d_sd, set(disc.state_dict())), checkpoint, "model.discriminator")
     else:
         notes.append("no model.discriminator in the file: fine-tuning starts a fresh discriminator")
@@ -223,7 +223,7 @@ def import_pwg(*, checkpoint: str | Path, config: str | Path, discriminator: str
     if gain not in (None, 1, 1.0) and float(gain) > 0:
         notes.append(f"its training audio was scaled by global_gain_scale={gain}")
     return rfspeech_checkpoint(
-        fmt="pwg", generator=generator, generator_node=node, discriminator=disc, discriminator_node=d_node,
+        fmt="pwg", generator=(generator, node), discriminator=(disc, d_node),
         features=features, stats=mean_scale, step=int(obj.get("steps", 0) or 0), epoch=int(obj.get("epochs", 0) or 0),
         sources={"checkpoint": str(checkpoint), "config": str(config), "stats": str(stats) if stats else None},
         notes=notes)

@@ -5,10 +5,14 @@
 #   . utils/parse_options.sh
 #
 # `--foo-bar VALUE` (or `--foo-bar=VALUE`) sets the shell variable `foo_bar`, which must already
-# exist: an unknown option is an error.  A variable whose default is true/false only takes
+# exist (and not start with _): an unknown option is an error.  A variable whose default is true/false only takes
 # true/false.  `--help` prints the script's `usage` function's output (when defined; it runs then, so
 # it shows the values of the options parsed before --help), else $help_message, and exits.  Positional arguments stay in "$@".
 # (Kaldi reserves --config; rfspeech recipes use --conf.)
+# An option error is one line, `error: <recipe>: ...`, exit status 2 (as the console scripts); <recipe> is
+# $RF_RECIPE when the calling run.sh sets it (the script the user ran), else $0.
+
+__rf_me="${RF_RECIPE:-$0}"
 
 __rf_positional=()
 while [ $# -gt 0 ]; do
@@ -30,8 +34,8 @@ while [ $# -gt 0 ]; do
     --*)
       __rf_opt="$1"
       if [ $# -lt 2 ]; then
-        echo "$0: option $__rf_opt needs a value" >&2
-        exit 1
+        echo "error: $__rf_me: option $__rf_opt needs a value (see $__rf_me --help)" >&2
+        exit 2
       fi
       __rf_val="$2"
       shift 2
@@ -44,16 +48,17 @@ while [ $# -gt 0 ]; do
   esac
   __rf_name="${__rf_opt#--}"
   __rf_name="${__rf_name//-/_}"
-  if ! [[ "$__rf_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || ! declare -p "$__rf_name" >/dev/null 2>&1; then
-    echo "$0: invalid option $__rf_opt (no variable ${__rf_name} in this script; see --help)" >&2
-    exit 1
+  # a name starting with _ is the scripts' own (utils/lib.sh), never an option
+  if ! [[ "$__rf_name" =~ ^[A-Za-z][A-Za-z0-9_]*$ ]] || ! declare -p "$__rf_name" >/dev/null 2>&1; then
+    echo "error: $__rf_me: invalid option $__rf_opt (see $__rf_me --help)" >&2
+    exit 2
   fi
   __rf_old="${!__rf_name}"
   if { [ "$__rf_old" = true ] || [ "$__rf_old" = false ]; } && [ "$__rf_val" != true ] && [ "$__rf_val" != false ]; then
-    echo "$0: option $__rf_opt takes true or false, got '$__rf_val'" >&2
-    exit 1
+    echo "error: $__rf_me: option $__rf_opt takes true or false, got '$__rf_val'" >&2
+    exit 2
   fi
   printf -v "$__rf_name" '%s' "$__rf_val"
 done
 set -- "${__rf_positional[@]+"${__rf_positional[@]}"}"
-unset __rf_positional __rf_opt __rf_val __rf_name __rf_old
+unset __rf_positional __rf_opt __rf_val __rf_name __rf_old __rf_me
