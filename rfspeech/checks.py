@@ -14,11 +14,13 @@ from typing import Any
 
 from rfspeech.errors import ConfigError
 
-__all__ = ["MAX_DILATION", "MAX_FFT", "MAX_SAMPLE_RATE", "MAX_SEGMENT_SIZE", "UNRESOLVED", "boolean",
-           "check_feature_params", "choice", "integer", "known", "omitted", "range_error", "real"]
+__all__ = ["MAX_DILATION", "MAX_FFT", "MAX_SAMPLE_RATE", "MAX_SEGMENT_SIZE", "MAX_TAP_OFFSET", "UNRESOLVED",
+           "boolean", "check_feature_params", "choice", "integer", "known", "omitted", "range_error", "real"]
 
 #: Largest dilation accepted in a structure or a search space (WaveNet's largest is 512).
 MAX_DILATION = 8192
+#: Largest tap offset accepted in a learned-spacing structure's tap list (a kernel of 11 taps at MAX_DILATION).
+MAX_TAP_OFFSET = 10 * MAX_DILATION
 #: Largest training segment in samples (HiFi-GAN 8192, BigVGAN 65536); beyond it one batch exhausts memory.
 MAX_SEGMENT_SIZE = 1 << 20
 _MAX_INT = (1 << 63) - 1

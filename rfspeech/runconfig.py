@@ -37,6 +37,7 @@ from rfspeech.checks import (
     MAX_DILATION,
     MAX_SAMPLE_RATE,
     MAX_SEGMENT_SIZE,
+    MAX_TAP_OFFSET,
     UNRESOLVED,
     boolean,
     check_feature_params,
@@ -444,9 +445,14 @@ def _check_structure(cfg: Mapping[str, Any]) -> None:
     from rfspeech.search.strategy import RFNext, read_structure
 
     cls, structure = read_structure(str(path))  # the file's strategy validates its values
-    if issubclass(cls, RFNext):
+    if issubclass(cls, RFNext) or cls.name == "dcls":
         for module, dilation in structure.items():
+            if isinstance(dilation, list):  # tap offsets of a learned-spacing layer (search.strategy=dcls)
+                for i, o in enumerate(dilation):
+                    _int(f"structure ({path}): {module}[{i}]", o, ge=-MAX_TAP_OFFSET, le=MAX_TAP_OFFSET)
+                continue
             _dilation(f"structure ({path}): {module}", dilation)
+
 
 
 def _dilation(key: str, value: Any) -> int:
@@ -579,6 +585,23 @@ def validate_train(cfg: Mapping[str, Any]) -> tuple[RunConfig, LoopConfig, GANCo
     return run, loop, gan
 
 
+def _check_dcls(node: Mapping[str, Any], where: str) -> None:
+    """``search.dcls``: the learned-spacing search's settings (types and ranges; null keeps a default)."""
+    d = _known(node)
+    if d.get("max_dilation") is not None:
+        _dilation(f"{where}.max_dilation", d["max_dilation"])
+    if d.get("version") is not None:
+        _choice(f"{where}.version", d["version"], ("gauss", "max", "v1"))
+    _each(d, where, {"dilated_kernel_size": (_int, {"ge": 3, "le": MAX_TAP_OFFSET * 2 + 1, "optional": True}),
+                     "warm_start": (_bool, {"optional": True}),
+                     "sigma_init": (_float, {"ge": 0.0, "optional": True}),
+                     "sigma_final": (_float, {"ge": 0.0, "optional": True}),
+                     "anneal_steps": (_int, {"ge": 0, "optional": True}),
+                     "search_steps": (_int, {"ge": 1, "optional": True}),
+                     "position_lr": (_float, {"gt": 0.0, "optional": True}),
+                     "position_warmup": (_int, {"ge": 0, "optional": True})})
+
+
 def validate_search(cfg: Mapping[str, Any]) -> tuple[RunConfig, LoopConfig, GANConfig]:
     """Checks of ``rfspeech-search`` (``recipes/search.yaml``): the training run and ``search.*``."""
     run, loop, gan = validate_train(cfg)
@@ -587,6 +610,7 @@ def validate_search(cfg: Mapping[str, Any]) -> tuple[RunConfig, LoopConfig, GANC
         from rfspeech.search.strategy import get_strategy  # torch, only for a search config
 
         get_strategy(search["strategy"])
+    _check_dcls(_section(search, "dcls"), "search.dcls")
     _check_searchable(_section(search, "searchable"), "search.searchable")
     _check_searchable(_section(search, "local"), "search.local")
     _check_global(_section(search, "global"), "search.global")

@@ -543,6 +543,20 @@ HOSTILE: dict[str, tuple[Callable[[dict], None], str]] = {
     "rng_garbage": (lambda s: s.update(rng={"python": [3, [1, 2], None]}), "rng.torch"),
     "searchable_bad_type": (lambda s: s.update(searchable={"num_branches": "3"}), "searchable.num_branches"),
     "structure_mode_bogus": (lambda s: s.update(structure_mode="all"), "structure_mode"),
+    # tap lists are a learned-spacing (dcls) structure's only: RF-Next's entries stay integer dilations
+    "taps_in_an_rfnext_structure": (lambda s: s.update(structure={"resblocks.0.convs1.0": [-3, 0, 3]}),
+                                    "structure.resblocks.0.convs1.0: must be an integer"),
+    "dcls_duplicate_taps": (lambda s: s.update(structure={"resblocks.0.convs1.0": [0, 0, 3]},
+                                               structure_args={"strategy": "dcls"}),
+                            "structure.resblocks.0.convs1.0: duplicate tap offsets"),
+    "dcls_tap_2_40": (lambda s: s.update(structure={"resblocks.0.convs1.0": [0, 2**40]},
+                                         structure_args={"strategy": "dcls"}),
+                      "structure.resblocks.0.convs1.0[1]: must be in [-81920, 81920]"),
+    "dcls_empty_taps": (lambda s: s.update(structure={"resblocks.0.convs1.0": []}, structure_args={"strategy": "dcls"}),
+                        "structure.resblocks.0.convs1.0: must be an integer dilation or a non-empty list"),
+    "dcls_float_tap": (lambda s: s.update(structure={"resblocks.0.convs1.0": [0, 1.5]},
+                                          structure_args={"strategy": "dcls"}),
+                       "structure.resblocks.0.convs1.0[1]: must be an integer"),
 }
 
 
@@ -558,6 +572,30 @@ def test_hostile_checkpoint_entries_are_one_line_data_errors(case: str, tmp_path
             read(bad)
         msg = str(e.value)
         assert msg.startswith(f"{bad}: ") and fragment in msg and "\n" not in msg, msg
+
+
+def test_a_dcls_structure_with_tap_lists_loads(tmp_path: Path) -> None:
+    """The schema's one widening (issue 30): a learned-spacing fine-tune's tap lists, rebuilt as sparse-tap convs."""
+    from rfspeech.layers.sparse import SparseTapConv1d
+    from rfspeech.search.strategy import get_strategy
+
+    taps = [-4, 0, 7]  # no dilated pattern: a SparseTapConv1d, same weight shape as the 3-tap conv
+    args = get_strategy("dcls").configure({}, where="structure_args").record()
+
+    structure = {"resblocks.0.convs1.1": taps, "resblocks.0.convs1.2": 2}
+
+    def mutate(s: dict) -> None:
+        from hydra.utils import instantiate
+
+        g = instantiate(TINY_GENERATOR)
+        get_strategy("dcls").configure({}, where="structure_args").apply(g, structure, "single")
+        s.update(generator=g.state_dict(), structure=structure, structure_mode="single", structure_args=args)
+
+    good = hostile_checkpoint(tmp_path / "dcls.pt", mutate)
+    gen, _ = loading.load_generator(good)
+    layer = gen.get_submodule("resblocks.0.convs1.1")
+    assert isinstance(layer, SparseTapConv1d) and list(layer.offsets) == taps
+    assert gen.get_submodule("resblocks.0.convs1.2").dilation == (2,)
 
 
 #: The classes every reader is run on in the heavy matrix below.

@@ -402,6 +402,69 @@ def test_full_scale_confs_are_the_published_ones() -> None:
     assert recipe_mel(EGS / "vctk" / "voc1") == "hifigan_24k"
 
 
+def test_dcls_arm_runs_and_inputs(tmp_path: Path) -> None:
+    """--strategies "rfnext dcls": stage 4 needs each strategy's search, stage 5 each arm's fine-tune."""
+    fake_features(tmp_path)
+    mini = EGS / "mini" / "voc1"
+    r = run_recipe(mini, "--stage", "4", "--stop_stage", "4", "--strategies", "rfnext dcls", *isolated(tmp_path))
+    msg = one_line_error(r)
+    assert "hifigan_tiny/search_seed1/structure.yaml" in msg  # RF-Next's first, as before
+    for s in (1, 2):
+        for d in (f"search_seed{s}", f"dcls_search_seed{s}"):
+            (tmp_path / "exp" / "hifigan_tiny" / d).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "exp" / "hifigan_tiny" / f"search_seed{s}" / "structure.yaml").write_text("structure: {}\n")
+    r = run_recipe(mini, "--stage", "4", "--stop_stage", "4", "--strategies", "rfnext dcls", *isolated(tmp_path))
+    msg = one_line_error(r)
+    assert "hifigan_tiny/dcls_search_seed1/structure.yaml not found; run stage 3 (search) first" in msg
+    for s in (1, 2):
+        ckpts = tmp_path / "exp" / "hifigan_tiny" / f"hand_seed{s}" / "checkpoints"
+        ckpts.mkdir(parents=True)
+        (ckpts / "best.pt").write_bytes(b"")
+        ckpts = tmp_path / "exp" / "hifigan_tiny" / f"searched_seed{s}" / "checkpoints"
+        ckpts.mkdir(parents=True)
+        (ckpts / "best.pt").write_bytes(b"")
+    r = run_recipe(mini, "--stage", "5", "--stop_stage", "5", "--strategies", "rfnext dcls", *isolated(tmp_path))
+    msg = one_line_error(r)
+    assert "dcls_seed1/checkpoints" in msg and "run stage 4 (fine-tune) first" in msg
+    r = run_recipe(mini, "--strategies", "rfnext bogus", *isolated(tmp_path))
+    assert "--strategies: unknown strategy 'bogus'" in one_line_error(r) and r.returncode == 2  # an option error
+    assert "--strategies" in run_recipe(mini, "--help").stdout
+
+
+def test_report_shows_the_dcls_arm_with_its_taps_and_cost(tmp_path: Path) -> None:
+    import json
+
+    from rfspeech.evaluate.report import build_report
+    from rfspeech.evaluate.report_md import render_markdown
+
+    def run_dir(name: str, cost: dict, info: dict, structure: dict | None = None) -> Path:
+        d = tmp_path / name
+        (d / "eval").mkdir(parents=True)
+        (d / "eval" / "summary.json").write_text(json.dumps({"metrics": {"mcd": {"mean": 6.0, "n": 2}}}))
+        (d / "cost.json").write_text(json.dumps({"train_steps": 0, "search_steps": 0, "global_proxy_steps": 0,
+                                                 "gpu_seconds": 0.0, "wall_seconds": 1.0, **cost}))
+        (d / "info.json").write_text(json.dumps(info))
+        if structure is not None:
+            (d / "structure.yaml").write_text(json.dumps({"structure": structure}))
+        return d
+
+    hand = run_dir("hand_seed1", {"train_steps": 1000, "cpu_seconds": 100.0}, {"arm": "hand-designed", "seed": 1},
+                   {"resblocks.0.convs1.1": 3})
+    run_dir("search_seed1", {"search_steps": 400, "cpu_seconds": 50.0}, {})
+    searched = run_dir("searched_seed1", {"train_steps": 600, "cpu_seconds": 60.0},
+                       {"arm": "searched", "seed": 1, "cost_from": ["../search_seed1"]}, {"resblocks.0.convs1.1": 4})
+    run_dir("dcls_search_seed1", {"search_steps": 400, "cpu_seconds": 80.0}, {})
+    dcls = run_dir("dcls_seed1", {"train_steps": 600, "cpu_seconds": 60.0},
+                   {"arm": "dcls", "seed": 1, "cost_from": ["../dcls_search_seed1"]},
+                   {"resblocks.0.convs1.1": [-5, 0, 2]})
+    data = build_report([hand, searched, dcls])
+    assert list(data.arms) == ["hand-designed", "searched", "dcls"]
+    assert data.costs["dcls"]["total"]["cpu_seconds"] == 140.0  # fine-tune + its search run, as for RF-Next
+    assert data.costs["dcls"]["total"]["total_steps"] == data.costs["hand-designed"]["total"]["total_steps"] == 1000
+    md = render_markdown(data)
+    assert "dcls" in md and "[-5, 0, 2]" in md
+
+
 # ---------------------------------------------------------------------------------------- shared scaffolding
 DRIVERS = {"voc1": TEMPLATE / "voc.sh", "tts1": EGS / "TEMPLATE" / "tts1" / "tts.sh"}
 LIB = TEMPLATE / "utils" / "lib.sh"

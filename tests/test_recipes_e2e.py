@@ -138,3 +138,20 @@ def test_mini_wavenet_conf_at_ci_size(tmp_path: Path) -> None:
     check_report(exp, [1], r.stdout)
     assert json.loads((exp / "hand_seed1" / "cost.json").read_text())["init_from"] is None
     assert "rfspeech.models.wavenet.WaveNetGenerator" in (exp / "hand_seed1" / "config.yaml").read_text()
+
+
+def test_mini_recipe_with_the_dcls_arm(tmp_path: Path) -> None:
+    """--strategies "rfnext dcls": a third arm (learned tap positions) beside RF-Next, same start, seed and budget."""
+    pytest.importorskip("DCLS")
+    r = run(EGS / "mini" / "voc1", tmp_path, "--conf", "conf/ci.yaml", "--seeds", "1", "--strategies", "rfnext dcls")
+    exp = tmp_path / "exp" / "ci"
+    report = json.loads((exp / "report.json").read_text())
+    assert list(report["arms"]) == ["hand-designed", "searched", "dcls"]
+    search = exp / "dcls_search_seed1"
+    assert "strategy: dcls" in (search / "structure.yaml").read_text()
+    assert (exp / "dcls_seed1" / "structure.yaml").read_text() == (search / "structure.yaml").read_text()
+    info = json.loads((exp / "dcls_seed1" / "info.json").read_text())
+    assert info["arm"] == "dcls" and info["cost_from"] == ["../dcls_search_seed1"]
+    assert json.loads((search / "cost.json").read_text())["search_steps"] == 12
+    assert any((exp / "dcls_seed1" / "synth").glob("*.wav"))
+    assert "| dcls |" in (exp / "report.md").read_text() and "stage 7 (compare) done" in r.stdout

@@ -18,7 +18,8 @@ Prints the per-layer table and a summary, writes ``out_dir/rf.json`` (the full
 :class:`rfspeech.rf.RFReport`, plus the model config and the probe when asked) and
 ``out_dir/rf.png`` (field growth through the layers, segment drawn in). For a vocoder the summary
 also gives the look-ahead, history and chunk overlap in frames and ms (``sample_rate``: the
-checkpoint's, else 22050 Hz), in ``rf.json["lookahead"]`` under the keys the compare report reads.
+checkpoint's, else 22050 Hz), in ``rf.json["lookahead"]`` under the keys the compare report reads. A model
+with learned-spacing layers (a ``dcls`` structure) also lists each one's tap offsets, in ``rf.json["taps"]``.
 
 Control arms of a search study (:mod:`rfspeech.runs.controls`), each written as ``out_dir/structure.yaml`` for
 ``rfspeech-train structure=``: ``refine=true`` applies the receptive-field refinement hint (the analysed

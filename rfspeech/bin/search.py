@@ -1,4 +1,4 @@
-"""``rfspeech-search data_dir=DIR out_dir=DIR [model=...] [search=...] [key=value ...]``: RF-Next dilation search.
+"""``rfspeech-search data_dir=DIR out_dir=DIR [key=value ...]``: RF-Next dilation search, or DCLS (strategy=dcls).
 
 Pipeline (``recipes/search.yaml``):
 
@@ -11,6 +11,9 @@ Pipeline (``recipes/search.yaml``):
    (``make_searchable``, before the optimiser is built) and every ``search_interval`` steps, for
    ``max_search_steps`` rounds, each searched conv estimates and expands its dilation
    (``out_dir/search/structure_step<N>.yaml`` after each round, TensorBoard ``search/dilation/*``).
+   With ``search.strategy=dcls`` the convs learn their tap positions instead (DCLS, ``search.dcls.*``,
+   :mod:`rfspeech.search.dcls`): σ annealed, positions rounded after ``search_interval × max_search_steps``
+   steps (or ``search.dcls.search_steps``), training goes on with the hard taps.
 3. ``out_dir/structure.yaml`` (structure, settings, receptive field) and ``out_dir/search_log.json``.
 
 Under torchrun every rank runs the global search, scoring its share of each generation on its own

@@ -84,8 +84,9 @@ def check_finalized(model: nn.Module, finalize: bool = False) -> nn.Module:
     """
     from rfspeech.search import finalize as fold
     from rfspeech.search import searchable_modules
+    from rfspeech.search.dcls import dcls_modules
 
-    wrapped = sorted(searchable_modules(model))
+    wrapped = sorted(searchable_modules(model)) + sorted(dcls_modules(model))
     if wrapped:
         if not finalize:
             raise ConfigError(

@@ -42,6 +42,7 @@ from rfspeech.inference.schema import (
     resolve_target,
 )
 from rfspeech.layers.conv import iter_dilated_convs
+from rfspeech.layers.sparse import tap_layers
 from rfspeech.layers.weight_norm import remove_weight_norm
 from rfspeech.search.strategy import finalize_all, strategy_from_record
 
@@ -396,11 +397,13 @@ def load_acoustic(path: str | Path, device: str | torch.device = "cpu") -> tuple
 
 # ---------------------------------------------------------------------------------------------- info
 def model_info(model: nn.Module) -> dict[str, Any]:
-    """Class, parameter count, hop (when it has one) and the dilation of every factory-built conv."""
+    """Class, parameter count, hop (when it has one) and the dilation of every factory-built conv (the tap
+    offsets of a learned-spacing one)."""
     dilations: dict[str, Any] = {}
     for name, conv in iter_dilated_convs(model):
         d = conv.dilation
         dilations[name] = int(d[0]) if isinstance(d, tuple | list) and len(d) == 1 else d
+    dilations.update(tap_layers(model))  # learned-spacing layers: their tap offsets
     info: dict[str, Any] = {
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "n_params": int(sum(p.numel() for p in model.parameters())),

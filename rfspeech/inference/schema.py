@@ -14,7 +14,9 @@ The rules:
   mappings of tensors, ``config``/``search``/``searchable``/``cost``/``rng`` ... mappings;
 * ``feature_params`` obey the typed feature rules of :func:`rfspeech.checks.check_feature_params`
   (the same as every ``feats.yaml``), memory bounds included;
-* ``structure`` maps module paths to integer dilations in ``[1, MAX_DILATION]``; ``searchable`` and
+* ``structure`` maps module paths to integer dilations in ``[1, MAX_DILATION]``; a learned-spacing
+  structure (``structure_args.strategy: dcls``) may give a layer the list of its tap offsets instead
+  (distinct integers in ``[-MAX_TAP_OFFSET, MAX_TAP_OFFSET]``), no other; ``searchable`` and
   ``structure_args`` are typed like :class:`~rfspeech.search.op.SearchableConv1d`'s arguments;
 * the stored model nodes (``config.model.<generator|discriminator|acoustic>``) are plain data with a
   string ``_target_``; Hydra's ``_partial_``, ``_args_`` and ``_recursive_`` are refused, and so is any
@@ -44,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rfspeech.checks import MAX_DILATION, MAX_SEGMENT_SIZE
+from rfspeech.checks import MAX_DILATION, MAX_SEGMENT_SIZE, MAX_TAP_OFFSET
 from rfspeech.errors import ConfigError, DataError, RFSpeechError
 
 __all__ = ["MAX_MODEL_INT", "REFUSED_NODE_KEYS", "allow_module_prefix", "check_arguments", "check_checkpoint",
@@ -68,6 +70,8 @@ _MAPPINGS = ("config", "search", "searchable", "structure_args", "cost", "rng", 
 _COUNTERS = ("step", "epoch", "bad_steps")
 _MODEL_NODES = ("generator", "discriminator", "acoustic")
 _STRUCTURE_MODES = (None, "single", "multiple", "merge")
+#: Search strategies whose structure entries may be tap lists (rfspeech.search.dcls: learned spacing).
+_TAP_STRATEGIES = ("dcls",)
 
 
 
@@ -348,14 +352,31 @@ def _state_dict(path: Path | str, key: str, value: Any) -> None:
                             f"{type(v).__name__}")
 
 
+def _taps(path: Path | str, key: str, value: Any) -> None:
+    """A tap list of a learned-spacing layer: distinct integer offsets in [-MAX_TAP_OFFSET, MAX_TAP_OFFSET]."""
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{path}: {key}: must be an integer dilation or a non-empty list of tap offsets, "
+                        f"got {show(value)}")
+    for i, o in enumerate(value):
+        _int(path, f"{key}[{i}]", o, -MAX_TAP_OFFSET, MAX_TAP_OFFSET)
+    if len(set(value)) != len(value):
+        raise DataError(f"{path}: {key}: duplicate tap offsets, got {show(value)}")
+
+
 def _check_structure(path: Path | str, state: Mapping[str, Any]) -> None:
     structure = state.get("structure")
     if structure is not None:
         _mapping(path, "structure", structure)
+        args = state.get("structure_args")
+        # tap lists only where the strategy that applies the structure builds them; RF-Next's are dilations
+        taps_allowed = isinstance(args, Mapping) and args.get("strategy") in _TAP_STRATEGIES
         for module, d in structure.items():
             if not isinstance(module, str) or not module:
                 raise DataError(f"{path}: structure: module paths are strings, got {show(module)}")
-            _int(path, f"structure.{module}", d, 1, MAX_DILATION)
+            if taps_allowed and isinstance(d, list):
+                _taps(path, f"structure.{module}", d)
+            else:
+                _int(path, f"structure.{module}", d, 1, MAX_DILATION)
     mode = state.get("structure_mode")
     if mode not in _STRUCTURE_MODES:
         raise DataError(f"{path}: structure_mode: must be single, multiple, merge or null, got {show(mode)}")

@@ -838,6 +838,18 @@ def _antialias_rule(module: nn.Module) -> Step:
     return conv_step(last - first + 1, padding=-first)
 
 
+def _sparse_tap_rule(module: nn.Module) -> Step:
+    """A sparse-tap conv (an exported learned-spacing conv) as the conv spanning its first to last tap.
+
+    Exact for the field's extent and look-ahead; the taps between may be sparse, the walker's
+    fields are intervals.
+    """
+    first, last = module.field_taps()
+    return conv_step(last - first + 1, padding=-first)
+
+
 from rfspeech.layers.antialias import AntiAliasActivation1d, Snake  # noqa: E402 - after the rules it needs
+from rfspeech.layers.sparse import SparseTapConv1d  # noqa: E402
 
 register_rule(AntiAliasActivation1d, _antialias_rule)
+register_rule(SparseTapConv1d, _sparse_tap_rule)

@@ -106,6 +106,7 @@ def run(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from rfspeech.inference.loading import build_config_node
+    from rfspeech.layers.sparse import tap_layers
     from rfspeech.rf import analyze, plot_report, probe
 
     segment = cfg.get("segment")
@@ -154,6 +155,11 @@ def run(cfg: Any) -> dict[str, Any]:
               + (" (segment_input=<name> to count it in another input)" if len(report.inputs) > 1 else ""))
     result = report.to_dict()
     result["segment_input"] = report.primary
+    taps = tap_layers(model)
+    if taps:  # learned-spacing layers (rfspeech-search search.strategy=dcls): the taps inside each field
+        result["taps"] = taps
+        print(f"  learned taps ({len(taps)} layers, offsets in input steps of the layer): "
+              + ", ".join(f"{p} {t}" for p, t in list(taps.items())[:4]) + (" ..." if len(taps) > 4 else ""))
     lookahead = _lookahead(report, model, sr)
     if lookahead is not None:
         result["lookahead"] = lookahead

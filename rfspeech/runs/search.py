@@ -156,8 +156,11 @@ class AlphaParamGroups:
 
 
 def _alpha_overrides(cfg: Any, generator: torch.nn.Module, strategy: SearchStrategy | None = None) -> dict[str, Any]:
-    """``make_trainer`` overrides for ``search.alpha_lr`` (none when unset: α train with the generator's rate)."""
-    alpha_lr = cfg.search.get("alpha_lr")
+    """``make_trainer`` overrides for the search parameters' group: ``search.alpha_lr``, or the strategy's own rate
+    (:meth:`SearchStrategy.search_lr`: DCLS's positions); none when both are unset (one group, the generator's rate)."""
+    strategy = strategy or get_strategy(None)()
+    base = cfg.train.optimizer_g.get("lr") if cfg.get("train") and cfg.train.get("optimizer_g") else None
+    alpha_lr = strategy.search_lr(cfg.search.get("alpha_lr"), None if base is None else float(base))
     if alpha_lr is None:
         return {}
     if not float(alpha_lr) > 0:

@@ -11,7 +11,9 @@
 * :class:`GlobalSearch` — the evolutionary global search over coarse combinations; its candidates are
   scored by a registered backend (:mod:`rfspeech.search.backends`: ``local`` and ``ray``).
 * :class:`SearchStrategy` / :func:`register_strategy` (:mod:`rfspeech.search.strategy`) — the registry of
-  search strategies (``rfnext`` and any registered one): wrap, search, export, apply, finalize.
+  search strategies (``rfnext``, ``dcls`` and any registered one): wrap, search, export, apply, finalize.
+* :class:`DclsConv1d`, :func:`make_dcls`, :class:`DclsSearch` — the ``dcls`` strategy (``search.strategy=dcls``):
+  learned tap positions (DCLS), exported to plain convs by :func:`finalize`.
 """
 
 from rfspeech.search.backends import (
@@ -23,6 +25,8 @@ from rfspeech.search.backends import (
     worker_device,
     worker_index,
 )
+from rfspeech.search.dcls import Dcls, DclsSearch, dcls_modules, make_dcls
+from rfspeech.search.dcls_op import DclsConv1d
 from rfspeech.search.global_search import (
     Evaluation,
     GlobalSearch,
@@ -95,6 +99,9 @@ __all__ = [
     "register_backend",
     "CONV_SCOPES",
     "MODES",
+    "Dcls",
+    "DclsConv1d",
+    "DclsSearch",
     "SEARCH_ARGS",
     "STRATEGIES",
     "Schedule",
@@ -115,6 +122,7 @@ __all__ = [
     "branch_candidates",
     "candidate_offset",
     "choose_impl",
+    "dcls_modules",
     "dilation_limits",
     "expand_candidates",
     "expand_groups",
@@ -125,6 +133,7 @@ __all__ = [
     "load_structure",
     "lookahead",
     "lookahead_budget",
+    "make_dcls",
     "make_searchable",
     "merge_kernel",
     "merge_searchable",

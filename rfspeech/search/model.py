@@ -27,9 +27,11 @@ from torch.nn.utils import parametrize
 
 from rfspeech import strict_yaml
 from rfspeech.errors import ConfigError, DataError
-from rfspeech.io import atomic_write_yaml
+from rfspeech.io import atomic_write_text, atomic_write_yaml
 from rfspeech.layers.conv import DilatedConv1d, strip_ddp_prefix
-from rfspeech.layers.weight_norm import apply_weight_norm
+from rfspeech.layers.sparse import SparseTapConv1d, dilation_of_taps, hand_taps, normalize_taps
+from rfspeech.layers.weight_norm import apply_weight_norm, weight_norm_parts
+from rfspeech.search.dcls_op import DclsConv1d
 from rfspeech.search.op import RFNextSettings, SearchableConv1d, as_dilated_conv, unsearchable_reason
 
 log = logging.getLogger("rfspeech.search")
@@ -49,23 +51,29 @@ CONV_SCOPES = ("auto", "factory", "all")
 # ----------------------------------------------------------------------------------------------
 
 
+#: Search wrappers (RF-Next's multi-dilation op, DCLS's learned positions): named by their own path.
+WRAPPERS = (SearchableConv1d, DclsConv1d)
+#: Modules that count as factory convs: the factory's, its wrappers, and exported learned-spacing convs.
+FACTORY = (DilatedConv1d, SparseTapConv1d, *WRAPPERS)
+
+
 def _all_convs(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
-    """``{path: (full name, module)}`` of every wrapper and every ``nn.Conv1d`` not inside one."""
+    """``{path: (full name, module)}`` of every wrapper, sparse-tap conv and ``nn.Conv1d`` not inside a wrapper."""
     out: dict[str, tuple[str, nn.Module]] = {}
     wrappers: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(w + ".") for w in wrappers):
             continue  # the conv inside a wrapper is named by its wrapper
-        if isinstance(module, SearchableConv1d):
+        if isinstance(module, WRAPPERS):
             wrappers.append(name)
             out[strip_ddp_prefix(name)] = (name, module)
-        elif isinstance(module, nn.Conv1d):
+        elif isinstance(module, (nn.Conv1d, SparseTapConv1d)):
             out[strip_ddp_prefix(name)] = (name, module)
     return out
 
 
 def _has_factory_convs(model: nn.Module) -> bool:
-    return any(isinstance(m, (DilatedConv1d, SearchableConv1d)) for m in model.modules())
+    return any(isinstance(m, FACTORY) for m in model.modules())
 
 
 def _targets(model: nn.Module, plain: bool | None = False) -> dict[str, tuple[str, nn.Module]]:
@@ -79,7 +87,7 @@ def _targets(model: nn.Module, plain: bool | None = False) -> dict[str, tuple[st
         plain = not _has_factory_convs(model)
     out = {}
     for path, (name, module) in _all_convs(model).items():
-        if isinstance(module, (SearchableConv1d, DilatedConv1d)) or (plain and unsearchable_reason(module) is None):
+        if isinstance(module, FACTORY) or (plain and unsearchable_reason(module) is None):
             out[path] = (name, module)
     return out
 
@@ -149,6 +157,7 @@ def searchable_report(
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     convs: str = "auto",
+    strategy: str = "rfnext",
 ) -> dict[str, str | None]:
     """For every ``nn.Conv1d`` of ``model`` (by path, module order): None when :func:`make_searchable`
     would wrap it (or it is wrapped already), else the reason it would not.
@@ -156,7 +165,8 @@ def searchable_report(
     Reasons: the conv's own (stride, even kernel, kernel 1, padding not provably length-preserving,
     hooks or parametrizations the wrapper would drop; see
     :func:`rfspeech.search.op.searchable_layout`), or ``not matched by include``, ``excluded``,
-    ``plain nn.Conv1d in a factory-built model (convs='all' searches it)``.
+    ``plain nn.Conv1d in a factory-built model (convs='all' searches it)``, or a conv the other
+    strategy's wrapper or export holds.
 
     Args:
         model: any module (DDP wrapper fine).
@@ -164,19 +174,30 @@ def searchable_report(
         exclude: patterns of paths to leave alone.
         convs: ``auto`` (factory convs when the model has any, else every ``nn.Conv1d``),
             ``factory`` or ``all``.
+        strategy: whose wrapper asks: ``rfnext`` (:func:`make_searchable`) or ``dcls``
+            (:func:`rfspeech.search.dcls.make_dcls`, which also wraps exported sparse-tap convs).
     """
     if convs not in CONV_SCOPES:
         raise ConfigError(f"convs must be one of {list(CONV_SCOPES)}, got {convs!r}")
+    if strategy not in ("rfnext", "dcls"):
+        raise ConfigError(f"strategy must be rfnext or dcls, got {strategy!r}")
+    own, other = (DclsConv1d, SearchableConv1d) if strategy == "dcls" else (SearchableConv1d, DclsConv1d)
     inc, exc = _as_patterns(include), _as_patterns(exclude)
     plain = convs == "all" or (convs == "auto" and not _has_factory_convs(model))
     out: dict[str, str | None] = {}
     for path, (_full, module) in _all_convs(model).items():
-        if isinstance(module, SearchableConv1d):
+        if isinstance(module, own):
             out[path] = None
         elif inc is not None and not _matches(path, inc):
             out[path] = "not matched by include"
         elif exc is not None and _matches(path, exc):
             out[path] = "excluded"
+        elif isinstance(module, other):
+            out[path] = ("an RF-Next multi-dilation op (search.strategy=rfnext)" if strategy == "dcls"
+                         else "a learned-spacing DCLS conv (search.strategy=dcls)")
+        elif isinstance(module, SparseTapConv1d):
+            out[path] = None if strategy == "dcls" else (
+                f"sparse taps {list(module.offsets)}: not a dilated conv (search.strategy=dcls searches it)")
         elif not plain and not isinstance(module, DilatedConv1d):
             out[path] = "plain nn.Conv1d in a factory-built model (convs='all' searches it)"
         else:
@@ -273,6 +294,9 @@ def unwrap_searchable(model: nn.Module) -> list[str]:
             conv.set_dilation(module.dilation)
             _replace(model, full, conv)
             done.append(path)
+        elif isinstance(module, DclsConv1d):
+            _replace(model, full, module.export())
+            done.append(path)
     return done
 
 
@@ -322,10 +346,13 @@ def finalize(model: nn.Module) -> nn.Module:
     """Make a searched/trained model plain for inference, in place, and return it.
 
     Wrappers with frozen candidates (``multiple`` mode) are merged (exactly the trained function);
-    wrappers still searching are unwrapped at their searched dilation (the searched structure).
+    wrappers still searching are unwrapped at their searched dilation (the searched structure);
+    learned-spacing (DCLS) wrappers become plain convs at their rounded taps (:meth:`DclsConv1d.export`).
     """
     for _path, (full, module) in _targets(model).items():
-        if isinstance(module, SearchableConv1d):
+        if isinstance(module, DclsConv1d):
+            _replace(model, full, module.export())
+        elif isinstance(module, SearchableConv1d):
             if module.is_frozen:
                 _replace(model, full, merged_conv(module))
             else:
@@ -339,21 +366,35 @@ def finalize(model: nn.Module) -> nn.Module:
 # ----------------------------------------------------------------------------------------------
 
 
-def export_structure(model: nn.Module) -> dict[str, int]:
-    """``{module path: dilation}`` of the searched convs.
+#: A structure entry: a dilation, or (a learned-spacing layer whose taps are no dilated pattern) the tap offsets.
+Entry = int | list[int]
+
+
+def export_structure(model: nn.Module) -> dict[str, Entry]:
+    """``{module path: dilation or taps}`` of the searched convs.
 
     When none is wrapped: every factory conv, or, in a model without factory convs, every
     searchable plain ``nn.Conv1d``. Paths carry no DDP ``module.`` prefix and no ``.conv`` suffix
-    (the wrapper's own path). A merged conv reports the dilation it was searched at.
+    (the wrapper's own path). A merged conv reports the dilation it was searched at. A learned-spacing
+    (DCLS) wrapper reports its rounded taps (:meth:`DclsConv1d.entry`: the dilation when they are the
+    conv's own dilated pattern, else the sorted offsets), a sparse-tap conv its offsets.
     """
     targets = _targets(model, plain=None)
-    ops = {p: m for p, (_, m) in targets.items() if isinstance(m, SearchableConv1d)}
+    ops = {p: m for p, (_, m) in targets.items() if isinstance(m, WRAPPERS)}
     if ops:
-        return {p: int(m.dilation) for p, m in ops.items()}
-    out = {}
+        return {p: int(m.dilation) if isinstance(m, SearchableConv1d) else m.entry() for p, m in ops.items()}
+    out: dict[str, Entry] = {}
     for p, (_, m) in targets.items():
-        out[p] = int(getattr(m, "searched_dilation", m.dilation[0]))
+        if isinstance(m, SparseTapConv1d):
+            out[p] = list(m.offsets)
+        else:
+            out[p] = int(getattr(m, "searched_dilation", m.dilation[0]))
     return out
+
+
+def is_taps(entry: Any) -> bool:
+    """Whether a structure entry is a list of tap offsets (not a dilation)."""
+    return isinstance(entry, (list, tuple))
 
 
 def _yaml_safe(obj: Any) -> Any:
@@ -384,25 +425,65 @@ def save_structure(
     """Write a structure file (YAML, atomically).
 
     Top-level keys: ``strategy`` (the search strategy whose structure it is, :mod:`rfspeech.search.strategy`;
-    absent for RF-Next's), ``structure`` (``{module path: dilation}`` for ``rfnext``; another strategy's
+    absent for RF-Next's), ``structure`` (``{module path: dilation}`` for ``rfnext``; for ``dcls`` a dilation,
+    or for a layer whose learned taps are no dilated pattern the list of its tap offsets; another strategy's
     values as it exports them), ``settings`` (the search settings) and ``receptive_field`` (e.g.
-    ``r_min``/``r_max`` from :mod:`rfspeech.rf`, or null).
+    ``r_min``/``r_max`` from :mod:`rfspeech.rf`, or null). RF-Next's files are written as they always were
+    (block-style YAML); other strategies' write lists of numbers on one line (``[-12, 0, 12]``).
     """
     if strategy == "rfnext":
         clean = {strip_ddp_prefix(str(k)): int(v) for k, v in structure.items()}
     else:
-        clean = {strip_ddp_prefix(str(k)): _yaml_safe(v) for k, v in structure.items()}
+        clean = {strip_ddp_prefix(str(k)): _clean_entry(v, strategy) for k, v in structure.items()}
     doc: dict[str, Any] = {} if strategy == "rfnext" else {"strategy": str(strategy)}  # no key: RF-Next's
     doc.update({
         "structure": clean,
         "settings": _yaml_safe(dict(settings or {})),
         "receptive_field": None if receptive_field is None else _yaml_safe(dict(receptive_field)),
     })
-    atomic_write_yaml(path, doc)
+    if strategy == "rfnext":
+        atomic_write_yaml(path, doc)
+    else:
+        atomic_write_text(path, yaml.dump(doc, Dumper=_FlowNumbers, sort_keys=False, allow_unicode=True))
 
 
-def validate_structure(structure: Any, where: str, error: type[Exception] = DataError) -> dict[str, int]:
-    """Check a ``{name: dilation}`` mapping (non-empty names, integer dilations >= 1) and strip DDP prefixes.
+def _clean_entry(value: Any, strategy: str) -> Any:
+    """A structure value as written: a dilation (int), sorted distinct tap offsets, or (other strategies) as is."""
+    if is_taps(value) and all(isinstance(o, int) and not isinstance(o, bool) for o in value):
+        return [int(o) for o in normalize_taps(value)]
+    if strategy == "rfnext" or (isinstance(value, int) and not isinstance(value, bool)):
+        return int(value)
+    return _yaml_safe(value)
+
+
+class _FlowNumbers(yaml.SafeDumper):
+    """Lists of numbers on one line (tap offsets, positions): ``[-12, 0, 12]``."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    flow = bool(data) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_FlowNumbers.add_representer(list, _represent_list)
+
+
+def _taps_problem(value: Sequence[Any]) -> str | None:
+    """Why a list is no valid tap entry (None when it is: integers, at least one, no duplicates)."""
+    if not value:
+        return "taps must be a non-empty list of integer offsets"
+    if any(isinstance(o, bool) or not isinstance(o, int) for o in value):
+        return "taps must be integer offsets"
+    if len(set(value)) != len(value):
+        return "duplicate tap offsets"
+    return None
+
+
+def validate_structure(structure: Any, where: str, error: type[Exception] = DataError) -> dict[str, Entry]:
+    """Check a ``{name: dilation or taps}`` mapping and strip DDP prefixes.
+
+    Names are non-empty strings; a value is an integer dilation >= 1 or a list of distinct integer tap
+    offsets (a learned-spacing layer; returned sorted).
 
     Raises:
         ``error`` (DataError by default) naming ``where`` and the offending entries.
@@ -411,32 +492,40 @@ def validate_structure(structure: Any, where: str, error: type[Exception] = Data
         raise error(f"{where}: structure must be a mapping of module path to dilation, got {type(structure).__name__}")
     if not structure:
         raise error(f"{where}: structure is empty")
-    out: dict[str, int] = {}
+    out: dict[str, Entry] = {}
     bad = []
     for key, value in structure.items():
         if not isinstance(key, str) or not key.strip():
             bad.append(f"{key!r} (module path must be a non-empty string)")
             continue
         name = strip_ddp_prefix(key.strip())
-        if isinstance(value, bool) or not isinstance(value, int):
-            bad.append(f"{key}: {value!r} (dilation must be an integer)")
+        if isinstance(value, (list, tuple)):
+            problem = _taps_problem(value)
+            if problem is not None:
+                bad.append(f"{key}: {value!r} ({problem})")
+                continue
+            entry: Entry = sorted(int(o) for o in value)
+        elif isinstance(value, bool) or not isinstance(value, int):
+            bad.append(f"{key}: {value!r} (dilation must be an integer, or taps a list of integer offsets)")
             continue
-        if value < 1:
+        elif value < 1:
             bad.append(f"{key}: {value} (dilation must be >= 1)")
             continue
+        else:
+            entry = int(value)
         if name in out:
             bad.append(f"{key} (duplicate of {name})")
             continue
-        out[name] = int(value)
+        out[name] = entry
     if bad:
         raise error(f"{where}: bad structure entries: {'; '.join(bad[:10])}" + (" ..." if len(bad) > 10 else ""))
     return out
 
 
-def load_structure(path: str | Path) -> dict[str, int]:
-    """Read ``{module path: dilation}`` from a structure file written by :func:`save_structure`.
+def load_structure(path: str | Path) -> dict[str, Entry]:
+    """Read ``{module path: dilation or taps}`` from a structure file written by :func:`save_structure`.
 
-    A bare mapping of paths to dilations is accepted too.
+    A bare mapping of paths to dilations (or tap lists) is accepted too.
 
     Raises:
         DataError: missing/unreadable file, invalid YAML, no ``structure`` mapping, non-integer or
@@ -480,9 +569,80 @@ def read_structure_file(path: str | Path) -> dict[str, Any]:
         if isinstance(budget, int | float) and not isinstance(budget, bool) and budget > 0:
             out["max_lookahead_frames"] = float(budget)
         return out
-    if doc and all(isinstance(v, int) and not isinstance(v, bool) for v in doc.values()):
+    if doc and all((isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, list) for v in doc.values()):
         return {"structure": doc}
     raise DataError(f"{path}: no 'structure' mapping of module path to dilation")
+
+
+def _source_conv(module: nn.Module) -> DilatedConv1d:
+    """The tap weights of any searchable layer as a :class:`DilatedConv1d` (taps in ascending position order)."""
+    if isinstance(module, SearchableConv1d):
+        return module.conv
+    if isinstance(module, DclsConv1d):
+        conv = module.conv
+        order = sorted(range(module.kernel_count), key=lambda i: float(module.P[i]))
+        if order != list(range(module.kernel_count)):  # taps that crossed: weights in position order
+            index = torch.tensor(order, device=conv.weight.device)
+            with torch.no_grad():
+                parts = weight_norm_parts(conv)
+                target = parts[1] if parts is not None else conv.weight
+                target.copy_(target.index_select(-1, index))
+        return conv
+    if isinstance(module, SparseTapConv1d):
+        from rfspeech.search.dcls_op import _dilated_from_sparse
+
+        return _dilated_from_sparse(module)
+    return as_dilated_conv(module)
+
+
+def _with_entry(module: nn.Module, entry: Entry) -> nn.Module:
+    """A plain conv at ``entry`` (dilation or taps) carrying ``module``'s tap weights (``module`` itself when it fits).
+
+    Raises:
+        ValueError: taps a causal conv cannot have (positive offsets), or an unsearchable conv.
+    """
+    if isinstance(module, DclsConv1d) and entry == module.entry():
+        return module.export()
+    if isinstance(module, SparseTapConv1d) and is_taps(entry) and tuple(entry) == module.offsets:
+        return module
+    causal = module.causal if isinstance(module, (DclsConv1d, SparseTapConv1d)) else None
+    conv = _source_conv(module)
+    causal = bool(conv.causal) if causal is None else causal
+    k = conv.kernel_size[0]
+    if not is_taps(entry):
+        if isinstance(module, SparseTapConv1d):
+            entry = list(hand_taps(k, int(entry), causal))
+        else:
+            conv.set_dilation(int(entry))
+            return conv
+    taps = normalize_taps(entry)
+    if causal and taps[-1] > 0:
+        raise ValueError(f"taps {list(taps)} look ahead, but the conv is causal")
+    d = dilation_of_taps(taps, k, causal)
+    if d is not None and conv.kernel_size[0] == k and not isinstance(module, SparseTapConv1d):
+        conv.set_dilation(d)
+        return conv
+    new = SparseTapConv1d(conv.in_channels, conv.out_channels, taps, groups=conv.groups, bias=conv.bias is not None)
+    ref = conv.weight
+    new.to(device=ref.device, dtype=ref.dtype)
+    parts = weight_norm_parts(conv)
+    with torch.no_grad():
+        if len(taps) == k:  # the i-th tap (by position) keeps its weights
+            if parts is not None:
+                g, v, dim = parts
+                apply_weight_norm(new, dim=dim)
+                new.parametrizations.weight.original0.copy_(g)
+                new.parametrizations.weight.original1.copy_(v)
+            else:
+                new.weight.copy_(conv.weight)
+        else:
+            log.info("taps %s: %d taps for a conv of %d, weights initialised afresh", list(taps), len(taps), k)
+            if parts is not None:
+                apply_weight_norm(new, dim=parts[2])
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    new.train(conv.training)
+    return new
 
 
 def structure_budget(path: str | Path) -> float | None:
@@ -492,7 +652,7 @@ def structure_budget(path: str | Path) -> float | None:
 
 def apply_structure(
     model: nn.Module,
-    structure: Mapping[str, int] | str | Path,
+    structure: Mapping[str, Entry] | str | Path,
     mode: str = "single",
     from_search: bool = False,
     max_lookahead: float | None = None,
@@ -503,7 +663,11 @@ def apply_structure(
 
     Modes (RF-Next's ``rfsingle`` / ``rfmultiple`` / ``rfmerge``):
 
-    * ``single``: plain convs at the searched dilations (wrappers are unwrapped first).
+    * ``single``: plain convs at the searched dilations (wrappers are unwrapped first); an entry that
+      lists tap offsets (a learned-spacing layer) becomes a :class:`SparseTapConv1d` with those taps
+      (the conv's tap weights carried over in order when the counts match, else freshly initialised),
+      or a dilated conv when the taps are its dilated pattern. A DCLS wrapper whose rounded taps are
+      the entry is exported exactly (:meth:`DclsConv1d.export`).
     * ``multiple``: each named conv wrapped with candidates around its searched dilation, fixed
       (frozen), ``α`` re-initialised and trainable.
     * ``merge``: as ``multiple``, then folded into one dense dilation-1 conv of kernel
@@ -525,7 +689,7 @@ def apply_structure(
 
     Args:
         model: the model (DDP wrapper fine).
-        structure: ``{module path: dilation}`` or a structure file path.
+        structure: ``{module path: dilation or taps}`` or a structure file path.
         mode: ``single``, ``multiple`` or ``merge``.
         from_search: keep the search model's wrappers (their ``α`` and candidates) as described.
         max_lookahead: the look-ahead budget (mel frames, :func:`rfspeech.search.lookahead`) the search ran
@@ -560,24 +724,41 @@ def apply_structure(
         some = sorted(targets)[:5]
         raise ConfigError(f"structure names {len(missing)} module(s) the model lacks: {', '.join(missing)}"
                           f" (the model's searchable convs look like: {', '.join(some) or 'none'})")
+    taps_given = [n for n, d in structure.items() if is_taps(d)]
+    if taps_given and mode != "single":
+        raise ConfigError(f"structure mode {mode!r}: tap lists (learned-spacing layers, e.g. {taps_given[0]}) apply "
+                          "in mode 'single' only")
     lo = int(args.get("min_dilation", 1))
     hi = args.get("max_dilation")
-    out_of_bounds = [f"{n}={d}" for n, d in structure.items() if d < lo or (hi is not None and d > int(hi))]
+    out_of_bounds = [f"{n}={d}" for n, d in structure.items()
+                     if not is_taps(d) and (d < lo or (hi is not None and d > int(hi)))]
     if out_of_bounds:
         raise ConfigError(f"structure dilations outside [{lo}, {hi if hi is not None else 'inf'}]: "
                           f"{', '.join(out_of_bounds)}")
     if from_search:
-        off = [f"{n} (not wrapped)" if not isinstance(targets[n][1], SearchableConv1d)
-               else f"{n} (searched {targets[n][1].dilation}, structure {d})"
-               for n, d in structure.items()
-               if not isinstance(targets[n][1], SearchableConv1d) or targets[n][1].dilation != d]
+        off = []
+        for n, d in structure.items():
+            m = targets[n][1]
+            if not isinstance(m, WRAPPERS):
+                off.append(f"{n} (not wrapped)")
+            elif isinstance(m, SearchableConv1d) and m.dilation != d:
+                off.append(f"{n} (searched {m.dilation}, structure {d})")
+            elif isinstance(m, DclsConv1d) and m.entry() != d:
+                off.append(f"{n} (searched taps {m.entry()}, structure {d})")
         if off:
             raise ConfigError("apply_structure(from_search=True) needs the search model at the structure's "
                               f"dilations: {', '.join(off[:10])}")
+        dcls = [n for n in structure if isinstance(targets[n][1], DclsConv1d)]
+        if dcls and mode != "single":
+            raise ConfigError(f"structure mode {mode!r}: a learned-spacing (DCLS) search run ({dcls[0]}) continues in "
+                              "mode 'single' only")
         restored = []
         kept: dict[str, tuple[str, SearchableConv1d]] = {}
         for name in structure:
             full, op = targets[name]
+            if isinstance(op, DclsConv1d):
+                _replace(model, full, op.export())
+                continue
             if mode == "single":
                 op.conv.set_dilation(op.dilation)
                 _replace(model, full, op.conv)
@@ -610,12 +791,17 @@ def apply_structure(
     wrapped: dict[str, tuple[str, SearchableConv1d]] = {}
     for name, d in structure.items():
         full, module = targets[name]
-        conv = module.conv if isinstance(module, SearchableConv1d) else as_dilated_conv(module)
         if mode == "single":
-            conv.set_dilation(d)
+            try:
+                conv = _with_entry(module, d)
+            except ValueError as e:
+                raise ConfigError(f"apply_structure: {name}: {e}") from None
             if conv is not module:
                 _replace(model, full, conv)
             continue
+        if isinstance(module, (DclsConv1d, SparseTapConv1d)):
+            raise ConfigError(f"structure mode {mode!r}: {name} is a learned-spacing layer; mode 'single' only")
+        conv = module.conv if isinstance(module, SearchableConv1d) else as_dilated_conv(module)
         conv.set_dilation(d)
         given = (candidates or {}).get(name)
         try:
@@ -650,14 +836,15 @@ def branch_candidates(model: nn.Module) -> dict[str, list[int]]:
     return out
 
 
-def _within_budget(model: nn.Module, structure: Mapping[str, int], ops: Mapping[str, SearchableConv1d],
+def _within_budget(model: nn.Module, structure: Mapping[str, Entry], ops: Mapping[str, SearchableConv1d],
                    max_lookahead: float | None, learned: bool) -> None:
     """Check the structure against the budget, then shrink the branches of ``ops`` jointly to fit it."""
     if max_lookahead is None:
         return
     from rfspeech.search.local import fit_branches, lookahead_of_structure
 
-    ahead = lookahead_of_structure(model, dict(structure))
+    # tap lists (learned spacing, mode single) are in the model already: only dilations are what-ifs here
+    ahead = lookahead_of_structure(model, {n: d for n, d in structure.items() if not is_taps(d)})
     if ahead > float(max_lookahead) + 1e-9:
         raise ConfigError(f"structure looks {ahead:g} frames ahead, over its look-ahead budget {max_lookahead:g}")
     if ops:

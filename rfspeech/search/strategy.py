@@ -191,6 +191,13 @@ class SearchStrategy(ABC):
         """The architecture parameters of the wrapped model (their own optimiser group); none by default."""
         return []
 
+    def search_lr(self, alpha_lr: float | None, base_lr: float | None) -> float | None:
+        """Learning rate of the :meth:`search_parameters` group, given ``search.alpha_lr`` and the generator's rate.
+
+        None: no group of their own (they train with the generator). Default: ``search.alpha_lr`` as given.
+        """
+        return None if alpha_lr is None else float(alpha_lr)
+
     @abstractmethod
     def searcher(self, model: nn.Module, schedule: Schedule) -> Searcher:
         """The object the trainer calls after every optimiser step (the model is wrapped already)."""

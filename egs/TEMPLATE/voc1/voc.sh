@@ -18,6 +18,9 @@
 # (steps.search + steps.finetune = steps.train: the same budget; the searched run's info.json names the search
 # run, whose cost.json the report adds to the fine-tune's). --from_scratch true ignores init_from.
 # Stages 2 and 4 also record the receptive field of each trained model (rfspeech-rf -> <run>/rf.json).
+# --strategies "rfnext dcls" adds the learned-spacing arm (search.strategy=dcls; pip install 'rfspeech[dcls]'):
+# exp/<name>/dcls_search_seed<S>/ in stage 3, exp/<name>/dcls_seed<S>/ in stage 4, arm "dcls" in the report; same
+# start, seeds and budget as the RF-Next arm.
 #
 # Only the package's console scripts do the work (rfspeech-prepare, -train, -search, -rf, -synthesize,
 # -evaluate, -compare); each run logs to <run>/logs/<stage>.log. One execution path (utils/lib.sh run_job):
@@ -32,6 +35,7 @@ set -euo pipefail
 common_options        # utils/lib.sh: stage, stop_stage, conf, tag, seeds, nj, cmd, corpus, mel, search, ...
 shared_search=false   # true: one search (first seed) fine-tuned with every seed; false: one search per seed
 from_scratch=false    # true: train every run from scratch even where the conf sets init_from (pretrained)
+strategies=rfnext     # search strategies, one searched arm each: rfnext (RF-Next) and/or dcls (learned tap positions)
 # STRUCTURE_MODE (lead: switch once rfspeech-train continues from the search run's wrappers): how stage 4 builds
 # the searched generator. single: the searched dilations as plain convs, weights from the search run's last
 # checkpoint (pretrained start); multiple | merge keep the search model's branches (searched_start passes
@@ -43,8 +47,8 @@ ray_address=""        # --global_backend ray: auto or HOST:PORT of a running Ray
 # ------------------------------------------------------------------------------------------ stage table
 add_data_stages       # -1 download, 0 data preparation, 1 features
 add_stage 2 train_stage "train" "exp/<name>/hand_seed<S>/: the hand-designed baseline of every conf"
-add_stage 3 search_stage "search" "exp/<name>/search_seed<S>/structure.yaml: global + local search" search
-add_stage 4 finetune_stage "fine-tune" "exp/<name>/searched_seed<S>/: the searched structure, same budget" search
+add_stage 3 search_stage "search" "exp/<name>/search_seed<S>/structure.yaml: global + local search (dcls: dcls_search_seed<S>/)" search
+add_stage 4 finetune_stage "fine-tune" "exp/<name>/searched_seed<S>/: the searched structure, same budget (dcls: dcls_seed<S>/)" search
 add_stage 5 synthesize_stage "synthesize" "exp/<name>/<run>/synth/*.wav, speed.json: the eval split"
 add_stage 6 evaluate_stage "evaluate" "exp/<name>/<run>/eval/{metrics.csv,summary.json}: MCD, PESQ, STOI, ..."
 add_stage 7 compare_stage "compare" "exp/<name>/report.html, report.md"
@@ -65,7 +69,10 @@ Options (--name value or --name=value; defaults in brackets):
   --conf "F [F ...]"  recipe confs (Hydra experiment YAML, see egs/TEMPLATE/voc1/README.md) [${conf}]
   --shared_search B   one search shared by all seeds [${shared_search}]
   --from_scratch B    ignore the confs' init_from (pretrained start): train from scratch [${from_scratch}]
-  --structure_mode M  stage 4's searched generator: single | multiple | merge [${structure_mode}]
+  --structure_mode M  stage 4's searched generator: single | multiple | merge (a DCLS arm's learned taps:
+                      always single) [${structure_mode}]
+  --strategies "S [S ...]" search strategies, one arm each: rfnext (arm "searched"), dcls (learned tap
+                      positions, arm "dcls"; pip install 'rfspeech[dcls]') [${strategies}]
   --global_backend B  stage 3's global-search candidates: local (this job's processes) | ray (Ray tasks;
                       pip install -e ".[ray]"; needs --n_gpus <= 1) [${global_backend}]
   --ray_address A     with --global_backend ray: auto | HOST:PORT of a cluster started with ray start
@@ -82,6 +89,11 @@ recipe_init
 case "${structure_mode}" in single|multiple|merge) ;;
   *) usage_error "--structure_mode must be single, multiple or merge, got '${structure_mode}'" ;;
 esac
+read -r -a strategy_list <<< "${strategies}" || true
+[ "${search}" = false ] || [ "${#strategy_list[@]}" -gt 0 ] || usage_error "--strategies is empty (rfnext and/or dcls)"
+for st in "${strategy_list[@]}"; do
+  case "${st}" in rfnext|dcls) ;; *) usage_error "--strategies: unknown strategy '${st}' (rfnext or dcls)" ;; esac
+done
 # --global_backend / --ray_address: search.global.* overrides of stage 3 (before --search_opts, which may override)
 global_args=()
 case "${global_backend}" in
@@ -132,10 +144,17 @@ need_tools rfspeech-prepare rfspeech-train rfspeech-search rfspeech-rf rfspeech-
 
 search_seeds=("${seed_list[@]}")
 [ "${shared_search}" = false ] || search_seeds=("${seed_list[0]}")
-# search_dir_of NAME SEED: the search whose structure the seed fine-tunes
+# search_dir_of NAME SEED [STRATEGY]: the search whose structure the seed fine-tunes (STRATEGY: rfnext by default)
 search_dir_of() {
-  if [ "${shared_search}" = true ]; then echo "${expdir}/$1/search_seed${seed_list[0]}"; else echo "${expdir}/$1/search_seed$2"; fi
+  local prefix=""
+  [ "${3:-rfnext}" = rfnext ] || prefix="${3}_"
+  if [ "${shared_search}" = true ]; then echo "${expdir}/$1/${prefix}search_seed${seed_list[0]}"
+  else echo "${expdir}/$1/${prefix}search_seed$2"; fi
 }
+# searched_run_of NAME SEED STRATEGY: the fine-tuned run of a strategy (searched_seed<S> for RF-Next, dcls_seed<S>)
+searched_run_of() { if [ "$3" = rfnext ]; then echo "${expdir}/$1/searched_seed$2"; else echo "${expdir}/$1/$3_seed$2"; fi; }
+# arm_of STRATEGY: the report's arm name of a strategy's fine-tuned runs
+arm_of() { if [ "$1" = rfnext ]; then echo searched; else echo "$1"; fi; }
 # Budgets of the search run and of the searched fine-tune from pretrained weights (Hydra interpolations of the
 # conf's steps.*, resolved by the console scripts)
 # shellcheck disable=SC2016
@@ -160,17 +179,19 @@ mapfile -t all_runs < <(runs_of "${names[@]}")
 start_of() {
   if [ -n "${pretrained[$1]:-}" ]; then
     start_hand=()
-    start_search=(search.searchable.warm_start=true)
+    start_search=(search.searchable.warm_start=true search.dcls.warm_start=true)
   else
     start_hand=(init_from=null)
     start_search=(init_from=null)
   fi
 }
-# searched_start NAME SEARCH_RUN: start_searched, the overrides of stage 4 (pretrained: the search run's last
-# weights, trained for steps.finetune more steps; from scratch: steps.train steps), and searched_cost_from
+# searched_start NAME SEARCH_RUN [STRATEGY]: start_searched, the overrides of stage 4 (pretrained: the search run's
+# last weights, trained for steps.finetune more steps; from scratch: steps.train steps), and searched_cost_from.
+# A DCLS search's learned taps are plain convs: its structure is always applied in mode single.
 searched_start() {
-  local last
-  start_searched=(init_from=null "structure_mode=${structure_mode}")
+  local last mode=${structure_mode}
+  [ "${3:-rfnext}" = rfnext ] || mode=single
+  start_searched=(init_from=null "structure_mode=${mode}")
   # from scratch, the search run's cost is added by the report (info.json cost_from); continuing from the search
   # checkpoint, rfspeech-train already counts it in the fine-tune's cost.json (counted once, never twice)
   searched_cost_from="../$(basename "$2")"
@@ -178,10 +199,10 @@ searched_start() {
   searched_cost_from=""
   last=$(find "$2/checkpoints" -maxdepth 1 -name 'ckpt_*.pt' 2> /dev/null | sort | tail -n 1)
   [ -n "${last}" ] || die "stage 4 ($(stage_name 4)): no step checkpoint in $2/checkpoints; run stage 3 ($(stage_name 3)) first"
-  start_searched=("init_from=${last}" "${finetune_budget}" "structure_mode=${structure_mode}")
+  start_searched=("init_from=${last}" "${finetune_budget}" "structure_mode=${mode}")
   # STRUCTURE_MODE: multiple/merge continue the search run's branches (its alphas folded by merge); the key is
   # the pipeline's (lead: rename here if rfspeech-train spells it differently).
-  [ "${structure_mode}" = single ] || start_searched+=(structure_from_search=true)
+  [ "${mode}" = single ] || start_searched+=(structure_from_search=true)
 }
 
 # train_run NAME RUN SEED ARM COST_FROM [OVERRIDES...]: rfspeech-train, then its receptive field and info.json
@@ -227,44 +248,52 @@ train_stage() {
 }
 
 search_stage() {
-  local name s run
+  local name s st run
   need "${feats}/feats.yaml" 1 3
   need "${feats}/train/utts.tsv" 1 3
-  log "stage 3: receptive-field search (${#names[@]} experiment(s) x ${#search_seeds[@]} seed(s))"
+  log "stage 3: receptive-field search (${#names[@]} experiment(s) x ${#search_seeds[@]} seed(s) x" \
+    "strategies ${strategy_list[*]})"
   for name in "${names[@]}"; do
     start_of "${name}"
-    for s in "${search_seeds[@]}"; do
-      run="${expdir}/${name}/search_seed${s}"
-      run_job --gpu "${name}/search_seed${s}" "${run}/logs/search.log" "${search_cmd[@]}" "${hydra_conf[@]}" \
-        "+${conf_group[${name}]}=${conf_name[${name}]}" "data_dir=${feats}" "out_dir=${run}" "seed=${s}" \
-        "device=${device}" "resume=${resume}" progress=false "${search_budget}" \
-        "${start_search[@]}" "${global_args[@]}" "${search_args[@]}"
+    for st in "${strategy_list[@]}"; do
+      for s in "${search_seeds[@]}"; do
+        run=$(search_dir_of "${name}" "${s}" "${st}")
+        run_job --gpu "${name}/$(basename "${run}")" "${run}/logs/search.log" "${search_cmd[@]}" "${hydra_conf[@]}" \
+          "+${conf_group[${name}]}=${conf_name[${name}]}" "data_dir=${feats}" "out_dir=${run}" "seed=${s}" \
+          "device=${device}" "resume=${resume}" progress=false "${search_budget}" "search.strategy=${st}" \
+          "${start_search[@]}" "${global_args[@]}" "${search_args[@]}"
+      done
     done
   done
   wait_runs 3
 }
 
 finetune_stage() {
-  local name s run structure
+  local name s st run search_run structure
   need "${feats}/feats.yaml" 1 4
   for name in "${names[@]}"; do
-    for s in "${seed_list[@]}"; do need "$(search_dir_of "${name}" "${s}")/structure.yaml" 3 4; done
+    for st in "${strategy_list[@]}"; do
+      for s in "${seed_list[@]}"; do need "$(search_dir_of "${name}" "${s}" "${st}")/structure.yaml" 3 4; done
+    done
   done
   log "stage 4: fine-tuning the searched structures with the baseline's budget"
   for name in "${names[@]}"; do
-    for s in "${seed_list[@]}"; do
-      run="${expdir}/${name}/searched_seed${s}"
-      structure="$(search_dir_of "${name}" "${s}")/structure.yaml"
-      mkdir -p "${run}"
-      cp "${structure}" "${run}/structure.yaml"
-      # the search's log beside it: the report's "what the search saw" (rounds, branch weights, reach)
-      if [ -f "$(dirname "${structure}")/search_log.json" ]; then
-        cp "$(dirname "${structure}")/search_log.json" "${run}/search_log.json"
-      fi
-      searched_start "${name}" "$(search_dir_of "${name}" "${s}")"
-      # the searched arm's budget: this run + its search run (see searched_start: counted once)
-      run_job --gpu "${name}/searched_seed${s}" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" searched \
-        "${searched_cost_from}" "structure=${structure}" "${start_searched[@]}"
+    for st in "${strategy_list[@]}"; do
+      for s in "${seed_list[@]}"; do
+        run=$(searched_run_of "${name}" "${s}" "${st}")
+        search_run=$(search_dir_of "${name}" "${s}" "${st}")
+        structure="${search_run}/structure.yaml"
+        mkdir -p "${run}"
+        cp "${structure}" "${run}/structure.yaml"
+        # the search's log beside it: the report's "what the search saw" (rounds, branch weights, reach)
+        if [ -f "${search_run}/search_log.json" ]; then
+          cp "${search_run}/search_log.json" "${run}/search_log.json"
+        fi
+        searched_start "${name}" "${search_run}" "${st}"
+        # the searched arm's budget: this run + its search run (see searched_start: counted once)
+        run_job --gpu "${name}/$(basename "${run}")" "${run}/logs/train.log" train_run "${name}" "${run}" "${s}" \
+          "$(arm_of "${st}")" "${searched_cost_from}" "structure=${structure}" "${start_searched[@]}"
+      done
     done
   done
   wait_runs 4

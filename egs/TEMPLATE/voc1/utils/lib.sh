@@ -281,18 +281,24 @@ derive_settings() {
 }
 
 # ------------------------------------------------------------------------------------------ runs
-# runs_of NAME...: every trained run of the experiments (per experiment: hand-designed, then searched)
+# runs_of NAME...: every trained run of the experiments (per experiment: hand-designed, then each strategy's
+# searched runs: searched_seed<S> for RF-Next, <strategy>_seed<S> for the others, e.g. dcls_seed<S>)
 runs_of() {
-  local name s
+  local name s st sts
+  read -r -a sts <<< "${strategies:-rfnext}"
   for name in "$@"; do
     for s in "${seed_list[@]}"; do echo "${expdir}/${name}/hand_seed${s}"; done
     if [ "${search}" = true ]; then
-      for s in "${seed_list[@]}"; do echo "${expdir}/${name}/searched_seed${s}"; done
+      for st in "${sts[@]}"; do
+        for s in "${seed_list[@]}"; do
+          if [ "${st}" = rfnext ]; then echo "${expdir}/${name}/searched_seed${s}"; else echo "${expdir}/${name}/${st}_seed${s}"; fi
+        done
+      done
     fi
   done
 }
 # trained_in RUN: the stage that trains RUN (4 for a searched run, else 2)
-trained_in() { if [[ "$1" == */searched_seed* ]]; then echo 4; else echo 2; fi; }
+trained_in() { if [[ "$(basename "$1")" == hand_seed* ]]; then echo 2; else echo 4; fi; }
 
 # ckpt_of RUN: the checkpoint to synthesize (best.pt, or the newest step checkpoint)
 ckpt_of() {
