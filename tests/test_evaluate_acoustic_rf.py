@@ -5,7 +5,7 @@ from __future__ import annotations
 from rfspeech.evaluate.report_text import rf_text
 from rfspeech.models.acoustic import DECODER_DILATIONS, AcousticModel
 from rfspeech.search import make_searchable
-from rfspeech.search.local import receptive_field
+from rfspeech.search.fields import receptive_field
 
 
 def test_searched_acoustic_model_records_its_decoder_receptive_field() -> None:

@@ -10,7 +10,7 @@ from torch import nn
 
 from rfspeech.layers import dilated_conv1d
 from rfspeech.search import LocalSearch, RFNextSettings, SearchableConv1d, WarmAnneal, apply_structure, make_searchable
-from rfspeech.search.model import searchable_modules
+from rfspeech.search.tree import searchable_modules
 
 
 def _op(d: int = 5, **kw: object) -> SearchableConv1d:

@@ -27,7 +27,7 @@ The per-phase numbers averaged over the output period equal the analytic field's
 * ``lookahead_mean_frames`` / ``history_mean_frames``: the analytic field's right/left side
   (``hi`` and ``-lo`` of the mel input), a fraction, the *mean over output phases* counted from
   each sample's own position ``n / hop``. This is what the search's look-ahead budget bounds
-  (``max_lookahead_frames``, :func:`rfspeech.search.local.lookahead`; it appears there as
+  (``max_lookahead_frames``, :func:`rfspeech.search.fields.lookahead`; it appears there as
   ``receptive_field.lookahead``). The two differ by less than one frame plus the rounding up:
   HiFi-GAN V1 has ``hi`` = 12.23 and 13 exact frames, V3 9.59 and 11. A budget of ``B`` mean
   frames therefore allows an exact look-ahead of up to about ``ceil(B) + 1`` frames; budget in

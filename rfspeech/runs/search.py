@@ -199,7 +199,7 @@ def _check_budget(generator: torch.nn.Module, paths: list[str], budget: float, s
 def _lookahead_record(generator: torch.nn.Module, fp: FeatureParams) -> dict[str, Any] | None:
     """The searched generator's look-ahead/history (:func:`rfspeech.rf.lookahead.context`), or None."""
     from rfspeech.rf.lookahead import context
-    from rfspeech.search.local import plain_view
+    from rfspeech.search.fields import plain_view
 
     try:
         with plain_view(generator) as plain:

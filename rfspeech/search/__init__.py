@@ -16,6 +16,7 @@
   learned tap positions (DCLS), exported to plain convs by :func:`finalize`.
 """
 
+import rfspeech.search.ray_backend  # noqa: F401  (registers the "ray" global-search backend)
 from rfspeech.search.backends import (
     BACKENDS,
     Backend,
@@ -27,6 +28,7 @@ from rfspeech.search.backends import (
 )
 from rfspeech.search.dcls import Dcls, DclsSearch, dcls_modules, make_dcls
 from rfspeech.search.dcls_op import DclsConv1d
+from rfspeech.search.fields import fit_branches, lookahead, receptive_field
 from rfspeech.search.global_search import (
     Evaluation,
     GlobalSearch,
@@ -36,16 +38,7 @@ from rfspeech.search.global_search import (
     ReceptiveFieldPrune,
     expand_groups,
 )
-from rfspeech.search.local import (
-    LocalSearch,
-    LookaheadBudget,
-    WarmAnneal,
-    dilation_limits,
-    fit_branches,
-    lookahead,
-    lookahead_budget,
-    receptive_field,
-)
+from rfspeech.search.local import LocalSearch, LookaheadBudget, WarmAnneal, dilation_limits, lookahead_budget
 from rfspeech.search.model import (
     CONV_SCOPES,
     MODES,
@@ -60,7 +53,6 @@ from rfspeech.search.model import (
     merge_searchable,
     merged_conv,
     save_structure,
-    searchable_modules,
     searchable_report,
     structure_budget,
     unwrap_searchable,
@@ -89,6 +81,7 @@ from rfspeech.search.strategy import (
     register_strategy,
     write_structure,
 )
+from rfspeech.search.tree import searchable_modules
 
 __all__ = [
     "BACKENDS",

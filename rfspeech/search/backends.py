@@ -164,14 +164,9 @@ class LocalBackend:
         return {"backend": "local", "n_workers": self.n_workers}
 
 
-def _ray(settings: BackendSettings) -> Backend:
-    from rfspeech.search.ray_backend import RayBackend  # the ray package itself loads when the backend starts
-
-    return RayBackend(settings)
-
-
 register_backend("local", LocalBackend)
-register_backend("ray", _ray)
+# "ray" registers itself in rfspeech.search.ray_backend (imported by the rfspeech.search package; the ray
+# package itself loads only when that backend starts).
 
 
 # ------------------------------------------------------------------------------- worker slots and devices

@@ -44,9 +44,6 @@ from rfspeech.errors import ConfigError
 from rfspeech.search.dcls_op import DCLS_VERSIONS, DclsConv1d, require_dcls
 from rfspeech.search.model import (
     Wrapped,
-    _all_convs,
-    _replace,
-    _targets,
     _unwrap_ddp,
     apply_structure,
     export_structure,
@@ -56,6 +53,7 @@ from rfspeech.search.model import (
     validate_structure,
 )
 from rfspeech.search.strategy import Schedule, SearchStrategy, register_strategy
+from rfspeech.search.tree import _all_convs, _replace, _targets
 
 log = logging.getLogger("rfspeech.search")
 
@@ -307,7 +305,7 @@ class DclsSearch:
             torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized()
             else 0)
         if rank == 0 and (self.out_dir is not None or writer is not None):
-            from rfspeech.search.local import receptive_field
+            from rfspeech.search.fields import receptive_field
 
             rf = receptive_field(self.model, self.segment) if self.record_receptive_field else None
             if self.out_dir is not None:
@@ -324,7 +322,7 @@ class DclsSearch:
         """Write the current (rounded) structure, settings and receptive field to ``path``; return the structure."""
         structure = export_structure(self.model)
         if rf is True:
-            from rfspeech.search.local import receptive_field
+            from rfspeech.search.fields import receptive_field
 
             rf = receptive_field(self.model, self.segment) if self.record_receptive_field else None
         save_structure(path, structure, self.all_settings(), rf if isinstance(rf, dict) else None, strategy="dcls")

@@ -647,7 +647,7 @@ class LookaheadPrune:
     """A ``prune_fn`` that skips candidates looking further ahead than a budget (latency-bounded search).
 
     Builds the model, applies the candidate (``single`` mode) and measures the right side of the
-    analytic receptive field (:func:`rfspeech.search.local.lookahead`).
+    analytic receptive field (:func:`rfspeech.search.fields.lookahead`).
 
     Args:
         model_fn: builds a fresh model.
@@ -667,7 +667,7 @@ class LookaheadPrune:
         self.then = then
 
     def __call__(self, structure: dict[str, int]) -> str | None:
-        from rfspeech.search.local import lookahead
+        from rfspeech.search.fields import lookahead
         from rfspeech.search.model import apply_structure
 
         model = self.model_fn()

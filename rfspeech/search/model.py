@@ -32,7 +32,16 @@ from rfspeech.layers.conv import DilatedConv1d, strip_ddp_prefix
 from rfspeech.layers.sparse import SparseTapConv1d, dilation_of_taps, hand_taps, normalize_taps
 from rfspeech.layers.weight_norm import apply_weight_norm, weight_norm_parts
 from rfspeech.search.dcls_op import DclsConv1d
+from rfspeech.search.fields import fit_branches, lookahead_of_structure
 from rfspeech.search.op import RFNextSettings, SearchableConv1d, as_dilated_conv, unsearchable_reason
+from rfspeech.search.tree import (
+    WRAPPERS,
+    _all_convs,
+    _has_factory_convs,
+    _replace,
+    _targets,
+    searchable_modules,
+)
 
 log = logging.getLogger("rfspeech.search")
 
@@ -49,58 +58,6 @@ CONV_SCOPES = ("auto", "factory", "all")
 # ----------------------------------------------------------------------------------------------
 # Finding the convs
 # ----------------------------------------------------------------------------------------------
-
-
-#: Search wrappers (RF-Next's multi-dilation op, DCLS's learned positions): named by their own path.
-WRAPPERS = (SearchableConv1d, DclsConv1d)
-#: Modules that count as factory convs: the factory's, its wrappers, and exported learned-spacing convs.
-FACTORY = (DilatedConv1d, SparseTapConv1d, *WRAPPERS)
-
-
-def _all_convs(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
-    """``{path: (full name, module)}`` of every wrapper, sparse-tap conv and ``nn.Conv1d`` not inside a wrapper."""
-    out: dict[str, tuple[str, nn.Module]] = {}
-    wrappers: list[str] = []
-    for name, module in model.named_modules():
-        if any(name.startswith(w + ".") for w in wrappers):
-            continue  # the conv inside a wrapper is named by its wrapper
-        if isinstance(module, WRAPPERS):
-            wrappers.append(name)
-            out[strip_ddp_prefix(name)] = (name, module)
-        elif isinstance(module, (nn.Conv1d, SparseTapConv1d)):
-            out[strip_ddp_prefix(name)] = (name, module)
-    return out
-
-
-def _has_factory_convs(model: nn.Module) -> bool:
-    return any(isinstance(m, FACTORY) for m in model.modules())
-
-
-def _targets(model: nn.Module, plain: bool | None = False) -> dict[str, tuple[str, nn.Module]]:
-    """``{path: (full name, module)}`` of every wrapper and every factory conv not inside one.
-
-    ``path`` has the DDP prefix stripped; ``full name`` is what ``get_submodule`` needs. With
-    ``plain=True`` every searchable plain ``nn.Conv1d`` is included too; ``plain=None`` includes
-    them when the model has no factory conv.
-    """
-    if plain is None:
-        plain = not _has_factory_convs(model)
-    out = {}
-    for path, (name, module) in _all_convs(model).items():
-        if isinstance(module, FACTORY) or (plain and unsearchable_reason(module) is None):
-            out[path] = (name, module)
-    return out
-
-
-def searchable_modules(model: nn.Module) -> dict[str, SearchableConv1d]:
-    """``{path: wrapper}`` of every :class:`SearchableConv1d` in ``model`` (DDP prefix stripped)."""
-    return {path: m for path, (_, m) in _targets(model).items() if isinstance(m, SearchableConv1d)}
-
-
-def _replace(model: nn.Module, full_name: str, new: nn.Module) -> None:
-    parent_name, _, attr = full_name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, new)
 
 
 def _as_patterns(patterns: str | Iterable[str] | None) -> list[str] | None:
@@ -696,7 +653,7 @@ def apply_structure(
             under (a structure file's own: :func:`structure_budget`). ``single``: the structure must be
             within it. ``multiple``/``merge``: the branches look ahead as far as their largest candidate,
             so the candidates are shrunk jointly until the whole multi-branch model is within it
-            (:func:`rfspeech.search.local.fit_branches`; from the search run the learned ``α`` of the
+            (:func:`rfspeech.search.fields.fit_branches`; from the search run the learned ``α`` of the
             candidates kept stay, the ones beyond are dropped). None: no budget.
         candidates: ``{path: candidate dilations}`` for ``multiple``/``merge``: exactly these instead of
             the ones built around each dilation (a checkpoint rebuilding the shapes it was trained with:
@@ -841,8 +798,6 @@ def _within_budget(model: nn.Module, structure: Mapping[str, Entry], ops: Mappin
     """Check the structure against the budget, then shrink the branches of ``ops`` jointly to fit it."""
     if max_lookahead is None:
         return
-    from rfspeech.search.local import fit_branches, lookahead_of_structure
-
     # tap lists (learned spacing, mode single) are in the model already: only dilations are what-ifs here
     ahead = lookahead_of_structure(model, {n: d for n, d in structure.items() if not is_taps(d)})
     if ahead > float(max_lookahead) + 1e-9:

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from rfspeech.errors import ConfigError, RFSpeechError
-from rfspeech.search.backends import BackendSettings, Job
+from rfspeech.search.backends import BackendSettings, Job, register_backend
 from rfspeech.search.global_search import LOG_FILE  # the search's evaluation log: the progress lines go there too
 
 log = logging.getLogger("rfspeech.search")
@@ -387,3 +387,6 @@ class RayBackend:
         return {"backend": "ray", "address": self.ray.address, "num_cpus": self.ray.num_cpus,
                 "num_gpus": self.ray.num_gpus, "max_retries": self.ray.max_retries,
                 "shutdown_cpu_seconds": self.shutdown_cpu_seconds, "retries": self.retries, **totals}
+
+
+register_backend("ray", RayBackend)

@@ -180,7 +180,7 @@ def rf_targets(model: nn.Module, segment: float) -> dict[str, Any]:
         layers whose change alone does), or ``{}`` when the analysis fails.
     """
     from rfspeech.rf import analyze
-    from rfspeech.search.local import plain_view
+    from rfspeech.search.fields import plain_view
 
     try:
         with plain_view(model) as plain:

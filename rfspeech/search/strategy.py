@@ -362,7 +362,7 @@ class RFNext(SearchStrategy):
         return make_searchable(model, self.include, self.exclude, self.convs, **self._args())
 
     def search_parameters(self, model: nn.Module) -> list[nn.Parameter]:
-        from rfspeech.search.model import searchable_modules
+        from rfspeech.search.tree import searchable_modules
 
         return [op.alpha for op in searchable_modules(model).values()]
 
