@@ -57,7 +57,8 @@ def commands(path: Path, langs: tuple[str, ...] = ("bash", "text")) -> list[list
     out = []
     for lang in langs:
         for block in code_blocks(path, lang):
-            for line in block.splitlines():
+            # a command continued over several lines (trailing backslash) is one command
+            for line in block.replace("\\\n", " ").splitlines():
                 line = line.strip()
                 if line.startswith("rfspeech-"):
                     out.append(shlex.split(line, comments=True))

@@ -76,7 +76,7 @@ def test_a_backend_registered_outside_the_package_scores_the_global_search(threa
     assert threaded.best == local.best and [h["structure"] for h in threaded.history] == \
         [h["structure"] for h in local.history]
     # rfspeech-search's validation accepts a registered name and names the registered ones otherwise
-    cfg = {"data_dir": "d", "out_dir": "o", "search": {"global": {"backend": "threads_test"}}}
+    cfg = {"data_dir": "d", "out_dir": "o", "init_from": "x.pt", "search": {"global": {"backend": "threads_test"}}}
     validate("search", cfg)
     cfg["search"]["global"]["backend"] = "thread_test"
     with pytest.raises(ConfigError, match=r"search.global.backend: unknown global-search backend 'thread_test'; "

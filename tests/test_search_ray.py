@@ -35,7 +35,8 @@ def _compose(*overrides: str) -> Any:
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(REPO / "recipes"), version_base="1.3"):
-        return compose("search", overrides=["device=cpu", "progress=false", "tensorboard=false", *overrides])
+        return compose("search", overrides=["device=cpu", "progress=false", "tensorboard=false", "model=hifigan_debug",
+                                            *overrides])
 
 
 # ---------------------------------------------------------------------------------------------- fast checks

@@ -354,7 +354,7 @@ class RFNext(SearchStrategy):
 
     def _args(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self.settings).items()
-                if v is not None and v != getattr(RFNextSettings, k) and k not in _SCHEDULE_KEYS}
+                if k not in _SCHEDULE_KEYS and v is not None and v != getattr(RFNextSettings, k)}
 
     def wrap(self, model: nn.Module) -> list[str]:
         from rfspeech.search.model import make_searchable
