@@ -224,3 +224,25 @@ def test_rf_sample_rate_from_the_checkpoint(tmp_path) -> None:  # noqa: ANN001
     rf_run(_compose_rf(f"checkpoint={ckpt}", f"out_dir={tmp_path / 'b'}", "segment=32", "sample_rate=16000",
                        "hints=false"))
     assert json.loads((tmp_path / "b" / "rf.json").read_text())["lookahead"]["sample_rate"] == 16000
+
+
+def test_rf_segment_of_a_checkpoint_is_its_training_segment(tmp_path) -> None:  # noqa: ANN001
+    """rfspeech-rf checkpoint=CKPT without segment= counts unproductive layers at the run's own training segment
+    (train.segment_size / hop), not at a fixed 32 frames; model= without segment= keeps 32."""
+    from hydra.utils import instantiate
+
+    from rfspeech.data.manifest import FeatureParams
+    from rfspeech.runs.rf import run as rf_run
+    from rfspeech.train.checkpoint import save_checkpoint
+
+    node = {"_target_": "rfspeech.models.hifigan.HiFiGANGenerator", "in_channels": 80,
+            **HIFIGAN_V3, "upsample_initial_channel": 16}
+    ckpt = save_checkpoint(tmp_path / "g.pt", {"generator": instantiate(node).state_dict(), "step": 0,
+                                               "structure": None,
+                                               "config": {"model": {"generator": node},
+                                                          "train": {"segment_size": 4096}},
+                                               "feature_params": FeatureParams().to_dict()})
+    assert rf_run(_compose_rf(f"checkpoint={ckpt}", f"out_dir={tmp_path / 'a'}", "hints=false"))["segment"] == 16
+    assert rf_run(_compose_rf(f"checkpoint={ckpt}", f"out_dir={tmp_path / 'b'}", "segment=8",
+                              "hints=false"))["segment"] == 8
+    assert rf_run(_compose_rf("model=hifigan_debug", f"out_dir={tmp_path / 'c'}", "hints=false"))["segment"] == 32

@@ -59,6 +59,8 @@ def _from_checkpoint(path: str) -> tuple[Any, str, Any, float | None, int]:
 
 
 DEFAULT_SAMPLE_RATE = 22050
+#: ``segment: null`` with ``model=``: HiFi-GAN's training segment, 8192 samples / hop 256.
+DEFAULT_SEGMENT_FRAMES = 32.0
 
 
 def _sample_rate(cfg: Any, from_checkpoint: int | None) -> int:
@@ -122,6 +124,8 @@ def run(cfg: Any) -> dict[str, Any]:
         if "model" not in cfg:
             raise ConfigError("rf config needs a model (model=<name> from recipes/model/)")
         node = cfg.get("node") or next((n for n in ("generator", "acoustic") if n in cfg.model), "generator")
+        if segment is None and node == "generator":
+            segment = DEFAULT_SEGMENT_FRAMES  # a vocoder's usual training segment (8192 samples / hop 256)
         if node not in cfg.model:
             raise ConfigError(f"model config {cfg.model.get('name', '')!r} has no '{node}' node to analyse "
                               "(model=<name> from recipes/model/, node=<key>)")
