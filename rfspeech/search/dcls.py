@@ -51,9 +51,10 @@ from rfspeech.search.model import (
     save_structure,
     searchable_report,
     validate_structure,
+    wrap_reported,
 )
 from rfspeech.search.strategy import Schedule, SearchStrategy, register_strategy
-from rfspeech.search.tree import _all_convs, _replace, _targets
+from rfspeech.search.tree import _targets
 
 log = logging.getLogger("rfspeech.search")
 
@@ -119,28 +120,17 @@ def make_dcls(
     if version not in DCLS_VERSIONS:
         raise ConfigError(f"make_dcls: version must be one of {list(DCLS_VERSIONS)}, got {version!r}")
     report = searchable_report(model, include, exclude, convs, strategy="dcls")
-    convs_now = _all_convs(model)
-    wrapped = Wrapped()
-    for path, reason in report.items():
-        full, module = convs_now[path]
-        if isinstance(module, DclsConv1d):
-            continue
-        if reason is not None:
-            wrapped.skipped[path] = reason
-            if reason not in ("not matched by include", "excluded"):
-                log.info("not searching %s: %s", path, reason)
-            continue
+
+    def build(path: str, module: nn.Module) -> nn.Module:
         try:
             op = DclsConv1d(module, max_dilation=max_dilation, dilated_kernel_size=dilated_kernel_size,
                             version=version)
         except ValueError as e:
             raise ConfigError(f"make_dcls: {path}: {e}") from None
-        if sigma_init is not None:
-            op.set_sigma(float(sigma_init))
-        else:
-            op.set_sigma(0.0 if warm_start else paper_sigma_init(op))
-        _replace(model, full, op)
-        wrapped.append(path)
+        op.set_sigma(float(sigma_init) if sigma_init is not None else 0.0 if warm_start else paper_sigma_init(op))
+        return op
+
+    wrapped = wrap_reported(model, report, DclsConv1d, build)
     if wrapped:
         log.info("DCLS: learning the tap positions of %d convs: %s", len(wrapped), ", ".join(wrapped))
     elif not dcls_modules(model):

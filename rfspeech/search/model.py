@@ -15,7 +15,7 @@ import fnmatch
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -199,23 +199,14 @@ def make_searchable(
     """
     args = _check_search_args(search_args, "make_searchable")
     report = searchable_report(model, include, exclude, convs)
-    convs_now = _all_convs(model)
-    wrapped = Wrapped()
-    for path, reason in report.items():
-        full, module = convs_now[path]
-        if isinstance(module, SearchableConv1d):
-            continue
-        if reason is not None:
-            wrapped.skipped[path] = reason
-            if reason not in ("not matched by include", "excluded"):
-                log.info("not searching %s: %s", path, reason)
-            continue
+
+    def build(path: str, module: nn.Module) -> nn.Module:
         try:
-            op = SearchableConv1d(module, RFNextSettings(**args))
+            return SearchableConv1d(module, RFNextSettings(**args))
         except ValueError as e:
             raise ConfigError(f"make_searchable: {path}: {e}") from None
-        _replace(model, full, op)
-        wrapped.append(path)
+
+    wrapped = wrap_reported(model, report, SearchableConv1d, build)
     if wrapped:
         log.info("searching %d convs: %s", len(wrapped), ", ".join(wrapped))
     elif not searchable_modules(model):
@@ -229,6 +220,30 @@ def make_searchable(
                           + (listed + more if listed else "the model has no nn.Conv1d"))
     return wrapped
 
+
+
+def wrap_reported(model: nn.Module, report: Mapping[str, str | None], wrapper: type[nn.Module],
+                  build: Callable[[str, nn.Module], nn.Module]) -> Wrapped:
+    """Replace every conv :func:`searchable_report` admits by ``build(path, conv)``, in place.
+
+    The wrapping loop of every search strategy (:func:`make_searchable`, :func:`rfspeech.search.dcls.make_dcls`):
+    convs already wrapped by ``wrapper`` are left as they are, refused ones are recorded in ``skipped`` with
+    their reason (logged unless the include/exclude patterns left them out).
+    """
+    convs_now = _all_convs(model)
+    wrapped = Wrapped()
+    for path, reason in report.items():
+        full, module = convs_now[path]
+        if isinstance(module, wrapper):
+            continue
+        if reason is not None:
+            wrapped.skipped[path] = reason
+            if reason not in ("not matched by include", "excluded"):
+                log.info("not searching %s: %s", path, reason)
+            continue
+        _replace(model, full, build(path, module))
+        wrapped.append(path)
+    return wrapped
 
 def _unwrap_ddp(model: nn.Module) -> nn.Module:
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
