@@ -172,6 +172,18 @@ def test_what_the_search_saw() -> None:
     assert old["moved"] == {"a": [15, 9]} and not old["diagnostics"]
 
 
+def test_what_a_learned_spacing_search_saw() -> None:
+    """A dcls search log: tap lists among the dilations, moves counted from the logged start (issue 30)."""
+    from rfspeech.evaluate.report_data import search_view, search_view_text
+
+    log = {"strategy": "dcls", "local": {"start": {"a": 3, "b": 1, "c": 2}, "history": [
+        {"step": 2, "structure": {"a": [-5, 0, 2], "b": 1, "c": 2}, "frozen": False},
+        {"step": 4, "structure": {"a": [-5, 0, 2], "b": 1, "c": 4}, "frozen": True}]}}
+    v = search_view(log)
+    assert v["moved"] == {"a": [3, [-5, 0, 2]], "c": [2, 4]} and v["layers"] == 3 and not v["diagnostics"]
+    assert "2 moved (a 3→[-5, 0, 2], c 2→4); dcls: tap positions, no branch weights" in search_view_text(v)
+
+
 # --------------------------------------------------------------------------- no bold ties
 
 

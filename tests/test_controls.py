@@ -202,3 +202,21 @@ def test_search_planted_writes_found_per_seed(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "planted.json").read_text())
     assert saved == doc and doc["seeds"] == 1 and doc["runs"][0]["settings"]["search_interval"] == 40
     assert doc["found"] == int(doc["runs"][0]["found"])
+
+
+def test_controls_refuse_a_learned_spacing_study_in_one_line(tmp_path: Path) -> None:
+    """Issue 30: the random and planted controls move dilations with RF-Next's operator; a dcls study is refused,
+    never silently controlled by RF-Next."""
+    from rfspeech.bin.rf import run
+    from rfspeech.bin.search import task
+    from rfspeech.search import save_structure
+
+    save_structure(tmp_path / "dcls.yaml", {"resblocks.0.convs1.1": [-4, 0, 7], "resblocks.0.convs1.2": 2},
+                   strategy="dcls")
+    with pytest.raises(ConfigError, match=r"random_like: .*dcls.yaml is a 'dcls' structure"):
+        run(compose("rf", "model=hifigan_debug", "segment=16", f"random_like={tmp_path}/dcls.yaml",
+                    f"out_dir={tmp_path / 'rand'}"))
+    with pytest.raises(ConfigError, match="planted positive control runs RF-Next's search .* not 'dcls'"):
+        task(compose("search", f"data_dir={tmp_path}/none", f"out_dir={tmp_path / 'planted'}", "device=cpu",
+                     "search.strategy=dcls", "planted.enabled=true"))
+    assert not (tmp_path / "rand" / "structure.yaml").exists() and not (tmp_path / "planted").exists()

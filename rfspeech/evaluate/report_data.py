@@ -609,25 +609,29 @@ NEAR_MOVE = 0.1
 def search_view(log: dict[str, Any], top: int = 3) -> dict[str, Any] | None:
     """What a search run's ``search_log.json`` says about its local search, in a few numbers.
 
+    Entries are dilations, or (a learned-spacing search, ``search.strategy=dcls``) tap-offset lists.
+
     Returns:
         ``{"rounds", "layers", "moved": {path: [from, to]}, "near": {path: closest distance to a rounding
         threshold without moving}, "shifts": [[path, largest total-variation shift of its branch weights]]
-        (the ``top`` largest), "reach_warnings": [...], "diagnostics": whether per-layer weights were recorded}``,
+        (the ``top`` largest), "reach_warnings": [...], "diagnostics": whether per-layer weights were recorded,
+        "strategy": the search strategy named in the log (None: RF-Next's older logs)}``,
         or None when the log has no local search.
     """
     hist = ((log.get("local") or {}).get("history")) or []
     if not hist:
         return None
     first, last = hist[0], hist[-1]
-    start: dict[str, int] = {}
+    start: dict[str, int | list[int]] = {}
     layers_seen = any(h.get("layers") for h in hist)
     if layers_seen:
         for h in hist:
             for p, v in (h.get("layers") or {}).items():
                 start.setdefault(p, int(v.get("dilation", 0)))
-    end = {p: int(d) for p, d in (last.get("structure") or {}).items()}
-    if not start:  # an older log: structures only; the first round's structure is after one round
-        start = {p: int(d) for p, d in (first.get("structure") or {}).items()}
+    end = {p: _entry(d) for p, d in (last.get("structure") or {}).items()}
+    if not start:  # the local search's start when logged, else (an older log) the first round's structure
+        start = {p: _entry(d) for p, d in ((log.get("local") or {}).get("start") or first.get("structure")
+                                           or {}).items()}
     moved = {p: [start[p], end[p]] for p in end if p in start and start[p] != end[p]}
     near: dict[str, float] = {}
     shifts: dict[str, float] = {}
@@ -642,7 +646,13 @@ def search_view(log: dict[str, Any], top: int = 3) -> dict[str, Any] | None:
     return {"rounds": len(hist), "layers": len(end), "moved": moved, "near": dict(sorted(near.items(),
                                                                                          key=lambda kv: kv[1])),
             "shifts": [[p, round(v, 3)] for p, v in top_shifts],
-            "reach_warnings": list(((log.get("reach") or {}).get("warnings")) or []), "diagnostics": layers_seen}
+            "reach_warnings": list(((log.get("reach") or {}).get("warnings")) or []), "diagnostics": layers_seen,
+            "strategy": log.get("strategy")}
+
+
+def _entry(value: Any) -> int | list[int]:
+    """A structure entry of a search log: a dilation, or a learned-spacing layer's tap offsets."""
+    return [int(o) for o in value] if isinstance(value, list) else int(value)
 
 
 def search_views(exps: list[Experiment]) -> dict[str, dict[str, Any]]:
@@ -669,6 +679,8 @@ def search_view_text(v: dict[str, Any], limit: int = 6) -> str:
         parts.append(f"{len(near)} more came within {NEAR_MOVE} of moving" + (f" ({few(near)})" if near else ""))
         if v["shifts"]:
             parts.append("largest α shifts " + ", ".join(f"{p} {x:.2f}" for p, x in v["shifts"]))
+    elif v.get("strategy") not in (None, "rfnext"):  # e.g. dcls: learned tap positions, no branches to weigh
+        parts.append(f"{v['strategy']}: tap positions, no branch weights")
     else:
         parts.append("no branch weights recorded (an older search log)")
     text = "; ".join(parts)

@@ -101,6 +101,12 @@ def write_control_structure(cfg: Any, model: nn.Module, report: Any, out_dir: st
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "random_seed" else 1):
             raise ConfigError(f"{key}: must be an integer >= {0 if key == 'random_seed' else 1}, got {value!r}")
+    from rfspeech.search.strategy import read_structure
+
+    strategy = read_structure(like)[0].name
+    if strategy != "rfnext":  # e.g. dcls: its moves are tap positions, not dilation steps
+        raise ConfigError(f"random_like: {like} is a {strategy!r} structure; the random control moves dilations "
+                          "as far as an RF-Next search moved them: pass an RF-Next structure.yaml")
     searched = load_structure(like)
     base = {name: int(conv.dilation[0]) for name, conv in iter_dilated_convs(model)}
     p = random_like(base, searched, seed=int(seed), mode=str(mode), min_dilation=int(lo),
@@ -157,6 +163,11 @@ def run_planted(cfg: Any) -> dict[str, Any]:
     """
     from rfspeech.search.controls import PlantedTask, planted_task
 
+    strategy = str(cfg.search.get("strategy") or "rfnext")
+    if strategy != "rfnext":  # the task is RF-Next's operator: it would say nothing about another strategy
+        raise ConfigError(f"planted.enabled: the planted positive control runs RF-Next's search (search.strategy="
+                          f"rfnext), not {strategy!r}" + (" (DCLS has its own planted tests: tests/test_dcls.py)"
+                                                          if strategy == "dcls" else ""))
     kwargs = planted_settings(cfg)
     planted = to_container(cfg.get("planted")) or {}
     seeds = planted.get("seeds", [0])

@@ -558,6 +558,8 @@ def run_search(cfg: Any, dist_info: Any, typed: VocoderRun | None = None) -> dic
             start = {p: d for p, d in strategy.export(generator).items() if p in set(paths)}
             summary["reach"] = reachability(start, schedule_from(strategy.record(), local_cfg, alpha_lr), generator,
                                             segment_frames)
+        # where the local search starts (after the global search): the compare report's "moved" is against it
+        local_start = {p: d for p, d in strategy.export(generator).items() if p in set(paths)}
         strategy.wrap(generator)
         local = strategy.searcher(generator, Schedule(
             search_interval=int(local_cfg.search_interval), max_search_steps=int(local_cfg.max_search_steps),
@@ -572,7 +574,7 @@ def run_search(cfg: Any, dist_info: Any, typed: VocoderRun | None = None) -> dic
                                                               "wall_seconds")})
         result = trainer.fit()
         summary["local"] = {"history": local.history, "rounds": len(local.history), "steps": result.step,
-                            "best_val": result.best_val, "checkpoint": str(result.checkpoint)}
+                            "best_val": result.best_val, "checkpoint": str(result.checkpoint), "start": local_start}
         settings = local.all_settings()
         if not local.history and not g.get("enabled", False):
             raise ConfigError(f"the local search ran 0 of {int(local_cfg.max_search_steps)} rounds in {result.step} "
