@@ -115,8 +115,9 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
     corpus.eval_size=175 nj="${threads}" progress=false
   first_eval=$(sed -n 2p "${data}/eval/utts.tsv" | cut -f1)
   last_train=$(tail -n 1 "${data}/train/utts.tsv" | cut -f1)
-  [ "${last_train}" = LJ001-0186 ] && [ "${first_eval%%-*}" = LJ002 ] \
-    || die "unexpected split (last train ${last_train}, first eval ${first_eval}): the corpus changed?"
+  if [ "${last_train}" != LJ001-0186 ] || [ "${first_eval%%-*}" != LJ002 ]; then
+    die "unexpected split (last train ${last_train}, first eval ${first_eval}): the corpus changed?"
+  fi
 fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
@@ -148,7 +149,7 @@ name=$(basename "${ckpt:-none}" .pt)
 ev=${work_dir}/eval_${name#ckpt_}
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-  [ -n "${ckpt}" ] && [ -f "${ckpt}" ] || die "no checkpoint ${ckpt:-in ${run}/checkpoints} (run stage 2)"
+  if [ -z "${ckpt}" ] || [ ! -f "${ckpt}" ]; then die "no checkpoint ${ckpt:-in ${run}/checkpoints} (run stage 2)"; fi
   log "stage 3: ${ckpt}: ${eval_utts} eval clips -> ${ev}"
   metrics="pitch,f0,frame_periodicity,lag_hop_autocorr,mcd,stoi,pesq"
   [ "${asr}" = true ] && metrics="${metrics},asr"
