@@ -404,6 +404,10 @@ def save_structure(
     (block-style YAML); other strategies' write lists of numbers on one line (``[-12, 0, 12]``).
     """
     if strategy == "rfnext":
+        taps = next((k for k, v in structure.items() if is_taps(v)), None)
+        if taps is not None:
+            raise ConfigError(f"save_structure: {taps}: a tap list is a learned-spacing structure's entry; "
+                              "an RF-Next structure holds dilations (strategy='dcls' writes tap lists)")
         clean = {strip_ddp_prefix(str(k)): int(v) for k, v in structure.items()}
     else:
         clean = {strip_ddp_prefix(str(k)): _clean_entry(v, strategy) for k, v in structure.items()}
