@@ -91,7 +91,8 @@ def test_rf_refine_writes_a_structure_that_train_applies(tmp_path: Path) -> None
     refined = load_structure(path)
     data = make_prepared(tmp_path / "data", n_train=2, n_dev=1, n_eval=0)
     cfg = compose("train", f"data_dir={data}", f"out_dir={tmp_path / 'train'}", "device=cpu", "progress=false",
-                  MIS, "train.max_steps=2", "train.validation_interval=0", "tensorboard=false", f"structure={path}")
+                  "model=hifigan_debug", "train=debug", MIS, "train.max_steps=2", "train.validation_interval=0",
+                  "tensorboard=false", f"structure={path}")
     tr = make_trainer(cfg)
     assert tr.structure == refined
     tr.fit()

@@ -95,7 +95,8 @@ def _overrides(data: Path, out: Path, population: int, n_workers: int) -> list[s
     # candidates over 2 ranks is what hung), one proxy step, one finalist re-scored once (1 job for 2 ranks).
     # One thread per candidate everywhere, so a candidate's score does not depend on where it ran.
     return [f"data_dir={data}", f"out_dir={out}", "device=cpu", "progress=false", "tensorboard=false",
-            "search=debug", "search.local.enabled=false", f"search.global.population={population}",
+            "model=hifigan_debug", "train=debug", "search=debug", "search.local.enabled=false",
+            f"search.global.population={population}",
             "search.global.generations=0", "search.global.prune=false", "search.global.candidate_steps=1",
             "search.global.finalists=1", "search.global.rescore_repeats=1", f"search.global.n_workers={n_workers}",
             "search.global.threads_per_worker=1", "dist_timeout_s=120"]

@@ -156,4 +156,4 @@ def test_cli_export_and_search_mode_error(tmp_path: Path) -> None:
     r = _cli(f"checkpoint={search}", f"out={tmp_path / 's.onnx'}", "finalize=true", "check=false", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     r = _cli(f"checkpoint={plain}", "format=tflite", f"out={tmp_path / 'x'}", cwd=tmp_path)
-    assert r.returncode == 2 and "supported formats are onnx" in r.stderr
+    assert r.returncode == 2 and "format: must be one of onnx, checkpoint" in r.stderr
