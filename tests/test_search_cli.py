@@ -182,10 +182,12 @@ def test_continue_the_search_run(searched: Path, data_dir: Path, tmp_path: Path,
     assert (out - ref).abs().max().item() <= 1e-5
     if mode == "merge":
         assert not searchable_modules(tr.generator)
-    else:  # the searched α kept (not re-initialised), candidates frozen
+    else:  # the searched α kept (not re-initialised), candidates frozen: the checkpoint's, or where the run
+        # ended on a restart, the α learned before it (alpha_saved, folded by apply_structure(from_search=True))
         src = loading.load_checkpoint(search_ckpt)["generator"]
         alphas = {k: v for k, v in tr.generator.state_dict().items() if k.endswith(".alpha")}
-        assert alphas and all(torch.equal(v, src[k]) for k, v in alphas.items())
+        assert alphas and all(torch.equal(v, src[k]) or torch.equal(v, src[k[:-len("alpha")] + "alpha_saved"])
+                              for k, v in alphas.items())
     # the discriminator continues too
     src_d = loading.load_checkpoint(search_ckpt)["discriminator"]
     assert all(torch.equal(v, src_d[k]) for k, v in tr.discriminator.state_dict().items())
