@@ -146,6 +146,7 @@ def test_missing_optional_pieces_and_errors(exps: tuple[Path, list[Path]], tmp_p
         build_report([bare], reference_arm="nonexistent")
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_cli(exps: tuple[Path, list[Path]], tmp_path: Path) -> None:
     _, dirs = exps
     r = subprocess.run([sys.executable, "-m", "rfspeech.bin.compare", f"exps=[{dirs[0]},{dirs[2]}]",

@@ -74,6 +74,7 @@ def _frames(folder: Path) -> dict[str, int]:
 # --------------------------------------------------------------------------- teacher-forced
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_teacher_forced_mels_have_the_reference_frame_count_and_feed_a_vocoder_fine_tune(
         corpus: dict[str, Path], tmp_path: Path) -> None:
     model, params = load_acoustic(corpus["acoustic"])
@@ -105,6 +106,7 @@ def test_teacher_forced_mels_have_the_reference_frame_count_and_feed_a_vocoder_f
     assert result.step == 2 and result.checkpoint is not None and result.checkpoint.is_file()
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_gta_cli_writes_splits_and_summary(corpus: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "gta"
     r = subprocess.run([sys.executable, "-m", "rfspeech.bin.gta", f"acoustic_checkpoint={corpus['acoustic']}",
@@ -124,6 +126,7 @@ def test_gta_cli_writes_splits_and_summary(corpus: dict[str, Path], tmp_path: Pa
     (["mode=external"], "mode=external needs mel_dir="),
     ([], "mode=teacher_forced needs acoustic_checkpoint="),
 ])
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_gta_cli_errors_are_one_line(corpus: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:
     r = subprocess.run([sys.executable, "-m", "rfspeech.bin.gta", f"data_dir={corpus['data']}",
                         f"out_dir={tmp_path / 'o'}", *args], capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -212,6 +215,7 @@ def test_length_mismatched_external_folder_names_every_bad_utterance(corpus: dic
     assert sorted(line.split("\t")[0] for line in listed) == [ids[0], ids[2], ids[3]]
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_external_cli_names_bad_utterances(corpus: dict[str, Path], tmp_path: Path) -> None:
     ids = sorted(_frames(corpus["data"] / "dev" / "feats"))
     mel_dir = _external(corpus, tmp_path / "ext", "dev", trim={ids[1]: -2})

@@ -158,6 +158,7 @@ def test_hifigan_layout_keys_are_official(hifigan_files):
     assert set(do) == {"mpd", "msd", "optim_g", "optim_d", "steps", "epoch"}
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_hifigan_import_synthesize_equals_the_official_model(hifigan_files, tmp_path):
     d, ref, mpd, msd = hifigan_files
     out = tmp_path / "imported.pt"
@@ -207,6 +208,7 @@ def test_hifigan_import_synthesize_equals_the_official_model(hifigan_files, tmp_
     assert np.abs(w - expected[0, 0].numpy()).max() <= 1.0 / 32768 + 1e-6
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_hifigan_synthesize_on_wavs_uses_the_inference_mel(hifigan_files, tmp_path):
     d, ref, _, _ = hifigan_files
     out = tmp_path / "g.pt"
@@ -233,6 +235,7 @@ def test_hifigan_synthesize_on_wavs_uses_the_inference_mel(hifigan_files, tmp_pa
     assert np.abs(got - expected).max() <= 1.0 / 32768 + 1e-6
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_hifigan_import_then_fine_tune_with_the_imported_discriminator(hifigan_files, tmp_path):
     from train_fixtures import make_prepared, trainer
 
@@ -256,6 +259,7 @@ def test_hifigan_import_then_fine_tune_with_the_imported_discriminator(hifigan_f
     assert changed  # the imported discriminator was trained, not replaced
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_hifigan_bad_input_is_one_line_and_writes_nothing(hifigan_files, tmp_path):
     d, _, _, _ = hifigan_files
     out = tmp_path / "x.pt"
@@ -392,6 +396,7 @@ def pwg_files(tmp_path_factory):
     return d, gen, disc
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_pwg_import_synthesize_equals_the_official_model(pwg_files, tmp_path):
     d, gen, disc = pwg_files
     assert "upsample_net.upsample.up_layers.1.weight_g" in torch.load(d / "checkpoint-7steps.pkl",
@@ -424,6 +429,7 @@ def test_pwg_import_synthesize_equals_the_official_model(pwg_files, tmp_path):
         assert (dd(x)[0][0] - ref.flatten(1)).abs().max().item() <= 1e-6
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_pwg_import_reads_stats_h5(pwg_files, tmp_path):
     h5py = pytest.importorskip("h5py")
     d, _, _ = pwg_files
@@ -437,6 +443,7 @@ def test_pwg_import_reads_stats_h5(pwg_files, tmp_path):
     assert np.allclose(load_checkpoint(out)["feature_stats"]["scale"].numpy(), st[1])
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_pwg_bad_input(pwg_files, tmp_path):
     d, _, _ = pwg_files
     out = tmp_path / "x.pt"
@@ -471,6 +478,7 @@ def test_bigvgan_import_round_trip(tmp_path):
         assert torch.equal(state["generator"][k], v)
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_pwg_synthesize_on_wavs_uses_its_framing_and_stats(pwg_files, tmp_path):
     d, gen, _ = pwg_files
     out = tmp_path / "pwg.pt"

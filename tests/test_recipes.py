@@ -172,6 +172,7 @@ def test_stage_before_its_model_inputs(tmp_path: Path, stage: int, missing: str,
     assert f"stage {stage} (" in msg and missing in msg and f"run {maker} first" in msg
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_searched_models_need_stage_4(tmp_path: Path) -> None:
     fake_features(tmp_path)
     for s in (1, 2):
@@ -320,6 +321,7 @@ def test_missing_console_scripts_are_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_recipe_scripts_are_shellcheck_clean() -> None:
     # from the repository root, as CI runs it, and through each recipe's voc.sh symlink
     paths = [str(p.relative_to(REPO)) for p in SCRIPTS + [r / "voc.sh" for r in RECIPES]]

@@ -202,6 +202,7 @@ def test_cli_probe_option(tmp_path: Path, capsys) -> None:
     assert data["probe"]["mel"]["span"] == pytest.approx(data["inputs"]["mel"]["span"])
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_console_script(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     ok = subprocess.run([sys.executable, "-m", "rfspeech.bin.rf", "model=hifigan_v3", f"out_dir={tmp_path}/v3"],

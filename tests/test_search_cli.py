@@ -54,6 +54,7 @@ def searched(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -109,6 +110,7 @@ def test_search_writes_structure_log_and_tensorboard(searched: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["single", "multiple", "merge"])
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_fine_tune_the_searched_structure(searched: Path, data_dir: Path, tmp_path: Path, mode: str) -> None:
     from rfspeech.data.dataset import PreparedSplit
     from rfspeech.runs.train import make_trainer
@@ -133,6 +135,7 @@ def test_fine_tune_the_searched_structure(searched: Path, data_dir: Path, tmp_pa
     assert torch.allclose(gen.inference(mel), ref, atol=1e-4)
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_fine_tune_single_structure_from_the_search_weights(searched: Path, data_dir: Path, tmp_path: Path) -> None:
     from rfspeech.runs.train import make_trainer
 
@@ -210,6 +213,7 @@ def test_continue_the_search_run(searched: Path, data_dir: Path, tmp_path: Path,
     assert torch.isfinite(gen.inference(mel)).all()
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_structure_from_search_true_needs_a_search_checkpoint(searched: Path, data_dir: Path, tmp_path: Path) -> None:
     from rfspeech.errors import ConfigError
     from rfspeech.runs.train import make_trainer
@@ -224,6 +228,7 @@ def test_structure_from_search_true_needs_a_search_checkpoint(searched: Path, da
         make_trainer(cfg)
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_resumed_local_search_matches_an_uninterrupted_one(data_dir: Path, tmp_path: Path) -> None:
     # rounds after steps 1, 2, 3; interrupted after step 2 (one round still to come)
     common = (f"data_dir={data_dir}", "search=debug", "search.global.enabled=false", "search.local.search_interval=1",

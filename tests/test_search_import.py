@@ -36,6 +36,7 @@ def _cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_search_init_from_an_imported_checkpoint_warm_starts(imported, tmp_path: Path) -> None:
     from hydra import compose, initialize_config_dir
 
@@ -77,6 +78,7 @@ def test_search_init_from_an_imported_checkpoint_warm_starts(imported, tmp_path:
     assert state["cost"]["search_steps"] == 3 and state["cost"]["init_from"] == str(path)
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_global_search_from_a_pretrained_model_fine_tunes_its_candidates(imported, tmp_path: Path) -> None:
     """With init_from the global search's candidates start from the pretrained generator and discriminator
     (global/init.pt), their proxy steps counted in cost.json; then the local search runs as usual."""
@@ -116,6 +118,7 @@ def test_global_search_from_a_pretrained_model_fine_tunes_its_candidates(importe
     assert cost["global_proxy_steps"] == log["global"]["evaluations"] * 1 and cost["search_steps"] == 1
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_train_init_from_an_imported_checkpoint_takes_its_model(imported, tmp_path: Path) -> None:
     path, data = imported
     res = _cli("train", f"data_dir={data}", f"out_dir={tmp_path / 'ft'}", f"init_from={path}", "train.max_steps=2",

@@ -149,6 +149,7 @@ def test_cli_copy_synthesis_from_wavs(checkpoint: Path, tmp_path: Path) -> None:
     assert speed["model"]["n_params"] > 0 and speed["model"]["dilations"]["resblocks.0.convs1.1"] == 3
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_cli_mels_checked_against_the_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
     mels = tmp_path / "feats"
     mels.mkdir()
@@ -188,6 +189,7 @@ def test_cli_prepared_split_manifest(checkpoint: Path, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "speed.json").read_text())["input_kind"] == "manifest"
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (over 10 s on 2 cores): CI runs it with -m heavy
 def test_cli_bad_arguments(checkpoint: Path, tmp_path: Path) -> None:
     r = _cli(f"checkpoint={tmp_path / 'missing.pt'}", f"input_dir={tmp_path}", f"out_dir={tmp_path / 'o'}",
              cwd=tmp_path)
