@@ -187,7 +187,8 @@ def test_a_strategy_registered_outside_the_package_runs_a_search_end_to_end(tmp_
 
     data = make_prepared(tmp_path / "data", n_train=4, n_dev=1, n_eval=0)
     out = tmp_path / "search"
-    cfg = _compose("search", f"data_dir={data}", f"out_dir={out}", "search=debug", "search.strategy=walk_test",
+    cfg = _compose("search", f"data_dir={data}", f"out_dir={out}", "model=hifigan_debug", "train=debug", "search=debug",
+                   "search.strategy=walk_test",
                    "search.global.enabled=false", "search.local.search_interval=2", "search.local.max_search_steps=2",
                    "search.alpha_lr=0.05", "train.max_steps=5", "train.validation_interval=0",
                    "train.checkpoint_interval=5")
@@ -224,7 +225,7 @@ def test_a_strategy_registered_outside_the_package_runs_a_search_end_to_end(tmp_
 
     # the exported structure fine-tunes a fresh model (rfspeech-train structure=...)
     tcfg = _compose("train", f"data_dir={data}", f"out_dir={tmp_path / 'ft'}", f"structure={out / 'structure.yaml'}",
-                    "train=debug", "train.max_steps=1", "train.validation_interval=0")
+                    "model=hifigan_debug", "train=debug", "train.max_steps=1", "train.validation_interval=0")
     trainer = make_trainer(tcfg)
     assert {p: int(trainer.generator.get_submodule(p).dilation[0]) for p in hand} == \
         {p: d + 2 for p, d in hand.items()}

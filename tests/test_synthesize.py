@@ -324,7 +324,7 @@ def test_cli_chunk_and_backend_bad_input(checkpoint: Path, mel_dir: Path, tmp_pa
     cases = [(["chunk_frames=0"], "chunk_frames: must be >= 1, got 0"),
              (["chunk_frames=2.5"], "chunk_frames: must be an integer, got 2.5"),
              (["chunk_frames=abc"], "chunk_frames: must be an integer, got 'abc'"),
-             (["backend=tensorrt"], "backend=tensorrt: unknown backend (choose one of torch, onnxruntime)"),
+             (["backend=tensorrt"], "backend: must be one of torch, onnxruntime, auto, got 'tensorrt'"),
              ([f"onnx={tmp_path / 'g.onnx'}"], "pass backend=onnxruntime")]
     if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
         search = _search_checkpoint(tmp_path / "search.pt")

@@ -368,25 +368,32 @@ def _check_structure(path: Path | str, state: Mapping[str, Any]) -> None:
     if structure is not None:
         _mapping(path, "structure", structure)
         args = state.get("structure_args")
-        # tap lists only where the strategy that applies the structure builds them; RF-Next's are dilations
-        taps_allowed = isinstance(args, Mapping) and args.get("strategy") in _TAP_STRATEGIES
+        # tap lists only where the strategy that applies the structure builds them; RF-Next's are dilations;
+        # a strategy registered outside rfspeech stores its own values: plain data, checked by its validate()
+        # when the structure is applied
+        strategy = args.get("strategy") if isinstance(args, Mapping) else None
+        taps_allowed = strategy in _TAP_STRATEGIES
+        own_values = strategy not in (None, "rfnext") and not taps_allowed
         for module, d in structure.items():
             if not isinstance(module, str) or not module:
                 raise DataError(f"{path}: structure: module paths are strings, got {show(module)}")
             if taps_allowed and isinstance(d, list):
                 _taps(path, f"structure.{module}", d)
+            elif own_values and not isinstance(d, int):
+                if not _matches(d, str | int | float | bool | list | dict | None):
+                    raise DataError(f"{path}: structure.{module}: must be plain data, got {show(d)}")
             else:
                 _int(path, f"structure.{module}", d, 1, MAX_DILATION)
     mode = state.get("structure_mode")
     if mode not in _STRUCTURE_MODES:
         raise DataError(f"{path}: structure_mode: must be single, multiple, merge or null, got {show(mode)}")
-    from rfspeech.search.op import SearchableConv1d  # the searched convs' argument types
+    from rfspeech.search.op import RFNextSettings, SearchableConv1d  # the searched convs' argument types
 
     for key in ("searchable", "structure_args"):
         args = state.get(key)
         if args is None:
             continue
-        hints = _hints(SearchableConv1d)
+        hints = {**_hints(SearchableConv1d), **_hints(RFNextSettings)}
         hints.update({"include": str | list[str] | None, "exclude": str | list[str] | None, "convs": str})
         for name, value in args.items():
             if not isinstance(name, str):
