@@ -208,8 +208,8 @@ def test_search_planted_writes_found_per_seed(tmp_path: Path) -> None:
 def test_controls_refuse_a_learned_spacing_study_in_one_line(tmp_path: Path) -> None:
     """Issue 30: the random and planted controls move dilations with RF-Next's operator; a dcls study is refused,
     never silently controlled by RF-Next."""
-    from rfspeech.bin.rf import run
     from rfspeech.bin.search import task
+    from rfspeech.runs.rf import run
     from rfspeech.search import save_structure
 
     save_structure(tmp_path / "dcls.yaml", {"resblocks.0.convs1.1": [-4, 0, 7], "resblocks.0.convs1.2": 2},
