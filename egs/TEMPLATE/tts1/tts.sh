@@ -343,11 +343,11 @@ compare_stage() {
   log "results (mean ± 95% CI): MCD in dB (DTW) of the synthesized eval sentences against the recordings;"
   log "duration_mae_frames: frames per token against the MAS alignment of the reference mel; length_error:"
   log "relative utterance length error; mel_dtw_l1: predicted vs reference log-mel after DTW (no vocoder)"
-  # The reports' first tables (metrics per arm), as rfspeech-compare writes them.
-  awk '/^\|/ { on = 1; print; next } on { exit }' "${report}/report.md"
+  # The reports' metric tables (the "Arms" section: metrics per arm), as rfspeech-compare writes them.
+  awk '/^## Arms/ { arms = 1 } arms && /^\|/ { on = 1; print; next } on { exit }' "${report}/report.md"
   if [ "${copy_synthesis}" = true ]; then
     log "the vocoder alone (copy-synthesis of the reference mels: the floor under the MCD above):"
-    awk '/^\|/ { on = 1; print; next } on { exit }' "${copysyn}/report.md"
+    awk '/^## Arms/ { arms = 1 } arms && /^\|/ { on = 1; print; next } on { exit }' "${copysyn}/report.md"
   fi
   log "synthesized eval sentences: ${expdir}/${exp_name}/<run>/synth/*.wav"
   log "report: ${report}/report.html (and report.md); vocoder: ${copysyn}/report.html"
@@ -387,7 +387,7 @@ combinations_stage() {
     reference_arm=hand-designed "${compare_args[@]}"
   wait_runs 10
   log "results (mean ± 95% CI; arms without '+ GTA vocoder' use the vocoder of stage 5, trained on ground-truth mels):"
-  awk '/^\|/ { on = 1; print; next } on { exit }' "${combinations}/report.md"
+  awk '/^## Arms/ { arms = 1 } arms && /^\|/ { on = 1; print; next } on { exit }' "${combinations}/report.md"
   log "GTA fine-tunes: ${expdir}/${exp_name}/gta_<run>/vocoder (their cost: vocoder/cost.json; not in the acoustic budget)"
   log "report: $(cd "${combinations}" && pwd)/report.html (and report.md)"
 }
