@@ -192,19 +192,28 @@ def to_dilated_conv1d(conv: nn.Conv1d, causal: bool = False) -> DilatedConv1d:
                         causal=causal, groups=conv.groups, bias=conv.bias is not None)
     new.to(device=ref.device, dtype=ref.dtype)
     new.train(conv.training)
+    copy_conv_parameters(conv, new)
+    return new
+
+
+def copy_conv_parameters(src: nn.Module, dst: DilatedConv1d) -> None:
+    """Copy ``src``'s weight (weight norm's ``g`` and ``v`` as a parametrization of ``dst``, legacy hook or
+    parametrization alike), bias and their ``requires_grad`` into ``dst``, a conv of the same weight shape."""
+    from rfspeech.layers.weight_norm import weight_norm_parts
+
+    parts = weight_norm_parts(src)
     with torch.no_grad():
         if parts is not None:
             g, v, dim = parts
-            apply_weight_norm(new, dim=dim)
-            chain = new.parametrizations.weight
+            apply_weight_norm(dst, dim=dim)
+            chain = dst.parametrizations.weight
             chain.original0.copy_(g)
             chain.original1.copy_(v)
             chain.original0.requires_grad_(g.requires_grad)
             chain.original1.requires_grad_(v.requires_grad)
         else:
-            new.weight.copy_(conv.weight)
-            new.weight.requires_grad_(conv.weight.requires_grad)
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias)
-            new.bias.requires_grad_(conv.bias.requires_grad)
-    return new
+            dst.weight.copy_(src.weight)
+            dst.weight.requires_grad_(src.weight.requires_grad)
+        if src.bias is not None:
+            dst.bias.copy_(src.bias)
+            dst.bias.requires_grad_(src.bias.requires_grad)

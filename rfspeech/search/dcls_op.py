@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rfspeech.layers.conv import DilatedConv1d
+from rfspeech.layers.conv import DilatedConv1d, copy_conv_parameters
 from rfspeech.layers.sparse import (
     SparseTapConv1d,
     dilation_of_taps,
@@ -344,22 +344,11 @@ def _dilated_from_sparse(conv: SparseTapConv1d) -> DilatedConv1d:
     Only the weight columns matter to the wrapper (its taps are the positions); the kernel size is the tap count.
     """
     n = len(conv.offsets)
-    parts = weight_norm_parts(conv)
     new = DilatedConv1d(conv.in_channels, conv.out_channels, n, dilation=1, causal=conv.causal,
                         groups=conv.groups, bias=conv.bias is not None)
     w = conv.weight.detach()
     new.to(device=w.device, dtype=w.dtype)
-    with torch.no_grad():
-        if parts is not None:
-            g, v, dim = parts
-            apply_weight_norm(new, dim=dim)
-            chain = new.parametrizations.weight
-            chain.original0.copy_(g)
-            chain.original1.copy_(v)
-        else:
-            new.weight.copy_(conv.weight)
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias)
+    copy_conv_parameters(conv, new)
     new.train(conv.training)
     return new
 
