@@ -141,6 +141,7 @@ def test_sampler_is_a_function_of_seed_and_step() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ trainer
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_training_writes_checkpoints_scalars_and_loads(prepared: Path, tmp_path: Path) -> None:
     out = tmp_path / "exp"
     result = make_trainer(prepared, out, max_steps=6).fit()
@@ -173,6 +174,7 @@ def test_loss_decreases_over_training(prepared: Path, tmp_path: Path) -> None:
     assert last["loss/prior"] < first["loss/prior"] and last["loss/mel"] < first["loss/mel"]
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_resume_is_bit_identical(prepared: Path, tmp_path: Path) -> None:
     straight = make_trainer(prepared, tmp_path / "a", max_steps=6)
     straight.fit()
@@ -246,6 +248,7 @@ def compose(*overrides: str):  # noqa: ANN201 - an omegaconf DictConfig
         return hydra_compose(config_name="train_tts", overrides=list(overrides))
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_cli_trains_and_resumes(prepared: Path, tmp_path: Path) -> None:
     from rfspeech.bin.train_tts import task
 
@@ -263,6 +266,7 @@ def test_cli_trains_and_resumes(prepared: Path, tmp_path: Path) -> None:
     assert state["config"]["model"]["acoustic"]["channels"] == 32
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_cli_errors_are_one_line(prepared: Path, tmp_path: Path) -> None:
     from rfspeech.runs.train_tts import build_trainer
 

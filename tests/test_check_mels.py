@@ -88,6 +88,7 @@ def test_identical_acoustic_model_is_compatible_exit_0(tmp_path: Path) -> None:
     assert "feature parameters: identical" in r.stdout and "verdict: COMPATIBLE" in r.stdout
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_bad_input_exits_2(tmp_path: Path) -> None:
     voc = checkpoint(tmp_path / "voc.pt", BASE)
     r = subprocess.run([sys.executable, "-m", "rfspeech.bin.check_mels", f"vocoder={voc}"],

@@ -33,6 +33,7 @@ def test_meter_counts_steps_and_time_and_restores_saved_totals(tmp_path: Path) -
         CostMeter("bogus_steps")
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_training_writes_cost_json_accumulated_across_a_resume(tmp_path: Path) -> None:
     """cost.json holds exactly the totals of the run's last checkpoint, so a resume continues from them.
 

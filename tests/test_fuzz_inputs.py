@@ -169,6 +169,7 @@ def _split_with_ids(root: Path, ids: list[str]) -> Path:
     return split
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_traversal_id_in_utts_tsv_is_refused_by_the_synthesize_console_script(vocoder: Path, tmp_path: Path) -> None:
     split = _split_with_ids(tmp_path / "data", ["good", "../../escaped"])
     out = tmp_path / "deep" / "er" / "out"

@@ -365,6 +365,7 @@ def test_every_entry_point_validates_its_config_before_work(
     assert made == [], f"outputs written before the config was validated: {made[:5]}"
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_config_errors_are_one_line_from_a_real_console_script(work: Path, data: Path) -> None:
     """The same contract through the installed entry point in a fresh interpreter (logging, Hydra, exit code)."""
     res = cli("train", f"data_dir={data}", f"out_dir={work / 'cli_config'}", *TRAIN, "train.segment_size=1024",
@@ -523,6 +524,7 @@ def _write(path: Path, wav: np.ndarray, sr: int) -> None:
     sf.write(path, wav, sr, subtype="FLOAT")
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_synthesis_over_a_folder_with_bad_files(work: Path, data: Path, reference: Path) -> None:
     inp, out = work / "synth_in", work / "synth_out"
     inp.mkdir()
@@ -613,6 +615,7 @@ def _assert_disk_full_kept_earlier_checkpoints(res: subprocess.CompletedProcess[
     assert leftovers(ckpt.checkpoint_dir(run)) == [], "temporary checkpoint left behind"
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_disk_full_during_a_checkpoint_is_a_clear_error_and_keeps_earlier_ones(
         work: Path, data: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """ENOSPC injected into the third checkpoint write (torch's zip writer sees it, as on a real full disk)."""
@@ -629,6 +632,7 @@ def test_disk_full_during_a_checkpoint_is_a_clear_error_and_keeps_earlier_ones(
     assert assert_checkpoints_whole(run) == [2, 3]
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_real_full_disk_during_training(work: Path, data: Path, capfd: pytest.CaptureFixture[str]) -> None:
     mnt = work / "tiny_fs"
     with tmpfs(mnt, "12m") as mounted:

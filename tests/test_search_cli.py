@@ -246,6 +246,7 @@ def test_resumed_local_search_matches_an_uninterrupted_one(data_dir: Path, tmp_p
     assert all(torch.equal(a["generator"][k], b["generator"][k]) for k in a["generator"])
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_search_bad_input_is_one_line_error(data_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(

@@ -128,6 +128,7 @@ def test_train_init_from_an_imported_checkpoint_takes_its_model(imported, tmp_pa
     assert state["config"]["model"]["name"] == "imported_hifigan"
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_a_model_given_that_does_not_fit_stays_a_clear_error(imported, tmp_path: Path) -> None:
     path, data = imported
     res = _cli("search", f"data_dir={data}", f"out_dir={tmp_path / 'x'}", f"init_from={path}", "model=hifigan_debug",
@@ -138,6 +139,7 @@ def test_a_model_given_that_does_not_fit_stays_a_clear_error(imported, tmp_path:
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_a_model_chosen_by_a_conf_file_is_not_replaced_by_init_from(imported, tmp_path: Path) -> None:
     """A recipe conf (on hydra.searchpath) that changes the model's arguments is a choice, as ``model.*=`` is.
 

@@ -114,6 +114,7 @@ def test_lookahead_budget_bounds_the_search_and_is_recorded(data_dir: Path, tmp_
     assert all("look-ahead" in x["reason"] or "unproductive" in x["reason"] for x in pruned)
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_impossible_lookahead_budget_is_one_line(data_dir: Path, tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "rfspeech.bin.search", f"data_dir={data_dir}", f"out_dir={tmp_path / 'x'}",

@@ -194,6 +194,7 @@ def test_discovery_rules_with_sparse_taps() -> None:
     assert set(wrapped) == set(structure) - sparse
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_onnx_export_of_learned_taps(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")

@@ -126,6 +126,7 @@ def _speechlike(seconds: float, sr: int = 22050, seed: int = 0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 180 * t) + 0.01 * np.random.default_rng(seed).standard_normal(t.size))
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_cli_copy_synthesis_from_wavs(checkpoint: Path, tmp_path: Path) -> None:
     wavs = tmp_path / "wavs"
     wavs.mkdir()
@@ -171,6 +172,7 @@ def test_cli_mels_checked_against_the_checkpoint(checkpoint: Path, tmp_path: Pat
     assert speed["input_kind"] == "mel" and speed["feats_yaml"].endswith("feats.yaml")
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_cli_prepared_split_manifest(checkpoint: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     split = data / "eval"
@@ -282,6 +284,7 @@ def test_cli_chunked_writes_the_same_files(checkpoint: Path, mel_dir: Path, tmp_
     assert w["first_audio_algorithmic_frames"] == 70  # whole utterance: the first (longest) one must be in
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_cli_onnxruntime_backend(checkpoint: Path, mel_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")

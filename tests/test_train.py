@@ -68,6 +68,7 @@ def test_segments_are_aligned_with_the_features(data_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ training
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_training_writes_checkpoints_tensorboard_and_learns_lr_schedule(data_dir: Path, tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -141,6 +142,7 @@ def test_unknown_loss_weight_and_bad_stft_resolutions_are_config_errors(data_dir
 
 
 @pytest.mark.parametrize("model", ["hifigan_debug", "wavenet_debug"])
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_resume_is_bit_identical_to_an_uninterrupted_run(data_dir: Path, tmp_path: Path, model: str) -> None:
     # 3 steps per epoch: the resumed part crosses an lr decay; validation (noise draws) before and after.
     common = (f"model={model}", "train.checkpoint_interval=2", "train.validation_interval=2",
@@ -264,6 +266,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_cli_trains_into_out_dir_without_timestamped_folders(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "exp"
     res = run_cli(f"data_dir={data_dir}", f"out_dir={out}", "device=cpu", "progress=false", "train.max_steps=2",

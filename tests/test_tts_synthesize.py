@@ -239,6 +239,7 @@ def _compose(*overrides: str) -> object:
         return compose(config_name="synthesize", overrides=list(overrides))
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_cli_text_and_text_file(models: dict[str, Path], tmp_path: Path) -> None:
     text = "Hello, world. Don't panic: it's $5 (ok) ${x}"
     r = _cli(f"acoustic_checkpoint={models['acoustic']}", f"checkpoint={models['vocoder']}", f"text={text}",
@@ -263,6 +264,7 @@ def test_cli_text_and_text_file(models: dict[str, Path], tmp_path: Path) -> None
     assert json.loads((out / "speed.json").read_text())["n_bad"] == 1
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_cli_prepared_split_mels_then_vocoder_and_durations(models: dict[str, Path], tmp_path: Path) -> None:
     split = models["data"] / "eval"
     ev = tmp_path / "eval"
@@ -293,6 +295,7 @@ def test_cli_prepared_split_mels_then_vocoder_and_durations(models: dict[str, Pa
     assert json.loads((tmp_path / "tv" / "speed.json").read_text())["input_kind"] == "manifest"
 
 
+@pytest.mark.heavy  # a console-script/end-to-end check (4-10 s): CI runs it with -m heavy
 def test_cli_feature_mismatch(models: dict[str, Path], tmp_path: Path) -> None:
     r = _cli(f"acoustic_checkpoint={models['acoustic']}", f"checkpoint={models['vocoder_pwg']}", "text=Hello.",
              f"out_dir={tmp_path / 'x'}", cwd=tmp_path)
