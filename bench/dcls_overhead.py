@@ -36,11 +36,11 @@ from torch import nn
 
 try:  # run as ``python -m bench.dcls_overhead`` or as a file
     from bench.common import interleaved, machine_info, paired_ratio, pin_threads
-    from bench.search_overhead import PRESETS, build_models, make_generator_step, make_train_step
+    from bench.search_overhead import PRESETS, build_models, make_generator_step, time_train_steps
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.common import interleaved, machine_info, paired_ratio, pin_threads
-    from bench.search_overhead import PRESETS, build_models, make_generator_step, make_train_step
+    from bench.search_overhead import PRESETS, build_models, make_generator_step, time_train_steps
 
 
 def arms(preset: dict[str, Any], seed: int = 0, cold: bool = False,
@@ -67,14 +67,8 @@ def measure(model: str = "v2", repeats: int = 5, warmup: int = 1, breakdown: boo
     """Time one preset; return its ratios and context."""
     preset = PRESETS[model]
     pairs = arms(preset, cold=cold, max_dilation=max_dilation)
-    gen = pairs["plain"][0]
-    frames = preset["segment"] // gen.hop_length
-    g = torch.Generator().manual_seed(1)
-    mel = torch.randn(preset["batch"], gen.in_channels, frames, generator=g)
-    wav = torch.randn(preset["batch"], 1, frames * gen.hop_length, generator=g).clamp(-1, 1) * 0.5
-    steps = {name: make_train_step(gd[0], gd[1], mel, wav) for name, gd in pairs.items()}
     t0 = time.perf_counter()
-    tim = interleaved(steps, warmup=warmup, repeats=repeats, progress=progress)
+    tim, mel = time_train_steps(pairs, preset, warmup=warmup, repeats=repeats, progress=progress)
     out: dict[str, Any] = {
         "model": model,
         "preset": preset,

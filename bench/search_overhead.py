@@ -144,6 +144,24 @@ def make_generator_step(gen: nn.Module, mel: torch.Tensor) -> Callable[[], None]
     return step
 
 
+
+def time_train_steps(pairs: dict[str, tuple[nn.Module, nn.Module]], preset: dict[str, Any], warmup: int,
+                     repeats: int, progress: Callable[[str], None] | None = None
+                     ) -> tuple[dict[str, Any], torch.Tensor]:
+    """Every arm's full training step on one fixed random batch of ``preset``, timed in interleaved rounds.
+
+    Returns:
+        ``({arm: timings}, mel (B, n_mels, frames))``: the mel of the batch (the same for every arm, seed 1,
+        shaped by the ``plain`` arm's generator), for the per-generator timings that follow.
+    """
+    gen = pairs["plain"][0]
+    frames = preset["segment"] // gen.hop_length
+    g = torch.Generator().manual_seed(1)
+    mel = torch.randn(preset["batch"], gen.in_channels, frames, generator=g)
+    wav = torch.randn(preset["batch"], 1, frames * gen.hop_length, generator=g).clamp(-1, 1) * 0.5
+    steps = {name: make_train_step(gd[0], gd[1], mel, wav) for name, gd in pairs.items()}
+    return interleaved(steps, warmup=warmup, repeats=repeats, progress=progress), mel
+
 def arms(preset: dict[str, Any], seed: int = 0, skip: bool = False,
          naive: bool = True) -> dict[str, tuple[nn.Module, nn.Module]]:
     """``plain``/``search``/``naive`` (+ ``skip``) generator + discriminator pairs with identical initial weights."""
@@ -273,14 +291,8 @@ def measure(model: str = "v2", repeats: int = ROUNDS, warmup: int = 1, breakdown
     """Time one preset; return its ratios and context (``naive``: with the per-branch loop arm, for context)."""
     preset = PRESETS[model]
     pairs = arms(preset, skip=search_every > 1, naive=naive)
-    gen = pairs["plain"][0]
-    frames = preset["segment"] // gen.hop_length
-    g = torch.Generator().manual_seed(1)
-    mel = torch.randn(preset["batch"], gen.in_channels, frames, generator=g)
-    wav = torch.randn(preset["batch"], 1, frames * gen.hop_length, generator=g).clamp(-1, 1) * 0.5
-    steps = {name: make_train_step(gd[0], gd[1], mel, wav) for name, gd in pairs.items()}
     t0 = time.perf_counter()
-    tim = interleaved(steps, warmup=warmup, repeats=repeats, progress=progress)
+    tim, mel = time_train_steps(pairs, preset, warmup=warmup, repeats=repeats, progress=progress)
     out: dict[str, Any] = {
         "model": model,
         "preset": preset,
@@ -305,7 +317,7 @@ def measure(model: str = "v2", repeats: int = ROUNDS, warmup: int = 1, breakdown
     if ops:
         if progress:
             progress(f"search_overhead: per-conv table of {model}")
-        out["ops"] = conv_table(gen, mel, repeats=repeats, dilations=ops_dilations)
+        out["ops"] = conv_table(pairs["plain"][0], mel, repeats=repeats, dilations=ops_dilations)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
