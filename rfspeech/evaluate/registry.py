@@ -148,6 +148,11 @@ class STOISettings:
     extended: bool = False
 
 
+#: Pitch trackers of the F0 and pitch metrics (``f0_method``, ``pitch_method``).
+PITCH_TRACKERS = ("rapt", "swipe", "pyin")
+_TRACKER_CHOICES = ", ".join(PITCH_TRACKERS[:-1]) + " or " + PITCH_TRACKERS[-1]
+
+
 @dataclass(frozen=True)
 class F0Settings:
     """F0 RMSE and V/UV error by an SPTK or librosa pitch tracker (see :func:`rfspeech.evaluate.metrics.f0_metrics`).
@@ -165,8 +170,8 @@ class F0Settings:
     frame_period_ms: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.method not in ("rapt", "swipe", "pyin"):
-            raise ConfigError(f"f0_method must be rapt, swipe or pyin, got {self.method!r}")
+        if self.method not in PITCH_TRACKERS:
+            raise ConfigError(f"f0_method must be {_TRACKER_CHOICES}, got {self.method!r}")
 
 
 @dataclass(frozen=True)
@@ -273,8 +278,8 @@ class PitchSettings:
     frame_period_ms: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.method not in ("rapt", "swipe", "pyin"):
-            raise ConfigError(f"pitch_method must be rapt, swipe or pyin, got {self.method!r}")
+        if self.method not in PITCH_TRACKERS:
+            raise ConfigError(f"pitch_method must be {_TRACKER_CHOICES}, got {self.method!r}")
         if not self.tol_hz > 0:
             raise ConfigError(f"pitch_tol_hz must be > 0, got {self.tol_hz!r}")
         if not 0 < self.min < self.max:
