@@ -217,6 +217,9 @@ def header_lines(result: dict[str, Any]) -> list[str]:
         "a target's status is judged on the CPU-time median where there is one (the steadier figure on a "
         "shared machine); absolute figures are context only",
     ]
+    if result.get("section_created"):  # a --parts run that went on after an interruption
+        when = ", ".join(f"{n} {c}" for n, c in result["section_created"].items())
+        lines.append(f"- sections run in their own processes, each section started at: {when}")
     busy = max((x[0] for x in (result["load_average_start"], result["load_average_end"]) if x), default=None)
     if busy is not None and busy > m["cores"]:
         lines.append(f"- **warning**: load average {busy:.1f} above the {m['cores']} cores: other processes "
@@ -351,7 +354,7 @@ HEADLINE = ("search_overhead", "naive_overhead", "search_overhead_cpu", "merge_p
 #: Top-level fields of a run (the rest of a result's top level are the sections' headline keys).
 RUN_FIELDS = ("schema", "created", "command", "quick", "all", "threads", "warmup", "rounds_default", "machine",
               "load_average_start", "sections_run", "rows", "sections", "section_seconds", "errors",
-              "load_average_end", "total_seconds", "drift", "jobs")
+              "load_average_end", "total_seconds", "drift", "jobs", "section_created")
 
 
 def headline(result: dict[str, Any]) -> dict[str, Any]:
@@ -413,6 +416,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1,
                         help="run up to N sections at once, each in its own process (every comparison stays "
                              "interleaved within its process; each row records the load it ran under)")
+    parser.add_argument("--parts", type=Path, default=None,
+                        help="keep each section's result in DIR/<section>.json (each section in its own process, "
+                             "--jobs at a time) and reuse the sections already there: a full run that is "
+                             "interrupted goes on from the sections it finished (same options required)")
     parser.add_argument("--as-all", action="store_true", help=argparse.SUPPRESS)  # a --jobs child of --all
     parser.add_argument("--render", type=Path, default=None,
                         help="run nothing: regenerate BENCHMARKS.md's tables (and the .md beside it) from this "
@@ -442,6 +449,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--out must name a .json file, got {args.out}")
     if args.compare is not None and not args.compare.is_file():
         parser.error(f"--compare: {args.compare} not found")
+    if args.parts is not None and args.parts.exists() and not args.parts.is_dir():
+        parser.error(f"--parts: {args.parts} is not a directory")
     args.sections = sections
     return args
 
@@ -469,6 +478,29 @@ def _child_argv(args: argparse.Namespace, name: str, out: Path) -> list[str]:
     return cmd
 
 
+def _parts_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What a section's figures depend on besides the code: a --parts directory holds results of one setting."""
+    return {"all": bool(args.all), "quick": bool(args.quick), "threads": args.threads if args.threads_given else None,
+            "repeats": args.repeats, "search_every": args.search_every, "search_models": args.search_models,
+            "compile": bool(args.compile)}
+
+
+def _check_parts(args: argparse.Namespace) -> None:
+    """Create ``args.parts`` with its options file, or check that an existing one was made with these options."""
+    from rfspeech.io import atomic_write_text
+
+    args.parts.mkdir(parents=True, exist_ok=True)
+    options = _parts_options(args)
+    marker = args.parts / "options.json"
+    if marker.is_file():
+        before = json.loads(marker.read_text(encoding="utf-8"))
+        if before != options:
+            raise SystemExit(f"error: --parts {args.parts}: made with other options {before}, not {options}; "
+                             "use a new directory")
+    else:
+        atomic_write_text(marker, json.dumps(options, indent=2) + "\n")
+
+
 def _run_jobs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, float]]:
     """Every section in its own ``python -m bench`` process, ``args.jobs`` at a time; their results by name."""
     import concurrent.futures
@@ -480,8 +512,19 @@ def _run_jobs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict
     errors: dict[str, str] = {}
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as tmp:
+        parts = args.parts if args.parts is not None else Path(tmp)
+        if args.parts is not None:
+            _check_parts(args)
+
         def one(name: str) -> None:
-            out = Path(tmp) / f"{name}.json"
+            out = parts / f"{name}.json"
+            if args.parts is not None and out.is_file():  # finished by an earlier, interrupted run
+                earlier = json.loads(out.read_text(encoding="utf-8"))
+                if not earlier.get("errors"):  # a section that failed runs again
+                    results[name] = earlier
+                    seconds[name] = earlier.get("total_seconds", 0.0)
+                    _log(f"section {name}: reused {out} (created {earlier.get('created')})")
+                    return
             t0 = time.perf_counter()
             _log(f"section {name} started in its own process")
             proc = subprocess.run(_child_argv(args, name, out), stdout=subprocess.DEVNULL, check=False)
@@ -528,7 +571,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
     details: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     errors: dict[str, str] = {}
-    if args.jobs > 1 and len(args.sections) > 1:
+    if (args.jobs > 1 and len(args.sections) > 1) or args.parts is not None:
         children, errors, seconds = _run_jobs(args)
         for name in args.sections:  # merged in the usual section order
             child = children.get(name)
@@ -540,6 +583,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> dict[str
             for key, value in child.items():  # the section's headline keys
                 if key not in RUN_FIELDS:
                     result[key] = value
+        if args.parts is not None:  # when each section ran: a resumed run spans several starts
+            result["section_created"] = {n: c.get("created") for n, c in children.items()}
         result.update(rows=rows, sections=details, section_seconds=seconds, errors=errors, jobs=args.jobs,
                       load_average_end=load_average(), total_seconds=round(time.perf_counter() - t_start, 1))
         return result

@@ -298,3 +298,34 @@ def test_jobs_run_each_section_in_its_own_bench_process(tmp_path: Path) -> None:
     child = bench_main.parse_args(cmd[3:])
     assert child.all and child.sections == ["paths"] and child.no_doc
     assert set(bench_main.COST_ORDER) == set(ALL_SECTIONS)
+
+
+def test_parts_reuse_finished_sections_and_refuse_other_options(tmp_path: Path, monkeypatch) -> None:
+    """--parts: an interrupted full run goes on from the sections it finished, never mixing settings."""
+    import subprocess
+
+    parts = tmp_path / "parts"
+    args = bench_main.parse_args(["--all", "--sections", "features,parity", "--parts", str(parts)])
+    args.threads_given = False
+    bench_main._check_parts(args)
+    done = {"created": "2026-12-07T10:00:00+00:00", "rows": [{"section": "features", "measure": "m"}],
+            "sections": {"features": {}}, "errors": {}, "total_seconds": 12.5}
+    (parts / "features.json").write_text(json.dumps(done))
+    (parts / "parity.json").write_text(json.dumps({**done, "errors": {"parity": "boom"}}))
+    ran: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **kwargs):
+        ran.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.write_text(json.dumps({**done, "created": "2026-12-07T11:00:00+00:00", "sections": {"parity": {}}}))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    results, errors, seconds = bench_main._run_jobs(args)
+    assert [c[c.index("--sections") + 1] for c in ran] == ["parity"]  # the failed section ran again, not features
+    assert results["features"]["created"].startswith("2026-12-07T10") and seconds["features"] == 12.5
+    assert results["parity"]["created"].startswith("2026-12-07T11") and not errors
+
+    other = bench_main.parse_args(["--all", "--sections", "features", "--parts", str(parts), "--repeats", "3"])
+    with pytest.raises(SystemExit, match="other options"):
+        bench_main._check_parts(other)
