@@ -142,6 +142,13 @@ def test_the_verdict_says_first_whether_the_structure_changed() -> None:
     assert "| searched | 3 | 2/3 | blocks.1.conv 3→2,4 (2); blocks.2.conv 5→9 (1) | 26.45 → 26.45–30 |" in md
     assert 'id="structure-table"' in render_html(data)
 
+    # a learned-spacing arm against a reference of other dilations: one layer ends as a dilation in one run and
+    # as a tap list in another (the repair study's DCLS arm vs V1 failed to render before)
+    mixed = [_exp(f"d{s}", "dcls", {"mcd": _shift(REF_MCD, 0.0, s)}, seed=s,
+                  dilations={**HAND_D, "blocks.1.conv": [-5, 0, 4] if s == 1 else 5}) for s in (1, 2, 3)]
+    md = render_markdown(_data(hand + mixed))
+    assert "blocks.1.conv 3→5,[-5, 0, 4] (3)" in md
+
 
 def test_what_the_search_saw() -> None:
     from rfspeech.evaluate.report_data import search_view

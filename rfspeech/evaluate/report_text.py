@@ -153,12 +153,17 @@ def difference_cell(s: dict[str, Any], col: str) -> str:
     return f"{mean_ci(s, col)} ({', '.join(extra)})"
 
 
+def _value_order(value: int | list[int]) -> tuple[bool, list[int]]:
+    """Sort key of a layer's structure values: dilations (ints) first, then tap lists (DCLS), each in order."""
+    return (isinstance(value, list), list(value) if isinstance(value, list) else [value])
+
+
 def structure_rows(structures: dict[str, dict[str, Any]], limit: int = 8) -> list[list[str]]:
     """Rows of the structure table: arm, runs, runs that changed dilations, layers changed, receptive field."""
     rows = []
     for arm, c in structures.items():
         layers = sorted(c["layers"].items(), key=lambda kv: (-kv[1]["runs"], kv[0]))
-        cells = [f"{p} {v['from']}→{','.join(str(x) for x in sorted(v['to']))} ({v['runs']})"
+        cells = [f"{p} {v['from']}→{','.join(str(x) for x in sorted(v['to'], key=_value_order))} ({v['runs']})"
                  for p, v in layers[:limit]]
         if len(layers) > limit:
             cells.append(f"+{len(layers) - limit} more")
