@@ -219,7 +219,10 @@ def header_lines(result: dict[str, Any]) -> list[str]:
     ]
     if result.get("section_created"):  # a --parts run that went on after an interruption
         when = ", ".join(f"{n} {c}" for n, c in result["section_created"].items())
-        lines.append(f"- sections run in their own processes, each section started at: {when}")
+        own = sum(float(v) for v in (result.get("section_seconds") or {}).values())
+        lines.append(f"- a --parts run: the total and the load above are this invocation's; the sections ran in "
+                     f"their own processes ({own:.0f} s of section time in all, some side by side), each started "
+                     f"at: {when}")
     busy = max((x[0] for x in (result["load_average_start"], result["load_average_end"]) if x), default=None)
     if busy is not None and busy > m["cores"]:
         lines.append(f"- **warning**: load average {busy:.1f} above the {m['cores']} cores: other processes "
