@@ -463,29 +463,27 @@ COST_ORDER = ("paths", "search_overhead", "training", "streaming", "limits", "pa
               "precision")
 
 
-def _child_argv(args: argparse.Namespace, name: str, out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "bench", "--sections", name, "--out", str(out), "--no-doc"]
+def _child_flags(args: argparse.Namespace) -> list[str]:
+    """The options every section's own process gets: all that its figures depend on besides the code."""
+    flags = ["--no-doc"]
     if args.all:
-        cmd.append("--as-all")
+        flags.append("--as-all")
     if args.quick:
-        cmd.append("--quick")
+        flags.append("--quick")
     if args.threads_given:
-        cmd += ["--threads", str(args.threads)]
+        flags += ["--threads", str(args.threads)]
     for flag, value in (("--repeats", args.repeats), ("--search-every", args.search_every)):
         if value is not None:
-            cmd += [flag, str(value)]
+            flags += [flag, str(value)]
     if args.search_models:
-        cmd += ["--search-models", ",".join(args.search_models)]
+        flags += ["--search-models", ",".join(args.search_models)]
     if args.compile:
-        cmd.append("--compile")
-    return cmd
+        flags.append("--compile")
+    return flags
 
 
-def _parts_options(args: argparse.Namespace) -> dict[str, Any]:
-    """What a section's figures depend on besides the code: a --parts directory holds results of one setting."""
-    return {"all": bool(args.all), "quick": bool(args.quick), "threads": args.threads if args.threads_given else None,
-            "repeats": args.repeats, "search_every": args.search_every, "search_models": args.search_models,
-            "compile": bool(args.compile)}
+def _child_argv(args: argparse.Namespace, name: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "bench", "--sections", name, "--out", str(out), *_child_flags(args)]
 
 
 def _check_parts(args: argparse.Namespace) -> None:
@@ -493,7 +491,7 @@ def _check_parts(args: argparse.Namespace) -> None:
     from rfspeech.io import atomic_write_text
 
     args.parts.mkdir(parents=True, exist_ok=True)
-    options = _parts_options(args)
+    options = {"section_flags": _child_flags(args)}  # a --parts directory holds results of one setting
     marker = args.parts / "options.json"
     if marker.is_file():
         before = json.loads(marker.read_text(encoding="utf-8"))
