@@ -342,7 +342,7 @@ class _MixConv(torch.autograd.Function):
     gradient rows in place (leading dimension = the row length), so no chunk is copied in or out.
     The backward of the mixing folds the gradient of ``z`` back onto the input per branch: ``k - 1``
     shifted additions of contiguous rows into one reused buffer (a single reduction over a "skewed"
-    strided view, tried before, measured 10–15 × slower for ``k`` = 7 and 11 on one CPU thread: the
+    strided view, tried before, measured 9–17 × slower for ``k`` = 7 and 11 on one CPU thread: the
     reduction runs across strided rows instead of along them); the branch weights' gradients are
     per-channel dot products (no temporaries) summed in float64.
     """
